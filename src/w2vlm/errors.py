@@ -1,0 +1,35 @@
+"""Exceptions raised by w2vlm.
+
+Every error w2vlm raises on bad input is a :class:`W2vlmError`. Errors about values handed to the decoder
+also subclass :class:`ValueError`, so code written for pyctcdecode (which raises ``ValueError``) keeps working.
+"""
+
+from __future__ import annotations
+
+
+class W2vlmError(Exception):
+    """Base class of all w2vlm errors."""
+
+
+class DecoderInputError(W2vlmError, ValueError):
+    """Logits or decoding parameters that the decoder cannot use (shape, values, vocabulary size)."""
+
+
+class AlphabetError(W2vlmError, ValueError):
+    """Labels that do not form a valid CTC alphabet (duplicates, several blanks, ...)."""
+
+
+class LanguageModelError(W2vlmError, ValueError):
+    """A language model file that is missing, empty or malformed."""
+
+
+class VocabularyMismatchError(W2vlmError, ValueError):
+    """The tokenizer's vocabulary and the decoder's alphabet disagree."""
+
+
+class AudioError(W2vlmError, ValueError):
+    """Audio that cannot be read or used (corrupt, empty, unsupported, too short)."""
+
+
+class ModelError(W2vlmError):
+    """An acoustic model that cannot be found or loaded."""
