@@ -228,7 +228,10 @@ def build_tiny_ctc_checkpoint(
     # make the output layer peaky so that greedy and beam outputs are well defined
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)
-    model.save_pretrained(str(out_dir), safe_serialization=safetensors)
+    model.save_pretrained(str(out_dir))
+    if not safetensors:  # the older pickle layout (transformers 5 always writes safetensors)
+        (out_dir / "model.safetensors").unlink()
+        torch.save(model.state_dict(), out_dir / "pytorch_model.bin")
 
     vocab_dict = {tok: i for i, tok in enumerate(vocab)}
     (out_dir / "vocab.json").write_text(json.dumps(vocab_dict, ensure_ascii=False), encoding="utf-8")
