@@ -253,7 +253,7 @@ def generate(
     sentences: list[str],
     n_utterances: int,
     seed: int = 0,
-    mean_frames: int = 750,
+    mean_frames: int = 725,
     params: SimParams | None = None,
 ) -> Emissions:
     """Simulate ``n_utterances`` utterances of ~``mean_frames`` frames from the given sentences."""
@@ -316,7 +316,7 @@ def load_or_generate(
     n_utterances: int,
     cache_dir: Path,
     seed: int = 0,
-    mean_frames: int = 750,
+    mean_frames: int = 725,
     params: SimParams | None = None,
 ) -> Emissions:
     """Emissions for ``n_utterances`` sentences-groups of ``text_path``, from the cache when present."""
