@@ -122,20 +122,22 @@ def resolve_model_path(
     if local.exists() or isinstance(path_or_hub_id, os.PathLike) or _looks_like_path(text):
         return check_model_dir(local)
     return check_model_dir(
-        _snapshot(
+        snapshot_folder(
             text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
     )
 
 
-def _snapshot(
+def snapshot_folder(
     repo_id: str,
     *,
-    revision: str | None,
-    cache_dir: str | os.PathLike | None,
-    local_files_only: bool | None,
-    token: str | bool | None,
+    allow_patterns: list[str] | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+    token: str | bool | None = None,
 ) -> Path:
+    """Local folder of a hub repository's snapshot (downloaded unless offline / ``local_files_only``)."""
     try:
         import huggingface_hub
         from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -150,7 +152,7 @@ def _snapshot(
             revision=revision,
             cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
             local_files_only=offline,
-            allow_patterns=HUB_ALLOW_PATTERNS,
+            allow_patterns=HUB_ALLOW_PATTERNS if allow_patterns is None else allow_patterns,
             token=token,
         )
     except LocalEntryNotFoundError as exc:
