@@ -1,0 +1,126 @@
+"""Writing n-gram models as ARPA files (plain or gzip) and pyctcdecode-style ``unigrams.txt``."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from w2vlm.errors import LanguageModelError
+from w2vlm.lm.corpus import BOS, EOS, UNK
+from w2vlm.lm.kneser_ney import NGramModel
+
+__all__ = ["write_arpa", "write_unigrams"]
+
+logger = logging.getLogger("w2vlm.lm.arpa")
+
+_BATCH = 200_000
+
+
+def _ngram_texts(model: NGramModel) -> list[list[str]]:
+    """The space-joined words of every n-gram, per order, in table order."""
+    words = model.vocab.words
+    texts: list[list[str]] = [list(words[i] for i in model.tables[0].word.tolist())]
+    for t in model.tables[1:]:
+        prev = texts[-1]
+        texts.append(
+            [prev[p] + " " + words[w] for p, w in zip(t.prefix.tolist(), t.word.tolist(), strict=True)]
+        )
+    return texts
+
+
+def _fmt(x: np.ndarray) -> list[str]:
+    # 6 decimals of log10 is a relative precision of ~1.4e-6, below float32 (what KenLM stores).
+    return [f"{v:.6f}" for v in x.tolist()]
+
+
+def _atomic_open(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def write_arpa(
+    model: NGramModel, path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Write ``model`` as an ARPA file; gzip-compressed when ``path`` ends with ``.gz``. Written to a
+    temporary name in the same folder and renamed, so a reader never sees a partial file."""
+    out = Path(path)
+    total = sum(model.ngram_counts)
+    fd, tmp = _atomic_open(out)
+    try:
+        raw = os.fdopen(fd, "wb")
+        with raw:
+            stream = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) if out.suffix == ".gz" else raw
+            with stream:
+                _write_body(model, stream, progress, total)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    logger.info("wrote %s (%s n-grams)", out, model.ngram_counts)
+    return out
+
+
+def _write_body(model: NGramModel, stream, progress, total: int) -> None:  # type: ignore[no-untyped-def]
+    order = model.order
+    head = ["", "\\data\\"] + [f"ngram {n}={c}" for n, c in enumerate(model.ngram_counts, start=1)] + [""]
+    stream.write(("\n".join(head) + "\n").encode("utf-8"))
+    texts = _ngram_texts(model)
+    done = 0
+    for n, (t, tx) in enumerate(zip(model.tables, texts, strict=True), start=1):
+        stream.write(f"\\{n}-grams:\n".encode())
+        lp = _fmt(t.log10_prob)
+        if n == 1:
+            # <s> is never predicted: -99 by convention.
+            bos = model.vocab.words.index(BOS)
+            lp[bos] = "-99"
+        if n < order:
+            bo = _fmt(t.log10_backoff)
+            has = t.has_backoff.tolist()
+            for s in range(0, len(tx), _BATCH):
+                e = min(s + _BATCH, len(tx))
+                lines = [
+                    f"{lp[i]}\t{tx[i]}\t{bo[i]}\n" if has[i] else f"{lp[i]}\t{tx[i]}\n" for i in range(s, e)
+                ]
+                stream.write("".join(lines).encode("utf-8"))
+                done += e - s
+                if progress is not None:
+                    progress(done, total)
+        else:
+            for s in range(0, len(tx), _BATCH):
+                e = min(s + _BATCH, len(tx))
+                stream.write("".join([f"{lp[i]}\t{tx[i]}\n" for i in range(s, e)]).encode("utf-8"))
+                done += e - s
+                if progress is not None:
+                    progress(done, total)
+        stream.write(b"\n")
+    stream.write(b"\\end\\\n")
+
+
+def write_unigrams(model: NGramModel, path: str | os.PathLike[str]) -> Path:
+    """Write the model's words (without ``<s>``, ``</s>``, ``<unk>``), one a line, most frequent first —
+    the ``unigrams.txt`` that pyctcdecode and w2vlm use to tell known words from unknown ones."""
+    out = Path(path)
+    special = {BOS, EOS, UNK}
+    words = [w for w in model.vocab.words if w not in special]
+    if not words:
+        raise LanguageModelError(f"{out}: the model has no words to list")
+    fd, tmp = _atomic_open(out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(words) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return out

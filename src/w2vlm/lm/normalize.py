@@ -1,0 +1,188 @@
+"""Text normalization that matches a character CTC vocabulary.
+
+A language model used with a character CTC model can only ever be asked about words the model can spell, so
+the LM's training text is reduced to the model's character set: case folded the way the vocabulary is cased,
+accents stripped where the bare letter is allowed, typographic apostrophes mapped to ``'``, every other
+character turned into a word break, and apostrophes kept only inside words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from w2vlm.errors import LanguageModelError
+
+__all__ = [
+    "DEFAULT_ALLOWED_CHARS",
+    "TextNormalizer",
+    "allowed_chars_from_file",
+    "normalize_text",
+]
+
+#: The character set of the usual English character CTC vocabularies (lowercase letters and the apostrophe).
+DEFAULT_ALLOWED_CHARS = "abcdefghijklmnopqrstuvwxyz'"
+
+CaseMode = Literal["auto", "lower", "upper", "keep"]
+
+# Tokens of CTC vocabularies that are not characters of words.
+_SPECIAL_TOKENS = {
+    "",
+    " ",
+    "|",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "[pad]",
+    "[unk]",
+    "[PAD]",
+    "[UNK]",
+    "<PAD>",
+    "<UNK>",
+    "⁇",
+    "<blank>",
+    "<eps>",
+}
+_APOSTROPHES = "\u2019\u2018\u02bc\u02bb`\u00b4\u2032"
+
+
+class TextNormalizer:
+    """Reusable normalizer for one allowed character set.
+
+    Args:
+        allowed_chars: characters that may appear inside words (space and newline are always word/line
+            breaks). ``None`` means :data:`DEFAULT_ALLOWED_CHARS`.
+        case: ``"lower"``, ``"upper"``, ``"keep"``, or ``"auto"`` (lowercase when the allowed letters are all
+            lowercase, uppercase when all uppercase, unchanged when mixed).
+    """
+
+    def __init__(self, allowed_chars: str | Iterable[str] | None = None, case: CaseMode = "auto") -> None:
+        chars = set(DEFAULT_ALLOWED_CHARS if allowed_chars is None else allowed_chars)
+        for c in chars:
+            if len(c) != 1:
+                raise LanguageModelError(f"allowed_chars: expected single characters, got {c!r}")
+        chars -= {" ", "\n", "\t", "\r"}
+        if not chars:
+            raise LanguageModelError("allowed_chars: expected at least one character, got none")
+        self.allowed: frozenset[str] = frozenset(chars)
+        if case == "auto":
+            letters = [c for c in chars if c.lower() != c.upper()]
+            if letters and all(c == c.lower() for c in letters):
+                case = "lower"
+            elif letters and all(c == c.upper() for c in letters):
+                case = "upper"
+            else:
+                case = "keep"
+        if case not in ("lower", "upper", "keep"):
+            raise LanguageModelError(f"case: expected 'auto', 'lower', 'upper' or 'keep', got {case!r}")
+        self.case: str = case
+        self._keep_apostrophe = "'" in chars
+        # Cache of translations for characters seen so far (ordinal -> replacement string).
+        self._table: dict[int, str] = {}
+        self._known: set[str] = set(chars) | {" ", "\n"}
+        if self._keep_apostrophe:
+            # An apostrophe not between two word characters (quotes, leading/trailing) is dropped.
+            self._edge_apostrophe = re.compile(r"(?<!\w)'+|'+(?!\w)")
+
+    def _translation_for(self, c: str) -> str:
+        if c in self.allowed:
+            return c
+        if c in _APOSTROPHES and self._keep_apostrophe:
+            return "'"
+        if c.isspace():
+            return " " if c != "\n" else "\n"
+        decomposed = unicodedata.normalize("NFKD", c)
+        stripped = "".join(d for d in decomposed if not unicodedata.combining(d))
+        if self.case == "lower":
+            stripped = stripped.lower()
+        elif self.case == "upper":
+            stripped = stripped.upper()
+        if stripped and all(d in self.allowed for d in stripped):
+            return stripped
+        return " "
+
+    def __call__(self, text: str) -> str:
+        """Normalize ``text`` (one or many lines). Line breaks are kept; each line's words are joined by
+        single spaces, and lines that end up empty stay as empty lines."""
+        if self.case == "lower":
+            text = text.lower()
+        elif self.case == "upper":
+            text = text.upper()
+        new = set(text) - self._known
+        if new:
+            for c in new:
+                self._table[ord(c)] = self._translation_for(c)
+            self._known |= new
+        if self._table:
+            text = text.translate(self._table)
+        if self._keep_apostrophe and "'" in text:
+            text = self._edge_apostrophe.sub("", text)
+        return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+
+
+def normalize_text(
+    text: str, allowed_chars: str | Iterable[str] | None = None, case: CaseMode = "auto"
+) -> str:
+    """Normalize text for a character CTC vocabulary.
+
+    Lowercases (or uppercases, following the case of ``allowed_chars``), maps accented letters to their bare
+    letter when that is allowed, maps typographic apostrophes to ``'``, turns every other character that is
+    not in ``allowed_chars`` into a word break, drops apostrophes that are not inside a word, and collapses
+    runs of spaces. Line breaks are kept.
+
+    >>> normalize_text("Hello, World! It’s 'quoted' — café.")
+    "hello world it's quoted cafe"
+    """
+    return TextNormalizer(allowed_chars, case)(text)
+
+
+def allowed_chars_from_file(path: str | Path) -> str:
+    """The word characters of a character CTC vocabulary: a transformers ``vocab.json`` (token -> id), a
+    pyctcdecode ``alphabet.json`` (``{"labels": [...]}``) or a plain text file with one label a line.
+
+    Special tokens (padding/blank, ``<s>``, ``</s>``, ``<unk>``, the word delimiter ``|``) are left out.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LanguageModelError(f"{p}: vocabulary file does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LanguageModelError(f"{p}: cannot read vocabulary file ({e})") from None
+    labels: list[str]
+    if p.suffix == ".json":
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise LanguageModelError(f"{p}: not valid JSON ({e})") from None
+        if isinstance(data, dict) and "labels" in data:
+            if data.get("is_bpe"):
+                raise LanguageModelError(
+                    f"{p}: a BPE alphabet (is_bpe: true) has no character set; expected a character alphabet"
+                )
+            labels = list(data["labels"])
+        elif isinstance(data, dict):
+            labels = list(data.keys())
+        elif isinstance(data, list):
+            labels = [str(x) for x in data]
+        else:
+            raise LanguageModelError(
+                f"{p}: expected a token->id object or {{'labels': [...]}}, got {type(data).__name__}"
+            )
+    else:
+        labels = raw.split("\n")
+    chars = sorted({t for t in labels if isinstance(t, str) and t not in _SPECIAL_TOKENS and len(t) == 1})
+    multi = [t for t in labels if isinstance(t, str) and t not in _SPECIAL_TOKENS and len(t) > 1]
+    if multi and len(multi) > len(chars):
+        raise LanguageModelError(
+            f"{p}: expected a character vocabulary, got {len(multi)} multi-character tokens "
+            f"(e.g. {multi[:3]!r}); word-piece vocabularies have no character set"
+        )
+    if not chars:
+        raise LanguageModelError(f"{p}: no single-character labels found")
+    return "".join(chars)
