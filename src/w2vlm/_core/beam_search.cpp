@@ -1,0 +1,683 @@
+#include "beam_search.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+namespace w2vlm {
+
+namespace {
+
+constexpr double kLn10 = 2.302585092994045684;
+constexpr int kAvgTokenLen = 6;
+const std::string kBpeMark = "\xE2\x96\x81";  // U+2581 '▁'
+
+inline double log_sum_exp(double a, double b) {
+  return a >= b ? a + std::log1p(std::exp(b - a)) : b + std::log1p(std::exp(a - b));
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.size() >= p.size() && s.compare(0, p.size(), p) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+// Open-addressing map from a 64-bit key (never 0) to an int32 value.
+class IdMap {
+ public:
+  IdMap() { rehash(64); }
+  int32_t find(uint64_t key) const {
+    size_t i = mix64(key) & mask_;
+    while (true) {
+      const Slot& s = slots_[i];
+      if (s.key == key) return s.value;
+      if (s.key == 0) return -1;
+      i = (i + 1) & mask_;
+    }
+  }
+  void insert(uint64_t key, int32_t value) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);
+    size_t i = mix64(key) & mask_;
+    while (slots_[i].key != 0 && slots_[i].key != key) i = (i + 1) & mask_;
+    if (slots_[i].key == 0) ++size_;
+    slots_[i] = Slot{key, value};
+  }
+  void clear() {
+    if (size_ == 0) return;
+    std::fill(slots_.begin(), slots_.end(), Slot{0, 0});
+    size_ = 0;
+  }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    int32_t value;
+  };
+  void rehash(size_t cap) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{0, 0});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Slot& s : old)
+      if (s.key) insert(s.key, s.value);
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+inline uint64_t pair_key(int32_t a, int32_t b) {
+  return ((static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b)) + 1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+Alphabet::Alphabet(const std::vector<std::string>& labels, bool is_bpe) : labels_(labels), is_bpe_(is_bpe) {
+  const size_t n = labels.size();
+  kinds_.resize(n);
+  breaks_.assign(n, 0);
+  clean_.resize(n);
+  cps_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& l = labels[i];
+    if (l.empty()) {
+      if (blank_ >= 0) throw InputError("the alphabet has more than one CTC blank (\"\")");
+      blank_ = static_cast<int32_t>(i);
+      kinds_[i] = TokenKind::Blank;
+      continue;
+    }
+    if (!is_bpe && l == " ") {
+      kinds_[i] = TokenKind::Space;
+      continue;
+    }
+    std::string c = l;
+    if (is_bpe && starts_with(c, kBpeMark)) {
+      kinds_[i] = TokenKind::WordStart;
+      c = c.substr(kBpeMark.size());
+    } else {
+      kinds_[i] = TokenKind::Char;
+    }
+    if (is_bpe && ends_with(c, kBpeMark)) {
+      c = c.substr(0, c.size() - kBpeMark.size());
+      breaks_[i] = 1;
+    } else if (is_bpe && kinds_[i] == TokenKind::WordStart && l == kBpeMark) {
+      breaks_[i] = 1;  // "▁" alone: pyctcdecode strips it at both ends
+    }
+    clean_[i] = c;
+    cps_[i] = utf8_codepoints(c);
+  }
+  if (blank_ < 0) throw InputError("the alphabet has no CTC blank (\"\")");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+LanguageModel::LanguageModel(std::shared_ptr<const NGramLM> lm, const std::vector<std::string>& unigrams,
+                             bool use_lm_vocab)
+    : lm_(std::move(lm)) {
+  if (!unigrams.empty()) {
+    for (const std::string& w : unigrams) {
+      const uint32_t id = lm_->word_id(w);
+      if (id == NGramLM::kUnk) continue;  // pyctcdecode keeps only unigrams the LM knows
+      trie_.insert(utf8_codepoints(w), id);
+    }
+    has_trie_ = true;
+  } else if (use_lm_vocab) {
+    const auto& v = lm_->vocab();
+    for (uint32_t id = 0; id < v.size(); ++id) {
+      if (id == NGramLM::kUnk || id == lm_->bos() || id == lm_->eos()) continue;
+      trie_.insert(utf8_codepoints(v[id]), id);
+    }
+    has_trie_ = true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+struct BeamSearch::Impl {
+  std::shared_ptr<const Alphabet> alpha_;
+  std::shared_ptr<const LanguageModel> lm_;
+  DecodeOptions o_;
+  const HotwordAutomaton* hw_ = nullptr;
+  int hist_len_ = 1;
+  double lm_scale_ = 0.0;  // alpha * ln(10)
+
+  struct PartialNode {
+    int32_t parent;
+    int32_t token;
+    int32_t trie;     // node in the unigram trie, or -1
+    int32_t nchars;   // characters in the partial word
+    float lm_partial; // score term while this partial word is open
+  };
+  struct TextNode {
+    int32_t parent;
+    int32_t word;     // partial node id of the last word
+    int32_t hw;       // hotword state after the word and its trailing boundary
+    double score;     // accumulated LM (alpha/beta scaled) + completed hotword score
+    uint64_t hist;    // hash of the last hist_len_ words (prune_history)
+    LMState state;
+  };
+  struct AlignNode {
+    int32_t parent;
+    int32_t token;
+    int32_t start;
+    int32_t prev_end;  // end frame of the previous emitted token
+  };
+  struct Beam {
+    double logit;
+    double score;
+    int32_t text;
+    int32_t partial;
+    int32_t last;       // last token (blank included); -1 at the start
+    int32_t hw;
+    int32_t align;      // materialised alignment node (or parent of the pending one)
+    int32_t cur_end;    // end frame of the last emitted non-blank token
+    int32_t pend_tok;   // >= 0: a new alignment node (align, pend_tok, pend_start, pend_prev) is pending
+    int32_t pend_start;
+    int32_t pend_prev;
+    uint8_t force_break;
+  };
+
+  std::vector<PartialNode> partials_;
+  IdMap partial_map_;
+  std::vector<TextNode> texts_;
+  IdMap text_map_;
+  std::vector<AlignNode> aligns_;
+  std::vector<Beam> beams_, next_;
+  std::vector<int32_t> order_;
+  std::vector<int32_t> cands_;
+  // per-frame merge table: (text, partial, last) -> index in next_
+  struct MergeSlot {
+    int32_t text, partial, last, idx;
+    uint32_t gen;
+  };
+  std::vector<MergeSlot> merge_;
+  uint32_t gen_ = 0;
+  int64_t frame_ = 0;
+
+  Impl(std::shared_ptr<const Alphabet> a, std::shared_ptr<const LanguageModel> lm, DecodeOptions o)
+      : alpha_(std::move(a)), lm_(std::move(lm)), o_(std::move(o)) {
+    hw_ = (o_.hotwords && !o_.hotwords->empty()) ? o_.hotwords.get() : nullptr;
+    hist_len_ = lm_ ? std::max(1, lm_->order() - 1) : 1;
+    lm_scale_ = o_.alpha * kLn10;
+    if (o_.beam_width < 1) throw InputError("beam_width must be >= 1");
+    reset();
+  }
+
+  void reset() {
+    partials_.clear();
+    partial_map_.clear();
+    texts_.clear();
+    text_map_.clear();
+    aligns_.clear();
+    frame_ = 0;
+    // empty partial word
+    partials_.push_back(PartialNode{-1, -1, lm_ && lm_->has_trie() ? lm_->trie().root() : -1, 0, 0.f});
+    // empty text
+    TextNode root{};
+    root.parent = -1;
+    root.word = -1;
+    root.hw = hw_ ? hw_->step_space(hw_->root()) : 0;
+    root.score = 0.0;
+    root.hist = 0x9E3779B97F4A7C15ULL;
+    if (lm_) {
+      if (o_.has_start_state) {
+        root.state = o_.start_state;
+      } else if (o_.score_boundary) {
+        lm_->ngram().begin_sentence_state(root.state);
+      } else {
+        lm_->ngram().null_state(root.state);
+      }
+    }
+    texts_.push_back(root);
+    aligns_.push_back(AlignNode{-1, -1, -1, -1});  // sentinel root
+    beams_.clear();
+    Beam b{};
+    b.logit = 0.0;
+    b.score = 0.0;
+    b.text = 0;
+    b.partial = 0;
+    b.last = -1;
+    b.hw = root.hw;
+    b.align = 0;
+    b.cur_end = -1;
+    b.pend_tok = -1;
+    b.force_break = 0;
+    beams_.push_back(b);
+  }
+
+  // ---- nodes -------------------------------------------------------------------------------------------------
+  int32_t extend_partial(int32_t parent, int32_t token) {
+    const uint64_t key = pair_key(parent, token);
+    const int32_t found = partial_map_.find(key);
+    if (found >= 0) return found;
+    const PartialNode& p = partials_[static_cast<size_t>(parent)];
+    int32_t trie = p.trie;
+    int32_t nchars = p.nchars;
+    for (uint32_t cp : alpha_->clean_cps(token)) {
+      if (lm_ && lm_->has_trie()) trie = lm_->trie().child(trie, cp);
+      ++nchars;
+    }
+    float lp = 0.f;
+    if (lm_) {
+      const bool oov = !lm_->has_trie() || trie < 0;
+      double unk = oov ? o_.unk_score_offset : 0.0;
+      if (nchars > kAvgTokenLen) unk = unk * nchars / kAvgTokenLen;
+      lp = static_cast<float>(unk);
+    }
+    const int32_t id = static_cast<int32_t>(partials_.size());
+    partials_.push_back(PartialNode{parent, token, trie, nchars, lp});
+    partial_map_.insert(key, id);
+    return id;
+  }
+
+  // start a partial word with `token` (BPE word start): a child of the empty partial
+  int32_t start_partial(int32_t token) {
+    if (alpha_->clean_cps(token).empty()) return 0;
+    return extend_partial(0, token);
+  }
+
+  std::string word_string(int32_t partial) const {
+    std::vector<int32_t> toks;
+    for (int32_t p = partial; p > 0; p = partials_[static_cast<size_t>(p)].parent)
+      toks.push_back(partials_[static_cast<size_t>(p)].token);
+    std::string s;
+    for (auto it = toks.rbegin(); it != toks.rend(); ++it) s += alpha_->clean(*it);
+    return s;
+  }
+
+  int32_t hw_walk(int32_t state, int32_t token) const {
+    if (!hw_) return state;
+    for (uint32_t cp : alpha_->clean_cps(token)) state = hw_->step(state, cp);
+    return state;
+  }
+
+  // the text `text` followed by the word `partial` (non-empty); hw_state: hotword state after the word's letters
+  int32_t complete_word(int32_t text, int32_t partial, int32_t hw_state) {
+    const uint64_t key = pair_key(text, partial);
+    const int32_t found = text_map_.find(key);
+    if (found >= 0) return found;
+    const TextNode& parent = texts_[static_cast<size_t>(text)];
+    TextNode n{};
+    n.parent = text;
+    n.word = partial;
+    n.score = parent.score;
+    if (lm_) {
+      const NGramLM& g = lm_->ngram();
+      const PartialNode& pn = partials_[static_cast<size_t>(partial)];
+      int64_t wid = lm_->has_trie() ? lm_->trie().word_at(pn.trie) : -1;
+      bool known = wid >= 0;
+      if (!known) {
+        // not a known unigram; the LM may still have it (pyctcdecode scores it, with the OOV offset unless
+        // there is no unigram list to check against)
+        wid = g.word_id(word_string(partial));
+        known = lm_->num_unigrams() == 0 && wid != NGramLM::kUnk;
+      }
+      double p10 = g.score(parent.state, static_cast<uint32_t>(wid), n.state);
+      if (!known || wid == NGramLM::kUnk) p10 += o_.unk_score_offset;
+      n.score += lm_scale_ * p10 + o_.beta;
+    }
+    n.hw = 0;
+    if (hw_) {
+      n.hw = hw_->step_space(hw_state);
+      n.score += hw_->completed(n.hw);
+    }
+    // history hash over the last hist_len_ words
+    {
+      uint64_t h = 0x9E3779B97F4A7C15ULL;
+      int k = 0;
+      h = hash_combine(h, static_cast<uint64_t>(partial) + 1);
+      ++k;
+      for (int32_t p = text; p > 0 && k < hist_len_; p = texts_[static_cast<size_t>(p)].parent, ++k)
+        h = hash_combine(h, static_cast<uint64_t>(texts_[static_cast<size_t>(p)].word) + 1);
+      n.hist = h;
+    }
+    const int32_t id = static_cast<int32_t>(texts_.size());
+    texts_.push_back(n);
+    text_map_.insert(key, id);
+    return id;
+  }
+
+  double partial_term(int32_t partial, int32_t hw_state) const {
+    const double pot = hw_ ? hw_->potential(hw_state) : 0.0;
+    if (partial == 0) return pot;
+    if (pot > 0.0) return pot;  // spelling a hotword: its credit replaces the unknown-prefix penalty
+    return partials_[static_cast<size_t>(partial)].lm_partial;
+  }
+
+  // ---- merging -----------------------------------------------------------------------------------------------
+  void merge_reset(size_t expected) {
+    size_t cap = 64;
+    while (cap < expected * 2) cap <<= 1;
+    if (merge_.size() < cap) {
+      merge_.assign(cap, MergeSlot{0, 0, 0, 0, 0});
+      gen_ = 0;
+    }
+    ++gen_;
+    if (gen_ == 0) {  // wrapped
+      std::fill(merge_.begin(), merge_.end(), MergeSlot{0, 0, 0, 0, 0});
+      gen_ = 1;
+    }
+  }
+
+  void push_candidate(const Beam& nb) {
+    const size_t mask = merge_.size() - 1;
+    uint64_t h = hash_combine(hash_combine(mix64(static_cast<uint64_t>(nb.text) + 1), static_cast<uint64_t>(nb.partial) + 1),
+                              static_cast<uint64_t>(static_cast<uint32_t>(nb.last)) + 1);
+    size_t i = h & mask;
+    while (true) {
+      MergeSlot& s = merge_[i];
+      if (s.gen != gen_) {
+        s = MergeSlot{nb.text, nb.partial, nb.last, static_cast<int32_t>(next_.size()), gen_};
+        next_.push_back(nb);
+        return;
+      }
+      if (s.text == nb.text && s.partial == nb.partial && s.last == nb.last) {
+        Beam& e = next_[static_cast<size_t>(s.idx)];
+        const double merged = log_sum_exp(e.logit, nb.logit);
+        if (nb.logit > e.logit) {
+          // keep the alignment (frames) of the more probable path
+          e = nb;
+        }
+        e.logit = merged;
+        return;
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  // ---- one frame ---------------------------------------------------------------------------------------------
+  void step(const float* row, int32_t t) {
+    const int32_t V = static_cast<int32_t>(alpha_->size());
+    const int32_t blank = alpha_->blank();
+    const bool bpe = alpha_->is_bpe();
+    cands_.clear();
+    int32_t best = 0;
+    for (int32_t v = 0; v < V; ++v) {
+      if (row[v] > row[best]) best = v;
+      if (row[v] >= o_.token_min_logp) cands_.push_back(v);
+    }
+    if (std::find(cands_.begin(), cands_.end(), best) == cands_.end()) {
+      cands_.push_back(best);
+      std::sort(cands_.begin(), cands_.end());
+    }
+    next_.clear();
+    merge_reset(cands_.size() * beams_.size());
+    for (int32_t c : cands_) {
+      const double lp = row[c];
+      const TokenKind kind = alpha_->kind(c);
+      for (const Beam& b : beams_) {
+        Beam nb = b;
+        nb.logit = b.logit + lp;
+        if (c == blank || c == b.last) {
+          if (c != blank) nb.cur_end = t + 1;
+          nb.last = c;
+          // a pending alignment node stays pending (same token run)
+        } else if (bpe && (kind == TokenKind::WordStart || b.force_break)) {
+          nb.force_break = alpha_->forces_break(c) ? 1 : 0;
+          int32_t hw = b.hw;
+          if (b.partial != 0) {
+            nb.text = complete_word(b.text, b.partial, b.hw);
+            hw = texts_[static_cast<size_t>(nb.text)].hw;
+          }
+          nb.partial = start_partial(c);
+          nb.hw = hw_walk(hw, c);
+          nb.last = c;
+          set_pending(nb, b, c, t);
+        } else if (!bpe && kind == TokenKind::Space) {
+          if (b.partial != 0) {
+            nb.text = complete_word(b.text, b.partial, b.hw);
+            nb.hw = texts_[static_cast<size_t>(nb.text)].hw;
+          }
+          nb.partial = 0;
+          nb.last = c;
+          set_pending(nb, b, c, t);
+        } else {
+          nb.partial = extend_partial(b.partial, c);
+          nb.hw = hw_walk(b.hw, c);
+          nb.last = c;
+          if (bpe && alpha_->forces_break(c)) nb.force_break = 1;
+          set_pending(nb, b, c, t);
+        }
+        push_candidate(nb);
+      }
+    }
+    score_prune_and_swap();
+  }
+
+  // nb emits a new token: its alignment node is created only if it survives pruning (see select)
+  static void set_pending(Beam& nb, const Beam& b, int32_t tok, int32_t t) {
+    nb.align = b.align;
+    nb.pend_tok = tok;
+    nb.pend_start = t;
+    nb.pend_prev = b.cur_end;
+    nb.cur_end = t + 1;
+  }
+
+  void score_prune_and_swap() {
+    double best = -std::numeric_limits<double>::infinity();
+    for (Beam& b : next_) {
+      b.score = b.logit + texts_[static_cast<size_t>(b.text)].score + partial_term(b.partial, b.hw);
+      if (b.score > best) best = b.score;
+    }
+    select(best, false);
+  }
+
+  // keep beams within beam_prune_logp of the best, best beam_width of them, sorted; then materialise alignments
+  void select(double best, bool final_step) {
+    const double floor = best + o_.beam_prune_logp;
+    order_.clear();
+    for (int32_t i = 0; i < static_cast<int32_t>(next_.size()); ++i)
+      if (next_[static_cast<size_t>(i)].score >= floor) order_.push_back(i);
+    auto better = [this](int32_t a, int32_t b) {
+      const double sa = next_[static_cast<size_t>(a)].score, sb = next_[static_cast<size_t>(b)].score;
+      return sa > sb || (sa == sb && a < b);
+    };
+    const size_t keep = std::min(order_.size(), static_cast<size_t>(o_.beam_width));
+    if (order_.size() > keep) {
+      std::nth_element(order_.begin(), order_.begin() + static_cast<long>(keep), order_.end(), better);
+      order_.resize(keep);
+    }
+    std::sort(order_.begin(), order_.end(), better);
+    beams_.clear();
+    if (o_.prune_history && !final_step) {
+      // keep the best beam per (last words of history, partial word, last token)
+      std::vector<uint64_t> seen;
+      seen.reserve(order_.size());
+      for (int32_t i : order_) {
+        const Beam& b = next_[static_cast<size_t>(i)];
+        const uint64_t k = hash_combine(hash_combine(texts_[static_cast<size_t>(b.text)].hist, static_cast<uint64_t>(b.partial) + 1),
+                                        static_cast<uint64_t>(static_cast<uint32_t>(b.last)) + 7);
+        if (std::find(seen.begin(), seen.end(), k) != seen.end()) continue;
+        seen.push_back(k);
+        beams_.push_back(b);
+      }
+    } else {
+      for (int32_t i : order_) beams_.push_back(next_[static_cast<size_t>(i)]);
+    }
+    for (Beam& b : beams_) {
+      if (b.pend_tok >= 0) {
+        aligns_.push_back(AlignNode{b.align, b.pend_tok, b.pend_start, b.pend_prev});
+        b.align = static_cast<int32_t>(aligns_.size() - 1);
+        b.pend_tok = -1;
+      }
+    }
+  }
+
+  void advance(const float* lp, int64_t frames) {
+    const size_t V = alpha_->size();
+    for (int64_t f = 0; f < frames; ++f) {
+      step(lp + static_cast<size_t>(f) * V, static_cast<int32_t>(frame_));
+      ++frame_;
+    }
+  }
+
+  // ---- results -----------------------------------------------------------------------------------------------
+  Hypothesis make_hypothesis(const Beam& b, int32_t final_text, bool final_step) const {
+    Hypothesis h;
+    h.logit_score = b.logit;
+    h.score = b.score;
+    // words of the text
+    std::vector<int32_t> words;
+    for (int32_t p = final_text; p > 0; p = texts_[static_cast<size_t>(p)].parent)
+      words.push_back(texts_[static_cast<size_t>(p)].word);
+    if (!final_step && b.partial != 0) words.insert(words.begin(), b.partial);
+    std::vector<std::string> wstr;
+    for (auto it = words.rbegin(); it != words.rend(); ++it) wstr.push_back(word_string(*it));
+    for (size_t i = 0; i < wstr.size(); ++i) {
+      if (i) h.text += ' ';
+      h.text += wstr[i];
+    }
+    // token spans from the alignment chain
+    std::vector<const AlignNode*> chain;
+    for (int32_t a = b.align; a > 0; a = aligns_[static_cast<size_t>(a)].parent) chain.push_back(&aligns_[static_cast<size_t>(a)]);
+    std::reverse(chain.begin(), chain.end());
+    h.tokens.reserve(chain.size());
+    for (size_t i = 0; i < chain.size(); ++i) {
+      const int32_t end = i + 1 < chain.size() ? chain[i + 1]->prev_end : b.cur_end;
+      h.tokens.push_back(TokenSpan{chain[i]->token, chain[i]->start, end});
+    }
+    // word spans: group tokens into words as the search did
+    const bool bpe = alpha_->is_bpe();
+    std::vector<std::pair<int32_t, int32_t>> spans;
+    bool open = false, force = false;
+    int32_t ws = 0, we = 0;
+    bool has_chars = false;
+    auto close = [&]() {
+      if (open && has_chars) spans.emplace_back(ws, we);
+      open = false;
+      has_chars = false;
+    };
+    for (const TokenSpan& ts : h.tokens) {
+      const TokenKind k = alpha_->kind(ts.token);
+      if (!bpe && k == TokenKind::Space) {
+        close();
+        continue;
+      }
+      if (bpe && (k == TokenKind::WordStart || force)) {
+        close();
+      }
+      force = bpe && alpha_->forces_break(ts.token);
+      if (!open) {
+        open = true;
+        ws = ts.start;
+      }
+      if (!alpha_->clean_cps(ts.token).empty()) {
+        if (!has_chars) ws = ts.start;
+        has_chars = true;
+      }
+      we = ts.end;
+    }
+    close();
+    const size_t nw = std::min(spans.size(), wstr.size());
+    for (size_t i = 0; i < nw; ++i) h.words.push_back(WordSpan{wstr[i], spans[i].first, spans[i].second});
+    if (lm_) {
+      h.lm_state = texts_[static_cast<size_t>(final_text)].state;
+      h.has_lm_state = true;
+    }
+    return h;
+  }
+
+  std::vector<Hypothesis> finalize() {
+    // end of utterance: the open partial word becomes a word, then </s> is scored
+    next_.clear();
+    merge_reset(beams_.size());
+    std::vector<int32_t> final_text;
+    for (const Beam& b : beams_) {
+      Beam nb = b;
+      if (b.partial != 0) {
+        nb.text = complete_word(b.text, b.partial, b.hw);
+        nb.hw = texts_[static_cast<size_t>(nb.text)].hw;
+      }
+      nb.partial = 0;
+      nb.last = -1;
+      push_candidate(nb);
+    }
+    double best = -std::numeric_limits<double>::infinity();
+    for (Beam& b : next_) {
+      const TextNode& tn = texts_[static_cast<size_t>(b.text)];
+      double s = b.logit + tn.score;
+      if (lm_ && o_.score_boundary) {
+        LMState out;
+        s += lm_scale_ * lm_->ngram().score(tn.state, lm_->ngram().eos(), out);
+      }
+      b.score = s;
+      best = std::max(best, s);
+    }
+    select(best, true);
+    const size_t n = o_.n_best < 0 ? beams_.size() : std::min(beams_.size(), static_cast<size_t>(o_.n_best));
+    std::vector<Hypothesis> out;
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) out.push_back(make_hypothesis(beams_[i], beams_[i].text, true));
+    return out;
+  }
+};
+
+BeamSearch::BeamSearch(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
+                       DecodeOptions opts)
+    : impl_(std::make_unique<Impl>(std::move(alphabet), std::move(lm), std::move(opts))) {}
+BeamSearch::~BeamSearch() = default;
+
+void BeamSearch::advance(const float* log_probs, int64_t frames) { impl_->advance(log_probs, frames); }
+
+std::vector<Hypothesis> BeamSearch::finalize() const {
+  // finalisation changes the working buffers, not the search: run it on a copy of the beams
+  Impl& im = *impl_;
+  const auto saved_beams = im.beams_;
+  auto res = im.finalize();
+  im.beams_ = saved_beams;
+  return res;
+}
+
+Hypothesis BeamSearch::best_partial() const {
+  const Impl& im = *impl_;
+  return im.make_hypothesis(im.beams_.front(), im.beams_.front().text, false);
+}
+
+int64_t BeamSearch::frames_seen() const { return impl_->frame_; }
+
+std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
+                               const DecodeOptions& opts, const float* log_probs, int64_t frames) {
+  BeamSearch s(std::move(alphabet), std::move(lm), opts);
+  s.advance(log_probs, frames);
+  return s.finalize();
+}
+
+std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet,
+                                                  std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
+                                                  const std::vector<const float*>& log_probs,
+                                                  const std::vector<int64_t>& frames, int num_threads) {
+  const size_t n = log_probs.size();
+  std::vector<std::vector<Hypothesis>> out(n);
+  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  num_threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(num_threads), std::max<size_t>(n, 1)));
+  std::atomic<size_t> next{0};
+  std::exception_ptr err;
+  std::mutex err_mu;
+  auto worker = [&]() {
+    while (true) {
+      const size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      try {
+        out[i] = decode(alphabet, lm, opts, log_probs[i], frames[i]);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(err_mu);
+        if (!err) err = std::current_exception();
+      }
+    }
+  };
+  if (num_threads <= 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(static_cast<size_t>(num_threads));
+    for (int k = 0; k < num_threads; ++k) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+  }
+  if (err) std::rethrow_exception(err);
+  return out;
+}
+
+}  // namespace w2vlm

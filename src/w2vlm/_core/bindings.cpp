@@ -1,0 +1,249 @@
+// nanobind bindings of the native core. All decoding runs with the GIL released.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "beam_search.hpp"
+#include "hotwords.hpp"
+#include "ngram.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using namespace w2vlm;
+
+using LogProbs = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+namespace {
+
+void check_width(const LogProbs& a, const Alphabet& alphabet) {
+  if (a.shape(1) != alphabet.size())
+    throw InputError("log-probabilities have " + std::to_string(a.shape(1)) + " columns but the alphabet has " +
+                     std::to_string(alphabet.size()) + " labels");
+}
+
+nb::list words_of(const LMState& s, const NGramLM& lm) {
+  nb::list out;
+  for (uint32_t i = 0; i < s.length; ++i) out.append(lm.vocab()[s.words[i]]);
+  return out;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "w2vlm native core: CTC beam search with n-gram LM fusion";
+
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const LMError& e) {
+      nb::object cls = nb::module_::import_("w2vlm.errors").attr("LanguageModelError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const InputError& e) {
+      nb::object cls = nb::module_::import_("w2vlm.errors").attr("DecoderInputError");
+      PyErr_SetString(cls.ptr(), e.what());
+    }
+  });
+
+  nb::class_<LMState>(m, "LMState", "Context of the n-gram LM after some words (most recent first).")
+      .def(nb::init<>())
+      .def_prop_ro("length", [](const LMState& s) { return s.length; })
+      .def_prop_ro("word_ids", [](const LMState& s) {
+        std::vector<uint32_t> v(s.words, s.words + s.length);
+        return v;
+      })
+      .def("__eq__",
+           [](const LMState& a, const LMState& b) {
+             if (a.length != b.length) return false;
+             for (uint32_t i = 0; i < a.length; ++i)
+               if (a.words[i] != b.words[i]) return false;
+             return true;
+           })
+      .def("__hash__", [](const LMState& s) {
+        uint64_t h = s.length;
+        for (uint32_t i = 0; i < s.length; ++i) h = hash_combine(h, s.words[i]);
+        return static_cast<int64_t>(h >> 1);
+      });
+
+  nb::class_<NGramLM>(m, "NGramLM", "An n-gram language model loaded from ARPA.")
+      .def_static(
+          "from_arpa_file",
+          [](const std::string& path) {
+            nb::gil_scoped_release r;
+            return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa_file(path));
+          },
+          "path"_a)
+      .def_static(
+          "from_arpa_bytes",
+          [](nb::bytes data, const std::string& name) {
+            std::string_view v(static_cast<const char*>(data.data()), data.size());
+            nb::gil_scoped_release r;
+            return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa(v, name));
+          },
+          "data"_a, "name"_a)
+      .def_prop_ro("order", &NGramLM::order)
+      .def_prop_ro("counts", &NGramLM::counts)
+      .def_prop_ro("vocab_size", &NGramLM::vocab_size)
+      .def_prop_ro("warnings", &NGramLM::warnings)
+      .def_prop_ro("memory_bytes", &NGramLM::memory_bytes)
+      .def("vocab", [](const NGramLM& lm) { return lm.vocab(); })
+      .def("__contains__", [](const NGramLM& lm, const std::string& w) { return lm.contains(w); })
+      .def("begin_sentence_state",
+           [](const NGramLM& lm) {
+             LMState s;
+             lm.begin_sentence_state(s);
+             return s;
+           })
+      .def("null_state",
+           [](const NGramLM& lm) {
+             LMState s;
+             lm.null_state(s);
+             return s;
+           })
+      .def(
+          "base_score",
+          [](const NGramLM& lm, const LMState& s, const std::string& word) {
+            LMState out;
+            const float p = lm.score(s, lm.word_id(word), out);
+            return std::make_pair(p, out);
+          },
+          "state"_a, "word"_a, "log10 p(word | state) and the next state (KenLM's BaseScore).")
+      .def(
+          "score",
+          [](const NGramLM& lm, const std::string& sentence, bool bos, bool eos) {
+            LMState a, b;
+            if (bos)
+              lm.begin_sentence_state(a);
+            else
+              lm.null_state(a);
+            double total = 0.0;
+            size_t i = 0;
+            while (i < sentence.size()) {
+              while (i < sentence.size() && sentence[i] == ' ') ++i;
+              size_t j = i;
+              while (j < sentence.size() && sentence[j] != ' ') ++j;
+              if (j > i) {
+                total += lm.score(a, lm.word_id(std::string_view(sentence).substr(i, j - i)), b);
+                a = b;
+              }
+              i = j;
+            }
+            if (eos) total += lm.score(a, lm.eos(), b);
+            return total;
+          },
+          "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).")
+      .def("state_words", [](const NGramLM& lm, const LMState& s) { return words_of(s, lm); });
+
+  nb::class_<Alphabet>(m, "Alphabet")
+      .def(nb::init<const std::vector<std::string>&, bool>(), "labels"_a, "is_bpe"_a)
+      .def_prop_ro("size", &Alphabet::size)
+      .def_prop_ro("blank", &Alphabet::blank);
+
+  nb::class_<LanguageModel>(m, "LanguageModel")
+      .def(nb::init<std::shared_ptr<const NGramLM>, const std::vector<std::string>&, bool>(), "ngram"_a,
+           "unigrams"_a, "use_lm_vocab"_a)
+      .def_prop_ro("num_unigrams", &LanguageModel::num_unigrams)
+      .def_prop_ro("order", &LanguageModel::order);
+
+  nb::class_<HotwordAutomaton>(m, "HotwordAutomaton")
+      .def(nb::init<const std::vector<std::pair<std::string, float>>&>(), "phrases"_a)
+      .def_prop_ro("num_states", &HotwordAutomaton::num_states)
+      .def_prop_ro("num_patterns", &HotwordAutomaton::num_patterns);
+
+  nb::class_<DecodeOptions>(m, "DecodeOptions")
+      .def(nb::init<>())
+      .def_rw("beam_width", &DecodeOptions::beam_width)
+      .def_rw("beam_prune_logp", &DecodeOptions::beam_prune_logp)
+      .def_rw("token_min_logp", &DecodeOptions::token_min_logp)
+      .def_rw("prune_history", &DecodeOptions::prune_history)
+      .def_rw("alpha", &DecodeOptions::alpha)
+      .def_rw("beta", &DecodeOptions::beta)
+      .def_rw("unk_score_offset", &DecodeOptions::unk_score_offset)
+      .def_rw("score_boundary", &DecodeOptions::score_boundary)
+      .def_rw("n_best", &DecodeOptions::n_best)
+      .def_rw("hotwords", &DecodeOptions::hotwords, nb::arg("hotwords").none())
+      .def(
+          "set_start_state",
+          [](DecodeOptions& o, const LMState* s) {
+            o.has_start_state = s != nullptr;
+            if (s) o.start_state = *s;
+          },
+          "state"_a.none());
+
+  nb::class_<Hypothesis>(m, "Hypothesis")
+      .def_ro("text", &Hypothesis::text)
+      .def_ro("logit_score", &Hypothesis::logit_score)
+      .def_ro("score", &Hypothesis::score)
+      .def_prop_ro("words",
+                   [](const Hypothesis& h) {
+                     nb::list out;
+                     for (const auto& w : h.words) out.append(nb::make_tuple(w.word, w.start, w.end));
+                     return out;
+                   })
+      .def_prop_ro("tokens",
+                   [](const Hypothesis& h) {
+                     nb::list out;
+                     for (const auto& t : h.tokens) out.append(nb::make_tuple(t.token, t.start, t.end));
+                     return out;
+                   })
+      .def_prop_ro("lm_state", [](const Hypothesis& h) -> nb::object {
+        if (!h.has_lm_state) return nb::none();
+        return nb::cast(h.lm_state);
+      });
+
+  m.def(
+      "decode",
+      [](std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
+         LogProbs lp) {
+        check_width(lp, *alphabet);
+        const float* data = lp.data();
+        const int64_t frames = static_cast<int64_t>(lp.shape(0));
+        nb::gil_scoped_release r;
+        return decode(alphabet, lm, opts, data, frames);
+      },
+      "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a);
+
+  m.def(
+      "decode_batch",
+      [](std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
+         std::vector<LogProbs> lps, int num_threads) {
+        std::vector<const float*> ptrs;
+        std::vector<int64_t> frames;
+        for (const auto& a : lps) {
+          check_width(a, *alphabet);
+          ptrs.push_back(a.data());
+          frames.push_back(static_cast<int64_t>(a.shape(0)));
+        }
+        nb::gil_scoped_release r;
+        return decode_batch(alphabet, lm, opts, ptrs, frames, num_threads);
+      },
+      "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0);
+
+  nb::class_<BeamSearch>(m, "BeamSearch", "A decoding in progress: feed chunks of frames, finalize at any time.")
+      .def(nb::init<std::shared_ptr<const Alphabet>, std::shared_ptr<const LanguageModel>, DecodeOptions>(),
+           "alphabet"_a, "lm"_a.none(), "options"_a)
+      .def(
+          "advance",
+          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs lp) {
+            check_width(lp, *alphabet);
+            const float* data = lp.data();
+            const int64_t frames = static_cast<int64_t>(lp.shape(0));
+            nb::gil_scoped_release r;
+            s.advance(data, frames);
+          },
+          "alphabet"_a, "log_probs"_a)
+      .def("finalize",
+           [](const BeamSearch& s) {
+             nb::gil_scoped_release r;
+             return s.finalize();
+           })
+      .def("best_partial", &BeamSearch::best_partial)
+      .def_prop_ro("frames_seen", &BeamSearch::frames_seen);
+}

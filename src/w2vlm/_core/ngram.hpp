@@ -1,0 +1,134 @@
+// Native n-gram language model: ARPA loading into hashed tables of integer word ids, backoff scoring.
+//
+// The layout follows the idea of KenLM's "probing" structure: one open-addressing table per order keyed by a
+// 64-bit hash of the word-id sequence (the sequence itself is not stored), probability and backoff as floats.
+// Scores are log10, exactly as in the ARPA file, with standard backoff:
+//   log p(w | h) = log p(longest suffix of h, w) + sum of backoffs of the longer contexts that exist.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common.hpp"
+
+namespace w2vlm {
+
+constexpr int kMaxOrder = 10;
+
+// Context of an n-gram LM, most recent word first. Only the suffix that can still match an n-gram is kept
+// (if "a b" is not an n-gram of the model, no longer context starting with "a b" can be one either).
+struct LMState {
+  uint32_t length = 0;
+  uint32_t words[kMaxOrder - 1] = {};
+  float backoff[kMaxOrder - 1] = {};
+};
+
+class NGramLM {
+ public:
+  static constexpr uint32_t kUnk = 0;
+
+  // Parse an ARPA text. `name` is used in error messages (the file path).
+  static std::shared_ptr<NGramLM> from_arpa(std::string_view text, const std::string& name);
+  static std::shared_ptr<NGramLM> from_arpa_file(const std::string& path);
+
+  int order() const { return order_; }
+  uint32_t bos() const { return bos_; }
+  uint32_t eos() const { return eos_; }
+  size_t vocab_size() const { return vocab_.size(); }
+  const std::vector<std::string>& vocab() const { return vocab_; }
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  const std::vector<uint64_t>& counts() const { return counts_; }
+
+  // Word id, or kUnk when the word is not in the vocabulary.
+  uint32_t word_id(std::string_view word) const;
+  // True for words of the vocabulary other than <unk> (KenLM's `word in model`).
+  bool contains(std::string_view word) const { return word_id(word) != kUnk; }
+
+  void begin_sentence_state(LMState& s) const;
+  void null_state(LMState& s) const { s.length = 0; }
+  // log10 p(word | in); writes the context after `word` to `out` (may alias `in`: no).
+  float score(const LMState& in, uint32_t word, LMState& out) const;
+
+  size_t memory_bytes() const;
+
+ private:
+  struct Entry {
+    uint64_t key;
+    float prob;
+    float backoff;
+  };
+  struct Table {
+    std::vector<Entry> slots;
+    uint64_t mask = 0;
+    void reserve(size_t n);
+    bool insert(uint64_t key, float prob, float backoff);  // false if the key was already present
+    const Entry* find(uint64_t key) const {
+      uint64_t i = key & mask;
+      while (true) {
+        const Entry& e = slots[i];
+        if (e.key == key) return &e;
+        if (e.key == 0) return nullptr;
+        i = (i + 1) & mask;
+      }
+    }
+  };
+
+  static uint64_t first_key(uint32_t w) {
+    uint64_t k = mix64(static_cast<uint64_t>(w) + 1);
+    return k ? k : 1;
+  }
+  static uint64_t extend_key(uint64_t k, uint32_t w) {
+    uint64_t r = hash_combine(k, static_cast<uint64_t>(w) + 1);
+    return r ? r : 1;
+  }
+  // key of ids[0..n) given in text order (last word last)
+  static uint64_t key_of(const uint32_t* ids, int n) {
+    uint64_t k = first_key(ids[n - 1]);
+    for (int i = n - 2; i >= 0; --i) k = extend_key(k, ids[i]);
+    return k;
+  }
+  const Entry* find_ngram(const uint32_t* ids, int n) const;
+  float backoff_score(const uint32_t* ids, int n) const;  // log10 p(ids[n-1] | ids[0..n-1)) by backoff
+
+  int order_ = 0;
+  uint32_t bos_ = 0, eos_ = 0;
+  std::vector<std::string> vocab_;
+  std::unordered_map<std::string_view, uint32_t> vocab_map_;
+  std::vector<float> uni_prob_, uni_backoff_;
+  std::vector<Table> tables_;  // tables_[n - 2] holds the n-grams of order n >= 2
+  std::vector<uint64_t> counts_;
+  std::vector<std::string> warnings_;
+};
+
+// Character trie over the known words (unigrams) of a language model: walking it as characters arrive tells
+// in O(1) per character whether a partial word is a prefix of a known word, and a finished word yields its id.
+class CharTrie {
+ public:
+  static constexpr int32_t kNone = -1;
+  CharTrie() { nodes_.push_back(Node{}); }
+  void insert(const std::vector<uint32_t>& cps, uint32_t word_id);
+  int32_t root() const { return 0; }
+  int32_t child(int32_t node, uint32_t cp) const {
+    if (node < 0) return kNone;
+    auto it = edges_.find((static_cast<uint64_t>(node) << 32) | cp);
+    return it == edges_.end() ? kNone : it->second;
+  }
+  // Word id at a node, or -1 when no word ends there.
+  int64_t word_at(int32_t node) const { return node < 0 ? -1 : nodes_[static_cast<size_t>(node)].word; }
+  size_t size() const { return nodes_.size(); }
+  size_t num_words() const { return num_words_; }
+
+ private:
+  struct Node {
+    int64_t word = -1;
+  };
+  std::vector<Node> nodes_;
+  std::unordered_map<uint64_t, int32_t> edges_;
+  size_t num_words_ = 0;
+};
+
+}  // namespace w2vlm

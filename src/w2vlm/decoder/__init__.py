@@ -1,0 +1,38 @@
+"""w2vlm's CTC beam search decoder: a drop-in replacement for pyctcdecode on a native core.
+
+>>> from w2vlm.decoder import build_ctcdecoder
+>>> decoder = build_ctcdecoder(labels, kenlm_model_path="lm.arpa")
+>>> text = decoder.decode(logits)
+"""
+
+from __future__ import annotations
+
+from w2vlm._core import LMState, NGramLM
+from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
+from w2vlm.decoder.decoder import (
+    BeamSearchDecoderCTC,
+    DecoderStream,
+    OutputBeam,
+    OutputBeamMPSafe,
+    build_ctcdecoder,
+    load_alphabet_json,
+    to_log_probs,
+)
+from w2vlm.decoder.language_model import LanguageModel, load_ngram, load_unigrams
+
+__all__ = [
+    "Alphabet",
+    "BeamSearchDecoderCTC",
+    "DecoderStream",
+    "LMState",
+    "LanguageModel",
+    "NGramLM",
+    "OutputBeam",
+    "OutputBeamMPSafe",
+    "build_ctcdecoder",
+    "load_alphabet_json",
+    "load_ngram",
+    "load_unigrams",
+    "to_log_probs",
+    "verify_alphabet_coverage",
+]
