@@ -5,6 +5,7 @@ Everything here is generated locally by the fixtures themselves; nothing is down
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -175,6 +176,8 @@ def build_tiny_ctc_checkpoint(
     with_lm: bool = True,
     lm_sentences: Iterable[str] = LM_SENTENCES,
     feat_extract_norm: str = "group",
+    num_hidden_layers: int = 1,
+    do_normalize: bool = True,
     seed: int = 0,
     safetensors: bool = True,
 ) -> Path:
@@ -184,6 +187,8 @@ def build_tiny_ctc_checkpoint(
     With ``with_lm`` the folder also gets ``alphabet.json`` and ``language_model/`` (attrs.json, unigrams.txt
     and an ARPA file written by :func:`write_arpa`) and ``processor_class`` Wav2Vec2ProcessorWithLM, i.e. the
     layout that transformers' ``Wav2Vec2ProcessorWithLM.save_pretrained`` produces.
+    ``num_hidden_layers=0`` with ``feat_extract_norm="layer"`` and ``do_normalize=False`` gives a model whose
+    output frames depend only on nearby audio (no attention, no normalization over time).
     """
     import torch
     import transformers
@@ -194,7 +199,7 @@ def build_tiny_ctc_checkpoint(
     common = dict(
         vocab_size=len(vocab),
         hidden_size=16,
-        num_hidden_layers=1,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=2,
         intermediate_size=32,
         conv_dim=(16, 16, 16, 16, 16, 16, 16),
@@ -243,7 +248,7 @@ def build_tiny_ctc_checkpoint(
         feature_size=1,
         sampling_rate=16000,
         padding_value=0.0,
-        do_normalize=True,
+        do_normalize=do_normalize,
         return_attention_mask=feat_extract_norm == "layer",
     )
     feature_extractor.save_pretrained(str(out_dir))
@@ -274,6 +279,26 @@ def build_tiny_ctc_checkpoint(
             json.dumps({"alpha": 0.5, "beta": 1.5, "unk_score_offset": -10.0, "score_boundary": True})
         )
     return out_dir
+
+
+def make_fake_hf_cache(cache_dir: Path, repo_id: str, src: Path, commit: str | None = None) -> Path:
+    """Lay ``src``'s files out as huggingface_hub's cache does (blobs/, snapshots/<commit>/, refs/main), so
+    that hub-id loading can be tested offline. Returns the snapshot folder."""
+    commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
+    repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snap = repo_dir / "snapshots" / commit
+    for file in sorted(p for p in Path(src).rglob("*") if p.is_file()):
+        data = file.read_bytes()
+        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        rel = file.relative_to(src)
+        target = snap / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(Path(*[".."] * (len(rel.parts) + 1), "blobs", blob.name))
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return snap
 
 
 @pytest.fixture

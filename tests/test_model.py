@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import make_fake_hf_cache  # noqa: E402
 from w2vlm.errors import ModelError  # noqa: E402
 from w2vlm.model import (  # noqa: E402
     load_model,
@@ -24,24 +24,6 @@ from w2vlm.model import (  # noqa: E402
 def _input(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     return torch.from_numpy(rng.standard_normal((1, int(16000 * seconds))).astype(np.float32))
-
-
-def make_fake_hf_cache(cache_dir: Path, repo_id: str, src: Path, commit: str | None = None) -> Path:
-    """Lay ``src``'s files out as huggingface_hub's cache does: blobs/, snapshots/<commit>/, refs/main."""
-    commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
-    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    snap = repo_dir / "snapshots" / commit
-    for file in sorted(p for p in src.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        target = snap / file.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(Path(*[".."] * (len(file.relative_to(src).parts) + 1), "blobs", blob.name))
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    return snap
 
 
 def test_logits_equal_transformers(tiny_ctc_dir: Path) -> None:

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import write_audio_file  # noqa: E402
+
+from w2vlm.errors import AudioError, ModelError  # noqa: E402
+from w2vlm.model import load_model  # noqa: E402
+from w2vlm.pipeline import CTCLogitsRunner, ctc_align  # noqa: E402
+
+
+def _noise(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal(int(round(seconds * sr)))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def local_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose frames depend only on nearby audio: chunked logits must equal whole-input logits."""
+    from conftest import build_tiny_ctc_checkpoint
+
+    return build_tiny_ctc_checkpoint(
+        tmp_path_factory.mktemp("local") / "m",
+        feat_extract_norm="layer",
+        num_hidden_layers=0,
+        do_normalize=False,
+        with_lm=False,
+    )
+
+
+_RUNNERS: dict[Path, CTCLogitsRunner] = {}
+
+
+def _runner(folder: Path) -> CTCLogitsRunner:
+    if folder not in _RUNNERS:
+        model = load_model(folder, device="cpu")
+        fe = transformers.AutoFeatureExtractor.from_pretrained(str(folder))
+        _RUNNERS[folder] = CTCLogitsRunner(model, fe)
+    return _RUNNERS[folder]
+
+
+def _whole_logits(runner: CTCLogitsRunner, audio: np.ndarray) -> np.ndarray:
+    inputs = runner.feature_extractor(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        return runner.model(inputs.input_values).logits[0].numpy()
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3.0, 4.02, 5.0, 7.3])
+@pytest.mark.parametrize(("chunk_s", "stride_s"), [(1.0, 0.2), (2.0, (0.3, 0.1)), (1.5, 0.5)])
+def test_chunked_logits_equal_whole(local_model_dir: Path, seconds: float, chunk_s: float, stride_s) -> None:
+    runner = _runner(local_model_dir)
+    audio = _noise(seconds, seed=int(seconds * 10))
+    whole = _whole_logits(runner, audio)
+    (chunked,) = runner.compute_logits([audio], chunk_s, stride_s, batch_size=3)
+    assert chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked, whole, atol=2e-4, rtol=1e-4)
+
+
+def test_streamed_file_equals_array(local_model_dir: Path, tmp_path: Path) -> None:
+    runner = _runner(local_model_dir)
+    audio = _noise(6.1, seed=5)
+    path = write_audio_file(tmp_path / "long.flac", audio, 16000)
+    decoded = np.asarray(__import__("soundfile").read(str(path), dtype="float32")[0])
+    whole = _whole_logits(runner, decoded)
+    (streamed,) = runner.compute_logits([str(path)], 1.0, 0.25, batch_size=2)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=2e-4, rtol=1e-4)
+
+
+def test_unchunked_equals_transformers(tiny_ctc_dir: Path) -> None:
+    runner = _runner(tiny_ctc_dir)
+    audio = _noise(1.3, seed=2)
+    (ours,) = runner.compute_logits([audio])
+    ref_model = transformers.Wav2Vec2ForCTC.from_pretrained(str(tiny_ctc_dir)).eval()
+    fe = transformers.Wav2Vec2FeatureExtractor.from_pretrained(str(tiny_ctc_dir))
+    with torch.no_grad():
+        ref = ref_model(fe(audio, sampling_rate=16000, return_tensors="pt").input_values).logits[0].numpy()
+    np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("folder_fixture", ["tiny_ctc_dir", "local_model_dir"])
+def test_batch_equals_single(request, folder_fixture: str) -> None:
+    runner = _runner(request.getfixturevalue(folder_fixture))
+    items = [_noise(1.0, 1), _noise(1.0, 2), _noise(0.7, 3), _noise(2.5, 4)]
+    single = [runner.compute_logits([x])[0] for x in items]
+    batched = runner.compute_logits(items, batch_size=4)
+    for a, b in zip(single, batched, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    chunked_single = [runner.compute_logits([x], 1.0, 0.2)[0] for x in items]
+    chunked_batched = runner.compute_logits(items, 1.0, 0.2, batch_size=3)
+    for a, b in zip(chunked_single, chunked_batched, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_chunking_of_long_inputs(local_model_dir: Path, monkeypatch) -> None:
+    from w2vlm import pipeline as pipeline_mod
+
+    model = load_model(local_model_dir, device="cpu")
+    runner = CTCLogitsRunner(model, transformers.AutoFeatureExtractor.from_pretrained(str(local_model_dir)))
+    monkeypatch.setattr(pipeline_mod, "AUTO_CHUNK_THRESHOLD_S", 2.0)
+    monkeypatch.setattr(pipeline_mod, "AUTO_CHUNK_LENGTH_S", 1.0)
+    seen = []
+    original = runner._forward
+
+    def counting_forward(audios):
+        seen.extend(a.size for a in audios)
+        return original(audios)
+
+    runner._forward = counting_forward
+    audio = _noise(3.5, seed=9)
+    (logits,) = runner.compute_logits([audio])
+    assert max(seen) <= 16000 + 320 and len(seen) > 3
+    np.testing.assert_allclose(logits, _whole_logits(runner, audio), atol=2e-4, rtol=1e-4)
+
+
+def test_bad_chunk_arguments(local_model_dir: Path) -> None:
+    runner = _runner(local_model_dir)
+    with pytest.raises(ValueError, match="strides together must be shorter than chunk_length_s"):
+        runner.compute_logits([_noise(2.0)], 1.0, 0.5)
+    with pytest.raises(ValueError, match="chunk_length_s: must be positive"):
+        runner.compute_logits([_noise(2.0)], -1.0, 0.1)
+
+
+def test_too_short_input(local_model_dir: Path) -> None:
+    runner = _runner(local_model_dir)
+    with pytest.raises(AudioError, match="too short"):
+        runner.compute_logits([np.zeros(100, np.float32)])
+
+
+def test_ctc_align_simple() -> None:
+    # frames: blank, a, a, blank, b, b, blank -> a at [1, 3), b at [4, 6)
+    vocab = 3
+    path = [0, 1, 1, 0, 2, 2, 0]
+    logp = np.full((len(path), vocab), -10.0)
+    for f, tok in enumerate(path):
+        logp[f, tok] = 0.0
+    assert ctc_align(logp, [1, 2], blank=0) == [(1, 3), (4, 6)]
+    # repeated token needs a blank between
+    path = [1, 0, 1]
+    logp = np.full((3, vocab), -10.0)
+    for f, tok in enumerate(path):
+        logp[f, tok] = 0.0
+    assert ctc_align(logp, [1, 1], blank=0) == [(0, 1), (2, 3)]
+    with pytest.raises(ValueError, match="cannot hold"):
+        ctc_align(logp[:2], [1, 1], blank=0)
+
+
+def test_pipeline_without_default_model(monkeypatch, tmp_path: Path) -> None:
+    from w2vlm import model as model_mod
+    from w2vlm.pipeline import pipeline
+
+    monkeypatch.setattr(model_mod, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(ModelError, match="embedded default model is not installed"):
+        pipeline("automatic-speech-recognition")
+    with pytest.raises(ValueError, match="task: 'translation' is not supported"):
+        pipeline("translation")
