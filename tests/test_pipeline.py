@@ -9,7 +9,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from conftest import write_audio_file  # noqa: E402
-
 from w2vlm.errors import AudioError, ModelError  # noqa: E402
 from w2vlm.model import load_model  # noqa: E402
 from w2vlm.pipeline import CTCLogitsRunner, ctc_align  # noqa: E402
@@ -17,7 +16,7 @@ from w2vlm.pipeline import CTCLogitsRunner, ctc_align  # noqa: E402
 
 def _noise(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (0.3 * rng.standard_normal(int(round(seconds * sr)))).astype(np.float32)
+    return (0.3 * rng.standard_normal(round(seconds * sr))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
