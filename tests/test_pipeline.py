@@ -160,3 +160,19 @@ def test_pipeline_without_default_model(monkeypatch, tmp_path: Path) -> None:
         pipeline("automatic-speech-recognition")
     with pytest.raises(ValueError, match="task: 'translation' is not supported"):
         pipeline("translation")
+
+
+def test_public_names_are_lazy_and_callable() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, w2vlm; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+        "import w2vlm.pipeline; assert callable(w2vlm.pipeline); "
+        "from w2vlm import pipeline, load_model, load_audio, Wav2Vec2ProcessorWithLM; "
+        "assert callable(pipeline) and callable(load_model) and callable(load_audio)"
+    )
+    env = {**__import__("os").environ}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + ":" + env.get("PYTHONPATH", "")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -22,5 +22,28 @@ __all__ = [
     "ModelError",
     "VocabularyMismatchError",
     "W2vlmError",
+    "Wav2Vec2ProcessorWithLM",
     "__version__",
+    "load_audio",
+    "load_model",
+    "pipeline",
 ]
+
+# The transformers-style API imports torch/transformers: load it on first use so `import w2vlm` stays light.
+_LAZY = {
+    "pipeline": "w2vlm.pipeline",
+    "Wav2Vec2ProcessorWithLM": "w2vlm.processor",
+    "load_model": "w2vlm.model",
+    "load_audio": "w2vlm.audio",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'w2vlm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

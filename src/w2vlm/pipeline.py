@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
+import types
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -574,3 +576,14 @@ def char_spans_from_beam(beam: Any, logits: np.ndarray, labels: Sequence[str]) -
 def _even_split(count: int, frames: int) -> list[tuple[int, int]]:
     edges = np.linspace(0, frames, count + 1).round().astype(int)
     return [(int(edges[i]), int(max(edges[i + 1], edges[i] + 1))) for i in range(count)]
+
+
+class _CallableModule(types.ModuleType):
+    """``w2vlm.pipeline`` is both this module and the :func:`pipeline` function: once the submodule has
+    been imported, Python binds the package attribute to the module, so the module forwards calls."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AutomaticSpeechRecognitionPipeline:
+        return pipeline(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
