@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from w2vlm.errors import LanguageModelError
-from w2vlm.lm import allowed_chars_from_file, build_lm, normalize_text
+from w2vlm.lm import allowed_chars_from_file, build_lm, normalize_text, unigrams_from_arpa
 
 # ---------------------------------------------------------------------------------------------------------
 # A synthetic language: Zipfian words with a sparse first-order Markov structure.
@@ -104,7 +104,8 @@ class Arpa:
                 assert section < self.order, "backoff on a highest-order n-gram"
                 self.bo[ngram] = float(parts[2])
             seen[section] += 1
-        assert dict(seen) == self.declared, f"declared {self.declared}, found {dict(seen)}"
+        found = {n: seen.get(n, 0) for n in self.declared}
+        assert found == self.declared, f"declared {self.declared}, found {found}"
         self.vocab = [g[0] for g in self.prob if len(g) == 1]
 
     def log10p(self, word: str, context: tuple[str, ...]) -> float:
@@ -330,6 +331,20 @@ def test_unigrams_file_and_gzip_input(tmp_path: Path) -> None:
     words = (tmp_path / "unigrams.txt").read_text(encoding="utf-8").split("\n")
     assert words[:2] == ["the", "cat"] and "dog's" in words
     assert Arpa(tmp_path / "lm.arpa").declared[1] == 7 + 3
+    assert sorted(unigrams_from_arpa(tmp_path / "lm.arpa")) == sorted(w for w in words if w)
+    with pytest.raises(LanguageModelError, match=r"no \\data\\ header"):
+        unigrams_from_arpa(src)
+
+
+def test_degenerate_corpora_stay_valid(tmp_path: Path) -> None:
+    one = write_text(tmp_path / "one.txt", [["hello"]])
+    for order, prune in ((1, None), (3, None), (3, [0, 1])):
+        out = tmp_path / f"o{order}{prune}.arpa"
+        stats = build_lm([one], out, order=order, prune=prune)
+        arpa = Arpa(out)
+        assert stats.ngram_counts[0] == 4 and arpa.order == order
+        assert_closed(arpa)
+        assert_normalized(arpa)
 
 
 @pytest.mark.parametrize(

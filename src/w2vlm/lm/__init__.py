@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from w2vlm.errors import LanguageModelError
-from w2vlm.lm.arpa import write_arpa, write_unigrams
+from w2vlm.lm.arpa import unigrams_from_arpa, write_arpa, write_unigrams
 from w2vlm.lm.corpus import Corpus, Vocabulary, read_corpus
 from w2vlm.lm.kneser_ney import NGramModel, estimate_kneser_ney
 from w2vlm.lm.normalize import DEFAULT_ALLOWED_CHARS, TextNormalizer, allowed_chars_from_file, normalize_text
@@ -35,6 +35,7 @@ __all__ = [
     "estimate_kneser_ney",
     "normalize_text",
     "read_corpus",
+    "unigrams_from_arpa",
     "write_arpa",
     "write_unigrams",
 ]

@@ -16,7 +16,7 @@ from w2vlm.errors import LanguageModelError
 from w2vlm.lm.corpus import BOS, EOS, UNK
 from w2vlm.lm.kneser_ney import NGramModel
 
-__all__ = ["write_arpa", "write_unigrams"]
+__all__ = ["unigrams_from_arpa", "write_arpa", "write_unigrams"]
 
 logger = logging.getLogger("w2vlm.lm.arpa")
 
@@ -124,3 +124,41 @@ def write_unigrams(model: NGramModel, path: str | os.PathLike[str]) -> Path:
             os.unlink(tmp)
         raise
     return out
+
+
+def unigrams_from_arpa(path: str | os.PathLike[str]) -> list[str]:
+    """The words of an ARPA file's ``\\1-grams:`` section (plain or ``.gz``), without ``<s>``, ``</s>``,
+    ``<unk>``, in file order — what pyctcdecode derives ``unigrams`` from when none are given."""
+    p = Path(path)
+    if not p.is_file():
+        raise LanguageModelError(f"ARPA file {p}: does not exist")
+    special = {BOS, EOS, UNK}
+    words: list[str] = []
+    section = None
+    saw_data = False
+    try:
+        f = gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")  # noqa: SIM115
+        with f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                if line == "\\data\\":
+                    saw_data = True
+                elif line.startswith("\\"):
+                    if section == "\\1-grams:":
+                        break
+                    section = line
+                elif section == "\\1-grams:":
+                    parts = line.split("\t")
+                    if len(parts) < 2:
+                        raise LanguageModelError(f"ARPA file {p}: malformed 1-gram line {line[:80]!r}")
+                    if parts[1] not in special:
+                        words.append(parts[1])
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise LanguageModelError(f"ARPA file {p}: cannot be read as UTF-8 text ({e})") from None
+    if not saw_data:
+        raise LanguageModelError(f"ARPA file {p}: no \\data\\ header; expected an ARPA language model")
+    if not words:
+        raise LanguageModelError(f"ARPA file {p}: no words in the \\1-grams: section")
+    return words

@@ -162,9 +162,10 @@ def read_corpus(
         for chunk in _iter_chunks(path, progress, done, total):
             if not nonblank and chunk.strip():
                 nonblank = True
-            text = normalizer(chunk) if normalizer is not None else chunk
-            lines = [ln.split() for ln in text.split("\n")]
-            lines = [ln for ln in lines if ln]
+            if normalizer is not None:
+                lines = normalizer.split_lines(chunk)
+            else:
+                lines = [words for words in (ln.split() for ln in chunk.split("\n")) if words]
             if not lines:
                 continue
             setdefault = word_index.setdefault

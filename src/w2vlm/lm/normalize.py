@@ -48,6 +48,7 @@ _SPECIAL_TOKENS = {
     "<blank>",
     "<eps>",
 }
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _APOSTROPHES = "\u2019\u2018\u02bc\u02bb`\u00b4\u2032"
 
 
@@ -82,12 +83,19 @@ class TextNormalizer:
             raise LanguageModelError(f"case: expected 'auto', 'lower', 'upper' or 'keep', got {case!r}")
         self.case: str = case
         self._keep_apostrophe = "'" in chars
-        # Cache of translations for characters seen so far (ordinal -> replacement string).
+        # Translations of characters that are not allowed (ordinal -> replacement), all of ASCII up front,
+        # other characters as they are first seen.
         self._table: dict[int, str] = {}
         self._known: set[str] = set(chars) | {" ", "\n"}
-        if self._keep_apostrophe:
-            # An apostrophe not between two word characters (quotes, leading/trailing) is dropped.
-            self._edge_apostrophe = re.compile(r"(?<!\w)'+|'+(?!\w)")
+        for o in range(128):
+            c = chr(o)
+            if c not in self._known:
+                self._table[o] = self._translation_for(c)
+                self._known.add(c)
+        # An apostrophe not between two word characters (quotes, leading/trailing) is dropped: with only
+        # letters/digits as word characters this is done with plain replacements, otherwise with a regex.
+        self._simple_words = all(c.isalnum() for c in chars if c != "'")
+        self._edge_apostrophe = re.compile(r"(?<!\w)'+|'+(?!\w)")
 
     def _translation_for(self, c: str) -> str:
         if c in self.allowed:
@@ -106,23 +114,37 @@ class TextNormalizer:
             return stripped
         return " "
 
-    def __call__(self, text: str) -> str:
-        """Normalize ``text`` (one or many lines). Line breaks are kept; each line's words are joined by
-        single spaces, and lines that end up empty stay as empty lines."""
+    def _clean(self, text: str) -> str:
         if self.case == "lower":
             text = text.lower()
         elif self.case == "upper":
             text = text.upper()
-        new = set(text) - self._known
-        if new:
+        if not text.isascii():
+            new = set(_NON_ASCII.findall(text)) - self._known
             for c in new:
                 self._table[ord(c)] = self._translation_for(c)
             self._known |= new
-        if self._table:
-            text = text.translate(self._table)
+        text = text.translate(self._table)
         if self._keep_apostrophe and "'" in text:
-            text = self._edge_apostrophe.sub("", text)
-        return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+            if self._simple_words:
+                text = f"\n{text}\n"
+                while " '" in text or "\n'" in text:
+                    text = text.replace(" '", " ").replace("\n'", "\n")
+                while "' " in text or "'\n" in text:
+                    text = text.replace("' ", " ").replace("'\n", "\n")
+                text = text[1:-1]
+            else:
+                text = self._edge_apostrophe.sub("", text)
+        return text
+
+    def __call__(self, text: str) -> str:
+        """Normalize ``text`` (one or many lines). Line breaks are kept; each line's words are joined by
+        single spaces, and lines that end up empty stay as empty lines."""
+        return "\n".join(" ".join(line.split()) for line in self._clean(text).split("\n"))
+
+    def split_lines(self, text: str) -> list[list[str]]:
+        """The words of each non-empty line of ``text`` after normalization."""
+        return [words for words in (line.split() for line in self._clean(text).split("\n")) if words]
 
 
 def normalize_text(
