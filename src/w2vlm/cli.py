@@ -108,9 +108,10 @@ def build_lm_command(
             tasks: dict[str, int] = {}
 
             def on_progress(stage: str, done: int, total: int) -> None:
+                size = total if total > 0 else None  # None: a pulsing bar
                 if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage_names.get(stage, stage), total=max(total, 1))
-                bar.update(tasks[stage], completed=done, total=max(total, 1))
+                    tasks[stage] = bar.add_task(stage_names.get(stage, stage), total=size)
+                bar.update(tasks[stage], completed=done, total=size)
 
             stats = build_lm(
                 text_files,

@@ -136,7 +136,7 @@ def build_lm(
     )
     t1 = time.perf_counter()
     if progress is not None:
-        progress("estimate", 0, 1)
+        progress("estimate", 0, 0)  # total 0: no measure of progress
     model = estimate_kneser_ney(corpus, order=order, prune=prune)
     if progress is not None:
         progress("estimate", 1, 1)
