@@ -29,6 +29,7 @@ import numpy as np
 
 from w2vlm.audio import audio_duration, is_url, iter_audio_blocks, load_audio
 from w2vlm.errors import AudioError, DecoderInputError, ModelError
+from w2vlm.processor import beam_fields
 
 logger = logging.getLogger("w2vlm.pipeline")
 
@@ -430,11 +431,11 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
     def _format(self, logits: np.ndarray, beam: Any, timestamps: str | bool | None) -> dict[str, Any]:
         if beam is None:
             return {"text": ""} if not timestamps else {"text": "", "chunks": []}
-        out: dict[str, Any] = {"text": beam[0]}
+        text, word_frames, _, _ = beam_fields(beam)
+        out: dict[str, Any] = {"text": text}
         if not timestamps:
             return out
         seconds = self.ratio / self.sampling_rate
-        word_frames = list(beam[2])
         if timestamps == "word":
             out["chunks"] = [
                 {"text": word, "timestamp": (round(s * seconds, 3), round(e * seconds, 3))}
@@ -549,16 +550,17 @@ def ctc_align(logp: np.ndarray, tokens: Sequence[int], blank: int) -> list[tuple
 def char_spans_from_beam(beam: Any, logits: np.ndarray, labels: Sequence[str]) -> list[tuple[str, tuple]]:
     """Character (start, end) frames of a beam's words (spaces excluded).
 
-    Uses the decoder's own character spans when the beam carries them (``beam.char_frames``); otherwise
-    aligns each word's characters to the logits within the word's frames (CTC Viterbi)."""
+    Uses the decoder's own token spans when the beam carries them (``beam.char_frames``: each emitted token
+    with its frames); otherwise aligns each word's characters to the logits within the word's frames (CTC
+    Viterbi)."""
     own = getattr(beam, "char_frames", None)
-    if own is not None:
-        return [(ch, (int(s), int(e))) for ch, (s, e) in own if ch != " "]
+    if own:
+        return [(ch, (int(s), int(e))) for ch, (s, e) in own if ch.strip()]
     index = {label: i for i, label in enumerate(labels)}
     blank = index.get("", 0)
     logp = _log_softmax(logits) if logits.size else logits
     spans: list[tuple[str, tuple[int, int]]] = []
-    for word, (start, end) in beam[2]:
+    for word, (start, end) in beam_fields(beam)[1]:
         chars = list(word)
         ids = [index.get(ch, index.get("⁇", -1)) for ch in chars]
         if any(i < 0 for i in ids) or end <= start:

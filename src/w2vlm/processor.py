@@ -1,0 +1,568 @@
+"""``Wav2Vec2ProcessorWithLM``: feature extractor + CTC tokenizer + w2vlm's LM beam-search decoder.
+
+A drop-in for transformers' class of the same name (deprecated there): the same hub layout on disk
+(``preprocessor_config.json``, tokenizer files, ``alphabet.json``, ``language_model/``), the same
+``from_pretrained`` / ``save_pretrained`` / ``__call__`` / ``decode`` / ``batch_decode`` calls with the same
+keyword arguments and output fields, decoding on w2vlm's native decoder.
+
+Differences on purpose: per-call ``alpha``/``beta``/``unk_score_offset``/``lm_score_boundary`` apply to that
+call only (transformers keeps them for later calls), and ``pool``/``num_processes`` are accepted but decoding
+runs on the decoder's native threads (``num_processes`` sets their number).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vlm.errors import DecoderInputError, ModelError, VocabularyMismatchError
+
+logger = logging.getLogger("w2vlm.processor")
+
+# pyctcdecode's defaults, which transformers' processor uses when a keyword is None
+DEFAULT_BEAM_WIDTH = 100
+DEFAULT_PRUNE_LOGP = -10.0
+DEFAULT_MIN_TOKEN_LOGP = -5.0
+DEFAULT_HOTWORD_WEIGHT = 10.0
+
+_BLANK_TOKEN = re.compile(r"^[<\[]pad[>\]]$", re.IGNORECASE)
+_UNK_TOKEN = re.compile(r"^[<\[]unk[>\]]$", re.IGNORECASE)
+UNK_LABEL = "⁇"
+
+_LM_PARAM_NAMES = ("alpha", "beta", "unk_score_offset", "lm_score_boundary")
+
+#: Files of the hub layout a processor needs (fetched for hub ids).
+PROCESSOR_ALLOW_PATTERNS = [
+    "*.json",
+    "*.txt",
+    "language_model/*",
+]
+
+
+@dataclass
+class Wav2Vec2DecoderWithLMOutput(Mapping):
+    """Output of :meth:`Wav2Vec2ProcessorWithLM.batch_decode` / ``decode`` (fields as in transformers).
+
+    ``text``: the transcription(s); ``logit_score``: acoustic log-score of the beam; ``lm_score``: logit score
+    plus the weighted LM and word-insertion scores; ``word_offsets``: ``[{"word", "start_offset",
+    "end_offset"}]`` in logit frames when ``output_word_offsets=True``. Lists per batch item for
+    ``batch_decode``; with ``n_best > 1`` each entry is itself a list over the n best beams.
+    Accessible as attributes, as a mapping (``out["text"]``, only fields that are set) and by position.
+    """
+
+    text: Any = None
+    logit_score: Any = None
+    lm_score: Any = None
+    word_offsets: Any = None
+    char_offsets: Any = field(default=None, repr=False)
+
+    def _set_items(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, int):
+            return self.to_tuple()[key]
+        items = self._set_items()
+        if key not in items:
+            raise KeyError(key)
+        return items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._set_items())
+
+    def __len__(self) -> int:
+        return len(self._set_items())
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(self._set_items().values())
+
+
+def tokenizer_labels(tokenizer: Any) -> list[str]:
+    """The tokenizer's vocabulary in id order, mapped to decoder labels (blank "", delimiter " ", unk ⁇)."""
+    vocab = tokenizer.get_vocab()
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    delimiter = getattr(tokenizer, "word_delimiter_token", None)
+    labels = []
+    for token, _ in by_id:
+        if _BLANK_TOKEN.match(token):
+            labels.append("")
+        elif delimiter is not None and token == delimiter:
+            labels.append(" ")
+        elif _UNK_TOKEN.match(token):
+            labels.append(UNK_LABEL)
+        else:
+            labels.append(token)
+    return labels
+
+
+def missing_alphabet_tokens(decoder: Any, tokenizer: Any) -> set[str]:
+    """Tokens of the tokenizer (mapped as decoders label them) that the decoder's alphabet lacks."""
+    labels = set(decoder_labels(decoder))
+    return {tok for tok in tokenizer_labels(tokenizer) if tok not in labels}
+
+
+def decoder_labels(decoder: Any) -> list[str]:
+    """The labels of a decoder's alphabet (pyctcdecode layout: ``decoder._alphabet.labels``)."""
+    alphabet = getattr(decoder, "alphabet", None) or getattr(decoder, "_alphabet", None)
+    labels = getattr(alphabet, "labels", None)
+    if labels is None:
+        raise DecoderInputError("decoder: has no alphabet with labels; expected a w2vlm BeamSearchDecoderCTC")
+    return list(labels)
+
+
+def _to_numpy(logits: Any) -> Any:
+    if type(logits).__module__.startswith("torch"):
+        return logits.detach().float().cpu().numpy()
+    return logits
+
+
+def _trim_padding(array: np.ndarray) -> np.ndarray:
+    """Drop rows that are entirely -100.0 (how transformers pads logits of shorter batch items)."""
+    if array.ndim != 2:
+        raise DecoderInputError(
+            f"logits: expected a (frames, vocab) matrix per item; got shape {array.shape}"
+        )
+    keep = ~np.all(array == -100.0, axis=-1)
+    return array if keep.all() else array[keep]
+
+
+def _resolve_folder(path_or_hub_id: str | os.PathLike, **hub_kwargs: Any) -> Path:
+    from w2vlm.model import _looks_like_path, snapshot_folder
+
+    text = os.fspath(path_or_hub_id)
+    local = Path(text).expanduser()
+    if local.exists() or isinstance(path_or_hub_id, os.PathLike) or _looks_like_path(text):
+        if not local.is_dir():
+            raise ModelError(f"{local}: no such processor folder")
+        return local
+    return snapshot_folder(text, allow_patterns=PROCESSOR_ALLOW_PATTERNS, **hub_kwargs)
+
+
+class Wav2Vec2ProcessorWithLM:
+    """Feature extractor + CTC tokenizer + LM beam-search decoder (transformers' API, w2vlm's decoder)."""
+
+    feature_extractor_class = "AutoFeatureExtractor"
+    tokenizer_class = "Wav2Vec2CTCTokenizer"
+
+    def __init__(self, feature_extractor: Any, tokenizer: Any, decoder: Any) -> None:
+        missing = missing_alphabet_tokens(decoder, tokenizer)
+        if missing:
+            raise VocabularyMismatchError(
+                f"The tokens {sorted(missing)} are defined in the tokenizer's vocabulary, but not in the "
+                f"decoder's alphabet. Make sure to include {sorted(missing)} in the decoder's alphabet "
+                "(alphabet.json 'labels')."
+            )
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.decoder = decoder
+        self.current_processor = feature_extractor
+        self._params_lock = _SharedExclusiveLock()
+        self._base_lm_params = self._read_lm_params()
+
+    # ------------------------------------------------------------------------------------------------ I/O
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
+        token: str | bool | None = None,
+        **decoder_overrides: Any,
+    ) -> Wav2Vec2ProcessorWithLM:
+        """Load from a folder in the hub layout or a hub id (cache/offline honoured).
+
+        ``decoder_overrides``: ``alpha``, ``beta``, ``unk_score_offset``, ``score_boundary`` (or
+        ``lm_score_boundary``) replace the values of ``language_model/attrs.json``. A folder without
+        ``alphabet.json`` gets a decoder without LM over the tokenizer's vocabulary (with a warning).
+        """
+        folder = _resolve_folder(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        feature_extractor = load_feature_extractor(folder)
+        tokenizer = load_tokenizer(folder)
+        decoder = load_decoder(folder, tokenizer)
+        overrides = _lm_overrides(decoder_overrides)
+        unknown = set(decoder_overrides) - {"alpha", "beta", "unk_score_offset", "score_boundary"}
+        unknown -= {"lm_score_boundary"}
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected keyword arguments {sorted(unknown)}")
+        if overrides:
+            decoder.reset_params(**overrides)
+        return cls(feature_extractor=feature_extractor, tokenizer=tokenizer, decoder=decoder)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Write the hub layout: feature extractor + tokenizer files, ``alphabet.json``, ``language_model/``.
+
+        transformers (with pyctcdecode) loads the result with its own ``Wav2Vec2ProcessorWithLM``.
+        """
+        out = Path(save_directory)
+        if out.is_file():
+            raise ModelError(f"{out}: save_pretrained needs a directory, and this is a file")
+        out.mkdir(parents=True, exist_ok=True)
+        written = list(self.feature_extractor.save_pretrained(str(out)))
+        written += list(self.tokenizer.save_pretrained(str(out)))
+        pre = out / "preprocessor_config.json"
+        if pre.is_file():
+            data = json.loads(pre.read_text(encoding="utf-8"))
+            data["processor_class"] = "Wav2Vec2ProcessorWithLM"
+            tmp = pre.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            tmp.replace(pre)
+        self.decoder.save_to_dir(str(out))
+        written += [str(out / "alphabet.json"), str(out / "language_model")]
+        return written
+
+    # ----------------------------------------------------------------------------------- feature extraction
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Audio → ``feature_extractor(audio, ...)``; ``text=`` → tokenized ``labels`` (as transformers)."""
+        audio = kwargs.pop("audio", None)
+        text = kwargs.pop("text", None)
+        if args:
+            audio, args = args[0], args[1:]
+        if audio is None and text is None:
+            raise ValueError("You need to specify either an `audio` or `text` input to process.")
+        inputs = self.feature_extractor(audio, *args, **kwargs) if audio is not None else None
+        if text is None:
+            return inputs
+        encodings = self.tokenizer(text, **{k: v for k, v in kwargs.items() if k != "sampling_rate"})
+        if inputs is None:
+            return encodings
+        inputs["labels"] = encodings["input_ids"]
+        return inputs
+
+    def pad(self, *args: Any, **kwargs: Any) -> Any:
+        input_features = kwargs.pop("input_features", None)
+        labels = kwargs.pop("labels", None)
+        if args:
+            input_features, args = args[0], args[1:]
+        if input_features is not None:
+            input_features = self.feature_extractor.pad(input_features, *args, **kwargs)
+        if labels is not None:
+            labels = self.tokenizer.pad(labels, **kwargs)
+        if labels is None:
+            return input_features
+        if input_features is None:
+            return labels
+        input_features["labels"] = labels["input_ids"]
+        return input_features
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(getattr(self.feature_extractor, "sampling_rate", 16000))
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return list(getattr(self.feature_extractor, "model_input_names", ["input_values"]))
+
+    # --------------------------------------------------------------------------------------------- decoding
+
+    def _read_lm_params(self) -> dict[str, Any]:
+        """Current alpha/beta/unk_score_offset/score_boundary of the decoder's LM ({} without an LM)."""
+        getter = getattr(self.decoder, "lm_params", None)
+        if callable(getter):
+            params = dict(getter() or {})
+            return {k: params[k] for k in _LM_PARAM_NAMES if k in params}
+        lm = getattr(self.decoder, "_language_model", None) or getattr(self.decoder, "language_model", None)
+        if lm is None:
+            return {}
+        params = {}
+        for name, attr in (
+            ("alpha", "alpha"),
+            ("beta", "beta"),
+            ("unk_score_offset", "unk_score_offset"),
+            ("lm_score_boundary", "score_boundary"),
+        ):
+            value = getattr(lm, attr, getattr(lm, "_" + attr, None))
+            if value is not None:
+                params[name] = value
+        return params
+
+    def batch_decode(
+        self,
+        logits: Any,
+        pool: Any = None,
+        num_processes: int | None = None,
+        beam_width: int | None = None,
+        beam_prune_logp: float | None = None,
+        token_min_logp: float | None = None,
+        hotwords: Sequence[str] | None = None,
+        hotword_weight: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        unk_score_offset: float | None = None,
+        lm_score_boundary: bool | None = None,
+        output_word_offsets: bool = False,
+        n_best: int = 1,
+    ) -> Wav2Vec2DecoderWithLMOutput:
+        """Decode a batch of logits ((batch, frames, vocab) array or a list of (frames, vocab) arrays).
+
+        Rows entirely equal to -100.0 (padding) are dropped first. Returns text, logit_score, lm_score and,
+        with ``output_word_offsets``, word_offsets — lists over the batch (lists of n-best lists when
+        ``n_best > 1``).
+        """
+        if pool is not None:
+            logger.debug("batch_decode: 'pool' is accepted for compatibility; decoding uses native threads")
+        logits = _to_numpy(logits)
+        if isinstance(logits, np.ndarray):
+            if logits.ndim != 3:
+                raise DecoderInputError(
+                    f"logits: batch_decode expects (batch, frames, vocab); got shape {logits.shape} "
+                    "(use decode() for one utterance)"
+                )
+            items = [_trim_padding(item) for item in logits]
+        else:
+            items = [_trim_padding(np.asarray(_to_numpy(item))) for item in logits]
+        if n_best < 1:
+            raise DecoderInputError(f"n_best: must be >= 1; got {n_best}")
+        beams_list = self.decode_beams_batch(
+            items,
+            num_threads=num_processes,
+            beam_width=beam_width,
+            beam_prune_logp=beam_prune_logp,
+            token_min_logp=token_min_logp,
+            hotwords=hotwords,
+            hotword_weight=hotword_weight,
+            alpha=alpha,
+            beta=beta,
+            unk_score_offset=unk_score_offset,
+            lm_score_boundary=lm_score_boundary,
+        )
+        texts, logit_scores, lm_scores, offsets = [], [], [], []
+        for beams in beams_list:
+            top = list(beams[:n_best])
+            unpacked = [beam_fields(b) for b in top]
+            t = [u[0] for u in unpacked]
+            ls = [u[2] for u in unpacked]
+            ms = [u[3] for u in unpacked]
+            wo = [_word_offsets(u[1]) for u in unpacked]
+            if n_best == 1:
+                t, ls, ms, wo = t[0], ls[0], ms[0], wo[0]
+            texts.append(t)
+            logit_scores.append(ls)
+            lm_scores.append(ms)
+            offsets.append(wo)
+        return Wav2Vec2DecoderWithLMOutput(
+            text=texts,
+            logit_score=logit_scores,
+            lm_score=lm_scores,
+            word_offsets=offsets if output_word_offsets else None,
+        )
+
+    def decode(
+        self,
+        logits: Any,
+        beam_width: int | None = None,
+        beam_prune_logp: float | None = None,
+        token_min_logp: float | None = None,
+        hotwords: Sequence[str] | None = None,
+        hotword_weight: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        unk_score_offset: float | None = None,
+        lm_score_boundary: bool | None = None,
+        output_word_offsets: bool = False,
+        n_best: int = 1,
+    ) -> Wav2Vec2DecoderWithLMOutput:
+        """Decode one utterance's (frames, vocab) logits; fields as :meth:`batch_decode` without the batch."""
+        array = np.asarray(_to_numpy(logits))
+        if array.ndim != 2:
+            raise DecoderInputError(f"logits: decode expects (frames, vocab); got shape {array.shape}")
+        out = self.batch_decode(
+            array[None],
+            beam_width=beam_width,
+            beam_prune_logp=beam_prune_logp,
+            token_min_logp=token_min_logp,
+            hotwords=hotwords,
+            hotword_weight=hotword_weight,
+            alpha=alpha,
+            beta=beta,
+            unk_score_offset=unk_score_offset,
+            lm_score_boundary=lm_score_boundary,
+            output_word_offsets=output_word_offsets,
+            n_best=n_best,
+        )
+        return Wav2Vec2DecoderWithLMOutput(
+            text=out.text[0],
+            logit_score=out.logit_score[0],
+            lm_score=out.lm_score[0],
+            word_offsets=out.word_offsets[0] if output_word_offsets else None,
+        )
+
+    def decode_beams_batch(
+        self,
+        logits_list: Sequence[np.ndarray],
+        *,
+        num_threads: int | None = None,
+        beam_width: int | None = None,
+        beam_prune_logp: float | None = None,
+        token_min_logp: float | None = None,
+        hotwords: Sequence[str] | None = None,
+        hotword_weight: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        unk_score_offset: float | None = None,
+        lm_score_boundary: bool | None = None,
+    ) -> list[list[Any]]:
+        """The decoder's beams (best first) for each (frames, vocab) matrix; per-call LM parameters."""
+        call_params = {
+            "alpha": alpha,
+            "beta": beta,
+            "unk_score_offset": unk_score_offset,
+            "lm_score_boundary": lm_score_boundary,
+        }
+        call_params = {k: v for k, v in call_params.items() if v is not None}
+        kwargs = {
+            "beam_width": DEFAULT_BEAM_WIDTH if beam_width is None else beam_width,
+            "beam_prune_logp": DEFAULT_PRUNE_LOGP if beam_prune_logp is None else beam_prune_logp,
+            "token_min_logp": DEFAULT_MIN_TOKEN_LOGP if token_min_logp is None else token_min_logp,
+            "hotwords": list(hotwords) if hotwords else None,
+            "hotword_weight": DEFAULT_HOTWORD_WEIGHT if hotword_weight is None else hotword_weight,
+        }
+        if num_threads is not None:
+            kwargs["num_threads"] = num_threads
+        items = [np.asarray(item) for item in logits_list]
+        if call_params and not self._base_lm_params:
+            logger.warning("alpha/beta/unk_score_offset/lm_score_boundary ignored: the decoder has no LM")
+            call_params = {}
+        if not call_params:
+            with self._params_lock.shared():
+                return [list(b) for b in self.decoder.decode_beams_batch(None, items, **kwargs)]
+        # the fusion parameters live in the shared LM: set them for this call only, while no other call of
+        # this processor decodes, and put the processor's own values back afterwards
+        with self._params_lock.exclusive():
+            self.decoder.reset_params(**call_params)
+            try:
+                return [list(b) for b in self.decoder.decode_beams_batch(None, items, **kwargs)]
+            finally:
+                self.decoder.reset_params(**self._base_lm_params)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(feature_extractor={type(self.feature_extractor).__name__}, "
+            f"tokenizer={type(self.tokenizer).__name__}, decoder={type(self.decoder).__name__}, "
+            f"lm_params={self._base_lm_params})"
+        )
+
+
+class _SharedExclusiveLock:
+    """Many holders in shared mode at once, or one in exclusive mode (a readers-writer lock)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting_exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_exclusive += 1
+            while self._exclusive or self._shared:
+                self._cond.wait()
+            self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+def beam_fields(beam: Any) -> tuple[str, list, float, float]:
+    """(text, word_frames, logit_score, lm_score) of a decoder beam: ``decode_beams`` gives 5-tuples
+    (text, lm_state, frames, logit_score, lm_score), the batch calls 4-tuples without the LM state."""
+    if len(beam) == 4:
+        text, frames, logit_score, lm_score = beam
+    else:
+        text, _, frames, logit_score, lm_score = beam[:5]
+    return text, list(frames), float(logit_score), float(lm_score)
+
+
+def _word_offsets(frames: list) -> list[dict[str, Any]]:
+    return [{"word": word, "start_offset": int(span[0]), "end_offset": int(span[1])} for word, span in frames]
+
+
+def _lm_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name in ("alpha", "beta", "unk_score_offset"):
+        if kwargs.get(name) is not None:
+            out[name] = kwargs[name]
+    boundary = kwargs.get("lm_score_boundary", kwargs.get("score_boundary"))
+    if boundary is not None:
+        out["lm_score_boundary"] = bool(boundary)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- loaders
+
+
+def load_feature_extractor(folder: Path) -> Any:
+    """The folder's feature extractor (``preprocessor_config.json``) via transformers."""
+    from transformers import AutoFeatureExtractor
+
+    config = folder / "preprocessor_config.json"
+    if not config.is_file():
+        raise ModelError(f"{folder}: preprocessor_config.json is missing (the feature extractor's settings)")
+    try:
+        return AutoFeatureExtractor.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{config}: could not load the feature extractor ({exc})") from exc
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The folder's CTC tokenizer (``vocab.json`` + tokenizer configs) via transformers."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    vocab = folder / "vocab.json"
+    if not vocab.is_file():
+        raise ModelError(f"{folder}: vocab.json is missing (the CTC tokenizer's vocabulary)")
+    try:
+        return Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{vocab}: could not load the tokenizer ({exc})") from exc
+
+
+def load_decoder(folder: Path, tokenizer: Any) -> Any:
+    """``alphabet.json`` + ``language_model/`` of the folder as a decoder; without them an LM-less decoder."""
+    from w2vlm.decoder import BeamSearchDecoderCTC, build_ctcdecoder
+
+    if (folder / "alphabet.json").is_file():
+        return BeamSearchDecoderCTC.load_from_dir(str(folder))
+    logger.warning(
+        "%s has no alphabet.json/language_model: decoding with beam search over the tokenizer's vocabulary "
+        "without a language model",
+        folder,
+    )
+    return build_ctcdecoder(tokenizer_labels(tokenizer))
