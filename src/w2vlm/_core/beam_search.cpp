@@ -362,7 +362,7 @@ struct BeamSearch::Impl {
     }
   }
 
-  void push_candidate(const Beam& nb) {
+  size_t push_candidate(const Beam& nb) {
     const size_t mask = merge_.size() - 1;
     uint64_t h = hash_combine(hash_combine(mix64(static_cast<uint64_t>(nb.text) + 1), static_cast<uint64_t>(nb.partial) + 1),
                               static_cast<uint64_t>(static_cast<uint32_t>(nb.last)) + 1);
@@ -372,7 +372,7 @@ struct BeamSearch::Impl {
       if (s.gen != gen_) {
         s = MergeSlot{nb.text, nb.partial, nb.last, static_cast<int32_t>(next_.size()), gen_};
         next_.push_back(nb);
-        return;
+        return next_.size() - 1;
       }
       if (s.text == nb.text && s.partial == nb.partial && s.last == nb.last) {
         Beam& e = next_[static_cast<size_t>(s.idx)];
@@ -382,7 +382,7 @@ struct BeamSearch::Impl {
           e = nb;
         }
         e.logit = merged;
-        return;
+        return static_cast<size_t>(s.idx);
       }
       i = (i + 1) & mask;
     }
@@ -581,10 +581,12 @@ struct BeamSearch::Impl {
   }
 
   std::vector<Hypothesis> finalize() {
-    // end of utterance: the open partial word becomes a word, then </s> is scored
+    // end of utterance: the open partial word becomes a word, then </s> is scored. Beams are visited best
+    // first; when several end in the same text, the last one visited decides how the text was split between
+    // finished words and the open word (this is what pyctcdecode does, and it matters in compat mode below).
     next_.clear();
     merge_reset(beams_.size());
-    std::vector<int32_t> final_text;
+    std::vector<uint8_t> ended_with_delimiter;
     for (const Beam& b : beams_) {
       Beam nb = b;
       if (b.partial != 0) {
@@ -593,15 +595,28 @@ struct BeamSearch::Impl {
       }
       nb.partial = 0;
       nb.last = -1;
-      push_candidate(nb);
+      const size_t idx = push_candidate(nb);
+      if (idx == ended_with_delimiter.size())
+        ended_with_delimiter.push_back(b.partial == 0);
+      else
+        ended_with_delimiter[idx] = b.partial == 0;
     }
     double best = -std::numeric_limits<double>::infinity();
-    for (Beam& b : next_) {
+    for (size_t i = 0; i < next_.size(); ++i) {
+      Beam& b = next_[i];
       const TextNode& tn = texts_[static_cast<size_t>(b.text)];
       double s = b.logit + tn.score;
-      if (lm_ && o_.score_boundary) {
-        LMState out;
-        s += lm_scale_ * lm_->ngram().score(tn.state, lm_->ngram().eos(), out);
+      if (lm_) {
+        const NGramLM& g = lm_->ngram();
+        LMState after_unk, out;
+        if (o_.pyctcdecode_eos && ended_with_delimiter[i]) {
+          // pyctcdecode scores the (empty) open word of such a beam as an unknown word before </s>
+          double p10 = g.score(tn.state, NGramLM::kUnk, after_unk) + o_.unk_score_offset;
+          if (o_.score_boundary) p10 += g.score(after_unk, g.eos(), out);
+          s += lm_scale_ * p10 + o_.beta;
+        } else if (o_.score_boundary) {
+          s += lm_scale_ * g.score(tn.state, g.eos(), out);
+        }
       }
       b.score = s;
       best = std::max(best, s);

@@ -75,6 +75,9 @@ struct DecodeOptions {
   double beta = 1.5;
   double unk_score_offset = -10.0;
   bool score_boundary = true;
+  // Score the end of a hypothesis whose last emission was a word delimiter the way pyctcdecode does (as an
+  // unknown empty word before </s>), so that transcripts are the same as pyctcdecode's. False scores only </s>.
+  bool pyctcdecode_eos = true;
   int n_best = -1;  // <0: beam_width
   std::shared_ptr<const HotwordAutomaton> hotwords;
   bool has_start_state = false;

@@ -66,6 +66,25 @@ NB_MODULE(_core, m) {
                if (a.words[i] != b.words[i]) return false;
              return true;
            })
+      .def("__getstate__",
+           [](const LMState& s) {
+             std::vector<uint32_t> w(s.words, s.words + s.length);
+             std::vector<float> b(s.backoff, s.backoff + s.length);
+             return nb::make_tuple(w, b);
+           })
+      .def("__setstate__",
+           [](LMState& s, const std::tuple<std::vector<uint32_t>, std::vector<float>>& st) {
+             new (&s) LMState();
+             const auto& w = std::get<0>(st);
+             const auto& b = std::get<1>(st);
+             if (w.size() != b.size() || w.size() > static_cast<size_t>(kMaxOrder - 1))
+               throw InputError("invalid pickled LMState");
+             s.length = static_cast<uint32_t>(w.size());
+             for (size_t i = 0; i < w.size(); ++i) {
+               s.words[i] = w[i];
+               s.backoff[i] = b[i];
+             }
+           })
       .def("__hash__", [](const LMState& s) {
         uint64_t h = s.length;
         for (uint32_t i = 0; i < s.length; ++i) h = hash_combine(h, s.words[i]);
@@ -168,6 +187,7 @@ NB_MODULE(_core, m) {
       .def_rw("unk_score_offset", &DecodeOptions::unk_score_offset)
       .def_rw("score_boundary", &DecodeOptions::score_boundary)
       .def_rw("n_best", &DecodeOptions::n_best)
+      .def_rw("pyctcdecode_eos", &DecodeOptions::pyctcdecode_eos)
       .def_rw("hotwords", &DecodeOptions::hotwords, nb::arg("hotwords").none())
       .def(
           "set_start_state",

@@ -129,8 +129,9 @@ class Alphabet:
     @classmethod
     def build_alphabet(cls, labels: Sequence[str]) -> Alphabet:
         """Normalise raw labels (e.g. a tokenizer vocabulary in id order) into an alphabet."""
-        _verify(labels, _is_bpe(labels) if isinstance(labels, Sequence) and not isinstance(labels, str) else False)
+        _verify(labels, False)
         is_bpe = _is_bpe(labels)
+        _verify(labels, is_bpe)
         normalized = _normalize_bpe(list(labels)) if is_bpe else _normalize_regular(list(labels))
         _verify(normalized, is_bpe)
         return cls(normalized, is_bpe)

@@ -35,7 +35,7 @@ _LOG_MIN_P = float(np.log(MIN_TOKEN_CLIP_P))
 ALPHABET_FILENAME = "alphabet.json"
 LANGUAGE_MODEL_DIRNAME = "language_model"
 
-Hotwords = Union[Iterable[str], Iterable[tuple[str, float]], dict[str, float], str, None]
+Hotwords = Union[Iterable[str], Iterable[tuple[str, float]], dict[str, float], str, None]  # noqa: UP007
 Frames = tuple[int, int]
 
 
@@ -45,7 +45,6 @@ class OutputBeam(tuple):
 
     Frame spans are ``(start, end)`` with ``end`` exclusive, in logit frames.
     """
-
 
     def __new__(
         cls,
@@ -79,7 +78,6 @@ class OutputBeam(tuple):
 
 class OutputBeamMPSafe(tuple):
     """pyctcdecode's batch result: a tuple ``(text, text_frames, logit_score, lm_score)`` (no LM state)."""
-
 
     def __new__(
         cls,
@@ -134,11 +132,15 @@ def to_log_probs(logits: Any, vocab_size: int) -> np.ndarray:
     try:
         a = np.asarray(logits)
     except Exception as e:  # e.g. a CUDA tensor
-        raise DecoderInputError(f"logits must be array-like (numpy, CPU tensor), got {type(logits).__name__}: {e}") from None
+        raise DecoderInputError(
+            f"logits must be array-like (numpy, CPU tensor), got {type(logits).__name__}: {e}"
+        ) from None
     if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise DecoderInputError(f"logits must be a numeric array, got dtype {a.dtype}")
     if a.ndim != 2:
-        raise DecoderInputError(f"Input logits have {a.ndim} dimensions (shape {a.shape}), but need 2: (time, vocabulary)")
+        raise DecoderInputError(
+            f"Input logits have {a.ndim} dimensions (shape {a.shape}), but need 2: (time, vocabulary)"
+        )
     if a.shape[1] != vocab_size:
         raise DecoderInputError(
             f"Input logits shape is {a.shape}, but vocabulary is size {vocab_size}. "
@@ -185,7 +187,9 @@ class BeamSearchDecoderCTC:
     threads at once, and :meth:`decode_batch` spreads a batch over a native thread pool.
     """
 
-    def __init__(self, alphabet: Alphabet, language_model: LanguageModel | None = None) -> None:
+    def __init__(
+        self, alphabet: Alphabet, language_model: LanguageModel | None = None, *, pyctcdecode_eos: bool = True
+    ) -> None:
         if not isinstance(alphabet, Alphabet):
             raise AlphabetError(f"alphabet must be a w2vlm Alphabet, got {type(alphabet).__name__}")
         if language_model is not None and not isinstance(language_model, LanguageModel):
@@ -195,10 +199,12 @@ class BeamSearchDecoderCTC:
         self._alphabet = alphabet
         self._native_alphabet = _core.Alphabet(alphabet.labels, alphabet.is_bpe)
         self._language_model = language_model
+        #: score a hypothesis ending in a word delimiter as pyctcdecode does (same transcripts); False: only </s>
+        self.pyctcdecode_eos = bool(pyctcdecode_eos)
         self._idx2vocab = dict(enumerate(alphabet.labels))
         self._hotword_cache: OrderedDict[tuple[tuple[str, float], ...], _core.HotwordAutomaton] = OrderedDict()
 
-    # -- properties ------------------------------------------------------------------------------------------------
+    # -- properties -------------------------------------------------------------------------------
     @property
     def alphabet(self) -> Alphabet:
         return self._alphabet
@@ -225,7 +231,7 @@ class BeamSearchDecoderCTC:
             alpha=alpha, beta=beta, unk_score_offset=unk_score_offset, score_boundary=lm_score_boundary
         )
 
-    # -- options -----------------------------------------------------------------------------------------------
+    # -- options ----------------------------------------------------------------------------------
     def _hotword_automaton(self, hotwords: Hotwords, weight: float) -> _core.HotwordAutomaton | None:
         key = _normalize_hotwords(hotwords, weight)
         if not key:
@@ -263,6 +269,7 @@ class BeamSearchDecoderCTC:
         o.beam_prune_logp = float(beam_prune_logp)
         o.token_min_logp = float(token_min_logp)
         o.prune_history = bool(prune_history)
+        o.pyctcdecode_eos = self.pyctcdecode_eos
         lm = self._language_model
         if lm is not None:
             o.alpha = lm.alpha
@@ -298,7 +305,7 @@ class BeamSearchDecoderCTC:
     def _mp_safe(b: OutputBeam) -> OutputBeamMPSafe:
         return OutputBeamMPSafe(b.text, b.text_frames, b.logit_score, b.lm_score, b.char_frames)
 
-    # -- decoding ------------------------------------------------------------------------------------------------
+    # -- decoding ---------------------------------------------------------------------------------
     def decode_beams(
         self,
         logits: Any,
@@ -312,8 +319,15 @@ class BeamSearchDecoderCTC:
     ) -> list[OutputBeam]:
         """Decode one (frames, vocab) matrix; all final beams, best first."""
         lp = to_log_probs(logits, len(self._alphabet))
-        o = self._options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight,
-                          lm_start_state)
+        o = self._options(
+            beam_width,
+            beam_prune_logp,
+            token_min_logp,
+            prune_history,
+            hotwords,
+            hotword_weight,
+            lm_start_state,
+        )
         hyps = _core.decode(self._native_alphabet, self._native_lm(), o, lp)
         return [self._to_output(h) for h in hyps]
 
@@ -329,8 +343,16 @@ class BeamSearchDecoderCTC:
     ) -> str:
         """Decode one (frames, vocab) matrix to its best transcript."""
         lp = to_log_probs(logits, len(self._alphabet))
-        o = self._options(beam_width, beam_prune_logp, token_min_logp, True, hotwords, hotword_weight,
-                          lm_start_state, n_best=1)
+        o = self._options(
+            beam_width,
+            beam_prune_logp,
+            token_min_logp,
+            True,
+            hotwords,
+            hotword_weight,
+            lm_start_state,
+            n_best=1,
+        )
         hyps = _core.decode(self._native_alphabet, self._native_lm(), o, lp)
         return hyps[0].text if hyps else ""
 
@@ -407,11 +429,18 @@ class BeamSearchDecoderCTC:
         lm_start_state: Any = None,
     ) -> DecoderStream:
         """Start an incremental decoding: feed chunks of frames, read partial results, finalize."""
-        o = self._options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight,
-                          lm_start_state)
+        o = self._options(
+            beam_width,
+            beam_prune_logp,
+            token_min_logp,
+            prune_history,
+            hotwords,
+            hotword_weight,
+            lm_start_state,
+        )
         return DecoderStream(self, o)
 
-    # -- hub layout -------------------------------------------------------------------------------------------
+    # -- hub layout -------------------------------------------------------------------------------
     def save_to_dir(self, filepath: str | os.PathLike[str]) -> None:
         """Write ``alphabet.json`` and ``language_model/`` into ``filepath``."""
         d = Path(filepath)
@@ -436,7 +465,9 @@ class BeamSearchDecoderCTC:
         return {"alphabet": str(alphabet), "language_model": str(lm_dir) if lm_dir.is_dir() else None}
 
     @classmethod
-    def load_from_dir(cls, filepath: str | os.PathLike[str], unigram_encoding: str | None = None) -> BeamSearchDecoderCTC:
+    def load_from_dir(
+        cls, filepath: str | os.PathLike[str], unigram_encoding: str | None = None
+    ) -> BeamSearchDecoderCTC:
         """Load a decoder saved with :meth:`save_to_dir` (or a hub model folder with ``alphabet.json``)."""
         files = cls.parse_directory_contents(filepath)
         alphabet_path = Path(files["alphabet"])  # type: ignore[arg-type]
@@ -496,8 +527,15 @@ def build_ctcdecoder(
     beta: float = DEFAULT_BETA,
     unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET,
     lm_score_boundary: bool = DEFAULT_SCORE_BOUNDARY,
+    *,
+    pyctcdecode_eos: bool = True,
 ) -> BeamSearchDecoderCTC:
-    """Build a decoder from labels and (optionally) an ARPA LM, as pyctcdecode's function of the same name."""
+    """Build a decoder from labels and (optionally) an ARPA LM, as pyctcdecode's function of the same name.
+
+    ``pyctcdecode_eos=False`` scores the end of a hypothesis that ends in a word delimiter with ``</s>`` only,
+    instead of pyctcdecode's unknown-empty-word penalty (more accurate; transcripts then differ from
+    pyctcdecode's on such utterances).
+    """
     alphabet = Alphabet.build_alphabet(labels)
     unigram_list = None if unigrams is None else list(unigrams)
     if unigram_list is not None:
@@ -512,7 +550,7 @@ def build_ctcdecoder(
             unk_score_offset=unk_score_offset,
             score_boundary=lm_score_boundary,
         )
-    return BeamSearchDecoderCTC(alphabet, lm)
+    return BeamSearchDecoderCTC(alphabet, lm, pyctcdecode_eos=pyctcdecode_eos)
 
 
 def load_alphabet_json(path: str | os.PathLike[str]) -> Alphabet:

@@ -143,7 +143,7 @@ class LanguageModel:
             raise LanguageModelError(f"score_boundary must be a bool, got {type(score_boundary).__name__}")
         self.score_boundary = score_boundary
 
-    # -- properties ----------------------------------------------------------------------------------------------
+    # -- properties -------------------------------------------------------------------------------
     @property
     def order(self) -> int:
         return int(self._ngram.order)
@@ -201,7 +201,7 @@ class LanguageModel:
             "score_boundary": self.score_boundary,
         }
 
-    # -- hub layout ----------------------------------------------------------------------------------------------
+    # -- hub layout -------------------------------------------------------------------------------
     def save_to_dir(self, filepath: str | os.PathLike[str]) -> None:
         """Write ``attrs.json``, ``unigrams.txt`` and the LM file into ``filepath`` (the hub layout)."""
         d = Path(filepath)
