@@ -34,18 +34,24 @@ def make_sine(
 
 
 def write_audio_file(
-    path: Path, data: np.ndarray, sampling_rate: int, codec: str | None = None, bit_rate: int | None = None
+    path: Path,
+    data: np.ndarray,
+    sampling_rate: int,
+    codec: str | None = None,
+    bit_rate: int | None = None,
+    subtype: str | None = None,
 ) -> Path:
     """Write ``data`` ((samples,) or (samples, channels) float32) to ``path``.
 
-    With ``codec=None`` soundfile picks the format from the suffix (wav, flac, ogg). Otherwise PyAV encodes it
+    With ``codec=None`` soundfile picks the format from the suffix (wav, flac, ogg) and ``subtype`` (e.g.
+    "FLOAT" for lossless float wav; default 16-bit PCM). Otherwise PyAV encodes it
     (``codec`` e.g. "libmp3lame", "aac", "libopus"; the container comes from the suffix).
     """
     path = Path(path)
     if codec is None:
         import soundfile as sf
 
-        sf.write(str(path), data, sampling_rate)
+        sf.write(str(path), data, sampling_rate, subtype=subtype)
         return path
     import av
 

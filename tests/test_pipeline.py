@@ -176,3 +176,140 @@ def test_public_names_are_lazy_and_callable() -> None:
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + ":" + env.get("PYTHONPATH", "")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# end to end, with the LM decoder
+
+
+@pytest.fixture(scope="module")
+def asr(tiny_ctc_dir: Path):
+    pytest.importorskip("w2vlm.decoder")
+    from w2vlm.pipeline import pipeline
+
+    return pipeline("automatic-speech-recognition", model=str(tiny_ctc_dir), device="cpu")
+
+
+def test_pipeline_text_and_input_kinds(asr, tmp_path: Path) -> None:
+    audio = _noise(1.5, seed=31)
+    out = asr(audio)
+    assert set(out) == {"text"} and isinstance(out["text"], str) and out["text"]
+    path = write_audio_file(tmp_path / "x.wav", audio, 16000, subtype="FLOAT")
+    assert asr(str(path)) == out
+    assert asr(str(path))["text"] == asr(path.read_bytes())["text"] == asr({"path": str(path)})["text"]
+    x8k = _noise(1.0, seed=32, sr=8000)
+    assert asr({"raw": x8k, "sampling_rate": 8000})["text"] == asr({"array": x8k, "sampling_rate": 8000})["text"]
+
+
+def test_pipeline_matches_processor_decode(asr) -> None:
+    audio = _noise(2.0, seed=33)
+    (logits,) = asr.compute_logits([audio])
+    expected = asr.processor.decode(logits, output_word_offsets=True)
+    out = asr(audio, return_timestamps="word")
+    assert out["text"] == expected.text
+    ratio = 320 / 16000
+    assert [c["text"] for c in out["chunks"]] == [w["word"] for w in expected.word_offsets]
+    for chunk, word in zip(out["chunks"], expected.word_offsets, strict=True):
+        assert chunk["timestamp"] == (
+            pytest.approx(word["start_offset"] * ratio),
+            pytest.approx(word["end_offset"] * ratio),
+        )
+
+
+def test_pipeline_char_timestamps(asr) -> None:
+    audio = _noise(2.0, seed=34)
+    words = asr(audio, return_timestamps="word")
+    chars = asr(audio, return_timestamps="char")
+    assert chars["text"] == words["text"]
+    assert "".join(c["text"] for c in chars["chunks"]) == words["text"].replace(" ", "")
+    # every character lies inside its word, in order
+    spans = iter(chars["chunks"])
+    for word in words["chunks"]:
+        start, end = word["timestamp"]
+        for _ in word["text"]:
+            ch = next(spans)
+            assert start - 1e-9 <= ch["timestamp"][0] < ch["timestamp"][1] <= end + 1e-9
+
+
+def test_pipeline_list_and_batch_equal_single(asr) -> None:
+    items = [_noise(1.0, 41), _noise(1.6, 42), _noise(1.0, 43)]
+    singles = [asr(x, return_timestamps="word") for x in items]
+    assert asr(items, batch_size=3, return_timestamps="word") == singles
+    assert asr(items, batch_size=2, return_timestamps="word") == singles
+
+
+def test_pipeline_chunked_equals_decoding_stitched_logits(asr) -> None:
+    audio = _noise(9.0, seed=44)
+    out = asr(audio, chunk_length_s=2.0, stride_length_s=0.4, batch_size=4, return_timestamps="word")
+    (stitched,) = asr.compute_logits([audio], 2.0, 0.4)
+    assert stitched.shape[0] == asr.compute_logits([audio])[0].shape[0]
+    whole = asr.processor.decode(stitched, output_word_offsets=True)
+    assert out["text"] == whole.text
+    assert [c["text"] for c in out["chunks"]] == [w["word"] for w in whole.word_offsets]
+    assert out["chunks"][-1]["timestamp"][1] <= 9.0 + 1e-9
+
+
+def test_pipeline_decoder_kwargs(asr) -> None:
+    audio = _noise(1.5, seed=45)
+    (logits,) = asr.compute_logits([audio])
+    expected = asr.processor.decode(logits, beam_width=4, alpha=0.0, beta=0.0).text
+    assert asr(audio, decoder_kwargs={"beam_width": 4, "alpha": 0.0, "beta": 0.0})["text"] == expected
+    assert asr(audio)["text"] == asr.processor.decode(logits).text
+    from w2vlm.errors import DecoderInputError
+
+    with pytest.raises(DecoderInputError, match=r"decoder_kwargs: unknown keys \['beam_size'\]"):
+        asr(audio, decoder_kwargs={"beam_size": 3})
+
+
+def test_pipeline_with_loaded_model_and_processor(tiny_ctc_dir: Path, asr) -> None:
+    from w2vlm.pipeline import pipeline
+    from w2vlm.processor import Wav2Vec2ProcessorWithLM
+
+    model = load_model(tiny_ctc_dir, device="cpu")
+    proc = Wav2Vec2ProcessorWithLM.from_pretrained(tiny_ctc_dir)
+    pipe = pipeline("automatic-speech-recognition", model=model, processor=proc)
+    audio = _noise(1.2, seed=46)
+    assert pipe(audio)["text"] == asr(audio)["text"]
+    pipe2 = pipeline(model=model)  # the processor comes from the folder named in the model's config
+    assert pipe2(audio)["text"] == asr(audio)["text"]
+
+
+def test_pipeline_int8(tiny_ctc_dir: Path) -> None:
+    from w2vlm.pipeline import pipeline
+
+    pipe = pipeline(model=tiny_ctc_dir, device="cpu", quantize="int8")
+    assert isinstance(pipe(_noise(1.0, 47))["text"], str)
+
+
+def test_pipeline_bad_inputs(asr, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    with pytest.raises(AudioError, match=r"bad\.wav"):
+        asr(str(bad))
+    with pytest.raises(AudioError, match="allow_urls"):
+        asr("https://example.invalid/x.wav")
+    with pytest.raises(ValueError, match="return_timestamps"):
+        asr(_noise(1.0), return_timestamps="sentence")
+    with pytest.raises(ValueError, match="batch_size"):
+        asr(_noise(1.0), batch_size=0)
+
+
+def test_char_alignment_matches_decoder_char_frames(asr) -> None:
+    from w2vlm.pipeline import char_spans_from_beam
+
+    labels = list(asr.decoder.alphabet.labels)
+    idx = {lab: i for i, lab in enumerate(labels)}
+    rng = np.random.default_rng(0)
+    rows = []
+    for ch in "the cat sat on the mat":
+        for tok in (idx[ch], idx[ch], idx[""]):
+            row = rng.normal(0, 1.0, len(labels))
+            row[tok] += 6.0
+            rows.append(row)
+    logits = np.asarray(rows, dtype=np.float32)
+    beam = asr.decoder.decode_beams(logits)[0]
+    assert beam.char_frames, "the decoder reports token frames"
+    from_decoder = char_spans_from_beam(beam, logits, labels)
+    from_alignment = char_spans_from_beam(tuple(beam), logits, labels)  # a plain tuple has no char_frames
+    assert from_alignment == from_decoder
+    assert "".join(ch for ch, _ in from_alignment) == beam.text.replace(" ", "")
