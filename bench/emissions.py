@@ -269,9 +269,7 @@ def generate(
         return len(" ".join(ws)) * frames_per_char + 45.0
 
     for _ in range(n_utterances):
-        target = float(
-            np.clip(rng.normal(mean_frames, 0.2 * mean_frames), 0.4 * mean_frames, 1.7 * mean_frames)
-        )
+        target = float(np.clip(rng.normal(mean_frames, 0.2 * mean_frames), 0.4 * mean_frames, 1.7 * mean_frames))
         words: list[str] = []
         while True:
             if pos >= len(order):

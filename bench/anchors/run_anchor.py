@@ -8,7 +8,7 @@ w2vlm.
 Job file: {"tool": "pyctcdecode" | "ctc-beam-decoder" | "flashlight-text", "emissions": path, "lm": path,
 "hotword_sets": {"0": [...], "100": [...]}, "beam_width": 100, "beam_prune_logp": -10.0,
 "token_min_logp": -5.0, "alpha": 0.5, "beta": 1.5, "unk_score_offset": -10.0, "hotword_weight": 10.0,
-"repeats": 1, "utterances": null | int}
+"repeats": 1, "utterances": null | int, "unigrams": null | path of a word list, one a line}
 
 Usage: python run_anchor.py JOB.json OUT.json
 """
@@ -34,6 +34,15 @@ def load_emissions(path: str, limit: int | None) -> tuple[list[str], list[np.nda
         labels = [str(s) for s in z["labels"]]
     n = len(offsets) - 1 if limit is None else min(limit, len(offsets) - 1)
     return labels, [np.ascontiguousarray(data[offsets[i] : offsets[i + 1]]) for i in range(n)]
+
+
+def job_unigrams(job: dict[str, Any]) -> list[str] | None:
+    """The job's unigram list (None: each decoder takes the ARPA's own, by its own rule)."""
+    path = job.get("unigrams")
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [w for w in (line.strip() for line in f) if w]
 
 
 def arpa_unigrams(path: str) -> list[str]:
@@ -65,6 +74,7 @@ class PyCTCDecode:
         self.decoder = build_ctcdecoder(
             labels,
             kenlm_model_path=job["lm"],
+            unigrams=job_unigrams(job),
             alpha=job["alpha"],
             beta=job["beta"],
             unk_score_offset=job["unk_score_offset"],
@@ -96,6 +106,7 @@ class CTCBeamDecoder:
         self.decoder = build_ctcdecoder(
             labels,
             kenlm_model_path=job["lm"],
+            unigrams=job_unigrams(job),
             alpha=job["alpha"],
             beta=job["beta"],
             unk_score_offset=job["unk_score_offset"],
@@ -121,9 +132,9 @@ class CTCBeamDecoder:
 class Flashlight:
     """flashlight-text's lexicon decoder with its KenLM wrapper, set up as torchaudio's ctc_decoder does.
 
-    The lexicon is the LM's unigram vocabulary (so words outside it cannot be produced), the LM weight is
-    alpha * ln 10 (flashlight's KenLM scores are log10, like pyctcdecode's before its ln 10 factor) and
-    the word score is beta. It has no hotword API.
+    The lexicon is the unigram list (the job's, else the ARPA's unigram section), so words outside it
+    cannot be produced; the LM weight is alpha * ln 10 (flashlight's KenLM scores are log10, like
+    pyctcdecode's before its ln 10 factor) and the word score is beta. It has no hotword API.
     """
 
     name = "flashlight-text"
@@ -145,7 +156,7 @@ class Flashlight:
         token_dict = Dictionary(tokens)
         blank = tokens.index("-")
         sil = tokens.index("|")
-        words = arpa_unigrams(job["lm"])
+        words = job_unigrams(job) or arpa_unigrams(job["lm"])
         known = set(tokens)
         lexicon: dict[str, list[list[str]]] = {}
         for w in words:
