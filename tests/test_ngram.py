@@ -188,7 +188,7 @@ def test_missing_binary_and_junk_files(tmp_path):
         load_ngram(junk)
     binary = tmp_path / "lm.bin"
     binary.write_bytes(b"mmap lm http://kheafield.com/code format version 5\0" + b"\0" * 100)
-    with pytest.raises(LanguageModelError, match="KenLM binary"):
+    with pytest.raises(LanguageModelError, match=r"KenLM (could not load this file|binary language models need)"):
         load_ngram(binary)
     bad_gz = tmp_path / "x.arpa.gz"
     bad_gz.write_bytes(b"\x1f\x8b not really gzip")
@@ -227,3 +227,48 @@ def test_language_model_params_and_dir_roundtrip(tmp_path):
         LanguageModel.load_from_dir(out)
     with pytest.raises(LanguageModelError, match="must be a path"):
         LanguageModel(42)
+
+
+@pytest.fixture
+def kenlm_module():
+    return pytest.importorskip("kenlm")
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), data=st.data())
+def test_native_scores_equal_kenlm(tmp_path_factory, seed, data):
+    km = pytest.importorskip("kenlm")
+    text = random_arpa(seed)
+    p = tmp_path_factory.mktemp("arpa") / "r.arpa"
+    p.write_text(text)
+    native = load_ngram(p)
+    model = km.Model(str(p))
+    vocab = [f"w{i}" for i in range(8)] + ["oov"]
+    words = data.draw(st.lists(st.sampled_from(vocab), max_size=10))
+    sentence = " ".join(words)
+    for bos, eos in ((True, True), (False, False), (True, False)):
+        assert native.score(sentence, bos, eos) == pytest.approx(model.score(sentence, bos=bos, eos=eos), abs=1e-4)
+
+
+def test_kenlm_backend_decodes_like_native(tmp_path, kenlm_module):
+    from test_decoder import HELLO_ARPA, WORDS_LABELS, emissions
+    from w2vlm.decoder import Alphabet, BeamSearchDecoderCTC
+    from w2vlm.decoder.language_model import kenlm_backend
+
+    p = tmp_path / "hello.arpa"
+    p.write_text(HELLO_ARPA)
+    alphabet = Alphabet.build_alphabet(WORDS_LABELS)
+    via_kenlm = LanguageModel(kenlm_backend(kenlm_module.Model(str(p))), ["hello", "world", "word", "cold"])
+    assert via_kenlm.backend == "kenlm"
+    native = LanguageModel(str(p), ["hello", "world", "word", "cold"])
+    assert native.backend == "native"
+    d1 = BeamSearchDecoderCTC(alphabet, via_kenlm)
+    d2 = BeamSearchDecoderCTC(alphabet, native)
+    xs = [emissions("hello world cold word", WORDS_LABELS, noise=2.0, seed=i) for i in range(6)]
+    for x in xs:
+        b1, b2 = d1.decode_beams(x), d2.decode_beams(x)
+        assert [b.text for b in b1] == [b.text for b in b2]
+        assert [b.lm_score for b in b1] == pytest.approx([b.lm_score for b in b2], abs=1e-3)
+    assert d1.decode_batch(None, xs, num_threads=2) == d2.decode_batch(None, xs, num_threads=2)
+    # a kenlm.Model of an ARPA file is read natively
+    assert LanguageModel(kenlm_module.Model(str(p))).backend == "native"

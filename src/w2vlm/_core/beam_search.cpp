@@ -115,23 +115,22 @@ Alphabet::Alphabet(const std::vector<std::string>& labels, bool is_bpe) : labels
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-LanguageModel::LanguageModel(std::shared_ptr<const NGramLM> lm, const std::vector<std::string>& unigrams,
+LanguageModel::LanguageModel(std::shared_ptr<const LMBackend> lm, const std::vector<std::string>& unigrams,
                              bool use_lm_vocab)
     : lm_(std::move(lm)) {
   if (!unigrams.empty()) {
     for (const std::string& w : unigrams) {
-      const uint32_t id = lm_->word_id(w);
-      if (id == NGramLM::kUnk) continue;  // pyctcdecode keeps only unigrams the LM knows
-      trie_.insert(utf8_codepoints(w), id);
+      if (!lm_->contains(w)) continue;  // pyctcdecode keeps only unigrams the LM knows
+      trie_.insert(utf8_codepoints(w), lm_->word_id(w));
     }
     has_trie_ = true;
   } else if (use_lm_vocab) {
-    const auto& v = lm_->vocab();
+    const auto v = lm_->list_vocab();
     for (uint32_t id = 0; id < v.size(); ++id) {
-      if (id == NGramLM::kUnk || id == lm_->bos() || id == lm_->eos()) continue;
+      if (id == LMBackend::kUnk || id == lm_->bos() || id == lm_->eos()) continue;
       trie_.insert(utf8_codepoints(v[id]), id);
     }
-    has_trie_ = true;
+    has_trie_ = !v.empty();
   }
 }
 
@@ -305,18 +304,19 @@ struct BeamSearch::Impl {
     n.word = partial;
     n.score = parent.score;
     if (lm_) {
-      const NGramLM& g = lm_->ngram();
+      const LMBackend& g = lm_->ngram();
       const PartialNode& pn = partials_[static_cast<size_t>(partial)];
       int64_t wid = lm_->has_trie() ? lm_->trie().word_at(pn.trie) : -1;
       bool known = wid >= 0;
+      const std::string word = (!known || g.needs_text()) ? word_string(partial) : std::string();
       if (!known) {
         // not a known unigram; the LM may still have it (pyctcdecode scores it, with the OOV offset unless
         // there is no unigram list to check against)
-        wid = g.word_id(word_string(partial));
-        known = lm_->num_unigrams() == 0 && wid != NGramLM::kUnk;
+        wid = g.word_id(word);
+        known = lm_->num_unigrams() == 0 && g.contains(word);
       }
-      double p10 = g.score(parent.state, static_cast<uint32_t>(wid), n.state);
-      if (!known || wid == NGramLM::kUnk) p10 += o_.unk_score_offset;
+      double p10 = g.score_word(parent.state, static_cast<uint32_t>(wid), word, n.state);
+      if (!known) p10 += o_.unk_score_offset;
       n.score += lm_scale_ * p10 + o_.beta;
     }
     n.hw = 0;
@@ -607,15 +607,15 @@ struct BeamSearch::Impl {
       const TextNode& tn = texts_[static_cast<size_t>(b.text)];
       double s = b.logit + tn.score;
       if (lm_) {
-        const NGramLM& g = lm_->ngram();
+        const LMBackend& g = lm_->ngram();
         LMState after_unk, out;
         if (o_.pyctcdecode_eos && ended_with_delimiter[i]) {
           // pyctcdecode scores the (empty) open word of such a beam as an unknown word before </s>
-          double p10 = g.score(tn.state, NGramLM::kUnk, after_unk) + o_.unk_score_offset;
-          if (o_.score_boundary) p10 += g.score(after_unk, g.eos(), out);
+          double p10 = g.score_word(tn.state, LMBackend::kUnk, "", after_unk) + o_.unk_score_offset;
+          if (o_.score_boundary) p10 += g.score_word(after_unk, g.eos(), "</s>", out);
           s += lm_scale_ * p10 + o_.beta;
         } else if (o_.score_boundary) {
-          s += lm_scale_ * g.score(tn.state, g.eos(), out);
+          s += lm_scale_ * g.score_word(tn.state, g.eos(), "</s>", out);
         }
       }
       b.score = s;

@@ -53,15 +53,15 @@ class Alphabet {
 class LanguageModel {
  public:
   // unigrams: known words (filtered to the LM's vocabulary). If empty, the LM's own vocabulary is used.
-  LanguageModel(std::shared_ptr<const NGramLM> lm, const std::vector<std::string>& unigrams, bool use_lm_vocab);
-  const NGramLM& ngram() const { return *lm_; }
+  LanguageModel(std::shared_ptr<const LMBackend> lm, const std::vector<std::string>& unigrams, bool use_lm_vocab);
+  const LMBackend& ngram() const { return *lm_; }
   const CharTrie& trie() const { return trie_; }
   bool has_trie() const { return has_trie_; }
   size_t num_unigrams() const { return trie_.num_words(); }
   int order() const { return lm_->order(); }
 
  private:
-  std::shared_ptr<const NGramLM> lm_;
+  std::shared_ptr<const LMBackend> lm_;
   CharTrie trie_;
   bool has_trie_ = false;
 };

@@ -29,6 +29,68 @@ void check_width(const LogProbs& a, const Alphabet& alphabet) {
                      std::to_string(alphabet.size()) + " labels");
 }
 
+// An LM served by KenLM's Python module (for KenLM binary files). KenLM states live as Python objects, interned
+// to integer handles kept in LMState::words[0]; every call into Python holds the GIL. The decoder caches LM
+// results per distinct text, so calls happen once per new word hypothesis, not per frame.
+class KenlmBackend final : public LMBackend {
+ public:
+  KenlmBackend(nb::object model, nb::object state_cls) : model_(std::move(model)), state_cls_(std::move(state_cls)) {
+    order_ = nb::cast<int>(model_.attr("order"));
+    base_score_ = model_.attr("BaseScore");
+  }
+  ~KenlmBackend() override {
+    nb::gil_scoped_acquire g;
+    states_.clear();
+    index_.reset();
+    base_score_.reset();
+    state_cls_.reset();
+    model_.reset();
+  }
+  int order() const override { return order_; }
+  uint32_t bos() const override { return 1; }
+  uint32_t eos() const override { return 2; }
+  uint32_t word_id(std::string_view word) const override { return contains(word) ? 3 : kUnk; }
+  bool contains(std::string_view word) const override {
+    nb::gil_scoped_acquire g;
+    return nb::cast<bool>(model_.attr("__contains__")(nb::str(word.data(), word.size())));
+  }
+  bool needs_text() const override { return true; }
+  void begin_sentence_state(LMState& s) const override { write_state(s, "BeginSentenceWrite"); }
+  void null_state(LMState& s) const override { write_state(s, "NullContextWrite"); }
+  float score_word(const LMState& in, uint32_t, std::string_view text, LMState& out) const override {
+    nb::gil_scoped_acquire g;
+    nb::object next = state_cls_();
+    const float p = nb::cast<float>(base_score_(states_.at(in.words[0]), nb::str(text.data(), text.size()), next));
+    out.length = 1;
+    out.words[0] = intern(next);
+    out.backoff[0] = 0.f;
+    return p;
+  }
+
+ private:
+  void write_state(LMState& s, const char* method) const {
+    nb::gil_scoped_acquire g;
+    nb::object st = state_cls_();
+    model_.attr(method)(st);
+    s.length = 1;
+    s.words[0] = intern(st);
+    s.backoff[0] = 0.f;
+  }
+  uint32_t intern(const nb::object& st) const {  // GIL held
+    if (!index_.is_valid()) index_ = nb::dict();
+    nb::dict idx = nb::borrow<nb::dict>(index_);
+    if (idx.contains(st)) return nb::cast<uint32_t>(idx[st]);
+    const uint32_t h = static_cast<uint32_t>(states_.size());
+    states_.push_back(st);
+    idx[st] = h;
+    return h;
+  }
+  nb::object model_, state_cls_, base_score_;
+  mutable nb::object index_;
+  mutable std::vector<nb::object> states_;
+  int order_ = 0;
+};
+
 nb::list words_of(const LMState& s, const NGramLM& lm) {
   nb::list out;
   for (uint32_t i = 0; i < s.length; ++i) out.append(lm.vocab()[s.words[i]]);
@@ -91,7 +153,25 @@ NB_MODULE(_core, m) {
         return static_cast<int64_t>(h >> 1);
       });
 
-  nb::class_<NGramLM>(m, "NGramLM", "An n-gram language model loaded from ARPA.")
+  nb::class_<LMBackend>(m, "LMBackend", "An n-gram LM as the decoder uses it.")
+      .def_prop_ro("order", &LMBackend::order)
+      .def("__contains__", [](const LMBackend& lm, const std::string& w) { return lm.contains(w); })
+      .def("begin_sentence_state",
+           [](const LMBackend& lm) {
+             LMState s;
+             lm.begin_sentence_state(s);
+             return s;
+           })
+      .def("null_state", [](const LMBackend& lm) {
+        LMState s;
+        lm.null_state(s);
+        return s;
+      });
+
+  nb::class_<KenlmBackend, LMBackend>(m, "KenlmBackend", "An LM served by KenLM's Python module.")
+      .def(nb::init<nb::object, nb::object>(), "model"_a, "state_class"_a);
+
+  nb::class_<NGramLM, LMBackend>(m, "NGramLM", "An n-gram language model loaded from ARPA.")
       .def_static(
           "from_arpa_file",
           [](const std::string& path) {
@@ -107,25 +187,11 @@ NB_MODULE(_core, m) {
             return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa(v, name));
           },
           "data"_a, "name"_a)
-      .def_prop_ro("order", &NGramLM::order)
       .def_prop_ro("counts", &NGramLM::counts)
       .def_prop_ro("vocab_size", &NGramLM::vocab_size)
       .def_prop_ro("warnings", &NGramLM::warnings)
       .def_prop_ro("memory_bytes", &NGramLM::memory_bytes)
       .def("vocab", [](const NGramLM& lm) { return lm.vocab(); })
-      .def("__contains__", [](const NGramLM& lm, const std::string& w) { return lm.contains(w); })
-      .def("begin_sentence_state",
-           [](const NGramLM& lm) {
-             LMState s;
-             lm.begin_sentence_state(s);
-             return s;
-           })
-      .def("null_state",
-           [](const NGramLM& lm) {
-             LMState s;
-             lm.null_state(s);
-             return s;
-           })
       .def(
           "base_score",
           [](const NGramLM& lm, const LMState& s, const std::string& word) {
@@ -166,7 +232,7 @@ NB_MODULE(_core, m) {
       .def_prop_ro("blank", &Alphabet::blank);
 
   nb::class_<LanguageModel>(m, "LanguageModel")
-      .def(nb::init<std::shared_ptr<const NGramLM>, const std::vector<std::string>&, bool>(), "ngram"_a,
+      .def(nb::init<std::shared_ptr<const LMBackend>, const std::vector<std::string>&, bool>(), "ngram"_a,
            "unigrams"_a, "use_lm_vocab"_a)
       .def_prop_ro("num_unigrams", &LanguageModel::num_unigrams)
       .def_prop_ro("order", &LanguageModel::order);

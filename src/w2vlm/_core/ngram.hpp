@@ -27,7 +27,27 @@ struct LMState {
   float backoff[kMaxOrder - 1] = {};
 };
 
-class NGramLM {
+// What the decoder needs from an n-gram LM. Word ids are the backend's; `word` is the same word as text, for
+// backends that work on strings (KenLM through its Python module).
+class LMBackend {
+ public:
+  static constexpr uint32_t kUnk = 0;
+  virtual ~LMBackend() = default;
+  virtual int order() const = 0;
+  virtual uint32_t eos() const = 0;
+  virtual uint32_t word_id(std::string_view word) const = 0;
+  virtual bool contains(std::string_view word) const = 0;
+  virtual void begin_sentence_state(LMState& s) const = 0;
+  virtual void null_state(LMState& s) const = 0;
+  virtual float score_word(const LMState& in, uint32_t word, std::string_view text, LMState& out) const = 0;
+  // The vocabulary, if the backend can list it (empty otherwise).
+  virtual std::vector<std::string> list_vocab() const { return {}; }
+  virtual uint32_t bos() const = 0;
+  // True if score_word() needs the word as text (ids alone do not identify it).
+  virtual bool needs_text() const { return false; }
+};
+
+class NGramLM final : public LMBackend {
  public:
   static constexpr uint32_t kUnk = 0;
 
@@ -35,21 +55,25 @@ class NGramLM {
   static std::shared_ptr<NGramLM> from_arpa(std::string_view text, const std::string& name);
   static std::shared_ptr<NGramLM> from_arpa_file(const std::string& path);
 
-  int order() const { return order_; }
-  uint32_t bos() const { return bos_; }
-  uint32_t eos() const { return eos_; }
+  int order() const override { return order_; }
+  uint32_t bos() const override { return bos_; }
+  uint32_t eos() const override { return eos_; }
   size_t vocab_size() const { return vocab_.size(); }
   const std::vector<std::string>& vocab() const { return vocab_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<uint64_t>& counts() const { return counts_; }
 
   // Word id, or kUnk when the word is not in the vocabulary.
-  uint32_t word_id(std::string_view word) const;
+  uint32_t word_id(std::string_view word) const override;
   // True for words of the vocabulary other than <unk> (KenLM's `word in model`).
-  bool contains(std::string_view word) const { return word_id(word) != kUnk; }
+  bool contains(std::string_view word) const override { return word_id(word) != kUnk; }
 
-  void begin_sentence_state(LMState& s) const;
-  void null_state(LMState& s) const { s.length = 0; }
+  void begin_sentence_state(LMState& s) const override;
+  void null_state(LMState& s) const override { s.length = 0; }
+  float score_word(const LMState& in, uint32_t word, std::string_view, LMState& out) const override {
+    return score(in, word, out);
+  }
+  std::vector<std::string> list_vocab() const override { return vocab_; }
   // log10 p(word | in); writes the context after `word` to `out` (may alias `in`: no).
   float score(const LMState& in, uint32_t word, LMState& out) const;
 

@@ -42,8 +42,8 @@ def _lm_file_kind(path: Path) -> str:
     return "arpa"
 
 
-def load_ngram(path: str | os.PathLike[str]) -> _core.NGramLM:
-    """Load an n-gram LM file (ARPA, gzipped ARPA) into the native structure."""
+def load_ngram(path: str | os.PathLike[str]) -> _core.LMBackend:
+    """Load an n-gram LM file: ARPA (plain or .gz) natively; a KenLM binary through the ``kenlm`` module."""
     p = Path(path)
     if not p.exists():
         raise LanguageModelError(f"{p}: language model file not found")
@@ -51,10 +51,7 @@ def load_ngram(path: str | os.PathLike[str]) -> _core.NGramLM:
         raise LanguageModelError(f"{p}: is a directory, expected an .arpa/.arpa.gz/.bin file")
     kind = _lm_file_kind(p)
     if kind == "binary":
-        raise LanguageModelError(
-            f"{p}: KenLM binary language models cannot be read by w2vlm yet; "
-            "pass the ARPA file it was built from (build_binary input), or an .arpa.gz"
-        )
+        return kenlm_backend(p)
     if kind == "arpa.gz":
         try:
             with gzip.open(p, "rb") as f:
@@ -66,7 +63,26 @@ def load_ngram(path: str | os.PathLike[str]) -> _core.NGramLM:
         lm = _core.NGramLM.from_arpa_file(str(p))
     for w in lm.warnings:
         logger.warning("%s: %s", p, w)
+    logger.info("%s: loaded natively (%d-gram, %s n-grams)", p, lm.order, "/".join(map(str, lm.counts)))
     return lm
+
+
+def kenlm_backend(model: Any) -> _core.KenlmBackend:
+    """An LM served by KenLM's Python module (``pip install w2vlm[kenlm]``): a path or a ``kenlm.Model``."""
+    try:
+        import kenlm
+    except ImportError:
+        raise LanguageModelError(
+            f"{model}: KenLM binary language models need the kenlm module (pip install 'w2vlm[kenlm]'), "
+            "or pass the ARPA file the binary was built from"
+        ) from None
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            model = kenlm.Model(str(model))
+        except (OSError, RuntimeError) as e:
+            raise LanguageModelError(f"{model}: KenLM could not load this file: {e}") from None
+    logger.info("%s: served by the kenlm module (%d-gram)", getattr(model, "path", model), model.order)
+    return _core.KenlmBackend(model, kenlm.State)
 
 
 def load_unigrams(path: str | os.PathLike[str]) -> list[str]:
@@ -109,15 +125,17 @@ class LanguageModel:
         score_boundary: bool = DEFAULT_SCORE_BOUNDARY,
     ) -> None:
         self._path: Path | None = None
-        if isinstance(kenlm_model, _core.NGramLM):
+        if isinstance(kenlm_model, _core.LMBackend):
             ngram = kenlm_model
         elif isinstance(kenlm_model, (str, os.PathLike)):
             self._path = Path(kenlm_model)
             ngram = load_ngram(self._path)
         elif hasattr(kenlm_model, "path") and hasattr(kenlm_model, "BaseScore"):
+            # a kenlm.Model: read its file natively when it is ARPA (faster), else serve it through kenlm
             raw = kenlm_model.path
             self._path = Path(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-            ngram = load_ngram(self._path)
+            is_binary = self._path.exists() and _lm_file_kind(self._path) == "binary"
+            ngram = kenlm_backend(kenlm_model) if is_binary or not self._path.exists() else load_ngram(self._path)
         else:
             raise LanguageModelError(
                 f"kenlm_model must be a path, a w2vlm NGramLM or a kenlm.Model, got {type(kenlm_model).__name__}"
@@ -149,9 +167,14 @@ class LanguageModel:
         return int(self._ngram.order)
 
     @property
-    def ngram(self) -> _core.NGramLM:
-        """The native n-gram model (shared, read-only)."""
+    def ngram(self) -> _core.LMBackend:
+        """The n-gram model the decoder uses (shared, read-only): native, or KenLM's module for binaries."""
         return self._ngram
+
+    @property
+    def backend(self) -> str:
+        """"native" (w2vlm's own ARPA reader) or "kenlm" (KenLM's Python module, for binary files)."""
+        return "native" if isinstance(self._ngram, _core.NGramLM) else "kenlm"
 
     @property
     def path(self) -> Path | None:
@@ -162,6 +185,8 @@ class LanguageModel:
         """The known words used for partial-word checks."""
         if self._unigrams is not None:
             return sorted({u for u in self._unigrams if u in self._ngram})
+        if not isinstance(self._ngram, _core.NGramLM):
+            return []
         return sorted(w for w in self._ngram.vocab() if w not in ("<unk>", "<s>", "</s>"))
 
     @property
@@ -174,6 +199,8 @@ class LanguageModel:
 
     def score(self, text: str, bos: bool = True, eos: bool = True) -> float:
         """Total log10 probability of a whitespace-separated text (KenLM's ``Model.score``)."""
+        if not isinstance(self._ngram, _core.NGramLM):
+            raise LanguageModelError("score() is available for ARPA models read natively")
         return float(self._ngram.score(text, bos, eos))
 
     def reset_params(self, **params: Any) -> None:
