@@ -151,6 +151,98 @@ def build_lm_command(
     out.print(f"wrote {stats.arpa_path} and {stats.unigrams_path} in {stats.seconds:.1f} s")
 
 
+@app.command("train")
+def train_command(
+    manifest: str = typer.Argument(..., help='JSONL manifest: one {"audio": path, "text": ...} a line.'),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Folder to write the trained model to (hub layout)."
+    ),
+    dev: str | None = typer.Option(None, "--dev", help="Dev manifest: greedy WER/CER after every epoch."),
+    init_from: str | None = typer.Option(
+        None, "--init-from", help="Start from this model folder (hub layout) instead of from scratch."
+    ),
+    preset: str = typer.Option("small", "--preset", help="Model size from scratch: small, mini or tiny."),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the training data."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many updates."),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Training budget in seconds; the LR decay follows it too."
+    ),
+    batch_seconds: float = typer.Option(320.0, "--batch-seconds", help="Padded audio seconds per batch."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
+    warmup: int = typer.Option(500, "--warmup", help="Warm-up steps."),
+    mask_time_prob: float | None = typer.Option(
+        None, "--mask-time-prob", help="SpecAugment time-mask probability (model default if unset)."
+    ),
+    max_duration: float = typer.Option(20.0, "--max-duration", help="Skip training clips longer than this."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
+    save_every: int = typer.Option(
+        1000, "--save-every", help="Checkpoint every N steps (0: per epoch only)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.checkpoint if it exists."),
+    lm: str | None = typer.Option(
+        None, "--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."
+    ),
+    save_dtype: str = typer.Option("float32", "--save-dtype", help="float32, float16 or bfloat16."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (log lines only)."),
+) -> None:
+    """Train (or fine-tune) a wav2vec2 CTC model on a manifest; saves it in the hub layout."""
+    import logging
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.train import TrainConfig, train
+
+    err = Console(stderr=True)
+    log = logging.getLogger("w2vlm")
+    if not log.handlers:
+        log.addHandler(RichHandler(console=err, show_path=False))
+        log.setLevel(logging.INFO)
+    cfg = TrainConfig(
+        manifest=Path(manifest),
+        output_dir=Path(output),
+        dev_manifest=Path(dev) if dev else None,
+        init_from=Path(init_from) if init_from else None,
+        preset=preset,
+        epochs=epochs,
+        max_steps=max_steps,
+        time_limit_s=time_limit,
+        batch_seconds=batch_seconds,
+        learning_rate=lr,
+        warmup_steps=warmup,
+        mask_time_prob=mask_time_prob,
+        max_duration_s=max_duration,
+        device=device,
+        amp=amp,
+        save_every=save_every,
+        resume=resume,
+        lm_dir=Path(lm) if lm else None,
+        save_dtype=save_dtype,
+        seed=seed,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    try:
+        result = train(cfg)
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out = Console()
+    out.print(
+        f"trained {result.steps} steps ({result.epochs_completed} epochs) on {result.audio_hours:.2f} h "
+        f"of audio in {result.train_seconds:.0f} s; saved {result.output_dir}"
+    )
+    if result.dev is not None:
+        out.print(
+            f"dev greedy WER {100 * result.dev.wer:.2f}%  CER {100 * result.dev.cer:.2f}% "
+            f"({result.dev.utterances} utterances)"
+        )
+
+
 def main() -> None:
     """Entry point of the ``w2vlm`` console script."""
     app()

@@ -33,3 +33,7 @@ class AudioError(W2vlmError, ValueError):
 
 class ModelError(W2vlmError):
     """An acoustic model that cannot be found or loaded."""
+
+
+class ManifestError(W2vlmError, ValueError):
+    """A training or evaluation manifest (JSONL of audio path + text) that is missing or malformed."""

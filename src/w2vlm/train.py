@@ -1,0 +1,861 @@
+"""CTC training and fine-tuning of wav2vec2 models (``w2vlm train``).
+
+Trains a transformers :class:`~transformers.Wav2Vec2ForCTC`, either from scratch with a small
+configuration (:data:`MODEL_PRESETS`) or starting from a checkpoint in the hub layout, on a JSONL manifest
+with one utterance a line::
+
+    {"audio": "wav/000001.wav", "text": "it is a truth universally acknowledged"}
+
+(``audio`` may also be called ``audio_filepath`` or ``path``; ``text`` may be ``sentence`` or
+``transcript``; relative paths are relative to the manifest's folder.)
+
+What it does:
+
+* loads all audio once into one int16 buffer (on the GPU when training there), so batches are cut out
+  without any data-loader workers;
+* batches by length (buckets of similar duration, at most ``batch_seconds`` of padded audio a batch,
+  batch order shuffled every epoch);
+* per-utterance zero-mean/unit-variance normalization and attention masks, as the feature extractor does;
+* SpecAugment through the model's own ``mask_time_prob`` / ``mask_feature_prob``;
+* AdamW with warm-up and cosine decay; the decay follows whichever is further along, the steps or the
+  wall-clock budget (``time_limit_s``), so a time-limited run still ends with an annealed model;
+* bf16 autocast on CUDA (no loss scaling needed), float32 on CPU;
+* a checkpoint (model, optimizer, progress) every ``save_every`` steps and at the end of each epoch;
+  ``resume=True`` continues from it;
+* greedy WER/CER on a dev manifest after every epoch;
+* the result saved in the hub layout: ``config.json``, ``model.safetensors``, ``preprocessor_config.json``,
+  ``tokenizer_config.json``, ``vocab.json``, ``special_tokens_map.json``, plus ``alphabet.json`` and
+  ``language_model/`` when a language model folder is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+import wave
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vlm.errors import ManifestError, ModelError
+
+logger = logging.getLogger("w2vlm.train")
+
+SAMPLE_RATE = 16000
+
+#: Character vocabulary of models trained from scratch: CTC blank ``<pad>`` first, word delimiter ``|``.
+DEFAULT_VOCAB: tuple[str, ...] = (
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "|",
+    "'",
+    *"abcdefghijklmnopqrstuvwxyz",
+)
+
+#: Model sizes for training from scratch (keyword arguments of ``Wav2Vec2Config``). All down-sample by 320
+#: (one output frame per 20 ms, like wav2vec2-base), so timestamps work the same way.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # ~3.8 M parameters, 15 MB in float32: the embedded default model. A light 3-layer convolutional front
+    # end (a learned 5 ms filter bank at 400 frames/s, then two strided layers) keeps training cheap enough
+    # for a CPU; the transformer does the rest.
+    "small": {
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+        "conv_dim": (128, 256, 256),
+        "conv_kernel": (80, 4, 4),
+        "conv_stride": (40, 4, 2),
+        "num_conv_pos_embeddings": 32,
+        "num_conv_pos_embedding_groups": 16,
+    },
+    # ~6.1 M parameters, 24.5 MB in float32: wav2vec2-style 7-layer front end; worth it on a GPU
+    "medium": {
+        "hidden_size": 256,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+        "conv_dim": (256,) * 7,
+        "conv_kernel": (10, 3, 3, 3, 3, 2, 2),
+        "conv_stride": (5, 2, 2, 2, 2, 2, 2),
+        "num_conv_pos_embeddings": 64,
+        "num_conv_pos_embedding_groups": 16,
+    },
+    # a few ten thousand parameters: unit tests
+    "tiny": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": (32, 32, 32),
+        "conv_kernel": (80, 4, 4),
+        "conv_stride": (40, 4, 2),
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+    },
+}
+
+_COMMON_CONFIG: dict[str, Any] = {
+    "conv_bias": True,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "hidden_dropout": 0.05,
+    "attention_dropout": 0.05,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.05,
+    "final_dropout": 0.0,
+    "layerdrop": 0.0,
+    "mask_time_prob": 0.05,
+    "mask_time_length": 5,
+    "mask_feature_prob": 0.01,
+    "mask_feature_length": 16,
+    "ctc_loss_reduction": "mean",
+    "ctc_zero_infinity": True,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (see ``w2vlm train --help`` for their meaning)."""
+
+    manifest: Path
+    output_dir: Path
+    dev_manifest: Path | None = None
+    init_from: Path | None = None
+    preset: str = "small"
+    epochs: int = 10
+    max_steps: int | None = None
+    time_limit_s: float | None = None
+    batch_seconds: float = 320.0
+    max_batch_size: int = 256
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    mask_time_prob: float | None = None
+    max_duration_s: float = 20.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    save_every: int = 1000
+    resume: bool = False
+    lm_dir: Path | None = None
+    save_dtype: str = "float32"
+    log_every: int = 50
+    progress: bool = True
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """Greedy decoding scores on a dev manifest."""
+
+    wer: float
+    cer: float
+    utterances: int
+    examples: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    output_dir: Path
+    steps: int
+    epochs_completed: int
+    train_seconds: float
+    audio_hours: float
+    final_loss: float
+    dev: EvalResult | None
+    history: list[dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scoring
+
+
+def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
+    """Levenshtein distance between two sequences (substitutions, insertions, deletions cost 1)."""
+    if len(ref) < len(hyp):
+        ref, hyp = hyp, ref
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i]
+        for j, h in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1]
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]:
+    """Corpus-level (WER, CER): total edits over total reference words / characters."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    word_err = word_tot = char_err = char_tot = 0
+    for ref, hyp in zip(refs, hyps, strict=True):
+        rw, hw = ref.split(), hyp.split()
+        word_err += edit_distance(rw, hw)
+        word_tot += len(rw)
+        rc, hc = " ".join(rw), " ".join(hw)
+        char_err += edit_distance(rc, hc)
+        char_tot += len(rc)
+    return word_err / max(word_tot, 1), char_err / max(char_tot, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Utterance:
+    audio: Path
+    text: str
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    """Read a JSONL manifest; relative audio paths are resolved against the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    base = path.parent
+    items: list[Utterance] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            audio = rec.get("audio", rec.get("audio_filepath", rec.get("path")))
+            text = rec.get("text", rec.get("sentence", rec.get("transcript")))
+            if not isinstance(audio, str) or not audio:
+                raise ManifestError(f"{path}:{lineno}: field 'audio' (a file path) is missing")
+            if not isinstance(text, str):
+                raise ManifestError(f"{path}:{lineno}: field 'text' (a string) is missing")
+            audio_path = Path(audio) if os.path.isabs(audio) else base / audio
+            items.append(Utterance(audio_path, text))
+    if not items:
+        raise ManifestError(f"{path}: manifest has no utterances")
+    return items
+
+
+def _read_audio_int16(path: Path) -> np.ndarray:
+    """16 kHz mono int16 samples of a file (16-bit PCM wav read directly, anything else via w2vlm.audio)."""
+    if path.suffix.lower() == ".wav":
+        try:
+            with wave.open(str(path), "rb") as w:
+                if w.getsampwidth() == 2 and w.getframerate() == SAMPLE_RATE and w.getcomptype() == "NONE":
+                    data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+                    channels = w.getnchannels()
+                    if channels > 1:
+                        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+                    return data
+        except (wave.Error, EOFError):
+            pass  # not a plain PCM wav: let the general loader try (and raise a proper AudioError)
+    from w2vlm.audio import load_audio
+
+    audio = load_audio(str(path), sampling_rate=SAMPLE_RATE)
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+
+
+class Tokenizer:
+    """Character encoder/decoder over a CTC vocabulary (``<pad>`` blank, ``|`` word delimiter)."""
+
+    def __init__(self, vocab: dict[str, int]) -> None:
+        self.vocab = vocab
+        self.id_to_token = {i: t for t, i in vocab.items()}
+        for needed in ("<pad>", "|"):
+            if needed not in vocab:
+                raise ModelError(f"vocab.json: token {needed!r} is missing (needed as CTC blank / delimiter)")
+        self.blank = vocab["<pad>"]
+        self.delimiter = vocab["|"]
+        self.unk = vocab.get("<unk>")
+        self.lowercase = not any(len(t) == 1 and t.isupper() for t in vocab)
+
+    def normalize(self, text: str) -> str:
+        text = text.lower() if self.lowercase else text
+        return " ".join(text.split())
+
+    def encode(self, text: str) -> list[int] | None:
+        """Token ids of a text; None if it holds a character the vocabulary lacks and there is no <unk>."""
+        ids: list[int] = []
+        for ch in self.normalize(text):
+            if ch == " ":
+                ids.append(self.delimiter)
+            elif ch in self.vocab:
+                ids.append(self.vocab[ch])
+            elif self.unk is not None:
+                ids.append(self.unk)
+            else:
+                return None
+        return ids
+
+    def greedy_decode(self, ids: Sequence[int]) -> str:
+        out: list[str] = []
+        prev = -1
+        for i in ids:
+            if i != prev and i != self.blank:
+                tok = self.id_to_token.get(int(i), "")
+                out.append(" " if int(i) == self.delimiter else ("" if tok.startswith("<") else tok))
+            prev = i
+        return " ".join("".join(out).split())
+
+
+class AudioStore:
+    """All utterances of a manifest as one int16 buffer with offsets, plus their label ids."""
+
+    def __init__(self, audio: Any, offsets: np.ndarray, lengths: np.ndarray, labels: list[list[int]],
+                 texts: list[str]) -> None:  # fmt: skip
+        self.audio = audio  # torch int16 tensor (CPU or device)
+        self.offsets = offsets
+        self.lengths = lengths
+        self.labels = labels
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def hours(self) -> float:
+        return float(self.lengths.sum()) / SAMPLE_RATE / 3600
+
+    @classmethod
+    def load(
+        cls,
+        manifest: Path,
+        tokenizer: Tokenizer,
+        frames_for: Callable[[int], int],
+        max_duration_s: float,
+        device: Any,
+        workers: int = 8,
+    ) -> AudioStore:
+        import torch
+
+        items = read_manifest(manifest)
+        keep_audio: list[np.ndarray] = []
+        labels: list[list[int]] = []
+        texts: list[str] = []
+        skipped = {"too long": 0, "unknown characters": 0, "too short for its text": 0, "empty": 0}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            arrays = pool.map(lambda u: _read_audio_int16(u.audio), items)
+            for item, samples in zip(items, arrays, strict=True):
+                ids = tokenizer.encode(item.text)
+                if ids is None:
+                    skipped["unknown characters"] += 1
+                elif len(samples) > max_duration_s * SAMPLE_RATE:
+                    skipped["too long"] += 1
+                elif len(samples) < 400 or not ids:
+                    skipped["empty"] += 1
+                elif frames_for(len(samples)) < len(ids) + sum(a == b for a, b in itertools.pairwise(ids)):
+                    skipped["too short for its text"] += 1
+                else:
+                    keep_audio.append(samples)
+                    labels.append(ids)
+                    texts.append(tokenizer.normalize(item.text))
+        for why, n in skipped.items():
+            if n:
+                logger.warning("%s: skipped %d of %d utterances (%s)", manifest, n, len(items), why)
+        if not keep_audio:
+            raise ManifestError(f"{manifest}: no usable utterance (skipped: {skipped})")
+        lengths = np.array([len(a) for a in keep_audio], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        flat = torch.from_numpy(np.concatenate(keep_audio))
+        try:
+            flat = flat.to(device)
+        except RuntimeError as exc:  # not enough device memory: keep it in host memory
+            logger.warning("audio stays in host memory (%s)", exc)
+        store = cls(flat, offsets, lengths, labels, texts)
+        logger.info("%s: %d utterances, %.2f h of audio", manifest, len(store), store.hours)
+        return store
+
+    def batches(self, batch_seconds: float, max_batch_size: int, rng: random.Random | None) -> list[list[int]]:
+        """Index batches of similar length; at most batch_seconds of padded audio each. Shuffled if rng."""
+        order = np.argsort(self.lengths, kind="stable")
+        if rng is not None:  # jitter the sort so that batches differ from epoch to epoch
+            noise = np.array([rng.random() for _ in range(len(order))]) * 0.1 * SAMPLE_RATE
+            order = np.argsort(self.lengths + noise, kind="stable")
+        budget = batch_seconds * SAMPLE_RATE
+        out: list[list[int]] = []
+        cur: list[int] = []
+        cur_max = 0
+        for idx in order:
+            n = int(self.lengths[idx])
+            if cur and (max(cur_max, n) * (len(cur) + 1) > budget or len(cur) >= max_batch_size):
+                out.append(cur)
+                cur, cur_max = [], 0
+            cur.append(int(idx))
+            cur_max = max(cur_max, n)
+        if cur:
+            out.append(cur)
+        if rng is not None:
+            rng.shuffle(out)
+        return out
+
+    def collate(self, idx: Sequence[int], device: Any) -> tuple[Any, Any, Any]:
+        """(normalized padded float audio, attention mask, padded labels with -100) on ``device``."""
+        import torch
+
+        lens = torch.as_tensor(self.lengths[list(idx)], device=self.audio.device)
+        starts = torch.as_tensor(self.offsets[list(idx)], device=self.audio.device)
+        width = int(lens.max())
+        pos = torch.arange(width, device=self.audio.device)
+        mask = pos[None, :] < lens[:, None]
+        gather = (starts[:, None] + pos[None, :]).clamp_(max=self.audio.numel() - 1)
+        x = self.audio[gather].float().mul_(1.0 / 32768.0) * mask
+        x, mask = x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        n = lens.to(device).float()[:, None]
+        mean = x.sum(1, keepdim=True) / n
+        var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
+        x = ((x - mean) / torch.sqrt(var + 1e-7)) * mask
+        max_lab = max(len(self.labels[i]) for i in idx)
+        labels = torch.full((len(idx), max_lab), -100, dtype=torch.long)
+        for row, i in enumerate(idx):
+            labels[row, : len(self.labels[i])] = torch.as_tensor(self.labels[i])
+        return x, mask.long(), labels.to(device, non_blocking=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model / output folder
+
+
+def build_config(vocab: dict[str, int], preset: str, overrides: dict[str, Any] | None = None) -> Any:
+    """A ``Wav2Vec2Config`` for a from-scratch model of the given preset size."""
+    from transformers import Wav2Vec2Config
+
+    if preset not in MODEL_PRESETS:
+        raise ModelError(f"preset: {preset!r} is unknown; expected one of {sorted(MODEL_PRESETS)}")
+    kwargs = {**_COMMON_CONFIG, **MODEL_PRESETS[preset], **(overrides or {})}
+    return Wav2Vec2Config(
+        vocab_size=len(vocab),
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab.get("<s>", 1),
+        eos_token_id=vocab.get("</s>", 2),
+        **kwargs,
+    )
+
+
+def _make_processor(vocab: dict[str, int], work_dir: Path) -> tuple[Any, Any]:
+    """Feature extractor + CTC tokenizer for a from-scratch model."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    vocab_file = work_dir / "vocab.json"
+    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(vocab_file),
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        word_delimiter_token="|",
+        do_lower_case=False,
+    )
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=SAMPLE_RATE,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
+    return extractor, tokenizer
+
+
+def alphabet_labels(vocab: dict[str, int]) -> list[str]:
+    """pyctcdecode alphabet labels in vocabulary order: blank "", delimiter " ", unknown "⁇"."""
+    labels = [""] * len(vocab)
+    for tok, i in vocab.items():
+        low = tok.lower()
+        if low in ("<pad>", "[pad]"):
+            labels[i] = ""
+        elif tok == "|":
+            labels[i] = " "
+        elif low in ("<unk>", "[unk]"):
+            labels[i] = "⁇"
+        else:
+            labels[i] = tok
+    return labels
+
+
+def check_lm_dir(lm_dir: Path) -> Path:
+    """Check that a folder holds exactly one language model file (pyctcdecode's layout)."""
+    lm_dir = Path(lm_dir)
+    if not lm_dir.is_dir():
+        raise ModelError(f"lm_dir: {lm_dir} is not a folder")
+    models = [p for p in lm_dir.iterdir() if p.name.endswith((".arpa", ".arpa.gz", ".bin", ".binary"))]
+    if len(models) != 1:
+        raise ModelError(f"{lm_dir}: expected exactly one *.arpa|*.bin|*.binary file, found {len(models)}")
+    return lm_dir
+
+
+def save_hub_layout(
+    model: Any,
+    extractor: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    lm_dir: Path | None = None,
+    save_dtype: str = "float32",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write model + processor files (and alphabet.json + language_model/ when lm_dir is given).
+
+    The folder is written under a temporary name and renamed into place.
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp-save")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(save_dtype)
+    if dtype is None:
+        raise ModelError(f"save_dtype: {save_dtype!r}; expected float32, float16 or bfloat16")
+    to_save = model
+    if dtype != torch.float32:
+        import copy
+
+        to_save = copy.deepcopy(model).to(dtype)
+    to_save.save_pretrained(str(tmp), safe_serialization=True)
+    extractor.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    special = tmp / "special_tokens_map.json"
+    if not special.exists():  # transformers 5 no longer writes it; older readers and pyctcdecode users do
+        names = ("bos_token", "eos_token", "unk_token", "pad_token")
+        tokens = {n: str(getattr(tokenizer, n)) for n in names if getattr(tokenizer, n, None) is not None}
+        special.write_text(json.dumps(tokens, indent=2) + "\n")
+    pp_path = tmp / "preprocessor_config.json"
+    pp = json.loads(pp_path.read_text())
+    pp["processor_class"] = "Wav2Vec2ProcessorWithLM" if lm_dir else "Wav2Vec2Processor"
+    pp_path.write_text(json.dumps(pp, indent=2, sort_keys=True) + "\n")
+    if lm_dir is not None:
+        lm_dir = check_lm_dir(lm_dir)
+        shutil.copytree(lm_dir, tmp / "language_model")
+        attrs = tmp / "language_model" / "attrs.json"
+        if not attrs.exists():
+            attrs.write_text(
+                json.dumps({"alpha": 0.5, "beta": 1.5, "unk_score_offset": -10.0, "score_boundary": True}) + "\n"
+            )
+        vocab = tokenizer.get_vocab()
+        (tmp / "alphabet.json").write_text(
+            json.dumps({"labels": alphabet_labels(vocab), "is_bpe": False}, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+    if extra:
+        (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old-save")
+        if old.exists():
+            shutil.rmtree(old)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ModelError(f"device: {name!r} is not a torch device ({exc})") from None
+
+
+def _lr_at(cfg: TrainConfig, step: int, total_steps: int, elapsed: float) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    if cfg.time_limit_s:
+        frac = max(frac, elapsed / cfg.time_limit_s)
+    frac = min(1.0, frac)
+    return cfg.learning_rate * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def evaluate(model: Any, store: AudioStore, tokenizer: Tokenizer, device: Any, batch_seconds: float,
+             amp: bool, n_examples: int = 3) -> EvalResult:  # fmt: skip
+    """Greedy WER/CER of ``model`` on ``store``."""
+    import torch
+
+    model.eval()
+    hyps: dict[int, str] = {}
+    with torch.no_grad():
+        for idx in store.batches(batch_seconds, 512, None):
+            x, mask, _ = store.collate(idx, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x, attention_mask=mask).logits
+            frames = model._get_feat_extract_output_lengths(mask.sum(-1)).tolist()
+            best = logits.argmax(-1).cpu().numpy()
+            for row, i in enumerate(idx):
+                hyps[i] = tokenizer.greedy_decode(best[row, : int(frames[row])].tolist())
+    model.train()
+    order = range(len(store))
+    refs = [store.texts[i] for i in order]
+    hyp_list = [hyps[i] for i in order]
+    wer, cer = error_rates(refs, hyp_list)
+    examples = [(refs[i], hyp_list[i]) for i in range(min(n_examples, len(refs)))]
+    return EvalResult(wer=wer, cer=cer, utterances=len(refs), examples=examples)
+
+
+def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, int]]:
+    """(model, feature extractor, HF tokenizer, vocab) from init_from or from scratch."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    if cfg.init_from is not None:
+        src = Path(cfg.init_from)
+        if not (src / "config.json").is_file():
+            raise ModelError(f"init_from: {src}/config.json not found (expected a model folder, hub layout)")
+        vocab_file = src / "vocab.json"
+        if not vocab_file.is_file():
+            raise ModelError(f"init_from: {vocab_file} not found (a CTC character vocabulary is needed)")
+        vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+        tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(src))
+        extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(src))
+        overrides: dict[str, Any] = {"ctc_zero_infinity": True}
+        if cfg.mask_time_prob is not None:
+            overrides["mask_time_prob"] = cfg.mask_time_prob
+        overrides.update(cfg.config_overrides)
+        model = Wav2Vec2ForCTC.from_pretrained(str(src), dtype="float32", **overrides)
+        if model.config.vocab_size != len(vocab):
+            raise ModelError(
+                f"init_from: {src}: config vocab_size {model.config.vocab_size} != {len(vocab)} in vocab.json"
+            )
+        return model, extractor, tokenizer, vocab
+    vocab = {tok: i for i, tok in enumerate(DEFAULT_VOCAB)}
+    extractor, tokenizer = _make_processor(vocab, work)
+    overrides = dict(cfg.config_overrides)
+    if cfg.mask_time_prob is not None:
+        overrides["mask_time_prob"] = cfg.mask_time_prob
+    model = Wav2Vec2ForCTC(build_config(vocab, cfg.preset, overrides))
+    return model, extractor, tokenizer, vocab
+
+
+def _progress_bar(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Run CTC training as configured; returns a summary. The model is saved to ``cfg.output_dir``."""
+    import torch
+
+    t_start = time.time()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = _resolve_device(cfg.device)
+    amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    if cfg.lm_dir is not None:
+        check_lm_dir(cfg.lm_dir)
+    out_dir = Path(cfg.output_dir)
+    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
+    work = ckpt_dir / "processor"
+    model, extractor, hf_tokenizer, vocab = _load_start(cfg, work)
+    tokenizer = Tokenizer(vocab)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %.2f M parameters, vocabulary of %d", n_params / 1e6, len(vocab))
+
+    def frames_for(n: int) -> int:
+        return int(model._get_feat_extract_output_lengths(torch.tensor(n)))
+
+    train_store = AudioStore.load(cfg.manifest, tokenizer, frames_for, cfg.max_duration_s, device)
+    dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, frames_for, 1e9, device) if cfg.dev_manifest else None
+
+    model.to(device)
+    model.train()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or name.endswith(".bias") else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+        fused=device.type == "cuda",
+    )
+
+    step = 0
+    epoch = 0
+    elapsed_before = 0.0
+    history: list[dict[str, Any]] = []
+    rng = random.Random(cfg.seed)
+    if cfg.resume and (ckpt_dir / "state.json").is_file():
+        state = json.loads((ckpt_dir / "state.json").read_text())
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors"), device=str(device)), strict=True)
+        optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", map_location=device))
+        step, epoch = state["step"], state["epoch"]
+        elapsed_before = state.get("train_seconds", 0.0)
+        history = state.get("history", [])
+        rng.setstate(_tuple_state(state["rng"]))
+        logger.info("resumed from %s at step %d, epoch %d", ckpt_dir, step, epoch)
+
+    batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None))
+    total_steps = cfg.max_steps or batches_per_epoch * cfg.epochs
+    logger.info(
+        "training: %d batches/epoch, %d epochs, %d steps planned%s, device %s%s",
+        batches_per_epoch,
+        cfg.epochs,
+        total_steps,
+        f", time limit {cfg.time_limit_s:.0f}s" if cfg.time_limit_s else "",
+        device,
+        " (bf16 autocast)" if amp else "",
+    )
+
+    def save_checkpoint() -> None:
+        from safetensors.torch import save_file
+
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(ckpt_dir / "model.safetensors.tmp"))
+        os.replace(ckpt_dir / "model.safetensors.tmp", ckpt_dir / "model.safetensors")
+        torch.save(optimizer.state_dict(), ckpt_dir / "optimizer.pt.tmp")
+        os.replace(ckpt_dir / "optimizer.pt.tmp", ckpt_dir / "optimizer.pt")
+        state = {
+            "step": step,
+            "epoch": epoch,
+            "train_seconds": elapsed_before + time.time() - t_train,
+            "history": history,
+            "rng": rng.getstate(),
+            "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+        }
+        (ckpt_dir / "state.json.tmp").write_text(json.dumps(state) + "\n")
+        os.replace(ckpt_dir / "state.json.tmp", ckpt_dir / "state.json")
+
+    t_train = time.time()
+    last_loss = float("nan")
+    loss_window: list[float] = []
+    dev_result: EvalResult | None = None
+    stop = False
+    with _progress_bar(cfg.progress) as progress:
+        task = progress.add_task("train", total=total_steps, completed=step, info="")
+        while epoch < cfg.epochs and not stop:
+            batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng)
+            ep_loss, ep_n = 0.0, 0
+            for idx in batches:
+                elapsed = elapsed_before + time.time() - t_train
+                if step >= total_steps or (cfg.time_limit_s and elapsed >= cfg.time_limit_s):
+                    stop = True
+                    break
+                lr = _lr_at(cfg, step, total_steps, elapsed)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, mask, labels = train_store.collate(idx, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = model(x, attention_mask=mask, labels=labels).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                step += 1
+                if step % 10 == 0 or step == 1:
+                    last_loss = float(loss.detach())
+                    loss_window.append(last_loss)
+                    ep_loss += last_loss
+                    ep_n += 1
+                if step % cfg.log_every == 0:
+                    avg = sum(loss_window) / max(len(loss_window), 1)
+                    loss_window.clear()
+                    logger.info("step %d epoch %d loss %.4f lr %.2e %.0fs", step, epoch, avg, lr, elapsed)
+                progress.update(task, completed=step, info=f"ep {epoch} loss {last_loss:.3f} lr {lr:.1e}")
+                if cfg.save_every and step % cfg.save_every == 0:
+                    save_checkpoint()
+            else:
+                epoch += 1
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "step": step,
+                "loss": ep_loss / max(ep_n, 1),
+                "seconds": round(elapsed_before + time.time() - t_train, 1),
+            }
+            if dev_store is not None:
+                dev_result = evaluate(model, dev_store, tokenizer, device, cfg.batch_seconds, amp)
+                record.update(dev_wer=dev_result.wer, dev_cer=dev_result.cer)
+                logger.info(
+                    "epoch %d: loss %.4f, dev greedy WER %.2f%% CER %.2f%%; e.g. %r -> %r",
+                    epoch,
+                    record["loss"],
+                    100 * dev_result.wer,
+                    100 * dev_result.cer,
+                    *(dev_result.examples[0] if dev_result.examples else ("", "")),
+                )
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            save_checkpoint()
+
+    train_seconds = elapsed_before + time.time() - t_train
+    model.eval()
+    info = {
+        "steps": step,
+        "epochs_completed": epoch,
+        "train_seconds": round(train_seconds, 1),
+        "train_audio_hours": round(train_store.hours, 3),
+        "parameters": n_params,
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "history": history,
+        "dev": dataclasses.asdict(dev_result) if dev_result else None,
+    }
+    model.cpu()
+    save_hub_layout(model, extractor, hf_tokenizer, out_dir, cfg.lm_dir, cfg.save_dtype, extra=info)
+    logger.info("saved %s (%.0fs in all)", out_dir, time.time() - t_start)
+    return TrainResult(
+        output_dir=out_dir,
+        steps=step,
+        epochs_completed=epoch,
+        train_seconds=train_seconds,
+        audio_hours=train_store.hours,
+        final_loss=last_loss,
+        dev=dev_result,
+        history=history,
+    )
+
+
+def _tuple_state(obj: Any) -> Any:
+    """JSON turns random.getstate()'s tuples into lists; turn them back."""
+    if isinstance(obj, list):
+        return tuple(_tuple_state(x) for x in obj)
+    return obj
+
+
+def iter_manifest_texts(path: Path) -> Iterator[str]:
+    """The texts of a manifest (for building an LM or a vocabulary)."""
+    for utt in read_manifest(path):
+        yield utt.text

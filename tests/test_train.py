@@ -1,0 +1,205 @@
+"""Tests of w2vlm.train: scoring, manifests, and a few real CTC training steps on CPU."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2vlm.errors import ManifestError, ModelError
+from w2vlm.train import (
+    DEFAULT_VOCAB,
+    Tokenizer,
+    TrainConfig,
+    alphabet_labels,
+    edit_distance,
+    error_rates,
+    read_manifest,
+    train,
+)
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+SR = 16000
+
+
+def test_edit_distance_and_error_rates() -> None:
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance([], ["a"]) == 1
+    assert edit_distance(["a", "b"], ["a", "b"]) == 0
+    wer, cer = error_rates(["the cat sat", "a dog"], ["the cat sat", "a dog"])
+    assert (wer, cer) == (0.0, 0.0)
+    wer, cer = error_rates(["the cat sat"], ["the hat"])
+    assert wer == pytest.approx(2 / 3)
+    assert cer == pytest.approx(edit_distance("the cat sat", "the hat") / len("the cat sat"))
+    with pytest.raises(ValueError):
+        error_rates(["a"], [])
+
+
+def test_tokenizer_roundtrip() -> None:
+    vocab = {t: i for i, t in enumerate(DEFAULT_VOCAB)}
+    tok = Tokenizer(vocab)
+    ids = tok.encode("Don't  Stop")
+    assert ids is not None
+    assert ids.count(vocab["|"]) == 1
+    # CTC collapse: repeats merge, blanks split real repeats, blanks vanish
+    blank = vocab["<pad>"]
+    frames = [vocab["a"], vocab["a"], blank, vocab["a"], vocab["|"], vocab["b"], blank]
+    assert tok.greedy_decode(frames) == "aa b"
+    assert tok.encode("naïve?") is not None  # unknown characters become <unk>
+    no_unk = Tokenizer({"<pad>": 0, "|": 1, "a": 2})
+    assert no_unk.encode("ab") is None
+    with pytest.raises(ModelError):
+        Tokenizer({"a": 0})
+
+
+def test_alphabet_labels() -> None:
+    vocab = {t: i for i, t in enumerate(DEFAULT_VOCAB)}
+    labels = alphabet_labels(vocab)
+    assert labels[vocab["<pad>"]] == ""
+    assert labels[vocab["|"]] == " "
+    assert labels[vocab["<unk>"]] == "⁇"
+    assert labels[vocab["z"]] == "z"
+
+
+def test_read_manifest_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"audio": "a.wav", "text": "hi"}\nnot json\n')
+    with pytest.raises(ManifestError, match=r"m\.jsonl:2"):
+        read_manifest(bad)
+    bad.write_text('{"text": "hi"}\n')
+    with pytest.raises(ManifestError, match="audio"):
+        read_manifest(bad)
+    with pytest.raises(ManifestError, match="not found"):
+        read_manifest(tmp_path / "missing.jsonl")
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"audio_filepath": "x/a.wav", "sentence": "hi"}\n')
+    (item,) = read_manifest(ok)
+    assert item.audio == tmp_path / "x" / "a.wav"
+    assert item.text == "hi"
+
+
+def _tone_clip(text: str, rng: np.random.Generator) -> np.ndarray:
+    """A crude 'speech' stand-in: one tone burst per character, pitch set by the character."""
+    parts = []
+    for ch in text:
+        n = int(0.12 * SR)
+        t = np.arange(n) / SR
+        if ch == " ":
+            parts.append(np.zeros(n // 2))
+        else:
+            f = 200 + 60 * (ord(ch) - ord("a"))
+            parts.append(0.5 * np.sin(2 * np.pi * f * t) * np.hanning(n))
+    x = np.concatenate([np.zeros(1600), *parts, np.zeros(1600)])
+    return x + 0.01 * rng.standard_normal(len(x))
+
+
+def _write_wav(path: Path, x: np.ndarray) -> None:
+    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm.tobytes())
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    texts = ["abc", "cab", "bad cab", "dab"]
+    (tmp_path / "wav").mkdir()
+    with open(tmp_path / "train.jsonl", "w") as f:
+        for i, text in enumerate(texts):
+            _write_wav(tmp_path / "wav" / f"{i}.wav", _tone_clip(text, rng))
+            f.write(json.dumps({"audio": f"wav/{i}.wav", "text": text.upper()}) + "\n")
+    return tmp_path / "train.jsonl"
+
+
+def _config(manifest: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict = {
+        "manifest": manifest,
+        "output_dir": out,
+        "dev_manifest": manifest,
+        "preset": "tiny",
+        "epochs": 12,
+        "batch_seconds": 4.0,
+        "learning_rate": 3e-3,
+        "warmup_steps": 2,
+        "device": "cpu",
+        "save_every": 0,
+        "progress": False,
+        "mask_time_prob": 0.0,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_tiny_on_cpu_loss_decreases_and_loads(tiny_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    losses: list[float] = []
+    result = train(_config(tiny_manifest, out), on_epoch=lambda rec: losses.append(rec["loss"]))
+    assert result.steps > 0
+    assert result.epochs_completed == 12
+    assert len(losses) == 12
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.dev is not None and result.dev.utterances == 4
+    assert result.dev.cer >= 0.0
+
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "special_tokens_map.json",
+    ):
+        assert (out / name).is_file(), name
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert vocab["<pad>"] == 0 and "|" in vocab
+    assert json.loads((out / "preprocessor_config.json").read_text())["processor_class"] == "Wav2Vec2Processor"
+    assert not (out / "alphabet.json").exists()
+
+    from transformers import AutoModelForCTC, Wav2Vec2Processor
+
+    model = AutoModelForCTC.from_pretrained(str(out))
+    processor = Wav2Vec2Processor.from_pretrained(str(out))
+    assert model.config.vocab_size == len(vocab)
+    audio = _tone_clip("abc", np.random.default_rng(1)).astype(np.float32)
+    inputs = processor(audio, sampling_rate=SR, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape[-1] == len(vocab)
+    text = processor.batch_decode(logits.argmax(-1))[0]
+    assert isinstance(text, str)
+
+
+def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    first = train(_config(tiny_manifest, out, epochs=2, dev_manifest=None))
+    state = json.loads((tmp_path / "model.checkpoint" / "state.json").read_text())
+    assert state["step"] == first.steps and state["epoch"] == 2
+
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    (lm / "lm.arpa").write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\t0\n-0.5\t</s>\n-0.3\tcab\n\n\\end\\\n")
+    (lm / "unigrams.txt").write_text("cab\n")
+    second = train(_config(tiny_manifest, out, epochs=4, dev_manifest=None, resume=True, lm_dir=lm))
+    assert second.epochs_completed == 4
+    assert second.steps == 2 * first.steps
+    assert len(second.history) == 4
+    assert (out / "language_model" / "lm.arpa").is_file()
+    attrs = json.loads((out / "language_model" / "attrs.json").read_text())
+    assert attrs["alpha"] == 0.5 and attrs["beta"] == 1.5
+    alphabet = json.loads((out / "alphabet.json").read_text())
+    assert alphabet["labels"][0] == "" and alphabet["is_bpe"] is False
+    pp = json.loads((out / "preprocessor_config.json").read_text())
+    assert pp["processor_class"] == "Wav2Vec2ProcessorWithLM"
+
+    bad_lm = tmp_path / "bad_lm"
+    bad_lm.mkdir()
+    with pytest.raises(ModelError, match="exactly one"):
+        train(_config(tiny_manifest, tmp_path / "m2", epochs=1, dev_manifest=None, lm_dir=bad_lm))
