@@ -441,3 +441,28 @@ def test_language_model_from_kenlm_like_object(tmp_path):
     lm = LanguageModel(FakeKenlmModel(), alpha=0.5)
     dec = BeamSearchDecoderCTC(Alphabet.build_alphabet(WORDS_LABELS), lm)
     assert dec.decode(emissions("hello world", WORDS_LABELS)) == "hello world"
+
+
+def test_word_confidences_range_order_and_pickling(hello_decoder):
+    x = emissions("hello world cold", WORDS_LABELS, noise=0.3, seed=2)
+    # make "cold" acoustically doubtful: its "c" competes with "g" (no such word in the LM)
+    i_c = next(i for i in range(len(x)) if x[i, WORDS_LABELS.index("c")] > -1 and i > 30)
+    x[i_c, WORDS_LABELS.index("g")] = x[i_c, WORDS_LABELS.index("c")] - 0.2
+    beams = hello_decoder.decode_beams(x)
+    top = beams[0]
+    conf = top.word_confidences
+    assert len(conf) == len(top.text_frames) == 3
+    assert all(0.0 <= c <= 1.0 for c in conf)
+    assert conf[0] > 0.9  # "hello": clear acoustics, likely under the LM
+    assert conf[2] < conf[0]
+    for b in beams:
+        assert len(b.word_confidences) == len(b.text_frames)
+    words = top.words
+    assert [w["word"] for w in words] == top.text.split()
+    assert words[0]["confidence"] == conf[0] and words[0]["start"] == top.text_frames[0][1][0]
+    back = pickle.loads(pickle.dumps(top))
+    assert back.word_confidences == conf
+    batch = hello_decoder.decode_beams_batch(None, [x])[0][0]
+    assert batch.word_confidences == pytest.approx(conf)
+    no_lm = build_ctcdecoder(WORDS_LABELS).decode_beams(x)[0]
+    assert all(0.0 <= c <= 1.0 for c in no_lm.word_confidences)

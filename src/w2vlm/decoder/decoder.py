@@ -14,6 +14,7 @@ import numpy as np
 
 from w2vlm import _core
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
+from w2vlm.decoder.confidence import word_confidences
 from w2vlm.decoder.language_model import (
     DEFAULT_ALPHA,
     DEFAULT_BETA,
@@ -39,7 +40,62 @@ Hotwords = Union[Iterable[str], Iterable[tuple[str, float]], dict[str, float], s
 Frames = tuple[int, int]
 
 
-class OutputBeam(tuple):
+class _ConfidenceContext:
+    """Computes the word confidences of all beams of one decoding, once, on first use."""
+
+    def __init__(self, beams: list[Any], log_probs: np.ndarray, labels: list[str], lm: Any = None) -> None:
+        self.beams = beams
+        self.log_probs = log_probs
+        self.labels = labels
+        self.lm = lm
+        self._values: list[list[float]] | None = None
+
+    def get(self, index: int) -> list[float]:
+        if self._values is None:
+            self._values = word_confidences(self.beams, self.log_probs, self.labels, self.lm)
+            self.log_probs = None  # type: ignore[assignment]
+        return self._values[index]
+
+
+class _BeamExtras:
+    """Attributes shared by both result tuples."""
+
+    char_frames: list[tuple[str, Frames]]
+    _confidence: tuple[_ConfidenceContext, int] | None = None
+
+    @property
+    def word_confidences(self) -> list[float]:
+        """Confidence in [0, 1] of each word (see :func:`w2vlm.decoder.confidence.word_confidences`)."""
+        if self._confidence is None:
+            return []
+        ctx, i = self._confidence
+        return ctx.get(i)
+
+    @property
+    def words(self) -> list[dict[str, Any]]:
+        """Words with frame spans and confidences: [{"word", "start", "end", "confidence"}, ...]."""
+        conf = self.word_confidences
+        return [
+            {"word": w, "start": s, "end": e, "confidence": conf[i] if i < len(conf) else None}
+            for i, (w, (s, e)) in enumerate(self.text_frames)  # type: ignore[attr-defined]
+        ]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if state.pop("_confidence", None) is not None:
+            state["_fixed_confidences"] = self.word_confidences
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fixed = state.pop("_fixed_confidences", None)
+        self.__dict__.update(state)
+        if fixed is not None:
+            ctx = _ConfidenceContext([], np.zeros((0, 0)), [])
+            ctx._values = [fixed]
+            self._confidence = (ctx, 0)
+
+
+class OutputBeam(_BeamExtras, tuple):
     """One hypothesis. A tuple ``(text, last_lm_state, text_frames, logit_score, lm_score)`` as in pyctcdecode,
     with named attributes and more: ``char_frames`` (each emitted token with its frame span).
 
@@ -76,7 +132,7 @@ class OutputBeam(tuple):
         )
 
 
-class OutputBeamMPSafe(tuple):
+class OutputBeamMPSafe(_BeamExtras, tuple):
     """pyctcdecode's batch result: a tuple ``(text, text_frames, logit_score, lm_score)`` (no LM state)."""
 
     def __new__(
@@ -303,7 +359,15 @@ class BeamSearchDecoderCTC:
 
     @staticmethod
     def _mp_safe(b: OutputBeam) -> OutputBeamMPSafe:
-        return OutputBeamMPSafe(b.text, b.text_frames, b.logit_score, b.lm_score, b.char_frames)
+        out = OutputBeamMPSafe(b.text, b.text_frames, b.logit_score, b.lm_score, b.char_frames)
+        out._confidence = b._confidence
+        return out
+
+    def _with_confidence(self, beams: list[OutputBeam], log_probs: np.ndarray) -> list[OutputBeam]:
+        ctx = _ConfidenceContext(beams, log_probs, self._alphabet.labels, self._language_model)
+        for i, b in enumerate(beams):
+            b._confidence = (ctx, i)
+        return beams
 
     # -- decoding ---------------------------------------------------------------------------------
     def decode_beams(
@@ -329,7 +393,7 @@ class BeamSearchDecoderCTC:
             lm_start_state,
         )
         hyps = _core.decode(self._native_alphabet, self._native_lm(), o, lp)
-        return [self._to_output(h) for h in hyps]
+        return self._with_confidence([self._to_output(h) for h in hyps], lp)
 
     def decode(
         self,
@@ -362,6 +426,14 @@ class BeamSearchDecoderCTC:
         options: _core.DecodeOptions,
         num_threads: int | None,
     ) -> list[list[_core.Hypothesis]]:
+        return self._batch_arrays(logits_list, options, num_threads)[1]
+
+    def _batch_arrays(
+        self,
+        logits_list: Any,
+        options: _core.DecodeOptions,
+        num_threads: int | None,
+    ) -> tuple[list[np.ndarray], list[list[_core.Hypothesis]]]:
         if isinstance(logits_list, np.ndarray) and logits_list.ndim != 3:
             raise DecoderInputError(
                 f"logits_list must be a list of (time, vocabulary) matrices or a (batch, time, vocabulary) array, "
@@ -377,7 +449,7 @@ class BeamSearchDecoderCTC:
             num_threads = _default_threads()
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise DecoderInputError(f"num_threads must be a positive integer, got {num_threads!r}")
-        return _core.decode_batch(self._native_alphabet, self._native_lm(), options, arrays, num_threads)
+        return arrays, _core.decode_batch(self._native_alphabet, self._native_lm(), options, arrays, num_threads)
 
     def decode_batch(
         self,
@@ -416,7 +488,11 @@ class BeamSearchDecoderCTC:
         if pool is not None:
             logger.debug("decode_beams_batch: the pool argument is not used; decoding on native threads")
         o = self._options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight)
-        return [[self._mp_safe(self._to_output(h)) for h in hyps] for hyps in self._batch(logits_list, o, num_threads)]
+        arrays, results = self._batch_arrays(logits_list, o, num_threads)
+        return [
+            [self._mp_safe(b) for b in self._with_confidence([self._to_output(h) for h in hyps], lp)]
+            for hyps, lp in zip(results, arrays)
+        ]
 
     def stream(
         self,

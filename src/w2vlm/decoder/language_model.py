@@ -173,7 +173,7 @@ class LanguageModel:
 
     @property
     def backend(self) -> str:
-        """"native" (w2vlm's own ARPA reader) or "kenlm" (KenLM's Python module, for binary files)."""
+        """ "native" (w2vlm's own ARPA reader) or "kenlm" (KenLM's Python module, for binary files)."""
         return "native" if isinstance(self._ngram, _core.NGramLM) else "kenlm"
 
     @property
