@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--unk-score-offset", type=float, default=-10.0)
     ap.add_argument("--hotword-weight", type=float, default=10.0)
     ap.add_argument("--hotwords", default="0,100,1000", help="comma-separated hotword list sizes (default 0,100,1000)")
+    ap.add_argument(
+        "--hotword-phrases",
+        type=float,
+        default=0.25,
+        help="fraction of two-word phrases in the hotword lists (default 0.25; 0: single words only)",
+    )
     ap.add_argument("--threads", default="1,2", help="w2vlm thread counts (default 1,2)")
     ap.add_argument("--repeats", type=int, default=1, help="time each run N times, report the fastest")
     ap.add_argument("--quick", action="store_true", help="smoke run: 5 utterances, no repeats")
@@ -485,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
 
     refs = em.references[: args.utterances]
     words, bigrams = read_arpa_vocabulary(args.lm)
-    hotword_sets = {str(n): make_hotwords(n, refs, words, bigrams, seed=args.seed) for n in args.hotword_counts}
+    hotword_sets = {
+        str(n): make_hotwords(n, refs, words, bigrams, seed=args.seed, phrase_fraction=args.hotword_phrases)
+        for n in args.hotword_counts
+    }
     for n, hw in hotword_sets.items():
         if hw:
             in_refs = sum(1 for h in hw if any(f" {h} " in f" {r} " for r in refs))
