@@ -121,6 +121,37 @@ def lm_summary(path: Path) -> str:
     return f"{path} ({len(counts)}-gram, {sum(counts):,} n-grams: {' / '.join(f'{c:,}' for c in counts)})"
 
 
+def parallel_capacity(threads: int, seconds: float = 0.6) -> float:
+    """How much faster ``threads`` threads get GIL-free work done than one thread, on this machine now.
+
+    A yardstick for the decoder's thread scaling: on a 2-core machine shared with other jobs, 2 threads may
+    get far less than 2 cores. The work is sha256 over a buffer (hashlib releases the GIL).
+    """
+    import hashlib
+    import threading
+
+    buf = b"\x5a" * (4 << 20)
+
+    def rate(n: int) -> float:
+        counts = [0] * n
+        stop = time.perf_counter() + seconds / 2
+
+        def work(k: int) -> None:
+            while time.perf_counter() < stop:
+                hashlib.sha256(buf).digest()
+                counts[k] += 1
+
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return sum(counts) / (seconds / 2)
+
+    one = rate(1)
+    return rate(threads) / one if one > 0 else float("nan")
+
+
 def decode_params(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "beam_width": args.beam_width,
@@ -209,6 +240,8 @@ def run_w2vlm(em: Emissions, args: argparse.Namespace, hotword_sets: dict[str, l
     )
     out["load_s"] = time.perf_counter() - t0
     dec.decode(logits[0], **kw)  # warm-up (first-touch of the LM tables), not timed
+    if len(args.thread_counts) > 1:
+        out["parallel_capacity"] = {nt: parallel_capacity(nt) for nt in args.thread_counts[1:]}
     texts: list[str] = []
     for key, hotwords in hotword_sets.items():
         hw = hotwords or None
@@ -382,6 +415,10 @@ def report(
                 for nt in args.thread_counts[1:]
             )
             print(f"  {key:>5} hotwords: {'  '.join(parts)}   (same texts as {t1} thread: {same})")
+        cap = w2.get("parallel_capacity", {})
+        if cap:
+            parts = [f"{nt} thr {c:.2f}x" for nt, c in cap.items()]
+            print(f"  yardstick, GIL-free sha256 on this machine just before: {'  '.join(parts)}")
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"  (cores: {os.cpu_count()}, load average at the end: {load})")
         print()
