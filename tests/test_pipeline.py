@@ -313,3 +313,38 @@ def test_char_alignment_matches_decoder_char_frames(asr) -> None:
     from_alignment = char_spans_from_beam(tuple(beam), logits, labels)  # a plain tuple has no char_frames
     assert from_alignment == from_decoder
     assert "".join(ch for ch, _ in from_alignment) == beam.text.replace(" ", "")
+
+
+def test_chunked_stream_with_decoder_kwargs_and_chars(asr) -> None:
+    audio = _noise(7.0, seed=48)
+    kwargs = {"beam_width": 8, "alpha": 1.5, "beta": 0.5, "hotwords": ["cat"]}
+    out = asr(audio, chunk_length_s=1.5, stride_length_s=0.3, decoder_kwargs=kwargs, return_timestamps="char")
+    (stitched,) = asr.compute_logits([audio], 1.5, 0.3)
+    whole = asr.processor.decode(stitched, **kwargs)
+    assert out["text"] == whole.text
+    assert "".join(c["text"] for c in out["chunks"]) == whole.text.replace(" ", "")
+    # the per-call parameters did not stay in the decoder
+    assert asr.decoder.language_model.alpha == 0.5 and asr.decoder.language_model.beta == 1.5
+
+
+@pytest.mark.slow
+def test_long_file_memory_is_bounded(asr, tmp_path: Path) -> None:
+    """20 minutes of audio from a file: Python-side peak memory stays far below the decoded audio's size."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    path = tmp_path / "long.flac"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(str(path), "w", samplerate=16000, channels=1, format="FLAC") as fh:
+        for _ in range(20):
+            fh.write((0.3 * rng.standard_normal(16000 * 60)).astype(np.float32))
+    whole_bytes = 20 * 60 * 16000 * 4  # 76.8 MB as float32
+    tracemalloc.start()
+    try:
+        out = asr(str(path), chunk_length_s=20.0, stride_length_s=2.0, batch_size=2, return_timestamps="word")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out["chunks"] and out["chunks"][-1]["timestamp"][1] <= 20 * 60 + 1e-6
+    assert peak < whole_bytes / 3, f"peak {peak / 1e6:.1f} MB"

@@ -60,6 +60,7 @@ class _Window:
     audio: np.ndarray
     right: int  # samples of right context whose frames belong to the next window (0 for the last one)
     is_last: bool
+    chunked: bool = True
 
 
 #: wav2vec2's receptive field: the fewest samples that give one logit frame.
@@ -99,9 +100,7 @@ def pipeline(
     hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
     for legacy in ("feature_extractor", "tokenizer", "decoder"):
         if kwargs.get(legacy) is not None and processor is None:
-            raise ValueError(
-                f"{legacy}=: pass a w2vlm Wav2Vec2ProcessorWithLM as processor= (or a folder) instead"
-            )
+            raise ValueError(f"{legacy}=: pass a w2vlm Wav2Vec2ProcessorWithLM as processor= (or a folder) instead")
         kwargs.pop(legacy, None)
     if "torch_dtype" in kwargs:
         dtype = kwargs.pop("torch_dtype")
@@ -164,34 +163,58 @@ class CTCLogitsRunner:
         timings: dict[str, float] | None = None,
     ) -> list[np.ndarray]:
         """Per input, the model's float32 (frames, vocab) logits (stitched from windows when chunking)."""
-        timings = timings if timings is not None else {"audio": 0.0, "model": 0.0}
         per_item: list[list[np.ndarray]] = [[] for _ in items]
-        emitted = [0] * len(items)
-        batch: list[_Window] = []
-
-        def flush() -> None:
-            t0 = time.perf_counter()
-            for window, logits in zip(batch, self._forward([w.audio for w in batch]), strict=True):
-                self._keep_centre(window, logits, per_item, emitted)
-            timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t0
-            batch.clear()
-
-        for window in self._windows(items, chunk_length_s, stride_length_s, allow_urls, timings):
-            # windows of different lengths share a forward pass only when the model takes an attention mask
-            # (zero padding would change the output of models without one)
-            if batch and window.audio.size != batch[0].audio.size and not self._uses_mask():
-                flush()
-            batch.append(window)
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
+        for item, piece, _ in self.iter_logits(
+            items, chunk_length_s, stride_length_s, batch_size, allow_urls=allow_urls, timings=timings
+        ):
+            per_item[item].append(piece)
         vocab = int(self.model.config.vocab_size)
         out = []
         for idx, parts in enumerate(per_item):
             out.append(np.concatenate(parts, axis=0) if parts else np.zeros((0, vocab), np.float32))
             logger.debug("input %d: %d logit frames", idx, out[-1].shape[0])
         return out
+
+    def iter_logits(
+        self,
+        items: Sequence[Any],
+        chunk_length_s: float | None = None,
+        stride_length_s: float | Sequence[float] | None = None,
+        batch_size: int = 1,
+        *,
+        allow_urls: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """Yield ``(input index, consecutive logit frames, chunked)`` as windows are computed.
+
+        Each input's pieces come in order and concatenate to its stitched logits; ``chunked`` tells whether
+        the input is being processed in windows (so a consumer may decode it incrementally).
+        """
+        timings = timings if timings is not None else {}
+        emitted = [0] * len(items)
+        batch: list[_Window] = []
+
+        def flush() -> list[tuple[int, np.ndarray, bool]]:
+            t0 = time.perf_counter()
+            out = []
+            for window, logits in zip(batch, self._forward([w.audio for w in batch]), strict=True):
+                piece = self._keep_centre(window, logits, emitted)
+                if piece is not None:
+                    out.append((window.item, piece, window.chunked))
+            timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t0
+            batch.clear()
+            return out
+
+        for window in self._windows(items, chunk_length_s, stride_length_s, allow_urls, timings):
+            # windows of different lengths share a forward pass only when the model takes an attention mask
+            # (zero padding would change the output of models without one)
+            if batch and window.audio.size != batch[0].audio.size and not self._uses_mask():
+                yield from flush()
+            batch.append(window)
+            if len(batch) >= batch_size:
+                yield from flush()
+        if batch:
+            yield from flush()
 
     def _windows(
         self,
@@ -225,7 +248,7 @@ class CTCLogitsRunner:
                 chunk_s = AUTO_CHUNK_LENGTH_S
             if not chunk_s:
                 (audio,) = blocks
-                yield _Window(idx, 0, audio, 0, True)
+                yield _Window(idx, 0, audio, 0, True, chunked=False)
                 continue
             chunk, left, right = self._chunk_sizes(float(chunk_s), stride_length_s)
             yield from self._iter_windows(idx, blocks, chunk, left, right, timings)
@@ -298,14 +321,8 @@ class CTCLogitsRunner:
             yield _Window(item, last_start, window, 0, True)
             return
 
-    def _keep_centre(
-        self,
-        window: _Window,
-        logits: np.ndarray,
-        per_item: list[list[np.ndarray]],
-        emitted: list[int],
-    ) -> None:
-        """Append the frames of this window that are not already emitted and not in its right stride."""
+    def _keep_centre(self, window: _Window, logits: np.ndarray, emitted: list[int]) -> np.ndarray | None:
+        """The frames of this window that are not emitted yet and not in its right stride."""
         first_frame = window.start // self.ratio
         right_frames = window.right // self.ratio
         lo = emitted[window.item] - first_frame
@@ -313,9 +330,10 @@ class CTCLogitsRunner:
         if lo < 0:
             logger.debug("window at sample %d leaves a gap of %d frames", window.start, -lo)
             lo = 0
-        if hi > lo:
-            per_item[window.item].append(logits[lo:hi])
-            emitted[window.item] = first_frame + hi
+        if hi <= lo:
+            return None
+        emitted[window.item] = first_frame + hi
+        return logits[lo:hi]
 
     def _uses_mask(self) -> bool:
         return bool(getattr(self.feature_extractor, "return_attention_mask", False))
@@ -412,23 +430,45 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
             raise ValueError(f"batch_size: must be >= 1; got {bs}")
 
         timings = {"audio": 0.0, "model": 0.0, "decode": 0.0, "timestamps": 0.0}
-        logits_list = self.compute_logits(
+        # chunked inputs are decoded while their windows are computed (LM state carried across windows,
+        # no logits kept); whole inputs are decoded together at the end on the decoder's threads
+        streams: dict[int, Any] = {}
+        pieces: dict[int, list[np.ndarray]] = {}
+        frames = [0] * len(items)
+        for item, piece, chunked in self.iter_logits(
             items, chunk_s, stride_s, bs, allow_urls=allow_urls, timings=timings
-        )
+        ):
+            frames[item] += piece.shape[0]
+            if chunked:
+                t0 = time.perf_counter()
+                if item not in streams:
+                    streams[item] = self.processor.stream(**dec_kwargs, n_best=1)
+                streams[item].feed(piece)
+                timings["decode"] += time.perf_counter() - t0
+            else:
+                pieces.setdefault(item, []).append(piece)
         t0 = time.perf_counter()
-        beams = self.processor.decode_beams_batch(logits_list, **dec_kwargs)
-        timings["decode"] = time.perf_counter() - t0
+        whole = sorted(pieces)
+        vocab = int(self.model.config.vocab_size)
+        logits_of = {i: np.concatenate(pieces[i]) if pieces[i] else np.zeros((0, vocab), np.float32) for i in whole}
+        best: dict[int, Any] = {}
+        if whole:
+            beams = self.processor.decode_beams_batch([logits_of[i] for i in whole], **dec_kwargs)
+            best.update({i: (b[0] if b else None) for i, b in zip(whole, beams, strict=True)})
+        for i, stream in streams.items():
+            finals = stream.finalize()
+            best[i] = finals[0] if finals else None
+        timings["decode"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        outputs = []
-        for logits, item_beams in zip(logits_list, beams, strict=True):
-            outputs.append(self._format(logits, item_beams[0] if item_beams else None, timestamps))
+        outputs = [self._format(logits_of.get(i), best.get(i), timestamps) for i in range(len(items))]
         timings["timestamps"] = time.perf_counter() - t0
         self.last_timings = timings
+        logger.debug("transcribed %d inputs (%s frames): %s", len(items), frames, timings)
         return outputs[0] if single else outputs
 
     # ------------------------------------------------------------------------------------------ outputs
 
-    def _format(self, logits: np.ndarray, beam: Any, timestamps: str | bool | None) -> dict[str, Any]:
+    def _format(self, logits: np.ndarray | None, beam: Any, timestamps: str | bool | None) -> dict[str, Any]:
         if beam is None:
             return {"text": ""} if not timestamps else {"text": "", "chunks": []}
         text, word_frames, _, _ = beam_fields(beam)
@@ -444,8 +484,7 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
         else:
             spans = char_spans_from_beam(beam, logits, _labels(self.decoder))
             out["chunks"] = [
-                {"text": ch, "timestamp": (round(s * seconds, 3), round(e * seconds, 3))}
-                for ch, (s, e) in spans
+                {"text": ch, "timestamp": (round(s * seconds, 3), round(e * seconds, 3))} for ch, (s, e) in spans
             ]
         return out
 
@@ -547,7 +586,7 @@ def ctc_align(logp: np.ndarray, tokens: Sequence[int], blank: int) -> list[tuple
     return spans
 
 
-def char_spans_from_beam(beam: Any, logits: np.ndarray, labels: Sequence[str]) -> list[tuple[str, tuple]]:
+def char_spans_from_beam(beam: Any, logits: np.ndarray | None, labels: Sequence[str]) -> list[tuple[str, tuple]]:
     """Character (start, end) frames of a beam's words (spaces excluded).
 
     Uses the decoder's own token spans when the beam carries them (``beam.char_frames``: each emitted token
@@ -558,11 +597,17 @@ def char_spans_from_beam(beam: Any, logits: np.ndarray, labels: Sequence[str]) -
         return [(ch, (int(s), int(e))) for ch, (s, e) in own if ch.strip()]
     index = {label: i for i, label in enumerate(labels)}
     blank = index.get("", 0)
-    logp = _log_softmax(logits) if logits.size else logits
+    logp = _log_softmax(logits) if logits is not None and logits.size else None
     spans: list[tuple[str, tuple[int, int]]] = []
     for word, (start, end) in beam_fields(beam)[1]:
         chars = list(word)
         ids = [index.get(ch, index.get("⁇", -1)) for ch in chars]
+        if logp is None:  # no logits kept (incremental decoding): spread the word's frames evenly
+            spans.extend(
+                (ch, (start + s, start + e))
+                for ch, (s, e) in zip(chars, _even_split(len(chars), end - start), strict=True)
+            )
+            continue
         if any(i < 0 for i in ids) or end <= start:
             # a word made of multi-character (BPE) tokens: one span for the whole word
             spans.append((word, (int(start), int(end))))

@@ -12,6 +12,7 @@ runs on the decoder's native threads (``num_processes`` sets their number).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -129,9 +130,7 @@ def _to_numpy(logits: Any) -> Any:
 def _trim_padding(array: np.ndarray) -> np.ndarray:
     """Drop rows that are entirely -100.0 (how transformers pads logits of shorter batch items)."""
     if array.ndim != 2:
-        raise DecoderInputError(
-            f"logits: expected a (frames, vocab) matrix per item; got shape {array.shape}"
-        )
+        raise DecoderInputError(f"logits: expected a (frames, vocab) matrix per item; got shape {array.shape}")
     keep = ~np.all(array == -100.0, axis=-1)
     return array if keep.all() else array[keep]
 
@@ -453,6 +452,74 @@ class Wav2Vec2ProcessorWithLM:
                 return [list(b) for b in self.decoder.decode_beams_batch(None, items, **kwargs)]
             finally:
                 self.decoder.reset_params(**self._base_lm_params)
+
+    def stream(
+        self,
+        *,
+        beam_width: int | None = None,
+        beam_prune_logp: float | None = None,
+        token_min_logp: float | None = None,
+        hotwords: Sequence[str] | None = None,
+        hotword_weight: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        unk_score_offset: float | None = None,
+        lm_score_boundary: bool | None = None,
+        num_threads: int | None = None,
+        n_best: int | None = None,
+    ) -> Any:
+        """An incremental decoder (``feed(logits)`` chunk by chunk, then ``finalize()`` → beams) whose
+        ``finalize()`` equals decoding the concatenated logits with :meth:`decode_beams_batch`.
+
+        The LM parameters are fixed when the stream starts; per-call values apply to this stream only.
+        ``num_threads`` is accepted for symmetry with the batch calls and unused (one stream is one thread).
+        ``n_best`` limits the beams ``finalize()`` returns (their text and frames are built in Python, which
+        for an hour of audio and 100 beams takes hundreds of MB; the pipeline asks for 1).
+        """
+        del num_threads
+        kwargs = {
+            "beam_width": DEFAULT_BEAM_WIDTH if beam_width is None else beam_width,
+            "beam_prune_logp": DEFAULT_PRUNE_LOGP if beam_prune_logp is None else beam_prune_logp,
+            "token_min_logp": DEFAULT_MIN_TOKEN_LOGP if token_min_logp is None else token_min_logp,
+            "hotwords": list(hotwords) if hotwords else None,
+            "hotword_weight": DEFAULT_HOTWORD_WEIGHT if hotword_weight is None else hotword_weight,
+        }
+        call_params = {
+            "alpha": alpha,
+            "beta": beta,
+            "unk_score_offset": unk_score_offset,
+            "lm_score_boundary": lm_score_boundary,
+        }
+        call_params = {k: v for k, v in call_params.items() if v is not None}
+        if not call_params or not self._base_lm_params:
+            with self._params_lock.shared():
+                return self._start_stream(kwargs, n_best)
+        with self._params_lock.exclusive():
+            self.decoder.reset_params(**call_params)
+            try:
+                return self._start_stream(kwargs, n_best)
+            finally:
+                self.decoder.reset_params(**self._base_lm_params)
+
+    def _start_stream(self, kwargs: dict[str, Any], n_best: int | None) -> Any:
+        if n_best is None:
+            return self.decoder.stream(**kwargs)
+        if "n_best" in inspect.signature(self.decoder.stream).parameters:
+            return self.decoder.stream(**kwargs, n_best=n_best)
+        # the decoder's stream() has no n_best yet: build the same options with it
+        from w2vlm.decoder.decoder import DecoderStream
+
+        options = self.decoder._options(
+            kwargs["beam_width"],
+            kwargs["beam_prune_logp"],
+            kwargs["token_min_logp"],
+            False,
+            kwargs["hotwords"],
+            kwargs["hotword_weight"],
+            None,
+            n_best=n_best,
+        )
+        return DecoderStream(self.decoder, options)
 
     def __repr__(self) -> str:
         return (
