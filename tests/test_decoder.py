@@ -466,3 +466,28 @@ def test_word_confidences_range_order_and_pickling(hello_decoder):
     assert batch.word_confidences == pytest.approx(conf)
     no_lm = build_ctcdecoder(WORDS_LABELS).decode_beams(x)[0]
     assert all(0.0 <= c <= 1.0 for c in no_lm.word_confidences)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 50), gc_min=st.sampled_from([16, 64, 512]))
+def test_garbage_collection_keeps_results_identical(tmp_path_factory, seed, chunk, gc_min):
+    from w2vlm import _core
+
+    p = tmp_path_factory.mktemp("lm") / "hello.arpa"
+    p.write_text(HELLO_ARPA)
+    dec = build_ctcdecoder(WORDS_LABELS, str(p))
+    x = to_log_probs(emissions("hello world cold hello word world " * 3, WORDS_LABELS, noise=2.5, seed=seed), len(WORDS_LABELS))
+    for prune_history in (False, True):
+        o_whole = dec._options(100, -10.0, -5.0, prune_history, None, 10.0)
+        o_whole.gc_min_nodes = 1 << 30
+        whole = _core.decode(dec._native_alphabet, dec._native_lm(), o_whole, x)
+        o_gc = dec._options(100, -10.0, -5.0, prune_history, ["cold world"], 0.0)
+        o_gc.gc_min_nodes = gc_min
+        search = _core.BeamSearch(dec._native_alphabet, dec._native_lm(), o_gc)
+        for a in range(0, len(x), chunk):
+            search.advance(dec._native_alphabet, np.ascontiguousarray(x[a : a + chunk]))
+        streamed = search.finalize()
+        assert [h.text for h in streamed] == [h.text for h in whole]
+        assert [h.score for h in streamed] == pytest.approx([h.score for h in whole], abs=1e-9)
+        assert [h.words for h in streamed] == [h.words for h in whole]
+        assert [h.tokens for h in streamed] == [h.tokens for h in whole]

@@ -202,6 +202,7 @@ struct BeamSearch::Impl {
     hist_len_ = lm_ ? std::max(1, lm_->order() - 1) : 1;
     lm_scale_ = o_.alpha * kLn10;
     if (o_.beam_width < 1) throw InputError("beam_width must be >= 1");
+    gc_threshold_ = static_cast<size_t>(std::max(16, o_.gc_min_nodes));
     reset();
   }
 
@@ -324,20 +325,104 @@ struct BeamSearch::Impl {
       n.hw = hw_->step_space(hw_state);
       n.score += hw_->completed(n.hw);
     }
-    // history hash over the last hist_len_ words
-    {
-      uint64_t h = 0x9E3779B97F4A7C15ULL;
-      int k = 0;
-      h = hash_combine(h, static_cast<uint64_t>(partial) + 1);
-      ++k;
-      for (int32_t p = text; p > 0 && k < hist_len_; p = texts_[static_cast<size_t>(p)].parent, ++k)
-        h = hash_combine(h, static_cast<uint64_t>(texts_[static_cast<size_t>(p)].word) + 1);
-      n.hist = h;
-    }
+    n.hist = history_hash(text, partial);
     const int32_t id = static_cast<int32_t>(texts_.size());
     texts_.push_back(n);
     text_map_.insert(key, id);
     return id;
+  }
+
+  // hash of the last hist_len_ words of the text `text` + `word` (prune_history keys)
+  uint64_t history_hash(int32_t text, int32_t word) const {
+    uint64_t h = hash_combine(0x9E3779B97F4A7C15ULL, static_cast<uint64_t>(word) + 1);
+    int k = 1;
+    for (int32_t p = text; p > 0 && k < hist_len_; p = texts_[static_cast<size_t>(p)].parent, ++k)
+      h = hash_combine(h, static_cast<uint64_t>(texts_[static_cast<size_t>(p)].word) + 1);
+    return h;
+  }
+
+  // ---- garbage collection ------------------------------------------------------------------------------------
+  // Node arenas grow with the audio; every so often only the nodes reachable from the live beams are kept and
+  // renumbered (parents keep lower ids than children). Hash-consing stays canonical (one id per distinct word /
+  // text among live nodes), so decoding continues exactly as without collection.
+  size_t gc_threshold_ = 1 << 15;
+
+  void maybe_collect() {
+    const size_t size = aligns_.size() + texts_.size() + partials_.size();
+    if (size < gc_threshold_) return;
+    collect();
+    const size_t live = aligns_.size() + texts_.size() + partials_.size();
+    gc_threshold_ = std::max<size_t>(static_cast<size_t>(o_.gc_min_nodes), 4 * live);
+  }
+
+  void collect() {
+    std::vector<int32_t> amap(aligns_.size(), -1), tmap(texts_.size(), -1), pmap(partials_.size(), -1);
+    amap[0] = tmap[0] = pmap[0] = 0;
+    auto mark_partial = [&](int32_t p) {
+      while (p > 0 && pmap[static_cast<size_t>(p)] < 0) {
+        pmap[static_cast<size_t>(p)] = 1;
+        p = partials_[static_cast<size_t>(p)].parent;
+      }
+    };
+    for (const Beam& b : beams_) {
+      for (int32_t a = b.align; a > 0 && amap[static_cast<size_t>(a)] < 0; a = aligns_[static_cast<size_t>(a)].parent)
+        amap[static_cast<size_t>(a)] = 1;
+      for (int32_t t = b.text; t > 0 && tmap[static_cast<size_t>(t)] < 0; t = texts_[static_cast<size_t>(t)].parent) {
+        tmap[static_cast<size_t>(t)] = 1;
+        mark_partial(texts_[static_cast<size_t>(t)].word);
+      }
+      mark_partial(b.partial);
+    }
+    auto renumber = [](std::vector<int32_t>& m) {
+      int32_t next = 0;
+      for (int32_t& v : m) v = v >= 0 ? next++ : -1;
+    };
+    renumber(amap);
+    renumber(tmap);
+    renumber(pmap);
+    // compact in order: a node's parent precedes it, so it is already renumbered
+    size_t w = 0;
+    for (size_t i = 0; i < aligns_.size(); ++i) {
+      if (amap[i] < 0) continue;
+      AlignNode n = aligns_[i];
+      if (n.parent >= 0) n.parent = amap[static_cast<size_t>(n.parent)];
+      aligns_[w++] = n;
+    }
+    aligns_.resize(w);
+    w = 0;
+    partial_map_.clear();
+    for (size_t i = 0; i < partials_.size(); ++i) {
+      if (pmap[i] < 0) continue;
+      PartialNode n = partials_[i];
+      if (n.parent >= 0) n.parent = pmap[static_cast<size_t>(n.parent)];
+      partials_[w] = n;
+      if (w > 0) partial_map_.insert(pair_key(n.parent, n.token), static_cast<int32_t>(w));
+      ++w;
+    }
+    partials_.resize(w);
+    w = 0;
+    text_map_.clear();
+    for (size_t i = 0; i < texts_.size(); ++i) {
+      if (tmap[i] < 0) continue;
+      TextNode n = texts_[i];
+      if (n.parent >= 0) n.parent = tmap[static_cast<size_t>(n.parent)];
+      if (n.word >= 0) n.word = pmap[static_cast<size_t>(n.word)];
+      texts_[w] = n;
+      if (w > 0) {
+        texts_[w].hist = history_hash(n.parent, n.word);
+        text_map_.insert(pair_key(n.parent, n.word), static_cast<int32_t>(w));
+      }
+      ++w;
+    }
+    texts_.resize(w);
+    for (Beam& b : beams_) {
+      b.align = amap[static_cast<size_t>(b.align)];
+      b.text = tmap[static_cast<size_t>(b.text)];
+      b.partial = pmap[static_cast<size_t>(b.partial)];
+    }
+    aligns_.shrink_to_fit();
+    texts_.shrink_to_fit();
+    partials_.shrink_to_fit();
   }
 
   double partial_term(int32_t partial, int32_t hw_state) const {
@@ -511,6 +596,7 @@ struct BeamSearch::Impl {
     for (int64_t f = 0; f < frames; ++f) {
       step(lp + static_cast<size_t>(f) * V, static_cast<int32_t>(frame_));
       ++frame_;
+      maybe_collect();
     }
   }
 

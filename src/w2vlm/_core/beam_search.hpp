@@ -79,6 +79,9 @@ struct DecodeOptions {
   // unknown empty word before </s>), so that transcripts are the same as pyctcdecode's. False scores only </s>.
   bool pyctcdecode_eos = true;
   int n_best = -1;  // <0: beam_width
+  // Node arenas are garbage-collected when they exceed max(gc_min_nodes, 4 x the live nodes after the last
+  // collection): memory is bounded by the beam, not by the length of the audio.
+  int gc_min_nodes = 1 << 15;
   std::shared_ptr<const HotwordAutomaton> hotwords;
   bool has_start_state = false;
   LMState start_state;

@@ -254,6 +254,7 @@ NB_MODULE(_core, m) {
       .def_rw("score_boundary", &DecodeOptions::score_boundary)
       .def_rw("n_best", &DecodeOptions::n_best)
       .def_rw("pyctcdecode_eos", &DecodeOptions::pyctcdecode_eos)
+      .def_rw("gc_min_nodes", &DecodeOptions::gc_min_nodes)
       .def_rw("hotwords", &DecodeOptions::hotwords, nb::arg("hotwords").none())
       .def(
           "set_start_state",

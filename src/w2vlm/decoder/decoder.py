@@ -60,8 +60,26 @@ class _ConfidenceContext:
 class _BeamExtras:
     """Attributes shared by both result tuples."""
 
-    char_frames: list[tuple[str, Frames]]
     _confidence: tuple[_ConfidenceContext, int] | None = None
+    _char_source: tuple[Any, list[str]] | None = None  # (native hypothesis, labels), converted on first use
+    _char_frames: list[tuple[str, Frames]] | None = None
+
+    @property
+    def char_frames(self) -> list[tuple[str, Frames]]:
+        """Each emitted token (character, delimiter or BPE piece) with its frame span, in order."""
+        if self._char_frames is None:
+            if self._char_source is None:
+                self._char_frames = []
+            else:
+                hyp, labels = self._char_source
+                self._char_frames = [(labels[t], (s, e)) for t, s, e in hyp.tokens]
+                self._char_source = None
+        return self._char_frames
+
+    @char_frames.setter
+    def char_frames(self, value: list[tuple[str, Frames]]) -> None:
+        self._char_frames = list(value)
+        self._char_source = None
 
     @property
     def word_confidences(self) -> list[float]:
@@ -81,7 +99,9 @@ class _BeamExtras:
         ]
 
     def __getstate__(self) -> dict[str, Any]:
+        self.char_frames  # noqa: B018 - materialise before pickling
         state = dict(self.__dict__)
+        state.pop("_char_source", None)
         if state.pop("_confidence", None) is not None:
             state["_fixed_confidences"] = self.word_confidences
         return state
@@ -112,7 +132,8 @@ class OutputBeam(_BeamExtras, tuple):
         char_frames: list[tuple[str, Frames]] | None = None,
     ) -> OutputBeam:
         self = super().__new__(cls, (text, last_lm_state, text_frames, logit_score, lm_score))
-        self.char_frames = char_frames or []
+        if char_frames is not None:
+            self.char_frames = char_frames
         return self
 
     text = property(lambda self: self[0], doc="The transcript.")
@@ -144,7 +165,8 @@ class OutputBeamMPSafe(_BeamExtras, tuple):
         char_frames: list[tuple[str, Frames]] | None = None,
     ) -> OutputBeamMPSafe:
         self = super().__new__(cls, (text, text_frames, logit_score, lm_score))
-        self.char_frames = char_frames or []
+        if char_frames is not None:
+            self.char_frames = char_frames
         return self
 
     text = property(lambda self: self[0])
@@ -258,6 +280,7 @@ class BeamSearchDecoderCTC:
         #: score a hypothesis ending in a word delimiter as pyctcdecode does (same transcripts); False: only </s>
         self.pyctcdecode_eos = bool(pyctcdecode_eos)
         self._idx2vocab = dict(enumerate(alphabet.labels))
+        self._labels = alphabet.labels
         self._hotword_cache: OrderedDict[tuple[tuple[str, float], ...], _core.HotwordAutomaton] = OrderedDict()
 
     # -- properties -------------------------------------------------------------------------------
@@ -347,19 +370,14 @@ class BeamSearchDecoderCTC:
         return None if self._language_model is None else self._language_model.native
 
     def _to_output(self, h: _core.Hypothesis) -> OutputBeam:
-        labels = self._idx2vocab
-        return OutputBeam(
-            h.text,
-            h.lm_state,
-            [(w, (s, e)) for w, s, e in h.words],
-            h.logit_score,
-            h.score,
-            [(labels[t], (s, e)) for t, s, e in h.tokens],
-        )
+        out = OutputBeam(h.text, h.lm_state, [(w, (s, e)) for w, s, e in h.words], h.logit_score, h.score)
+        out._char_source = (h, self._labels)
+        return out
 
     @staticmethod
     def _mp_safe(b: OutputBeam) -> OutputBeamMPSafe:
-        out = OutputBeamMPSafe(b.text, b.text_frames, b.logit_score, b.lm_score, b.char_frames)
+        out = OutputBeamMPSafe(b.text, b.text_frames, b.logit_score, b.lm_score)
+        out._char_source, out._char_frames = b._char_source, b._char_frames
         out._confidence = b._confidence
         return out
 
