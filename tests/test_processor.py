@@ -229,9 +229,7 @@ def test_alphabet_mismatch_lists_missing_tokens(tiny_ctc_dir: Path, tmp_path: Pa
     alphabet = json.loads((folder / "alphabet.json").read_text())
     alphabet["labels"] = [lab for lab in alphabet["labels"] if lab not in ("q", "z")]
     (folder / "alphabet.json").write_text(json.dumps(alphabet))
-    with pytest.raises(
-        VocabularyMismatchError, match=r"The tokens \['q', 'z'\] are defined in the tokenizer"
-    ):
+    with pytest.raises(VocabularyMismatchError, match=r"The tokens \['q', 'z'\] are defined in the tokenizer"):
         Wav2Vec2ProcessorWithLM.from_pretrained(folder)
 
 
@@ -263,6 +261,50 @@ def test_hub_id_offline(tiny_ctc_dir: Path, tmp_path: Path, monkeypatch) -> None
     monkeypatch.chdir(tmp_path)
     proc = Wav2Vec2ProcessorWithLM.from_pretrained("acme/tiny-with-lm", cache_dir=cache)
     assert proc.decoder.language_model is not None
-    assert sorted(proc.decoder.language_model.unigrams) == sorted(
-        {w for s in LM_SENTENCES for w in s.split()}
+    assert sorted(proc.decoder.language_model.unigrams) == sorted({w for s in LM_SENTENCES for w in s.split()})
+
+
+ANCHOR_PY = Path(__file__).resolve().parents[1] / "bench" / ".venv-pipeline" / "bin" / "python"
+
+_ANCHOR_SCRIPT = """
+import json, sys
+import numpy as np
+from transformers import Wav2Vec2ProcessorWithLM
+src, logits_path, save_to = sys.argv[1:4]
+proc = Wav2Vec2ProcessorWithLM.from_pretrained(src)
+logits = np.load(logits_path)
+out = proc.batch_decode(logits, output_word_offsets=True)
+proc.save_pretrained(save_to)
+print(json.dumps({"text": list(out.text), "lm_score": [float(x) for x in out.lm_score]}))
+"""
+
+
+@pytest.mark.skipif(not ANCHOR_PY.is_file(), reason="needs bench/.venv-pipeline (python bench/pipeline.py --setup)")
+def test_interop_with_transformers_and_pyctcdecode(proc_and_model, tmp_path: Path) -> None:
+    """transformers + pyctcdecode load what w2vlm saved and decode alike; w2vlm loads what they saved."""
+    import subprocess
+
+    proc, _ = proc_and_model
+    ours_dir, theirs_dir = tmp_path / "ours", tmp_path / "theirs"
+    proc.save_pretrained(ours_dir)
+    texts = ["the cat sat on the mat", "hello world", "a dog and a cat"]
+    items = [_lm_like_logits(proc, t, noise_seed=i, peak=5.0) for i, t in enumerate(texts)]
+    frames = max(x.shape[0] for x in items)
+    logits = np.full((len(items), frames, items[0].shape[1]), -100.0, np.float32)
+    for i, x in enumerate(items):
+        logits[i, : x.shape[0]] = x
+    np.save(tmp_path / "logits.npy", logits)
+    script = tmp_path / "anchor.py"
+    script.write_text(_ANCHOR_SCRIPT)
+    done = subprocess.run(
+        [str(ANCHOR_PY), str(script), str(ours_dir), str(tmp_path / "logits.npy"), str(theirs_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = proc.batch_decode(logits)
+    assert theirs["text"] == ours.text
+    assert theirs["lm_score"] == pytest.approx(ours.lm_score, rel=1e-3, abs=1e-2)
+    reloaded = Wav2Vec2ProcessorWithLM.from_pretrained(theirs_dir)
+    assert reloaded.batch_decode(logits).text == ours.text

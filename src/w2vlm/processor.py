@@ -601,7 +601,13 @@ def load_feature_extractor(folder: Path) -> Any:
 
     config = folder / "preprocessor_config.json"
     if not config.is_file():
-        raise ModelError(f"{folder}: preprocessor_config.json is missing (the feature extractor's settings)")
+        # transformers 5 saves processors as processor_config.json with a "feature_extractor" section
+        config = folder / "processor_config.json"
+    if not config.is_file():
+        raise ModelError(
+            f"{folder}: preprocessor_config.json is missing (the feature extractor's settings; "
+            "or a processor_config.json with a 'feature_extractor' section)"
+        )
     try:
         return AutoFeatureExtractor.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
