@@ -223,6 +223,8 @@ def build_tiny_ctc_checkpoint(
         "hubert": (transformers.HubertConfig, transformers.HubertForCTC),
         "wavlm": (transformers.WavLMConfig, transformers.WavLMForCTC),
         "data2vec-audio": (transformers.Data2VecAudioConfig, transformers.Data2VecAudioForCTC),
+        "wav2vec2-conformer": (transformers.Wav2Vec2ConformerConfig, transformers.Wav2Vec2ConformerForCTC),
+        "wav2vec2-bert": (transformers.Wav2Vec2BertConfig, transformers.Wav2Vec2BertForCTC),
     }
     if arch not in classes:
         raise ValueError(f"unknown arch {arch!r}")
@@ -233,6 +235,11 @@ def build_tiny_ctc_checkpoint(
     if arch == "wavlm":
         common["num_buckets"] = 8
         common["max_bucket_distance"] = 16
+    if arch == "wav2vec2-conformer":
+        common["conv_depthwise_kernel_size"] = 3
+    if arch == "wav2vec2-bert":  # log-mel input features, no convolutional front end
+        common = {k: v for k, v in common.items() if not k.startswith(("conv_", "feat_", "do_stable", "num_conv"))}
+        common.update(conv_depthwise_kernel_size=3, add_adapter=False)
     config = config_cls(**common)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
@@ -250,13 +257,16 @@ def build_tiny_ctc_checkpoint(
         str(out_dir / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
     )
     tokenizer.save_pretrained(str(out_dir))
-    feature_extractor = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=16000,
-        padding_value=0.0,
-        do_normalize=do_normalize,
-        return_attention_mask=feat_extract_norm == "layer",
-    )
+    if arch == "wav2vec2-bert":
+        feature_extractor = transformers.SeamlessM4TFeatureExtractor()
+    else:
+        feature_extractor = transformers.Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=16000,
+            padding_value=0.0,
+            do_normalize=do_normalize,
+            return_attention_mask=feat_extract_norm == "layer",
+        )
     feature_extractor.save_pretrained(str(out_dir))
     if with_lm:
         pre = json.loads((out_dir / "preprocessor_config.json").read_text())

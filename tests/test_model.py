@@ -36,7 +36,7 @@ def test_logits_equal_transformers(tiny_ctc_dir: Path) -> None:
         np.testing.assert_array_equal(ours(x).logits.numpy(), ref(x).logits.numpy())
 
 
-@pytest.mark.parametrize("arch", ["hubert", "wavlm", "data2vec-audio"])
+@pytest.mark.parametrize("arch", ["hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer"])
 def test_other_architectures(tiny_ctc_factory, arch: str) -> None:
     folder = tiny_ctc_factory(arch, arch=arch, with_lm=False)
     model = load_model(folder, device="cpu")
@@ -179,9 +179,7 @@ def test_hub_id_explicit_local_files_only(tmp_path: Path, tiny_ctc_dir: Path, mo
 def test_hub_id_not_cached(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(
-        ModelError, match=r"someorg/absent: not a local folder, and not in the Hugging Face cache"
-    ):
+    with pytest.raises(ModelError, match=r"someorg/absent: not a local folder, and not in the Hugging Face cache"):
         load_model("someorg/absent", device="cpu", cache_dir=tmp_path / "empty_cache")
 
 

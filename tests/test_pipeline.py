@@ -348,3 +348,19 @@ def test_long_file_memory_is_bounded(asr, tmp_path: Path) -> None:
         tracemalloc.stop()
     assert out["chunks"] and out["chunks"][-1]["timestamp"][1] <= 20 * 60 + 1e-6
     assert peak < whole_bytes / 3, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_wav2vec2_bert_runner(tiny_ctc_factory) -> None:
+    """A log-mel input model: same frame rate as wav2vec2, frame-level attention masks when batching."""
+    folder = tiny_ctc_factory("w2v-bert", arch="wav2vec2-bert", with_lm=False)
+    runner = _runner(folder)
+    assert runner.ratio == 320
+    items = [_noise(1.0, 61), _noise(1.7, 62)]
+    singles = [runner.compute_logits([x])[0] for x in items]
+    assert [s.shape[0] for s in singles] == [49, 84]
+    batched = runner.compute_logits(items, batch_size=2)
+    for a, b in zip(singles, batched, strict=True):
+        assert a.shape == b.shape
+        assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
+    (chunked,) = runner.compute_logits([_noise(5.0, 63)], 1.0, 0.2)
+    assert chunked.shape[0] == runner.compute_logits([_noise(5.0, 63)])[0].shape[0]

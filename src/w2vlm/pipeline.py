@@ -362,7 +362,12 @@ class CTCLogitsRunner:
         logits = logits.float().cpu().numpy()
         if same:
             return list(logits)
-        frames = self.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
+        mask = features.get("attention_mask")
+        if mask is not None and mask.shape[-1] == logits.shape[1]:
+            # frame-level mask (log-mel input models such as Wav2Vec2-BERT): one logit frame per input frame
+            frames = mask.sum(-1).tolist()
+        else:
+            frames = self.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
         return [logits[i, : int(n)] for i, n in enumerate(frames)]
 
 
