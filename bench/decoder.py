@@ -425,6 +425,19 @@ def report(
 
     # agreement with pyctcdecode
     ref_res = anchors_ok.get(REFERENCE)
+    if ref_res:
+        for tool, res in anchors_ok.items():
+            if tool == REFERENCE:
+                continue
+            parts = []
+            for key in hotword_sets:
+                r = res["runs"].get(key)
+                if r and "texts" in r:
+                    a = ref_res["runs"][key]["texts"]
+                    same = sum(x == y for x, y in zip(a, r["texts"], strict=True))
+                    parts.append(f"{key} hotwords {same}/{len(a)}")
+            print(f"{tool} top-1 identical to pyctcdecode: {', '.join(parts)}")
+        print()
     if w2 and "error" not in w2 and ref_res:
         t1 = args.thread_counts[0] if args.thread_counts else "call"
         for key, hotwords in hotword_sets.items():
