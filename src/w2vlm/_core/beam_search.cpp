@@ -149,6 +149,7 @@ struct BeamSearch::Impl {
     int32_t trie;     // node in the unigram trie, or -1
     int32_t nchars;   // characters in the partial word
     float lm_partial; // score term while this partial word is open
+    uint64_t chash;   // hash of the token sequence (stable across garbage collection)
   };
   struct TextNode {
     int32_t parent;
@@ -156,6 +157,7 @@ struct BeamSearch::Impl {
     int32_t hw;       // hotword state after the word and its trailing boundary
     double score;     // accumulated LM (alpha/beta scaled) + completed hotword score
     uint64_t hist;    // hash of the last hist_len_ words (prune_history)
+    int32_t depth;    // words from the root
     LMState state;
   };
   struct AlignNode {
@@ -163,6 +165,7 @@ struct BeamSearch::Impl {
     int32_t token;
     int32_t start;
     int32_t prev_end;  // end frame of the previous emitted token
+    int32_t depth;     // tokens from the root
   };
   struct Beam {
     double logit;
@@ -181,6 +184,10 @@ struct BeamSearch::Impl {
 
   std::vector<PartialNode> partials_;
   IdMap partial_map_;
+  // the stable prefix moved out of the trees by collect()
+  std::vector<std::string> committed_words_;
+  std::vector<uint64_t> committed_chash_;
+  std::vector<TokenSpan> committed_tokens_;
   std::vector<TextNode> texts_;
   IdMap text_map_;
   std::vector<AlignNode> aligns_;
@@ -214,7 +221,10 @@ struct BeamSearch::Impl {
     aligns_.clear();
     frame_ = 0;
     // empty partial word
-    partials_.push_back(PartialNode{-1, -1, lm_ && lm_->has_trie() ? lm_->trie().root() : -1, 0, 0.f});
+    committed_words_.clear();
+    committed_chash_.clear();
+    committed_tokens_.clear();
+    partials_.push_back(PartialNode{-1, -1, lm_ && lm_->has_trie() ? lm_->trie().root() : -1, 0, 0.f, 0x51ED27A3ULL});
     // empty text
     TextNode root{};
     root.parent = -1;
@@ -232,7 +242,7 @@ struct BeamSearch::Impl {
       }
     }
     texts_.push_back(root);
-    aligns_.push_back(AlignNode{-1, -1, -1, -1});  // sentinel root
+    aligns_.push_back(AlignNode{-1, -1, -1, -1, 0});  // sentinel root
     beams_.clear();
     Beam b{};
     b.logit = 0.0;
@@ -268,7 +278,7 @@ struct BeamSearch::Impl {
       lp = static_cast<float>(unk);
     }
     const int32_t id = static_cast<int32_t>(partials_.size());
-    partials_.push_back(PartialNode{parent, token, trie, nchars, lp});
+    partials_.push_back(PartialNode{parent, token, trie, nchars, lp, hash_combine(p.chash, static_cast<uint64_t>(token) + 1)});
     partial_map_.insert(key, id);
     return id;
   }
@@ -325,19 +335,21 @@ struct BeamSearch::Impl {
       n.hw = hw_->step_space(hw_state);
       n.score += hw_->completed(n.hw);
     }
-    n.hist = history_hash(text, partial);
+    n.depth = parent.depth + 1;
     const int32_t id = static_cast<int32_t>(texts_.size());
     texts_.push_back(n);
+    texts_.back().hist = text_hist(id);
     text_map_.insert(key, id);
     return id;
   }
 
-  // hash of the last hist_len_ words of the text `text` + `word` (prune_history keys)
-  uint64_t history_hash(int32_t text, int32_t word) const {
-    uint64_t h = hash_combine(0x9E3779B97F4A7C15ULL, static_cast<uint64_t>(word) + 1);
-    int k = 1;
-    for (int32_t p = text; p > 0 && k < hist_len_; p = texts_[static_cast<size_t>(p)].parent, ++k)
-      h = hash_combine(h, static_cast<uint64_t>(texts_[static_cast<size_t>(p)].word) + 1);
+  // prune_history key: hash of the last hist_len_ words of a text (continuing into committed words), by content
+  uint64_t text_hist(int32_t node) const {
+    uint64_t h = 0x9E3779B97F4A7C15ULL;
+    int k = 0;
+    for (int32_t p = node; p > 0 && k < hist_len_; p = texts_[static_cast<size_t>(p)].parent, ++k)
+      h = hash_combine(h, partials_[static_cast<size_t>(texts_[static_cast<size_t>(p)].word)].chash);
+    for (size_t i = committed_chash_.size(); i > 0 && k < hist_len_; --i, ++k) h = hash_combine(h, committed_chash_[i - 1]);
     return h;
   }
 
@@ -355,19 +367,67 @@ struct BeamSearch::Impl {
     gc_threshold_ = std::max<size_t>(static_cast<size_t>(o_.gc_min_nodes), 4 * live);
   }
 
+  int32_t lca_text(int32_t a, int32_t b) const {
+    while (a != b) {
+      if (texts_[static_cast<size_t>(a)].depth >= texts_[static_cast<size_t>(b)].depth)
+        a = texts_[static_cast<size_t>(a)].parent;
+      else
+        b = texts_[static_cast<size_t>(b)].parent;
+    }
+    return a;
+  }
+  int32_t lca_align(int32_t a, int32_t b) const {
+    while (a != b) {
+      if (aligns_[static_cast<size_t>(a)].depth >= aligns_[static_cast<size_t>(b)].depth)
+        a = aligns_[static_cast<size_t>(a)].parent;
+      else
+        b = aligns_[static_cast<size_t>(b)].parent;
+    }
+    return a;
+  }
+
   void collect() {
+    // 1. the stable prefix: words and tokens that every beam shares can no longer change. They move to the
+    //    committed lists, and the deepest shared text node becomes the new text root (keeping its LM state,
+    //    hotword state and score); the deepest shared alignment node becomes the first under the sentinel.
+    int32_t ctext = beams_.front().text, calign = beams_.front().align;
+    for (const Beam& b : beams_) {
+      ctext = lca_text(ctext, b.text);
+      calign = lca_align(calign, b.align);
+    }
+    if (ctext > 0) {
+      std::vector<int32_t> words;
+      for (int32_t t = ctext; t > 0; t = texts_[static_cast<size_t>(t)].parent) words.push_back(texts_[static_cast<size_t>(t)].word);
+      for (auto it = words.rbegin(); it != words.rend(); ++it) {
+        committed_words_.push_back(word_string(*it));
+        committed_chash_.push_back(partials_[static_cast<size_t>(*it)].chash);
+      }
+    }
+    if (calign > 0) {
+      std::vector<TokenSpan> toks;
+      int32_t end = aligns_[static_cast<size_t>(calign)].prev_end;
+      for (int32_t a = aligns_[static_cast<size_t>(calign)].parent; a > 0; a = aligns_[static_cast<size_t>(a)].parent) {
+        const AlignNode& n = aligns_[static_cast<size_t>(a)];
+        toks.push_back(TokenSpan{n.token, n.start, end});
+        end = n.prev_end;
+      }
+      committed_tokens_.insert(committed_tokens_.end(), toks.rbegin(), toks.rend());
+    }
+    // 2. mark what the beams still reach
     std::vector<int32_t> amap(aligns_.size(), -1), tmap(texts_.size(), -1), pmap(partials_.size(), -1);
-    amap[0] = tmap[0] = pmap[0] = 0;
+    amap[0] = pmap[0] = 0;
     auto mark_partial = [&](int32_t p) {
       while (p > 0 && pmap[static_cast<size_t>(p)] < 0) {
         pmap[static_cast<size_t>(p)] = 1;
         p = partials_[static_cast<size_t>(p)].parent;
       }
     };
+    tmap[static_cast<size_t>(ctext)] = 1;
+    if (calign > 0) amap[static_cast<size_t>(calign)] = 1;
     for (const Beam& b : beams_) {
-      for (int32_t a = b.align; a > 0 && amap[static_cast<size_t>(a)] < 0; a = aligns_[static_cast<size_t>(a)].parent)
+      for (int32_t a = b.align; a != calign && amap[static_cast<size_t>(a)] < 0; a = aligns_[static_cast<size_t>(a)].parent)
         amap[static_cast<size_t>(a)] = 1;
-      for (int32_t t = b.text; t > 0 && tmap[static_cast<size_t>(t)] < 0; t = texts_[static_cast<size_t>(t)].parent) {
+      for (int32_t t = b.text; t != ctext && tmap[static_cast<size_t>(t)] < 0; t = texts_[static_cast<size_t>(t)].parent) {
         tmap[static_cast<size_t>(t)] = 1;
         mark_partial(texts_[static_cast<size_t>(t)].word);
       }
@@ -380,12 +440,13 @@ struct BeamSearch::Impl {
     renumber(amap);
     renumber(tmap);
     renumber(pmap);
-    // compact in order: a node's parent precedes it, so it is already renumbered
+    // 3. compact in order: a node's parent precedes it, so it is already renumbered
     size_t w = 0;
     for (size_t i = 0; i < aligns_.size(); ++i) {
       if (amap[i] < 0) continue;
       AlignNode n = aligns_[i];
-      if (n.parent >= 0) n.parent = amap[static_cast<size_t>(n.parent)];
+      if (static_cast<int32_t>(i) == calign) n.parent = 0;
+      else if (n.parent >= 0) n.parent = amap[static_cast<size_t>(n.parent)];
       aligns_[w++] = n;
     }
     aligns_.resize(w);
@@ -405,13 +466,16 @@ struct BeamSearch::Impl {
     for (size_t i = 0; i < texts_.size(); ++i) {
       if (tmap[i] < 0) continue;
       TextNode n = texts_[i];
-      if (n.parent >= 0) n.parent = tmap[static_cast<size_t>(n.parent)];
-      if (n.word >= 0) n.word = pmap[static_cast<size_t>(n.word)];
-      texts_[w] = n;
-      if (w > 0) {
-        texts_[w].hist = history_hash(n.parent, n.word);
-        text_map_.insert(pair_key(n.parent, n.word), static_cast<int32_t>(w));
+      if (w == 0) {  // the (new) root
+        n.parent = -1;
+        n.word = -1;
+      } else {
+        n.parent = tmap[static_cast<size_t>(n.parent)];
+        n.word = pmap[static_cast<size_t>(n.word)];
       }
+      texts_[w] = n;
+      texts_[w].hist = text_hist(static_cast<int32_t>(w));
+      if (w > 0) text_map_.insert(pair_key(n.parent, n.word), static_cast<int32_t>(w));
       ++w;
     }
     texts_.resize(w);
@@ -584,7 +648,8 @@ struct BeamSearch::Impl {
     }
     for (Beam& b : beams_) {
       if (b.pend_tok >= 0) {
-        aligns_.push_back(AlignNode{b.align, b.pend_tok, b.pend_start, b.pend_prev});
+        aligns_.push_back(AlignNode{b.align, b.pend_tok, b.pend_start, b.pend_prev,
+                                    aligns_[static_cast<size_t>(b.align)].depth + 1});
         b.align = static_cast<int32_t>(aligns_.size() - 1);
         b.pend_tok = -1;
       }
@@ -610,7 +675,7 @@ struct BeamSearch::Impl {
     for (int32_t p = final_text; p > 0; p = texts_[static_cast<size_t>(p)].parent)
       words.push_back(texts_[static_cast<size_t>(p)].word);
     if (!final_step && b.partial != 0) words.insert(words.begin(), b.partial);
-    std::vector<std::string> wstr;
+    std::vector<std::string> wstr(committed_words_);
     for (auto it = words.rbegin(); it != words.rend(); ++it) wstr.push_back(word_string(*it));
     for (size_t i = 0; i < wstr.size(); ++i) {
       if (i) h.text += ' ';
@@ -620,7 +685,8 @@ struct BeamSearch::Impl {
     std::vector<const AlignNode*> chain;
     for (int32_t a = b.align; a > 0; a = aligns_[static_cast<size_t>(a)].parent) chain.push_back(&aligns_[static_cast<size_t>(a)]);
     std::reverse(chain.begin(), chain.end());
-    h.tokens.reserve(chain.size());
+    h.tokens.reserve(committed_tokens_.size() + chain.size());
+    h.tokens = committed_tokens_;
     for (size_t i = 0; i < chain.size(); ++i) {
       const int32_t end = i + 1 < chain.size() ? chain[i + 1]->prev_end : b.cur_end;
       h.tokens.push_back(TokenSpan{chain[i]->token, chain[i]->start, end});
