@@ -476,7 +476,9 @@ def test_garbage_collection_keeps_results_identical(tmp_path_factory, seed, chun
     p = tmp_path_factory.mktemp("lm") / "hello.arpa"
     p.write_text(HELLO_ARPA)
     dec = build_ctcdecoder(WORDS_LABELS, str(p))
-    x = to_log_probs(emissions("hello world cold hello word world " * 3, WORDS_LABELS, noise=2.5, seed=seed), len(WORDS_LABELS))
+    x = to_log_probs(
+        emissions("hello world cold hello word world " * 3, WORDS_LABELS, noise=2.5, seed=seed), len(WORDS_LABELS)
+    )
     for prune_history in (False, True):
         o_whole = dec._options(100, -10.0, -5.0, prune_history, None, 10.0)
         o_whole.gc_min_nodes = 1 << 30
