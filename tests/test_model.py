@@ -201,3 +201,14 @@ def test_default_model_dir_override(monkeypatch, tiny_ctc_dir: Path) -> None:
         load_model(None, device="cpu").config.vocab_size
         == json.loads((tiny_ctc_dir / "config.json").read_text())["vocab_size"]
     )
+
+
+def test_int8_cuda_needs_bitsandbytes() -> None:
+    import importlib.util
+
+    from w2vlm.model import _bnb_kwargs
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed")
+    with pytest.raises(ModelError, match=r"needs bitsandbytes; install it with pip install 'w2vlm\[gpu\]'"):
+        _bnb_kwargs(torch.device("cuda"))
