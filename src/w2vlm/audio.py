@@ -66,9 +66,7 @@ def to_mono(array: np.ndarray, name: str = "audio array", channels_last: bool | 
     """
     array = np.asarray(array)
     if array.ndim == 0:
-        raise AudioError(
-            f"{name}: got a scalar; expected a 1-D waveform (samples,) or 2-D (samples, channels)"
-        )
+        raise AudioError(f"{name}: got a scalar; expected a 1-D waveform (samples,) or 2-D (samples, channels)")
     array = _to_float32(array, name)
     if array.ndim == 1:
         return np.ascontiguousarray(array)
@@ -168,9 +166,7 @@ def _iter_av_frames(source: str | io.BytesIO, name: str) -> Iterator[tuple[np.nd
                 for out in resampler.resample(None):
                     yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate)
         except av.error.FFmpegError as exc:
-            raise AudioError(
-                f"{name}: corrupt or unsupported audio data (ffmpeg: {_ffmpeg_reason(exc)})"
-            ) from exc
+            raise AudioError(f"{name}: corrupt or unsupported audio data (ffmpeg: {_ffmpeg_reason(exc)})") from exc
     finally:
         container.close()
 
@@ -204,6 +200,12 @@ def _fetch_url(url: str, timeout: float = 30.0) -> bytes:
 
 
 def _check_file(path: Path) -> None:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such audio file") from None
+    except (OSError, ValueError) as exc:
+        raise AudioError(f"{str(path)[:200]}: cannot be opened as an audio file ({exc.__class__.__name__})") from None
     if not path.exists():
         raise AudioError(f"{path}: no such audio file")
     if path.is_dir():
@@ -294,9 +296,7 @@ def _load_dict(source: dict, sampling_rate: int, *, allow_urls: bool) -> tuple[n
     key = "array" if "array" in source else "raw" if "raw" in source else None
     if key is not None and source[key] is not None:
         if "sampling_rate" not in source:
-            raise AudioError(
-                f"audio dict has '{key}' but no 'sampling_rate'; add the rate of the array in Hz"
-            )
+            raise AudioError(f"audio dict has '{key}' but no 'sampling_rate'; add the rate of the array in Hz")
         sr = source["sampling_rate"]
         if not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise AudioError(f"audio dict: 'sampling_rate' must be a positive integer; got {sr!r}")

@@ -529,7 +529,12 @@ def _labels(decoder: Any) -> list[str]:
 
 
 def _is_local_file(item: Any) -> bool:
-    return isinstance(item, (str, os.PathLike)) and not is_url(os.fspath(item)) and Path(item).is_file()
+    if not isinstance(item, (str, os.PathLike)) or is_url(os.fspath(item)):
+        return False
+    try:
+        return Path(item).expanduser().is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        return False
 
 
 def _check_decoder_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
