@@ -194,6 +194,7 @@ def test_pipeline_text_and_input_kinds(asr, tmp_path: Path) -> None:
     audio = _noise(1.5, seed=31)
     out = asr(audio)
     assert set(out) == {"text"} and isinstance(out["text"], str) and out["text"]
+    assert asr.type == "ctc_with_lm"
     path = write_audio_file(tmp_path / "x.wav", audio, 16000, subtype="FLOAT")
     assert asr(str(path)) == out
     assert asr(str(path))["text"] == asr(path.read_bytes())["text"] == asr({"path": str(path)})["text"]

@@ -231,6 +231,8 @@ def test_alphabet_mismatch_lists_missing_tokens(tiny_ctc_dir: Path, tmp_path: Pa
     (folder / "alphabet.json").write_text(json.dumps(alphabet))
     with pytest.raises(VocabularyMismatchError, match=r"The tokens \['q', 'z'\] are defined in the tokenizer"):
         Wav2Vec2ProcessorWithLM.from_pretrained(folder)
+    good = Wav2Vec2ProcessorWithLM.from_pretrained(tiny_ctc_dir)
+    assert Wav2Vec2ProcessorWithLM.get_missing_alphabet_tokens(good.decoder, good.tokenizer) == set()
 
 
 def test_folder_without_lm(tiny_ctc_factory) -> None:

@@ -403,6 +403,11 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
                 f"{labels} labels"
             )
 
+    @property
+    def type(self) -> str:
+        """As transformers' pipeline: "ctc_with_lm" when the decoder has a language model, else "ctc"."""
+        return "ctc_with_lm" if getattr(self.decoder, "language_model", None) is not None else "ctc"
+
     # ------------------------------------------------------------------------------------------------ call
 
     def __call__(

@@ -168,6 +168,12 @@ class Wav2Vec2ProcessorWithLM:
         self._params_lock = _SharedExclusiveLock()
         self._base_lm_params = self._read_lm_params()
 
+    @staticmethod
+    def get_missing_alphabet_tokens(decoder: Any, tokenizer: Any) -> set[str]:
+        """Tokens of the tokenizer (as decoder labels) missing from the decoder's alphabet (transformers'
+        name for :func:`missing_alphabet_tokens`)."""
+        return missing_alphabet_tokens(decoder, tokenizer)
+
     # ------------------------------------------------------------------------------------------------ I/O
 
     @classmethod
