@@ -365,3 +365,15 @@ def test_wav2vec2_bert_runner(tiny_ctc_factory) -> None:
         assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
     (chunked,) = runner.compute_logits([_noise(5.0, 63)], 1.0, 0.2)
     assert chunked.shape[0] == runner.compute_logits([_noise(5.0, 63)])[0].shape[0]
+
+
+def test_streamed_ffmpeg_file(local_model_dir: Path, tmp_path: Path) -> None:
+    """A file only ffmpeg reads (AAC in m4a) is streamed through PyAV when chunking."""
+    from w2vlm.audio import load_audio
+
+    runner = _runner(local_model_dir)
+    path = write_audio_file(tmp_path / "speech.m4a", _noise(4.5, seed=71), 16000, codec="aac")
+    whole = _whole_logits(runner, load_audio(path))
+    (streamed,) = runner.compute_logits([str(path)], 1.0, 0.2)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=2e-4, rtol=1e-4)
