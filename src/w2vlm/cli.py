@@ -243,6 +243,176 @@ def train_command(
         )
 
 
+@app.command("transcribe")
+def transcribe_command(
+    audio: Annotated[
+        list[str], typer.Argument(help="Audio files and/or folders (walked recursively for audio files).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
+    ] = None,
+    lm: Annotated[
+        str | None,
+        typer.Option(
+            "--lm",
+            help="N-gram LM file (.arpa, .arpa.gz, or KenLM .bin) replacing the model's own; a unigrams.txt "
+            "beside it is used.  \\[default: the model's language_model/]",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Folder for the outputs, named after each input's stem (sub-folders of input folders are "
+            "mirrored).  \\[default: none: print to stdout]",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option("--output-format", "-f", help="txt, json, srt, vtt, tsv, or all (all needs --output-dir)."),
+    ] = "txt",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Audio windows per model forward pass.")] = 1,
+    chunk_length: Annotated[
+        float | None,
+        typer.Option(
+            "--chunk-length",
+            help="Window length in seconds for long audio (with 1/6 of it as context on each side).  "
+            "\\[default: whole files up to 60 s, 30 s windows beyond]",
+        ),
+    ] = None,
+    beam_width: Annotated[
+        int | None,
+        typer.Option("--beam-width", help="Beams kept per frame.  \\[default: 100]"),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option("--alpha", help="LM weight.  \\[default: the LM's attrs.json, else 0.5]"),
+    ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option("--beta", help="Word insertion bonus.  \\[default: the LM's attrs.json, else 1.5]"),
+    ] = None,
+    hotwords: Annotated[
+        str | None,
+        typer.Option(
+            "--hotwords",
+            help="Words or phrases to favour: a file with one a line, or a comma-separated list.  \\[default: none]",
+        ),
+    ] = None,
+    word_timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--word-timestamps",
+            help="Word start/end times (and confidences) in json, srt, vtt and tsv outputs.  \\[default: off]",
+        ),
+    ] = False,
+    n_best: Annotated[
+        int, typer.Option("--n-best", help="Hypotheses to keep; more than 1 adds 'alternatives' to json.")
+    ] = 1,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize", help="int8: 8-bit weights (dynamic int8 on CPU, bitsandbytes on CUDA).  \\[default: none]"
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="Decoder and torch CPU threads.  \\[default: all available CPUs]"),
+    ] = None,
+    no_lm: Annotated[
+        bool,
+        typer.Option(
+            "--no-lm",
+            help="Ignore the LM: greedy decoding, or a beam search without LM when --beam-width, --hotwords "
+            "or --n-best > 1 ask for one.  \\[default: off]",
+        ),
+    ] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="Skip inputs whose outputs all exist already (resume a run).  \\[default: off]"
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.  \\[default: off]")
+    ] = False,
+) -> None:
+    """Transcribe audio files (exit code 1 if any input failed)."""
+    import logging
+    import os
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.transcribe import TranscribeOptions, describe_summary, parse_hotwords, run
+    from w2vlm.writers import FORMATS
+
+    err = Console(stderr=True)
+    if output_format not in (*FORMATS, "all"):
+        raise typer.BadParameter(
+            f"expected one of {', '.join(FORMATS)}, all; got {output_format!r}", param_hint="'--output-format'"
+        )
+    if quantize is not None and quantize != "int8":
+        raise typer.BadParameter(f"expected int8; got {quantize!r}", param_hint="'--quantize'")
+    for name, value in (("--batch-size", batch_size), ("--n-best", n_best), ("--beam-width", beam_width)):
+        if value is not None and value < 1:
+            raise typer.BadParameter(f"must be at least 1; got {value}", param_hint=f"'{name}'")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter(f"must be at least 1; got {threads}", param_hint="'--threads'")
+    if chunk_length is not None and not chunk_length > 0:
+        raise typer.BadParameter(
+            f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
+        )
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+    log = logging.getLogger("w2vlm")
+    handler = None
+    if not log.handlers:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, show_time=False, level=logging.WARNING)
+        log.addHandler(handler)
+    try:
+        options = TranscribeOptions(
+            model=model,
+            lm=lm,
+            no_lm=no_lm,
+            device=device,
+            quantize=quantize,
+            batch_size=batch_size,
+            chunk_length_s=chunk_length,
+            beam_width=beam_width,
+            alpha=alpha,
+            beta=beta,
+            hotwords=parse_hotwords(hotwords),
+            n_best=n_best,
+            threads=threads,
+        )
+        summary = run(
+            audio,
+            options,
+            output_dir=output_dir,
+            output_format=output_format,
+            skip_existing=skip_existing,
+            word_timestamps=word_timestamps,
+            console=err,
+            progress=False if quiet else None,
+        )
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+    if not quiet:
+        err.print(describe_summary(summary), highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``w2vlm`` console script."""
     app()

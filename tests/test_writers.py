@@ -1,0 +1,158 @@
+"""Transcript writers: txt/json/srt/vtt/tsv contents, segmentation, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from w2vlm.errors import W2vlmError
+from w2vlm.writers import (
+    FORMATS,
+    SEGMENT_MAX_CHARS,
+    SEGMENT_MAX_S,
+    Alternative,
+    Transcript,
+    Word,
+    atomic_write_text,
+    expand_formats,
+    render,
+    segment_words,
+    srt_time,
+    vtt_time,
+    write_transcript,
+)
+
+
+def _transcript(word_timestamps: bool = False, alternatives: int = 1) -> Transcript:
+    words = [
+        Word("hello", 0.10, 0.42, 0.91),
+        Word("world", 0.50, 0.90, 0.55),
+        # a pause of 2 s starts a new segment
+        Word("again", 2.90, 3.30, None),
+    ]
+    alts = [Alternative("hello world again", -10.0, -12.5), Alternative("hello word again", -11.0, -14.0)]
+    return Transcript(
+        audio="a.wav",
+        text="hello world again",
+        duration=3.5,
+        words=words,
+        alternatives=alts[:alternatives],
+        word_timestamps=word_timestamps,
+        model="m",
+    )
+
+
+def test_clock_formats() -> None:
+    assert srt_time(0) == "00:00:00,000"
+    assert srt_time(3723.4567) == "01:02:03,457"
+    assert vtt_time(61.05) == "00:01:01.050"
+    assert srt_time(-0.2) == "00:00:00,000"
+
+
+def test_segments_split_on_pause_length_and_width() -> None:
+    t = _transcript()
+    segs = t.segments()
+    assert [s.text for s in segs] == ["hello world", "again"]
+    assert (segs[0].start, segs[0].end) == (0.10, 0.90)
+    # a long run of words without pauses: no segment longer than the limits
+    words = [Word(f"w{i:03d}", 0.3 * i, 0.3 * i + 0.25) for i in range(100)]
+    segs = segment_words(words)
+    assert sum(len(s.words) for s in segs) == 100
+    assert all(s.end - s.start <= SEGMENT_MAX_S + 1e-9 for s in segs)
+    assert all(len(s.text) <= SEGMENT_MAX_CHARS for s in segs)
+    # no words: the text as one segment over the duration; empty text: no segment
+    assert [(s.start, s.end, s.text) for s in segment_words([], "hi there", 2.0)] == [(0.0, 2.0, "hi there")]
+    assert segment_words([], "", 2.0) == []
+
+
+def test_txt() -> None:
+    assert render(_transcript(), "txt") == "hello world again\n"
+
+
+def test_json_fields() -> None:
+    plain = json.loads(render(_transcript(), "json"))
+    assert plain["text"] == "hello world again"
+    assert plain["audio"] == "a.wav" and plain["duration"] == 3.5 and plain["model"] == "m"
+    assert [s["text"] for s in plain["segments"]] == ["hello world", "again"]
+    assert "words" not in plain and "alternatives" not in plain
+    full = json.loads(render(_transcript(word_timestamps=True, alternatives=2), "json"))
+    assert full["words"][0] == {"word": "hello", "start": 0.1, "end": 0.42, "confidence": 0.91}
+    assert full["words"][2]["confidence"] is None
+    assert [a["text"] for a in full["alternatives"]] == ["hello world again", "hello word again"]
+    assert full["alternatives"][1]["lm_score"] == -14.0
+
+
+def test_srt_segments_and_words() -> None:
+    srt = render(_transcript(), "srt")
+    blocks = srt.strip().split("\n\n")
+    assert blocks[0] == "1\n00:00:00,100 --> 00:00:00,900\nhello world"
+    assert blocks[1] == "2\n00:00:02,900 --> 00:00:03,300\nagain"
+    per_word = render(_transcript(word_timestamps=True), "srt").strip().split("\n\n")
+    assert len(per_word) == 3
+    assert per_word[1] == "2\n00:00:00,500 --> 00:00:00,900\nworld"
+
+
+def test_vtt() -> None:
+    vtt = render(_transcript(), "vtt")
+    assert vtt.startswith("WEBVTT\n\n")
+    assert "00:00:00.100 --> 00:00:00.900\nhello world\n" in vtt
+    timed = render(_transcript(word_timestamps=True), "vtt")
+    assert "hello <00:00:00.500>world" in timed
+    # every cue timing line is well formed
+    for line in timed.splitlines():
+        if "-->" in line:
+            assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", line)
+
+
+def test_tsv() -> None:
+    rows = render(_transcript(), "tsv").splitlines()
+    assert rows == ["start\tend\ttext", "100\t900\thello world", "2900\t3300\tagain"]
+    rows = render(_transcript(word_timestamps=True), "tsv").splitlines()
+    assert rows[0] == "start\tend\tword\tconfidence"
+    assert rows[1] == "100\t420\thello\t0.9100"
+    assert rows[3] == "2900\t3300\tagain\t"
+
+
+def test_empty_transcript_renders_in_every_format() -> None:
+    t = Transcript(audio="silence.wav", text="", duration=1.0)
+    assert render(t, "txt") == "\n"
+    assert json.loads(render(t, "json"))["segments"] == []
+    assert render(t, "srt") == ""
+    assert render(t, "vtt").startswith("WEBVTT")
+    assert render(t, "tsv") == "start\tend\ttext\n"
+
+
+def test_expand_formats() -> None:
+    assert expand_formats("all") == list(FORMATS)
+    assert expand_formats(["srt", "txt", "srt"]) == ["srt", "txt"]
+    with pytest.raises(W2vlmError, match="docx"):
+        expand_formats("docx")
+    with pytest.raises(W2vlmError, match="docx"):
+        render(_transcript(), "docx")
+
+
+def test_write_transcript_all_formats(tmp_path: Path) -> None:
+    written = write_transcript(_transcript(), tmp_path / "out" / "a", FORMATS)
+    assert sorted(p.name for p in written) == sorted(f"a.{f}" for f in FORMATS)
+    assert (tmp_path / "out" / "a.txt").read_text(encoding="utf-8") == "hello world again\n"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "a.txt"
+    target.write_text("old\n", encoding="utf-8")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new\n")
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    with pytest.raises(W2vlmError, match="could not write the txt output"):
+        write_transcript(_transcript(), tmp_path / "a", ["txt"])
