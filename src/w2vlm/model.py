@@ -122,9 +122,7 @@ def resolve_model_path(
     if local.exists() or isinstance(path_or_hub_id, os.PathLike) or _looks_like_path(text):
         return check_model_dir(local)
     return check_model_dir(
-        snapshot_folder(
-            text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
-        )
+        snapshot_folder(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
     )
 
 
@@ -142,9 +140,7 @@ def snapshot_folder(
         import huggingface_hub
         from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
     except ImportError as exc:  # pragma: no cover - part of the audio extra
-        raise ModelError(
-            f"{repo_id}: loading from the hub needs huggingface_hub (pip install 'w2vlm[audio]')"
-        ) from exc
+        raise ModelError(f"{repo_id}: loading from the hub needs huggingface_hub (pip install 'w2vlm[audio]')") from exc
     offline = offline_mode() if local_files_only is None else local_files_only
     try:
         folder = huggingface_hub.snapshot_download(
@@ -164,9 +160,7 @@ def snapshot_folder(
     except HFValidationError as exc:
         raise ModelError(f"{repo_id}: neither a local folder nor a valid hub id ({exc})") from exc
     except Exception as exc:  # network errors, repository not found, gated repositories, ...
-        raise ModelError(
-            f"{repo_id}: could not fetch the model from the hub ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ModelError(f"{repo_id}: could not fetch the model from the hub ({type(exc).__name__}: {exc})") from exc
     logger.info("hub id %s resolved to %s", repo_id, folder)
     return Path(folder)
 
@@ -182,9 +176,7 @@ def resolve_device(device: str | int | torch.device | None = "auto") -> torch.de
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(
-            f"device: {device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from exc
+        raise ModelError(f"device: {device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device: {device!r} requested but CUDA is not available on this machine")
     if dev.type not in {"cpu", "cuda", "mps", "xpu"}:
