@@ -413,6 +413,87 @@ def transcribe_command(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve_command(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder or hub id (default: the embedded model)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="W2VLM_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on /v1 endpoints (also read from W2VLM_API_KEY).",
+        ),
+    ] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option("--model-name", help="Model id listed by /v1/models (default: the model folder's name)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Decoding threads.")] = 2,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Requests that may wait for a worker; more get 503.")
+    ] = 64,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload size limit in MB.")] = 25.0,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", help="The model's language (ISO-639-1); requests for another get 400."),
+    ] = None,
+    beam_width: Annotated[int, typer.Option("--beam-width", help="Beam search width.")] = 100,
+    low_confidence: Annotated[
+        float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
+    ] = 0.5,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: 8-bit linear layers.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
+    import logging
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from w2vlm.errors import W2vlmError
+
+    err = Console(stderr=True)
+    try:
+        from w2vlm.server import ServerSettings, serve
+    except ImportError as exc:
+        err.print(f"[bold red]error:[/] the server needs its extra: pip install 'w2vlm[server]' ({exc})")
+        raise typer.Exit(1) from None
+    log = logging.getLogger("w2vlm")
+    if not log.handlers:
+        log.addHandler(RichHandler(console=err, show_path=False))
+        log.setLevel(logging.INFO)
+    try:
+        settings = ServerSettings(
+            api_key=api_key or None,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            workers=workers,
+            max_queue=max_queue,
+            language=language.lower() if language else None,
+            low_confidence=low_confidence,
+            decoder_kwargs={"beam_width": beam_width},
+        )
+        if model_name:
+            settings.model_id = model_name
+        serve(
+            model,
+            host=host,
+            port=port,
+            settings=settings,
+            device=device,
+            quantize=quantize,
+            log_level=log_level,
+        )
+    except (W2vlmError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     """Entry point of the ``w2vlm`` console script."""
     app()

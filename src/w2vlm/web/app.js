@@ -1,0 +1,228 @@
+// w2vlm web page: upload or record audio, transcribe with the server's OpenAI-compatible endpoint, show the
+// transcript with word timings and confidences, click a word to play the audio from there.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const fileInput = $("file-input");
+  const recordButton = $("record-button");
+  const recordTime = $("record-time");
+  const transcribeButton = $("transcribe-button");
+  const statusLine = $("status");
+  const player = $("player");
+  const sourceRow = $("source-row");
+  const sourceName = $("source-name");
+  const hotwordsInput = $("hotwords");
+  const keyInput = $("api-key");
+  const resultPanel = $("result-panel");
+  const transcriptBox = $("transcript");
+  const resultMeta = $("result-meta");
+  const timingsBody = document.querySelector("#timings tbody");
+
+  const state = { blob: null, filename: null, objectUrl: null, model: null, threshold: 0.5, words: [] };
+  let recorder = null;
+  let recordTimer = null;
+
+  function setStatus(text, isError) {
+    statusLine.textContent = text;
+    statusLine.classList.toggle("error", Boolean(isError));
+  }
+
+  function authHeaders() {
+    const key = keyInput.value.trim();
+    return key ? { Authorization: "Bearer " + key } : {};
+  }
+
+  function fmt(seconds) {
+    return Number(seconds).toFixed(2);
+  }
+
+  async function loadServerInfo() {
+    try {
+      const health = await (await fetch("/health")).json();
+      state.threshold = typeof health.low_confidence === "number" ? health.low_confidence : 0.5;
+      state.model = health.model;
+      $("threshold").textContent = Math.round(state.threshold * 100) + "%";
+      $("key-row").hidden = !health.auth;
+      if (health.auth) {
+        document.querySelector("details").open = true;
+      }
+      $("model-name").textContent = health.model;
+    } catch (err) {
+      setStatus("cannot reach the server: " + err, true);
+    }
+  }
+
+  function useAudio(blob, filename) {
+    if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
+    state.blob = blob;
+    state.filename = filename;
+    state.objectUrl = URL.createObjectURL(blob);
+    player.src = state.objectUrl;
+    sourceName.textContent = filename + " (" + Math.max(1, Math.round(blob.size / 1024)) + " KB)";
+    sourceRow.hidden = false;
+    transcribeButton.disabled = false;
+    setStatus("ready");
+  }
+
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files && fileInput.files[0];
+    if (file) useAudio(file, file.name);
+  });
+
+  async function startRecording() {
+    if (!navigator.mediaDevices || !window.MediaRecorder) {
+      setStatus("this browser cannot record audio here (recording needs https or localhost)", true);
+      return;
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (err) {
+      setStatus("microphone not available: " + err.message, true);
+      return;
+    }
+    const chunks = [];
+    recorder = new MediaRecorder(stream);
+    recorder.addEventListener("dataavailable", (e) => {
+      if (e.data && e.data.size) chunks.push(e.data);
+    });
+    recorder.addEventListener("stop", () => {
+      stream.getTracks().forEach((t) => t.stop());
+      clearInterval(recordTimer);
+      const type = recorder.mimeType || "audio/webm";
+      const ext = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
+      useAudio(new Blob(chunks, { type: type }), "recording." + ext);
+      recordButton.textContent = "● Record";
+      recordButton.classList.remove("recording");
+      recorder = null;
+    });
+    const started = Date.now();
+    recorder.start(250);
+    recordButton.textContent = "■ Stop";
+    recordButton.classList.add("recording");
+    recordTime.textContent = "0.0 s";
+    recordTimer = setInterval(() => {
+      recordTime.textContent = ((Date.now() - started) / 1000).toFixed(1) + " s";
+    }, 100);
+    setStatus("recording…");
+  }
+
+  recordButton.addEventListener("click", () => {
+    if (recorder) recorder.stop();
+    else startRecording();
+  });
+
+  async function transcribe() {
+    if (!state.blob) return;
+    transcribeButton.disabled = true;
+    setStatus("transcribing…");
+    const form = new FormData();
+    form.append("file", state.blob, state.filename);
+    form.append("model", state.model || "w2vlm");
+    form.append("response_format", "verbose_json");
+    form.append("timestamp_granularities[]", "word");
+    form.append("timestamp_granularities[]", "segment");
+    const hotwords = hotwordsInput.value.trim();
+    if (hotwords) form.append("prompt", hotwords);
+    const t0 = performance.now();
+    try {
+      const response = await fetch("/v1/audio/transcriptions", {
+        method: "POST",
+        body: form,
+        headers: authHeaders(),
+      });
+      const body = await response.json().catch(() => null);
+      if (!response.ok) {
+        const message = body && body.error ? body.error.message : response.statusText;
+        setStatus("error " + response.status + ": " + message, true);
+        return;
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      render(body, seconds);
+      setStatus("done in " + seconds.toFixed(2) + " s");
+    } catch (err) {
+      setStatus("request failed: " + err, true);
+    } finally {
+      transcribeButton.disabled = false;
+    }
+  }
+
+  transcribeButton.addEventListener("click", transcribe);
+  keyInput.addEventListener("change", () => {
+    try {
+      localStorage.setItem("w2vlm-api-key", keyInput.value);
+    } catch (e) {
+      /* storage unavailable */
+    }
+  });
+
+  function render(result, seconds) {
+    state.words = result.words || [];
+    transcriptBox.replaceChildren();
+    timingsBody.replaceChildren();
+    resultMeta.textContent =
+      fmt(result.duration) + " s of audio · " + state.words.length + " words · " + seconds.toFixed(2) + " s";
+    if (!state.words.length) {
+      const empty = document.createElement("p");
+      empty.className = "muted";
+      empty.id = "empty-transcript";
+      empty.textContent = result.text ? result.text : "(no speech recognised)";
+      transcriptBox.appendChild(empty);
+    }
+    state.words.forEach((w, i) => {
+      const low = typeof w.confidence === "number" && w.confidence < state.threshold;
+      const conf = typeof w.confidence === "number" ? Math.round(w.confidence * 100) + "%" : "n/a";
+      const span = document.createElement("span");
+      span.className = "word" + (low ? " low" : "");
+      span.dataset.index = String(i);
+      span.dataset.start = String(w.start);
+      span.dataset.end = String(w.end);
+      if (typeof w.confidence === "number") span.dataset.confidence = String(w.confidence);
+      span.title = fmt(w.start) + "–" + fmt(w.end) + " s · confidence " + conf;
+      span.textContent = w.word;
+      const time = document.createElement("span");
+      time.className = "t";
+      time.textContent = fmt(w.start);
+      span.appendChild(time);
+      span.addEventListener("click", () => playFrom(w.start));
+      transcriptBox.appendChild(span);
+      transcriptBox.appendChild(document.createTextNode(" "));
+
+      const row = document.createElement("tr");
+      if (low) row.className = "low";
+      [String(i + 1), w.word, fmt(w.start), fmt(w.end), conf].forEach((text) => {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+      timingsBody.appendChild(row);
+    });
+    transcriptBox.dataset.text = result.text;
+    resultPanel.hidden = false;
+  }
+
+  function playFrom(start) {
+    player.currentTime = start;
+    const played = player.play();
+    if (played && played.catch) played.catch(() => {});
+    highlight(start);
+  }
+
+  function highlight(time) {
+    const spans = transcriptBox.querySelectorAll(".word");
+    spans.forEach((span) => {
+      const on = time >= Number(span.dataset.start) && time < Number(span.dataset.end);
+      span.classList.toggle("current", on);
+    });
+  }
+
+  player.addEventListener("timeupdate", () => highlight(player.currentTime));
+
+  try {
+    keyInput.value = localStorage.getItem("w2vlm-api-key") || "";
+  } catch (e) {
+    /* storage unavailable */
+  }
+  loadServerInfo();
+})();

@@ -1,0 +1,545 @@
+"""The OpenAI-compatible server: formats, errors, auth, bounded queue, concurrency, the openai client, CLI.
+
+Every test talks HTTP to a real uvicorn server on 127.0.0.1 (an ephemeral port) serving a tiny random
+checkpoint built by the conftest fixtures; expected transcripts come from w2vlm's pipeline on the same audio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("multipart")
+pytest.importorskip("torch")
+httpx = pytest.importorskip("httpx")
+
+from conftest import write_audio_file  # noqa: E402
+from w2vlm.server import (  # noqa: E402
+    ServerSettings,
+    Transcript,
+    Word,
+    create_app,
+    make_segments,
+    to_srt,
+    to_vtt,
+)
+
+MODEL_ID = "tiny-test"
+API_KEY = "secret-key"
+
+
+class LiveServer:
+    """uvicorn running an app in a background thread on 127.0.0.1 with an ephemeral port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, limit_concurrency=None)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def noise(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(round(16000 * seconds)) * 0.1).astype(np.float32)
+
+
+def wav_bytes(audio: np.ndarray, tmp: Path, name: str) -> bytes:
+    return write_audio_file(tmp / name, audio, 16000).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_ctc_dir: Path) -> Any:
+    import w2vlm
+
+    return w2vlm.pipeline("automatic-speech-recognition", model=str(tiny_ctc_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[np.ndarray, bytes]]:
+    """Three noise clips (the tiny model turns them into different word sequences), as arrays and wav bytes
+    (16-bit PCM: the arrays here are what the server decodes from the bytes)."""
+    tmp = tmp_path_factory.mktemp("clips")
+    out = {}
+    for name, seconds, seed in (("a", 2.0, 1), ("b", 3.0, 2), ("c", 1.5, 3)):
+        data = wav_bytes(noise(seconds, seed), tmp, f"{name}.wav")
+        from w2vlm.audio import load_audio
+
+        out[name] = (load_audio(data, 16000), data)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(pipe: Any) -> Iterator[LiveServer]:
+    settings = ServerSettings(
+        model_id=MODEL_ID,
+        api_key=API_KEY,
+        max_upload_bytes=1_000_000,
+        workers=2,
+        max_queue=64,
+        stream_chunk_s=1.0,
+    )
+    with LiveServer(create_app(pipe, settings)) as live:
+        yield live
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+def post(
+    server: LiveServer,
+    data: bytes | None,
+    *,
+    headers: dict[str, str] | None = None,
+    files: dict[str, Any] | None = None,
+    **fields: Any,
+) -> httpx.Response:
+    fields.setdefault("model", MODEL_ID)
+    form = {k: v for k, v in fields.items() if v is not None}
+    if files is None:
+        files = {"file": ("clip.wav", data, "audio/wav")} if data is not None else None
+    return httpx.post(
+        f"{server.url}/v1/audio/transcriptions",
+        data=form,
+        files=files,
+        headers=auth() if headers is None else headers,
+        timeout=60,
+    )
+
+
+def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert isinstance(err["message"], str) and err["message"]
+    if param is not None:
+        assert err["param"] == param
+    return err
+
+
+# ------------------------------------------------------------------------------------------------ formats
+
+
+def test_json_and_text_match_the_pipeline(server: LiveServer, pipe: Any, clips: dict) -> None:
+    for audio, data in clips.values():
+        expected = pipe(audio)["text"]
+        assert expected  # the tiny model does produce words on these clips
+        r = post(server, data)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["text"] == expected
+        assert body["usage"] == {"type": "duration", "seconds": int(np.ceil(audio.size / 16000))}
+        r = post(server, data, response_format="text")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        assert r.text == expected + "\n"
+
+
+def test_verbose_json_words_and_segments(server: LiveServer, pipe: Any, clips: dict) -> None:
+    audio, data = clips["b"]
+    expected = pipe(audio, return_timestamps="word")
+    r = post(server, data, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"] == expected["text"]
+    assert body["duration"] == pytest.approx(audio.size / 16000)
+    words = body["words"]
+    assert [(w["word"], (w["start"], w["end"])) for w in words] == [
+        (c["text"], tuple(c["timestamp"])) for c in expected["chunks"]
+    ]
+    assert all(0.0 <= w["confidence"] <= 1.0 for w in words)
+    segments = body["segments"]
+    assert " ".join(s["text"] for s in segments) == expected["text"]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    for seg in segments:
+        assert seg["start"] <= seg["end"]
+        assert seg["tokens"] and all(isinstance(t, int) for t in seg["tokens"])
+        assert seg["avg_logprob"] <= 0.0
+    # default granularity is segment; words only when asked
+    r = post(server, data, response_format="verbose_json")
+    assert "segments" in r.json() and "words" not in r.json()
+    r = post(server, data, response_format="verbose_json", **{"timestamp_granularities[]": "word"})
+    assert "words" in r.json() and "segments" not in r.json()
+
+
+def test_srt_and_vtt(server: LiveServer, pipe: Any, clips: dict) -> None:
+    audio, data = clips["b"]
+    text = pipe(audio)["text"]
+    srt = post(server, data, response_format="srt").text
+    vtt = post(server, data, response_format="vtt").text
+    assert srt.startswith("1\n00:00:")
+    assert " --> " in srt
+    assert vtt.startswith("WEBVTT\n\n00:00:")
+    cue_lines = [ln for ln in srt.splitlines() if ln and not ln.isdigit() and "-->" not in ln]
+    assert " ".join(cue_lines) == text
+    cue_lines = [ln for ln in vtt.splitlines()[1:] if ln and "-->" not in ln]
+    assert " ".join(cue_lines) == text
+
+
+def test_segments_and_subtitle_writers() -> None:
+    words = [
+        Word("one", 0.0, 0.3, 0.9),
+        Word("two", 0.4, 0.7, 0.8),
+        Word("three", 2.0, 2.4, 0.2),  # after a pause: a new cue
+        Word("four", 2.5, 3661.5, None),
+    ]
+    segs = make_segments(words)
+    assert [s.text for s in segs] == ["one two", "three", "four"]  # "four" makes the cue longer than 10 s
+    assert to_srt(segs).splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:00,700", "one two"]
+    assert "01:01:01.500" in to_vtt(segs)
+    assert make_segments([]) == [] and to_srt([]) == "" and to_vtt([]) == "WEBVTT\n\n"
+    assert Transcript("", 0.0, []).words == []
+
+
+def test_prompt_is_used_as_hotwords(server: LiveServer, pipe: Any, clips: dict) -> None:
+    from w2vlm.server import Transcriber
+
+    tr = Transcriber(pipe)
+    assert tr.hotwords_from_prompt("Hello World") == ["hello", "world"]
+    assert tr.hotwords_from_prompt("Big Cat, hello-world;\nBIRD!") == ["big cat", "hello world", "bird"]
+    assert tr.hotwords_from_prompt("") == [] and tr.hotwords_from_prompt("123 !!") == []
+    audio, data = clips["a"]
+    plain = pipe(audio)["text"]
+    with_hotword = pipe(audio, decoder_kwargs={"hotwords": ["bird"]})["text"]
+    assert with_hotword != plain  # the hotword changes this clip's transcript ...
+    r = post(server, data, prompt="Bird")
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == with_hotword  # ... and the server passes the prompt on as that hotword
+
+
+def test_streaming_events(server: LiveServer, pipe: Any, tmp_path: Path) -> None:
+    audio = noise(4.0, 7)
+    data = wav_bytes(audio, tmp_path, "long.wav")
+    from w2vlm.audio import load_audio
+
+    expected = pipe(load_audio(data, 16000), chunk_length_s=1.0)["text"]
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/audio/transcriptions",
+        data={"model": MODEL_ID, "stream": "true"},
+        files={"file": ("long.wav", data, "audio/wav")},
+        headers=auth(),
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[len("data: ") :]) for line in r.iter_lines() if line.startswith("data: ")]
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    assert events[-1] == {"type": "transcript.text.done", "text": expected}
+    assert len(deltas) >= 2  # words arrive while the 1 s windows are decoded
+    assert "".join(d["delta"] for d in deltas) == expected
+
+
+# ----------------------------------------------------------------------------------------- other routes
+
+
+def test_health_models_page(server: LiveServer) -> None:
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["model"] == MODEL_ID and health["auth"] is True
+    models = httpx.get(f"{server.url}/v1/models", headers=auth()).json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == [MODEL_ID, "whisper-1"]
+    assert httpx.get(f"{server.url}/v1/models/{MODEL_ID}", headers=auth()).json()["id"] == MODEL_ID
+    assert_openai_error(httpx.get(f"{server.url}/v1/models/nope", headers=auth()), 404, "model")
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="file-input"' in page.text and 'id="record-button"' in page.text
+    for name in ("app.js", "style.css"):
+        assert httpx.get(f"{server.url}/web/{name}").status_code == 200
+    assert_openai_error(httpx.get(f"{server.url}/web/../server.py"), 404)
+    assert_openai_error(httpx.get(f"{server.url}/no/such/route"), 404)
+    assert_openai_error(httpx.get(f"{server.url}/v1/audio/transcriptions"), 405)
+
+
+def test_auth(server: LiveServer, clips: dict) -> None:
+    _, data = clips["c"]
+    err = assert_openai_error(post(server, data, headers={}), 401)
+    assert err["code"] == "invalid_api_key"
+    assert_openai_error(post(server, data, headers={"Authorization": "Bearer wrong"}), 401)
+    assert_openai_error(post(server, data, headers={"Authorization": f"Basic {API_KEY}"}), 401)
+    assert_openai_error(httpx.get(f"{server.url}/v1/models"), 401)
+    assert httpx.get(f"{server.url}/health").status_code == 200  # health needs no key
+    assert post(server, data, model="whisper-1").status_code == 200  # the alias works
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(server: LiveServer, pipe: Any, clips: dict) -> None:
+    audio, data = clips["c"]
+    cases = [
+        (post(server, None, files={"notes": ("n.txt", b"x", "text/plain")}), 400, "file"),
+        (post(server, None), 400, None),  # not even multipart
+        (post(server, b""), 400, "file"),
+        (post(server, b"this is not audio at all" * 50), 400, "file"),
+        (post(server, data[:60]), 400, "file"),  # a truncated wav header
+        (post(server, None, files={"other": ("x.wav", data, "audio/wav")}, file="text"), 400, "file"),
+        (post(server, data, model=None), 400, "model"),
+        (post(server, data, model="gpt-4o-transcribe"), 404, "model"),
+        (post(server, data, response_format="xml"), 400, "response_format"),
+        (post(server, data, **{"timestamp_granularities[]": "char"}), 400, "timestamp_granularities"),
+        (post(server, data, **{"timestamp_granularities[]": "word"}), 400, "timestamp_granularities"),
+        (post(server, data, stream="maybe"), 400, "stream"),
+        (post(server, data, temperature="hot"), 400, "temperature"),
+        (post(server, data, temperature="2"), 400, "temperature"),
+        (post(server, data, language="english language"), 400, "language"),
+        (post(server, data, prompt="x" * 5000), 400, "prompt"),
+    ]
+    for response, status, param in cases:
+        assert_openai_error(response, status, param)
+    bad_audio = cases[3][0].json()["error"]
+    assert bad_audio["code"] == "invalid_audio" and "clip.wav" in bad_audio["message"]
+    # not multipart at all
+    r = httpx.post(f"{server.url}/v1/audio/transcriptions", json={"model": MODEL_ID}, headers=auth())
+    assert_openai_error(r, 400)
+    # too large: announced by Content-Length, and sent chunked without one
+    big = b"\0" * 1_200_000
+    err = assert_openai_error(post(server, big), 413, "file")
+    assert err["code"] == "file_too_large"
+
+    def chunked() -> Iterator[bytes]:
+        boundary = b"--xyz\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="model"\r\n\r\n' + MODEL_ID.encode() + b"\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for _ in range(20):
+            yield b"\0" * 100_000
+        yield b"\r\n--xyz--\r\n"
+
+    r = httpx.post(
+        f"{server.url}/v1/audio/transcriptions",
+        content=chunked(),
+        headers={**auth(), "Content-Type": "multipart/form-data; boundary=xyz"},
+        timeout=60,
+    )
+    assert_openai_error(r, 413, "file")
+    # the server is still fine
+    r = post(server, data)
+    assert r.status_code == 200 and r.json()["text"] == pipe(audio)["text"]
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["in_flight"] == 0 and health["decoding"] == 0
+
+
+def test_language_is_checked_against_the_served_language(pipe: Any, clips: dict) -> None:
+    settings = ServerSettings(model_id=MODEL_ID, language="en")
+    with LiveServer(create_app(pipe, settings)) as live:
+        _, data = clips["c"]
+        ok = post(live, data, headers={}, language="en", response_format="verbose_json")
+        assert ok.status_code == 200 and ok.json()["language"] == "en"
+        err = assert_openai_error(post(live, data, headers={}, language="de"), 400, "language")
+        assert err["code"] == "unsupported_language"
+
+
+# ------------------------------------------------------------------------------------------ load and queue
+
+
+def _health(live: LiveServer) -> dict[str, Any]:
+    return httpx.get(f"{live.url}/health", timeout=10).json()
+
+
+def _wait_for(live: LiveServer, key: str, value: int) -> None:
+    deadline = time.time() + 20
+    while _health(live)[key] != value:
+        assert time.time() < deadline, f"{key} never reached {value}: {_health(live)}"
+        time.sleep(0.02)
+
+
+def test_full_queue_gets_503_then_recovers(pipe: Any, clips: dict) -> None:
+    _, data = clips["c"]
+    settings = ServerSettings(model_id=MODEL_ID, workers=1, max_queue=0)
+    with LiveServer(create_app(pipe, settings)) as live:
+        # a client that announces a body and sends only part of it holds the one place in the server
+        slow = socket.create_connection(("127.0.0.1", live.port))
+        try:
+            head = (
+                "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n"
+            )
+            slow.sendall(head.encode() + b"--xyz\r\n")
+            _wait_for(live, "in_flight", 1)
+            r = post(live, data, headers={})
+            err = assert_openai_error(r, 503)
+            assert err["type"] == "server_error" and err["code"] == "server_busy"
+            assert r.headers["retry-after"] == "1"
+            assert _health(live)["rejected"] == 1
+        finally:
+            slow.close()
+        _wait_for(live, "in_flight", 0)
+        assert post(live, data, headers={}).status_code == 200
+
+
+def test_50_concurrent_requests_all_succeed(server: LiveServer, pipe: Any, clips: dict) -> None:
+    expected = {name: pipe(audio)["text"] for name, (audio, _) in clips.items()}
+    names = [list(clips)[i % len(clips)] for i in range(50)]
+    barrier = threading.Barrier(50, timeout=30)
+
+    def one(name: str) -> tuple[str, int, str]:
+        with httpx.Client(timeout=120) as client:
+            barrier.wait()  # all 50 are sent at once
+            r = client.post(
+                f"{server.url}/v1/audio/transcriptions",
+                data={"model": MODEL_ID},
+                files={"file": (f"{name}.wav", clips[name][1], "audio/wav")},
+                headers=auth(),
+            )
+        return name, r.status_code, r.json().get("text", r.text) if r.status_code == 200 else r.text
+
+    before = _health(server)["served"]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, names))
+    failures = [(n, s, t) for n, s, t in results if s != 200 or t != expected[n]]
+    assert failures == []
+    health = _health(server)
+    assert health["served"] - before == 50 and health["in_flight"] == 0
+
+
+# ----------------------------------------------------------------------------------------- openai client
+
+
+def test_official_openai_client(server: LiveServer, pipe: Any, clips: dict) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    audio, data = clips["b"]
+    expected = pipe(audio, return_timestamps="word")
+
+    assert [m.id for m in client.models.list()] == [MODEL_ID, "whisper-1"]
+    t = client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data, "audio/wav"))
+    assert t.text == expected["text"]
+    v = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=io.BytesIO(data),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="en",
+        temperature=0.0,
+    )
+    assert v.text == expected["text"] and v.language == "en"
+    assert [(w.word, w.start, w.end) for w in v.words] == [(c["text"], *c["timestamp"]) for c in expected["chunks"]]
+    assert v.segments and v.segments[0].start == expected["chunks"][0]["timestamp"][0]
+    text = client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data), response_format="text")
+    assert text.strip() == expected["text"]
+    srt = client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data), response_format="srt")
+    assert srt.startswith("1\n")
+    events = list(client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data), stream=True))
+    assert events[-1].type == "transcript.text.done"
+    assert "".join(e.delta for e in events if e.type == "transcript.text.delta") == events[-1].text
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.audio.transcriptions.create(model=MODEL_ID, file=("x.wav", b"garbage" * 100))
+    assert bad.value.status_code == 400 and "x.wav" in str(bad.value)
+    with pytest.raises(openai.NotFoundError):
+        client.audio.transcriptions.create(model="no-such-model", file=("b.wav", data))
+    wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data))
+    # and the async client, a few requests at once
+    import asyncio
+
+    async def several() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
+        try:
+            results = await asyncio.gather(
+                *[aclient.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data)) for _ in range(5)]
+            )
+        finally:
+            await aclient.close()
+        return [r.text for r in results]
+
+    assert asyncio.run(several()) == [expected["text"]] * 5
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_serve_help_and_bad_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--model", "--api-key", "--max-queue", "--max-upload-mb", "--workers"):
+        assert option in result.output
+    result = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing"), "--port", "1"])
+    assert result.exit_code == 1
+    assert "no such model folder" in result.output
+    result = runner.invoke(app, ["serve", "--model", str(tmp_path), "--workers", "0"])
+    assert result.exit_code == 1
+    assert "workers" in result.output
+
+
+@pytest.mark.slow
+def test_cli_serve_runs_a_server(tiny_ctc_dir: Path, clips: dict) -> None:
+    """``w2vlm serve`` as a subprocess: it answers, then stops on SIGINT."""
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "w2vlm.cli", "serve", "--model", str(tiny_ctc_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        r = httpx.post(
+            f"{url}/v1/audio/transcriptions",
+            data={"model": tiny_ctc_dir.name},
+            files={"file": ("c.wav", clips["c"][1])},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_settled_prefix_of_streaming() -> None:
+    from w2vlm.server import _settled_prefix
+
+    assert _settled_prefix(["the cat sat", "the cat sad"]) == "the cat "
+    assert _settled_prefix(["the cat"]) == "the "  # "cat" may still become "cats"
+    assert _settled_prefix(["ab c", "ab"]) == ""
+    assert _settled_prefix([]) == "" and _settled_prefix(["word"]) == ""
