@@ -361,3 +361,46 @@ def test_help_documents_every_option_with_its_default() -> None:
     ):  # fmt: skip
         assert option in text, option
     assert text.count("[default:") >= 17
+
+
+def test_embedded_default_model(tmp_path: Path) -> None:
+    """Without --model the embedded default is used; where this install has none, that is one error line."""
+    from w2vlm.model import DEFAULT_MODEL_DIR
+
+    audio = write_audio_file(tmp_path / "a.wav", make_sine(1.0), 16000)
+    result = invoke(audio, "--device", "cpu")
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        assert result.exit_code == 0, result.output
+        assert result.stdout.endswith("\n")
+    else:
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "embedded default model is not installed" in lines[0]
+
+
+@pytest.mark.slow
+def test_examples_with_the_embedded_model(tmp_path: Path) -> None:
+    """The README's first command: the example recordings through the embedded model, close to their texts."""
+    from w2vlm.model import DEFAULT_MODEL_DIR
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file() or not examples.is_dir():
+        pytest.skip("the embedded model or examples/ is not installed")
+    result = invoke(examples, "-o", tmp_path, "-f", "txt")
+    assert result.exit_code == 0, result.output
+    errors = words = 0
+    for ref in sorted(examples.glob("*.txt")):
+        expected = ref.read_text(encoding="utf-8").split()
+        got = (tmp_path / ref.name).read_text(encoding="utf-8").split()
+        errors += _edit_distance(expected, got)
+        words += len(expected)
+    assert errors / words < 0.5, (errors, words)
+
+
+def _edit_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
