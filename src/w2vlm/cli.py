@@ -494,6 +494,261 @@ def serve_command(
         raise typer.Exit(1) from None
 
 
+def _eval_progress(console: object, quiet: bool) -> object:
+    """A rich progress display for eval/tune stages, as a context manager with an ``update(stage, done,
+    total)`` callback."""
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    names = {"logits": "Acoustic model (cached logits reused)", "lm": "Beam search + LM", "tune": "Settings"}
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,  # type: ignore[arg-type]
+        disable=quiet or not sys.stderr.isatty(),
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(names.get(stage, stage), total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    bar.update_stage = update  # type: ignore[attr-defined]
+    return bar
+
+
+@app.command("eval")
+def eval_command(
+    manifest: Annotated[
+        str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
+    ] = None,
+    lm: Annotated[
+        str | None,
+        typer.Option("--lm", help="LM to use instead of the model's: an ARPA/KenLM file, or a language_model/ folder."),
+    ] = None,
+    no_lm: Annotated[bool, typer.Option("--no-lm", help="Score greedy decoding only.")] = False,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the full report (per-utterance errors) as JSON.")
+    ] = None,
+    beam_width: Annotated[int, typer.Option("--beam-width", help="Beams kept per frame.")] = 100,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="LM weight.  \\[default: the LM's attrs.json]")] = None,
+    beta: Annotated[
+        float | None, typer.Option("--beta", help="Word insertion bonus.  \\[default: the LM's attrs.json]")
+    ] = None,
+    unk_score_offset: Annotated[
+        float | None,
+        typer.Option("--unk-score-offset", help="Penalty of out-of-vocabulary words.  \\[default: attrs.json]"),
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Decoding threads.  \\[default: all CPUs]")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: 8-bit linear layers.")] = None,
+    chunk_length: Annotated[
+        float | None,
+        typer.Option("--chunk-length", help="Window length in seconds for long audio.  \\[default: auto]"),
+    ] = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option("--cache-dir", help="Logits cache folder.  \\[default: ~/.cache/w2vlm/logits]"),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached logits.")] = False,
+    no_normalize: Annotated[
+        bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
+    ] = False,
+    show: Annotated[int, typer.Option("--show", help="Print the N utterances with the most word errors.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")] = False,
+) -> None:
+    """WER/CER of greedy vs beam search + LM decoding on a manifest, with real-time factors.
+
+    Exits with 1 when an utterance could not be scored (missing/corrupt audio; recorded in the report)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.eval import (
+        SYSTEM_NAMES,
+        AcousticSettings,
+        DecodeSettings,
+        evaluate,
+        summary_table,
+        worst_utterances,
+        write_json_atomic,
+    )
+
+    err = Console(stderr=True)
+    try:
+        with _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
+            report = evaluate(
+                manifest,
+                model,
+                lm=lm,
+                use_lm=not no_lm,
+                decode=DecodeSettings(
+                    beam_width=beam_width,
+                    alpha=alpha,
+                    beta=beta,
+                    unk_score_offset=unk_score_offset,
+                    num_threads=threads,
+                ),
+                acoustic=AcousticSettings(device=device, dtype=dtype, quantize=quantize, chunk_length_s=chunk_length),
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                normalize=not no_normalize,
+                progress=bar.update_stage,
+            )
+        if output:
+            write_json_atomic(output, report.to_dict())
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if not quiet:
+        out = Console()
+        out.print(summary_table(report))
+        rtf = report.rtf
+        if rtf.get("acoustic") is not None:
+            out.print(f"acoustic model RTF {rtf['acoustic']:.4f} (on {report.computed_audio_seconds:.1f} s computed)")
+        cached = sum(1 for u in report.utterances if u.cached)
+        if cached:
+            out.print(f"{cached} of {len(report.utterances)} utterances' logits came from the cache")
+        for u in worst_utterances(report, show):
+            out.print(f"[bold]{escape(u.id)}[/]  ref: {escape(u.reference)}", highlight=False)
+            for system, hyp in u.hypotheses.items():
+                name = SYSTEM_NAMES.get(system, system)
+                out.print(f"  {name}: {escape(hyp.text)}  ({hyp.words.errors} word errors)", highlight=False)
+        if output:
+            out.print(f"wrote {output}")
+    for u in report.failed:
+        err.print(f"[red]failed:[/] {escape(u.id)}: {escape(str(u.error))}", highlight=False, soft_wrap=True)
+    if report.failed:
+        err.print(f"{len(report.failed)} of {len(report.utterances)} utterances failed")
+        raise typer.Exit(1)
+
+
+@app.command("tune")
+def tune_command(
+    manifest: Annotated[
+        str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
+    ] = None,
+    lm: Annotated[
+        str | None,
+        typer.Option(
+            "--lm", help="LM to tune instead of the model's: an ARPA/KenLM file, or a language_model/ folder."
+        ),
+    ] = None,
+    alpha: Annotated[
+        str, typer.Option("--alpha", help="LM weights: 'start:stop:step' (stop included) or 'a,b,c'.")
+    ] = "0:2:0.25",
+    beta: Annotated[str, typer.Option("--beta", help="Word insertion bonuses, as --alpha.")] = "0:4:0.5",
+    beam_width: Annotated[str, typer.Option("--beam-width", help="Beam widths to try, e.g. '50,100'.")] = "100",
+    unk_score_offset: Annotated[
+        str | None,
+        typer.Option("--unk-score-offset", help="OOV penalties to try, as --alpha.  \\[default: the LM's]"),
+    ] = None,
+    random_search: Annotated[
+        int | None,
+        typer.Option("--random", help="Random search: N settings drawn from the ranges instead of the grid."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads", help="Decoding threads.  \\[default: all CPUs]")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of WER over alpha x beta.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write all settings and scores as JSON.")] = None,
+    write_attrs_to: Annotated[
+        str | None,
+        typer.Option(
+            "--write-attrs",
+            help="Store the best alpha/beta (and unk_score_offset when tuned) in MODEL_DIR/language_model/attrs.json.",
+            metavar="MODEL_DIR",
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Settings shown in the table.")] = 10,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    cache_dir: Annotated[
+        str | None,
+        typer.Option("--cache-dir", help="Logits cache folder.  \\[default: ~/.cache/w2vlm/logits]"),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached logits.")] = False,
+    no_normalize: Annotated[
+        bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")] = False,
+) -> None:
+    """Search LM weights (alpha, beta; optionally beam width, unk_score_offset) on cached logits.
+
+    Exits with 1 when an utterance could not be read (the others are still used)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.eval import AcousticSettings, write_json_atomic
+    from w2vlm.tune import parse_values, plot_wer, results_table, tune, write_attrs
+
+    err = Console(stderr=True)
+    try:
+        widths = [int(w) for w in parse_values(beam_width, "beam width")]
+        with _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
+            report = tune(
+                manifest,
+                model,
+                lm=lm,
+                alphas=alpha,
+                betas=beta,
+                beam_widths=widths,
+                unk_score_offsets=unk_score_offset,
+                num_random=random_search,
+                seed=seed,
+                num_threads=threads,
+                acoustic=AcousticSettings(device=device),
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                normalize=not no_normalize,
+                progress=bar.update_stage,
+            )
+        if output:
+            write_json_atomic(output, report.to_dict())
+        if plot:
+            plot_wer(report, plot)
+        attrs_path = (
+            write_attrs(write_attrs_to, report.best.setting, include_unk=unk_score_offset is not None)
+            if (write_attrs_to)
+            else None
+        )
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out = Console()
+    if not quiet:
+        out.print(results_table(report, top))
+    b, c = report.best, report.baseline
+    out.print(
+        f"best: alpha={b.setting.alpha:g} beta={b.setting.beta:g} beam_width={b.setting.beam_width} "
+        f"unk_score_offset={b.setting.unk_score_offset:g}: WER {100 * b.wer:.2f}% CER {100 * b.cer:.2f}% "
+        f"(current alpha={c.setting.alpha:g} beta={c.setting.beta:g}: WER {100 * c.wer:.2f}%; "
+        f"greedy WER {100 * report.greedy_wer:.2f}%)",
+        highlight=False,
+    )
+    for path in (output, plot, attrs_path):
+        if path:
+            out.print(f"wrote {path}")
+    for item in report.failed:
+        err.print(f"[red]failed:[/] {escape(item['id'])}: {escape(item['error'])}", highlight=False, soft_wrap=True)
+    if report.failed:
+        err.print(f"{len(report.failed)} utterances failed and were left out")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``w2vlm`` console script."""
     app()

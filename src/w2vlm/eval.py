@@ -1,0 +1,886 @@
+"""Evaluation of a CTC model with and without its n-gram LM: WER/CER, per-utterance errors, real-time factor.
+
+A manifest lists audio files with their reference text:
+
+* JSONL, one ``{"audio": "wav/1.wav", "text": "the reference"}`` a line (``audio`` may also be called
+  ``audio_filepath``, ``path`` or ``file``; ``text`` may be ``sentence``, ``transcript``, ``transcription``
+  or ``reference``; an optional ``id``);
+* CSV (or TSV) with a header naming the same columns;
+* a directory of audio files, each with a ``.txt`` of the same name holding its reference.
+
+Relative audio paths are relative to the manifest's folder. A missing or unreadable audio file (or a missing
+``.txt`` in a directory) is an error of that utterance only: it is recorded in the report and the others are
+scored. A malformed manifest (bad JSON, no audio/text column) raises :class:`~w2vlm.errors.ManifestError`.
+
+Logits are cached on disk (``npz`` per utterance) under a key made of the model's files (config, weights,
+feature extractor settings), the dtype/quantization, the chunking settings and the audio file's content, so
+decoding again with other LM settings (:mod:`w2vlm.tune`) never runs the acoustic model twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vlm.errors import LanguageModelError, ManifestError, ModelError
+
+logger = logging.getLogger("w2vlm.eval")
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".wma", ".aiff", ".aif")
+AUDIO_KEYS = ("audio", "audio_filepath", "path", "file", "filename")
+TEXT_KEYS = ("text", "sentence", "transcript", "transcription", "reference")
+
+#: Bump when the cache's file format or the way logits are computed changes.
+CACHE_FORMAT = "w2vlm-logits-v1"
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+
+
+@dataclass
+class ManifestItem:
+    """One utterance of a manifest. ``error`` is set when the manifest itself already tells it is unusable."""
+
+    id: str
+    audio: Path
+    reference: str
+    error: str | None = None
+
+
+def _pick(record: dict[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if key in record and record[key] is not None:
+            return record[key]
+    return None
+
+
+def _resolve(base: Path, audio: str) -> Path:
+    p = Path(audio).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _item_id(base: Path, audio: Path, given: Any) -> str:
+    if given is not None and str(given):
+        return str(given)
+    try:
+        return audio.relative_to(base).as_posix()
+    except ValueError:
+        return str(audio)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
+    """Read a JSONL/CSV/TSV manifest or a directory of audio + ``.txt`` pairs (see the module docstring)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        items = _read_directory(p)
+    elif not p.is_file():
+        raise ManifestError(f"{p}: manifest not found (expected a .jsonl/.csv/.tsv file or a directory)")
+    else:
+        suffix = p.suffix.lower()
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            items = _read_jsonl(p)
+        elif suffix in (".csv", ".tsv"):
+            items = _read_csv(p, "\t" if suffix == ".tsv" else ",")
+        else:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                head = f.read(4096).lstrip()
+            if head.startswith("{"):
+                items = _read_jsonl(p)
+            else:
+                items = _read_csv(p, "\t" if "\t" in head.split("\n", 1)[0] else ",")
+    if not items:
+        raise ManifestError(f"{p}: the manifest lists no utterances")
+    return items
+
+
+def _read_jsonl(path: Path) -> list[ManifestItem]:
+    base = path.parent
+    items: list[ManifestItem] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        audio = _pick(rec, AUDIO_KEYS)
+        text = _pick(rec, TEXT_KEYS)
+        if not isinstance(audio, str) or not audio:
+            raise ManifestError(
+                f"{path}:{lineno}: no audio path; expected a string field named one of {list(AUDIO_KEYS)}"
+            )
+        if not isinstance(text, str):
+            raise ManifestError(
+                f"{path}:{lineno}: no reference text; expected a string field named one of {list(TEXT_KEYS)}"
+            )
+        audio_path = _resolve(base, audio)
+        items.append(ManifestItem(_item_id(base, audio_path, rec.get("id")), audio_path, text))
+    return items
+
+
+def _read_csv(path: Path, delimiter: str) -> list[ManifestItem]:
+    base = path.parent
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+            audio_col = next((k for k in AUDIO_KEYS if k in header), None)
+            text_col = next((k for k in TEXT_KEYS if k in header), None)
+            if audio_col is None or text_col is None:
+                raise ManifestError(
+                    f"{path}: the header {header} needs an audio column (one of {list(AUDIO_KEYS)}) and a text "
+                    f"column (one of {list(TEXT_KEYS)})"
+                )
+            items = []
+            for lineno, row in enumerate(reader, 2):
+                rec = {(k or "").strip().lower(): v for k, v in row.items()}
+                audio = (rec.get(audio_col) or "").strip()
+                text = rec.get(text_col)
+                if not audio:
+                    raise ManifestError(f"{path}:{lineno}: column '{audio_col}' is empty")
+                if text is None:
+                    raise ManifestError(f"{path}:{lineno}: column '{text_col}' is missing")
+                audio_path = _resolve(base, audio)
+                items.append(ManifestItem(_item_id(base, audio_path, rec.get("id")), audio_path, text))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a valid CSV file ({exc})") from None
+    return items
+
+
+def _read_directory(folder: Path) -> list[ManifestItem]:
+    items = []
+    for audio in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        txt = audio.with_suffix(".txt")
+        ident = audio.relative_to(folder).as_posix()
+        if not txt.is_file():
+            items.append(ManifestItem(ident, audio, "", error=f"{txt}: reference text file not found"))
+            continue
+        try:
+            text = txt.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            items.append(ManifestItem(ident, audio, "", error=f"{txt}: cannot read the reference ({exc})"))
+            continue
+        items.append(ManifestItem(ident, audio, " ".join(text.split())))
+    if not items:
+        raise ManifestError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found in this directory")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+_NON_WORD = re.compile(r"[^\w\s'⁇]|_")
+
+
+def normalize_text(text: str) -> str:
+    """Text as it is scored: Unicode NFKC, lowercase, punctuation removed (apostrophes inside words and the
+    decoder's unknown token ``⁇`` kept), whitespace collapsed."""
+    # (NFKC would turn ⁇ into "??": keep it out of the normalization)
+    text = "⁇".join(unicodedata.normalize("NFKC", part) for part in text.split("⁇"))
+    text = text.lower().replace("’", "'")
+    text = _NON_WORD.sub(" ", text)
+    words = (w.strip("'") for w in text.split())
+    return " ".join(w for w in words if w)
+
+
+@dataclass
+class ErrorCounts:
+    """Edit operations of hypotheses against references (words or characters)."""
+
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    hits: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def reference_length(self) -> int:
+        return self.hits + self.substitutions + self.deletions
+
+    @property
+    def rate(self) -> float:
+        """Errors over reference length (an empty reference: 0 without errors, else 1 per error)."""
+        if self.reference_length == 0:
+            return float(self.errors)
+        return self.errors / self.reference_length
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        return ErrorCounts(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.hits + other.hits,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate,
+            "errors": self.errors,
+            "reference_length": self.reference_length,
+            "substitutions": self.substitutions,
+            "deletions": self.deletions,
+            "insertions": self.insertions,
+        }
+
+
+def _jiwer() -> Any:
+    try:
+        import jiwer
+    except ImportError:  # pragma: no cover - part of the eval extra
+        raise ModelError("evaluation needs jiwer: pip install 'w2vlm[eval]'") from None
+    return jiwer
+
+
+def word_errors(reference: str, hypothesis: str) -> ErrorCounts:
+    """Word-level edit counts (whitespace-separated words, texts as given)."""
+    ref, hyp = reference.split(), hypothesis.split()
+    if not ref or not hyp:
+        return ErrorCounts(deletions=len(ref), insertions=len(hyp))
+    out = _jiwer().process_words(" ".join(ref), " ".join(hyp))
+    return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits)
+
+
+def char_errors(reference: str, hypothesis: str) -> ErrorCounts:
+    """Character-level edit counts (spaces count as characters; runs of whitespace as one space)."""
+    ref, hyp = " ".join(reference.split()), " ".join(hypothesis.split())
+    if not ref or not hyp:
+        return ErrorCounts(deletions=len(ref), insertions=len(hyp))
+    out = _jiwer().process_characters(ref, hyp)
+    return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits)
+
+
+def corpus_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[ErrorCounts, ErrorCounts]:
+    """Summed (word, character) edit counts over pairs of texts (as given; normalize them first)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    words, chars = ErrorCounts(), ErrorCounts()
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        words = words + word_errors(ref, hyp)
+        chars = chars + char_errors(ref, hyp)
+    return words, chars
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+
+_SPECIAL_LABEL = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])$")
+
+
+def greedy_decode(logits: np.ndarray, labels: Sequence[str], is_bpe: bool = False) -> str:
+    """Best-path CTC decoding: the argmax token per frame, repeats merged, blanks dropped.
+
+    ``labels`` are decoder labels (``""`` blank, ``" "`` word delimiter; BPE labels start words with ``▁``).
+    """
+    if logits.shape[0] == 0:
+        return ""
+    if logits.shape[1] != len(labels):
+        raise ModelError(f"logits have {logits.shape[1]} columns but the alphabet has {len(labels)} labels")
+    best = np.asarray(logits).argmax(axis=1)
+    keep = np.ones(best.shape[0], dtype=bool)
+    keep[1:] = best[1:] != best[:-1]
+    # special tokens the alphabet kept as labels (<s>, </s>, [cls], ...) are not text, as the tokenizer skips them
+    tokens = [labels[i] for i in best[keep] if not _SPECIAL_LABEL.match(labels[i])]
+    text = "".join(tokens)
+    if is_bpe:
+        text = text.replace("▁", " ")
+    return " ".join(text.split())
+
+
+def load_eval_decoder(model_dir: Path, lm: str | os.PathLike[str] | None, use_lm: bool) -> Any:
+    """The beam-search decoder for ``model_dir``: its alphabet with the LM of ``lm`` (an ARPA file, a
+    ``language_model/`` folder or a model folder holding one) or else the model's own ``language_model/``.
+    Without ``use_lm`` the decoder has no LM."""
+    from w2vlm.decoder import Alphabet, BeamSearchDecoderCTC
+
+    if (model_dir / "alphabet.json").is_file():
+        base = BeamSearchDecoderCTC.load_from_dir(model_dir) if use_lm and lm is None else None
+        if base is not None:
+            return base
+        from w2vlm.decoder import load_alphabet_json
+
+        alphabet = load_alphabet_json(model_dir / "alphabet.json")
+    else:
+        from w2vlm.processor import load_tokenizer, tokenizer_labels
+
+        alphabet = Alphabet.build_alphabet(tokenizer_labels(load_tokenizer(model_dir)))
+    language_model = None
+    if use_lm and lm is not None:
+        language_model = load_language_model(lm)
+    return BeamSearchDecoderCTC(alphabet, language_model)
+
+
+def load_language_model(lm: str | os.PathLike[str]) -> Any:
+    """An LM from an ARPA/KenLM file (with ``unigrams.txt``/``attrs.json`` beside it when present), a
+    ``language_model/`` folder, or a model folder that has one."""
+    from w2vlm.decoder import LanguageModel, load_unigrams
+
+    p = Path(lm).expanduser()
+    if p.is_dir():
+        if (p / "language_model").is_dir():
+            p = p / "language_model"
+        return LanguageModel.load_from_dir(p)
+    if not p.is_file():
+        raise LanguageModelError(f"{p}: no such language model (expected an ARPA file or a language_model/ folder)")
+    unigrams_file = p.parent / "unigrams.txt"
+    unigrams = load_unigrams(unigrams_file) if unigrams_file.is_file() else None
+    attrs: dict[str, Any] = {}
+    attrs_file = p.parent / "attrs.json"
+    if attrs_file.is_file():
+        try:
+            attrs = json.loads(attrs_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise LanguageModelError(f"{attrs_file}: not valid JSON ({exc})") from None
+        if not isinstance(attrs, dict):
+            raise LanguageModelError(f"{attrs_file}: expected a JSON object")
+        attrs = {k: v for k, v in attrs.items() if k in ("alpha", "beta", "unk_score_offset", "score_boundary")}
+    return LanguageModel(p, unigrams, **attrs)
+
+
+# ------------------------------------------------------------------------------------------- logits cache
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_cache_key(
+    model_dir: Path,
+    *,
+    dtype: str | None = None,
+    quantize: str | None = None,
+    chunk_length_s: float | None = None,
+    stride_length_s: float | Sequence[float] | None = None,
+) -> str:
+    """A key for the logits a model folder produces with these settings: the content of its config,
+    weights and feature-extractor files plus the settings."""
+    from w2vlm.model import WEIGHT_FILES
+
+    h = hashlib.sha256(CACHE_FORMAT.encode())
+    names = ["config.json", "preprocessor_config.json", "processor_config.json", *WEIGHT_FILES]
+    found = False
+    for name in names:
+        f = model_dir / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + file_sha256(f).encode() + b"\0")
+            found = found or name in WEIGHT_FILES
+        if name.endswith(".index.json") and f.is_file():  # sharded weights: hash the shards too
+            try:
+                shards = sorted(set(json.loads(f.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+            except (json.JSONDecodeError, AttributeError):
+                shards = []
+            for shard in shards:
+                if (model_dir / shard).is_file():
+                    h.update(shard.encode() + b"\0" + file_sha256(model_dir / shard).encode() + b"\0")
+    if not found:
+        raise ModelError(f"{model_dir}: no model weights found to key the logits cache on")
+    stride = list(stride_length_s) if isinstance(stride_length_s, (list, tuple)) else stride_length_s
+    settings = {"dtype": dtype, "quantize": quantize, "chunk_length_s": chunk_length_s, "stride_length_s": stride}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$W2VLM_CACHE_DIR/logits``, else ``$XDG_CACHE_HOME/w2vlm/logits``, else ``~/.cache/w2vlm/logits``."""
+    env = os.environ.get("W2VLM_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / "logits"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "w2vlm" / "logits"
+
+
+class LogitsCache:
+    """Per-utterance logits on disk: ``ROOT/<model key[:24]>/<audio sha256[:2]>/<audio sha256>.npz``."""
+
+    def __init__(self, root: str | os.PathLike[str], model_key: str) -> None:
+        self.root = Path(root).expanduser()
+        self.folder = self.root / model_key[:24]
+        self.model_key = model_key
+
+    def _path(self, audio_key: str) -> Path:
+        return self.folder / audio_key[:2] / f"{audio_key}.npz"
+
+    def get(self, audio_key: str) -> tuple[np.ndarray, float] | None:
+        """(logits, duration in seconds) stored for this audio content, or None."""
+        path = self._path(audio_key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["model_key"]) != self.model_key:
+                    return None
+                return np.asarray(data["logits"], dtype=np.float32), float(data["duration_s"])
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            logger.warning("%s: unreadable cache entry, computing again (%s)", path, exc)
+            return None
+
+    def put(self, audio_key: str, logits: np.ndarray, duration_s: float) -> None:
+        path = self._path(audio_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    logits=np.asarray(logits, dtype=np.float32),
+                    duration_s=np.float64(duration_s),
+                    model_key=np.str_(self.model_key),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+# ------------------------------------------------------------------------------------------ acoustic model
+
+
+@dataclass
+class UtteranceLogits:
+    """An utterance's logits (None when it failed), its audio duration, where they came from."""
+
+    item: ManifestItem
+    logits: np.ndarray | None
+    duration_s: float = 0.0
+    cached: bool = False
+    seconds: float = 0.0  # acoustic model time (audio loading included) when computed in this run
+    error: str | None = None
+
+
+@dataclass
+class AcousticSettings:
+    """How logits are computed (all but ``device`` and ``batch_size`` are part of the cache key)."""
+
+    device: str = "auto"
+    dtype: str | None = None
+    quantize: str | None = None
+    chunk_length_s: float | None = None
+    stride_length_s: float | Sequence[float] | None = None
+    batch_size: int = 1
+
+
+def collect_logits(
+    items: Sequence[ManifestItem],
+    model_dir: Path,
+    settings: AcousticSettings | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[UtteranceLogits]:
+    """Logits of every item, from the cache when present, else from the model (loaded only if needed).
+
+    A failing item (missing/corrupt audio, ...) gets ``error`` set and ``logits`` None; the others go on.
+    """
+    settings = settings or AcousticSettings()
+    timings = timings if timings is not None else {}
+    cache = None
+    if use_cache:
+        key = model_cache_key(
+            model_dir,
+            dtype=settings.dtype,
+            quantize=settings.quantize,
+            chunk_length_s=settings.chunk_length_s,
+            stride_length_s=settings.stride_length_s,
+        )
+        cache = LogitsCache(cache_dir if cache_dir is not None else default_cache_dir(), key)
+    runner = _LazyRunner(model_dir, settings, timings)
+    out: list[UtteranceLogits] = []
+    for n, item in enumerate(items):
+        if progress:
+            progress("logits", n, len(items))
+        out.append(_logits_of(item, cache, runner))
+    if progress:
+        progress("logits", len(items), len(items))
+    return out
+
+
+class _LazyRunner:
+    """Loads the model on first use: a run whose logits are all cached never touches it."""
+
+    def __init__(self, model_dir: Path, settings: AcousticSettings, timings: dict[str, float]) -> None:
+        self.model_dir = model_dir
+        self.settings = settings
+        self.timings = timings
+        self._runner: Any = None
+
+    def get(self) -> Any:
+        if self._runner is None:
+            from w2vlm.model import load_model
+            from w2vlm.pipeline import CTCLogitsRunner
+            from w2vlm.processor import load_feature_extractor
+
+            t0 = time.perf_counter()
+            s = self.settings
+            model = load_model(self.model_dir, device=s.device, dtype=s.dtype, quantize=s.quantize)
+            self._runner = CTCLogitsRunner(model, load_feature_extractor(self.model_dir))
+            self.timings["model_load"] = self.timings.get("model_load", 0.0) + time.perf_counter() - t0
+        return self._runner
+
+
+def _logits_of(item: ManifestItem, cache: LogitsCache | None, lazy: _LazyRunner) -> UtteranceLogits:
+    from w2vlm.audio import audio_duration
+
+    if item.error is not None:
+        return UtteranceLogits(item, None, error=item.error)
+    path = item.audio
+    try:
+        if not path.exists():
+            return UtteranceLogits(item, None, error=f"{path}: no such audio file")
+        if not path.is_file():
+            return UtteranceLogits(item, None, error=f"{path}: not a file")
+        audio_key = file_sha256(path) if cache is not None else ""
+        if cache is not None:
+            hit = cache.get(audio_key)
+            if hit is not None:
+                return UtteranceLogits(item, hit[0], duration_s=hit[1], cached=True)
+        runner = lazy.get()
+        s = lazy.settings
+        t0 = time.perf_counter()
+        (logits,) = runner.compute_logits([str(path)], s.chunk_length_s, s.stride_length_s, s.batch_size)
+        seconds = time.perf_counter() - t0
+        duration = audio_duration(path)
+        if duration is None:
+            duration = logits.shape[0] * runner.ratio / runner.sampling_rate
+        if cache is not None:
+            cache.put(audio_key, logits, duration)
+        return UtteranceLogits(item, logits, duration_s=float(duration), seconds=seconds)
+    except ModelError:
+        raise  # the model itself cannot be loaded: nothing else would work either
+    except Exception as exc:  # one bad file must not stop the evaluation; the error is recorded
+        logger.info("%s: %s", item.id, exc)
+        return UtteranceLogits(item, None, error=f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+
+
+@dataclass
+class DecodeSettings:
+    """Beam search settings; ``alpha``/``beta``/``unk_score_offset`` None keep the LM's own (attrs.json)."""
+
+    beam_width: int = 100
+    beam_prune_logp: float = -10.0
+    token_min_logp: float = -5.0
+    alpha: float | None = None
+    beta: float | None = None
+    unk_score_offset: float | None = None
+    num_threads: int | None = None
+
+
+@dataclass
+class Hypothesis:
+    """One system's output for an utterance, with its errors against the (normalized) reference."""
+
+    text: str
+    words: ErrorCounts
+    chars: ErrorCounts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "wer": self.words.rate,
+            "cer": self.chars.rate,
+            "word_errors": self.words.to_dict(),
+            "char_errors": self.chars.to_dict(),
+        }
+
+
+@dataclass
+class UtteranceResult:
+    id: str
+    audio: str
+    reference: str
+    duration_s: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    hypotheses: dict[str, Hypothesis] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "audio": self.audio,
+            "reference": self.reference,
+            "duration_s": round(self.duration_s, 3),
+            "cached": self.cached,
+            "error": self.error,
+            **{name: hyp.to_dict() for name, hyp in self.hypotheses.items()},
+        }
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` measured. ``systems``: "greedy" and, with an LM, "lm" (beam search + LM)."""
+
+    manifest: str
+    model: str
+    lm: str | None
+    systems: list[str]
+    decode_settings: dict[str, Any]
+    normalize: bool
+    utterances: list[UtteranceResult]
+    totals: dict[str, dict[str, ErrorCounts]]  # system -> {"words", "chars"}
+    timings: dict[str, float]
+    audio_seconds: float
+    computed_audio_seconds: float
+
+    @property
+    def failed(self) -> list[UtteranceResult]:
+        return [u for u in self.utterances if u.error is not None]
+
+    def wer(self, system: str) -> float:
+        return self.totals[system]["words"].rate
+
+    def cer(self, system: str) -> float:
+        return self.totals[system]["chars"].rate
+
+    @property
+    def rtf(self) -> dict[str, float | None]:
+        """Processing seconds per audio second: acoustic model (utterances computed in this run), greedy and
+        LM decoding, and acoustic + LM decoding."""
+        audio = self.audio_seconds
+        acoustic = (
+            self.timings.get("acoustic", 0.0) / self.computed_audio_seconds if self.computed_audio_seconds else None
+        )
+        out: dict[str, float | None] = {"acoustic": acoustic}
+        for system in self.systems:
+            out[system] = self.timings.get(system, 0.0) / audio if audio else None
+        if "lm" in self.systems and acoustic is not None and out["lm"] is not None:
+            out["acoustic+lm"] = acoustic + out["lm"]  # type: ignore[operator]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = {}
+        for system in self.systems:
+            words, chars = self.totals[system]["words"], self.totals[system]["chars"]
+            summary[system] = {"wer": words.rate, "cer": chars.rate, "words": words.to_dict(), "chars": chars.to_dict()}
+        return {
+            "manifest": self.manifest,
+            "model": self.model,
+            "lm": self.lm,
+            "systems": self.systems,
+            "decode_settings": self.decode_settings,
+            "normalize": self.normalize,
+            "num_utterances": len(self.utterances),
+            "num_scored": len(self.utterances) - len(self.failed),
+            "num_failed": len(self.failed),
+            "audio_seconds": self.audio_seconds,
+            "summary": summary,
+            "rtf": self.rtf,
+            "timings_s": dict(self.timings),
+            "utterances": [u.to_dict() for u in self.utterances],
+        }
+
+
+def decode_lm(decoder: Any, logits_list: Sequence[np.ndarray], settings: DecodeSettings | None = None) -> list[str]:
+    """Beam search + LM transcripts of many utterances on the decoder's native threads (longest first, so
+    that the threads finish together).
+
+    The search is the one of ``decode_beams`` (no history pruning), so the transcripts are the pipeline's
+    and ``w2vlm transcribe``'s; only the best beam is built.
+    """
+    settings = settings or DecodeSettings()
+    if decoder.language_model is not None:
+        decoder.reset_params(alpha=settings.alpha, beta=settings.beta, unk_score_offset=settings.unk_score_offset)
+    order = sorted(range(len(logits_list)), key=lambda i: -logits_list[i].shape[0])
+    options = decoder._options(
+        settings.beam_width,
+        settings.beam_prune_logp,
+        settings.token_min_logp,
+        False,  # prune_history: off, as in decode_beams / the pipeline
+        None,
+        10.0,
+        None,
+        n_best=1,
+    )
+    results = decoder._batch([logits_list[i] for i in order], options, settings.num_threads)
+    out = [""] * len(logits_list)
+    for i, hyps in zip(order, results, strict=True):
+        out[i] = hyps[0].text if hyps else ""
+    return out
+
+
+def evaluate(
+    manifest: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None = None,
+    *,
+    lm: str | os.PathLike[str] | None = None,
+    use_lm: bool = True,
+    decode: DecodeSettings | None = None,
+    acoustic: AcousticSettings | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+    normalize: bool = True,
+    progress: ProgressFn | None = None,
+) -> EvalReport:
+    """Greedy and beam search + LM WER/CER of a model on a manifest (see the module docstring).
+
+    ``model``: a model folder in the hub layout, a hub id, or None for the embedded default model.
+    ``lm``: an LM to use instead of the model's ``language_model/``; ``use_lm=False`` scores greedy only.
+    """
+    from w2vlm.model import resolve_model_path
+
+    decode = decode or DecodeSettings()
+    timings: dict[str, float] = {}
+    items = read_manifest(manifest)
+    model_dir = resolve_model_path(model)
+    decoder = load_eval_decoder(model_dir, lm, use_lm)
+    labels = decoder.alphabet.labels
+    has_lm = decoder.language_model is not None
+    if use_lm and not has_lm:
+        logger.warning("%s has no language model (and no --lm was given): scoring greedy decoding only", model_dir)
+
+    results = collect_logits(
+        items, model_dir, acoustic, cache_dir=cache_dir, use_cache=use_cache, progress=progress, timings=timings
+    )
+    ok = [r for r in results if r.logits is not None]
+    for r in ok:
+        if r.logits.shape[1] != len(labels):  # type: ignore[union-attr]
+            raise ModelError(
+                f"{model_dir}: the model outputs {r.logits.shape[1]} tokens per frame but the decoder's "  # type: ignore[union-attr]
+                f"alphabet has {len(labels)} labels"
+            )
+    timings["acoustic"] = sum(r.seconds for r in ok if not r.cached)
+    computed_audio = sum(r.duration_s for r in ok if not r.cached)
+
+    systems = ["greedy"] + (["lm"] if has_lm else [])
+    texts: dict[str, list[str]] = {}
+    t0 = time.perf_counter()
+    texts["greedy"] = [greedy_decode(r.logits, labels, decoder.alphabet.is_bpe) for r in ok]  # type: ignore[arg-type]
+    timings["greedy"] = time.perf_counter() - t0
+    if has_lm:
+        if progress:
+            progress("lm", 0, 1)
+        t0 = time.perf_counter()
+        texts["lm"] = decode_lm(decoder, [r.logits for r in ok], decode)  # type: ignore[misc]
+        timings["lm"] = time.perf_counter() - t0
+        if progress:
+            progress("lm", 1, 1)
+
+    norm = normalize_text if normalize else (lambda t: " ".join(t.split()))
+    totals = {s: {"words": ErrorCounts(), "chars": ErrorCounts()} for s in systems}
+    utterances: list[UtteranceResult] = []
+    position = {id(r): i for i, r in enumerate(ok)}
+    for r in results:
+        u = UtteranceResult(
+            id=r.item.id,
+            audio=str(r.item.audio),
+            reference=r.item.reference,
+            duration_s=r.duration_s,
+            cached=r.cached,
+            error=r.error,
+        )
+        if r.logits is not None:
+            ref = norm(r.item.reference)
+            for system in systems:
+                hyp = texts[system][position[id(r)]]
+                h = Hypothesis(hyp, word_errors(ref, norm(hyp)), char_errors(ref, norm(hyp)))
+                u.hypotheses[system] = h
+                totals[system]["words"] = totals[system]["words"] + h.words
+                totals[system]["chars"] = totals[system]["chars"] + h.chars
+        utterances.append(u)
+
+    lm_params = decoder.language_model.serializable_attrs if has_lm else {}
+    settings = {k: v for k, v in asdict(decode).items() if k not in ("alpha", "beta", "unk_score_offset")}
+    settings.update(lm_params)
+    lm_name = None
+    if has_lm:
+        path = decoder.language_model.path
+        lm_name = str(path) if path is not None else str(lm)
+    return EvalReport(
+        manifest=str(manifest),
+        model=str(model_dir),
+        lm=lm_name,
+        systems=systems,
+        decode_settings=settings,
+        normalize=normalize,
+        utterances=utterances,
+        totals=totals,
+        timings=timings,
+        audio_seconds=sum(r.duration_s for r in ok),
+        computed_audio_seconds=computed_audio,
+    )
+
+
+# -------------------------------------------------------------------------------------------------- output
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place."""
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+SYSTEM_NAMES = {"greedy": "greedy", "lm": "beam + LM"}
+
+
+def summary_table(report: EvalReport) -> Any:
+    """A rich table: WER, CER and edit counts per system, side by side."""
+    from rich.table import Table
+
+    n_ok = len(report.utterances) - len(report.failed)
+    table = Table(title=f"{n_ok} utterances, {report.audio_seconds / 60:.1f} min of audio", title_justify="left")
+    for col in ("system", "WER %", "CER %", "sub", "del", "ins", "ref words", "RTF"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    rtf = report.rtf
+    for system in report.systems:
+        words, chars = report.totals[system]["words"], report.totals[system]["chars"]
+        value = rtf.get(system)
+        table.add_row(
+            SYSTEM_NAMES.get(system, system),
+            f"{100 * words.rate:.2f}",
+            f"{100 * chars.rate:.2f}",
+            str(words.substitutions),
+            str(words.deletions),
+            str(words.insertions),
+            str(words.reference_length),
+            "-" if value is None else f"{value:.4f}",
+        )
+    return table
+
+
+def worst_utterances(report: EvalReport, count: int, system: str | None = None) -> list[UtteranceResult]:
+    """The ``count`` scored utterances with the most word errors (of the LM system when there is one)."""
+    system = system or report.systems[-1]
+    scored = [u for u in report.utterances if system in u.hypotheses]
+    scored.sort(key=lambda u: (-u.hypotheses[system].words.errors, u.id))
+    return scored[:count]
