@@ -281,7 +281,7 @@ class BeamSearchDecoderCTC:
         self.pyctcdecode_eos = bool(pyctcdecode_eos)
         self._idx2vocab = dict(enumerate(alphabet.labels))
         self._labels = alphabet.labels
-        self._hotword_cache: OrderedDict[tuple[tuple[str, float], ...], _core.HotwordAutomaton] = OrderedDict()
+        self._hotword_cache: OrderedDict[Any, _core.HotwordAutomaton] = OrderedDict()
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -312,15 +312,26 @@ class BeamSearchDecoderCTC:
 
     # -- options ----------------------------------------------------------------------------------
     def _hotword_automaton(self, hotwords: Hotwords, weight: float) -> _core.HotwordAutomaton | None:
+        if hotwords is None:
+            return None
+        # fast path: a list of plain strings is looked up as given, before any normalisation
+        raw_key: Any = None
+        if isinstance(hotwords, (list, tuple)) and all(type(h) is str for h in hotwords):
+            raw_key = ("raw", tuple(hotwords), weight)
+            hit = self._hotword_cache.get(raw_key)
+            if hit is not None:
+                self._hotword_cache.move_to_end(raw_key)
+                return hit
         key = _normalize_hotwords(hotwords, weight)
         if not key:
             return None
         hit = self._hotword_cache.get(key)
-        if hit is not None:
-            self._hotword_cache.move_to_end(key)
-            return hit
-        automaton = _core.HotwordAutomaton(list(key))
-        self._hotword_cache[key] = automaton
+        if hit is None:
+            hit = _core.HotwordAutomaton(list(key))
+        self._hotword_cache[key] = hit
+        if raw_key is not None:
+            self._hotword_cache[raw_key] = hit
+        automaton = hit
         if len(self._hotword_cache) > 8:
             self._hotword_cache.popitem(last=False)
         return automaton

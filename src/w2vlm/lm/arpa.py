@@ -29,9 +29,7 @@ def _ngram_texts(model: NGramModel) -> list[list[str]]:
     texts: list[list[str]] = [list(words[i] for i in model.tables[0].word.tolist())]
     for t in model.tables[1:]:
         prev = texts[-1]
-        texts.append(
-            [prev[p] + " " + words[w] for p, w in zip(t.prefix.tolist(), t.word.tolist(), strict=True)]
-        )
+        texts.append([prev[p] + " " + words[w] for p, w in zip(t.prefix.tolist(), t.word.tolist(), strict=True)])
     return texts
 
 
@@ -85,11 +83,16 @@ def _write_body(model: NGramModel, stream, progress, total: int) -> None:  # typ
         if n < order:
             bo = _fmt(t.log10_backoff)
             has = t.has_backoff.tolist()
+            if n == 1:
+                # Like lmplz, every unigram but </s> gets a backoff (0 when unused): pyctcdecode reads its
+                # list of known words from the unigram lines that have one.
+                eos = model.vocab.words.index(EOS)
+                has = [True] * len(has)
+                has[eos] = False
+                bo = [b if t_has else "0" for b, t_has in zip(bo, t.has_backoff.tolist(), strict=True)]
             for s in range(0, len(tx), _BATCH):
                 e = min(s + _BATCH, len(tx))
-                lines = [
-                    f"{lp[i]}\t{tx[i]}\t{bo[i]}\n" if has[i] else f"{lp[i]}\t{tx[i]}\n" for i in range(s, e)
-                ]
+                lines = [f"{lp[i]}\t{tx[i]}\t{bo[i]}\n" if has[i] else f"{lp[i]}\t{tx[i]}\n" for i in range(s, e)]
                 stream.write("".join(lines).encode("utf-8"))
                 done += e - s
                 if progress is not None:
