@@ -1,0 +1,168 @@
+"""End to end: the web page at ``/`` in headless Chromium (Playwright) against a server started by the test.
+
+Needs the Python package ``playwright`` (``pip install playwright``; its browser download is not used) and a
+Chromium binary: Debian's ``chromium`` package (``/usr/bin/chromium``), or the path in ``W2VLM_CHROMIUM``.
+Skipped with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("multipart")
+pytest.importorskip("torch")
+pytest.importorskip("httpx")
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
+
+from conftest import write_audio_file  # noqa: E402
+from test_server import LiveServer, noise  # noqa: E402
+from w2vlm.server import ServerSettings, create_app  # noqa: E402
+
+API_KEY = "page-key"
+LOW = 0.99  # a threshold that marks some of the tiny model's words as low-confidence and not others
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("W2VLM_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if candidate and (shutil.which(candidate) or Path(candidate).is_file()):
+            return shutil.which(candidate) or candidate
+    return None
+
+
+CHROMIUM = chromium_path()
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium binary (apt-get install chromium, or set W2VLM_CHROMIUM)"
+)
+
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    # recording: a fake microphone that plays a file, and no permission prompt
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_ctc_dir: Path) -> Any:
+    import w2vlm
+
+    return w2vlm.pipeline("automatic-speech-recognition", model=str(tiny_ctc_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    from w2vlm.audio import load_audio
+
+    path = write_audio_file(tmp_path_factory.mktemp("web") / "speech.wav", noise(3.0, 2), 16000)
+    return path, load_audio(path, 16000)
+
+
+@pytest.fixture(scope="module")
+def live(pipe: Any) -> Iterator[LiveServer]:
+    settings = ServerSettings(model_id="tiny-web", api_key=API_KEY, low_confidence=LOW, workers=2)
+    with LiveServer(create_app(pipe, settings)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(clip: tuple[Path, np.ndarray]) -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        args = [*BROWSER_ARGS, f"--use-file-for-fake-audio-capture={clip[0]}"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, live: LiveServer) -> Iterator[Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live.url + "/")
+    page.wait_for_function("document.getElementById('model-name').textContent === 'tiny-web'")
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_upload_transcribe_click_to_play(page: Any, pipe: Any, clip: tuple[Path, np.ndarray]) -> None:
+    path, audio = clip
+    expected = pipe(audio, return_timestamps="word")
+    assert len(expected["chunks"]) >= 3
+
+    assert page.locator("#key-row").is_visible()  # the server asks for a key: the page shows the field
+    page.set_input_files("#file-input", str(path))
+    assert page.locator("#source-name").text_content().startswith("speech.wav")
+    # without the key: the server's error is shown, and nothing breaks
+    page.click("#transcribe-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('error')")
+    assert "401" in page.locator("#status").text_content()
+    assert "error" in page.locator("#status").get_attribute("class")
+
+    page.fill("#api-key", API_KEY)
+    page.click("#transcribe-button")
+    page.wait_for_selector("#transcript .word")
+    assert page.locator("#status").text_content().startswith("done")
+
+    words = page.locator("#transcript .word")
+    assert words.count() == len(expected["chunks"])
+    shown = page.eval_on_selector_all(
+        "#transcript .word",
+        """spans => spans.map(s => ({word: s.firstChild.textContent, start: Number(s.dataset.start),
+                end: Number(s.dataset.end), confidence: Number(s.dataset.confidence),
+                low: s.classList.contains('low')}))""",
+    )
+    assert [(w["word"], (w["start"], w["end"])) for w in shown] == [
+        (c["text"], tuple(c["timestamp"])) for c in expected["chunks"]
+    ]
+    assert page.locator("#transcript").get_attribute("data-text") == expected["text"]
+    # low-confidence words are marked, the others are not
+    assert all(w["low"] == (w["confidence"] < LOW) for w in shown)
+    assert any(w["low"] for w in shown) and not all(w["low"] for w in shown)
+    assert page.locator("#timings tbody tr").count() == len(shown)
+    assert page.locator("#threshold").text_content() == "99%"
+
+    # clicking a word plays the audio from its start
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    k = len(shown) // 2
+    words.nth(k).click()
+    page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {shown[k]['start']}) < 0.25")
+    assert "current" in words.nth(k).get_attribute("class")
+
+
+def test_record_in_the_browser_and_transcribe(page: Any, live: LiveServer) -> None:
+    import httpx
+
+    before = httpx.get(f"{live.url}/health").json()["served"]
+    page.fill("#api-key", API_KEY)
+    page.click("#record-button")
+    page.wait_for_function("document.getElementById('record-button').textContent.includes('Stop')")
+    page.wait_for_timeout(2000)
+    page.click("#record-button")
+    page.wait_for_function("document.getElementById('source-name').textContent.startsWith('recording.')")
+    assert not page.locator("#transcribe-button").is_disabled()
+    page.click("#transcribe-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+    meta = page.locator("#result-meta").text_content()
+    seconds = float(meta.split(" s of audio")[0])
+    assert 1.0 < seconds < 4.0  # about the 2 s recorded, decoded by the server from the browser's webm/opus
+    assert httpx.get(f"{live.url}/health").json()["served"] == before + 1
