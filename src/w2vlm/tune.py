@@ -88,6 +88,7 @@ class TuneReport:
     num_utterances: int
     failed: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    baseline_added: bool = False  # the current setting was not among the searched ones and was added
 
     def ranked(self) -> list[Trial]:
         return sorted(self.trials, key=lambda t: _rank_key(t, self.baseline.setting))
@@ -309,7 +310,8 @@ def tune(
         100 if 100 in widths else widths[0],
         float(current["unk_score_offset"]),
     )
-    if baseline_setting not in settings:
+    baseline_added = baseline_setting not in settings
+    if baseline_added:
         settings.append(baseline_setting)
 
     t0 = time.perf_counter()
@@ -361,6 +363,7 @@ def tune(
         num_utterances=len(ok),
         failed=failed,
         timings=timings,
+        baseline_added=baseline_added,
     )
 
 
@@ -423,11 +426,13 @@ def plot_wer(report: TuneReport, path: str | os.PathLike[str]) -> Path:
     fig = Figure(figsize=(7.5, 5.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    alphas = sorted({t.setting.alpha for t in report.trials})
-    betas = sorted({t.setting.beta for t in report.trials})
+    # an added current setting off the grid would leave holes in the heatmap: it is named in the title only
+    shown = [t for t in report.trials if not (report.baseline_added and t is report.baseline)]
+    alphas = sorted({t.setting.alpha for t in shown})
+    betas = sorted({t.setting.beta for t in shown})
     if report.search == "grid" and len(alphas) * len(betas) <= 400:
         grid = np.full((len(alphas), len(betas)), np.nan)
-        for t in report.trials:
+        for t in shown:
             i, j = alphas.index(t.setting.alpha), betas.index(t.setting.beta)
             grid[i, j] = np.nanmin([grid[i, j], 100 * t.wer])
         image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
@@ -442,7 +447,9 @@ def plot_wer(report: TuneReport, path: str | os.PathLike[str]) -> Path:
                         ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7,
                                 color="white" if dark else "black")  # fmt: skip
 
-        def pos(s: Setting) -> tuple[float, float]:
+        def pos(s: Setting) -> tuple[float, float] | None:
+            if s.alpha not in alphas or s.beta not in betas:
+                return None
             return betas.index(s.beta), alphas.index(s.alpha)
 
     else:
@@ -450,22 +457,27 @@ def plot_wer(report: TuneReport, path: str | os.PathLike[str]) -> Path:
         ys = [t.setting.alpha for t in report.trials]
         image = ax.scatter(xs, ys, c=[100 * t.wer for t in report.trials], cmap="viridis_r", s=40)
 
-        def pos(s: Setting) -> tuple[float, float]:
+        def pos(s: Setting) -> tuple[float, float] | None:
             return s.beta, s.alpha
 
     fig.colorbar(image, ax=ax, label="WER %")
-    bx, by = pos(best)
-    ax.scatter([bx], [by], marker="*", s=260, facecolor="red", edgecolor="white", label="best", zorder=3)
-    cx, cy = pos(base)
-    ax.scatter([cx], [cy], marker="o", s=170, facecolor="none", edgecolor="red", linewidth=2, label="current", zorder=3)
+    at = pos(best)
+    if at is not None:
+        ax.scatter([at[0]], [at[1]], marker="*", s=260, facecolor="red", edgecolor="white", label="best", zorder=3)
+    at = pos(base)
+    if at is not None:
+        ax.scatter([at[0]], [at[1]], marker="o", s=170, facecolor="none", edgecolor="red", linewidth=2,
+                   label="current", zorder=3)  # fmt: skip
     ax.set_xlabel("beta (word insertion bonus)")
     ax.set_ylabel("alpha (LM weight)")
     ax.set_title(
         f"WER over alpha × beta ({report.num_utterances} utterances; best {100 * report.best.wer:.2f}%, "
-        f"current {100 * report.baseline.wer:.2f}%, greedy {100 * report.greedy_wer:.2f}%)",
+        f"current (α={base.alpha:g}, β={base.beta:g}) {100 * report.baseline.wer:.2f}%, "
+        f"greedy {100 * report.greedy_wer:.2f}%)",
         fontsize=9,
     )
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
