@@ -296,7 +296,38 @@ def test_cli_tune(tiny_ctc_dir: Path, tune_set: dict[str, Path], tmp_path: Path)
     assert Wav2Vec2ProcessorWithLM.from_pretrained(model).decoder.language_model.alpha == best["alpha"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
-    result = runner.invoke(app, ["tune", str(tune_set["good"]), *args, "--quiet"])
+    result = runner.invoke(app, ["tune", str(tune_set["good"]), *args, "--quiet", "--heldout", str(tune_set["good"])])
     assert result.exit_code == 0, result.output
+    assert "held-out" in result.output and "with the best" in result.output
     result = runner.invoke(app, ["tune", str(tune_set["good"]), *args[:-4], "--alpha", "2:1:0.5"])
     assert result.exit_code == 1 and "start <= stop" in result.output
+
+
+def test_tune_scores_heldout_set(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
+    from w2vlm.eval import AcousticSettings, DecodeSettings, evaluate
+    from w2vlm.tune import tune
+
+    common = dict(cache_dir=tune_set["cache"], acoustic=AcousticSettings(device="cpu"))
+    report = tune(
+        tune_set["good"],
+        tiny_ctc_dir,
+        alphas="0,2",
+        betas="0,3",
+        beam_widths=[8],
+        heldout=tune_set["all"],
+        **common,  # type: ignore[arg-type]
+    )
+    held = report.heldout
+    assert held is not None and held["num_utterances"] == 3 and held["num_failed"] == 2
+    assert {(f["set"], f["id"]) for f in report.failed} == {("heldout", "broken.wav"), ("heldout", "gone.wav")}
+    for key, trial in (("current", report.baseline), ("best", report.best)):
+        s = trial.setting
+        assert (held[key]["alpha"], held[key]["beta"]) == (s.alpha, s.beta)
+        ev = evaluate(
+            tune_set["all"],
+            tiny_ctc_dir,
+            decode=DecodeSettings(beam_width=s.beam_width, alpha=s.alpha, beta=s.beta),
+            **common,  # type: ignore[arg-type]
+        )
+        assert held[key]["wer"] == pytest.approx(ev.wer("lm"))
+        assert held["greedy"]["wer"] == pytest.approx(ev.wer("greedy"))

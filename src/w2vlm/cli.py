@@ -320,7 +320,11 @@ def transcribe_command(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", help="Decoder and torch CPU threads.  \\[default: all available CPUs]"),
+        typer.Option(
+            "--threads",
+            help="Threads for the decoder and for torch (each). The model and the decoder run at the same "
+            "time.  \\[default: half of the available CPUs each]",
+        ),
     ] = None,
     no_lm: Annotated[
         bool,
@@ -673,6 +677,12 @@ def tune_command(
             metavar="MODEL_DIR",
         ),
     ] = None,
+    heldout: Annotated[
+        str | None,
+        typer.Option(
+            "--heldout", help="A second manifest to score the current and the best setting on after the search."
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Settings shown in the table.")] = 10,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     cache_dir: Annotated[
@@ -714,6 +724,7 @@ def tune_command(
                 cache_dir=cache_dir,
                 use_cache=not no_cache,
                 normalize=not no_normalize,
+                heldout=heldout,
                 progress=bar.update_stage,
             )
         if output:
@@ -739,6 +750,14 @@ def tune_command(
         f"greedy WER {100 * report.greedy_wer:.2f}%)",
         highlight=False,
     )
+    if report.heldout is not None:
+        h = report.heldout
+        out.print(
+            f"held-out {h['manifest']} ({h['num_utterances']} utterances): WER {100 * h['current']['wer']:.2f}% "
+            f"with the current setting, {100 * h['best']['wer']:.2f}% with the best; greedy "
+            f"{100 * h['greedy']['wer']:.2f}%",
+            highlight=False,
+        )
     for path in (output, plot, attrs_path):
         if path:
             out.print(f"wrote {path}")

@@ -89,6 +89,8 @@ class TuneReport:
     failed: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     baseline_added: bool = False  # the current setting was not among the searched ones and was added
+    #: scores of the current and the best setting (and greedy) on a separate held-out manifest, if given
+    heldout: dict[str, Any] | None = None
 
     def ranked(self) -> list[Trial]:
         return sorted(self.trials, key=lambda t: _rank_key(t, self.baseline.setting))
@@ -105,6 +107,7 @@ class TuneReport:
             "greedy": {"wer": self.greedy_wer, "cer": self.greedy_cer},
             "baseline": self.baseline.to_dict(),
             "best": self.best.to_dict(),
+            "heldout": self.heldout,
             "trials": [t.to_dict() for t in self.ranked()],
             "timings_s": dict(self.timings),
         }
@@ -261,12 +264,15 @@ def tune(
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     normalize: bool = True,
+    heldout: str | os.PathLike[str] | None = None,
     progress: Any = None,
 ) -> TuneReport:
     """Search LM fusion settings on a manifest; see the module docstring.
 
     ``beam_widths`` default to ``[100]``; ``unk_score_offsets`` to the LM's current value. With
-    ``num_random`` the search is random instead of a grid.
+    ``num_random`` the search is random instead of a grid. ``heldout``: a second manifest on which the
+    current and the best setting are scored after the search (``report.heldout``); its failed files are
+    listed in ``report.failed`` too, with ``"set": "heldout"``.
     """
     from w2vlm.eval import (
         collect_logits,
@@ -280,6 +286,7 @@ def tune(
 
     timings: dict[str, float] = {}
     items = read_manifest(manifest)
+    heldout_items = read_manifest(heldout) if heldout is not None else None
     model_dir = resolve_model_path(model)
     decoder = load_eval_decoder(model_dir, lm, True)
     language_model = decoder.language_model
@@ -314,22 +321,36 @@ def tune(
     if baseline_added:
         settings.append(baseline_setting)
 
-    t0 = time.perf_counter()
-    results = collect_logits(
-        items, model_dir, acoustic, cache_dir=cache_dir, use_cache=use_cache, progress=progress, timings=timings
-    )
-    timings["logits"] = time.perf_counter() - t0
-    ok = [r for r in results if r.logits is not None]
-    failed = [{"id": r.item.id, "audio": str(r.item.audio), "error": str(r.error)} for r in results if r.error]
-    if not ok:
-        raise W2vlmError(f"{manifest}: no utterance could be read ({len(failed)} failed), nothing to tune on")
-    logits_list = [r.logits for r in ok]
-    references = [r.item.reference for r in ok]
-
     norm = normalize_text if normalize else (lambda t: " ".join(t.split()))
     labels = decoder.alphabet.labels
-    greedy = [norm(greedy_decode(x, labels, decoder.alphabet.is_bpe)) for x in logits_list]  # type: ignore[arg-type]
-    g_words, g_chars = corpus_errors([norm(r) for r in references], greedy)
+
+    def load_set(path: Any, set_items: list[Any], name: str) -> tuple[list[np.ndarray], list[str], list, Any, Any]:
+        t0 = time.perf_counter()
+        results = collect_logits(
+            set_items,
+            model_dir,
+            acoustic,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            progress=progress,
+            timings=timings,
+        )
+        timings[f"logits_{name}"] = time.perf_counter() - t0
+        ok = [r for r in results if r.logits is not None]
+        failed = [
+            {"set": name, "id": r.item.id, "audio": str(r.item.audio), "error": str(r.error)}
+            for r in results
+            if r.error is not None
+        ]
+        if not ok:
+            raise W2vlmError(f"{path}: no utterance could be read ({len(failed)} failed), nothing to score")
+        logits = [r.logits for r in ok]
+        refs = [r.item.reference for r in ok]
+        greedy = [norm(greedy_decode(x, labels, decoder.alphabet.is_bpe)) for x in logits]  # type: ignore[arg-type]
+        g_words, g_chars = corpus_errors([norm(r) for r in refs], greedy)
+        return logits, refs, failed, g_words, g_chars  # type: ignore[return-value]
+
+    logits_list, references, failed, g_words, g_chars = load_set(manifest, items, "tune")
 
     t0 = time.perf_counter()
     trials = search(
@@ -344,12 +365,35 @@ def tune(
         progress=progress,
     )
     timings["search"] = time.perf_counter() - t0
+    baseline = next(t for t in trials if t.setting == baseline_setting)
+    best = min(trials, key=lambda t: _rank_key(t, baseline_setting))
+    heldout_scores = None
+    if heldout is not None and heldout_items is not None:
+        h_logits, h_refs, h_failed, h_words, h_chars = load_set(heldout, heldout_items, "heldout")
+        failed += h_failed
+        pair = [baseline_setting] if best.setting == baseline_setting else [baseline_setting, best.setting]
+        h_trials = search(
+            decoder,
+            h_logits,
+            h_refs,
+            pair,
+            beam_prune_logp=beam_prune_logp,
+            token_min_logp=token_min_logp,
+            num_threads=num_threads,
+            normalize=normalize,
+        )
+        heldout_scores = {
+            "manifest": str(heldout),
+            "num_utterances": len(h_logits),
+            "num_failed": len(h_failed),
+            "greedy": {"wer": h_words.rate, "cer": h_chars.rate},
+            "current": h_trials[0].to_dict(),
+            "best": h_trials[-1].to_dict(),
+        }
     # leave the decoder's LM as it was loaded
     language_model.reset_params(
         alpha=current["alpha"], beta=current["beta"], unk_score_offset=current["unk_score_offset"]
     )
-    baseline = next(t for t in trials if t.setting == baseline_setting)
-    best = min(trials, key=lambda t: _rank_key(t, baseline_setting))
     return TuneReport(
         manifest=str(manifest),
         model=str(model_dir),
@@ -360,10 +404,11 @@ def tune(
         best=best,
         greedy_wer=g_words.rate,
         greedy_cer=g_chars.rate,
-        num_utterances=len(ok),
+        num_utterances=len(logits_list),
         failed=failed,
         timings=timings,
         baseline_added=baseline_added,
+        heldout=heldout_scores,
     )
 
 
