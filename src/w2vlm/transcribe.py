@@ -248,8 +248,11 @@ class Transcriber:
         from w2vlm.pipeline import pipeline
         from w2vlm.processor import decoder_labels
 
-        if options.threads is not None:
-            torch.set_num_threads(options.threads)
+        # the model and the decoder run at the same time (see transcribe()): by default each gets half the CPUs
+        cpus = _available_cpus()
+        self.torch_threads = options.threads or max(1, cpus // 2)
+        self.decode_threads = options.threads or max(1, cpus - cpus // 2)
+        torch.set_num_threads(self.torch_threads)
         self.folder = resolve_model_path(options.model)
         self.model_name = options.model if options.model is not None else "w2vlm embedded default"
         processor = build_processor(self.folder, options)
@@ -271,7 +274,7 @@ class Transcriber:
             "beam_width": options.beam_width,
             "hotwords": options.hotwords or None,
         }
-        self.group_size = max(4, options.batch_size, options.threads or 1)
+        self.group_size = max(4, options.batch_size, self.decode_threads)
 
     @property
     def mode(self) -> str:
@@ -350,15 +353,13 @@ class Transcriber:
         if whole:
             logits = [self._concat(p) for p in whole]
             try:
-                beams = self.processor.decode_beams_batch(
-                    logits, num_threads=self.options.threads, **self.decode_kwargs
-                )
+                beams = self.processor.decode_beams_batch(logits, num_threads=self.decode_threads, **self.decode_kwargs)
                 beams_of = {id(p): b for p, b in zip(whole, beams)}
             except Exception:  # decode one by one to find the bad one
                 for p, lg in zip(whole, logits):
                     try:
                         beams_of[id(p)] = self.processor.decode_beams_batch(
-                            [lg], num_threads=self.options.threads, **self.decode_kwargs
+                            [lg], num_threads=self.decode_threads, **self.decode_kwargs
                         )[0]
                     except Exception as exc:
                         beams_of[id(p)] = exc  # type: ignore[assignment]
@@ -513,6 +514,13 @@ def _merge_future(job: Future, failed: dict[int, FileResult], group: list[InputF
 
     job.add_done_callback(done)
     return merged
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _duration(path: Path, fallback: float) -> float:
