@@ -541,8 +541,15 @@ class _LazyRunner:
 
             t0 = time.perf_counter()
             s = self.settings
-            model = load_model(self.model_dir, device=s.device, dtype=s.dtype, quantize=s.quantize)
-            self._runner = CTCLogitsRunner(model, load_feature_extractor(self.model_dir))
+            try:
+                model = load_model(self.model_dir, device=s.device, dtype=s.dtype, quantize=s.quantize)
+                self._runner = CTCLogitsRunner(model, load_feature_extractor(self.model_dir))
+            except ModelError:
+                raise
+            except Exception as exc:  # e.g. torch missing: a problem of the model, not of one audio file
+                raise ModelError(
+                    f"{self.model_dir}: could not load the acoustic model ({type(exc).__name__}: {exc})"
+                ) from exc
             self.timings["model_load"] = self.timings.get("model_load", 0.0) + time.perf_counter() - t0
         return self._runner
 
