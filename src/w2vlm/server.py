@@ -549,7 +549,7 @@ def create_app(
             try:
                 return state.transcriber.transcribe(req.data, req.hotwords)
             except W2vlmError as exc:
-                raise ApiError(400, f"{req.filename}: {exc}", param="file", code="invalid_audio") from exc
+                raise ApiError(400, _audio_message(exc, req.filename), param="file", code="invalid_audio") from exc
 
     async def sse_events(req: _Request, loop: asyncio.AbstractEventLoop, slot: _StreamSlot) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -563,7 +563,7 @@ def create_app(
                     for event in state.transcriber.stream(req.data, req.hotwords, settings.stream_chunk_s, cancelled):
                         loop.call_soon_threadsafe(queue.put_nowait, ("event", event))
             except W2vlmError as exc:
-                err = ApiError(400, f"{req.filename}: {exc}", param="file", code="invalid_audio")
+                err = ApiError(400, _audio_message(exc, req.filename), param="file", code="invalid_audio")
                 loop.call_soon_threadsafe(queue.put_nowait, ("error", err.body()))
             except Exception as exc:
                 logger.exception("streaming transcription failed")
@@ -771,6 +771,12 @@ class _SlotStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.slot.close()
+
+
+def _audio_message(exc: Exception, filename: str) -> str:
+    """The loader's message about an upload, naming the uploaded file instead of its bytes."""
+    text = str(exc)
+    return text.replace("<bytes input>", filename) if "<bytes input>" in text else f"{filename}: {text}"
 
 
 def _replay_receive(body: bytes) -> Callable[[], Any]:
