@@ -105,12 +105,10 @@ def read_austen(data_dir: Path) -> dict[str, list[str]]:
     # The index is a list(variables = named list of c(offset, length), ...). Rather than decoding the
     # full list structure, pull the (offset, length) int pairs and the names in order.
     pairs = [
-        struct.unpack_from(">ii", index, m.end())
-        for m in re.finditer(rb"\x00\x00\x00\x0d\x00\x00\x00\x02", index)
+        struct.unpack_from(">ii", index, m.end()) for m in re.finditer(rb"\x00\x00\x00\x0d\x00\x00\x00\x02", index)
     ]
     names = [
-        m.group(1).decode()
-        for m in re.finditer(rb"\x00\x04\x00\x09\x00\x00\x00.([a-z]+)", index, flags=re.DOTALL)
+        m.group(1).decode() for m in re.finditer(rb"\x00\x04\x00\x09\x00\x00\x00.([a-z]+)", index, flags=re.DOTALL)
     ]
     names = [n for n in names if n not in ("names", "variables", "references", "compressed")]
     if len(names) != len(pairs) or not names:
@@ -214,9 +212,7 @@ def _number_sub(m: re.Match[str]) -> str:
         return " " + spell_ordinal(n) + " "
     if 1100 <= n <= 1999 and n % 100 != 0 and "," not in m.group(1):  # years read as "eighteen eleven"
         hi, lo = divmod(n, 100)
-        return (
-            " " + spell_number(hi) + " " + (spell_number(lo) if lo >= 10 else "o " + spell_number(lo)) + " "
-        )
+        return " " + spell_number(hi) + " " + (spell_number(lo) if lo >= 10 else "o " + spell_number(lo)) + " "
     return " " + spell_number(n) + " "
 
 

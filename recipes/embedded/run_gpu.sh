@@ -6,7 +6,7 @@
 # (unpacked with dpkg -x, no root install needed).
 #
 # Settings (environment): N_TRAIN utterances to synthesize, N_DEV dev utterances, TIME_LIMIT training
-# seconds, BATCH_SECONDS, LR, WORK (scratch folder), MODEL_OUT (where the model folder goes), and
+# seconds, PRESET (default medium), BATCH_SECONDS, LR, WORK (scratch folder), MODEL_OUT (where the model folder goes), and
 # BUNDLE (a folder: if set, the model is packed there as a tar of small files + <=15 MB parts).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
@@ -21,6 +21,7 @@ WARMUP=${WARMUP:-500}
 WORK=${WORK:-/tmp/w2vlm-embedded}
 MODEL_OUT=${MODEL_OUT:-$WORK/model}
 WORKERS=${WORKERS:-$(nproc)}
+PRESET=${PRESET:-medium}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 
 ESPEAK_ARGS=()
@@ -41,7 +42,7 @@ echo "synthesis took $((t1 - t0)) s"
 # shellcheck disable=SC2086
 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} python3 -m w2vlm.cli train "$WORK/train/manifest.jsonl" \
   -o "$MODEL_OUT" --dev "$WORK/dev/manifest.jsonl" --epochs 1000 --time-limit "$TIME_LIMIT" \
-  --batch-seconds "$BATCH_SECONDS" --lr "$LR" --warmup "$WARMUP" --save-every 0 $EXTRA_TRAIN_ARGS
+  --preset "$PRESET" --batch-seconds "$BATCH_SECONDS" --lr "$LR" --warmup "$WARMUP" --save-every 0 $EXTRA_TRAIN_ARGS
 t2=$(date +%s)
 echo "training took $((t2 - t1)) s"
 
