@@ -399,6 +399,27 @@ def test_full_queue_gets_503_then_recovers(pipe: Any, clips: dict) -> None:
         assert post(live, data, headers={}).status_code == 200
 
 
+def test_stalled_upload_times_out_and_frees_its_place(pipe: Any, clips: dict) -> None:
+    settings = ServerSettings(model_id=MODEL_ID, workers=1, max_queue=0, upload_timeout_s=0.5)
+    with LiveServer(create_app(pipe, settings)) as live:
+        slow = socket.create_connection(("127.0.0.1", live.port))
+        try:
+            head = (
+                "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n"
+            )
+            slow.sendall(head.encode() + b"--xyz\r\n")
+            slow.settimeout(20)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += slow.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408")
+        finally:
+            slow.close()
+        _wait_for(live, "in_flight", 0)
+        assert post(live, clips["c"][1], headers={}).status_code == 200
+
+
 def test_50_concurrent_requests_all_succeed(server: LiveServer, pipe: Any, clips: dict) -> None:
     expected = {name: pipe(audio)["text"] for name, (audio, _) in clips.items()}
     names = [list(clips)[i % len(clips)] for i in range(50)]

@@ -64,6 +64,40 @@ MAX_HOTWORDS = 200
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
+#: OpenAPI description of the multipart form (the route reads the form itself, to enforce the upload limit
+#: while reading and to answer OpenAI-style errors).
+TRANSCRIPTION_REQUEST_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "model"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The audio file."},
+                        "model": {"type": "string", "description": "A model id from GET /v1/models."},
+                        "language": {"type": "string", "description": "ISO-639-1 code, e.g. 'en'."},
+                        "prompt": {
+                            "type": "string",
+                            "description": "Hotwords: comma-separated phrases, or words separated by spaces.",
+                        },
+                        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
+                        "timestamp_granularities[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": list(GRANULARITIES)},
+                            "description": "With response_format verbose_json; default segment.",
+                        },
+                        "stream": {"type": "boolean", "default": False, "description": "Server-sent events."},
+                        "temperature": {"type": "number", "description": "Accepted and ignored (CTC)."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 @dataclass
 class ServerSettings:
     """What ``w2vlm serve`` configures. ``model_id`` is the name ``GET /v1/models`` lists."""
@@ -72,6 +106,7 @@ class ServerSettings:
     aliases: tuple[str, ...] = ("whisper-1",)
     api_key: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024
+    upload_timeout_s: float = 120.0
     workers: int = 2
     max_queue: int = 64
     language: str | None = None
@@ -88,6 +123,8 @@ class ServerSettings:
             raise ValueError(f"max_upload_bytes: must be >= 1; got {self.max_upload_bytes}")
         if not 0.0 <= self.low_confidence <= 1.0:
             raise ValueError(f"low_confidence: must be in [0, 1]; got {self.low_confidence}")
+        if self.upload_timeout_s <= 0:
+            raise ValueError(f"upload_timeout_s: must be positive; got {self.upload_timeout_s}")
         if self.stream_chunk_s <= 0:
             raise ValueError(f"stream_chunk_s: must be positive; got {self.stream_chunk_s}")
 
@@ -508,7 +545,7 @@ def create_app(
             raise ApiError(404, f"no such file: /web/{name}", code="not_found")
         return FileResponse(WEB_DIR / name, media_type=WEB_FILES[name])
 
-    @app.post("/v1/audio/transcriptions")
+    @app.post("/v1/audio/transcriptions", openapi_extra=TRANSCRIPTION_REQUEST_SCHEMA)
     async def transcriptions(request: Request) -> Response:
         check_auth(request)
         if state.admitted >= state.capacity:
@@ -597,10 +634,22 @@ def create_app(
                 f"expected a multipart/form-data body with a 'file' field; got Content-Type {content_type!r}",
             )
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large(len(body))
+
+        async def read_body() -> None:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise too_large(len(body))
+
+        try:
+            # a client that stops sending would otherwise hold its place in the server forever
+            await asyncio.wait_for(read_body(), timeout=settings.upload_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408,
+                f"the upload did not arrive within {settings.upload_timeout_s:g} s ({len(body):,} bytes received)",
+                code="upload_timeout",
+            ) from None
         replay = _replay_receive(bytes(body))
         form_request = Request(request.scope, receive=replay)
         try:
