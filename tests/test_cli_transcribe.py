@@ -404,3 +404,37 @@ def _edit_distance(a: list[str], b: list[str]) -> int:
         for j, y in enumerate(b, start=1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
     return row[-1]
+
+
+def test_progress_bar_shows_audio_seconds_per_second(tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from w2vlm.transcribe import TranscribeOptions, describe_summary, run
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    summary = run(
+        [str(audio_dir)],
+        TranscribeOptions(model=str(tiny_ctc_dir), device="cpu"),
+        output_dir=str(tmp_path),
+        console=console,
+        progress=True,
+    )
+    assert summary.done == 3 and summary.failed == 0
+    assert summary.audio_seconds == pytest.approx(1.0 + 1.5 + 0.7)
+    assert summary.speed > 0
+    assert "audio-s/s" in buffer.getvalue()
+    assert describe_summary(summary).startswith("3 transcribed; 3.2 s of audio in ")
+
+
+def test_cuda_without_cuda_is_one_error_line(tiny_ctc_dir: Path, audio_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke(audio_dir / "one.wav", "--model", tiny_ctc_dir, "--device", "cuda")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CUDA is not available" in lines[0]
