@@ -263,6 +263,18 @@ def test_streaming_events(server: LiveServer, pipe: Any, tmp_path: Path) -> None
     assert events[-1] == {"type": "transcript.text.done", "text": expected}
     assert len(deltas) >= 2  # words arrive while the 1 s windows are decoded
     assert "".join(d["delta"] for d in deltas) == expected
+    # a client that leaves after the first event frees its place
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/audio/transcriptions",
+        data={"model": MODEL_ID, "stream": "true"},
+        files={"file": ("long.wav", data, "audio/wav")},
+        headers=auth(),
+        timeout=60,
+    ) as r:
+        assert next(line for line in r.iter_lines() if line.startswith("data: "))
+    _wait_for(server, "in_flight", 0)
+    _wait_for(server, "decoding", 0)
 
 
 # ----------------------------------------------------------------------------------------- other routes
