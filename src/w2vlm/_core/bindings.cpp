@@ -13,6 +13,7 @@
 
 #include "beam_search.hpp"
 #include "hotwords.hpp"
+#include "kenlm_binary.hpp"
 #include "ngram.hpp"
 
 namespace nb = nanobind;
@@ -90,6 +91,30 @@ class KenlmBackend final : public LMBackend {
   mutable std::vector<nb::object> states_;
   int order_ = 0;
 };
+
+// Total log10 probability of a space-separated sentence (KenLM's Model.score) for a native backend.
+template <class LM>
+double sentence_score(const LM& lm, const std::string& sentence, bool bos, bool eos) {
+  LMState a, b;
+  if (bos)
+    lm.begin_sentence_state(a);
+  else
+    lm.null_state(a);
+  double total = 0.0;
+  size_t i = 0;
+  while (i < sentence.size()) {
+    while (i < sentence.size() && sentence[i] == ' ') ++i;
+    size_t j = i;
+    while (j < sentence.size() && sentence[j] != ' ') ++j;
+    if (j > i) {
+      total += lm.score(a, lm.word_id(std::string_view(sentence).substr(i, j - i)), b);
+      a = b;
+    }
+    i = j;
+  }
+  if (eos) total += lm.score(a, lm.eos(), b);
+  return total;
+}
 
 nb::list words_of(const LMState& s, const NGramLM& lm) {
   nb::list out;
@@ -225,6 +250,47 @@ NB_MODULE(_core, m) {
           },
           "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).")
       .def("state_words", [](const NGramLM& lm, const LMState& s) { return words_of(s, lm); });
+
+  nb::class_<KenlmBinaryLM, LMBackend>(m, "KenlmBinaryLM",
+                                      "A KenLM binary LM (probing or trie, quantized or not) read natively.")
+      .def_static(
+          "from_file",
+          [](const std::string& path) {
+            nb::gil_scoped_release r;
+            return std::const_pointer_cast<KenlmBinaryLM>(KenlmBinaryLM::from_file(path));
+          },
+          "path"_a)
+      .def_static("looks_like_kenlm_binary", &KenlmBinaryLM::looks_like_kenlm_binary, "path"_a)
+      .def_prop_ro("path", &KenlmBinaryLM::path)
+      .def_prop_ro("counts", &KenlmBinaryLM::counts)
+      .def_prop_ro("vocab_size", &KenlmBinaryLM::vocab_size)
+      .def_prop_ro("model_type", &KenlmBinaryLM::model_type)
+      .def_prop_ro("model_type_name", &KenlmBinaryLM::model_type_name)
+      .def_prop_ro("prob_bits", &KenlmBinaryLM::prob_bits)
+      .def_prop_ro("backoff_bits", &KenlmBinaryLM::backoff_bits)
+      .def_prop_ro("pointer_bhiksha_bits", &KenlmBinaryLM::pointer_bhiksha_bits)
+      .def_prop_ro("file_size", &KenlmBinaryLM::file_size)
+      .def_prop_ro("warnings", [](const KenlmBinaryLM&) { return std::vector<std::string>(); })
+      .def("vocab", [](const KenlmBinaryLM& lm) { return lm.list_vocab(); })
+      .def(
+          "base_score",
+          [](const KenlmBinaryLM& lm, const LMState& s, const std::string& word) {
+            LMState out;
+            const float p = lm.score(s, lm.word_id(word), out);
+            return std::make_pair(p, out);
+          },
+          "state"_a, "word"_a, "log10 p(word | state) and the next state (KenLM's BaseScore).")
+      .def(
+          "score",
+          [](const KenlmBinaryLM& lm, const std::string& sentence, bool bos, bool eos) {
+            return sentence_score(lm, sentence, bos, eos);
+          },
+          "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).")
+      .def("state_words", [](const KenlmBinaryLM& lm, const LMState& s) {
+        nb::list out;
+        for (uint32_t i = 0; i < s.length; ++i) out.append(std::string(lm.word_text(s.words[i])));
+        return out;
+      });
 
   nb::class_<Alphabet>(m, "Alphabet")
       .def(nb::init<const std::vector<std::string>&, bool>(), "labels"_a, "is_bpe"_a)

@@ -42,8 +42,15 @@ def _lm_file_kind(path: Path) -> str:
     return "arpa"
 
 
-def load_ngram(path: str | os.PathLike[str]) -> _core.LMBackend:
-    """Load an n-gram LM file: ARPA (plain or .gz) natively; a KenLM binary through the ``kenlm`` module."""
+def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> _core.LMBackend:
+    """Load an n-gram LM file: ARPA (plain or .gz) or a KenLM binary, natively.
+
+    ``binary_backend`` picks the reader of KenLM binaries: ``"native"`` (w2vlm's own reader; if it cannot read
+    the file, e.g. a binary built without vocabulary strings, and the ``kenlm`` module is installed, KenLM
+    serves it instead) or ``"kenlm"`` (always KenLM's Python module).
+    """
+    if binary_backend not in ("native", "kenlm"):
+        raise LanguageModelError(f"binary_backend must be 'native' or 'kenlm', got {binary_backend!r}")
     p = Path(path)
     if not p.exists():
         raise LanguageModelError(f"{p}: language model file not found")
@@ -51,7 +58,7 @@ def load_ngram(path: str | os.PathLike[str]) -> _core.LMBackend:
         raise LanguageModelError(f"{p}: is a directory, expected an .arpa/.arpa.gz/.bin file")
     kind = _lm_file_kind(p)
     if kind == "binary":
-        return kenlm_backend(p)
+        return kenlm_backend(p) if binary_backend == "kenlm" else load_kenlm_binary(p)
     if kind == "arpa.gz":
         try:
             with gzip.open(p, "rb") as f:
@@ -64,6 +71,37 @@ def load_ngram(path: str | os.PathLike[str]) -> _core.LMBackend:
     for w in lm.warnings:
         logger.warning("%s: %s", p, w)
     logger.info("%s: loaded natively (%d-gram, %s n-grams)", p, lm.order, "/".join(map(str, lm.counts)))
+    return lm
+
+
+def load_kenlm_binary(path: str | os.PathLike[str], fallback: bool = True) -> _core.LMBackend:
+    """Read a KenLM binary (probing or trie, quantized or not) with w2vlm's native reader, no KenLM needed.
+
+    With ``fallback``, binaries the native reader cannot use are served by the ``kenlm`` module when it is
+    installed.
+    """
+    p = Path(path)
+    try:
+        lm = _core.KenlmBinaryLM.from_file(str(p))
+    except LanguageModelError as e:
+        if not fallback:
+            raise
+        try:
+            import kenlm  # noqa: F401
+        except ImportError:
+            raise e from None
+        logger.warning("%s; serving it through the kenlm module instead", e)
+        try:
+            return kenlm_backend(p)
+        except LanguageModelError:
+            raise e from None
+    logger.info(
+        "%s: KenLM binary read natively (%s, %d-gram, %s n-grams)",
+        p,
+        lm.model_type_name,
+        lm.order,
+        "/".join(map(str, lm.counts)),
+    )
     return lm
 
 
@@ -131,11 +169,20 @@ class LanguageModel:
             self._path = Path(kenlm_model)
             ngram = load_ngram(self._path)
         elif hasattr(kenlm_model, "path") and hasattr(kenlm_model, "BaseScore"):
-            # a kenlm.Model: read its file natively when it is ARPA (faster), else serve it through kenlm
+            # a kenlm.Model: read its file natively (faster, no GIL); KenLM serves it only if that fails
             raw = kenlm_model.path
             self._path = Path(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-            is_binary = self._path.exists() and _lm_file_kind(self._path) == "binary"
-            ngram = kenlm_backend(kenlm_model) if is_binary or not self._path.exists() else load_ngram(self._path)
+            native: _core.LMBackend | None = None
+            if self._path.exists():
+                try:
+                    native = (
+                        load_kenlm_binary(self._path, fallback=False)
+                        if _lm_file_kind(self._path) == "binary"
+                        else load_ngram(self._path)
+                    )
+                except LanguageModelError as e:
+                    logger.warning("%s; serving it through the kenlm module", e)
+            ngram = native if native is not None else kenlm_backend(kenlm_model)
         else:
             raise LanguageModelError(
                 f"kenlm_model must be a path, a w2vlm NGramLM or a kenlm.Model, got {type(kenlm_model).__name__}"
@@ -173,8 +220,11 @@ class LanguageModel:
 
     @property
     def backend(self) -> str:
-        """ "native" (w2vlm's own ARPA reader) or "kenlm" (KenLM's Python module, for binary files)."""
-        return "native" if isinstance(self._ngram, _core.NGramLM) else "kenlm"
+        """ "native" (w2vlm's ARPA reader), "native-binary" (w2vlm's KenLM binary reader) or "kenlm" (KenLM's
+        Python module)."""
+        if isinstance(self._ngram, _core.NGramLM):
+            return "native"
+        return "native-binary" if isinstance(self._ngram, _core.KenlmBinaryLM) else "kenlm"
 
     @property
     def path(self) -> Path | None:
@@ -185,7 +235,7 @@ class LanguageModel:
         """The known words used for partial-word checks."""
         if self._unigrams is not None:
             return sorted({u for u in self._unigrams if u in self._ngram})
-        if not isinstance(self._ngram, _core.NGramLM):
+        if not isinstance(self._ngram, (_core.NGramLM, _core.KenlmBinaryLM)):
             return []
         return sorted(w for w in self._ngram.vocab() if w not in ("<unk>", "<s>", "</s>"))
 
@@ -199,8 +249,8 @@ class LanguageModel:
 
     def score(self, text: str, bos: bool = True, eos: bool = True) -> float:
         """Total log10 probability of a whitespace-separated text (KenLM's ``Model.score``)."""
-        if not isinstance(self._ngram, _core.NGramLM):
-            raise LanguageModelError("score() is available for ARPA models read natively")
+        if not isinstance(self._ngram, (_core.NGramLM, _core.KenlmBinaryLM)):
+            raise LanguageModelError("score() is available for models read natively (ARPA or KenLM binary)")
         return float(self._ngram.score(text, bos, eos))
 
     def reset_params(self, **params: Any) -> None:
