@@ -151,6 +151,10 @@ def test_decoding_with_binary_equals_arpa(name):
     via_arpa = LanguageModel(str(arpa_path))
     assert via_bin.unigrams == via_arpa.unigrams
     assert_same_beams(decode_all(via_bin, xs), decode_all(via_arpa, xs), 1e-4)
+    # threads share the native binary LM: the same results
+    alphabet = Alphabet.build_alphabet(LABELS)
+    batch_bin = BeamSearchDecoderCTC(alphabet, via_bin).decode_batch(None, xs, num_threads=2)
+    assert batch_bin == BeamSearchDecoderCTC(alphabet, via_arpa).decode_batch(None, xs, num_threads=2)
     unigrams = via_arpa.unigrams[::2]  # an explicit (partial) unigram list: OOV words get the offset
     assert_same_beams(
         decode_all(LanguageModel(str(DATA / name), unigrams), xs),
@@ -207,6 +211,9 @@ def size_of(name: str) -> int:
     ("make", "message"),
     [
         (lambda t: str(DATA / "tri.arpa"), "not a KenLM binary file"),
+        (lambda t: str(t / "missing.bin"), "cannot open the language model file"),
+        (lambda t: str(t), "is a directory"),
+        (lambda t: truncated(t, 0), "not a KenLM binary file"),
         (lambda t: truncated(t, 40), "not a KenLM binary file|truncated"),
         (lambda t: truncated(t, size_of("tri.probing.bin") // 2), r"truncated KenLM binary file: the .* needs bytes"),
         (lambda t: truncated(t, size_of("tri.probing.bin") - 3), "vocabulary strings|truncated"),
