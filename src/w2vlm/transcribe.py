@@ -369,12 +369,12 @@ class Transcriber:
                 if self.options.greedy:
                     transcript = self._greedy(p)
                 elif p.stream is not None:
-                    transcript = self._from_beams(p, *self._finalize_stream(p))
+                    transcript = self._from_beams(p, *self._finalize_stream(p, word_timestamps))
                 else:
                     got = beams_of[id(p)]
                     if isinstance(got, Exception):
                         raise got
-                    transcript = self._from_beams(p, got)
+                    transcript = self._from_beams(p, got, None if word_timestamps else [])
             except Exception as exc:
                 results.append(FileResult(p.file, error=_describe_error(exc), audio_seconds=audio_seconds))
                 continue
@@ -391,19 +391,21 @@ class Transcriber:
             return np.zeros((0, self.vocab), np.float32)
         return p.pieces[0] if len(p.pieces) == 1 else np.concatenate(p.pieces)
 
-    def _finalize_stream(self, p: _Pending) -> tuple[list[Any], list[float]]:
-        """Beams of an incrementally decoded input and the best beam's word confidences (computed from the
-        input's log-probabilities, which the stream does not keep)."""
+    def _finalize_stream(self, p: _Pending, confidences: bool) -> tuple[list[Any], list[float]]:
+        """Beams of an incrementally decoded input and, when asked for, the best beam's word confidences
+        (computed from the input's log-probabilities, which the stream does not keep)."""
         from w2vlm.decoder import to_log_probs
         from w2vlm.decoder.confidence import word_confidences
 
         beams = p.stream.finalize()
-        if not beams:
+        if not beams or not confidences:
             return beams, []
         lp = to_log_probs(self._concat(p), self.vocab)
         return beams, word_confidences(beams, lp, self.labels, self.processor.decoder.language_model)[0]
 
     def _from_beams(self, p: _Pending, beams: list[Any], conf: list[float] | None = None) -> Transcript:
+        """A transcript from beams (best first); ``conf``: the best beam's word confidences, None to take
+        them from the beam (computing them costs about as much as the beam search: only when shown)."""
         from w2vlm.processor import beam_fields
 
         spf = self.seconds_per_frame
