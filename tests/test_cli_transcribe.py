@@ -318,6 +318,9 @@ def test_chunked_long_input_matches_the_pipeline(tiny_ctc_dir: Path, tmp_path: P
         (c["text"], *c["timestamp"]) for c in ref["chunks"]
     ]
     assert all(w["confidence"] is not None for w in data["words"])
+    # without word timestamps the windows are decoded incrementally without keeping the logits: same text
+    plain = invoke(audio, "--model", tiny_ctc_dir, "--chunk-length", "1")
+    assert plain.exit_code == 0 and plain.stdout.strip() == ref["text"]
 
 
 def test_quantize_int8(tiny_ctc_dir: Path, audio_dir: Path) -> None:

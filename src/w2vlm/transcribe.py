@@ -234,6 +234,14 @@ class _Pending:
     pieces: list[np.ndarray] = field(default_factory=list)
     stream: Any = None
     frames: int = 0
+    error: BaseException | None = None  # raised while feeding the stream (on the decoding thread)
+
+    def feed(self, piece: np.ndarray) -> None:
+        if self.error is None:
+            try:
+                self.stream.feed(piece)
+            except Exception as exc:
+                self.error = exc
 
 
 class Transcriber:
@@ -295,11 +303,13 @@ class Transcriber:
 
         ``on_audio(seconds)`` is called as the model gets through audio (for a progress bar).
         """
+        # one decoding thread, in submission order: a long input's windows are fed to its incremental decoder
+        # there while the model computes the next windows; a group is decoded after its windows were fed
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="w2vlm-decode") as pool:
             pending: Future | None = None
             for start in range(0, len(files), self.group_size):
                 group = list(files[start : start + self.group_size])
-                computed, failed = self._logits_group(group, on_audio)
+                computed, failed = self._logits_group(group, on_audio, pool, word_timestamps)
                 job = pool.submit(self._decode_group, computed, word_timestamps)
                 if pending is not None:
                     yield from pending.result()
@@ -309,11 +319,15 @@ class Transcriber:
                 yield from pending.result()
 
     def _logits_group(
-        self, group: list[InputFile], on_audio: Callable[[float], None] | None
+        self,
+        group: list[InputFile],
+        on_audio: Callable[[float], None] | None,
+        pool: ThreadPoolExecutor,
+        word_timestamps: bool,
     ) -> tuple[list[_Pending], dict[int, FileResult]]:
         """Model outputs for a group; on an error the group's files are retried one by one."""
         try:
-            return self._logits(group, on_audio), {}
+            return self._logits(group, on_audio, pool, word_timestamps), {}
         except Exception as exc:  # retry alone to isolate the bad file
             if len(group) == 1:
                 return [], {0: FileResult(group[0], error=_describe_error(exc))}
@@ -322,26 +336,37 @@ class Transcriber:
         failed: dict[int, FileResult] = {}
         for i, file in enumerate(group):
             try:
-                computed += self._logits([file], on_audio)
+                computed += self._logits([file], on_audio, pool, word_timestamps)
             except Exception as exc:
                 failed[i] = FileResult(file, error=_describe_error(exc))
         return computed, failed
 
-    def _logits(self, group: list[InputFile], on_audio: Callable[[float], None] | None) -> list[_Pending]:
+    def _logits(
+        self,
+        group: list[InputFile],
+        on_audio: Callable[[float], None] | None,
+        pool: ThreadPoolExecutor,
+        word_timestamps: bool,
+    ) -> list[_Pending]:
+        """Run the model over a group. Whole inputs keep their logits for the group's batch decoding; long
+        (chunked) inputs are fed window by window to an incremental decoder on the decoding thread and keep
+        their logits only when word confidences are wanted."""
         opts = self.options
+        n_best = max(opts.n_best, STREAM_CONFIDENCE_BEAMS) if word_timestamps else opts.n_best
         state = [_Pending(f) for f in group]
         for item, piece, chunked in self.pipe.iter_logits(
             [str(f.path) for f in group], opts.chunk_length_s, None, opts.batch_size
         ):
             st = state[item]
             st.frames += piece.shape[0]
-            st.pieces.append(piece)
             if chunked and not opts.greedy:
                 if st.stream is None:
-                    st.stream = self.processor.stream(
-                        **self.decode_kwargs, n_best=max(opts.n_best, STREAM_CONFIDENCE_BEAMS)
-                    )
-                st.stream.feed(piece)
+                    st.stream = self.processor.stream(**self.decode_kwargs, n_best=n_best)
+                pool.submit(st.feed, piece)
+                if word_timestamps:
+                    st.pieces.append(piece)
+            else:
+                st.pieces.append(piece)
             if on_audio is not None:
                 on_audio(piece.shape[0] * self.seconds_per_frame)
         return state
@@ -397,6 +422,8 @@ class Transcriber:
         from w2vlm.decoder import to_log_probs
         from w2vlm.decoder.confidence import word_confidences
 
+        if p.error is not None:
+            raise p.error
         beams = p.stream.finalize()
         if not beams or not confidences:
             return beams, []
