@@ -18,7 +18,7 @@ from w2vlm.decoder.decoder import (
     load_alphabet_json,
     to_log_probs,
 )
-from w2vlm.decoder.language_model import LanguageModel, load_ngram, load_unigrams
+from w2vlm.decoder.language_model import LanguageModel, load_kenlm_binary, load_ngram, load_unigrams
 
 __all__ = [
     "Alphabet",
@@ -31,6 +31,7 @@ __all__ = [
     "OutputBeamMPSafe",
     "build_ctcdecoder",
     "load_alphabet_json",
+    "load_kenlm_binary",
     "load_ngram",
     "load_unigrams",
     "to_log_probs",
