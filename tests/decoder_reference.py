@@ -36,7 +36,8 @@ class ArpaReference:
             self.probs[words] = p
             if len(parts) == order + 2:
                 self.backoffs[words] = float(parts[-1])
-        self.order = max(len(k) for k in self.probs)
+        # the order is the header's (a section may be empty: its lower-order backoffs still apply)
+        self.order = sum(1 for line in text.splitlines() if line.strip().startswith("ngram "))
         self.vocab = {k[0] for k in self.probs if len(k) == 1}
 
     def logp(self, context: tuple[str, ...], word: str) -> float:
