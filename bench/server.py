@@ -188,6 +188,7 @@ def main() -> None:
         "server_vs_anchor_throughput": round((n / busy) * anchor_s, 2),
         "server_rejected": health.get("rejected"),
         "cpus": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
     for key, value in figures.items():
         print(f"{key:45s} {value}")

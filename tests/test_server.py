@@ -22,7 +22,10 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-pytest.importorskip("multipart")
+try:  # python-multipart: module python_multipart since 0.0.13, multipart before
+    import python_multipart  # noqa: F401
+except ImportError:
+    pytest.importorskip("multipart", reason="needs python-multipart (pip install 'w2vlm[server]')")
 pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 

@@ -18,7 +18,10 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-pytest.importorskip("multipart")
+try:  # python-multipart: module python_multipart since 0.0.13, multipart before
+    import python_multipart  # noqa: F401
+except ImportError:
+    pytest.importorskip("multipart", reason="needs python-multipart (pip install 'w2vlm[server]')")
 pytest.importorskip("torch")
 pytest.importorskip("httpx")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
