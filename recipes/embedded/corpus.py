@@ -323,8 +323,10 @@ def build(out: Path, root: Path, n_dev: int, n_test: int, min_words: int, max_wo
 
     wn_gloss = [normalize(g) for g in glosses]
     wn_ex = [normalize(e) for e in examples]
-    lm_lines = [s for s in austen if s not in excluded] + [g for g in wn_gloss if g and g not in held]
-    lm_lines += [e for e in wn_ex if e and e not in held]
+    lm_austen = [s for s in austen if s not in excluded]
+    lm_glosses = [g for g in wn_gloss if g and g not in held]
+    lm_examples = [e for e in wn_ex if e and e not in held]
+    lm_lines = lm_austen + lm_glosses + lm_examples
 
     def speakable(s: str) -> bool:
         return min_words <= len(s.split()) <= max_words and s not in held
@@ -336,7 +338,16 @@ def build(out: Path, root: Path, n_dev: int, n_test: int, min_words: int, max_wo
     speech.sort(key=lambda s: hashlib.sha1(("speech" + s).encode()).digest())
 
     out.mkdir(parents=True, exist_ok=True)
-    files = {"lm_train.txt": lm_lines, "speech_train.txt": speech, "dev.txt": dev, "test.txt": test}
+    files = {
+        "lm_train.txt": lm_lines,
+        # the same LM text by source (lm_train.txt is their concatenation)
+        "lm_austen.txt": lm_austen,
+        "lm_wordnet_glosses.txt": lm_glosses,
+        "lm_wordnet_examples.txt": lm_examples,
+        "speech_train.txt": speech,
+        "dev.txt": dev,
+        "test.txt": test,
+    }
     stats: dict = {}
     for name, lines in files.items():
         tmp = out / (name + ".tmp")
