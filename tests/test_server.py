@@ -526,7 +526,16 @@ def test_cli_serve_help_and_bad_model(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["serve", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--model", "--api-key", "--max-queue", "--max-upload-mb", "--workers"):
+    for option in (
+        "--host",
+        "--port",
+        "--model",
+        "--api-key",
+        "--max-queue",
+        "--max-upload-mb",
+        "--workers",
+        "--upload-timeout",
+    ):
         assert option in result.output
     result = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing"), "--port", "1"])
     assert result.exit_code == 1

@@ -442,6 +442,12 @@ def serve_command(
         int, typer.Option("--max-queue", help="Requests that may wait for a worker; more get 503.")
     ] = 64,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload size limit in MB.")] = 25.0,
+    upload_timeout: Annotated[
+        float, typer.Option("--upload-timeout", help="Seconds a client may take to send its upload (else 408).")
+    ] = 120.0,
+    stream_chunk: Annotated[
+        float, typer.Option("--stream-chunk", help="Seconds of audio per window when a request asks to stream.")
+    ] = 10.0,
     language: Annotated[
         str | None,
         typer.Option("--language", help="The model's language (ISO-639-1); requests for another get 400."),
@@ -476,6 +482,8 @@ def serve_command(
         settings = ServerSettings(
             api_key=api_key or None,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            upload_timeout_s=upload_timeout,
+            stream_chunk_s=stream_chunk,
             workers=workers,
             max_queue=max_queue,
             language=language.lower() if language else None,
