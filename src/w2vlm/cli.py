@@ -322,8 +322,8 @@ def transcribe_command(
         int | None,
         typer.Option(
             "--threads",
-            help="Threads for the decoder and for torch (each). The model and the decoder run at the same "
-            "time.  \\[default: half of the available CPUs each]",
+            help="CPU threads in all, split between torch and the decoder, which run at the same time (at "
+            "least one each).  \\[default: the available CPUs]",
         ),
     ] = None,
     no_lm: Annotated[
@@ -372,6 +372,9 @@ def transcribe_command(
             f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
         )
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+    # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
+    # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     log = logging.getLogger("w2vlm")
     handler = None
     if not log.handlers:

@@ -256,10 +256,11 @@ class Transcriber:
         from w2vlm.pipeline import pipeline
         from w2vlm.processor import decoder_labels
 
-        # the model and the decoder run at the same time (see transcribe()): by default each gets half the CPUs
-        cpus = _available_cpus()
-        self.torch_threads = options.threads or max(1, cpus // 2)
-        self.decode_threads = options.threads or max(1, cpus - cpus // 2)
+        # the model and the decoder run at the same time (see transcribe()), so the thread budget (default: the
+        # available CPUs) is split between them; torch's OpenMP threads slow down badly when oversubscribed
+        budget = options.threads or _available_cpus()
+        self.torch_threads = max(1, budget // 2)
+        self.decode_threads = max(1, budget - budget // 2)
         torch.set_num_threads(self.torch_threads)
         self.folder = resolve_model_path(options.model)
         self.model_name = options.model if options.model is not None else "w2vlm embedded default"
