@@ -214,7 +214,9 @@ class Transcriber:
             kwargs["hotwords"] = hotwords
         return kwargs
 
-    def transcribe(self, data: bytes, hotwords: list[str]) -> Transcript:
+    def transcribe(self, data: bytes, hotwords: list[str], confidences: bool = True) -> Transcript:
+        """Decode an upload; ``confidences=False`` skips the word confidences (they cost about as much as
+        the beam search itself), leaving them None."""
         audio = self.load(data)
         logits = self.pipe.compute_logits([audio])[0]
         kwargs = self._decode_kwargs(hotwords)
@@ -224,7 +226,7 @@ class Transcriber:
         if not beams:
             return Transcript("", duration, [])
         best = beams[0]
-        conf = list(getattr(best, "word_confidences", []) or [])
+        conf = list(getattr(best, "word_confidences", []) or []) if confidences else []
         sec = self.seconds_per_frame
         words = [
             Word(w, round(s * sec, 3), round(e * sec, 3), float(conf[i]) if i < len(conf) else None)
@@ -584,7 +586,9 @@ def create_app(
     def run_transcribe(req: _Request) -> Transcript:
         with state.decoding_slot():
             try:
-                return state.transcriber.transcribe(req.data, req.hotwords)
+                # only verbose_json shows confidences (words) or uses them (segments' avg_logprob)
+                wants_confidences = req.response_format == "verbose_json"
+                return state.transcriber.transcribe(req.data, req.hotwords, wants_confidences)
             except W2vlmError as exc:
                 raise ApiError(400, _audio_message(exc, req.filename), param="file", code="invalid_audio") from exc
 
