@@ -1,0 +1,82 @@
+"""The embedded default model (src/w2vlm/assets/model): layout, sizes, consistency, and that it transcribes."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "src" / "w2vlm" / "assets" / "model"
+EXAMPLES = ROOT / "examples"
+
+pytestmark = pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="embedded model not present")
+
+
+def test_hub_layout_and_sizes() -> None:
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "special_tokens_map.json",
+        "alphabet.json",
+        "language_model/attrs.json",
+        "language_model/unigrams.txt",
+    ):
+        assert (MODEL / name).is_file(), name
+    arpas = list((MODEL / "language_model").glob("*.arpa"))
+    assert len(arpas) == 1
+    assert (MODEL / "model.safetensors").stat().st_size <= 25_000_000
+    lm_bytes = sum(p.stat().st_size for p in (MODEL / "language_model").iterdir())
+    assert lm_bytes <= 20_000_000
+    pp = json.loads((MODEL / "preprocessor_config.json").read_text())
+    assert pp["processor_class"] == "Wav2Vec2ProcessorWithLM"
+    assert pp["sampling_rate"] == 16000
+    attrs = json.loads((MODEL / "language_model" / "attrs.json").read_text())
+    assert {"alpha", "beta", "unk_score_offset", "score_boundary"} <= set(attrs)
+
+
+def test_vocab_alphabet_config_agree() -> None:
+    vocab = json.loads((MODEL / "vocab.json").read_text())
+    config = json.loads((MODEL / "config.json").read_text())
+    labels = json.loads((MODEL / "alphabet.json").read_text())["labels"]
+    assert config["vocab_size"] == len(vocab) == len(labels)
+    assert config["pad_token_id"] == vocab["<pad>"]
+    assert labels[vocab["<pad>"]] == "" and labels[vocab["|"]] == " "
+    unigrams = (MODEL / "language_model" / "unigrams.txt").read_text().split()
+    allowed = set("abcdefghijklmnopqrstuvwxyz'")
+    assert unigrams and all(set(w) <= allowed for w in unigrams[:5000])
+
+
+def _read(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def test_examples_greedy_transcription_is_close() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCTC
+
+    from w2vlm.train import Tokenizer, error_rates
+
+    model = AutoModelForCTC.from_pretrained(str(MODEL), dtype=torch.float32).eval()
+    tok = Tokenizer(json.loads((MODEL / "vocab.json").read_text()))
+    refs, hyps = [], []
+    for wav in sorted(EXAMPLES.glob("*.wav")):
+        x = _read(wav)
+        x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x)[None]).logits[0]
+        hyps.append(tok.greedy_decode(logits.argmax(-1).tolist()))
+        refs.append(wav.with_suffix(".txt").read_text().strip())
+    assert len(refs) >= 3
+    _, cer = error_rates(refs, hyps)
+    # a real (if small) model: far from the ~100 % CER of an untrained one
+    assert cer < 0.6, list(zip(refs, hyps, strict=True))
