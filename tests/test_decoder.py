@@ -493,3 +493,12 @@ def test_garbage_collection_keeps_results_identical(tmp_path_factory, seed, chun
         assert [h.score for h in streamed] == pytest.approx([h.score for h in whole], abs=1e-9)
         assert [h.words for h in streamed] == [h.words for h in whole]
         assert [h.tokens for h in streamed] == [h.tokens for h in whole]
+
+
+def test_batch_normalises_natively_like_python(hello_decoder):
+    xs = [emissions("hello world", WORDS_LABELS, noise=1.0, seed=s) for s in range(4)]
+    probs = [np.exp(to_log_probs(x, len(WORDS_LABELS))) for x in xs]
+    masked = xs[0].copy()
+    masked[:, 5] = -np.inf  # a column the model never emits
+    single = [hello_decoder.decode(x) for x in [*xs, *probs, masked]]
+    assert hello_decoder.decode_batch(None, [*xs, *probs, masked], num_threads=2) == single

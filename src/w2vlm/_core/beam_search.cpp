@@ -805,6 +805,42 @@ Hypothesis BeamSearch::best_partial() const {
 
 int64_t BeamSearch::frames_seen() const { return impl_->frame_; }
 
+void to_log_probs(const float* x, int64_t frames, size_t vocab, std::vector<float>& out) {
+  // same rule as the Python side: rows that are probabilities are logged, anything else log-softmaxed;
+  // clipped at log(1e-15) like pyctcdecode
+  const size_t n = static_cast<size_t>(frames) * vocab;
+  out.resize(n);
+  const float floor = static_cast<float>(std::log(1e-15));
+  bool probs = n > 0;
+  for (int64_t t = 0; t < frames && probs; ++t) {
+    double sum = 0.0;
+    for (size_t v = 0; v < vocab; ++v) {
+      const float a = x[static_cast<size_t>(t) * vocab + v];
+      if (!(a >= 0.f && a <= 1.f)) {
+        probs = false;
+        break;
+      }
+      sum += a;
+    }
+    if (probs && std::fabs(sum - 1.0) > 1e-3) probs = false;
+  }
+  for (int64_t t = 0; t < frames; ++t) {
+    const float* r = x + static_cast<size_t>(t) * vocab;
+    float* o = out.data() + static_cast<size_t>(t) * vocab;
+    if (probs) {
+      for (size_t v = 0; v < vocab; ++v) o[v] = std::max(floor, std::log(std::max(r[v], 1e-15f)));
+      continue;
+    }
+    float m = r[0];
+    for (size_t v = 1; v < vocab; ++v) m = std::max(m, r[v]);
+    double z = 0.0;
+    for (size_t v = 0; v < vocab; ++v) z += std::exp(static_cast<double>(r[v]) - m);
+    const double lz = std::log(z);
+    for (size_t v = 0; v < vocab; ++v)
+      o[v] = std::min(0.f, std::max(floor, static_cast<float>(static_cast<double>(r[v]) - m - lz)));
+  }
+}
+
 std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
                                const DecodeOptions& opts, const float* log_probs, int64_t frames) {
   BeamSearch s(std::move(alphabet), std::move(lm), opts);
@@ -815,20 +851,32 @@ std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, std::sh
 std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet,
                                                   std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
                                                   const std::vector<const float*>& log_probs,
-                                                  const std::vector<int64_t>& frames, int num_threads) {
+                                                  const std::vector<int64_t>& frames, int num_threads,
+                                                  bool normalize) {
   const size_t n = log_probs.size();
   std::vector<std::vector<Hypothesis>> out(n);
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   num_threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(num_threads), std::max<size_t>(n, 1)));
+  // longest utterances first, so that no thread is left with a long one at the end
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return frames[a] > frames[b]; });
   std::atomic<size_t> next{0};
   std::exception_ptr err;
   std::mutex err_mu;
   auto worker = [&]() {
+    std::vector<float> scratch;
     while (true) {
-      const size_t i = next.fetch_add(1);
-      if (i >= n) return;
+      const size_t k = next.fetch_add(1);
+      if (k >= n) return;
+      const size_t i = order[k];
       try {
-        out[i] = decode(alphabet, lm, opts, log_probs[i], frames[i]);
+        if (normalize) {
+          to_log_probs(log_probs[i], frames[i], alphabet->size(), scratch);
+          out[i] = decode(alphabet, lm, opts, scratch.data(), frames[i]);
+        } else {
+          out[i] = decode(alphabet, lm, opts, log_probs[i], frames[i]);
+        }
       } catch (...) {
         std::lock_guard<std::mutex> g(err_mu);
         if (!err) err = std::current_exception();

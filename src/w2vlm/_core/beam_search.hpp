@@ -133,10 +133,16 @@ class BeamSearch {
 std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
                                const DecodeOptions& opts, const float* log_probs, int64_t frames);
 
-// Decode several utterances on `num_threads` threads (0 = hardware concurrency).
+// Raw model outputs (frames x vocab) to clipped log-probabilities (probabilities are logged, logits
+// log-softmaxed), into `out`.
+void to_log_probs(const float* x, int64_t frames, size_t vocab, std::vector<float>& out);
+
+// Decode several utterances on `num_threads` threads (0 = hardware concurrency). With `normalize`, the inputs
+// are raw logits/probabilities, converted by each worker (no serial pre-pass).
 std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet,
                                                   std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
                                                   const std::vector<const float*>& log_probs,
-                                                  const std::vector<int64_t>& frames, int num_threads);
+                                                  const std::vector<int64_t>& frames, int num_threads,
+                                                  bool normalize = false);
 
 }  // namespace w2vlm

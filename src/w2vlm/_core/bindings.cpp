@@ -366,7 +366,7 @@ NB_MODULE(_core, m) {
   m.def(
       "decode_batch",
       [](std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
-         std::vector<LogProbs> lps, int num_threads) {
+         std::vector<LogProbs> lps, int num_threads, bool normalize) {
         std::vector<const float*> ptrs;
         std::vector<int64_t> frames;
         for (const auto& a : lps) {
@@ -375,9 +375,9 @@ NB_MODULE(_core, m) {
           frames.push_back(static_cast<int64_t>(a.shape(0)));
         }
         nb::gil_scoped_release r;
-        return decode_batch(alphabet, lm, opts, ptrs, frames, num_threads);
+        return decode_batch(alphabet, lm, opts, ptrs, frames, num_threads, normalize);
       },
-      "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0);
+      "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0, "normalize"_a = false);
 
   nb::class_<BeamSearch>(m, "BeamSearch", "A decoding in progress: feed chunks of frames, finalize at any time.")
       .def(nb::init<std::shared_ptr<const Alphabet>, std::shared_ptr<const LanguageModel>, DecodeOptions>(),

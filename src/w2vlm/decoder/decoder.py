@@ -201,12 +201,8 @@ def _normalize_hotwords(hotwords: Hotwords, weight: float) -> tuple[tuple[str, f
     return tuple(out)
 
 
-def to_log_probs(logits: Any, vocab_size: int) -> np.ndarray:
-    """Validate a (frames, vocab) matrix and return float32 log-probabilities, C-contiguous.
-
-    Rows that are probabilities (all values in [0, 1], rows summing to 1) are logged; anything else is taken
-    as logits and log-softmaxed. Values are clipped at log(1e-15) like pyctcdecode.
-    """
+def check_logits(logits: Any, vocab_size: int) -> np.ndarray:
+    """Validate a (frames, vocab) matrix of logits or probabilities: a float array (no copy when possible)."""
     try:
         a = np.asarray(logits)
     except Exception as e:  # e.g. a CUDA tensor
@@ -238,6 +234,18 @@ def to_log_probs(logits: Any, vocab_size: int) -> np.ndarray:
     if not finite_rows.all():
         row = int(np.argmin(finite_rows))
         raise DecoderInputError(f"logits frame {row} is -inf in every column")
+    return a
+
+
+def to_log_probs(logits: Any, vocab_size: int) -> np.ndarray:
+    """Validate a (frames, vocab) matrix and return float32 log-probabilities, C-contiguous.
+
+    Rows that are probabilities (all values in [0, 1], rows summing to 1) are logged; anything else is taken
+    as logits and log-softmaxed. Values are clipped at log(1e-15) like pyctcdecode.
+    """
+    a = check_logits(logits, vocab_size)
+    if a.shape[0] == 0:
+        return a
     sums = a.sum(axis=1, dtype=np.float64)
     if a.min() >= 0.0 and a.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
         with np.errstate(divide="ignore"):
@@ -462,6 +470,7 @@ class BeamSearchDecoderCTC:
         logits_list: Any,
         options: _core.DecodeOptions,
         num_threads: int | None,
+        raw: bool = False,
     ) -> tuple[list[np.ndarray], list[list[_core.Hypothesis]]]:
         if isinstance(logits_list, np.ndarray) and logits_list.ndim != 3:
             raise DecoderInputError(
@@ -471,14 +480,19 @@ class BeamSearchDecoderCTC:
         arrays = []
         for i, x in enumerate(logits_list):
             try:
-                arrays.append(to_log_probs(x, len(self._alphabet)))
+                if raw:  # validated here, normalised by the native workers in parallel
+                    arrays.append(np.ascontiguousarray(check_logits(x, len(self._alphabet)), dtype=np.float32))
+                else:
+                    arrays.append(to_log_probs(x, len(self._alphabet)))
             except DecoderInputError as e:
                 raise DecoderInputError(f"logits_list[{i}]: {e}") from None
         if num_threads is None:
             num_threads = _default_threads()
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise DecoderInputError(f"num_threads must be a positive integer, got {num_threads!r}")
-        return arrays, _core.decode_batch(self._native_alphabet, self._native_lm(), options, arrays, num_threads)
+        return arrays, _core.decode_batch(
+            self._native_alphabet, self._native_lm(), options, arrays, num_threads, normalize=raw
+        )
 
     def decode_batch(
         self,
@@ -499,7 +513,7 @@ class BeamSearchDecoderCTC:
         if pool is not None:
             logger.debug("decode_batch: the pool argument is not used; decoding on native threads")
         o = self._options(beam_width, beam_prune_logp, token_min_logp, True, hotwords, hotword_weight, n_best=1)
-        return [h[0].text if h else "" for h in self._batch(logits_list, o, num_threads)]
+        return [h[0].text if h else "" for h in self._batch_arrays(logits_list, o, num_threads, raw=True)[1]]
 
     def decode_beams_batch(
         self,
