@@ -267,9 +267,7 @@ def test_heldout_perplexity_beats_add_one(corpus: dict) -> None:
 def test_pruning_drops_rare_ngrams_and_stays_normalized(corpus: dict) -> None:
     full = build_lm([corpus["train_path"]], corpus["dir"] / "full.arpa", order=3)
     out = corpus["dir"] / "pruned.arpa"
-    stats = build_lm(
-        [corpus["train_path"]], out, order=3, prune=[0, 1, 1], heldout_files=[corpus["held_path"]]
-    )
+    stats = build_lm([corpus["train_path"]], out, order=3, prune=[0, 1, 1], heldout_files=[corpus["held_path"]])
     arpa = Arpa(out)
     _, _, _, counts = reference_kn(corpus["train"], 3)
     trigrams = [g for g in arpa.prob if len(g) == 3]
@@ -394,18 +392,14 @@ def test_normalize_text() -> None:
 
 def test_allowed_chars_from_vocab_files(tmp_path: Path) -> None:
     letters = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5} | {
-        c: 6 + i for i, c in enumerate(letters)
-    }
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5} | {c: 6 + i for i, c in enumerate(letters)}
     (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     assert allowed_chars_from_file(tmp_path / "vocab.json") == "'" + "".join(letters)
     (tmp_path / "alphabet.json").write_text(
         json.dumps({"labels": ["", " ", "a", "b", "'", "⁇"], "is_bpe": False}), encoding="utf-8"
     )
     assert allowed_chars_from_file(tmp_path / "alphabet.json") == "'ab"
-    (tmp_path / "bpe.json").write_text(
-        json.dumps({"labels": ["", "▁a", "b"], "is_bpe": True}), encoding="utf-8"
-    )
+    (tmp_path / "bpe.json").write_text(json.dumps({"labels": ["", "▁a", "b"], "is_bpe": True}), encoding="utf-8")
     with pytest.raises(LanguageModelError, match="BPE"):
         allowed_chars_from_file(tmp_path / "bpe.json")
     text = write_text(tmp_path / "t.txt", [["Hello", "there,", "A-B"]])

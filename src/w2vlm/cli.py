@@ -26,9 +26,7 @@ def _root() -> None:
 
 @app.command("build-lm")
 def build_lm_command(
-    text_files: Annotated[
-        list[str], typer.Argument(help="UTF-8 text files (plain or .gz), one sentence a line.")
-    ],
+    text_files: Annotated[list[str], typer.Argument(help="UTF-8 text files (plain or .gz), one sentence a line.")],
     output: Annotated[str, typer.Option("--output", "-o", help="ARPA file to write (.arpa or .arpa.gz).")],
     order: Annotated[int, typer.Option("--order", "-n", help="N-gram order.")] = 3,
     prune: Annotated[
@@ -45,9 +43,7 @@ def build_lm_command(
     ] = None,
     normalize: Annotated[
         bool,
-        typer.Option(
-            "--normalize/--no-normalize", help="Reduce the text to the model's characters (default a-z, ')."
-        ),
+        typer.Option("--normalize/--no-normalize", help="Reduce the text to the model's characters (default a-z, ')."),
     ] = True,
     allowed_chars: Annotated[
         str | None,
@@ -55,9 +51,7 @@ def build_lm_command(
     ] = None,
     alphabet: Annotated[
         str | None,
-        typer.Option(
-            "--alphabet", help="Take the allowed characters from a model's vocab.json/alphabet.json."
-        ),
+        typer.Option("--alphabet", help="Take the allowed characters from a model's vocab.json/alphabet.json."),
     ] = None,
     heldout: Annotated[
         list[str] | None,
@@ -154,9 +148,7 @@ def build_lm_command(
 @app.command("train")
 def train_command(
     manifest: str = typer.Argument(..., help='JSONL manifest: one {"audio": path, "text": ...} a line.'),
-    output: str = typer.Option(
-        ..., "--output", "-o", help="Folder to write the trained model to (hub layout)."
-    ),
+    output: str = typer.Option(..., "--output", "-o", help="Folder to write the trained model to (hub layout)."),
     dev: str | None = typer.Option(None, "--dev", help="Dev manifest: greedy WER/CER after every epoch."),
     init_from: str | None = typer.Option(
         None, "--init-from", help="Start from this model folder (hub layout) instead of from scratch."
@@ -176,9 +168,7 @@ def train_command(
     max_duration: float = typer.Option(20.0, "--max-duration", help="Skip training clips longer than this."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
-    save_every: int = typer.Option(
-        1000, "--save-every", help="Checkpoint every N steps (0: per epoch only)."
-    ),
+    save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps (0: per epoch only)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.checkpoint if it exists."),
     lm: str | None = typer.Option(
         None, "--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."

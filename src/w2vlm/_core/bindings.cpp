@@ -228,25 +228,7 @@ NB_MODULE(_core, m) {
       .def(
           "score",
           [](const NGramLM& lm, const std::string& sentence, bool bos, bool eos) {
-            LMState a, b;
-            if (bos)
-              lm.begin_sentence_state(a);
-            else
-              lm.null_state(a);
-            double total = 0.0;
-            size_t i = 0;
-            while (i < sentence.size()) {
-              while (i < sentence.size() && sentence[i] == ' ') ++i;
-              size_t j = i;
-              while (j < sentence.size() && sentence[j] != ' ') ++j;
-              if (j > i) {
-                total += lm.score(a, lm.word_id(std::string_view(sentence).substr(i, j - i)), b);
-                a = b;
-              }
-              i = j;
-            }
-            if (eos) total += lm.score(a, lm.eos(), b);
-            return total;
+            return sentence_score(lm, sentence, bos, eos);
           },
           "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).")
       .def("state_words", [](const NGramLM& lm, const LMState& s) { return words_of(s, lm); });

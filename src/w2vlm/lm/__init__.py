@@ -66,9 +66,7 @@ class LMStats:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _normalizer(
-    normalize: bool, allowed_chars: str | Iterable[str] | os.PathLike[str] | None
-) -> TextNormalizer | None:
+def _normalizer(normalize: bool, allowed_chars: str | Iterable[str] | os.PathLike[str] | None) -> TextNormalizer | None:
     if not normalize:
         return None
     if isinstance(allowed_chars, os.PathLike):

@@ -73,9 +73,7 @@ def _check_file(path: Path) -> int:
         raise LanguageModelError(f"text file {path}: is not a regular file")
     size = path.stat().st_size
     if size == 0:
-        raise LanguageModelError(
-            f"text file {path}: is empty (0 bytes); expected UTF-8 text, one sentence a line"
-        )
+        raise LanguageModelError(f"text file {path}: is empty (0 bytes); expected UTF-8 text, one sentence a line")
     try:
         with open(path, "rb") as f:
             head = f.read(65536)
@@ -90,9 +88,7 @@ def _check_file(path: Path) -> int:
         except (OSError, EOFError) as e:
             raise LanguageModelError(f"text file {path}: corrupt gzip data ({e})") from None
     if b"\x00" in head:
-        raise LanguageModelError(
-            f"text file {path}: contains NUL bytes, looks like binary data; expected UTF-8 text"
-        )
+        raise LanguageModelError(f"text file {path}: contains NUL bytes, looks like binary data; expected UTF-8 text")
     return size
 
 

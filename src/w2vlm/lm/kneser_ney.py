@@ -118,15 +118,11 @@ def _count(tokens: np.ndarray, sentence_id: np.ndarray, order: int, vocab_size: 
             continue
         pos = np.flatnonzero(sentence_id[:m] == sentence_id[n - 1 :])
         keys = start_index[pos] * v + tok64[pos + n - 1]
-        uniq, first, inverse, cnt = np.unique(
-            keys, return_index=True, return_inverse=True, return_counts=True
-        )
+        uniq, first, inverse, cnt = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
         first_pos = pos[first]
         suffix = start_index[first_pos + 1]
         tables.append(
-            _Full(
-                prefix=uniq // v, word=(uniq % v).astype(np.int32), suffix=suffix, count=cnt.astype(np.int64)
-            )
+            _Full(prefix=uniq // v, word=(uniq % v).astype(np.int32), suffix=suffix, count=cnt.astype(np.int64))
         )
         new_index = np.full(n_tok, -1, np.int64)
         new_index[pos] = inverse.reshape(-1)
@@ -300,9 +296,7 @@ def estimate_kneser_ney(corpus: Corpus, order: int = 3, prune: Sequence[int] | N
         pk[k] = (a[k] - d[k]) / tk + gamma[f.prefix[k]] * lower
         prob.append(pk)
         # Backoff weights of the contexts (order n - 1).
-        pruned_mass = np.bincount(
-            f.prefix[~k], weights=(a[~k] - d[~k]) / total[f.prefix[~k]], minlength=m_prev
-        )
+        pruned_mass = np.bincount(f.prefix[~k], weights=(a[~k] - d[~k]) / total[f.prefix[~k]], minlength=m_prev)
         kept_lower = np.bincount(f.prefix[k], weights=lower, minlength=m_prev)
         bo = np.ones(m_prev)
         bo[has_ctx] = gamma[has_ctx]

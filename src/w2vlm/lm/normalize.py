@@ -147,9 +147,7 @@ class TextNormalizer:
         return [words for words in (line.split() for line in self._clean(text).split("\n")) if words]
 
 
-def normalize_text(
-    text: str, allowed_chars: str | Iterable[str] | None = None, case: CaseMode = "auto"
-) -> str:
+def normalize_text(text: str, allowed_chars: str | Iterable[str] | None = None, case: CaseMode = "auto") -> str:
     """Normalize text for a character CTC vocabulary.
 
     Lowercases (or uppercases, following the case of ``allowed_chars``), maps accented letters to their bare
