@@ -116,6 +116,25 @@ double sentence_score(const LM& lm, const std::string& sentence, bool bos, bool 
   return total;
 }
 
+// base_score / score for a backend that is read natively (the same bindings on NGramLM and KenlmBinaryLM)
+template <class LM, class Cls>
+void def_native_scoring(Cls& cls) {
+  cls.def(
+         "base_score",
+         [](const LM& lm, const LMState& s, const std::string& word) {
+           LMState out;
+           const float p = lm.score(s, lm.word_id(word), out);
+           return std::make_pair(p, out);
+         },
+         "state"_a, "word"_a, "log10 p(word | state) and the next state (KenLM's BaseScore).")
+      .def(
+          "score",
+          [](const LM& lm, const std::string& sentence, bool bos, bool eos) {
+            return sentence_score(lm, sentence, bos, eos);
+          },
+          "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).");
+}
+
 nb::list words_of(const LMState& s, const NGramLM& lm) {
   nb::list out;
   for (uint32_t i = 0; i < s.length; ++i) out.append(lm.vocab()[s.words[i]]);
@@ -196,7 +215,7 @@ NB_MODULE(_core, m) {
   nb::class_<KenlmBackend, LMBackend>(m, "KenlmBackend", "An LM served by KenLM's Python module.")
       .def(nb::init<nb::object, nb::object>(), "model"_a, "state_class"_a);
 
-  nb::class_<NGramLM, LMBackend>(m, "NGramLM", "An n-gram language model loaded from ARPA.")
+  auto ngram_cls = nb::class_<NGramLM, LMBackend>(m, "NGramLM", "An n-gram language model loaded from ARPA.")
       .def_static(
           "from_arpa_file",
           [](const std::string& path) {
@@ -217,23 +236,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("warnings", &NGramLM::warnings)
       .def_prop_ro("memory_bytes", &NGramLM::memory_bytes)
       .def("vocab", [](const NGramLM& lm) { return lm.vocab(); })
-      .def(
-          "base_score",
-          [](const NGramLM& lm, const LMState& s, const std::string& word) {
-            LMState out;
-            const float p = lm.score(s, lm.word_id(word), out);
-            return std::make_pair(p, out);
-          },
-          "state"_a, "word"_a, "log10 p(word | state) and the next state (KenLM's BaseScore).")
-      .def(
-          "score",
-          [](const NGramLM& lm, const std::string& sentence, bool bos, bool eos) {
-            return sentence_score(lm, sentence, bos, eos);
-          },
-          "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).")
       .def("state_words", [](const NGramLM& lm, const LMState& s) { return words_of(s, lm); });
+  def_native_scoring<NGramLM>(ngram_cls);
 
-  nb::class_<KenlmBinaryLM, LMBackend>(m, "KenlmBinaryLM",
+  auto binary_cls = nb::class_<KenlmBinaryLM, LMBackend>(m, "KenlmBinaryLM",
                                       "A KenLM binary LM (probing or trie, quantized or not) read natively.")
       .def_static(
           "from_file",
@@ -254,25 +260,12 @@ NB_MODULE(_core, m) {
       .def_prop_ro("file_size", &KenlmBinaryLM::file_size)
       .def_prop_ro("warnings", [](const KenlmBinaryLM&) { return std::vector<std::string>(); })
       .def("vocab", [](const KenlmBinaryLM& lm) { return lm.list_vocab(); })
-      .def(
-          "base_score",
-          [](const KenlmBinaryLM& lm, const LMState& s, const std::string& word) {
-            LMState out;
-            const float p = lm.score(s, lm.word_id(word), out);
-            return std::make_pair(p, out);
-          },
-          "state"_a, "word"_a, "log10 p(word | state) and the next state (KenLM's BaseScore).")
-      .def(
-          "score",
-          [](const KenlmBinaryLM& lm, const std::string& sentence, bool bos, bool eos) {
-            return sentence_score(lm, sentence, bos, eos);
-          },
-          "sentence"_a, "bos"_a = true, "eos"_a = true, "Total log10 probability of a sentence (KenLM's score).")
       .def("state_words", [](const KenlmBinaryLM& lm, const LMState& s) {
         nb::list out;
         for (uint32_t i = 0; i < s.length; ++i) out.append(std::string(lm.word_text(s.words[i])));
         return out;
       });
+  def_native_scoring<KenlmBinaryLM>(binary_cls);
 
   nb::class_<Alphabet>(m, "Alphabet")
       .def(nb::init<const std::vector<std::string>&, bool>(), "labels"_a, "is_bpe"_a)
