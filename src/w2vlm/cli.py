@@ -769,6 +769,97 @@ def tune_command(
         raise typer.Exit(1)
 
 
+@app.command("visualize")
+def visualize_command(
+    audio: Annotated[str, typer.Argument(help="Audio file to look at.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Write a PNG here.  \\[default: print a terminal rendering]"),
+    ] = None,
+    start: Annotated[float, typer.Option("--start", help="Seconds into the file to start from.")] = 0.0,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Seconds to show.  \\[default: the rest of the file, at most 60]"),
+    ] = None,
+    pad_to: Annotated[
+        float | None,
+        typer.Option(
+            "--pad-to",
+            help="Length in seconds of the padded-batch view.  \\[default: 1.5 x the input, at least +1 s]",
+        ),
+    ] = None,
+    no_lm: Annotated[bool, typer.Option("--no-lm", help="Show greedy decoding only.")] = False,
+    beam_width: Annotated[int, typer.Option("--beam-width", help="Beams kept per frame by the LM search.")] = 100,
+    low_confidence: Annotated[
+        float, typer.Option("--low-confidence", help="Words below this confidence are marked.")
+    ] = 0.5,
+    width: Annotated[
+        int | None, typer.Option("--width", help="Terminal rendering width in columns.  \\[default: the terminal's]")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Show what the model sees and decodes: waveform, attention/padding mask (alone and in a padded batch),
+    CTC posteriorgram, and greedy vs LM words with confidences; as a PNG (-o) or in the terminal."""
+    import logging
+    import os
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+
+    err = Console(stderr=True)
+    if beam_width < 1:
+        raise typer.BadParameter(f"must be at least 1; got {beam_width}", param_hint="'--beam-width'")
+    if not 0.0 <= low_confidence <= 1.0:
+        raise typer.BadParameter(f"must be in [0, 1]; got {low_confidence}", param_hint="'--low-confidence'")
+    if start < 0:
+        raise typer.BadParameter(f"must not be negative; got {start}", param_hint="'--start'")
+    if duration is not None and not duration > 0:
+        raise typer.BadParameter(f"must be a positive number of seconds; got {duration}", param_hint="'--duration'")
+    if width is not None and width < 30:
+        raise typer.BadParameter(f"must be at least 30 columns; got {width}", param_hint="'--width'")
+    if output is not None and not output.lower().endswith(".png"):
+        raise typer.BadParameter(f"expected a .png file name; got {output!r}", param_hint="'--output'")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    log = logging.getLogger("w2vlm")
+    handler = None
+    if not log.handlers:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, show_time=False, level=logging.WARNING)
+        log.addHandler(handler)
+    try:
+        from w2vlm.visualize import analyze, render_png, render_terminal
+
+        vis = analyze(
+            audio,
+            model,
+            start_s=start,
+            duration_s=duration,
+            pad_to_s=pad_to,
+            use_lm=not no_lm,
+            beam_width=beam_width,
+            device=device,
+        )
+        if output is None:
+            render_terminal(vis, Console(width=width), low_confidence=low_confidence)
+        else:
+            path = render_png(vis, output, low_confidence=low_confidence)
+            err.print(f"wrote {escape(str(path))}", highlight=False)
+    except (W2vlmError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+
+
 def main() -> None:
     """Entry point of the ``w2vlm`` console script."""
     app()

@@ -1,0 +1,690 @@
+"""``w2vlm visualize``: what the model saw and what the decoders made of it, for one audio file.
+
+:func:`analyze` runs the acoustic model on one input twice, alone and right-padded as it would be in a batch
+with a longer input, and collects:
+
+* the waveform;
+* the attention/padding mask at sample level (what the feature extractor returns) and at frame level (what
+  the transformer layers attend to, from the model's own ``_get_feature_vector_attention_mask``), for the
+  input alone and padded; for models that take no attention mask (wav2vec2-base style, group-norm front
+  end) the padded frames are *not* masked, and the report says how much that changes the posteriors;
+* the CTC posteriorgram (softmax of the logits, frames × tokens);
+* the greedy (best-path) words and the beam search + LM words on a time axis, each with a confidence:
+  for greedy words the posterior of their weakest character, for LM words the decoder's word confidence.
+
+:func:`render_png` draws it with matplotlib (``pip install 'w2vlm[eval]'``); :func:`render_terminal` prints
+a compact rich rendering that fits the terminal's width.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vlm.errors import AudioError, W2vlmError
+
+logger = logging.getLogger("w2vlm.visualize")
+
+#: Longer inputs are cut to this many seconds unless a duration is given (the figure would be unreadable).
+DEFAULT_MAX_SECONDS = 60.0
+#: Words below this confidence are marked as doubtful.
+DEFAULT_LOW_CONFIDENCE = 0.5
+
+
+@dataclass
+class TimedWord:
+    """A decoded word with its span in seconds and a confidence in [0, 1]."""
+
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass
+class MaskView:
+    """The padding mask of one way of feeding the input to the model."""
+
+    name: str
+    samples: np.ndarray  # int8 per input sample: 1 real audio, 0 padding
+    frames: np.ndarray  # int8 per logit frame: 1 attended; all ones when the model gets no mask
+    passed_to_model: bool  # whether the model received an attention mask at all
+
+    @property
+    def attended_frames(self) -> int:
+        return int(self.frames.sum())
+
+
+@dataclass
+class Visualization:
+    """Everything :func:`render_png` and :func:`render_terminal` draw; see the module docstring."""
+
+    source: str
+    model_name: str
+    audio: np.ndarray
+    sampling_rate: int
+    offset_s: float  # where ``audio`` starts in the file
+    file_duration_s: float | None
+    frame_seconds: float
+    labels: list[str]  # display names of the logit columns ("<blank>" for the CTC blank, "|" for space)
+    blank: int
+    probs: np.ndarray  # (frames, vocab) softmax of the logits of the input alone
+    masks: list[MaskView]
+    padded_seconds: float
+    padding_max_diff: float  # largest change of any posterior in the real frames when the input is padded
+    padded_greedy_text: str
+    greedy: list[TimedWord]
+    lm: list[TimedWord] | None  # None when the model has no language model
+    lm_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.size / self.sampling_rate
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.probs.shape[0])
+
+    @property
+    def greedy_text(self) -> str:
+        return " ".join(w.word for w in self.greedy)
+
+    @property
+    def lm_text(self) -> str | None:
+        return None if self.lm is None else " ".join(w.word for w in self.lm)
+
+    @property
+    def padding_changes_output(self) -> bool:
+        return self.padded_greedy_text != self.greedy_text or self.padding_max_diff > 1e-3
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (no arrays but the masks' counts)."""
+        return {
+            "source": self.source,
+            "model": self.model_name,
+            "offset_s": self.offset_s,
+            "duration_s": round(self.duration_s, 3),
+            "frames": self.num_frames,
+            "frame_seconds": self.frame_seconds,
+            "masks": [
+                {
+                    "name": m.name,
+                    "samples": int(m.samples.size),
+                    "real_samples": int(m.samples.sum()),
+                    "frames": int(m.frames.size),
+                    "attended_frames": m.attended_frames,
+                    "passed_to_model": m.passed_to_model,
+                }
+                for m in self.masks
+            ],
+            "padding_max_diff": self.padding_max_diff,
+            "padded_greedy_text": self.padded_greedy_text,
+            "greedy": [vars(w) for w in self.greedy],
+            "lm": None if self.lm is None else [vars(w) for w in self.lm],
+            "lm_settings": self.lm_settings,
+        }
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+
+
+def analyze(
+    audio: str | os.PathLike | np.ndarray,
+    model: Any = None,
+    *,
+    sampling_rate: int | None = None,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+    pad_to_s: float | None = None,
+    use_lm: bool = True,
+    beam_width: int = 100,
+    device: str = "auto",
+    pipe: Any = None,
+) -> Visualization:
+    """Run the model (and decoders) on one input and collect what :class:`Visualization` holds.
+
+    ``audio``: a file path or a mono float array (then ``sampling_rate`` is required). ``model``: a model
+    folder or hub id (None: the embedded default); or pass a ready ``pipe`` (a w2vlm ASR pipeline).
+    ``start_s``/``duration_s``: the part of the input to show (default: all of it, at most
+    :data:`DEFAULT_MAX_SECONDS`). ``pad_to_s``: the padded length of the batch view (default: 1.5 × the
+    input, at least one second more).
+    """
+    from w2vlm.audio import load_audio
+
+    if beam_width < 1:
+        raise ValueError(f"beam_width: must be at least 1; got {beam_width}")
+    if start_s < 0:
+        raise ValueError(f"start: must not be negative; got {start_s}")
+    if duration_s is not None and not duration_s > 0:
+        raise ValueError(f"duration: must be a positive number of seconds; got {duration_s}")
+    if pipe is None:
+        from w2vlm.pipeline import pipeline
+
+        pipe = pipeline("automatic-speech-recognition", model=model, device=device)
+    sr = pipe.sampling_rate
+    if isinstance(audio, np.ndarray):
+        if sampling_rate is None:
+            raise ValueError("sampling_rate: required when audio is an array")
+        wave = load_audio({"array": audio, "sampling_rate": sampling_rate}, sr)
+        source = "<array>"
+    else:
+        source = os.fspath(audio)
+        wave = load_audio(source, sr)
+    file_duration = wave.size / sr
+    first = round(start_s * sr)
+    if first >= wave.size:
+        raise AudioError(f"{source}: --start {start_s:g} s is past the end of the audio ({file_duration:.2f} s)")
+    if duration_s is None and file_duration - start_s > DEFAULT_MAX_SECONDS:
+        logger.warning(
+            "%s is %.1f s long: showing %.0f s from %.1f s (use --start/--duration to choose)",
+            source,
+            file_duration,
+            DEFAULT_MAX_SECONDS,
+            start_s,
+        )
+        duration_s = DEFAULT_MAX_SECONDS
+    last = wave.size if duration_s is None else min(wave.size, first + round(duration_s * sr))
+    wave = np.ascontiguousarray(wave[first:last])
+    from w2vlm.pipeline import MIN_WINDOW_SAMPLES
+
+    if wave.size < MIN_WINDOW_SAMPLES:
+        raise AudioError(
+            f"{source}: too short to visualize ({wave.size} samples at {sr} Hz; the model needs {MIN_WINDOW_SAMPLES})"
+        )
+
+    padded_len = _padded_length(wave.size, sr, pad_to_s, pipe.ratio)
+    model_obj, fe = pipe.model, pipe.feature_extractor
+    uses_mask = pipe._uses_mask()
+    alone_logits, alone_mask = _forward(model_obj, fe, pipe, wave, wave.size, uses_mask)
+    padded_logits, padded_mask = _forward(model_obj, fe, pipe, wave, padded_len, uses_mask)
+    frames = alone_logits.shape[0]
+    probs = _softmax(alone_logits)
+    padded_probs = _softmax(padded_logits[:frames])
+    diff = float(np.abs(padded_probs - probs).max()) if frames else 0.0
+
+    labels = _display_labels(pipe)
+    blank = _blank_index(pipe)
+    frame_s = pipe.ratio / sr
+    greedy = _greedy(probs, pipe, frame_s)
+    padded_greedy = " ".join(w.word for w in _greedy(padded_probs, pipe, frame_s))
+
+    lm_words: list[TimedWord] | None = None
+    settings: dict[str, Any] = {}
+    decoder = pipe.decoder
+    language_model = getattr(decoder, "language_model", None)
+    if use_lm and language_model is not None:
+        beams = decoder.decode_beams(alone_logits, beam_width=beam_width)
+        lm_words = []
+        if beams:
+            lm_words = [
+                TimedWord(w["word"], w["start"] * frame_s, w["end"] * frame_s, float(w["confidence"] or 0.0))
+                for w in beams[0].words
+            ]
+        settings = {
+            "alpha": getattr(language_model, "alpha", None),
+            "beta": getattr(language_model, "beta", None),
+            "beam_width": beam_width,
+        }
+
+    masks = [
+        MaskView("alone", np.ones(wave.size, np.int8), alone_mask, uses_mask),
+        MaskView(
+            f"padded to {padded_len / sr:.2f} s",
+            (np.arange(padded_len) < wave.size).astype(np.int8),
+            padded_mask,
+            uses_mask,
+        ),
+    ]
+    return Visualization(
+        source=source,
+        model_name=_model_name(pipe),
+        audio=wave,
+        sampling_rate=sr,
+        offset_s=first / sr,
+        file_duration_s=file_duration,
+        frame_seconds=frame_s,
+        labels=labels,
+        blank=blank,
+        probs=probs,
+        masks=masks,
+        padded_seconds=padded_len / sr,
+        padding_max_diff=diff,
+        padded_greedy_text=padded_greedy,
+        greedy=greedy,
+        lm=lm_words,
+        lm_settings=settings,
+    )
+
+
+def _padded_length(samples: int, sr: int, pad_to_s: float | None, ratio: int) -> int:
+    if pad_to_s is None:
+        target = max(int(samples * 1.5), samples + sr)
+    else:
+        target = round(pad_to_s * sr)
+        if target <= samples:
+            raise ValueError(
+                f"pad_to: the padded length ({pad_to_s:g} s) must be longer than the input ({samples / sr:.2f} s)"
+            )
+    return -(-target // ratio) * ratio
+
+
+def _forward(model: Any, fe: Any, pipe: Any, wave: np.ndarray, length: int, uses_mask: bool) -> tuple:
+    """Logits (frames of the whole padded input) and the frame-level attention mask for ``wave`` padded to
+    ``length`` samples, fed the way the pipeline feeds a batch."""
+    import torch
+
+    features = fe(
+        [wave],
+        sampling_rate=pipe.sampling_rate,
+        padding="max_length",
+        max_length=length,
+        return_tensors="pt",
+        return_attention_mask=uses_mask,
+    )
+    name = fe.model_input_names[0]
+    values = features[name]
+    inputs = {name: values.to(pipe.device, dtype=next(model.parameters()).dtype)}
+    if uses_mask:
+        inputs["attention_mask"] = features["attention_mask"].to(pipe.device)
+    with torch.inference_mode():
+        logits = model(**inputs).logits[0].float().cpu().numpy()
+    total = logits.shape[0]
+    if uses_mask:
+        frame_mask = model._get_feature_vector_attention_mask(total, inputs["attention_mask"])[0]
+        frame_mask = frame_mask.cpu().numpy().astype(np.int8)
+    else:
+        frame_mask = np.ones(total, np.int8)  # nothing is masked: the model attends to the padding too
+    return logits, frame_mask
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _display_labels(pipe: Any) -> list[str]:
+    from w2vlm.processor import decoder_labels
+
+    out = []
+    for label in decoder_labels(pipe.decoder):
+        if label == "":
+            out.append("<blank>")
+        elif label == " ":
+            out.append("|")
+        else:
+            out.append(label)
+    return out
+
+
+def _blank_index(pipe: Any) -> int:
+    from w2vlm.processor import decoder_labels
+
+    labels = decoder_labels(pipe.decoder)
+    return labels.index("") if "" in labels else 0
+
+
+def _model_name(pipe: Any) -> str:
+    from w2vlm.model import default_model_dir
+
+    name = str(getattr(pipe.model.config, "_name_or_path", "") or "")
+    try:
+        if name and Path(name).resolve() == default_model_dir().resolve():
+            return "embedded default"
+    except OSError:
+        pass
+    return Path(name).name if name else type(pipe.model).__name__
+
+
+def _greedy(probs: np.ndarray, pipe: Any, frame_seconds: float) -> list[TimedWord]:
+    """Best-path words in seconds; confidence as in ``w2vlm transcribe --no-lm``: the weakest character's
+    mean posterior."""
+    from w2vlm.processor import decoder_labels
+    from w2vlm.transcribe import greedy_words
+
+    is_bpe = bool(getattr(getattr(pipe.decoder, "alphabet", None), "is_bpe", False))
+    with np.errstate(divide="ignore"):
+        log_probs = np.log(probs)
+    _, words = greedy_words(log_probs, decoder_labels(pipe.decoder), is_bpe)
+    return [TimedWord(w, s * frame_seconds, e * frame_seconds, float(c)) for w, s, e, c in words]
+
+
+# ------------------------------------------------------------------------------------------------ PNG
+
+
+def render_png(vis: Visualization, path: str | os.PathLike, *, low_confidence: float = DEFAULT_LOW_CONFIDENCE) -> Path:
+    """Draw waveform, masks, posteriorgram and greedy/LM words into a PNG file (written atomically)."""
+    try:
+        from matplotlib import colormaps
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.colors import ListedColormap, Normalize
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+    except ImportError:
+        raise W2vlmError("the PNG needs matplotlib: pip install 'w2vlm[eval]'") from None
+
+    out = Path(path).expanduser()
+    if out.suffix.lower() != ".png":
+        raise W2vlmError(f"{out}: the output must be a .png file")
+    sr = vis.sampling_rate
+    t_end = vis.padded_seconds
+    fig = Figure(figsize=(max(9.0, min(24.0, 4.0 + 1.6 * vis.duration_s)), 10.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.0, 2.6, 1.3]}, squeeze=True)
+    ax_wave, ax_mask, ax_post, ax_words = axes
+
+    # waveform (drawn as a min/max envelope so long inputs stay cheap), the padding shaded
+    env_t, env_lo, env_hi = _envelope(vis.audio, sr, 4000)
+    ax_wave.fill_between(env_t, env_lo, env_hi, color="#2b6cb0", linewidth=0.4)
+    ax_wave.axvspan(vis.duration_s, t_end, color="#e2e8f0", label="padding in a batch")
+    ax_wave.set_ylabel("waveform")
+    ax_wave.set_xlim(0, t_end)
+    ax_wave.legend(loc="upper right", fontsize=8, frameon=False)
+    where = f" ({vis.offset_s:.2f}-{vis.offset_s + vis.duration_s:.2f} s of the file)" if vis.offset_s else ""
+    ax_wave.set_title(f"{vis.source}{where} - model: {vis.model_name}", fontsize=10, loc="left")
+
+    # masks: one row per (view, level)
+    rows, names = [], []
+    for m in vis.masks:
+        rows.append(_resample_mask(m.samples, vis.duration_s, t_end, sr, 2000))
+        names.append(f"{m.name}: samples")
+        fm = m.frames.astype(np.float32) if m.passed_to_model else np.full(m.frames.size, 0.5, np.float32)
+        rows.append(_stretch(fm, m.frames.size * vis.frame_seconds, t_end, 2000))
+        names.append(f"{m.name}: frames" + ("" if m.passed_to_model else " (no mask)"))
+    mask_cmap = ListedColormap(["#fed7d7", "#cbd5e0", "#2f855a"])
+    ax_mask.imshow(
+        np.vstack(rows),
+        aspect="auto",
+        cmap=mask_cmap,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0, t_end, len(rows) - 0.5, -0.5),
+    )
+    ax_mask.set_yticks(range(len(rows)), names, fontsize=7)
+    note = (
+        f"padded: {vis.masks[1].attended_frames}/{vis.masks[1].frames.size} frames attended"
+        if vis.masks[1].passed_to_model
+        else "this model gets no attention mask: padding is attended"
+    )
+    ax_mask.set_title(
+        f"attention / padding mask (green = attended, red = masked, grey = no mask given)\n{note}; "
+        f"posteriors change by at most {vis.padding_max_diff:.2g} when padded",
+        fontsize=8,
+        loc="left",
+    )
+
+    # posteriorgram: tokens that ever reach 1 % probability, blank first
+    used = [i for i in range(vis.probs.shape[1]) if vis.probs[:, i].max() >= 0.01 or i == vis.blank]
+    used.sort(key=lambda i: (i != vis.blank, vis.labels[i]))
+    ax_post.imshow(
+        vis.probs[:, used].T,
+        aspect="auto",
+        cmap="magma",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0, vis.num_frames * vis.frame_seconds, len(used) - 0.5, -0.5),
+    )
+    names_post = ["| (space)" if vis.labels[i] == "|" else vis.labels[i] for i in used]
+    ax_post.set_yticks(range(len(used)), names_post, fontsize=6 if len(used) > 30 else 7)
+    ax_post.set_ylabel("CTC posteriors")
+    ax_post.set_title(
+        f"posteriorgram: {vis.num_frames} frames of {1000 * vis.frame_seconds:.0f} ms, {len(used)} of "
+        f"{len(vis.labels)} tokens shown (those reaching 1 %)",
+        fontsize=8,
+        loc="left",
+    )
+
+    # words
+    cmap = colormaps["RdYlGn"]
+    norm = Normalize(0.0, 1.0)
+    rows_words = [("greedy", vis.greedy)] + ([("beam + LM", vis.lm)] if vis.lm is not None else [])
+    for row, (_, words) in enumerate(rows_words):
+        for w in words:
+            width = max(w.end - w.start, vis.frame_seconds)
+            ax_words.add_patch(
+                Rectangle(
+                    (w.start, row - 0.4),
+                    width,
+                    0.8,
+                    facecolor=cmap(norm(w.confidence)),
+                    edgecolor="#c53030" if w.confidence < low_confidence else "#4a5568",
+                    linewidth=1.4 if w.confidence < low_confidence else 0.5,
+                )
+            )
+            ax_words.text(
+                w.start + width / 2,
+                row,
+                w.word,
+                ha="center",
+                va="center",
+                fontsize=7,
+                rotation=90 if width < 0.06 * len(w.word) else 0,
+                clip_on=True,
+            )
+    ax_words.set_ylim(len(rows_words) - 0.5, -0.5)
+    ax_words.set_yticks(range(len(rows_words)), [name for name, _ in rows_words], fontsize=8)
+    ax_words.set_xlabel("time (s)")
+    title = f"words, coloured by confidence (outlined red below {low_confidence:g})"
+    if vis.lm_settings:
+        title += f"; LM alpha {vis.lm_settings.get('alpha'):g}, beta {vis.lm_settings.get('beta'):g}"
+    ax_words.set_title(title, fontsize=8, loc="left")
+    from matplotlib.cm import ScalarMappable
+
+    # attached to all panels (not just the words) so that the shared time axes stay aligned
+    fig.colorbar(
+        ScalarMappable(norm=norm, cmap=cmap),
+        ax=list(axes),
+        label="word confidence",
+        shrink=0.2,
+        anchor=(0.0, 0.0),
+        pad=0.01,
+        aspect=10,
+    )
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _envelope(audio: np.ndarray, sr: int, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = audio.size
+    bins = max(1, min(bins, n))
+    edges = np.linspace(0, n, bins + 1).astype(int)
+    lo = np.minimum.reduceat(audio, edges[:-1])
+    hi = np.maximum.reduceat(audio, edges[:-1])
+    t = edges[:-1] / sr
+    return t, lo, hi
+
+
+def _resample_mask(mask: np.ndarray, real_s: float, total_s: float, sr: int, width: int) -> np.ndarray:
+    return _stretch(mask.astype(np.float32), mask.size / sr, total_s, width)
+
+
+def _stretch(values: np.ndarray, span_s: float, total_s: float, width: int) -> np.ndarray:
+    """``values`` evenly covering [0, span_s), sampled at ``width`` points over [0, total_s); NaN after."""
+    t = (np.arange(width) + 0.5) * total_s / width
+    idx = np.floor(t / span_s * values.size).astype(int) if span_s > 0 else np.zeros(width, int)
+    out = np.full(width, np.nan, np.float32)
+    ok = idx < values.size
+    out[ok] = values[idx[ok]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ terminal
+
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def render_terminal(
+    vis: Visualization,
+    console: Any = None,
+    *,
+    width: int | None = None,
+    low_confidence: float = DEFAULT_LOW_CONFIDENCE,
+) -> None:
+    """Print a compact rendering: one character column per time slice, rows for the waveform's level, the
+    masks, the posteriorgram's best non-blank token, and greedy and LM words placed at their start times."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.text import Text
+
+    console = console or Console()
+    label_w = 8
+    cols = max(20, (width or console.width) - label_w - 1)
+    total = vis.padded_seconds
+    per_col = total / cols
+    sr = vis.sampling_rate
+
+    def row(name: str, body: Text) -> None:
+        line = Text(f"{name:<{label_w}}", style="bold")
+        line.append_text(body)
+        console.print(line, no_wrap=True, overflow="crop", highlight=False)
+
+    where = f", {vis.offset_s:.2f}-{vis.offset_s + vis.duration_s:.2f} s of the file" if vis.offset_s else ""
+    console.print(
+        f"[bold]{escape(vis.source)}[/]  {vis.duration_s:.2f} s{where}, model: {escape(vis.model_name)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"{vis.num_frames} frames of {1000 * vis.frame_seconds:.0f} ms; one column = {1000 * per_col:.0f} ms",
+        highlight=False,
+    )
+
+    # waveform level (peak per column, on a log scale so quiet speech is visible)
+    wave = Text()
+    for c in range(cols):
+        a, b = round(c * per_col * sr), round((c + 1) * per_col * sr)
+        if a >= vis.audio.size:
+            wave.append("·", style="grey50")
+            continue
+        peak = float(np.abs(vis.audio[a : max(b, a + 1)]).max())
+        level = 0 if peak <= 1e-4 else min(8, max(1, round(8 * (1 + np.log10(peak) / 4))))
+        wave.append(_BLOCKS[level], style="blue")
+    row("wave", wave)
+
+    for m in vis.masks:
+        text = Text()
+        frames_s = m.frames.size * vis.frame_seconds
+        for c in range(cols):
+            t = (c + 0.5) * per_col
+            if t >= frames_s:
+                text.append(" ")
+                continue
+            f = min(m.frames.size - 1, int(t / vis.frame_seconds))
+            real = t < vis.duration_s
+            if not m.passed_to_model:
+                text.append("█" if real else "▒", style="green" if real else "yellow")
+            else:
+                text.append("█" if m.frames[f] else "░", style="green" if m.frames[f] else "red")
+        row("mask" if m is vis.masks[0] else "padded", text)
+    padded = vis.masks[1]
+    if padded.passed_to_model:
+        console.print(
+            f"{'':<{label_w}}[green]█[/] attended  [red]░[/] masked: {padded.attended_frames}/{padded.frames.size} "
+            f"frames attended when padded to {vis.padded_seconds:.2f} s",
+            highlight=False,
+        )
+        console.print(
+            f"{'':<{label_w}}posteriors change by at most {vis.padding_max_diff:.2g} when padded"
+            + ("" if not vis.padding_changes_output else " [red](the output changes)[/]"),
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"{'':<{label_w}}[yellow]▒[/] padding the model attends to (it takes no attention mask)",
+            highlight=False,
+        )
+        console.print(
+            f"{'':<{label_w}}posteriors change by up to {vis.padding_max_diff:.2g} when padded; padded greedy: "
+            f"{escape(vis.padded_greedy_text)!r}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    # posteriorgram: best non-blank token of each column, brighter = more probable; '·' where blank wins
+    post = Text()
+    probs = vis.probs
+    for c in range(cols):
+        a = int(c * per_col / vis.frame_seconds)
+        b = max(a + 1, int((c + 1) * per_col / vis.frame_seconds))
+        if a >= probs.shape[0]:
+            post.append(" ")
+            continue
+        chunk = probs[a : min(b, probs.shape[0])].copy()
+        blank_p = float(chunk[:, vis.blank].max())
+        chunk[:, vis.blank] = -1
+        flat = int(chunk.argmax())
+        token, p = flat % chunk.shape[1], float(chunk.max())
+        if p < 0.3 and blank_p > p:
+            post.append("·", style="grey42")
+        else:
+            label = vis.labels[token]
+            ch = "␣" if label == "|" else (label[-1] if label else "?")
+            post.append(ch, style=_prob_style(p))
+    row("ctc", post)
+
+    for name, words in (("greedy", vis.greedy), ("LM", vis.lm)):
+        if words is None:
+            continue
+        row(name, _place_words(words, cols, per_col, low_confidence))
+    if vis.lm is not None:
+        console.print(f"[bold]LM[/]      {escape(vis.lm_text or '')}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]greedy[/]  {escape(vis.greedy_text)}", highlight=False, soft_wrap=True)
+    shown = vis.lm if vis.lm is not None else vis.greedy
+    doubtful = [w for w in shown if w.confidence < low_confidence]
+    if doubtful:
+        console.print(
+            f"low confidence (< {low_confidence:g}): "
+            + ", ".join(f"{escape(w.word)} {w.start:.2f}s ({w.confidence:.2f})" for w in doubtful),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _prob_style(p: float) -> str:
+    if p >= 0.8:
+        return "bold bright_white"
+    if p >= 0.5:
+        return "white"
+    return "grey62"
+
+
+def _confidence_style(c: float, low: float) -> str:
+    if c < low:
+        return "bold red"
+    if c < 0.8:
+        return "yellow"
+    return "green"
+
+
+def _place_words(words: Sequence[TimedWord], cols: int, per_col: float, low: float) -> Any:
+    """Words written from the column of their start time, pushed right (with a space) when they would
+    overlap the previous word, cut at the right edge."""
+    from rich.text import Text
+
+    text = Text()
+    pos = 0
+    for w in words:
+        col = max(pos + (1 if pos else 0), int(w.start / per_col))
+        if col >= cols:
+            break
+        text.append(" " * (col - pos))
+        piece = w.word[: cols - col]
+        text.append(piece, style=_confidence_style(w.confidence, low))
+        pos = col + len(piece)
+    return text
