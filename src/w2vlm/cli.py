@@ -236,8 +236,9 @@ def train_command(
 @app.command("transcribe")
 def transcribe_command(
     audio: Annotated[
-        list[str], typer.Argument(help="Audio files and/or folders (walked recursively for audio files).")
-    ],
+        list[str] | None,
+        typer.Argument(help="Audio files and/or folders (walked recursively for audio files).", show_default=False),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
@@ -260,9 +261,14 @@ def transcribe_command(
         ),
     ] = None,
     output_format: Annotated[
-        str,
-        typer.Option("--output-format", "-f", help="txt, json, srt, vtt, tsv, or all (all needs --output-dir)."),
-    ] = "txt",
+        str | None,
+        typer.Option(
+            "--output-format",
+            "-f",
+            help="txt, json, srt, vtt, tsv, or all (all needs --output-dir); with --ray: jsonl or parquet.  "
+            "\\[default: txt; jsonl with --ray]",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Audio windows per model forward pass.")] = 1,
     chunk_length: Annotated[
@@ -333,6 +339,27 @@ def transcribe_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.  \\[default: off]")
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Run on Ray Data: the model in an actor pool, LM decoding in CPU tasks, records written to "
+            "--output-dir as JSON lines or Parquet (re-runs skip finished inputs). The input may also be one "
+            "JSONL/CSV manifest.  \\[default: off]",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to run on with --ray: 'auto' (the one started by `ray start` here), HOST:6379 or "
+            "ray://HOST:10001.  \\[default: $RAY_ADDRESS, else a local Ray started for the job]",
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option("--ray-workers", help="Acoustic model actors with --ray.  \\[default: the GPUs, else CPUs / 2]"),
+    ] = None,
 ) -> None:
     """Transcribe audio files (exit code 1 if any input failed)."""
     import logging
@@ -346,6 +373,36 @@ def transcribe_command(
     from w2vlm.writers import FORMATS
 
     err = Console(stderr=True)
+    audio = list(audio or [])
+    if ray:
+        _transcribe_on_ray(
+            audio,
+            ray_address,
+            ray_workers,
+            output_dir,
+            output_format,
+            word_timestamps,
+            quiet,
+            err,
+            model=model,
+            lm=lm,
+            no_lm=no_lm,
+            device=device,
+            quantize=quantize,
+            batch_size=batch_size,
+            chunk_length_s=chunk_length,
+            beam_width=beam_width,
+            alpha=alpha,
+            beta=beta,
+            hotwords=hotwords,
+            n_best=n_best,
+        )
+        return
+    if ray_workers is not None or ray_address is not None:
+        raise typer.BadParameter("only goes with --ray", param_hint="'--ray-workers' / '--ray-address'")
+    if not audio:
+        raise typer.BadParameter("give at least one audio file or folder", param_hint="'AUDIO...'")
+    output_format = output_format or "txt"
     if output_format not in (*FORMATS, "all"):
         raise typer.BadParameter(
             f"expected one of {', '.join(FORMATS)}, all; got {output_format!r}", param_hint="'--output-format'"
@@ -406,6 +463,81 @@ def transcribe_command(
             log.removeHandler(handler)
     if not quiet:
         err.print(describe_summary(summary), highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _transcribe_on_ray(
+    audio: list[str],
+    address: str | None,
+    workers: int | None,
+    output_dir: str | None,
+    output_format: str | None,
+    word_timestamps: bool,
+    quiet: bool,
+    err: object,
+    **options: object,
+) -> None:
+    """``w2vlm transcribe --ray``: the job on Ray Data (see :mod:`w2vlm.distributed`)."""
+    import logging
+    import os
+
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+
+    if not audio:
+        raise typer.BadParameter("give at least one audio file, folder or manifest", param_hint="'AUDIO...'")
+    fmt = {"json": "jsonl", None: "jsonl"}.get(output_format, output_format)
+    if fmt not in ("jsonl", "parquet"):
+        raise typer.BadParameter(f"with --ray: expected jsonl or parquet; got {output_format!r}", param_hint="'-f'")
+    if output_dir is None:
+        raise typer.BadParameter("--ray writes its records to a folder: give --output-dir", param_hint="'--ray'")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter(f"must be at least 1; got {workers}", param_hint="'--ray-workers'")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    log = logging.getLogger("w2vlm")
+    handler = None
+    if not log.handlers:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, show_time=False, level=logging.INFO)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        from w2vlm.distributed import transcribe as transcribe_on_ray
+        from w2vlm.transcribe import TranscribeOptions, parse_hotwords
+
+        hot = options.pop("hotwords")
+        opts = TranscribeOptions(**options, hotwords=parse_hotwords(hot))  # type: ignore[arg-type]
+        summary = transcribe_on_ray(
+            audio,
+            output_dir,
+            options=opts,
+            address=address,
+            workers=workers,
+            output_format=fmt,
+            word_timestamps=word_timestamps,
+            progress=not quiet,
+        )
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+    for name, message in summary.failed:
+        err.print(f"[red]failed:[/] {escape(name)}: {escape(message)}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+    if not quiet:
+        err.print(  # type: ignore[attr-defined]
+            f"{summary.ok} transcribed, {len(summary.failed)} failed, {summary.skipped} skipped (done before) of "
+            f"{summary.total}; {summary.audio_seconds:.1f} s of audio in {summary.seconds:.1f} s "
+            f"({summary.speed:.1f} audio-s/s, {summary.workers} model worker(s) on {summary.device}); "
+            f"records in {summary.output_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.failed:
         raise typer.Exit(1)
 

@@ -83,8 +83,11 @@ def _item_id(base: Path, audio: Path, given: Any) -> str:
         return str(audio)
 
 
-def read_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
-    """Read a JSONL/CSV/TSV manifest or a directory of audio + ``.txt`` pairs (see the module docstring)."""
+def read_manifest(path: str | os.PathLike[str], *, require_text: bool = True) -> list[ManifestItem]:
+    """Read a JSONL/CSV/TSV manifest or a directory of audio + ``.txt`` pairs (see the module docstring).
+
+    With ``require_text=False`` (transcription rather than scoring) the reference text is optional in
+    JSONL/CSV manifests (``""`` when absent)."""
     p = Path(path).expanduser()
     if p.is_dir():
         items = _read_directory(p)
@@ -93,22 +96,22 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
     else:
         suffix = p.suffix.lower()
         if suffix in (".jsonl", ".json", ".ndjson"):
-            items = _read_jsonl(p)
+            items = _read_jsonl(p, require_text)
         elif suffix in (".csv", ".tsv"):
-            items = _read_csv(p, "\t" if suffix == ".tsv" else ",")
+            items = _read_csv(p, "\t" if suffix == ".tsv" else ",", require_text)
         else:
             with open(p, encoding="utf-8", errors="replace") as f:
                 head = f.read(4096).lstrip()
             if head.startswith("{"):
-                items = _read_jsonl(p)
+                items = _read_jsonl(p, require_text)
             else:
-                items = _read_csv(p, "\t" if "\t" in head.split("\n", 1)[0] else ",")
+                items = _read_csv(p, "\t" if "\t" in head.split("\n", 1)[0] else ",", require_text)
     if not items:
         raise ManifestError(f"{p}: the manifest lists no utterances")
     return items
 
 
-def _read_jsonl(path: Path) -> list[ManifestItem]:
+def _read_jsonl(path: Path, require_text: bool = True) -> list[ManifestItem]:
     base = path.parent
     items: list[ManifestItem] = []
     try:
@@ -130,6 +133,8 @@ def _read_jsonl(path: Path) -> list[ManifestItem]:
             raise ManifestError(
                 f"{path}:{lineno}: no audio path; expected a string field named one of {list(AUDIO_KEYS)}"
             )
+        if text is None and not require_text:
+            text = ""
         if not isinstance(text, str):
             raise ManifestError(
                 f"{path}:{lineno}: no reference text; expected a string field named one of {list(TEXT_KEYS)}"
@@ -139,7 +144,7 @@ def _read_jsonl(path: Path) -> list[ManifestItem]:
     return items
 
 
-def _read_csv(path: Path, delimiter: str) -> list[ManifestItem]:
+def _read_csv(path: Path, delimiter: str, require_text: bool = True) -> list[ManifestItem]:
     base = path.parent
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -147,7 +152,7 @@ def _read_csv(path: Path, delimiter: str) -> list[ManifestItem]:
             header = [h.strip().lower() for h in (reader.fieldnames or [])]
             audio_col = next((k for k in AUDIO_KEYS if k in header), None)
             text_col = next((k for k in TEXT_KEYS if k in header), None)
-            if audio_col is None or text_col is None:
+            if audio_col is None or (text_col is None and require_text):
                 raise ManifestError(
                     f"{path}: the header {header} needs an audio column (one of {list(AUDIO_KEYS)}) and a text "
                     f"column (one of {list(TEXT_KEYS)})"
@@ -156,7 +161,7 @@ def _read_csv(path: Path, delimiter: str) -> list[ManifestItem]:
             for lineno, row in enumerate(reader, 2):
                 rec = {(k or "").strip().lower(): v for k, v in row.items()}
                 audio = (rec.get(audio_col) or "").strip()
-                text = rec.get(text_col)
+                text = rec.get(text_col) if text_col is not None else ""
                 if not audio:
                     raise ManifestError(f"{path}:{lineno}: column '{audio_col}' is empty")
                 if text is None:

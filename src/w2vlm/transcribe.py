@@ -254,7 +254,6 @@ class Transcriber:
 
         from w2vlm.model import resolve_model_path
         from w2vlm.pipeline import pipeline
-        from w2vlm.processor import decoder_labels
 
         # the model and the decoder run at the same time (see transcribe()), so the thread budget (default: the
         # available CPUs) is split between them; torch's OpenMP threads slow down badly when oversubscribed
@@ -274,22 +273,17 @@ class Transcriber:
             batch_size=options.batch_size,
         )
         self.processor = processor
-        self.labels = decoder_labels(processor.decoder)
-        self.is_bpe = bool(getattr(getattr(processor.decoder, "alphabet", None), "is_bpe", False))
-        self.seconds_per_frame = self.pipe.ratio / self.pipe.sampling_rate
-        self.vocab = len(self.labels)
-        self.has_lm = getattr(processor.decoder, "language_model", None) is not None
-        self.decode_kwargs: dict[str, Any] = {
-            "beam_width": options.beam_width,
-            "hotwords": options.hotwords or None,
-        }
+        self.decoding = LogitsDecoder(processor, options, self.model_name, self.pipe.ratio / self.pipe.sampling_rate)
+        self.labels = self.decoding.labels
+        self.seconds_per_frame = self.decoding.seconds_per_frame
+        self.vocab = self.decoding.vocab
+        self.has_lm = self.decoding.has_lm
+        self.decode_kwargs = self.decoding.decode_kwargs
         self.group_size = max(4, options.batch_size, self.decode_threads)
 
     @property
     def mode(self) -> str:
-        if self.options.greedy:
-            return "greedy"
-        return "beam search + LM" if self.has_lm else "beam search, no LM"
+        return self.decoding.mode
 
     # ------------------------------------------------------------------------------------------- run
 
@@ -374,33 +368,20 @@ class Transcriber:
 
     def _decode_group(self, computed: list[_Pending], word_timestamps: bool) -> list[FileResult]:
         results: list[FileResult] = []
-        whole = [p for p in computed if p.stream is None and not self.options.greedy]
-        beams_of: dict[int, list[Any]] = {}
-        if whole:
-            logits = [self._concat(p) for p in whole]
-            try:
-                beams = self.processor.decode_beams_batch(logits, num_threads=self.decode_threads, **self.decode_kwargs)
-                beams_of = {id(p): b for p, b in zip(whole, beams)}
-            except Exception:  # decode one by one to find the bad one
-                for p, lg in zip(whole, logits):
-                    try:
-                        beams_of[id(p)] = self.processor.decode_beams_batch(
-                            [lg], num_threads=self.decode_threads, **self.decode_kwargs
-                        )[0]
-                    except Exception as exc:
-                        beams_of[id(p)] = exc  # type: ignore[assignment]
+        whole = [p for p in computed if p.stream is None]
+        decoded = self.decoding.decode(
+            [str(p.file.path) for p in whole], [self._concat(p) for p in whole], word_timestamps, self.decode_threads
+        )
+        outcome_of = {id(p): d for p, d in zip(whole, decoded)}
         for p in computed:
             audio_seconds = _duration(p.file.path, p.frames * self.seconds_per_frame)
             try:
-                if self.options.greedy:
-                    transcript = self._greedy(p)
-                elif p.stream is not None:
-                    transcript = self._from_beams(p, *self._finalize_stream(p, word_timestamps))
+                if p.stream is not None:
+                    transcript = self.decoding.from_beams(str(p.file.path), *self._finalize_stream(p, word_timestamps))
                 else:
-                    got = beams_of[id(p)]
-                    if isinstance(got, Exception):
-                        raise got
-                    transcript = self._from_beams(p, got, None if word_timestamps else [])
+                    transcript = outcome_of[id(p)]
+                    if isinstance(transcript, Exception):
+                        raise transcript
             except Exception as exc:
                 results.append(FileResult(p.file, error=_describe_error(exc), audio_seconds=audio_seconds))
                 continue
@@ -431,14 +412,72 @@ class Transcriber:
         lp = to_log_probs(self._concat(p), self.vocab)
         return beams, word_confidences(beams, lp, self.labels, self.processor.decoder.language_model)[0]
 
-    def _from_beams(self, p: _Pending, beams: list[Any], conf: list[float] | None = None) -> Transcript:
+
+class LogitsDecoder:
+    """The decoding half of :class:`Transcriber`: model outputs (logits) to :class:`Transcript` objects, with
+    the options' decoding mode, LM, hotwords and n-best. Also used by :mod:`w2vlm.distributed`, so that its
+    transcripts are those of ``w2vlm transcribe``."""
+
+    def __init__(self, processor: Any, options: TranscribeOptions, model_name: str, seconds_per_frame: float) -> None:
+        from w2vlm.processor import decoder_labels
+
+        self.processor = processor
+        self.options = options
+        self.model_name = model_name
+        self.seconds_per_frame = seconds_per_frame
+        self.labels = decoder_labels(processor.decoder)
+        self.is_bpe = bool(getattr(getattr(processor.decoder, "alphabet", None), "is_bpe", False))
+        self.vocab = len(self.labels)
+        self.has_lm = getattr(processor.decoder, "language_model", None) is not None
+        self.decode_kwargs: dict[str, Any] = {
+            "beam_width": options.beam_width,
+            "hotwords": options.hotwords or None,
+        }
+
+    @property
+    def mode(self) -> str:
+        if self.options.greedy:
+            return "greedy"
+        return "beam search + LM" if self.has_lm else "beam search, no LM"
+
+    def decode(
+        self, audio: Sequence[str], logits: Sequence[np.ndarray], word_timestamps: bool, threads: int
+    ) -> list[Transcript | Exception]:
+        """Transcripts of whole inputs (``audio`` names them), decoded in parallel on ``threads`` native
+        threads; an input that fails gets its exception in its place."""
+        if self.options.greedy:
+            out: list[Transcript | Exception] = []
+            for name, lg in zip(audio, logits):
+                try:
+                    out.append(self.greedy(name, lg))
+                except Exception as exc:
+                    out.append(exc)
+            return out
+        if not logits:
+            return []
+        conf = None if word_timestamps else []
+        try:
+            beams = self.processor.decode_beams_batch(list(logits), num_threads=threads, **self.decode_kwargs)
+            return [self.from_beams(name, b, conf) for name, b in zip(audio, beams)]
+        except Exception:  # decode one by one to find the bad one
+            pass
+        out = []
+        for name, lg in zip(audio, logits):
+            try:
+                b = self.processor.decode_beams_batch([lg], num_threads=threads, **self.decode_kwargs)[0]
+                out.append(self.from_beams(name, b, conf))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def from_beams(self, audio: str, beams: list[Any], conf: list[float] | None = None) -> Transcript:
         """A transcript from beams (best first); ``conf``: the best beam's word confidences, None to take
         them from the beam (computing them costs about as much as the beam search: only when shown)."""
         from w2vlm.processor import beam_fields
 
         spf = self.seconds_per_frame
         if not beams:
-            return Transcript(audio=str(p.file.path), text="", duration=0.0, model=self.model_name)
+            return Transcript(audio=audio, text="", duration=0.0, model=self.model_name)
         best = beams[0]
         text, word_frames, _, _ = beam_fields(best)
         if conf is None:
@@ -452,7 +491,7 @@ class Transcriber:
             t, _, logit_score, lm_score = beam_fields(beam)
             alternatives.append(Alternative(t, logit_score, lm_score))
         return Transcript(
-            audio=str(p.file.path),
+            audio=audio,
             text=text,
             duration=0.0,
             words=words,
@@ -460,14 +499,14 @@ class Transcriber:
             model=self.model_name,
         )
 
-    def _greedy(self, p: _Pending) -> Transcript:
+    def greedy(self, audio: str, logits: np.ndarray) -> Transcript:
         from w2vlm.decoder import to_log_probs
 
-        lp = to_log_probs(self._concat(p), self.vocab)
+        lp = to_log_probs(logits, self.vocab)
         text, words = greedy_words(lp, self.labels, self.is_bpe)
         spf = self.seconds_per_frame
         return Transcript(
-            audio=str(p.file.path),
+            audio=audio,
             text=text,
             duration=0.0,
             words=[Word(w, s * spf, e * spf, c) for w, s, e, c in words],

@@ -1,0 +1,496 @@
+"""Corpus-scale transcription on Ray Data: ``w2vlm transcribe --ray`` and :func:`transcribe`.
+
+The job is a Ray Data pipeline of two stages:
+
+1. **Acoustic model** in an actor pool (``workers`` actors, each holding the model once; one GPU each when
+   the cluster has GPUs, else CPU): audio file → logits (the same windowing and batching as
+   ``w2vlm transcribe``).
+2. **Decoding** in CPU tasks: logits → transcript with the model's LM (or ``--lm``, ``--no-lm``), hotwords
+   and n-best, by the same code as ``w2vlm transcribe`` (:class:`w2vlm.transcribe.LogitsDecoder`), so the
+   transcripts are the same. Each worker process loads the decoder (and LM) once and keeps it.
+
+Results are written by Ray's own writers into ``output_dir`` as JSON lines (``*.json``) or Parquet files,
+one record per input: ``id``, ``audio``, ``status`` ("ok" or "failed"), ``error`` ("" when ok), ``text``,
+``duration``, ``words`` (word, start, end, confidence), ``reference`` (a manifest's text, if any) and
+``model``. A file that cannot be read or decoded becomes a "failed" record with its error; the job goes on.
+
+Re-running the same job skips the inputs that already have an "ok" record in ``output_dir`` (failed ones
+are tried again), so an interrupted job resumes where it stopped. Files from several runs may then hold
+several records of one input; :func:`read_results` gives the latest per input, an "ok" one before any
+failure.
+
+On a cluster (``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the others, w2vlm
+installed on every node, audio and model on paths every node can read), pass ``address="auto"`` (or
+``HEAD:6379``); without an address a local Ray instance is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from w2vlm.errors import W2vlmError
+from w2vlm.transcribe import TranscribeOptions
+
+logger = logging.getLogger("w2vlm.distributed")
+
+OUTPUT_FORMATS = ("jsonl", "parquet")
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+
+#: Environment of the Ray workers: torch's OpenMP threads must not spin next to the decoder's.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class DistributedError(W2vlmError, ValueError):
+    """A distributed job that cannot start: bad options, no Ray, an unreachable cluster."""
+
+
+@dataclass
+class WorkItem:
+    """One input of a job: ``id`` names it in the results, ``path`` is where the workers read it."""
+
+    id: str
+    audio: str
+    path: str
+    reference: str = ""
+
+
+@dataclass
+class DistributedSummary:
+    """What a job did. ``seconds``: wall time of the Ray pipeline (model loading included, Ray start-up not)."""
+
+    output_dir: Path
+    total: int
+    skipped: int
+    ok: int
+    failed: list[tuple[str, str]]
+    audio_seconds: float
+    seconds: float
+    workers: int
+    device: str
+
+    @property
+    def processed(self) -> int:
+        return self.ok + len(self.failed)
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds transcribed per wall-clock second (this run's successful inputs)."""
+        return self.audio_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[WorkItem]:
+    """The job's inputs: one manifest (JSONL/CSV/TSV with an audio column, optional ``text`` and ``id``) or
+    audio files and folders (walked recursively, as ``w2vlm transcribe`` does). Ids are the manifest's ids
+    (else the audio path relative to the manifest) or the file paths as given; paths that do not exist are
+    kept as inputs and end as failed records."""
+    from w2vlm.eval import read_manifest
+    from w2vlm.transcribe import collect_inputs
+
+    raw = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not raw:
+        raise DistributedError("inputs: nothing to transcribe (no files, folders or manifest given)")
+    items: list[WorkItem] = []
+    first = Path(raw[0]).expanduser()
+    if len(raw) == 1 and first.is_file() and first.suffix.lower() in MANIFEST_SUFFIXES:
+        for m in read_manifest(first, require_text=False):
+            items.append(WorkItem(m.id, str(m.audio), str(m.audio.resolve()), m.reference))
+    else:
+        files, problems = collect_inputs(raw)
+        for f in files:
+            items.append(WorkItem(str(f.path), str(f.path), str(f.path.resolve())))
+        for name, _ in problems:
+            # kept so that the results record why it failed (an empty folder gives no record)
+            if not Path(name).expanduser().is_dir():
+                items.append(WorkItem(name, name, str(Path(name).expanduser().absolute())))
+            else:
+                logger.warning("%s: no audio files in this folder", name)
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise DistributedError(f"inputs: the id {item.id!r} is given twice; ids must be unique")
+        seen.add(item.id)
+    return items
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+_FIELDS = ("id", "audio", "status", "error", "text", "duration", "words", "reference", "model")
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    word = pa.struct(
+        [("word", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("confidence", pa.float64())]
+    )
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("audio", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("text", pa.string()),
+            ("duration", pa.float64()),
+            ("words", pa.list_(word)),
+            ("reference", pa.string()),
+            ("model", pa.string()),
+        ]
+    )
+
+
+def read_results(output_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The records in ``output_dir`` (JSON lines and Parquet files), the latest per id, "ok" before "failed".
+
+    Unreadable files and lines (say, from a job killed while writing) are skipped with a warning.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    folder = Path(output_dir).expanduser()
+    if not folder.is_dir():
+        return out
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl", ".parquet")),
+        key=lambda p: (p.stat().st_mtime, p.name),
+    )
+    for path in files:
+        for record in _read_records(path):
+            key = record.get("id")
+            if not isinstance(key, str):
+                continue
+            if out.get(key, {}).get("status") == "ok" and record.get("status") != "ok":
+                continue
+            out[key] = record
+    return out
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        except Exception as exc:
+            logger.warning("%s: unreadable Parquet file, ignored (%s)", path, exc)
+            return []
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    logger.warning("%s:%d: not a complete JSON record, ignored", path, lineno)
+                    continue
+                if isinstance(rec, dict):
+                    records.append(rec)
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.warning("%s: unreadable, ignored (%s)", path, exc)
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def _describe(exc: BaseException) -> str:
+    from w2vlm.transcribe import _describe_error
+
+    return _describe_error(exc)
+
+
+class AcousticStage:
+    """Ray Data actor: holds the CTC model and turns a batch of work items into logits (or errors).
+
+    A job runs a subclass made by :func:`_acoustic_stage` whose class attributes carry the settings.
+    """
+
+    options_dict: ClassVar[dict[str, Any]] = {}
+    threads: ClassVar[int] = 1
+
+    def __init__(self, options: dict[str, Any] | None = None, threads: int | None = None) -> None:
+        import torch
+
+        options = self.options_dict if options is None else options
+        threads = self.threads if threads is None else threads
+
+        from w2vlm.model import load_model, resolve_model_path
+        from w2vlm.pipeline import CTCLogitsRunner
+        from w2vlm.processor import load_feature_extractor
+
+        torch.set_num_threads(max(1, threads))
+        self.options = TranscribeOptions(**options)
+        folder = resolve_model_path(self.options.model)
+        model = load_model(folder, device=self.options.device, quantize=self.options.quantize)
+        self.runner = CTCLogitsRunner(model, load_feature_extractor(folder))
+        self.device = str(self.runner.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from w2vlm.audio import audio_duration
+
+        paths = [str(p) for p in batch["path"]]
+        logits: list[np.ndarray | None] = [None] * len(paths)
+        errors = [""] * len(paths)
+        opts = self.options
+        try:
+            got = self.runner.compute_logits(paths, opts.chunk_length_s, None, opts.batch_size)
+            logits = list(got)
+        except Exception:  # find the bad file(s): one by one
+            for i, path in enumerate(paths):
+                try:
+                    logits[i] = self.runner.compute_logits([path], opts.chunk_length_s, None, opts.batch_size)[0]
+                except Exception as exc:
+                    errors[i] = _describe(exc)
+        spf = self.runner.ratio / self.runner.sampling_rate
+        durations = []
+        for path, lg in zip(paths, logits):
+            d = audio_duration(path) if lg is not None else None
+            durations.append(float(d) if d is not None else (lg.shape[0] * spf if lg is not None else 0.0))
+        empty = np.zeros((0, 0), np.float32)
+        return {
+            **{k: batch[k] for k in ("id", "audio", "path", "reference")},
+            "logits": np.array([(lg if lg is not None else empty).tobytes() for lg in logits], dtype=object),
+            "frames": np.array([lg.shape[0] if lg is not None else 0 for lg in logits], dtype=np.int64),
+            "vocab": np.array([lg.shape[1] if lg is not None else 0 for lg in logits], dtype=np.int64),
+            "seconds_per_frame": np.full(len(paths), spf),
+            "duration": np.array(durations, dtype=np.float64),
+            "error": np.array(errors, dtype=object),
+        }
+
+
+def _acoustic_stage(options: dict[str, Any], threads: int) -> type[AcousticStage]:
+    # settings as class attributes rather than constructor arguments: Ray keeps constructor arguments in
+    # its object store for actor restarts, and warns about it
+    return type("AcousticStage", (AcousticStage,), {"options_dict": options, "threads": threads})
+
+
+_DECODERS: dict[str, Any] = {}
+
+
+def _decoder_for(options: TranscribeOptions, model_name: str, seconds_per_frame: float) -> Any:
+    """This worker process's decoder for ``options`` (loaded once, then reused by later tasks)."""
+    from w2vlm.model import resolve_model_path
+    from w2vlm.transcribe import LogitsDecoder, build_processor
+
+    key = json.dumps([dataclasses.asdict(options), model_name, seconds_per_frame], sort_keys=True, default=str)
+    if key not in _DECODERS:
+        processor = build_processor(resolve_model_path(options.model), options)
+        _DECODERS.clear()
+        _DECODERS[key] = LogitsDecoder(processor, options, model_name, seconds_per_frame)
+    return _DECODERS[key]
+
+
+def decode_stage(
+    batch: dict[str, np.ndarray], *, options: dict[str, Any], model_name: str, word_timestamps: bool, threads: int
+) -> Any:
+    """Ray Data task: logits of a batch → result records (a pyarrow table with the results' schema)."""
+    import pyarrow as pa
+
+    opts = TranscribeOptions(**options)
+    n = len(batch["id"])
+    errors = [str(e) for e in batch["error"]]
+    texts = [""] * n
+    words: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    ok = [i for i in range(n) if not errors[i]]
+    if ok:
+        spf = float(batch["seconds_per_frame"][ok[0]])
+        try:
+            decoder = _decoder_for(opts, model_name, spf)
+            mats = [
+                np.frombuffer(batch["logits"][i], dtype=np.float32).reshape(
+                    int(batch["frames"][i]), int(batch["vocab"][i])
+                )
+                for i in ok
+            ]
+            outcomes = decoder.decode([str(batch["audio"][i]) for i in ok], mats, word_timestamps, threads)
+        except Exception as exc:  # the decoder itself could not be built: every item of the batch failed
+            outcomes = [exc] * len(ok)
+        for i, outcome in zip(ok, outcomes):
+            if isinstance(outcome, Exception):
+                errors[i] = _describe(outcome)
+                continue
+            texts[i] = outcome.text
+            words[i] = [
+                {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": w.confidence}
+                for w in outcome.words
+            ]
+    columns = {
+        "id": [str(x) for x in batch["id"]],
+        "audio": [str(x) for x in batch["audio"]],
+        "status": ["failed" if e else "ok" for e in errors],
+        "error": errors,
+        "text": texts,
+        "duration": [float(d) for d in batch["duration"]],
+        "words": words,
+        "reference": [str(x) for x in batch["reference"]],
+        "model": [model_name] * n,
+    }
+    return pa.table(columns, schema=_schema())
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _init_ray(address: str | None, workers: int, verbose: bool = False) -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise DistributedError("--ray needs Ray Data: pip install 'w2vlm[ray]'") from None
+    if ray.is_initialized():
+        return ray
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING if verbose else logging.ERROR,
+        "runtime_env": {"env_vars": dict(WORKER_ENV)},
+    }
+    if address:
+        kwargs["address"] = address
+    elif not os.environ.get("RAY_ADDRESS"):
+        # a local instance: one logical CPU more than the model actors take, so decoding tasks always have one
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, workers + 1)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        raise DistributedError(f"Ray: cannot start or reach the cluster at {address or 'local'}: {exc}") from exc
+    if not verbose:
+        import ray.data  # configures its loggers on import: quiet them afterwards
+
+        # Ray Data's own notices (progress bars off, execution finished) are not the job's business
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    return ray
+
+
+def transcribe(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    options: TranscribeOptions | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    output_format: str = "jsonl",
+    word_timestamps: bool = False,
+    files_per_batch: int = 16,
+    progress: bool = False,
+) -> DistributedSummary:
+    """Transcribe a manifest or files/folders on Ray Data, writing records to ``output_dir``.
+
+    ``options``: what to load and how to decode, as for ``w2vlm transcribe`` (model, lm/no_lm, alpha, beta,
+    beam width, hotwords, n-best, chunk length, device, quantize). ``address``: a Ray cluster ("auto",
+    "HOST:6379", "ray://HOST:10001"); None starts a local instance (an already initialised Ray is used as
+    it is). ``workers``: acoustic model actors (default: the cluster's GPUs, else one per two CPUs).
+    ``output_format``: "jsonl" or "parquet". ``files_per_batch``: inputs per model/decoding call.
+    """
+    options = options or TranscribeOptions()
+    options.validate()
+    if output_format not in OUTPUT_FORMATS:
+        raise DistributedError(f"output format: expected one of {', '.join(OUTPUT_FORMATS)}; got {output_format!r}")
+    if workers is not None and workers < 1:
+        raise DistributedError(f"workers: must be at least 1; got {workers}")
+    if files_per_batch < 1:
+        raise DistributedError(f"files per batch: must be at least 1; got {files_per_batch}")
+    from w2vlm.model import resolve_model_path
+
+    folder = resolve_model_path(options.model)  # fail early, on the driver, when the model cannot be found
+    if options.model is not None and Path(options.model).expanduser().exists():
+        options = dataclasses.replace(options, model=str(folder.resolve()))
+    if options.lm is not None:
+        options = dataclasses.replace(options, lm=str(Path(options.lm).expanduser().resolve()))
+    model_name = options.model if options.model is not None else "w2vlm embedded default"
+
+    out = Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DistributedError(f"output: {out} exists and is not a folder")
+    items = list_inputs(inputs)
+    done = {k for k, r in read_results(out).items() if r.get("status") == "ok"}
+    todo = [it for it in items if it.id not in done]
+    skipped = len(items) - len(todo)
+    if skipped:
+        logger.info("%d of %d inputs already have results in %s: skipped", skipped, len(items), out)
+
+    ray_module = _init_ray(address, workers or 1, progress)
+    from ray.data import ActorPoolStrategy, DataContext, from_items
+
+    resources = ray_module.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    use_gpu = (gpus > 0 and options.device in ("auto", "cuda")) or options.device.startswith("cuda")
+    if workers is None:
+        workers = gpus if use_gpu and gpus else max(1, int(resources.get("CPU", 2)) // 2)
+    device = "cuda" if use_gpu else "cpu"
+    out.mkdir(parents=True, exist_ok=True)
+    if not todo:
+        return DistributedSummary(out, len(items), skipped, 0, [], 0.0, 0.0, workers, device)
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = progress
+    opts = dataclasses.asdict(
+        dataclasses.replace(options, device=device if options.device == "auto" else options.device)
+    )
+    t0 = time.perf_counter()
+    # enough blocks that every model worker gets some (a block is the unit of work a worker takes)
+    blocks = min(len(todo), max(2 * workers, -(-len(todo) // files_per_batch)))
+    ds = from_items([dataclasses.asdict(it) for it in todo], override_num_blocks=blocks)
+    ds = ds.map_batches(
+        _acoustic_stage(opts, 1),
+        batch_size=files_per_batch,
+        compute=ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        num_gpus=1 if use_gpu else 0,
+        runtime_env={"env_vars": dict(WORKER_ENV)},
+    )
+    ds = ds.map_batches(
+        decode_stage,
+        fn_kwargs={"options": opts, "model_name": model_name, "word_timestamps": word_timestamps, "threads": 1},
+        batch_size=files_per_batch,
+        batch_format="numpy",
+        num_cpus=1,
+        runtime_env={"env_vars": dict(WORKER_ENV)},
+    )
+    if output_format == "parquet":
+        ds.write_parquet(str(out))
+    else:
+        ds.write_json(str(out), force_ascii=False)
+    seconds = time.perf_counter() - t0
+
+    results = read_results(out)
+    ok = 0
+    audio_seconds = 0.0
+    failed: list[tuple[str, str]] = []
+    for it in todo:
+        rec = results.get(it.id)
+        if rec is None:
+            failed.append((it.id, "no result was written"))
+        elif rec.get("status") == "ok":
+            ok += 1
+            audio_seconds += float(rec.get("duration") or 0.0)
+        else:
+            failed.append((it.id, str(rec.get("error") or "failed")))
+    return DistributedSummary(out, len(items), skipped, ok, failed, audio_seconds, seconds, workers, device)
+
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "AcousticStage",
+    "DistributedError",
+    "DistributedSummary",
+    "WorkItem",
+    "decode_stage",
+    "list_inputs",
+    "read_results",
+    "transcribe",
+]

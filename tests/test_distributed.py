@@ -1,0 +1,174 @@
+"""Ray Data transcription (``w2vlm.distributed``, ``w2vlm transcribe --ray``) on a local Ray with 2 workers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+import ray
+from typer.testing import CliRunner
+
+from w2vlm.cli import app
+from w2vlm.distributed import DistributedError, list_inputs, read_results, transcribe
+from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for the module: 3 logical CPUs, so 2 model actors leave one for decoding."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=3,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """12 example copies in a folder tree, a corrupt file, and a manifest that also names a missing file."""
+    root = tmp_path_factory.mktemp("corpus")
+    audio = root / "audio"
+    wavs = sorted(EXAMPLES.glob("*.wav"))
+    files = []
+    for i in range(12):
+        dst = audio / ("sub" if i % 3 == 0 else "") / f"{i:02d}_{wavs[i % len(wavs)].name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wavs[i % len(wavs)], dst)
+        files.append(dst)
+    bad = audio / "corrupt.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    lines = [{"id": f"utt{i:02d}", "audio": str(f.relative_to(root)), "text": "x"} for i, f in enumerate(files)]
+    lines.append({"id": "corrupt", "audio": str(bad.relative_to(root))})  # no text: fine for transcription
+    lines.append({"id": "missing", "audio": "audio/missing.wav"})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    plain = Transcriber(TranscribeOptions())
+    expected = {str(r.file.path): r.transcript.text for r in plain.transcribe([InputFile(f) for f in files])}
+    return {"root": root, "files": files, "bad": bad, "manifest": manifest, "expected": expected}
+
+
+def test_list_inputs(corpus, tmp_path):
+    items = list_inputs(corpus["manifest"])
+    assert [it.id for it in items][-2:] == ["corrupt", "missing"]
+    assert items[0].reference == "x" and items[-1].reference == ""
+    assert all(Path(it.path).is_absolute() for it in items)
+    from_folder = list_inputs([corpus["root"] / "audio", tmp_path / "nope.wav"])
+    ids = [it.id for it in from_folder]
+    assert len(ids) == 14 and ids[-1] == str(tmp_path / "nope.wav")
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "a", "audio": "x.wav"}\n{"id": "a", "audio": "y.wav"}\n')
+    with pytest.raises(DistributedError, match="'a' is given twice"):
+        list_inputs(dup)
+    with pytest.raises(DistributedError, match="nothing to transcribe"):
+        list_inputs([])
+
+
+def test_job_matches_the_cli_records_failures_and_resumes(local_ray, corpus, tmp_path):
+    out = tmp_path / "out"
+    summary = transcribe(corpus["manifest"], out, workers=2, files_per_batch=4)
+    assert summary.workers == 2 and summary.device == "cpu"
+    assert summary.total == 14 and summary.ok == 12 and summary.skipped == 0
+    assert sorted(name for name, _ in summary.failed) == ["corrupt", "missing"]
+    results = read_results(out)
+    assert len(results) == 14
+    for i, f in enumerate(corpus["files"]):
+        rec = results[f"utt{i:02d}"]
+        assert rec["status"] == "ok" and rec["error"] == ""
+        assert rec["text"] == corpus["expected"][str(f)]  # the same transcript as the plain CLI engine
+        assert rec["reference"] == "x" and rec["duration"] > 0
+        assert [w["word"] for w in rec["words"]] == rec["text"].split()
+    assert results["corrupt"]["status"] == "failed" and "not a readable audio file" in results["corrupt"]["error"]
+    assert results["missing"]["status"] == "failed" and "missing.wav" in results["missing"]["error"]
+    assert summary.audio_seconds == pytest.approx(sum(results[f"utt{i:02d}"]["duration"] for i in range(12)))
+
+    # a re-run skips the finished inputs and tries the failed ones again; once the file is there it succeeds
+    files_before = sorted(p.name for p in out.iterdir())
+    shutil.copy(corpus["files"][0], corpus["root"] / "audio" / "missing.wav")
+    try:
+        again = transcribe(corpus["manifest"], out, workers=1)
+    finally:
+        (corpus["root"] / "audio" / "missing.wav").unlink()
+    assert again.skipped == 12 and again.ok == 1 and [n for n, _ in again.failed] == ["corrupt"]
+    assert len(list(out.iterdir())) > len(files_before)
+    results = read_results(out)
+    assert results["missing"]["status"] == "ok"
+    assert results["missing"]["text"] == corpus["expected"][str(corpus["files"][0])]
+    assert results["corrupt"]["status"] == "failed"
+
+
+def test_cli_ray_parquet(local_ray, corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "pq"
+    folder = corpus["root"] / "audio"
+    result = runner.invoke(
+        app, ["transcribe", str(folder), "--ray", "--ray-workers", "2", "-o", str(out), "-f", "parquet", "-q"]
+    )
+    assert result.exit_code == 1, result.output  # the corrupt file failed
+    assert "corrupt.wav" in result.output
+    tables = [pq.read_table(p) for p in out.glob("*.parquet")]
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert len(rows) == 13
+    by_id = {r["id"]: r for r in rows}
+    for f in corpus["files"]:
+        assert by_id[str(f)]["text"] == corpus["expected"][str(f)]
+    # everything done: a re-run has nothing to do and exits 0
+    result = runner.invoke(app, ["transcribe", str(folder / "sub"), "--ray", "-o", str(out), "-f", "parquet"])
+    assert result.exit_code == 0, result.output
+    assert "0 transcribed, 0 failed, 4 skipped" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ray"], "--output-dir"),
+        (["--ray", "-o", "OUT", "-f", "srt"], "jsonl or parquet"),
+        (["--ray", "-o", "OUT", "--ray-workers", "0"], "at least 1"),
+        (["--ray-workers", "2"], "only goes with --ray"),
+        (["--ray-address", "auto"], "only goes with --ray"),
+    ],
+)
+def test_cli_ray_bad_options(args, message, tmp_path):
+    args = [a.replace("OUT", str(tmp_path / "o")) for a in args]
+    result = runner.invoke(app, ["transcribe", str(EXAMPLES / "children.wav"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+
+
+def test_read_results_skips_damaged_files(tmp_path):
+    good = {"id": "a", "status": "failed", "error": "boom", "text": ""}
+    (tmp_path / "1.json").write_text(json.dumps(good) + "\n")
+    later = {"id": "a", "status": "ok", "error": "", "text": "hello"}
+    (tmp_path / "2.json").write_text(json.dumps(later) + "\n" + '{"id": "b", "status": "o')  # cut off mid-line
+    (tmp_path / "3.parquet").write_bytes(b"PAR1 broken")
+    (tmp_path / "4.json").write_text(json.dumps({"id": "a", "status": "failed", "error": "late"}) + "\n")
+    results = read_results(tmp_path)
+    assert set(results) == {"a"}
+    assert results["a"]["text"] == "hello"  # an ok record is not replaced by a later failure
+    assert read_results(tmp_path / "absent") == {}
+
+
+def test_bad_job_options(tmp_path):
+    with pytest.raises(DistributedError, match="output format"):
+        transcribe([str(EXAMPLES)], tmp_path / "o", output_format="csv")
+    with pytest.raises(DistributedError, match="workers"):
+        transcribe([str(EXAMPLES)], tmp_path / "o", workers=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DistributedError, match="not a folder"):
+        transcribe([str(EXAMPLES)], tmp_path / "file")
