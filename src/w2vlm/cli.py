@@ -6,6 +6,10 @@ needs the extras it uses.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -22,6 +26,32 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Speech recognition with wav2vec2-family CTC models and n-gram LM beam search."""
+
+
+@contextlib.contextmanager
+def _model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
+    """Set-up shared by the commands that run a model: quiet hub progress bars, passive OpenMP waiting, and
+    w2vlm's log records shown on stderr (at ``level``) while the command runs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+    # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
+    # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    log = logging.getLogger("w2vlm")
+    handler = None
+    before = log.level
+    if not log.handlers:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, show_time=False, level=level)  # type: ignore[arg-type]
+        log.addHandler(handler)
+        if log.getEffectiveLevel() > level:
+            log.setLevel(level)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            log.setLevel(before)
 
 
 @app.command("build-lm")
@@ -178,7 +208,6 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (log lines only)."),
 ) -> None:
     """Train (or fine-tune) a wav2vec2 CTC model on a manifest; saves it in the hub layout."""
-    import logging
     import sys
     from pathlib import Path
 
@@ -362,8 +391,6 @@ def transcribe_command(
     ] = None,
 ) -> None:
     """Transcribe audio files (exit code 1 if any input failed)."""
-    import logging
-    import os
 
     from rich.console import Console
     from rich.markup import escape
@@ -418,49 +445,36 @@ def transcribe_command(
         raise typer.BadParameter(
             f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
         )
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
-    # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
-    # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    log = logging.getLogger("w2vlm")
-    handler = None
-    if not log.handlers:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=err, show_path=False, show_time=False, level=logging.WARNING)
-        log.addHandler(handler)
-    try:
-        options = TranscribeOptions(
-            model=model,
-            lm=lm,
-            no_lm=no_lm,
-            device=device,
-            quantize=quantize,
-            batch_size=batch_size,
-            chunk_length_s=chunk_length,
-            beam_width=beam_width,
-            alpha=alpha,
-            beta=beta,
-            hotwords=parse_hotwords(hotwords),
-            n_best=n_best,
-            threads=threads,
-        )
-        summary = run(
-            audio,
-            options,
-            output_dir=output_dir,
-            output_format=output_format,
-            skip_existing=skip_existing,
-            word_timestamps=word_timestamps,
-            console=err,
-            progress=False if quiet else None,
-        )
-    except W2vlmError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
+    with _model_command(err):
+        try:
+            options = TranscribeOptions(
+                model=model,
+                lm=lm,
+                no_lm=no_lm,
+                device=device,
+                quantize=quantize,
+                batch_size=batch_size,
+                chunk_length_s=chunk_length,
+                beam_width=beam_width,
+                alpha=alpha,
+                beta=beta,
+                hotwords=parse_hotwords(hotwords),
+                n_best=n_best,
+                threads=threads,
+            )
+            summary = run(
+                audio,
+                options,
+                output_dir=output_dir,
+                output_format=output_format,
+                skip_existing=skip_existing,
+                word_timestamps=word_timestamps,
+                console=err,
+                progress=False if quiet else None,
+            )
+        except W2vlmError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     if not quiet:
         err.print(describe_summary(summary), highlight=False, soft_wrap=True)
     if summary.failed:
@@ -479,9 +493,6 @@ def _transcribe_on_ray(
     **options: object,
 ) -> None:
     """``w2vlm transcribe --ray``: the job on Ray Data (see :mod:`w2vlm.distributed`)."""
-    import logging
-    import os
-
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
@@ -495,38 +506,26 @@ def _transcribe_on_ray(
         raise typer.BadParameter("--ray writes its records to a folder: give --output-dir", param_hint="'--ray'")
     if workers is not None and workers < 1:
         raise typer.BadParameter(f"must be at least 1; got {workers}", param_hint="'--ray-workers'")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    log = logging.getLogger("w2vlm")
-    handler = None
-    if not log.handlers:
-        from rich.logging import RichHandler
+    with _model_command(err, logging.INFO):
+        try:
+            from w2vlm.distributed import transcribe as transcribe_on_ray
+            from w2vlm.transcribe import TranscribeOptions, parse_hotwords
 
-        handler = RichHandler(console=err, show_path=False, show_time=False, level=logging.INFO)
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    try:
-        from w2vlm.distributed import transcribe as transcribe_on_ray
-        from w2vlm.transcribe import TranscribeOptions, parse_hotwords
-
-        hot = options.pop("hotwords")
-        opts = TranscribeOptions(**options, hotwords=parse_hotwords(hot))  # type: ignore[arg-type]
-        summary = transcribe_on_ray(
-            audio,
-            output_dir,
-            options=opts,
-            address=address,
-            workers=workers,
-            output_format=fmt,
-            word_timestamps=word_timestamps,
-            progress=not quiet,
-        )
-    except W2vlmError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
+            hot = options.pop("hotwords")
+            opts = TranscribeOptions(**options, hotwords=parse_hotwords(hot))  # type: ignore[arg-type]
+            summary = transcribe_on_ray(
+                audio,
+                output_dir,
+                options=opts,
+                address=address,
+                workers=workers,
+                output_format=fmt,
+                word_timestamps=word_timestamps,
+                progress=not quiet,
+            )
+        except W2vlmError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+            raise typer.Exit(1) from None
     for name, message in summary.failed:
         err.print(f"[red]failed:[/] {escape(name)}: {escape(message)}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
     if not quiet:
@@ -586,7 +585,6 @@ def serve_command(
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
-    import logging
 
     from rich.console import Console
     from rich.logging import RichHandler
@@ -936,8 +934,6 @@ def visualize_command(
 ) -> None:
     """Show what the model sees and decodes: waveform, attention/padding mask (alone and in a padded batch),
     CTC posteriorgram, and greedy vs LM words with confidences; as a PNG (-o) or in the terminal."""
-    import logging
-    import os
 
     from rich.console import Console
     from rich.markup import escape
@@ -957,39 +953,28 @@ def visualize_command(
         raise typer.BadParameter(f"must be at least 30 columns; got {width}", param_hint="'--width'")
     if output is not None and not output.lower().endswith(".png"):
         raise typer.BadParameter(f"expected a .png file name; got {output!r}", param_hint="'--output'")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    log = logging.getLogger("w2vlm")
-    handler = None
-    if not log.handlers:
-        from rich.logging import RichHandler
+    with _model_command(err):
+        try:
+            from w2vlm.visualize import analyze, render_png, render_terminal
 
-        handler = RichHandler(console=err, show_path=False, show_time=False, level=logging.WARNING)
-        log.addHandler(handler)
-    try:
-        from w2vlm.visualize import analyze, render_png, render_terminal
-
-        vis = analyze(
-            audio,
-            model,
-            start_s=start,
-            duration_s=duration,
-            pad_to_s=pad_to,
-            use_lm=not no_lm,
-            beam_width=beam_width,
-            device=device,
-        )
-        if output is None:
-            render_terminal(vis, Console(width=width), low_confidence=low_confidence)
-        else:
-            path = render_png(vis, output, low_confidence=low_confidence)
-            err.print(f"wrote {escape(str(path))}", highlight=False)
-    except (W2vlmError, ValueError) as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
+            vis = analyze(
+                audio,
+                model,
+                start_s=start,
+                duration_s=duration,
+                pad_to_s=pad_to,
+                use_lm=not no_lm,
+                beam_width=beam_width,
+                device=device,
+            )
+            if output is None:
+                render_terminal(vis, Console(width=width), low_confidence=low_confidence)
+            else:
+                path = render_png(vis, output, low_confidence=low_confidence)
+                err.print(f"wrote {escape(str(path))}", highlight=False)
+        except (W2vlmError, ValueError) as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
 
 def main() -> None:
