@@ -401,6 +401,19 @@ def transcribe_command(
 
     err = Console(stderr=True)
     audio = list(audio or [])
+    settings = {
+        "model": model,
+        "lm": lm,
+        "no_lm": no_lm,
+        "device": device,
+        "quantize": quantize,
+        "batch_size": batch_size,
+        "chunk_length_s": chunk_length,
+        "beam_width": beam_width,
+        "alpha": alpha,
+        "beta": beta,
+        "n_best": n_best,
+    }
     if ray:
         _transcribe_on_ray(
             audio,
@@ -411,18 +424,8 @@ def transcribe_command(
             word_timestamps,
             quiet,
             err,
-            model=model,
-            lm=lm,
-            no_lm=no_lm,
-            device=device,
-            quantize=quantize,
-            batch_size=batch_size,
-            chunk_length_s=chunk_length,
-            beam_width=beam_width,
-            alpha=alpha,
-            beta=beta,
             hotwords=hotwords,
-            n_best=n_best,
+            **settings,
         )
         return
     if ray_workers is not None or ray_address is not None:
@@ -447,21 +450,7 @@ def transcribe_command(
         )
     with _model_command(err):
         try:
-            options = TranscribeOptions(
-                model=model,
-                lm=lm,
-                no_lm=no_lm,
-                device=device,
-                quantize=quantize,
-                batch_size=batch_size,
-                chunk_length_s=chunk_length,
-                beam_width=beam_width,
-                alpha=alpha,
-                beta=beta,
-                hotwords=parse_hotwords(hotwords),
-                n_best=n_best,
-                threads=threads,
-            )
+            options = TranscribeOptions(**settings, hotwords=parse_hotwords(hotwords), threads=threads)  # type: ignore[arg-type]
             summary = run(
                 audio,
                 options,
