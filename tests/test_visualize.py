@@ -182,3 +182,17 @@ def test_cli_errors(args, code, message, tmp_path):
     assert message in " ".join(result.output.split())
     result = runner.invoke(app, ["visualize", str(bad)])
     assert result.exit_code == 1 and "bad.wav" in result.output
+
+
+def test_model_without_language_model(tiny_ctc_factory, tmp_path):
+    folder = tiny_ctc_factory("nolm", with_lm=False, feat_extract_norm="layer")
+    wav = write_audio_file(tmp_path / "a.wav", make_sine(1.0, freq=300), 16000)
+    vis = analyze(wav, folder, device="cpu")
+    assert vis.lm is None and vis.lm_text is None and vis.lm_settings == {}
+    assert vis.masks[1].passed_to_model  # a layer-norm model gets the attention mask
+    console = Console(record=True, width=80, color_system=None)
+    render_terminal(vis, console)
+    names = [line.split()[0] for line in console.export_text().splitlines() if line.strip()]
+    assert "greedy" in names and "LM" not in names
+    out = render_png(vis, tmp_path / "nolm.png")
+    assert out.stat().st_size > 10_000
