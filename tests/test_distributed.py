@@ -172,3 +172,9 @@ def test_bad_job_options(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DistributedError, match="not a folder"):
         transcribe([str(EXAMPLES)], tmp_path / "file")
+
+
+def test_too_many_workers_for_the_cluster(local_ray, tmp_path):
+    # 3 CPUs: 3 model actors would leave none for decoding, and the job would never finish
+    with pytest.raises(DistributedError, match="need 4 CPUs"):
+        transcribe([str(EXAMPLES / "children.wav")], tmp_path / "o", workers=3)

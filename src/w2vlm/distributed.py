@@ -405,12 +405,12 @@ def transcribe(
         raise DistributedError(f"files per batch: must be at least 1; got {files_per_batch}")
     from w2vlm.model import resolve_model_path
 
+    model_name = options.model if options.model is not None else "w2vlm embedded default"
     folder = resolve_model_path(options.model)  # fail early, on the driver, when the model cannot be found
     if options.model is not None and Path(options.model).expanduser().exists():
         options = dataclasses.replace(options, model=str(folder.resolve()))
     if options.lm is not None:
         options = dataclasses.replace(options, lm=str(Path(options.lm).expanduser().resolve()))
-    model_name = options.model if options.model is not None else "w2vlm embedded default"
 
     out = Path(output_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -431,6 +431,13 @@ def transcribe(
     if workers is None:
         workers = gpus if use_gpu and gpus else max(1, int(resources.get("CPU", 2)) // 2)
     device = "cuda" if use_gpu else "cpu"
+    cpus = float(resources.get("CPU", 0))
+    if workers + 1 > cpus:
+        # every model actor holds a CPU for the whole job; with none left the decoding tasks would never run
+        raise DistributedError(
+            f"workers: {workers} model worker(s) need {workers + 1} CPUs in the Ray cluster (one each, plus one "
+            f"for LM decoding) but it has {cpus:g}; use fewer workers or a bigger cluster"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if not todo:
         return DistributedSummary(out, len(items), skipped, 0, [], 0.0, 0.0, workers, device)
