@@ -245,20 +245,25 @@ def test_prompt_is_used_as_hotwords(server: LiveServer, pipe: Any, clips: dict) 
     assert r.json()["text"] == with_hotword  # ... and the server passes the prompt on as that hotword
 
 
-def test_streaming_events(server: LiveServer, pipe: Any, tmp_path: Path) -> None:
-    audio = noise(4.0, 7)
-    data = wav_bytes(audio, tmp_path, "long.wav")
-    from w2vlm.audio import load_audio
-
-    expected = pipe(load_audio(data, 16000), chunk_length_s=1.0)["text"]
-    with httpx.stream(
+def _stream(server: LiveServer, data: bytes) -> Any:
+    """A streamed transcription request for a wav upload (a context manager giving the response)."""
+    return httpx.stream(
         "POST",
         f"{server.url}/v1/audio/transcriptions",
         data={"model": MODEL_ID, "stream": "true"},
         files={"file": ("long.wav", data, "audio/wav")},
         headers=auth(),
         timeout=60,
-    ) as r:
+    )
+
+
+def test_streaming_events(server: LiveServer, pipe: Any, tmp_path: Path) -> None:
+    audio = noise(4.0, 7)
+    data = wav_bytes(audio, tmp_path, "long.wav")
+    from w2vlm.audio import load_audio
+
+    expected = pipe(load_audio(data, 16000), chunk_length_s=1.0)["text"]
+    with _stream(server, data) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [json.loads(line[len("data: ") :]) for line in r.iter_lines() if line.startswith("data: ")]
@@ -267,14 +272,7 @@ def test_streaming_events(server: LiveServer, pipe: Any, tmp_path: Path) -> None
     assert len(deltas) >= 2  # words arrive while the 1 s windows are decoded
     assert "".join(d["delta"] for d in deltas) == expected
     # a client that leaves after the first event frees its place
-    with httpx.stream(
-        "POST",
-        f"{server.url}/v1/audio/transcriptions",
-        data={"model": MODEL_ID, "stream": "true"},
-        files={"file": ("long.wav", data, "audio/wav")},
-        headers=auth(),
-        timeout=60,
-    ) as r:
+    with _stream(server, data) as r:
         assert next(line for line in r.iter_lines() if line.startswith("data: "))
     _wait_for(server, "in_flight", 0)
     _wait_for(server, "decoding", 0)

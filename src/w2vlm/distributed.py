@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from w2vlm.errors import W2vlmError
-from w2vlm.transcribe import TranscribeOptions
+from w2vlm.transcribe import TranscribeOptions, _describe_error, _duration
 
 logger = logging.getLogger("w2vlm.distributed")
 
@@ -127,8 +127,6 @@ def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
 
 # ------------------------------------------------------------------------------------------------ results
 
-_FIELDS = ("id", "audio", "status", "error", "text", "duration", "words", "reference", "model")
-
 
 def _schema() -> Any:
     import pyarrow as pa
@@ -205,12 +203,6 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ stages
 
 
-def _describe(exc: BaseException) -> str:
-    from w2vlm.transcribe import _describe_error
-
-    return _describe_error(exc)
-
-
 class AcousticStage:
     """Ray Data actor: holds the CTC model and turns a batch of work items into logits (or errors).
 
@@ -220,26 +212,20 @@ class AcousticStage:
     options_dict: ClassVar[dict[str, Any]] = {}
     threads: ClassVar[int] = 1
 
-    def __init__(self, options: dict[str, Any] | None = None, threads: int | None = None) -> None:
+    def __init__(self) -> None:
         import torch
-
-        options = self.options_dict if options is None else options
-        threads = self.threads if threads is None else threads
 
         from w2vlm.model import load_model, resolve_model_path
         from w2vlm.pipeline import CTCLogitsRunner
         from w2vlm.processor import load_feature_extractor
 
-        torch.set_num_threads(max(1, threads))
-        self.options = TranscribeOptions(**options)
+        torch.set_num_threads(max(1, self.threads))
+        self.options = TranscribeOptions(**self.options_dict)
         folder = resolve_model_path(self.options.model)
         model = load_model(folder, device=self.options.device, quantize=self.options.quantize)
         self.runner = CTCLogitsRunner(model, load_feature_extractor(folder))
-        self.device = str(self.runner.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from w2vlm.audio import audio_duration
-
         paths = [str(p) for p in batch["path"]]
         logits: list[np.ndarray | None] = [None] * len(paths)
         errors = [""] * len(paths)
@@ -252,12 +238,11 @@ class AcousticStage:
                 try:
                     logits[i] = self.runner.compute_logits([path], opts.chunk_length_s, None, opts.batch_size)[0]
                 except Exception as exc:
-                    errors[i] = _describe(exc)
+                    errors[i] = _describe_error(exc)
         spf = self.runner.ratio / self.runner.sampling_rate
-        durations = []
-        for path, lg in zip(paths, logits):
-            d = audio_duration(path) if lg is not None else None
-            durations.append(float(d) if d is not None else (lg.shape[0] * spf if lg is not None else 0.0))
+        durations = [
+            _duration(Path(path), lg.shape[0] * spf) if lg is not None else 0.0 for path, lg in zip(paths, logits)
+        ]
         empty = np.zeros((0, 0), np.float32)
         return {
             **{k: batch[k] for k in ("id", "audio", "path", "reference")},
@@ -319,7 +304,7 @@ def decode_stage(
             outcomes = [exc] * len(ok)
         for i, outcome in zip(ok, outcomes):
             if isinstance(outcome, Exception):
-                errors[i] = _describe(outcome)
+                errors[i] = _describe_error(outcome)
                 continue
             texts[i] = outcome.text
             words[i] = [

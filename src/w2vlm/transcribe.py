@@ -274,11 +274,6 @@ class Transcriber:
         )
         self.processor = processor
         self.decoding = LogitsDecoder(processor, options, self.model_name, self.pipe.ratio / self.pipe.sampling_rate)
-        self.labels = self.decoding.labels
-        self.seconds_per_frame = self.decoding.seconds_per_frame
-        self.vocab = self.decoding.vocab
-        self.has_lm = self.decoding.has_lm
-        self.decode_kwargs = self.decoding.decode_kwargs
         self.group_size = max(4, options.batch_size, self.decode_threads)
 
     @property
@@ -356,14 +351,14 @@ class Transcriber:
             st.frames += piece.shape[0]
             if chunked and not opts.greedy:
                 if st.stream is None:
-                    st.stream = self.processor.stream(**self.decode_kwargs, n_best=n_best)
+                    st.stream = self.processor.stream(**self.decoding.decode_kwargs, n_best=n_best)
                 pool.submit(st.feed, piece)
                 if word_timestamps:
                     st.pieces.append(piece)
             else:
                 st.pieces.append(piece)
             if on_audio is not None:
-                on_audio(piece.shape[0] * self.seconds_per_frame)
+                on_audio(piece.shape[0] * self.decoding.seconds_per_frame)
         return state
 
     def _decode_group(self, computed: list[_Pending], word_timestamps: bool) -> list[FileResult]:
@@ -374,7 +369,7 @@ class Transcriber:
         )
         outcome_of = {id(p): d for p, d in zip(whole, decoded)}
         for p in computed:
-            audio_seconds = _duration(p.file.path, p.frames * self.seconds_per_frame)
+            audio_seconds = _duration(p.file.path, p.frames * self.decoding.seconds_per_frame)
             try:
                 if p.stream is not None:
                     transcript = self.decoding.from_beams(str(p.file.path), *self._finalize_stream(p, word_timestamps))
@@ -395,7 +390,7 @@ class Transcriber:
 
     def _concat(self, p: _Pending) -> np.ndarray:
         if not p.pieces:
-            return np.zeros((0, self.vocab), np.float32)
+            return np.zeros((0, self.decoding.vocab), np.float32)
         return p.pieces[0] if len(p.pieces) == 1 else np.concatenate(p.pieces)
 
     def _finalize_stream(self, p: _Pending, confidences: bool) -> tuple[list[Any], list[float]]:
@@ -409,8 +404,8 @@ class Transcriber:
         beams = p.stream.finalize()
         if not beams or not confidences:
             return beams, []
-        lp = to_log_probs(self._concat(p), self.vocab)
-        return beams, word_confidences(beams, lp, self.labels, self.processor.decoder.language_model)[0]
+        lp = to_log_probs(self._concat(p), self.decoding.vocab)
+        return beams, word_confidences(beams, lp, self.decoding.labels, self.processor.decoder.language_model)[0]
 
 
 class LogitsDecoder:

@@ -199,20 +199,23 @@ def analyze(
         )
 
     padded_len = _padded_length(wave.size, sr, pad_to_s, pipe.ratio)
-    model_obj, fe = pipe.model, pipe.feature_extractor
     uses_mask = pipe._uses_mask()
-    alone_logits, alone_mask = _forward(model_obj, fe, pipe, wave, wave.size, uses_mask)
-    padded_logits, padded_mask = _forward(model_obj, fe, pipe, wave, padded_len, uses_mask)
+    alone_logits, alone_mask = _forward(pipe, wave, wave.size, uses_mask)
+    padded_logits, padded_mask = _forward(pipe, wave, padded_len, uses_mask)
     frames = alone_logits.shape[0]
     probs = _softmax(alone_logits)
     padded_probs = _softmax(padded_logits[:frames])
     diff = float(np.abs(padded_probs - probs).max()) if frames else 0.0
 
-    labels = _display_labels(pipe)
-    blank = _blank_index(pipe)
+    from w2vlm.processor import decoder_labels as labels_of
+
+    decoder_labels = labels_of(pipe.decoder)
+    labels = [{"": "<blank>", " ": "|"}.get(label, label) for label in decoder_labels]
+    blank = decoder_labels.index("") if "" in decoder_labels else 0
     frame_s = pipe.ratio / sr
-    greedy = _greedy(probs, pipe, frame_s)
-    padded_greedy = " ".join(w.word for w in _greedy(padded_probs, pipe, frame_s))
+    is_bpe = bool(getattr(getattr(pipe.decoder, "alphabet", None), "is_bpe", False))
+    greedy = _greedy(probs, decoder_labels, is_bpe, frame_s)
+    padded_greedy = " ".join(w.word for w in _greedy(padded_probs, decoder_labels, is_bpe, frame_s))
 
     lm_words: list[TimedWord] | None = None
     settings: dict[str, Any] = {}
@@ -274,11 +277,12 @@ def _padded_length(samples: int, sr: int, pad_to_s: float | None, ratio: int) ->
     return -(-target // ratio) * ratio
 
 
-def _forward(model: Any, fe: Any, pipe: Any, wave: np.ndarray, length: int, uses_mask: bool) -> tuple:
+def _forward(pipe: Any, wave: np.ndarray, length: int, uses_mask: bool) -> tuple:
     """Logits (frames of the whole padded input) and the frame-level attention mask for ``wave`` padded to
     ``length`` samples, fed the way the pipeline feeds a batch."""
     import torch
 
+    model, fe = pipe.model, pipe.feature_extractor
     features = fe(
         [wave],
         sampling_rate=pipe.sampling_rate,
@@ -310,27 +314,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _display_labels(pipe: Any) -> list[str]:
-    from w2vlm.processor import decoder_labels
-
-    out = []
-    for label in decoder_labels(pipe.decoder):
-        if label == "":
-            out.append("<blank>")
-        elif label == " ":
-            out.append("|")
-        else:
-            out.append(label)
-    return out
-
-
-def _blank_index(pipe: Any) -> int:
-    from w2vlm.processor import decoder_labels
-
-    labels = decoder_labels(pipe.decoder)
-    return labels.index("") if "" in labels else 0
-
-
 def _model_name(pipe: Any) -> str:
     from w2vlm.model import default_model_dir
 
@@ -343,16 +326,14 @@ def _model_name(pipe: Any) -> str:
     return Path(name).name if name else type(pipe.model).__name__
 
 
-def _greedy(probs: np.ndarray, pipe: Any, frame_seconds: float) -> list[TimedWord]:
+def _greedy(probs: np.ndarray, labels: list[str], is_bpe: bool, frame_seconds: float) -> list[TimedWord]:
     """Best-path words in seconds; confidence as in ``w2vlm transcribe --no-lm``: the weakest character's
-    mean posterior."""
-    from w2vlm.processor import decoder_labels
+    mean posterior. ``labels``: the decoder's labels."""
     from w2vlm.transcribe import greedy_words
 
-    is_bpe = bool(getattr(getattr(pipe.decoder, "alphabet", None), "is_bpe", False))
     with np.errstate(divide="ignore"):
         log_probs = np.log(probs)
-    _, words = greedy_words(log_probs, decoder_labels(pipe.decoder), is_bpe)
+    _, words = greedy_words(log_probs, labels, is_bpe)
     return [TimedWord(w, s * frame_seconds, e * frame_seconds, float(c)) for w, s, e, c in words]
 
 
@@ -393,7 +374,7 @@ def render_png(vis: Visualization, path: str | os.PathLike, *, low_confidence: f
     # masks: one row per (view, level)
     rows, names = [], []
     for m in vis.masks:
-        rows.append(_resample_mask(m.samples, vis.duration_s, t_end, sr, 2000))
+        rows.append(_stretch(m.samples.astype(np.float32), m.samples.size / sr, t_end, 2000))
         names.append(f"{m.name}: samples")
         fm = m.frames.astype(np.float32) if m.passed_to_model else np.full(m.frames.size, 0.5, np.float32)
         rows.append(_stretch(fm, m.frames.size * vis.frame_seconds, t_end, 2000))
@@ -508,10 +489,6 @@ def _envelope(audio: np.ndarray, sr: int, bins: int) -> tuple[np.ndarray, np.nda
     hi = np.maximum.reduceat(audio, edges[:-1])
     t = edges[:-1] / sr
     return t, lo, hi
-
-
-def _resample_mask(mask: np.ndarray, real_s: float, total_s: float, sr: int, width: int) -> np.ndarray:
-    return _stretch(mask.astype(np.float32), mask.size / sr, total_s, width)
 
 
 def _stretch(values: np.ndarray, span_s: float, total_s: float, width: int) -> np.ndarray:
