@@ -203,3 +203,76 @@ def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -
     bad_lm.mkdir()
     with pytest.raises(ModelError, match="exactly one"):
         train(_config(tiny_manifest, tmp_path / "m2", epochs=1, dev_manifest=None, lm_dir=bad_lm))
+
+
+def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> list[int]:
+    """Longest clip of each batch of the first epoch, in the order training sees them."""
+    from w2vlm import train as train_module
+
+    seen: list[int] = []
+    collate = train_module.AudioStore.collate
+
+    def spy(self: train_module.AudioStore, idx: list[int], device: object) -> object:
+        seen.append(int(self.lengths[list(idx)].max()))
+        return collate(self, idx, device)
+
+    monkeypatch.setattr(train_module.AudioStore, "collate", spy)
+    result = train(_config(manifest, out, epochs=1, dev_manifest=None, **kw))
+    monkeypatch.undo()
+    return seen[: result.steps]
+
+
+def test_sortagrad_orders_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    (tmp_path / "wav").mkdir()
+    texts = ["ab", "abcdefg", "abc", "abcdefghij", "a", "abcdef", "abcde", "abcdefgh", "abcd", "abcdefghi"]
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for i, text in enumerate(texts):
+            _write_wav(tmp_path / "wav" / f"{i}.wav", _tone_clip(text, rng))
+            f.write(json.dumps({"audio": f"wav/{i}.wav", "text": text}) + "\n")
+    # batch_seconds below any clip: one clip per batch, so the order of batches is the order of clips
+    sorted_run = _first_epoch_batch_lengths(tmp_path / "m.jsonl", tmp_path / "a", monkeypatch, batch_seconds=0.3)
+    shuffled_run = _first_epoch_batch_lengths(
+        tmp_path / "m.jsonl", tmp_path / "b", monkeypatch, batch_seconds=0.3, sortagrad=False
+    )
+    assert len(sorted_run) == len(shuffled_run) == len(texts)
+    assert sorted_run == sorted(sorted_run)
+    assert shuffled_run != sorted(shuffled_run)
+    assert sorted(shuffled_run) == sorted_run
+
+
+def test_train_command_from_scratch_then_init_from(tiny_manifest: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    runner = CliRunner()
+    common = ["--preset", "tiny", "--batch-seconds", "4", "--lr", "3e-3", "--warmup", "2", "--device", "cpu", "-q"]
+    first = tmp_path / "first"
+    res = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(first), "--epochs", "2", *common])
+    assert res.exit_code == 0, res.output
+    assert "trained" in res.output and "2 epochs" in res.output
+    info = json.loads((first / "training_info.json").read_text())
+    assert info["epochs_completed"] == 2 and info["steps"] > 0
+
+    second = tmp_path / "second"
+    args = ["train", str(tiny_manifest), "-o", str(second), "--init-from", str(first), "--epochs", "1"]
+    res = runner.invoke(app, [*args, "--dev", str(tiny_manifest), "--no-sortagrad", *common])
+    assert res.exit_code == 0, res.output
+    assert "dev greedy WER" in res.output
+    assert json.loads((second / "vocab.json").read_text()) == json.loads((first / "vocab.json").read_text())
+    assert (
+        json.loads((second / "config.json").read_text())["hidden_size"]
+        == json.loads((first / "config.json").read_text())["hidden_size"]
+    )
+    before, after = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from the first model
+
+    res = runner.invoke(app, ["train", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x"), *common])
+    assert res.exit_code == 1
+    assert "missing.jsonl: manifest not found" in res.output
+    res = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(tmp_path / "y"), "--init-from", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "config.json not found" in res.output

@@ -23,6 +23,32 @@ app = typer.Typer(
 )
 
 
+# Options shared by several commands: declared once so that their flags and help read the same everywhere.
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+QuantizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--quantize", help="int8: 8-bit weights (dynamic int8 on CPU, bitsandbytes on CUDA).  \\[default: none]"
+    ),
+]
+ManifestArgument = Annotated[
+    str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
+]
+DecodeThreadsOption = Annotated[int | None, typer.Option("--threads", help="Decoding threads.  \\[default: all CPUs]")]
+CacheDirOption = Annotated[
+    str | None, typer.Option("--cache-dir", help="Logits cache folder.  \\[default: ~/.cache/w2vlm/logits]")
+]
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached logits.")]
+NoNormalizeOption = Annotated[
+    bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
+]
+TableQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")]
+
+
 @app.callback()
 def _root() -> None:
     """Speech recognition with wav2vec2-family CTC models and n-gram LM beam search."""
@@ -177,35 +203,47 @@ def build_lm_command(
 
 @app.command("train")
 def train_command(
-    manifest: str = typer.Argument(..., help='JSONL manifest: one {"audio": path, "text": ...} a line.'),
-    output: str = typer.Option(..., "--output", "-o", help="Folder to write the trained model to (hub layout)."),
-    dev: str | None = typer.Option(None, "--dev", help="Dev manifest: greedy WER/CER after every epoch."),
-    init_from: str | None = typer.Option(
-        None, "--init-from", help="Start from this model folder (hub layout) instead of from scratch."
-    ),
-    preset: str = typer.Option("small", "--preset", help="Model size from scratch: small, mini or tiny."),
-    epochs: int = typer.Option(10, "--epochs", help="Passes over the training data."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many updates."),
-    time_limit: float | None = typer.Option(
-        None, "--time-limit", help="Training budget in seconds; the LR decay follows it too."
-    ),
-    batch_seconds: float = typer.Option(320.0, "--batch-seconds", help="Padded audio seconds per batch."),
-    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
-    warmup: int = typer.Option(500, "--warmup", help="Warm-up steps."),
-    mask_time_prob: float | None = typer.Option(
-        None, "--mask-time-prob", help="SpecAugment time-mask probability (model default if unset)."
-    ),
-    max_duration: float = typer.Option(20.0, "--max-duration", help="Skip training clips longer than this."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
-    save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps (0: per epoch only)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.checkpoint if it exists."),
-    lm: str | None = typer.Option(
-        None, "--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."
-    ),
-    save_dtype: str = typer.Option("float32", "--save-dtype", help="float32, float16 or bfloat16."),
-    seed: int = typer.Option(0, "--seed"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (log lines only)."),
+    manifest: Annotated[str, typer.Argument(help='JSONL manifest: one {"audio": path, "text": ...} a line.')],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder to write the trained model to (hub layout).")],
+    dev: Annotated[str | None, typer.Option("--dev", help="Dev manifest: greedy WER/CER after every epoch.")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="Start from this model folder (hub layout) instead of from scratch."),
+    ] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Model size from scratch: small, mini or tiny.")] = "small",
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 10,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many updates.")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Training budget in seconds; the LR decay follows it too.")
+    ] = None,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio seconds per batch.")] = 320.0,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps.")] = 500,
+    mask_time_prob: Annotated[
+        float | None,
+        typer.Option("--mask-time-prob", help="SpecAugment time-mask probability (model default if unset)."),
+    ] = None,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="Skip training clips longer than this.")] = 20.0,
+    sortagrad: Annotated[
+        bool,
+        typer.Option(
+            "--sortagrad/--no-sortagrad",
+            help="First epoch shortest-first (helps CTC find alignments from scratch; off suits fine-tuning).",
+        ),
+    ] = True,
+    device: DeviceOption = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
+    save_every: Annotated[
+        int, typer.Option("--save-every", help="Checkpoint every N steps (0: per epoch only).")
+    ] = 1000,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.checkpoint if it exists.")] = False,
+    lm: Annotated[
+        str | None,
+        typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),
+    ] = None,
+    save_dtype: Annotated[str, typer.Option("--save-dtype", help="float32, float16 or bfloat16.")] = "float32",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialization, shuffling and masks.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (log lines only).")] = False,
 ) -> None:
     """Train (or fine-tune) a wav2vec2 CTC model on a manifest; saves it in the hub layout."""
     import sys
@@ -236,6 +274,7 @@ def train_command(
         warmup_steps=warmup,
         mask_time_prob=mask_time_prob,
         max_duration_s=max_duration,
+        sortagrad=sortagrad,
         device=device,
         amp=amp,
         save_every=save_every,
@@ -268,10 +307,7 @@ def transcribe_command(
         list[str] | None,
         typer.Argument(help="Audio files and/or folders (walked recursively for audio files).", show_default=False),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
-    ] = None,
+    model: ModelOption = None,
     lm: Annotated[
         str | None,
         typer.Option(
@@ -298,7 +334,7 @@ def transcribe_command(
             "\\[default: txt; jsonl with --ray]",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Audio windows per model forward pass.")] = 1,
     chunk_length: Annotated[
         float | None,
@@ -337,12 +373,7 @@ def transcribe_command(
     n_best: Annotated[
         int, typer.Option("--n-best", help="Hypotheses to keep; more than 1 adds 'alternatives' to json.")
     ] = 1,
-    quantize: Annotated[
-        str | None,
-        typer.Option(
-            "--quantize", help="int8: 8-bit weights (dynamic int8 on CPU, bitsandbytes on CUDA).  \\[default: none]"
-        ),
-    ] = None,
+    quantize: QuantizeOption = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -532,10 +563,7 @@ def _transcribe_on_ray(
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model folder or hub id (default: the embedded model)."),
-    ] = None,
+    model: ModelOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
     api_key: Annotated[
@@ -569,8 +597,8 @@ def serve_command(
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
     ] = 0.5,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: 8-bit linear layers.")] = None,
+    device: DeviceOption = "auto",
+    quantize: QuantizeOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
@@ -648,13 +676,8 @@ def _eval_progress(console: object, quiet: bool) -> object:
 
 @app.command("eval")
 def eval_command(
-    manifest: Annotated[
-        str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
-    ],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
-    ] = None,
+    manifest: ManifestArgument,
+    model: ModelOption = None,
     lm: Annotated[
         str | None,
         typer.Option("--lm", help="LM to use instead of the model's: an ARPA/KenLM file, or a language_model/ folder."),
@@ -672,24 +695,19 @@ def eval_command(
         float | None,
         typer.Option("--unk-score-offset", help="Penalty of out-of-vocabulary words.  \\[default: attrs.json]"),
     ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="Decoding threads.  \\[default: all CPUs]")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: DecodeThreadsOption = None,
+    device: DeviceOption = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
-    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: 8-bit linear layers.")] = None,
+    quantize: QuantizeOption = None,
     chunk_length: Annotated[
         float | None,
         typer.Option("--chunk-length", help="Window length in seconds for long audio.  \\[default: auto]"),
     ] = None,
-    cache_dir: Annotated[
-        str | None,
-        typer.Option("--cache-dir", help="Logits cache folder.  \\[default: ~/.cache/w2vlm/logits]"),
-    ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached logits.")] = False,
-    no_normalize: Annotated[
-        bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
-    ] = False,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+    no_normalize: NoNormalizeOption = False,
     show: Annotated[int, typer.Option("--show", help="Print the N utterances with the most word errors.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")] = False,
+    quiet: TableQuietOption = False,
 ) -> None:
     """WER/CER of greedy vs beam search + LM decoding on a manifest, with real-time factors.
 
@@ -759,13 +777,8 @@ def eval_command(
 
 @app.command("tune")
 def tune_command(
-    manifest: Annotated[
-        str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
-    ],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
-    ] = None,
+    manifest: ManifestArgument,
+    model: ModelOption = None,
     lm: Annotated[
         str | None,
         typer.Option(
@@ -786,7 +799,7 @@ def tune_command(
         typer.Option("--random", help="Random search: N settings drawn from the ranges instead of the grid."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", help="Decoding threads.  \\[default: all CPUs]")] = None,
+    threads: DecodeThreadsOption = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of WER over alpha x beta.")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write all settings and scores as JSON.")] = None,
     write_attrs_to: Annotated[
@@ -804,16 +817,11 @@ def tune_command(
         ),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Settings shown in the table.")] = 10,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    cache_dir: Annotated[
-        str | None,
-        typer.Option("--cache-dir", help="Logits cache folder.  \\[default: ~/.cache/w2vlm/logits]"),
-    ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached logits.")] = False,
-    no_normalize: Annotated[
-        bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")] = False,
+    device: DeviceOption = "auto",
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+    no_normalize: NoNormalizeOption = False,
+    quiet: TableQuietOption = False,
 ) -> None:
     """Search LM weights (alpha, beta; optionally beam width, unk_score_offset) on cached logits.
 
@@ -891,10 +899,7 @@ def tune_command(
 @app.command("visualize")
 def visualize_command(
     audio: Annotated[str, typer.Argument(help="Audio file to look at.")],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
-    ] = None,
+    model: ModelOption = None,
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="Write a PNG here.  \\[default: print a terminal rendering]"),
@@ -919,7 +924,7 @@ def visualize_command(
     width: Annotated[
         int | None, typer.Option("--width", help="Terminal rendering width in columns.  \\[default: the terminal's]")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Show what the model sees and decodes: waveform, attention/padding mask (alone and in a padded batch),
     CTC posteriorgram, and greedy vs LM words with confidences; as a PNG (-o) or in the terminal."""
