@@ -926,8 +926,9 @@ def visualize_command(
     ] = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """Show what the model sees and decodes: waveform, attention/padding mask (alone and in a padded batch),
-    CTC posteriorgram, and greedy vs LM words with confidences; as a PNG (-o) or in the terminal."""
+    """Show what the model sees and decodes, as a PNG (-o) or in the terminal.
+
+    Waveform, attention mask (alone and padded in a batch), CTC posteriorgram, greedy vs LM words + confidence."""
 
     from rich.console import Console
     from rich.markup import escape
