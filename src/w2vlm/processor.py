@@ -112,13 +112,21 @@ def missing_alphabet_tokens(decoder: Any, tokenizer: Any) -> set[str]:
     return {tok for tok in tokenizer_labels(tokenizer) if tok not in labels}
 
 
+def _decoder_alphabet(decoder: Any) -> Any:
+    return getattr(decoder, "alphabet", None) or getattr(decoder, "_alphabet", None)
+
+
 def decoder_labels(decoder: Any) -> list[str]:
     """The labels of a decoder's alphabet (pyctcdecode layout: ``decoder._alphabet.labels``)."""
-    alphabet = getattr(decoder, "alphabet", None) or getattr(decoder, "_alphabet", None)
-    labels = getattr(alphabet, "labels", None)
+    labels = getattr(_decoder_alphabet(decoder), "labels", None)
     if labels is None:
         raise DecoderInputError("decoder: has no alphabet with labels; expected a w2vlm BeamSearchDecoderCTC")
     return list(labels)
+
+
+def decoder_is_bpe(decoder: Any) -> bool:
+    """Whether a decoder's alphabet holds BPE pieces (``▁`` marks a word start) rather than characters."""
+    return bool(getattr(_decoder_alphabet(decoder), "is_bpe", False))
 
 
 def _to_numpy(logits: Any) -> Any:

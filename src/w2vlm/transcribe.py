@@ -414,14 +414,14 @@ class LogitsDecoder:
     transcripts are those of ``w2vlm transcribe``."""
 
     def __init__(self, processor: Any, options: TranscribeOptions, model_name: str, seconds_per_frame: float) -> None:
-        from w2vlm.processor import decoder_labels
+        from w2vlm.processor import decoder_is_bpe, decoder_labels
 
         self.processor = processor
         self.options = options
         self.model_name = model_name
         self.seconds_per_frame = seconds_per_frame
         self.labels = decoder_labels(processor.decoder)
-        self.is_bpe = bool(getattr(getattr(processor.decoder, "alphabet", None), "is_bpe", False))
+        self.is_bpe = decoder_is_bpe(processor.decoder)
         self.vocab = len(self.labels)
         self.has_lm = getattr(processor.decoder, "language_model", None) is not None
         self.decode_kwargs: dict[str, Any] = {

@@ -207,15 +207,15 @@ def analyze(
     padded_probs = _softmax(padded_logits[:frames])
     diff = float(np.abs(padded_probs - probs).max()) if frames else 0.0
 
-    from w2vlm.processor import decoder_labels as labels_of
+    from w2vlm.processor import decoder_is_bpe, decoder_labels
 
-    decoder_labels = labels_of(pipe.decoder)
-    labels = [{"": "<blank>", " ": "|"}.get(label, label) for label in decoder_labels]
-    blank = decoder_labels.index("") if "" in decoder_labels else 0
+    raw_labels = decoder_labels(pipe.decoder)
+    labels = [{"": "<blank>", " ": "|"}.get(label, label) for label in raw_labels]
+    blank = raw_labels.index("") if "" in raw_labels else 0
     frame_s = pipe.ratio / sr
-    is_bpe = bool(getattr(getattr(pipe.decoder, "alphabet", None), "is_bpe", False))
-    greedy = _greedy(probs, decoder_labels, is_bpe, frame_s)
-    padded_greedy = " ".join(w.word for w in _greedy(padded_probs, decoder_labels, is_bpe, frame_s))
+    is_bpe = decoder_is_bpe(pipe.decoder)
+    greedy = _greedy(probs, raw_labels, is_bpe, frame_s)
+    padded_greedy = " ".join(w.word for w in _greedy(padded_probs, raw_labels, is_bpe, frame_s))
 
     lm_words: list[TimedWord] | None = None
     settings: dict[str, Any] = {}
