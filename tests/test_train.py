@@ -15,8 +15,10 @@ from w2vlm.train import (
     Tokenizer,
     TrainConfig,
     alphabet_labels,
+    build_config,
     edit_distance,
     error_rates,
+    padding_blank_loss,
     read_manifest,
     train,
 )
@@ -276,3 +278,47 @@ def test_train_command_from_scratch_then_init_from(tiny_manifest: Path, tmp_path
     res = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(tmp_path / "y"), "--init-from", str(tmp_path)])
     assert res.exit_code == 1
     assert "config.json not found" in res.output
+
+
+def test_padding_blank_loss_is_the_blank_nll_of_padded_frames() -> None:
+    from transformers import Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "tiny")).eval()
+    x = torch.randn(2, 16000)
+    full = torch.ones(2, 16000, dtype=torch.long)
+    with torch.no_grad():
+        logits = model(x, attention_mask=full).logits
+        assert float(padding_blank_loss(model, logits, full)) == 0.0  # no padding, nothing to learn
+        mask = full.clone()
+        mask[1, 6000:] = 0
+        logits = model(x * mask, attention_mask=mask).logits
+        got = float(padding_blank_loss(model, logits, mask))
+    n_valid = int(model._get_feat_extract_output_lengths(torch.tensor(6000)))
+    log_probs = torch.log_softmax(logits[1, n_valid:], dim=-1)[:, model.config.pad_token_id]
+    assert logits.shape[1] - n_valid > 10
+    assert got == pytest.approx(float(-log_probs.mean()), rel=1e-5)
+
+
+def test_training_adds_the_padding_loss_and_extra_padding(
+    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import w2vlm.train as train_mod
+
+    seen: list[tuple[int, int, float]] = []  # (batch width in samples, longest row, loss value) per step
+
+    def recording(model, logits, attention_mask):  # type: ignore[no-untyped-def]
+        value = padding_blank_loss(model, logits, attention_mask)
+        lengths = attention_mask.sum(-1)
+        seen.append((attention_mask.shape[1], int(lengths.max()), float(value)))
+        return value
+
+    monkeypatch.setattr(train_mod, "padding_blank_loss", recording)
+    result = train(_config(tiny_manifest, tmp_path / "a", dev_manifest=None, epochs=3, pad_extra_prob=1.0))
+    assert len(seen) == result.steps > 0
+    assert all(width > longest for width, longest, _ in seen)  # every batch got extra padding
+    assert all(value > 0 for *_, value in seen)
+
+    seen.clear()
+    result = train(_config(tiny_manifest, tmp_path / "b", dev_manifest=None, epochs=3, pad_blank_weight=0.0))
+    assert result.steps > 0 and not seen  # switched off: plain CTC on unpadded batches

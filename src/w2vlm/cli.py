@@ -210,7 +210,7 @@ def train_command(
         str | None,
         typer.Option("--init-from", help="Start from this model folder (hub layout) instead of from scratch."),
     ] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model size from scratch: small, mini or tiny.")] = "small",
+    preset: Annotated[str, typer.Option("--preset", help="Model size from scratch: small, medium or tiny.")] = "small",
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 10,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many updates.")] = None,
     time_limit: Annotated[
@@ -231,6 +231,13 @@ def train_command(
             help="First epoch shortest-first (helps CTC find alignments from scratch; off suits fine-tuning).",
         ),
     ] = True,
+    pad_blank_weight: Annotated[
+        float,
+        typer.Option(
+            "--pad-blank-weight",
+            help="Weight of a loss teaching padded frames to say blank, so padded batches decode untrimmed (0: off).",
+        ),
+    ] = 0.2,
     device: DeviceOption = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
     save_every: Annotated[
@@ -275,6 +282,7 @@ def train_command(
         mask_time_prob=mask_time_prob,
         max_duration_s=max_duration,
         sortagrad=sortagrad,
+        pad_blank_weight=pad_blank_weight,
         device=device,
         amp=amp,
         save_every=save_every,

@@ -156,6 +156,8 @@ class TrainConfig:
     save_dtype: str = "float32"
     log_every: int = 50
     sortagrad: bool = True
+    pad_blank_weight: float = 0.2
+    pad_extra_prob: float = 0.25
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -408,13 +410,16 @@ class AudioStore:
             rng.shuffle(out)
         return out
 
-    def collate(self, idx: Sequence[int], device: Any) -> tuple[Any, Any, Any]:
-        """(normalized padded float audio, attention mask, padded labels with -100) on ``device``."""
+    def collate(self, idx: Sequence[int], device: Any, extra: int = 0) -> tuple[Any, Any, Any]:
+        """(normalized padded float audio, attention mask, padded labels with -100) on ``device``.
+
+        ``extra`` samples of padding are added past the longest row (to train the padded frames).
+        """
         import torch
 
         lens = torch.as_tensor(self.lengths[list(idx)], device=self.audio.device)
         starts = torch.as_tensor(self.offsets[list(idx)], device=self.audio.device)
-        width = int(lens.max())
+        width = int(lens.max()) + max(int(extra), 0)
         pos = torch.arange(width, device=self.audio.device)
         mask = pos[None, :] < lens[:, None]
         gather = (starts[:, None] + pos[None, :]).clamp_(max=self.audio.numel() - 1)
@@ -584,6 +589,27 @@ def _resolve_device(name: str) -> Any:
         return torch.device(name)
     except RuntimeError as exc:
         raise ModelError(f"device: {name!r} is not a torch device ({exc})") from None
+
+
+#: Up to this much extra padding (seconds) in the batches that get some (``TrainConfig.pad_extra_prob``)
+_PAD_EXTRA_MAX_S = 2.0
+
+
+def padding_blank_loss(model: Any, logits: Any, attention_mask: Any) -> Any:
+    """Mean negative log-probability of the CTC blank over the padded frames of a batch (0 if none).
+
+    CTC's loss ignores the frames past each row's length, so on its own it leaves them untrained, and a
+    padded batch decoded without trimming would read characters out of its padding. This term teaches
+    them to say blank, so ``processor.batch_decode(model(**inputs).logits)`` works on padded batches.
+    """
+    import torch
+
+    frames = model._get_feature_vector_attention_mask(logits.shape[1], attention_mask).bool()
+    padded = ~frames
+    if not bool(padded.any()):
+        return logits.new_zeros((), dtype=torch.float32)
+    log_blank = torch.log_softmax(logits.float(), dim=-1)[..., model.config.pad_token_id]
+    return -log_blank[padded].mean()
 
 
 def _lr_at(cfg: TrainConfig, step: int, total_steps: int, elapsed: float) -> float:
@@ -780,9 +806,15 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 lr = _lr_at(cfg, step, total_steps, elapsed)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, mask, labels = train_store.collate(idx, device)
+                extra = 0
+                if cfg.pad_blank_weight > 0 and rng.random() < cfg.pad_extra_prob:
+                    extra = int(rng.random() * _PAD_EXTRA_MAX_S * SAMPLE_RATE)
+                x, mask, labels = train_store.collate(idx, device, extra)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = model(x, attention_mask=mask, labels=labels).loss
+                    out = model(x, attention_mask=mask, labels=labels)
+                loss = out.loss
+                if cfg.pad_blank_weight > 0:
+                    loss = loss + cfg.pad_blank_weight * padding_blank_loss(model, out.logits, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
