@@ -83,6 +83,19 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     (item,) = read_manifest(ok)
     assert item.audio == tmp_path / "x" / "a.wav"
     assert item.text == "hi"
+    # the same formats as `w2vlm eval`: CSV, and a folder of audio + .txt, where every clip needs its text
+    (tmp_path / "m.csv").write_text("path,transcript\nx/b.wav,hello there\n")
+    (item,) = read_manifest(tmp_path / "m.csv")
+    assert (item.audio, item.text) == (tmp_path / "x" / "b.wav", "hello there")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    _write_wav(folder / "1.wav", np.zeros(1600))
+    _write_wav(folder / "2.wav", np.zeros(1600))
+    (folder / "1.txt").write_text("one\n")
+    with pytest.raises(ManifestError, match=r"1 of 2 utterances have no usable text.*2\.txt"):
+        read_manifest(folder)
+    (folder / "2.txt").write_text("two")
+    assert [u.text for u in read_manifest(folder)] == ["one", "two"]
 
 
 def _tone_clip(text: str, rng: np.random.Generator) -> np.ndarray:
@@ -214,9 +227,9 @@ def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.Mo
     seen: list[int] = []
     collate = train_module.AudioStore.collate
 
-    def spy(self: train_module.AudioStore, idx: list[int], device: object) -> object:
+    def spy(self: train_module.AudioStore, idx: list[int], device: object, extra: int = 0) -> object:
         seen.append(int(self.lengths[list(idx)].max()))
-        return collate(self, idx, device)
+        return collate(self, idx, device, extra)
 
     monkeypatch.setattr(train_module.AudioStore, "collate", spy)
     result = train(_config(manifest, out, epochs=1, dev_manifest=None, **kw))

@@ -203,7 +203,7 @@ def build_lm_command(
 
 @app.command("train")
 def train_command(
-    manifest: Annotated[str, typer.Argument(help='JSONL manifest: one {"audio": path, "text": ...} a line.')],
+    manifest: ManifestArgument,
     output: Annotated[str, typer.Option("--output", "-o", help="Folder to write the trained model to (hub layout).")],
     dev: Annotated[str | None, typer.Option("--dev", help="Dev manifest: greedy WER/CER after every epoch.")] = None,
     init_from: Annotated[

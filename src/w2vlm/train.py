@@ -229,33 +229,17 @@ class Utterance:
 
 
 def read_manifest(path: Path) -> list[Utterance]:
-    """Read a JSONL manifest; relative audio paths are resolved against the manifest's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
-    base = path.parent
-    items: list[Utterance] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            audio = rec.get("audio", rec.get("audio_filepath", rec.get("path")))
-            text = rec.get("text", rec.get("sentence", rec.get("transcript")))
-            if not isinstance(audio, str) or not audio:
-                raise ManifestError(f"{path}:{lineno}: field 'audio' (a file path) is missing")
-            if not isinstance(text, str):
-                raise ManifestError(f"{path}:{lineno}: field 'text' (a string) is missing")
-            audio_path = Path(audio) if os.path.isabs(audio) else base / audio
-            items.append(Utterance(audio_path, text))
-    if not items:
-        raise ManifestError(f"{path}: manifest has no utterances")
-    return items
+    """Read a manifest as ``w2vlm eval`` does (JSONL, CSV/TSV, or a folder of audio + ``.txt``); relative
+    audio paths are resolved against the manifest's folder. Every utterance needs its text."""
+    from w2vlm.eval import read_manifest as read_any
+
+    items = read_any(path)
+    missing = [item for item in items if item.error]
+    if missing:
+        raise ManifestError(
+            f"{path}: {len(missing)} of {len(items)} utterances have no usable text (first: {missing[0].error})"
+        )
+    return [Utterance(Path(item.audio), item.reference) for item in items]
 
 
 def read_audio_int16(path: Path) -> np.ndarray:
@@ -320,6 +304,9 @@ class Tokenizer:
         return " ".join("".join(out).split())
 
 
+_EMPTY_INT16 = np.zeros(0, dtype=np.int16)
+
+
 class AudioStore:
     """All utterances of a manifest as one int16 buffer with offsets, plus their label ids."""
 
@@ -378,7 +365,11 @@ class AudioStore:
             raise ManifestError(f"{manifest}: no usable utterance (skipped: {skipped})")
         lengths = np.array([len(a) for a in keep_audio], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        flat = torch.from_numpy(np.concatenate(keep_audio))
+        flat_np = np.empty(int(lengths.sum()), dtype=np.int16)
+        for i, start in enumerate(offsets):  # copy piece by piece, freeing each: peak memory ~1x, not 2x
+            flat_np[start : start + lengths[i]] = keep_audio[i]
+            keep_audio[i] = _EMPTY_INT16
+        flat = torch.from_numpy(flat_np)
         try:
             flat = flat.to(device)
         except RuntimeError as exc:  # not enough device memory: keep it in host memory
