@@ -80,3 +80,23 @@ def test_examples_greedy_transcription_is_close() -> None:
     _, cer = error_rates(refs, hyps)
     # a real (if small) model: far from the ~100 % CER of an untrained one
     assert cer < 0.6, list(zip(refs, hyps, strict=True))
+
+
+def test_padded_batch_decodes_like_single_clips() -> None:
+    # transformers users decode a padded batch's logits as they are; the padded frames must say blank
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from w2vlm import Wav2Vec2ProcessorWithLM, load_model
+
+    processor = Wav2Vec2ProcessorWithLM.from_pretrained(str(MODEL))
+    model = load_model(str(MODEL))
+    audio = [_read(wav) for wav in sorted(EXAMPLES.glob("*.wav"))]
+    assert max(map(len, audio)) > 1.5 * min(map(len, audio))  # rows with a lot of padding
+    inputs = processor(audio, sampling_rate=16000, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        batch = model(**inputs).logits.numpy()
+        singles = [model(**processor(a, sampling_rate=16000, return_tensors="pt")).logits[0].numpy() for a in audio]
+    blank = model.config.pad_token_id
+    for row, single in zip(batch, singles, strict=True):
+        assert (row[len(single) :].argmax(-1) == blank).all()
+    assert processor.batch_decode(batch).text == processor.batch_decode(singles).text

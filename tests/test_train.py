@@ -192,6 +192,17 @@ def test_train_tiny_on_cpu_loss_decreases_and_loads(tiny_manifest: Path, tmp_pat
     assert isinstance(text, str)
 
 
+def test_stop_after_pauses_and_resume_finishes_the_same_schedule(tiny_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    whole = train(_config(tiny_manifest, tmp_path / "whole", epochs=3, dev_manifest=None))
+    paused = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, stop_after_s=1e-9))
+    assert paused.steps < whole.steps and paused.epochs_completed == 0
+    assert json.loads((out / "training_info.json").read_text())["paused"] is True  # the model is saved anyway
+    done = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True))
+    assert done.epochs_completed == 3 and done.steps == whole.steps
+    assert json.loads((out / "training_info.json").read_text())["paused"] is False
+
+
 def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     first = train(_config(tiny_manifest, out, epochs=2, dev_manifest=None))

@@ -216,6 +216,14 @@ def train_command(
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Training budget in seconds; the LR decay follows it too.")
     ] = None,
+    stop_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-after",
+            help="End this run after so many seconds (model and checkpoint saved); --resume goes on with the "
+            "same schedule. For machines lent in slices.",
+        ),
+    ] = None,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio seconds per batch.")] = 320.0,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps.")] = 500,
@@ -276,6 +284,7 @@ def train_command(
         epochs=epochs,
         max_steps=max_steps,
         time_limit_s=time_limit,
+        stop_after_s=stop_after,
         batch_seconds=batch_seconds,
         learning_rate=lr,
         warmup_steps=warmup,

@@ -139,6 +139,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None
     time_limit_s: float | None = None
+    stop_after_s: float | None = None
     batch_seconds: float = 320.0
     max_batch_size: int = 256
     learning_rate: float = 1e-3
@@ -781,18 +782,21 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     last_loss = float("nan")
     loss_window: list[float] = []
     dev_result: EvalResult | None = None
-    stop = False
+    stop = paused = False
     with _progress_bar(cfg.progress) as progress:
         task = progress.add_task("train", total=total_steps, completed=step, info="")
         while epoch < cfg.epochs and not stop:
             batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng)
             if epoch == 0 and cfg.sortagrad:  # first epoch shortest-first: CTC finds alignments sooner
                 batches.sort(key=lambda b: int(train_store.lengths[b].max()))
-            ep_loss, ep_n = 0.0, 0
+            ep_loss, ep_n, ep_first_step = 0.0, 0, step
             for idx in batches:
                 elapsed = elapsed_before + time.time() - t_train
                 if step >= total_steps or (cfg.time_limit_s and elapsed >= cfg.time_limit_s):
                     stop = True
+                    break
+                if cfg.stop_after_s and time.time() - t_train >= cfg.stop_after_s:
+                    stop = paused = True
                     break
                 lr = _lr_at(cfg, step, total_steps, elapsed)
                 for group in optimizer.param_groups:
@@ -825,6 +829,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                     save_checkpoint()
             else:
                 epoch += 1
+            if step == ep_first_step and stop and history:  # stopped at an epoch's start: nothing new to record
+                break
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
@@ -848,11 +854,15 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             save_checkpoint()
 
     train_seconds = elapsed_before + time.time() - t_train
+    if paused:
+        logger.info("stopped after %.0fs in this run (step %d); --resume continues the same schedule",
+                    time.time() - t_train, step)  # fmt: skip
     model.eval()
     info = {
         "steps": step,
         "epochs_completed": epoch,
         "train_seconds": round(train_seconds, 1),
+        "paused": paused,
         "train_audio_hours": round(train_store.hours, 3),
         "parameters": n_params,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
