@@ -346,3 +346,22 @@ def test_training_adds_the_padding_loss_and_extra_padding(
     seen.clear()
     result = train(_config(tiny_manifest, tmp_path / "b", dev_manifest=None, epochs=3, pad_blank_weight=0.0))
     assert result.steps > 0 and not seen  # switched off: plain CTC on unpadded batches
+
+
+def test_unreadable_audio_is_skipped_and_named(
+    tiny_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "wav" / "junk.wav").write_bytes(b"not audio at all")
+    mixed = tmp_path / "mixed.jsonl"
+    extra = [{"audio": "wav/missing.wav", "text": "abc"}, {"audio": "wav/junk.wav", "text": "abc"}]
+    mixed.write_text(tiny_manifest.read_text() + "".join(json.dumps(r) + "\n" for r in extra))
+    with caplog.at_level("WARNING", logger="w2vlm"):
+        result = train(_config(mixed, tmp_path / "m", epochs=1, dev_manifest=None))
+    assert result.steps > 0
+    assert "skipped 2 of 6 utterances (unreadable audio)" in caplog.text
+    assert "missing.wav" in caplog.text
+
+    only_bad = tmp_path / "bad.jsonl"
+    only_bad.write_text("".join(json.dumps(r) + "\n" for r in extra))
+    with pytest.raises(ManifestError, match=r"no usable utterance.*'unreadable audio': 2.*missing\.wav"):
+        train(_config(only_bad, tmp_path / "b", epochs=1, dev_manifest=None))

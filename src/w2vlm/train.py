@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from w2vlm.errors import ManifestError, ModelError
+from w2vlm.errors import ManifestError, ModelError, W2vlmError
 
 logger = logging.getLogger("w2vlm.train")
 
@@ -342,12 +342,28 @@ class AudioStore:
         keep_audio: list[np.ndarray] = []
         labels: list[list[int]] = []
         texts: list[str] = []
-        skipped = {"too long": 0, "unknown characters": 0, "too short for its text": 0, "empty": 0}
+        skipped = {
+            "unreadable audio": 0,
+            "too long": 0,
+            "unknown characters": 0,
+            "too short for its text": 0,
+            "empty": 0,
+        }
+        first_unreadable = ""
+
+        def read(item: Utterance) -> np.ndarray | Exception:
+            try:
+                return read_audio_int16(item.audio)
+            except (OSError, W2vlmError) as exc:  # missing, unreadable or undecodable: skip it, say which
+                return exc
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            arrays = pool.map(lambda u: read_audio_int16(u.audio), items)
-            for item, samples in zip(items, arrays, strict=True):
+            for item, samples in zip(items, pool.map(read, items), strict=True):
                 ids = tokenizer.encode(item.text)
-                if ids is None:
+                if isinstance(samples, Exception):
+                    skipped["unreadable audio"] += 1
+                    first_unreadable = first_unreadable or f"{item.audio}: {samples}"
+                elif ids is None:
                     skipped["unknown characters"] += 1
                 elif len(samples) > max_duration_s * SAMPLE_RATE:
                     skipped["too long"] += 1
@@ -362,8 +378,11 @@ class AudioStore:
         for why, n in skipped.items():
             if n:
                 logger.warning("%s: skipped %d of %d utterances (%s)", manifest, n, len(items), why)
+        if first_unreadable:
+            logger.warning("%s: the first unreadable one: %s", manifest, first_unreadable)
         if not keep_audio:
-            raise ManifestError(f"{manifest}: no usable utterance (skipped: {skipped})")
+            first = f"; first unreadable: {first_unreadable}" if first_unreadable else ""
+            raise ManifestError(f"{manifest}: no usable utterance (skipped: {skipped}){first}")
         lengths = np.array([len(a) for a in keep_audio], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         flat_np = np.empty(int(lengths.sum()), dtype=np.int16)
