@@ -365,3 +365,20 @@ def test_unreadable_audio_is_skipped_and_named(
     only_bad.write_text("".join(json.dumps(r) + "\n" for r in extra))
     with pytest.raises(ManifestError, match=r"no usable utterance.*'unreadable audio': 2.*missing\.wav"):
         train(_config(only_bad, tmp_path / "b", epochs=1, dev_manifest=None))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"pad_blank_weight": -0.5}, r"--pad-blank-weight \(pad_blank_weight\): -0.5; expected a number >= 0"),
+        ({"stop_after_s": 0.0}, r"--stop-after \(stop_after_s\): 0.0; expected a number > 0"),
+        ({"learning_rate": -1e-3}, r"--lr \(learning_rate\)"),
+        ({"epochs": 0}, r"--epochs \(epochs\): 0"),
+        ({"pad_extra_prob": 1.5}, r"pad_extra_prob: 1.5; expected a probability between 0 and 1"),
+        ({"mask_time_prob": -0.1}, r"--mask-time-prob"),
+    ],
+)
+def test_settings_out_of_range_are_named(tiny_manifest: Path, tmp_path: Path, setting: dict, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        train(_config(tiny_manifest, tmp_path / "m", **setting))
+    assert not (tmp_path / "m").exists()  # refused before any work

@@ -162,6 +162,37 @@ class TrainConfig:
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """Raise :class:`ModelError` naming the first setting out of its range (and its ``w2vlm train`` option)."""
+        # (field, command-line option or "", value, whether it must be > 0 rather than >= 0)
+        bounds: list[tuple[str, str, float | None, bool]] = [
+            ("epochs", "--epochs", self.epochs, True),
+            ("max_steps", "--max-steps", self.max_steps, True),
+            ("time_limit_s", "--time-limit", self.time_limit_s, True),
+            ("stop_after_s", "--stop-after", self.stop_after_s, True),
+            ("batch_seconds", "--batch-seconds", self.batch_seconds, True),
+            ("max_batch_size", "", self.max_batch_size, True),
+            ("learning_rate", "--lr", self.learning_rate, True),
+            ("warmup_steps", "--warmup", self.warmup_steps, False),
+            ("weight_decay", "", self.weight_decay, False),
+            ("max_grad_norm", "", self.max_grad_norm, True),
+            ("max_duration_s", "--max-duration", self.max_duration_s, True),
+            ("save_every", "--save-every", self.save_every, False),
+            ("log_every", "", self.log_every, True),
+            ("pad_blank_weight", "--pad-blank-weight", self.pad_blank_weight, False),
+        ]
+        for name, option, value, positive in bounds:
+            if value is not None and (value <= 0 if positive else value < 0):
+                where = f"{option} ({name})" if option else name
+                raise ModelError(f"{where}: {value}; expected a number {'>' if positive else '>='} 0")
+        for name, option, value in (
+            ("pad_extra_prob", "", self.pad_extra_prob),
+            ("mask_time_prob", "--mask-time-prob", self.mask_time_prob),
+        ):
+            if value is not None and not 0 <= value <= 1:
+                where = f"{option} ({name})" if option else name
+                raise ModelError(f"{where}: {value}; expected a probability between 0 and 1")
+
 
 @dataclass
 class EvalResult:
@@ -709,6 +740,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     """Run CTC training as configured; returns a summary. The model is saved to ``cfg.output_dir``."""
     import torch
 
+    cfg.check()
     t_start = time.time()
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -814,7 +846,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 if step >= total_steps or (cfg.time_limit_s and elapsed >= cfg.time_limit_s):
                     stop = True
                     break
-                if cfg.stop_after_s and time.time() - t_train >= cfg.stop_after_s:
+                if cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s:
                     stop = paused = True
                     break
                 lr = _lr_at(cfg, step, total_steps, elapsed)
