@@ -123,3 +123,44 @@ def test_synthesize_with_espeak(tmp_path: Path) -> None:
         assert rec["duration"] > 0.3
         variant = rec["voice"].split("+")[1]
         assert variant in synth.HELDOUT_VARIANTS
+
+
+def test_new_layer_positions_spreads_new_layers() -> None:
+    import grow
+
+    assert grow.new_layer_positions(4, 8) == [0, None, 1, None, 2, None, 3, None]
+    assert grow.new_layer_positions(2, 5) == [0, None, None, 1, None]
+    assert grow.new_layer_positions(3, 3) == [0, 1, 2]
+    with pytest.raises(ValueError, match="cannot grow 4 layers to 3"):
+        grow.new_layer_positions(4, 3)
+
+
+def test_grow_keeps_the_function_and_trains_the_new_layers() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import grow
+    from transformers import Wav2Vec2ForCTC
+
+    from w2vlm.train import DEFAULT_VOCAB, build_config
+
+    torch.manual_seed(0)
+    vocab = {tok: i for i, tok in enumerate(DEFAULT_VOCAB)}
+    small = Wav2Vec2ForCTC(build_config(vocab, "tiny")).eval()
+    big = grow.grow(small, 5, {"attention_dropout": 0.0}).eval()
+    assert big.config.num_hidden_layers == 5 and big.config.attention_dropout == 0.0
+    assert len(big.wav2vec2.encoder.layers) == 5
+    x = torch.randn(2, 8000)
+    with torch.no_grad():
+        assert torch.allclose(small(x).logits, big(x).logits, atol=1e-5)
+    # the copied layers are the old ones; a new layer is not (its inner weights are random, its outputs zero)
+    assert torch.equal(
+        big.wav2vec2.encoder.layers[3].attention.q_proj.weight, small.wav2vec2.encoder.layers[1].attention.q_proj.weight
+    )
+    new = big.wav2vec2.encoder.layers[1]
+    assert not torch.equal(new.attention.q_proj.weight, small.wav2vec2.encoder.layers[0].attention.q_proj.weight)
+    assert not new.feed_forward.output_dense.weight.any()
+    # one training step moves the new layer's zeroed output layer: the new layers are trainable
+    big.train()
+    labels = torch.randint(5, len(vocab), (2, 6))
+    big(x, labels=labels).loss.backward()
+    assert new.feed_forward.output_dense.weight.grad.abs().sum() > 0
