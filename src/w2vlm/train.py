@@ -113,7 +113,9 @@ _COMMON_CONFIG: dict[str, Any] = {
     "feat_extract_norm": "layer",
     "do_stable_layer_norm": True,
     "hidden_dropout": 0.05,
-    "attention_dropout": 0.05,
+    # no dropout on the attention weights: with it torch falls back from its fused attention kernel to the
+    # plain one, and a training step of the small preset on CPU takes ~1.3x as long
+    "attention_dropout": 0.0,
     "activation_dropout": 0.0,
     "feat_proj_dropout": 0.05,
     "final_dropout": 0.0,
