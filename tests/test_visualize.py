@@ -196,3 +196,17 @@ def test_model_without_language_model(tiny_ctc_factory, tmp_path):
     assert "greedy" in names and "LM" not in names
     out = render_png(vis, tmp_path / "nolm.png")
     assert out.stat().st_size > 10_000
+
+
+def test_log_mel_model_is_padded_like_a_batch(tiny_ctc_factory, tmp_path):
+    # Wav2Vec2-BERT pads its filter-bank frames, not the waveform: the padded view must still be the clip
+    # in a batch with a longer one (one logit frame per 20 ms), not padding counted in feature frames
+    folder = tiny_ctc_factory("w2v-bert", arch="wav2vec2-bert", with_lm=False)
+    wav = write_audio_file(tmp_path / "a.wav", make_sine(1.0, freq=300), 16000)
+    vis = analyze(wav, folder, device="cpu", pad_to_s=1.6)
+    alone, padded = vis.masks
+    assert abs(vis.num_frames - 16000 // 320) <= 1
+    assert alone.frames.size == vis.num_frames and alone.frames.all()
+    assert abs(padded.frames.size - round(1.6 * 16000) // 320) <= 1
+    assert padded.attended_frames == vis.num_frames < padded.frames.size
+    assert vis.padding_max_diff < 1e-4

@@ -283,19 +283,21 @@ def _forward(pipe: Any, wave: np.ndarray, length: int, uses_mask: bool) -> tuple
     import torch
 
     model, fe = pipe.model, pipe.feature_extractor
+    # padded as in a batch with a clip of ``length`` samples: that works for every feature extractor, those
+    # that pad the waveform (wav2vec2) and those that pad their log-mel frames (Wav2Vec2-BERT)
+    batch = [wave] if length <= wave.size else [wave, np.zeros(length, dtype=wave.dtype)]
     features = fe(
-        [wave],
+        batch,
         sampling_rate=pipe.sampling_rate,
-        padding="max_length",
-        max_length=length,
+        padding=True,
         return_tensors="pt",
         return_attention_mask=uses_mask,
     )
     name = fe.model_input_names[0]
-    values = features[name]
+    values = features[name][:1]
     inputs = {name: values.to(pipe.device, dtype=next(model.parameters()).dtype)}
     if uses_mask:
-        inputs["attention_mask"] = features["attention_mask"].to(pipe.device)
+        inputs["attention_mask"] = features["attention_mask"][:1].to(pipe.device)
     with torch.inference_mode():
         logits = model(**inputs).logits[0].float().cpu().numpy()
     total = logits.shape[0]
