@@ -238,9 +238,9 @@ def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.Mo
     seen: list[int] = []
     collate = train_module.AudioStore.collate
 
-    def spy(self: train_module.AudioStore, idx: list[int], device: object, extra: int = 0) -> object:
+    def spy(self: train_module.AudioStore, idx: list[int], device: object, inputs: object, extra: int = 0) -> object:
         seen.append(int(self.lengths[list(idx)].max()))
-        return collate(self, idx, device, extra)
+        return collate(self, idx, device, inputs, extra)
 
     monkeypatch.setattr(train_module.AudioStore, "collate", spy)
     result = train(_config(manifest, out, epochs=1, dev_manifest=None, **kw))
@@ -382,3 +382,76 @@ def test_settings_out_of_range_are_named(tiny_manifest: Path, tmp_path: Path, se
     with pytest.raises(ModelError, match=message):
         train(_config(tiny_manifest, tmp_path / "m", **setting))
     assert not (tmp_path / "m").exists()  # refused before any work
+
+
+def test_fbank_inputs_match_the_seamless_m4t_feature_extractor() -> None:
+    """The torch filter banks of training are what the model's feature extractor gives at inference."""
+    from transformers import SeamlessM4TFeatureExtractor
+
+    from w2vlm.train import FbankInputs
+
+    extractor = SeamlessM4TFeatureExtractor()
+    rng = np.random.default_rng(5)
+    clips = [_tone_clip("bad cab", rng), _tone_clip("ab", rng)[:7777], 0.3 * rng.standard_normal(12345)]
+    clips = [c.astype(np.float32) for c in clips]
+    ref = extractor(clips, sampling_rate=SR, padding=True, return_tensors="pt")
+    lens = torch.tensor([len(c) for c in clips])
+    x = torch.zeros(len(clips), int(lens.max()) + 900)  # extra padding past the longest, as in training
+    for i, c in enumerate(clips):
+        x[i, : len(c)] = torch.from_numpy(c)
+    inputs = FbankInputs(extractor)
+    feats, mask = inputs(x, lens)
+    n = ref["input_features"].shape[1]
+    assert feats.shape[1] > n  # the extra padding makes extra frames, all masked
+    assert not mask[:, n:].any() and not feats[:, n:].any()
+    assert torch.equal(mask[:, :n], ref["attention_mask"])
+    valid = ref["attention_mask"].bool()
+    assert torch.allclose(feats[:, :n][valid], ref["input_features"][valid], atol=2e-3)
+    assert [inputs.frames(len(c)) for c in clips] == ref["attention_mask"].sum(-1).tolist()
+    assert inputs.frames(399) == 0
+
+
+def test_waveform_inputs_match_the_wav2vec2_feature_extractor() -> None:
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    from w2vlm.train import WaveformInputs
+
+    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    rng = np.random.default_rng(6)
+    clips = [(0.2 * rng.standard_normal(n) + 0.05).astype(np.float32) for n in (8000, 5000)]
+    ref = extractor(clips, sampling_rate=SR, padding=True, return_tensors="pt")
+    x = torch.zeros(2, 8000)
+    x[0], x[1, :5000] = torch.from_numpy(clips[0]), torch.from_numpy(clips[1])
+    model = Wav2Vec2ForCTC(build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "tiny"))
+    values, mask = WaveformInputs(model)(x, torch.tensor([8000, 5000]))
+    assert torch.equal(mask, ref["attention_mask"])
+    assert torch.allclose(values, ref["input_values"], atol=1e-4)
+
+
+def test_train_conformer_preset_and_use_it_in_the_pipeline(tiny_manifest: Path, tmp_path: Path) -> None:
+    """A Wav2Vec2-BERT (log-mel conformer) model trains, resumes from its folder, and runs in w2vlm."""
+    out = tmp_path / "conformer"
+    losses: list[float] = []
+    cfg = _config(tiny_manifest, out, preset="tiny-conformer", epochs=8, pad_extra_prob=0.5)
+    result = train(cfg, on_epoch=lambda rec: losses.append(rec["loss"]))
+    assert result.steps > 0 and losses[-1] < 0.7 * losses[0]
+    assert result.dev is not None and result.dev.utterances == 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "wav2vec2-bert" and config["architectures"] == ["Wav2Vec2BertForCTC"]
+    pp = json.loads((out / "preprocessor_config.json").read_text())
+    assert pp["feature_extractor_type"] == "SeamlessM4TFeatureExtractor"
+
+    again = train(_config(tiny_manifest, tmp_path / "again", init_from=out, epochs=1, dev_manifest=None))
+    assert again.steps > 0  # fine-tuning starts from a log-mel model's folder as from a waveform one's
+
+    from w2vlm.pipeline import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(out), device="cpu")
+    audio = _tone_clip("bad cab", np.random.default_rng(1)).astype(np.float32)
+    text = asr(audio)["text"]
+    assert isinstance(text, str)
+
+
+def test_unknown_preset_is_named() -> None:
+    with pytest.raises(ModelError, match="preset: 'huge' is unknown"):
+        build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "huge")

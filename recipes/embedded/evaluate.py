@@ -22,13 +22,17 @@ import numpy as np
 
 
 def compute_logits(model_dir: Path, manifest: Path, batch_seconds: float = 60.0) -> tuple[list, list[str]]:
-    """Log-probabilities (frames x vocab, float32) and reference texts, in manifest order."""
-    import torch
-    from transformers import AutoModelForCTC
+    """Log-probabilities (frames x vocab, float32) and reference texts, in manifest order.
 
-    from w2vlm.train import Tokenizer, read_audio_int16, read_manifest
+    The model input is made as in training (``w2vlm.train.model_inputs_for``: normalized waveform, or the
+    log-mel features of a Wav2Vec2-BERT model), which is what the model's feature extractor gives."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForCTC
+
+    from w2vlm.train import Tokenizer, model_inputs_for, read_audio_int16, read_manifest
 
     model = AutoModelForCTC.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    inputs = model_inputs_for(model, AutoFeatureExtractor.from_pretrained(str(model_dir)))
     vocab = json.loads((model_dir / "vocab.json").read_text(encoding="utf-8"))
     tok = Tokenizer(vocab)
     items = read_manifest(manifest)
@@ -38,19 +42,15 @@ def compute_logits(model_dir: Path, manifest: Path, batch_seconds: float = 60.0)
     batch: list[int] = []
 
     def run(idx: list[int]) -> None:
-        width = max(len(audio[i]) for i in idx)
-        x = np.zeros((len(idx), width), dtype=np.float32)
-        mask = np.zeros((len(idx), width), dtype=np.int64)
+        lens = torch.tensor([len(audio[i]) for i in idx])
+        x = torch.zeros(len(idx), int(lens.max()))
         for r, i in enumerate(idx):
-            a = audio[i]
-            x[r, : len(a)] = (a - a.mean()) / np.sqrt(a.var() + 1e-7)
-            mask[r, : len(a)] = 1
+            x[r, : len(audio[i])] = torch.from_numpy(audio[i])
         with torch.no_grad():
-            logits = model(torch.from_numpy(x), attention_mask=torch.from_numpy(mask)).logits
-            lp = torch.log_softmax(logits.float(), -1)
-            frames = model._get_feat_extract_output_lengths(torch.from_numpy(mask.sum(-1))).tolist()
+            values, mask = inputs(x, lens)
+            lp = torch.log_softmax(model(values, attention_mask=mask).logits.float(), -1)
         for r, i in enumerate(idx):
-            out[i] = lp[r, : int(frames[r])].numpy()
+            out[i] = lp[r, : inputs.frames(len(audio[i]))].numpy()
 
     for i in order:
         batch.append(int(i))

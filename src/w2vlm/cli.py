@@ -210,7 +210,14 @@ def train_command(
         str | None,
         typer.Option("--init-from", help="Start from this model folder (hub layout) instead of from scratch."),
     ] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model size from scratch: small, medium or tiny.")] = "small",
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="Model from scratch: conformer (Wav2Vec2-BERT on log-mel features, 5.2 M parameters), small or "
+            "medium (wav2vec2 on the waveform, 2.0 M / 6.1 M), tiny or tiny-conformer (tests).",
+        ),
+    ] = "small",
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 10,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many updates.")] = None,
     time_limit: Annotated[

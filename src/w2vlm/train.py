@@ -65,13 +65,28 @@ DEFAULT_VOCAB: tuple[str, ...] = (
     *"abcdefghijklmnopqrstuvwxyz",
 )
 
-#: Model sizes for training from scratch (keyword arguments of ``Wav2Vec2Config``). All down-sample by 320
-#: (one output frame per 20 ms, like wav2vec2-base), so timestamps work the same way.
+#: Model sizes for training from scratch: keyword arguments of the config of their family (``family``:
+#: ``wav2vec2`` → ``Wav2Vec2Config``/``Wav2Vec2ForCTC`` on the raw waveform, ``wav2vec2-bert`` →
+#: ``Wav2Vec2BertConfig``/``Wav2Vec2BertForCTC``, a conformer on 80-bin log-mel filter banks). All give one
+#: output frame per 20 ms (320 samples), like wav2vec2-base, so timestamps work the same way.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    # ~2.0 M parameters, 8 MB in float32: the embedded default model. A light 3-layer convolutional front
-    # end (a learned 5 ms filter bank at 400 frames/s, then two strided layers) keeps training cheap enough
-    # for a CPU; the transformer does the rest.
+    # ~5.2 M parameters, 21 MB in float32: the embedded default model. Log-mel input (the feature extractor
+    # computes it, as for Wav2Vec2-BERT: 10 ms frames stacked in pairs), 6 conformer layers of width 192 with
+    # rotary position embeddings and a depthwise convolution of 15 frames. On a CPU it learns far faster
+    # per second of compute than the waveform presets, which must first learn a filter bank.
+    "conformer": {
+        "family": "wav2vec2-bert",
+        "hidden_size": 192,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "intermediate_size": 768,
+        "conv_depthwise_kernel_size": 15,
+        "position_embeddings_type": "rotary",
+    },
+    # ~2.0 M parameters, 8 MB in float32. A light 3-layer convolutional front end (a learned 5 ms filter bank
+    # at 400 frames/s, then two strided layers) keeps training on the raw waveform cheap enough for a CPU.
     "small": {
+        "family": "wav2vec2",
         "hidden_size": 192,
         "num_hidden_layers": 4,
         "num_attention_heads": 4,
@@ -84,6 +99,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     },
     # ~6.1 M parameters, 24.5 MB in float32: wav2vec2-style 7-layer front end; worth it on a GPU
     "medium": {
+        "family": "wav2vec2",
         "hidden_size": 256,
         "num_hidden_layers": 6,
         "num_attention_heads": 4,
@@ -96,6 +112,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     },
     # a few ten thousand parameters: unit tests
     "tiny": {
+        "family": "wav2vec2",
         "hidden_size": 32,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
@@ -105,6 +122,15 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "conv_stride": (40, 4, 2),
         "num_conv_pos_embeddings": 16,
         "num_conv_pos_embedding_groups": 4,
+    },
+    "tiny-conformer": {
+        "family": "wav2vec2-bert",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_depthwise_kernel_size": 5,
+        "position_embeddings_type": "rotary",
     },
 }
 
@@ -124,6 +150,24 @@ _COMMON_CONFIG: dict[str, Any] = {
     "mask_time_length": 5,
     "mask_feature_prob": 0.01,
     "mask_feature_length": 16,
+    "ctc_loss_reduction": "mean",
+    "ctc_zero_infinity": True,
+}
+
+#: Settings of from-scratch Wav2Vec2-BERT (conformer) models besides their size
+_COMMON_CONFIG_BERT: dict[str, Any] = {
+    "hidden_act": "swish",
+    "hidden_dropout": 0.05,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.05,
+    "conformer_conv_dropout": 0.05,
+    "final_dropout": 0.0,
+    "layerdrop": 0.0,
+    "add_adapter": False,
+    "mask_time_prob": 0.05,
+    "mask_time_length": 5,
+    "mask_feature_prob": 0.0,
     "ctc_loss_reduction": "mean",
     "ctc_zero_infinity": True,
 }
@@ -338,6 +382,86 @@ class Tokenizer:
         return " ".join("".join(out).split())
 
 
+class WaveformInputs:
+    """Model input of waveform models (wav2vec2, HuBERT, ...), in torch: what ``Wav2Vec2FeatureExtractor``
+    does (zero-mean/unit-variance per utterance when ``do_normalize``), plus a sample-level attention mask."""
+
+    def __init__(self, model: Any, do_normalize: bool = True) -> None:
+        self.model = model
+        self.do_normalize = do_normalize
+
+    def frames(self, samples: int) -> int:
+        """Logit frames of an utterance of ``samples`` samples."""
+        import torch
+
+        return int(self.model._get_feat_extract_output_lengths(torch.tensor(samples)))
+
+    def __call__(self, x: Any, lens: Any) -> tuple[Any, Any]:
+        """(input values, attention mask) of a padded batch ``x`` (floats in [-1, 1]; zeros past ``lens``)."""
+        import torch
+
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < lens[:, None]
+        if self.do_normalize:
+            n = lens.float()[:, None]
+            mean = x.sum(1, keepdim=True) / n
+            var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
+            x = ((x - mean) / torch.sqrt(var + 1e-7)) * mask
+        return x, mask.long()
+
+
+class FbankInputs:
+    """Model input of log-mel models (Wav2Vec2-BERT), in torch: what ``SeamlessM4TFeatureExtractor`` computes
+    (Kaldi-style 25 ms / 10 ms frames with DC removal, pre-emphasis 0.97 and the Povey window, 80-bin log-mel
+    power, per-bin zero-mean/unit-variance over each utterance, frames stacked by ``stride``), batched on the
+    training device. The extractor's own mel filters and window are used; ``tests/test_train.py`` checks the
+    result against the extractor."""
+
+    FRAME, HOP, FFT = 400, 160, 512
+
+    def __init__(self, extractor: Any) -> None:
+        import torch
+
+        self.mel = torch.as_tensor(np.asarray(extractor.mel_filters), dtype=torch.float32)  # (257, bins)
+        self.window = torch.as_tensor(np.asarray(extractor.window), dtype=torch.float32)
+        self.stride = int(extractor.stride)
+
+    def _fbank_frames(self, samples: Any) -> Any:
+        return (samples - self.FRAME).div(self.HOP, rounding_mode="floor").add(1).clamp(min=0)
+
+    def frames(self, samples: int) -> int:
+        return max(0, (samples - self.FRAME) // self.HOP + 1) // self.stride
+
+    def __call__(self, x: Any, lens: Any) -> tuple[Any, Any]:
+        import torch
+
+        if x.shape[1] < self.FRAME:
+            x = torch.nn.functional.pad(x, (0, self.FRAME - x.shape[1]))
+        frames = (x * 32768.0).unfold(1, self.FRAME, self.HOP)  # (B, F, 400), Kaldi's 16-bit scale
+        frames = frames - frames.mean(-1, keepdim=True)
+        frames = torch.cat([frames[..., :1] * (1 - 0.97), frames[..., 1:] - 0.97 * frames[..., :-1]], dim=-1)
+        power = torch.fft.rfft(frames * self.window.to(x.device), n=self.FFT).abs().square()
+        feats = torch.log(torch.clamp(power @ self.mel.to(x.device), min=1.192092955078125e-07))
+        n = self._fbank_frames(lens)  # valid frames per row
+        valid = (torch.arange(feats.shape[1], device=x.device)[None, :] < n[:, None]).unsqueeze(-1)
+        count = n.clamp(min=2).float()[:, None, None]
+        mean = (feats * valid).sum(1, keepdim=True) / count
+        var = ((feats - mean).square() * valid).sum(1, keepdim=True) / (count - 1)  # ddof=1, as the extractor
+        feats = (feats - mean) / torch.sqrt(var + 1e-7) * valid
+        t = feats.shape[1] // self.stride
+        feats = feats[:, : t * self.stride].reshape(x.shape[0], t, -1)
+        mask = torch.arange(t, device=x.device)[None, :] < (n // self.stride)[:, None]
+        return feats, mask.long()
+
+
+def model_inputs_for(model: Any, extractor: Any) -> WaveformInputs | FbankInputs:
+    """The torch twin of ``extractor`` for batches cut out of an :class:`AudioStore`."""
+    if getattr(extractor, "model_input_names", ["input_values"])[0] == "input_features":
+        if not hasattr(extractor, "mel_filters"):
+            raise ModelError(f"feature extractor {type(extractor).__name__}: log-mel input without mel filters")
+        return FbankInputs(extractor)
+    return WaveformInputs(model, bool(getattr(extractor, "do_normalize", True)))
+
+
 _EMPTY_INT16 = np.zeros(0, dtype=np.int16)
 
 
@@ -454,8 +578,9 @@ class AudioStore:
             rng.shuffle(out)
         return out
 
-    def collate(self, idx: Sequence[int], device: Any, extra: int = 0) -> tuple[Any, Any, Any]:
-        """(normalized padded float audio, attention mask, padded labels with -100) on ``device``.
+    def collate(self, idx: Sequence[int], device: Any, inputs: WaveformInputs | FbankInputs,
+                extra: int = 0) -> tuple[Any, Any, Any]:  # fmt: skip
+        """(model input, attention mask, padded labels with -100) on ``device``.
 
         ``extra`` samples of padding are added past the longest row (to train the padded frames).
         """
@@ -468,16 +593,12 @@ class AudioStore:
         mask = pos[None, :] < lens[:, None]
         gather = (starts[:, None] + pos[None, :]).clamp_(max=self.audio.numel() - 1)
         x = self.audio[gather].float().mul_(1.0 / 32768.0) * mask
-        x, mask = x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        n = lens.to(device).float()[:, None]
-        mean = x.sum(1, keepdim=True) / n
-        var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
-        x = ((x - mean) / torch.sqrt(var + 1e-7)) * mask
+        x, mask = inputs(x.to(device, non_blocking=True), lens.to(device))
         max_lab = max(len(self.labels[i]) for i in idx)
         labels = torch.full((len(idx), max_lab), -100, dtype=torch.long)
         for row, i in enumerate(idx):
             labels[row, : len(self.labels[i])] = torch.as_tensor(self.labels[i])
-        return x, mask.long(), labels.to(device, non_blocking=True)
+        return x, mask, labels.to(device, non_blocking=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -485,13 +606,18 @@ class AudioStore:
 
 
 def build_config(vocab: dict[str, int], preset: str, overrides: dict[str, Any] | None = None) -> Any:
-    """A ``Wav2Vec2Config`` for a from-scratch model of the given preset size."""
-    from transformers import Wav2Vec2Config
+    """The config (``Wav2Vec2Config`` or ``Wav2Vec2BertConfig``) of a from-scratch model of a preset."""
+    from transformers import Wav2Vec2BertConfig, Wav2Vec2Config
 
     if preset not in MODEL_PRESETS:
         raise ModelError(f"preset: {preset!r} is unknown; expected one of {sorted(MODEL_PRESETS)}")
-    kwargs = {**_COMMON_CONFIG, **MODEL_PRESETS[preset], **(overrides or {})}
-    return Wav2Vec2Config(
+    size = dict(MODEL_PRESETS[preset])
+    family = size.pop("family")
+    config_cls, common = (
+        (Wav2Vec2BertConfig, _COMMON_CONFIG_BERT) if family == "wav2vec2-bert" else (Wav2Vec2Config, _COMMON_CONFIG)
+    )
+    kwargs = {**common, **size, **(overrides or {})}
+    return config_cls(
         vocab_size=len(vocab),
         pad_token_id=vocab["<pad>"],
         bos_token_id=vocab.get("<s>", 1),
@@ -500,9 +626,9 @@ def build_config(vocab: dict[str, int], preset: str, overrides: dict[str, Any] |
     )
 
 
-def _make_processor(vocab: dict[str, int], work_dir: Path) -> tuple[Any, Any]:
-    """Feature extractor + CTC tokenizer for a from-scratch model."""
-    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+def _make_processor(vocab: dict[str, int], work_dir: Path, family: str = "wav2vec2") -> tuple[Any, Any]:
+    """Feature extractor + CTC tokenizer for a from-scratch model of a family (see :data:`MODEL_PRESETS`)."""
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
     work_dir.mkdir(parents=True, exist_ok=True)
     vocab_file = work_dir / "vocab.json"
@@ -516,6 +642,8 @@ def _make_processor(vocab: dict[str, int], work_dir: Path) -> tuple[Any, Any]:
         word_delimiter_token="|",
         do_lower_case=False,
     )
+    if family == "wav2vec2-bert":
+        return SeamlessM4TFeatureExtractor(sampling_rate=SAMPLE_RATE), tokenizer
     extractor = Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=SAMPLE_RATE,
@@ -667,7 +795,7 @@ def _lr_at(cfg: TrainConfig, step: int, total_steps: int, elapsed: float) -> flo
 
 
 def evaluate(model: Any, store: AudioStore, tokenizer: Tokenizer, device: Any, batch_seconds: float,
-             amp: bool, n_examples: int = 3) -> EvalResult:  # fmt: skip
+             amp: bool, inputs: WaveformInputs | FbankInputs, n_examples: int = 3) -> EvalResult:  # fmt: skip
     """Greedy WER/CER of ``model`` on ``store``."""
     import torch
 
@@ -675,10 +803,10 @@ def evaluate(model: Any, store: AudioStore, tokenizer: Tokenizer, device: Any, b
     hyps: dict[int, str] = {}
     with torch.no_grad():
         for idx in store.batches(batch_seconds, 512, None):
-            x, mask, _ = store.collate(idx, device)
+            x, mask, _ = store.collate(idx, device, inputs)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x, attention_mask=mask).logits
-            frames = model._get_feat_extract_output_lengths(mask.sum(-1)).tolist()
+            frames = [inputs.frames(int(store.lengths[i])) for i in idx]
             best = logits.argmax(-1).cpu().numpy()
             for row, i in enumerate(idx):
                 hyps[i] = tokenizer.greedy_decode(best[row, : int(frames[row])].tolist())
@@ -693,7 +821,13 @@ def evaluate(model: Any, store: AudioStore, tokenizer: Tokenizer, device: Any, b
 
 def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, int]]:
     """(model, feature extractor, HF tokenizer, vocab) from init_from or from scratch."""
-    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from transformers import (
+        AutoFeatureExtractor,
+        AutoModelForCTC,
+        Wav2Vec2BertForCTC,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2ForCTC,
+    )
 
     if cfg.init_from is not None:
         src = Path(cfg.init_from)
@@ -704,23 +838,28 @@ def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, 
             raise ModelError(f"init_from: {vocab_file} not found (a CTC character vocabulary is needed)")
         vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
         tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(src))
-        extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(src))
+        extractor = AutoFeatureExtractor.from_pretrained(str(src))
         overrides: dict[str, Any] = {"ctc_zero_infinity": True}
         if cfg.mask_time_prob is not None:
             overrides["mask_time_prob"] = cfg.mask_time_prob
         overrides.update(cfg.config_overrides)
-        model = Wav2Vec2ForCTC.from_pretrained(str(src), dtype="float32", **overrides)
+        try:
+            model = AutoModelForCTC.from_pretrained(str(src), dtype="float32", **overrides)
+        except (ValueError, KeyError) as exc:
+            raise ModelError(f"init_from: {src}: not a CTC model transformers can load ({exc})") from None
         if model.config.vocab_size != len(vocab):
             raise ModelError(
                 f"init_from: {src}: config vocab_size {model.config.vocab_size} != {len(vocab)} in vocab.json"
             )
         return model, extractor, tokenizer, vocab
     vocab = {tok: i for i, tok in enumerate(DEFAULT_VOCAB)}
-    extractor, tokenizer = _make_processor(vocab, work)
     overrides = dict(cfg.config_overrides)
     if cfg.mask_time_prob is not None:
         overrides["mask_time_prob"] = cfg.mask_time_prob
-    model = Wav2Vec2ForCTC(build_config(vocab, cfg.preset, overrides))
+    config = build_config(vocab, cfg.preset, overrides)
+    family = MODEL_PRESETS[cfg.preset]["family"]
+    extractor, tokenizer = _make_processor(vocab, work, family)
+    model = (Wav2Vec2BertForCTC if family == "wav2vec2-bert" else Wav2Vec2ForCTC)(config)
     return model, extractor, tokenizer, vocab
 
 
@@ -763,11 +902,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2f M parameters, vocabulary of %d", n_params / 1e6, len(vocab))
 
-    def frames_for(n: int) -> int:
-        return int(model._get_feat_extract_output_lengths(torch.tensor(n)))
-
-    train_store = AudioStore.load(cfg.manifest, tokenizer, frames_for, cfg.max_duration_s, device)
-    dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, frames_for, 1e9, device) if cfg.dev_manifest else None
+    inputs = model_inputs_for(model, extractor)
+    train_store = AudioStore.load(cfg.manifest, tokenizer, inputs.frames, cfg.max_duration_s, device)
+    dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, inputs.frames, 1e9, device) if cfg.dev_manifest else None
 
     model.to(device)
     model.train()
@@ -857,7 +994,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 extra = 0
                 if cfg.pad_blank_weight > 0 and rng.random() < cfg.pad_extra_prob:
                     extra = int(rng.random() * _PAD_EXTRA_MAX_S * SAMPLE_RATE)
-                x, mask, labels = train_store.collate(idx, device, extra)
+                x, mask, labels = train_store.collate(idx, device, inputs, extra)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     out = model(x, attention_mask=mask, labels=labels)
                 loss = out.loss
@@ -891,7 +1028,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 "seconds": round(elapsed_before + time.time() - t_train, 1),
             }
             if dev_store is not None:
-                dev_result = evaluate(model, dev_store, tokenizer, device, cfg.batch_seconds, amp)
+                dev_result = evaluate(model, dev_store, tokenizer, device, cfg.batch_seconds, amp, inputs)
                 record.update(dev_wer=dev_result.wer, dev_cer=dev_result.cer)
                 logger.info(
                     "epoch %d: loss %.4f, dev greedy WER %.2f%% CER %.2f%%; e.g. %r -> %r",
