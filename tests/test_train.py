@@ -455,3 +455,20 @@ def test_train_conformer_preset_and_use_it_in_the_pipeline(tiny_manifest: Path, 
 def test_unknown_preset_is_named() -> None:
     with pytest.raises(ModelError, match="preset: 'huge' is unknown"):
         build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "huge")
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_cpu_autocast_only_where_the_cpu_has_bf16(
+    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    import w2vlm.train as train_mod
+
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: native_bf16)
+    losses: list[float] = []
+    out = tmp_path / "m"
+    train(_config(tiny_manifest, out, dev_manifest=None), on_epoch=lambda rec: losses.append(rec["loss"]))
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["autocast"] == ("bfloat16" if native_bf16 else None)
+    assert losses[-1] < 0.7 * losses[0]  # it learns either way
+    train(_config(tiny_manifest, tmp_path / "off", dev_manifest=None, amp=False, epochs=1))
+    assert json.loads((tmp_path / "off" / "training_info.json").read_text())["autocast"] is None

@@ -28,12 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     import torch
-    from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+    from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
     from w2vlm.train import check_lm_dir, save_hub_layout
 
     model = AutoModelForCTC.from_pretrained(str(args.model), dtype=torch.float32)
-    extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(args.model))
+    extractor = AutoFeatureExtractor.from_pretrained(str(args.model))
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(args.model))
     info_path = args.model / "training_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else None

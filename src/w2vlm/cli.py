@@ -254,7 +254,9 @@ def train_command(
         ),
     ] = 0.2,
     device: DeviceOption = "auto",
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16.")
+    ] = True,
     save_every: Annotated[
         int, typer.Option("--save-every", help="Checkpoint every N steps (0: per epoch only).")
     ] = 1000,

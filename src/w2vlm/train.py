@@ -19,7 +19,8 @@ What it does:
 * SpecAugment through the model's own ``mask_time_prob`` / ``mask_feature_prob``;
 * AdamW with warm-up and cosine decay; the decay follows whichever is further along, the steps or the
   wall-clock budget (``time_limit_s``), so a time-limited run still ends with an annealed model;
-* bf16 autocast on CUDA (no loss scaling needed), float32 on CPU;
+* bf16 autocast (no loss scaling needed) on CUDA and on CPUs with native bf16 arithmetic (AMX or
+  AVX512-BF16: about 1.5x faster steps there), float32 elsewhere;
 * a checkpoint (model, optimizer, progress) every ``save_every`` steps and at the end of each epoch;
   ``resume=True`` continues from it;
 * greedy WER/CER on a dev manifest after every epoch;
@@ -752,6 +753,20 @@ def save_hub_layout(
 # training
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), so that bf16 autocast speeds training
+    up; elsewhere oneDNN emulates bf16 and float32 is as fast or faster. Reads /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def _resolve_device(name: str) -> Any:
     import torch
 
@@ -887,7 +902,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = _resolve_device(cfg.device)
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -1055,6 +1070,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         "paused": paused,
         "train_audio_hours": round(train_store.hours, 3),
         "parameters": n_params,
+        "autocast": "bfloat16" if amp else None,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "history": history,
         "dev": dataclasses.asdict(dev_result) if dev_result else None,
