@@ -384,50 +384,6 @@ def test_settings_out_of_range_are_named(tiny_manifest: Path, tmp_path: Path, se
     assert not (tmp_path / "m").exists()  # refused before any work
 
 
-def test_fbank_inputs_match_the_seamless_m4t_feature_extractor() -> None:
-    """The torch filter banks of training are what the model's feature extractor gives at inference."""
-    from transformers import SeamlessM4TFeatureExtractor
-
-    from w2vlm.train import FbankInputs
-
-    extractor = SeamlessM4TFeatureExtractor()
-    rng = np.random.default_rng(5)
-    clips = [_tone_clip("bad cab", rng), _tone_clip("ab", rng)[:7777], 0.3 * rng.standard_normal(12345)]
-    clips = [c.astype(np.float32) for c in clips]
-    ref = extractor(clips, sampling_rate=SR, padding=True, return_tensors="pt")
-    lens = torch.tensor([len(c) for c in clips])
-    x = torch.zeros(len(clips), int(lens.max()) + 900)  # extra padding past the longest, as in training
-    for i, c in enumerate(clips):
-        x[i, : len(c)] = torch.from_numpy(c)
-    inputs = FbankInputs(extractor)
-    feats, mask = inputs(x, lens)
-    n = ref["input_features"].shape[1]
-    assert feats.shape[1] > n  # the extra padding makes extra frames, all masked
-    assert not mask[:, n:].any() and not feats[:, n:].any()
-    assert torch.equal(mask[:, :n], ref["attention_mask"])
-    valid = ref["attention_mask"].bool()
-    assert torch.allclose(feats[:, :n][valid], ref["input_features"][valid], atol=2e-3)
-    assert [inputs.frames(len(c)) for c in clips] == ref["attention_mask"].sum(-1).tolist()
-    assert inputs.frames(399) == 0
-
-
-def test_waveform_inputs_match_the_wav2vec2_feature_extractor() -> None:
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
-
-    from w2vlm.train import WaveformInputs
-
-    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
-    rng = np.random.default_rng(6)
-    clips = [(0.2 * rng.standard_normal(n) + 0.05).astype(np.float32) for n in (8000, 5000)]
-    ref = extractor(clips, sampling_rate=SR, padding=True, return_tensors="pt")
-    x = torch.zeros(2, 8000)
-    x[0], x[1, :5000] = torch.from_numpy(clips[0]), torch.from_numpy(clips[1])
-    model = Wav2Vec2ForCTC(build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "tiny"))
-    values, mask = WaveformInputs(model)(x, torch.tensor([8000, 5000]))
-    assert torch.equal(mask, ref["attention_mask"])
-    assert torch.allclose(values, ref["input_values"], atol=1e-4)
-
-
 def test_train_conformer_preset_and_use_it_in_the_pipeline(tiny_manifest: Path, tmp_path: Path) -> None:
     """A Wav2Vec2-BERT (log-mel conformer) model trains, resumes from its folder, and runs in w2vlm."""
     out = tmp_path / "conformer"

@@ -151,6 +151,9 @@ class CTCLogitsRunner:
         self.ratio = inputs_to_logits_ratio(model)
         params = list(model.parameters())
         self.device = params[0].device if params else "cpu"
+        from w2vlm.features import fast_log_mel
+
+        self._log_mel = fast_log_mel(feature_extractor)  # Wav2Vec2-BERT: filter banks in torch, ~3-4x faster
 
     def compute_logits(
         self,
@@ -344,13 +347,18 @@ class CTCLogitsRunner:
 
         lengths = [a.size for a in audios]
         same = len(set(lengths)) == 1
-        features = self.feature_extractor(
-            audios,
-            sampling_rate=self.sampling_rate,
-            padding=True,
-            return_tensors="pt",
-            return_attention_mask=self._uses_mask() and not same,
-        )
+        if self._log_mel is not None:
+            from w2vlm.features import batch_log_mel
+
+            features = batch_log_mel(self._log_mel, audios, with_mask=self._uses_mask() and not same)
+        else:
+            features = self.feature_extractor(
+                audios,
+                sampling_rate=self.sampling_rate,
+                padding=True,
+                return_tensors="pt",
+                return_attention_mask=self._uses_mask() and not same,
+            )
         name = self.feature_extractor.model_input_names[0]
         values = features[name]
         dtype = _model_dtype(self.model)

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from w2vlm.errors import ManifestError, ModelError, W2vlmError
+from w2vlm.features import FbankInputs, WaveformInputs, model_inputs_for
 
 logger = logging.getLogger("w2vlm.train")
 
@@ -381,86 +382,6 @@ class Tokenizer:
                 out.append(" " if int(i) == self.delimiter else ("" if tok.startswith("<") else tok))
             prev = i
         return " ".join("".join(out).split())
-
-
-class WaveformInputs:
-    """Model input of waveform models (wav2vec2, HuBERT, ...), in torch: what ``Wav2Vec2FeatureExtractor``
-    does (zero-mean/unit-variance per utterance when ``do_normalize``), plus a sample-level attention mask."""
-
-    def __init__(self, model: Any, do_normalize: bool = True) -> None:
-        self.model = model
-        self.do_normalize = do_normalize
-
-    def frames(self, samples: int) -> int:
-        """Logit frames of an utterance of ``samples`` samples."""
-        import torch
-
-        return int(self.model._get_feat_extract_output_lengths(torch.tensor(samples)))
-
-    def __call__(self, x: Any, lens: Any) -> tuple[Any, Any]:
-        """(input values, attention mask) of a padded batch ``x`` (floats in [-1, 1]; zeros past ``lens``)."""
-        import torch
-
-        mask = torch.arange(x.shape[1], device=x.device)[None, :] < lens[:, None]
-        if self.do_normalize:
-            n = lens.float()[:, None]
-            mean = x.sum(1, keepdim=True) / n
-            var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
-            x = ((x - mean) / torch.sqrt(var + 1e-7)) * mask
-        return x, mask.long()
-
-
-class FbankInputs:
-    """Model input of log-mel models (Wav2Vec2-BERT), in torch: what ``SeamlessM4TFeatureExtractor`` computes
-    (Kaldi-style 25 ms / 10 ms frames with DC removal, pre-emphasis 0.97 and the Povey window, 80-bin log-mel
-    power, per-bin zero-mean/unit-variance over each utterance, frames stacked by ``stride``), batched on the
-    training device. The extractor's own mel filters and window are used; ``tests/test_train.py`` checks the
-    result against the extractor."""
-
-    FRAME, HOP, FFT = 400, 160, 512
-
-    def __init__(self, extractor: Any) -> None:
-        import torch
-
-        self.mel = torch.as_tensor(np.asarray(extractor.mel_filters), dtype=torch.float32)  # (257, bins)
-        self.window = torch.as_tensor(np.asarray(extractor.window), dtype=torch.float32)
-        self.stride = int(extractor.stride)
-
-    def _fbank_frames(self, samples: Any) -> Any:
-        return (samples - self.FRAME).div(self.HOP, rounding_mode="floor").add(1).clamp(min=0)
-
-    def frames(self, samples: int) -> int:
-        return max(0, (samples - self.FRAME) // self.HOP + 1) // self.stride
-
-    def __call__(self, x: Any, lens: Any) -> tuple[Any, Any]:
-        import torch
-
-        if x.shape[1] < self.FRAME:
-            x = torch.nn.functional.pad(x, (0, self.FRAME - x.shape[1]))
-        frames = (x * 32768.0).unfold(1, self.FRAME, self.HOP)  # (B, F, 400), Kaldi's 16-bit scale
-        frames = frames - frames.mean(-1, keepdim=True)
-        frames = torch.cat([frames[..., :1] * (1 - 0.97), frames[..., 1:] - 0.97 * frames[..., :-1]], dim=-1)
-        power = torch.fft.rfft(frames * self.window.to(x.device), n=self.FFT).abs().square()
-        feats = torch.log(torch.clamp(power @ self.mel.to(x.device), min=1.192092955078125e-07))
-        n = self._fbank_frames(lens)  # valid frames per row
-        valid = (torch.arange(feats.shape[1], device=x.device)[None, :] < n[:, None]).unsqueeze(-1)
-        count = n.clamp(min=2).float()[:, None, None]
-        mean = (feats * valid).sum(1, keepdim=True) / count
-        var = ((feats - mean).square() * valid).sum(1, keepdim=True) / (count - 1)  # ddof=1, as the extractor
-        feats = (feats - mean) / torch.sqrt(var + 1e-7) * valid
-        t = feats.shape[1] // self.stride
-        feats = feats[:, : t * self.stride].reshape(x.shape[0], t, -1)
-        mask = torch.arange(t, device=x.device)[None, :] < (n // self.stride)[:, None]
-        return feats, mask.long()
-
-
-def model_inputs_for(model: Any, extractor: Any) -> WaveformInputs | FbankInputs:
-    """The torch twin of ``extractor`` for batches cut out of an :class:`AudioStore`."""
-    if getattr(extractor, "model_input_names", ["input_values"])[0] == "input_features":
-        if not hasattr(extractor, "mel_filters"):
-            raise ModelError(f"feature extractor {type(extractor).__name__}: log-mel input without mel filters")
-        return FbankInputs(extractor)
-    return WaveformInputs(model, bool(getattr(extractor, "do_normalize", True)))
 
 
 _EMPTY_INT16 = np.zeros(0, dtype=np.int16)
