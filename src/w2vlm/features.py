@@ -88,7 +88,7 @@ class FbankInputs:
 
 
 def model_inputs_for(model: Any, extractor: Any) -> WaveformInputs | FbankInputs:
-    """The torch twin of ``extractor`` for batches cut out of an :class:`AudioStore`."""
+    """The torch twin of ``extractor`` (for ``model``) that turns padded batches of waveforms into model input."""
     if getattr(extractor, "model_input_names", ["input_values"])[0] == "input_features":
         if not hasattr(extractor, "mel_filters"):
             raise ModelError(f"feature extractor {type(extractor).__name__}: log-mel input without mel filters")
@@ -118,7 +118,7 @@ def batch_log_mel(fbank: FbankInputs, audios: list[np.ndarray], with_mask: bool)
     for row, audio in enumerate(audios):
         x[row, : audio.size] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     feats, mask = fbank(x, lengths)
-    width = int((fbank._fbank_frames(lengths) // fbank.stride).max())  # the extractor pads to the longest
+    width = max(fbank.frames(a.size) for a in audios)  # the extractor pads to the longest
     out = {"input_features": feats[:, :width]}
     if with_mask:
         out["attention_mask"] = mask[:, :width]
