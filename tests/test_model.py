@@ -67,9 +67,16 @@ def test_bf16_logits_close(tiny_ctc_dir: Path) -> None:
     bf16 = load_model(tiny_ctc_dir, device="cpu", dtype="bf16")
     x = _input()
     with torch.no_grad():
-        a = fp32(x).logits.argmax(-1)
-        b = bf16(x.to(torch.bfloat16)).logits.float().argmax(-1)
-    assert (a == b).float().mean() > 0.8
+        a = fp32(x).logits
+        b = bf16(x.to(torch.bfloat16)).logits.float()
+    assert b.shape == a.shape and torch.isfinite(b).all()
+    # a random tiny model has near-tied logits on most frames (median top-2 gap ~0.4), and bf16 arithmetic
+    # differs between CPUs (oneDNN's AMX kernels round more than the AVX-512 emulation): compare the frames
+    # where fp32 makes a clear decision
+    top2 = a.topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 0.5
+    assert int(clear.sum()) >= 10
+    assert (a.argmax(-1) == b.argmax(-1))[clear].float().mean() >= 0.9
 
 
 def test_int8_cpu(tiny_ctc_dir: Path) -> None:
