@@ -73,6 +73,12 @@ def test_batch_log_mel_is_what_the_extractor_gives() -> None:
     assert got["input_features"].shape == ref["input_features"].shape
     assert torch.equal(got["attention_mask"], ref["attention_mask"])
     assert torch.allclose(got["input_features"], ref["input_features"], atol=2e-3)
+    odd = [_clip(2.43, 8)]
+    got = batch_log_mel(fbank, odd, with_mask=True)
+    ref = extractor(odd, sampling_rate=SR, padding=True, return_tensors="pt")
+    assert got["input_features"].shape == ref["input_features"].shape
+    assert torch.equal(got["attention_mask"], ref["attention_mask"]) and not ref["attention_mask"][0, -1]
+    assert torch.allclose(got["input_features"], ref["input_features"], atol=2e-3)
     single = batch_log_mel(fbank, clips[:1], with_mask=False)
     assert set(single) == {"input_features"}
     one = extractor(clips[:1], sampling_rate=SR, return_tensors="pt")["input_features"]

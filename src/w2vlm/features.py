@@ -52,11 +52,14 @@ class FbankInputs:
 
     FRAME, HOP, FFT = 400, 160, 512
 
-    def __init__(self, extractor: Any) -> None:
+    def __init__(self, extractor: Any, dtype: Any = None) -> None:
         import torch
 
-        self.mel = torch.as_tensor(np.asarray(extractor.mel_filters), dtype=torch.float32)  # (257, bins)
-        self.window = torch.as_tensor(np.asarray(extractor.window), dtype=torch.float32)
+        # float64 (the pipeline) follows the numpy extractor to ~1e-6 even on near-silent mel bins, whose logs
+        # float32 rounding moves by up to ~0.02; training uses float32 (speed on the device)
+        self.dtype = dtype or torch.float32
+        self.mel = torch.as_tensor(np.asarray(extractor.mel_filters), dtype=self.dtype)  # (257, bins)
+        self.window = torch.as_tensor(np.asarray(extractor.window), dtype=self.dtype)
         self.stride = int(extractor.stride)
 
     def _fbank_frames(self, samples: Any) -> Any:
@@ -70,7 +73,7 @@ class FbankInputs:
 
         if x.shape[1] < self.FRAME:
             x = torch.nn.functional.pad(x, (0, self.FRAME - x.shape[1]))
-        frames = (x * 32768.0).unfold(1, self.FRAME, self.HOP)  # (B, F, 400), Kaldi's 16-bit scale
+        frames = (x.to(self.dtype) * 32768.0).unfold(1, self.FRAME, self.HOP)  # (B, F, 400), Kaldi's 16-bit scale
         frames = frames - frames.mean(-1, keepdim=True)
         frames = torch.cat([frames[..., :1] * (1 - 0.97), frames[..., 1:] - 0.97 * frames[..., :-1]], dim=-1)
         power = torch.fft.rfft(frames * self.window.to(x.device), n=self.FFT).abs().square()
@@ -81,8 +84,9 @@ class FbankInputs:
         mean = (feats * valid).sum(1, keepdim=True) / count
         var = ((feats - mean).square() * valid).sum(1, keepdim=True) / (count - 1)  # ddof=1, as the extractor
         feats = (feats - mean) / torch.sqrt(var + 1e-7) * valid
-        t = feats.shape[1] // self.stride
-        feats = feats[:, : t * self.stride].reshape(x.shape[0], t, -1)
+        t = -(-feats.shape[1] // self.stride)  # the extractor pads to a multiple of the stride (masked)
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, t * self.stride - feats.shape[1]))
+        feats = feats.reshape(x.shape[0], t, -1).float()
         mask = torch.arange(t, device=x.device)[None, :] < (n // self.stride)[:, None]
         return feats, mask.long()
 
@@ -105,7 +109,9 @@ def fast_log_mel(extractor: Any) -> FbankInputs | None:
         return None
     if type(extractor) is not SeamlessM4TFeatureExtractor or int(getattr(extractor, "sampling_rate", 0)) != 16000:
         return None
-    return FbankInputs(extractor)
+    import torch
+
+    return FbankInputs(extractor, dtype=torch.float64)
 
 
 def batch_log_mel(fbank: FbankInputs, audios: list[np.ndarray], with_mask: bool) -> dict[str, Any]:
@@ -118,7 +124,8 @@ def batch_log_mel(fbank: FbankInputs, audios: list[np.ndarray], with_mask: bool)
     for row, audio in enumerate(audios):
         x[row, : audio.size] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     feats, mask = fbank(x, lengths)
-    width = max(fbank.frames(a.size) for a in audios)  # the extractor pads to the longest
+    # the extractor pads to the longest clip's filter-bank frames, rounded up to a multiple of the stride
+    width = -(-max(int(fbank._fbank_frames(torch.tensor(a.size))) for a in audios) // fbank.stride)
     out = {"input_features": feats[:, :width]}
     if with_mask:
         out["attention_mask"] = mask[:, :width]

@@ -341,24 +341,31 @@ class CTCLogitsRunner:
     def _uses_mask(self) -> bool:
         return bool(getattr(self.feature_extractor, "return_attention_mask", False))
 
+    def features(self, audios: list[np.ndarray], with_mask: bool) -> Any:
+        """Model input of a batch of clips padded to the longest (torch tensors): the feature extractor's, or
+        for Wav2Vec2-BERT its faster torch twin (``w2vlm.features``, the same values)."""
+        if self._log_mel is not None:
+            from w2vlm.features import batch_log_mel
+
+            return batch_log_mel(self._log_mel, audios, with_mask=with_mask)
+        return self.feature_extractor(
+            audios,
+            sampling_rate=self.sampling_rate,
+            padding=True,
+            return_tensors="pt",
+            return_attention_mask=with_mask,
+        )
+
     def _forward(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """Feature extraction + model forward for a batch; returns each item's unpadded logits."""
         import torch
 
         lengths = [a.size for a in audios]
         same = len(set(lengths)) == 1
-        if self._log_mel is not None:
-            from w2vlm.features import batch_log_mel
-
-            features = batch_log_mel(self._log_mel, audios, with_mask=self._uses_mask() and not same)
-        else:
-            features = self.feature_extractor(
-                audios,
-                sampling_rate=self.sampling_rate,
-                padding=True,
-                return_tensors="pt",
-                return_attention_mask=self._uses_mask() and not same,
-            )
+        # log-mel extractors (Wav2Vec2-BERT) mask frames even in a lone clip (the half-empty last 20 ms frame
+        # of an odd number of 10 ms frames), as the model was trained: their mask always goes in
+        frame_level = self.feature_extractor.model_input_names[0] == "input_features"
+        features = self.features(audios, with_mask=self._uses_mask() and (frame_level or not same))
         name = self.feature_extractor.model_input_names[0]
         values = features[name]
         dtype = _model_dtype(self.model)
@@ -368,9 +375,9 @@ class CTCLogitsRunner:
         with torch.inference_mode():
             logits = self.model(**inputs).logits
         logits = logits.float().cpu().numpy()
-        if same:
-            return list(logits)
         mask = features.get("attention_mask")
+        if same and mask is None:
+            return list(logits)
         if mask is not None and mask.shape[-1] == logits.shape[1]:
             # frame-level mask (log-mel input models such as Wav2Vec2-BERT): one logit frame per input frame
             frames = mask.sum(-1).tolist()
