@@ -208,10 +208,7 @@ def analyze(
     frames = alone_logits.shape[0]
     probs = _softmax(alone_logits)
     padded_probs = _softmax(padded_logits[:frames])
-    # compared on the frames the padded view attends to: a log-mel extractor masks the half-empty last frame
-    # of an odd number of 10 ms frames in a batch, which a lone clip keeps
-    same = min(frames, int(padded_mask.sum()))
-    diff = float(np.abs(padded_probs[:same] - probs[:same]).max()) if same else 0.0
+    diff = float(np.abs(padded_probs - probs).max()) if frames else 0.0
 
     from w2vlm.processor import decoder_is_bpe, decoder_labels
 
