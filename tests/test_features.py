@@ -103,3 +103,14 @@ def test_pipeline_logits_of_a_log_mel_model_match_the_extractor_path(tiny_ctc_fa
                         slow.compute_logits(clips, batch_size=batch_size), strict=True):  # fmt: skip
             assert a.shape == b.shape
             np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_log_mel_extractor_without_mel_filters_is_named() -> None:
+    from w2vlm.errors import ModelError
+    from w2vlm.features import model_inputs_for
+
+    class Odd:  # a log-mel input extractor whose filter bank w2vlm cannot reproduce
+        model_input_names = ("input_features",)
+
+    with pytest.raises(ModelError, match="feature extractor Odd: log-mel input without mel filters"):
+        model_inputs_for(None, Odd())

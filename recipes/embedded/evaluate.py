@@ -24,12 +24,13 @@ import numpy as np
 def compute_logits(model_dir: Path, manifest: Path, batch_seconds: float = 60.0) -> tuple[list, list[str]]:
     """Log-probabilities (frames x vocab, float32) and reference texts, in manifest order.
 
-    The model input is made as in training (``w2vlm.train.model_inputs_for``: normalized waveform, or the
+    The model input is made as in training (``w2vlm.features.model_inputs_for``: normalized waveform, or the
     log-mel features of a Wav2Vec2-BERT model), which is what the model's feature extractor gives."""
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-    from w2vlm.train import Tokenizer, model_inputs_for, read_audio_int16, read_manifest
+    from w2vlm.features import model_inputs_for
+    from w2vlm.train import Tokenizer, read_audio_int16, read_manifest
 
     model = AutoModelForCTC.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     inputs = model_inputs_for(model, AutoFeatureExtractor.from_pretrained(str(model_dir)))

@@ -65,8 +65,13 @@ class FbankInputs:
     def _fbank_frames(self, samples: Any) -> Any:
         return (samples - self.FRAME).div(self.HOP, rounding_mode="floor").add(1).clamp(min=0)
 
+    def fbank_frames(self, samples: int) -> int:
+        """10 ms filter-bank frames of ``samples`` samples (Kaldi's snip-edges count)."""
+        return max(0, (samples - self.FRAME) // self.HOP + 1)
+
     def frames(self, samples: int) -> int:
-        return max(0, (samples - self.FRAME) // self.HOP + 1) // self.stride
+        """Logit frames (stacked filter-bank frames the attention mask keeps) of ``samples`` samples."""
+        return self.fbank_frames(samples) // self.stride
 
     def __call__(self, x: Any, lens: Any) -> tuple[Any, Any]:
         import torch
@@ -125,7 +130,7 @@ def batch_log_mel(fbank: FbankInputs, audios: list[np.ndarray], with_mask: bool)
         x[row, : audio.size] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     feats, mask = fbank(x, lengths)
     # the extractor pads to the longest clip's filter-bank frames, rounded up to a multiple of the stride
-    width = -(-max(int(fbank._fbank_frames(torch.tensor(a.size))) for a in audios) // fbank.stride)
+    width = -(-max(fbank.fbank_frames(a.size) for a in audios) // fbank.stride)
     out = {"input_features": feats[:, :width]}
     if with_mask:
         out["attention_mask"] = mask[:, :width]

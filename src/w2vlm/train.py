@@ -1,8 +1,8 @@
 """CTC training and fine-tuning of wav2vec2 models (``w2vlm train``).
 
-Trains a transformers :class:`~transformers.Wav2Vec2ForCTC`, either from scratch with a small
-configuration (:data:`MODEL_PRESETS`) or starting from a checkpoint in the hub layout, on a JSONL manifest
-with one utterance a line::
+Trains a transformers CTC model (:class:`~transformers.Wav2Vec2ForCTC` or ``Wav2Vec2BertForCTC``), from
+scratch with a small configuration (:data:`MODEL_PRESETS`) or starting from a checkpoint in the hub layout,
+on a JSONL manifest with one utterance a line::
 
     {"audio": "wav/000001.wav", "text": "it is a truth universally acknowledged"}
 
@@ -74,8 +74,8 @@ DEFAULT_VOCAB: tuple[str, ...] = (
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # ~5.2 M parameters, 21 MB in float32: the embedded default model. Log-mel input (the feature extractor
     # computes it, as for Wav2Vec2-BERT: 10 ms frames stacked in pairs), 6 conformer layers of width 192 with
-    # rotary position embeddings and a depthwise convolution of 15 frames. On a CPU it learns far faster
-    # per second of compute than the waveform presets, which must first learn a filter bank.
+    # rotary position embeddings and a depthwise convolution of 15 frames. On a CPU it reached the accuracy
+    # of the waveform model in about a quarter of the training time (recipes/embedded/README.md, run 5).
     "conformer": {
         "family": "wav2vec2-bert",
         "hidden_size": 192,
@@ -757,13 +757,7 @@ def evaluate(model: Any, store: AudioStore, tokenizer: Tokenizer, device: Any, b
 
 def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, int]]:
     """(model, feature extractor, HF tokenizer, vocab) from init_from or from scratch."""
-    from transformers import (
-        AutoFeatureExtractor,
-        AutoModelForCTC,
-        Wav2Vec2BertForCTC,
-        Wav2Vec2CTCTokenizer,
-        Wav2Vec2ForCTC,
-    )
+    from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
     if cfg.init_from is not None:
         src = Path(cfg.init_from)
@@ -792,10 +786,8 @@ def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, 
     overrides = dict(cfg.config_overrides)
     if cfg.mask_time_prob is not None:
         overrides["mask_time_prob"] = cfg.mask_time_prob
-    config = build_config(vocab, cfg.preset, overrides)
-    family = MODEL_PRESETS[cfg.preset]["family"]
-    extractor, tokenizer = _make_processor(vocab, work, family)
-    model = (Wav2Vec2BertForCTC if family == "wav2vec2-bert" else Wav2Vec2ForCTC)(config)
+    model = AutoModelForCTC.from_config(build_config(vocab, cfg.preset, overrides))
+    extractor, tokenizer = _make_processor(vocab, work, MODEL_PRESETS[cfg.preset]["family"])
     return model, extractor, tokenizer, vocab
 
 
