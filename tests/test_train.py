@@ -238,9 +238,11 @@ def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.Mo
     seen: list[int] = []
     collate = train_module.AudioStore.collate
 
-    def spy(self: train_module.AudioStore, idx: list[int], device: object, inputs: object, extra: int = 0) -> object:
+    def spy(
+        self: train_module.AudioStore, idx: list[int], device: object, inputs: object, extra: int = 0, multiple: int = 1
+    ) -> object:
         seen.append(int(self.lengths[list(idx)].max()))
-        return collate(self, idx, device, inputs, extra)
+        return collate(self, idx, device, inputs, extra, multiple)
 
     monkeypatch.setattr(train_module.AudioStore, "collate", spy)
     result = train(_config(manifest, out, epochs=1, dev_manifest=None, **kw))
@@ -428,3 +430,35 @@ def test_cpu_autocast_only_where_the_cpu_has_bf16(
     assert losses[-1] < 0.7 * losses[0]  # it learns either way
     train(_config(tiny_manifest, tmp_path / "off", dev_manifest=None, amp=False, epochs=1))
     assert json.loads((tmp_path / "off" / "training_info.json").read_text())["autocast"] is None
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_batches_on_a_length_grid(seeded: bool) -> None:
+    import random
+
+    from w2vlm.features import WaveformInputs
+    from w2vlm.train import AudioStore
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(SR // 2, 6 * SR, size=300)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    audio = torch.from_numpy(rng.integers(-3000, 3000, size=int(lengths.sum())).astype(np.int16))
+    store = AudioStore(audio, offsets, lengths, [[1]] * len(lengths), ["a"] * len(lengths))
+    multiple, budget_s = SR // 2, 20.0
+    batches = store.batches(budget_s, 256, random.Random(1) if seeded else None, multiple)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every clip exactly once
+    shapes = set()
+    for b in batches:
+        padded = -(-lengths[b] // multiple) * multiple
+        assert len(set(padded.tolist())) == 1  # one padded length a batch
+        assert len(b) * int(padded[0]) <= budget_s * SR
+        shapes.add((len(b), int(padded[0])))
+    widths = {w for _, w in shapes}
+    assert len(shapes) <= 2 * len(widths)  # full batches + at most one remainder per width
+    assert len(widths) <= 12
+    # collate pads to the same grid, extra padding included
+    inputs = WaveformInputs(None, do_normalize=False)
+    x, mask, labels = store.collate(batches[0], "cpu", inputs, extra=1234, multiple=multiple)
+    assert x.shape[-1] % multiple == 0 and x.shape[-1] >= int(lengths[batches[0]].max()) + 1234
+    assert mask.sum(-1).tolist() == lengths[batches[0]].tolist()
+    assert labels.shape == (len(batches[0]), 1)

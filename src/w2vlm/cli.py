@@ -253,6 +253,14 @@ def train_command(
             help="Weight of a loss teaching padded frames to say blank, so padded batches decode untrimmed (0: off).",
         ),
     ] = 0.2,
+    pad_multiple: Annotated[
+        float,
+        typer.Option(
+            "--pad-multiple",
+            help="Pad each batch to a multiple of this many seconds, with clips of one padded length a batch: "
+            "batch shapes repeat, so CPU kernels are reused (about 1.5x faster on CPU). 0: pad to the longest clip.",
+        ),
+    ] = 0.5,
     device: DeviceOption = "auto",
     amp: Annotated[
         bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16.")
@@ -301,6 +309,7 @@ def train_command(
         max_duration_s=max_duration,
         sortagrad=sortagrad,
         pad_blank_weight=pad_blank_weight,
+        pad_multiple_s=pad_multiple,
         device=device,
         amp=amp,
         save_every=save_every,

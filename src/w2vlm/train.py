@@ -207,6 +207,7 @@ class TrainConfig:
     sortagrad: bool = True
     pad_blank_weight: float = 0.2
     pad_extra_prob: float = 0.25
+    pad_multiple_s: float = 0.5
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -228,6 +229,7 @@ class TrainConfig:
             ("save_every", "--save-every", self.save_every, False),
             ("log_every", "", self.log_every, True),
             ("pad_blank_weight", "--pad-blank-weight", self.pad_blank_weight, False),
+            ("pad_multiple_s", "--pad-multiple", self.pad_multiple_s, False),
         ]
         for name, option, value, positive in bounds:
             if value is not None and (value <= 0 if positive else value < 0):
@@ -477,14 +479,32 @@ class AudioStore:
         logger.info("%s: %d utterances, %.2f h of audio", manifest, len(store), store.hours)
         return store
 
-    def batches(self, batch_seconds: float, max_batch_size: int, rng: random.Random | None) -> list[list[int]]:
-        """Index batches of similar length; at most batch_seconds of padded audio each. Shuffled if rng."""
+    def batches(self, batch_seconds: float, max_batch_size: int, rng: random.Random | None,
+                multiple: int = 1) -> list[list[int]]:  # fmt: skip
+        """Index batches of similar length; at most batch_seconds of padded audio each. Shuffled if rng.
+
+        With ``multiple`` > 1 every clip's length is rounded up to a multiple of that many samples and a batch
+        holds clips of one rounded length only, as many as the budget allows: batches then come in a few
+        repeating shapes (``collate`` pads to the same multiple), so a CPU reuses the kernels it made for a
+        shape (oneDNN builds one per shape) instead of building new ones at nearly every step."""
+        budget = batch_seconds * SAMPLE_RATE
+        if multiple > 1:
+            padded = -(-self.lengths // multiple) * multiple
+            out = []
+            for width in np.unique(padded):
+                members = np.flatnonzero(padded == width).tolist()
+                if rng is not None:
+                    rng.shuffle(members)
+                size = max(1, min(max_batch_size, int(budget // int(width))))
+                out.extend(members[i : i + size] for i in range(0, len(members), size))
+            if rng is not None:
+                rng.shuffle(out)
+            return out
         order = np.argsort(self.lengths, kind="stable")
         if rng is not None:  # jitter the sort so that batches differ from epoch to epoch
             noise = np.array([rng.random() for _ in range(len(order))]) * 0.1 * SAMPLE_RATE
             order = np.argsort(self.lengths + noise, kind="stable")
-        budget = batch_seconds * SAMPLE_RATE
-        out: list[list[int]] = []
+        out = []
         cur: list[int] = []
         cur_max = 0
         for idx in order:
@@ -501,16 +521,18 @@ class AudioStore:
         return out
 
     def collate(self, idx: Sequence[int], device: Any, inputs: WaveformInputs | FbankInputs,
-                extra: int = 0) -> tuple[Any, Any, Any]:  # fmt: skip
+                extra: int = 0, multiple: int = 1) -> tuple[Any, Any, Any]:  # fmt: skip
         """(model input, attention mask, padded labels with -100) on ``device``.
 
-        ``extra`` samples of padding are added past the longest row (to train the padded frames).
+        ``extra`` samples of padding are added past the longest row (to train the padded frames); the width
+        is then rounded up to a multiple of ``multiple`` samples.
         """
         import torch
 
         lens = torch.as_tensor(self.lengths[list(idx)], device=self.audio.device)
         starts = torch.as_tensor(self.offsets[list(idx)], device=self.audio.device)
         width = int(lens.max()) + max(int(extra), 0)
+        width = -(-width // max(int(multiple), 1)) * max(int(multiple), 1)
         pos = torch.arange(width, device=self.audio.device)
         mask = pos[None, :] < lens[:, None]
         gather = (starts[:, None] + pos[None, :]).clamp_(max=self.audio.numel() - 1)
@@ -864,7 +886,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         rng.setstate(_tuple_state(state["rng"]))
         logger.info("resumed from %s at step %d, epoch %d", ckpt_dir, step, epoch)
 
-    batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None))
+    multiple = max(1, round(cfg.pad_multiple_s * SAMPLE_RATE))
+    batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None, multiple))
     total_steps = cfg.max_steps or batches_per_epoch * cfg.epochs
     logger.info(
         "training: %d batches/epoch, %d epochs, %d steps planned%s, device %s%s",
@@ -904,7 +927,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     with _progress_bar(cfg.progress) as progress:
         task = progress.add_task("train", total=total_steps, completed=step, info="")
         while epoch < cfg.epochs and not stop:
-            batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng)
+            batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple)
             if epoch == 0 and cfg.sortagrad:  # first epoch shortest-first: CTC finds alignments sooner
                 batches.sort(key=lambda b: int(train_store.lengths[b].max()))
             ep_loss, ep_n, ep_first_step = 0.0, 0, step
@@ -922,7 +945,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 extra = 0
                 if cfg.pad_blank_weight > 0 and rng.random() < cfg.pad_extra_prob:
                     extra = int(rng.random() * _PAD_EXTRA_MAX_S * SAMPLE_RATE)
-                x, mask, labels = train_store.collate(idx, device, inputs, extra)
+                x, mask, labels = train_store.collate(idx, device, inputs, extra, multiple)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     out = model(x, attention_mask=mask, labels=labels)
                 loss = out.loss
