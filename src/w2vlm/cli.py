@@ -258,7 +258,7 @@ def train_command(
         typer.Option(
             "--pad-multiple",
             help="Pad each batch to a multiple of this many seconds, with clips of one padded length a batch: "
-            "batch shapes repeat, so CPU kernels are reused (about 1.5x faster on CPU). 0: pad to the longest clip.",
+            "batch shapes repeat, so CPU kernels built for a shape are reused. 0: pad to the longest clip.",
         ),
     ] = 0.5,
     device: DeviceOption = "auto",
