@@ -488,9 +488,9 @@ class AudioStore:
         repeating shapes (``collate`` pads to the same multiple), so a CPU reuses the kernels it made for a
         shape (oneDNN builds one per shape) instead of building new ones at nearly every step."""
         budget = batch_seconds * SAMPLE_RATE
+        out: list[list[int]] = []
         if multiple > 1:
             padded = -(-self.lengths // multiple) * multiple
-            out = []
             for width in np.unique(padded):
                 members = np.flatnonzero(padded == width).tolist()
                 if rng is not None:
@@ -504,7 +504,6 @@ class AudioStore:
         if rng is not None:  # jitter the sort so that batches differ from epoch to epoch
             noise = np.array([rng.random() for _ in range(len(order))]) * 0.1 * SAMPLE_RATE
             order = np.argsort(self.lengths + noise, kind="stable")
-        out = []
         cur: list[int] = []
         cur_max = 0
         for idx in order:
@@ -531,8 +530,8 @@ class AudioStore:
 
         lens = torch.as_tensor(self.lengths[list(idx)], device=self.audio.device)
         starts = torch.as_tensor(self.offsets[list(idx)], device=self.audio.device)
-        width = int(lens.max()) + max(int(extra), 0)
-        width = -(-width // max(int(multiple), 1)) * max(int(multiple), 1)
+        step = max(int(multiple), 1)
+        width = -(-(int(lens.max()) + max(int(extra), 0)) // step) * step
         pos = torch.arange(width, device=self.audio.device)
         mask = pos[None, :] < lens[:, None]
         gather = (starts[:, None] + pos[None, :]).clamp_(max=self.audio.numel() - 1)
