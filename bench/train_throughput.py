@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, multiple: int) -> float:
     from transformers import AutoModelForCTC
 
     from w2vlm.features import model_inputs_for
-    from w2vlm.train import MODEL_PRESETS, _make_processor, build_config, cpu_has_native_bf16
+    from w2vlm.train import MODEL_PRESETS, TrainConfig, _make_processor, build_config, cpu_has_native_bf16, train_step
 
     vocab = json.loads((ROOT / "src" / "w2vlm" / "assets" / "model" / "vocab.json").read_text())
     torch.manual_seed(0)
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace, multiple: int) -> float:
     inputs = model_inputs_for(model, extractor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = cpu_has_native_bf16()
+    cfg = TrainConfig(manifest=Path("unused.jsonl"), output_dir=Path("unused"))  # w2vlm train's loss settings
     rng = random.Random(1)
     audio = seconds = 0.0
     for step in range(args.steps + 2):
@@ -55,11 +56,7 @@ def run(args: argparse.Namespace, multiple: int) -> float:
         labels = torch.randint(5, len(vocab), (n, length // 1300))
         t0 = time.perf_counter()
         feats, mask = inputs(x, lens)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss = model(feats, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, feats, mask, labels, cfg, amp)
         if step >= 2:
             seconds += time.perf_counter() - t0
             audio += n * length / SR

@@ -741,6 +741,23 @@ def padding_blank_loss(model: Any, logits: Any, attention_mask: Any) -> Any:
     return -log_blank[padded].mean()
 
 
+def train_step(model: Any, optimizer: Any, x: Any, mask: Any, labels: Any, cfg: TrainConfig, amp: bool) -> Any:
+    """One optimizer step on a collated batch (CTC loss plus the padding-blank term, clipped gradients);
+    returns the loss tensor. ``amp``: bf16 autocast on the inputs' device."""
+    import torch
+
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(x, attention_mask=mask, labels=labels)
+    loss = out.loss
+    if cfg.pad_blank_weight > 0:
+        loss = loss + cfg.pad_blank_weight * padding_blank_loss(model, out.logits, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    return loss
+
+
 def _lr_at(cfg: TrainConfig, step: int, total_steps: int, elapsed: float) -> float:
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
@@ -945,15 +962,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 if cfg.pad_blank_weight > 0 and rng.random() < cfg.pad_extra_prob:
                     extra = int(rng.random() * _PAD_EXTRA_MAX_S * SAMPLE_RATE)
                 x, mask, labels = train_store.collate(idx, device, inputs, extra, multiple)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = model(x, attention_mask=mask, labels=labels)
-                loss = out.loss
-                if cfg.pad_blank_weight > 0:
-                    loss = loss + cfg.pad_blank_weight * padding_blank_loss(model, out.logits, mask)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
+                loss = train_step(model, optimizer, x, mask, labels, cfg, amp)
                 step += 1
                 if step % 10 == 0 or step == 1:
                     last_loss = float(loss.detach())
