@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import wave
 from pathlib import Path
 
@@ -331,19 +332,22 @@ def test_training_adds_the_padding_loss_and_extra_padding(
 ) -> None:
     import w2vlm.train as train_mod
 
-    seen: list[tuple[int, int, float]] = []  # (batch width in samples, longest row, loss value) per step
+    # (batch width in samples, longest row in samples, padded logit frames, loss value) per step
+    seen: list[tuple[int, int, int, float]] = []
 
     def recording(model, logits, attention_mask):  # type: ignore[no-untyped-def]
         value = padding_blank_loss(model, logits, attention_mask)
-        lengths = attention_mask.sum(-1)
-        seen.append((attention_mask.shape[1], int(lengths.max()), float(value)))
+        frames = model._get_feature_vector_attention_mask(logits.shape[1], attention_mask).bool()
+        longest = int(attention_mask.sum(-1).max())
+        seen.append((attention_mask.shape[1], longest, int((~frames).sum()), float(value.detach())))
         return value
 
     monkeypatch.setattr(train_mod, "padding_blank_loss", recording)
     result = train(_config(tiny_manifest, tmp_path / "a", dev_manifest=None, epochs=3, pad_extra_prob=1.0))
     assert len(seen) == result.steps > 0
-    assert all(width > longest for width, longest, _ in seen)  # every batch got extra padding
-    assert all(value > 0 for *_, value in seen)
+    assert all(width > longest for width, longest, *_ in seen), seen  # every batch got extra padding
+    assert all(padded > 0 for *_, padded, _ in seen), seen  # ... of whole logit frames, which the term trains
+    assert all(math.isfinite(value) and value > 0 for *_, value in seen), seen
 
     seen.clear()
     result = train(_config(tiny_manifest, tmp_path / "b", dev_manifest=None, epochs=3, pad_blank_weight=0.0))
