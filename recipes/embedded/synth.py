@@ -133,10 +133,17 @@ class Espeak:
     def render(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, gap: int) -> np.ndarray:
         """Return float32 mono audio at SAMPLE_RATE."""
         # espeak-ng has no pitch-range option on its command line; the range is set with SSML prosody
-        ssml = f'<speak><prosody range="{pitch_range}%">{html.escape(text)}</prosody></speak>'
-        cmd = [self.binary, "-m", "-v", voice, "-s", str(rate), "-p", str(pitch), "-g", str(gap)]
-        cmd += ["--stdout", ssml]
-        res = subprocess.run(cmd, env=self.env, capture_output=True, check=True)
+        cmd = [self.binary, "-m", "-v", voice, "-s", str(rate), "-p", str(pitch), "-g", str(gap), "--stdout"]
+        try:
+            ssml = f'<speak><prosody range="{pitch_range}%">{html.escape(text)}</prosody></speak>'
+            res = subprocess.run([*cmd, ssml], env=self.env, capture_output=True, check=True)
+        except subprocess.CalledProcessError as e:
+            if e.returncode >= 0:
+                raise
+            # espeak-ng 1.51 crashes (SIGSEGV) on some text with a wide prosody range, e.g. "continuing
+            # forever or indefinitely" at range 159 % with en-gb-x-rp+rob: say it with the voice's own range
+            ssml = f"<speak>{html.escape(text)}</speak>"
+            res = subprocess.run([*cmd, ssml], env=self.env, capture_output=True, check=True)
         with wave.open(io.BytesIO(res.stdout)) as w:
             sr = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
@@ -254,7 +261,12 @@ def _init_worker(espeak: Espeak) -> None:
 def _run_job(args: tuple[Job, str, bool]) -> dict:
     job, out_dir, clean = args
     assert _ESPEAK is not None
-    audio = _ESPEAK.render(job.text, job.voice, job.rate, job.pitch, job.pitch_range, job.gap)
+    try:
+        audio = _ESPEAK.render(job.text, job.voice, job.rate, job.pitch, job.pitch_range, job.gap)
+    except subprocess.CalledProcessError as e:
+        # one utterance espeak-ng cannot say must not cost the thousands already made: skip it, say why
+        why = f"signal {-e.returncode}" if e.returncode < 0 else f"exit status {e.returncode}"
+        return {"skipped": job.index, "text": job.text, "voice": job.voice, "why": f"espeak-ng {why}"}
     rng = np.random.default_rng(job.seed)
     audio, info = augment(audio, rng, clean=clean)
     rel = f"wav/{job.index:06d}.wav"
@@ -292,6 +304,9 @@ def synthesize(
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(espeak,)) as pool:
         for k, rec in enumerate(pool.map(_run_job, [(j, str(out), clean) for j in jobs], chunksize=16)):
+            if "skipped" in rec:
+                print(f"  skipped utterance {rec['skipped']} ({rec['voice']}: {rec['text']!r}): {rec['why']}")
+                continue
             records.append(rec)
             if (k + 1) % 2000 == 0:
                 print(f"  {k + 1}/{len(jobs)} utterances, {time.time() - t0:.0f}s", flush=True)
