@@ -305,7 +305,9 @@ def synthesize(
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(espeak,)) as pool:
         for k, rec in enumerate(pool.map(_run_job, [(j, str(out), clean) for j in jobs], chunksize=16)):
             if "skipped" in rec:
-                print(f"  skipped utterance {rec['skipped']} ({rec['voice']}: {rec['text']!r}): {rec['why']}")
+                print(
+                    f"  skipped utterance {rec['skipped']} ({rec['voice']}: {rec['text']!r}): {rec['why']}", flush=True
+                )
                 continue
             records.append(rec)
             if (k + 1) % 2000 == 0:
