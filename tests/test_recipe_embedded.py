@@ -147,6 +147,10 @@ def test_synthesize_survives_espeak_crashes(tmp_path: Path, capsys: pytest.Captu
     assert len(manifest) == 3
     said = capsys.readouterr().out
     assert "skipped utterance" in said and "doomed line" in said and "signal 11" in said
+    # nothing said at all is an error naming the binary, not an empty manifest
+    with pytest.raises(SystemExit, match="failed on all 2 utterances"):
+        synth.synthesize(["doomed one", "doomed two"], tmp_path / "none", 2, "test", 0, 1, espeak)
+    assert not (tmp_path / "none" / "manifest.jsonl").exists()
 
 
 def test_new_layer_positions_spreads_new_layers() -> None:

@@ -308,10 +308,12 @@ def synthesize(
                 print(
                     f"  skipped utterance {rec['skipped']} ({rec['voice']}: {rec['text']!r}): {rec['why']}", flush=True
                 )
-                continue
-            records.append(rec)
+            else:
+                records.append(rec)
             if (k + 1) % 2000 == 0:
                 print(f"  {k + 1}/{len(jobs)} utterances, {time.time() - t0:.0f}s", flush=True)
+    if jobs and not records:
+        sys.exit(f"{out}: espeak-ng ({espeak.binary}) failed on all {len(jobs)} utterances; no manifest written")
     tmp = out / "manifest.jsonl.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in records:
