@@ -466,3 +466,42 @@ def test_batches_on_a_length_grid(seeded: bool) -> None:
     assert x.shape[-1] % multiple == 0 and x.shape[-1] >= int(lengths[batches[0]].max()) + 1234
     assert mask.sum(-1).tolist() == lengths[batches[0]].tolist()
     assert labels.shape == (len(batches[0]), 1)
+
+
+def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_path: Path) -> None:
+    """The loader writes clips straight into one buffer, sized from the files' bytes; files that decode to more
+    samples than their size suggests (8 kHz wav resampled to 16 kHz, FLAC) make it grow without losing any."""
+    sf = pytest.importorskip("soundfile")
+    from w2vlm.train import AudioStore, _initial_samples, read_audio_int16
+
+    rng = np.random.default_rng(11)
+    (tmp_path / "wav").mkdir()
+    rows = []
+    for i, text in enumerate(["abc", "cab", "bad cab", "dab", "ace", "bead"]):
+        clip = _tone_clip(text, rng)
+        if i == 2:  # 8 kHz: twice as many samples after resampling as the file's bytes suggest
+            name = f"wav/{i}.wav"
+            sf.write(tmp_path / name, clip[::2], SR // 2, subtype="PCM_16")
+        elif i == 4:  # FLAC: compressed, so more samples than bytes / 2
+            name = f"wav/{i}.flac"
+            sf.write(tmp_path / name, clip, SR, subtype="PCM_16")
+        else:
+            name = f"wav/{i}.wav"
+            _write_wav(tmp_path / name, clip)
+        rows.append({"audio": name, "text": text})
+    rows.insert(3, {"audio": "wav/missing.wav", "text": "abc"})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    tokenizer = Tokenizer({t: i for i, t in enumerate(DEFAULT_VOCAB)})
+    store = AudioStore.load(manifest, tokenizer, lambda n: n // 320, 2.0, "cpu", workers=3)
+    kept = [r for r in rows if r["audio"] != "wav/missing.wav"]
+    assert len(store) == len(kept)
+    assert store.texts == [r["text"] for r in kept]
+    for i, row in enumerate(kept):
+        expected = read_audio_int16(tmp_path / row["audio"])
+        got = store.audio[int(store.offsets[i]) : int(store.offsets[i] + store.lengths[i])].numpy()
+        np.testing.assert_array_equal(got, expected)
+    assert len(store.audio) == int(store.lengths.sum())
+    # the premise: the estimate from the files' sizes was too small, so the buffer had to grow
+    assert _initial_samples(read_manifest(manifest)) < int(store.lengths.sum())

@@ -31,6 +31,7 @@ What it does:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -386,7 +387,19 @@ class Tokenizer:
         return " ".join("".join(out).split())
 
 
-_EMPTY_INT16 = np.zeros(0, dtype=np.int16)
+def _initial_samples(items: Sequence[Utterance]) -> int:
+    """How many int16 samples to reserve for a manifest's audio: what its files hold as 16-bit mono 16 kHz wav
+    (bytes on disk / 2), at most the machine's memory (pages never written cost nothing; the buffer grows when
+    more is needed, and growing copies it, so a close estimate matters)."""
+    total = 0
+    for item in items:
+        with contextlib.suppress(OSError):  # unreadable files are reported when read
+            total += os.stat(item.audio).st_size
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform
+        memory = total
+    return max(1, min(total, memory) // 2)
 
 
 class AudioStore:
@@ -420,7 +433,13 @@ class AudioStore:
         import torch
 
         items = read_manifest(manifest)
-        keep_audio: list[np.ndarray] = []
+        # Each kept clip is copied into one flat buffer as soon as it is read, and freed: peak memory is the
+        # audio once plus the clips in flight, even under an allocator that keeps freed pages (jemalloc with
+        # decay off). The buffer starts at the size 16-bit mono 16 kHz wav files need (file size / 2; pages
+        # never written cost nothing) and grows when other files decode to more samples.
+        flat_np = np.empty(_initial_samples(items), dtype=np.int16)
+        used = 0
+        kept_lengths: list[int] = []
         labels: list[list[int]] = []
         texts: list[str] = []
         skipped = {
@@ -438,39 +457,47 @@ class AudioStore:
             except (OSError, W2vlmError) as exc:  # missing, unreadable or undecodable: skip it, say which
                 return exc
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for item, samples in zip(items, pool.map(read, items), strict=True):
-                ids = tokenizer.encode(item.text)
-                if isinstance(samples, Exception):
-                    skipped["unreadable audio"] += 1
-                    first_unreadable = first_unreadable or f"{item.audio}: {samples}"
-                elif ids is None:
-                    skipped["unknown characters"] += 1
-                elif len(samples) > max_duration_s * SAMPLE_RATE:
-                    skipped["too long"] += 1
-                elif len(samples) < 400 or not ids:
-                    skipped["empty"] += 1
-                elif frames_for(len(samples)) < len(ids) + sum(a == b for a, b in itertools.pairwise(ids)):
-                    skipped["too short for its text"] += 1
-                else:
-                    keep_audio.append(samples)
-                    labels.append(ids)
-                    texts.append(tokenizer.normalize(item.text))
+        def read_all() -> Iterator[tuple[Utterance, np.ndarray | Exception]]:
+            chunk = 256  # clips read ahead at most: bounds memory when reading outpaces copying
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for begin in range(0, len(items), chunk):
+                    part = items[begin : begin + chunk]
+                    yield from zip(part, pool.map(read, part), strict=True)
+
+        for item, samples in read_all():
+            ids = tokenizer.encode(item.text)
+            if isinstance(samples, Exception):
+                skipped["unreadable audio"] += 1
+                first_unreadable = first_unreadable or f"{item.audio}: {samples}"
+            elif ids is None:
+                skipped["unknown characters"] += 1
+            elif len(samples) > max_duration_s * SAMPLE_RATE:
+                skipped["too long"] += 1
+            elif len(samples) < 400 or not ids:
+                skipped["empty"] += 1
+            elif frames_for(len(samples)) < len(ids) + sum(a == b for a, b in itertools.pairwise(ids)):
+                skipped["too short for its text"] += 1
+            else:
+                if used + len(samples) > len(flat_np):  # grow (rare: non-wav or resampled files)
+                    grown = np.empty(max(len(flat_np) * 3 // 2, used + len(samples)), dtype=np.int16)
+                    grown[:used] = flat_np[:used]
+                    flat_np = grown
+                flat_np[used : used + len(samples)] = samples
+                used += len(samples)
+                kept_lengths.append(len(samples))
+                labels.append(ids)
+                texts.append(tokenizer.normalize(item.text))
         for why, n in skipped.items():
             if n:
                 logger.warning("%s: skipped %d of %d utterances (%s)", manifest, n, len(items), why)
         if first_unreadable:
             logger.warning("%s: the first unreadable one: %s", manifest, first_unreadable)
-        if not keep_audio:
+        if not kept_lengths:
             first = f"; first unreadable: {first_unreadable}" if first_unreadable else ""
             raise ManifestError(f"{manifest}: no usable utterance (skipped: {skipped}){first}")
-        lengths = np.array([len(a) for a in keep_audio], dtype=np.int64)
+        lengths = np.array(kept_lengths, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        flat_np = np.empty(int(lengths.sum()), dtype=np.int16)
-        for i, start in enumerate(offsets):  # copy piece by piece, freeing each: peak memory ~1x, not 2x
-            flat_np[start : start + lengths[i]] = keep_audio[i]
-            keep_audio[i] = _EMPTY_INT16
-        flat = torch.from_numpy(flat_np)
+        flat = torch.from_numpy(flat_np[:used])  # a view: the unwritten tail was never paged in
         try:
             flat = flat.to(device)
         except RuntimeError as exc:  # not enough device memory: keep it in host memory
