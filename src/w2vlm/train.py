@@ -435,8 +435,7 @@ class AudioStore:
         items = read_manifest(manifest)
         # Each kept clip is copied into one flat buffer as soon as it is read, and freed: peak memory is the
         # audio once plus the clips in flight, even under an allocator that keeps freed pages (jemalloc with
-        # decay off). The buffer starts at the size 16-bit mono 16 kHz wav files need (file size / 2; pages
-        # never written cost nothing) and grows when other files decode to more samples.
+        # decay off). The buffer's first size: _initial_samples.
         flat_np = np.empty(_initial_samples(items), dtype=np.int16)
         used = 0
         kept_lengths: list[int] = []
