@@ -204,6 +204,63 @@ def test_stop_after_pauses_and_resume_finishes_the_same_schedule(tiny_manifest: 
     assert json.loads((out / "training_info.json").read_text())["paused"] is False
 
 
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("how", ["crash", "sigint"])
+def test_resume_within_an_epoch_matches_an_uninterrupted_run(
+    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Stopped in the middle of an epoch (a crash after a checkpoint, or Ctrl-C), ``--resume`` goes on with
+    the same batches and random draws, so the result equals the run that was never stopped."""
+    import os
+    import signal
+
+    import w2vlm.train as train_mod
+
+    kw: dict = {"epochs": 2, "batch_seconds": 1.0, "dev_manifest": None, "save_every": 2, "pad_extra_prob": 0.5}
+    whole = train(_config(tiny_manifest, tmp_path / "whole", **kw))
+    assert whole.steps >= 6  # several batches an epoch, so step 3 is inside the first
+
+    real_step = train_mod.train_step
+    calls = {"n": 0}
+
+    def interrupted_step(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if how == "crash" and calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        loss = real_step(*args, **kwargs)
+        if how == "sigint" and calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    out = tmp_path / "model"
+    monkeypatch.setattr(train_mod, "train_step", interrupted_step)
+    if how == "crash":
+        with pytest.raises(RuntimeError, match="simulated"):
+            train(_config(tiny_manifest, out, **kw))
+        saved_at = 2  # the last checkpoint before the crash
+    else:
+        paused = train(_config(tiny_manifest, out, **{**kw, "dev_manifest": tiny_manifest}))
+        saved_at = 3  # stops after the step during which the signal came, and saves
+        assert paused.steps == 3 and paused.dev is None  # no dev pass on the way out
+        assert json.loads((out / "training_info.json").read_text())["paused"] is True
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
+    state = json.loads((tmp_path / "model.checkpoint" / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (saved_at, 0, saved_at)
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+
+    done = train(_config(tiny_manifest, out, **kw, resume=True))
+    assert done.steps == whole.steps and done.epochs_completed == 2
+    ref, got = _weights(tmp_path / "whole"), _weights(out)
+    assert ref.keys() == got.keys()
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     first = train(_config(tiny_manifest, out, epochs=2, dev_manifest=None))

@@ -268,7 +268,13 @@ def train_command(
     save_every: Annotated[
         int, typer.Option("--save-every", help="Checkpoint every N steps (0: per epoch only).")
     ] = 1000,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.checkpoint if it exists.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from OUTPUT.checkpoint if it exists, where it stopped (mid-epoch too, same batch order).",
+        ),
+    ] = False,
     lm: Annotated[
         str | None,
         typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),

@@ -21,8 +21,11 @@ What it does:
   wall-clock budget (``time_limit_s``), so a time-limited run still ends with an annealed model;
 * bf16 autocast (no loss scaling needed) on CUDA and on CPUs with native bf16 arithmetic (AMX or
   AVX512-BF16: about 1.5x faster steps there), float32 elsewhere;
-* a checkpoint (model, optimizer, progress) every ``save_every`` steps and at the end of each epoch;
-  ``resume=True`` continues from it;
+* a checkpoint (model, optimizer, random states, progress) every ``save_every`` steps and at the end of
+  each epoch; ``resume=True`` continues from it where it stopped, in the middle of an epoch too, with the
+  same batch order an uninterrupted run would have had;
+* Ctrl-C (SIGINT) or SIGTERM stops after the current step and saves a checkpoint and the model; a
+  second Ctrl-C aborts at once;
 * greedy WER/CER on a dev manifest after every epoch;
 * the result saved in the hub layout: ``config.json``, ``model.safetensors``, ``preprocessor_config.json``,
   ``tokenizer_config.json``, ``vocab.json``, ``special_tokens_map.json``, plus ``alphabet.json`` and
@@ -40,6 +43,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 import wave
 from collections.abc import Callable, Iterator, Sequence
@@ -916,6 +921,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     elapsed_before = 0.0
     history: list[dict[str, Any]] = []
     rng = random.Random(cfg.seed)
+    epoch_rng: Any = None  # the state of rng this epoch's batch order was drawn from (None: not drawn yet)
+    batch_in_epoch = 0  # batches of this epoch done
     if cfg.resume and (ckpt_dir / "state.json").is_file():
         state = json.loads((ckpt_dir / "state.json").read_text())
         from safetensors.torch import load_file
@@ -926,6 +933,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         elapsed_before = state.get("train_seconds", 0.0)
         history = state.get("history", [])
         rng.setstate(_tuple_state(state["rng"]))
+        if state.get("epoch_rng") is not None:  # stopped within an epoch: go on with its batch order
+            epoch_rng = _tuple_state(state["epoch_rng"])
+            batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        _set_global_rng_states(state.get("global_rng"), device)
         logger.info("resumed from %s at step %d, epoch %d", ckpt_dir, step, epoch)
 
     multiple = max(1, round(cfg.pad_multiple_s * SAMPLE_RATE))
@@ -956,6 +967,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             "train_seconds": elapsed_before + time.time() - t_train,
             "history": history,
             "rng": rng.getstate(),
+            "epoch_rng": epoch_rng,
+            "batch_in_epoch": batch_in_epoch,
+            "global_rng": _global_rng_states(device),
             "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
         }
         (ckpt_dir / "state.json.tmp").write_text(json.dumps(state) + "\n")
@@ -966,19 +980,26 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     loss_window: list[float] = []
     dev_result: EvalResult | None = None
     stop = paused = False
-    with _progress_bar(cfg.progress) as progress:
+    with _progress_bar(cfg.progress) as progress, _StopOnSignal() as signalled:
         task = progress.add_task("train", total=total_steps, completed=step, info="")
         while epoch < cfg.epochs and not stop:
-            batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple)
+            if epoch_rng is None:
+                epoch_rng, batch_in_epoch = rng.getstate(), 0
+                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple)
+            else:  # resumed within an epoch: draw its batch order again, leave rng where it was saved
+                now = rng.getstate()
+                rng.setstate(epoch_rng)
+                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple)
+                rng.setstate(now)
             if epoch == 0 and cfg.sortagrad:  # first epoch shortest-first: CTC finds alignments sooner
                 batches.sort(key=lambda b: int(train_store.lengths[b].max()))
             ep_loss, ep_n, ep_first_step = 0.0, 0, step
-            for idx in batches:
+            for idx in batches[batch_in_epoch:]:
                 elapsed = elapsed_before + time.time() - t_train
                 if step >= total_steps or (cfg.time_limit_s and elapsed >= cfg.time_limit_s):
                     stop = True
                     break
-                if cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s:
+                if signalled.is_set() or (cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s):
                     stop = paused = True
                     break
                 lr = _lr_at(cfg, step, total_steps, elapsed)
@@ -990,6 +1011,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 x, mask, labels = train_store.collate(idx, device, inputs, extra, multiple)
                 loss = train_step(model, optimizer, x, mask, labels, cfg, amp)
                 step += 1
+                batch_in_epoch += 1
                 if step % 10 == 0 or step == 1:
                     last_loss = float(loss.detach())
                     loss_window.append(last_loss)
@@ -1004,6 +1026,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                     save_checkpoint()
             else:
                 epoch += 1
+                epoch_rng = None
             if step == ep_first_step and stop and history:  # stopped at an epoch's start: nothing new to record
                 break
             record: dict[str, Any] = {
@@ -1012,7 +1035,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 "loss": ep_loss / max(ep_n, 1),
                 "seconds": round(elapsed_before + time.time() - t_train, 1),
             }
-            if dev_store is not None:
+            if dev_store is not None and not signalled.is_set():  # stopped by a signal: save, no dev pass
                 dev_result = evaluate(model, dev_store, tokenizer, device, cfg.batch_seconds, amp, inputs)
                 record.update(dev_wer=dev_result.wer, dev_cer=dev_result.cer)
                 logger.info(
@@ -1058,6 +1081,60 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         dev=dev_result,
         history=history,
     )
+
+
+class _StopOnSignal(contextlib.AbstractContextManager):
+    """While training: the first SIGINT/SIGTERM asks the loop to stop after its current step (it then saves
+    a checkpoint and the model), a second SIGINT aborts at once. Only in the main thread, where Python
+    delivers signals; elsewhere the event is simply never set."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+        logger.warning("%s: stopping after this step and saving a checkpoint (Ctrl-C again aborts at once)",
+                       signal.Signals(signum).name)  # fmt: skip
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def _global_rng_states(device: Any) -> dict[str, Any]:
+    """numpy's and torch's global random states (SpecAugment and dropout draw from them), JSON-ready."""
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    states: dict[str, Any] = {
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return states
+
+
+def _set_global_rng_states(states: dict[str, Any] | None, device: Any) -> None:
+    import torch
+
+    if not states:  # a checkpoint from before they were saved
+        return
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(torch.tensor(states["cuda"], dtype=torch.uint8), device)
 
 
 def _tuple_state(obj: Any) -> Any:
