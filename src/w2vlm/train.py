@@ -1107,7 +1107,7 @@ class _StopOnSignal(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         self._previous.clear()
 
 
