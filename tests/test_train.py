@@ -261,6 +261,17 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_resume_from_a_damaged_checkpoint_names_it(tiny_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    train(_config(tiny_manifest, out, epochs=1, dev_manifest=None))
+    state_file = tmp_path / "model.checkpoint" / "state.json"
+    good = json.loads(state_file.read_text())
+    for damaged in ("{not json", json.dumps({**good, "rng": "x"}), json.dumps({"epoch": 1})):
+        state_file.write_text(damaged)
+        with pytest.raises(ModelError, match=r"model\.checkpoint/state\.json: not a readable w2vlm training"):
+            train(_config(tiny_manifest, out, epochs=2, dev_manifest=None, resume=True))
+
+
 def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     first = train(_config(tiny_manifest, out, epochs=2, dev_manifest=None))

@@ -924,19 +924,26 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     epoch_rng: Any = None  # the state of rng this epoch's batch order was drawn from (None: not drawn yet)
     batch_in_epoch = 0  # batches of this epoch done
     if cfg.resume and (ckpt_dir / "state.json").is_file():
-        state = json.loads((ckpt_dir / "state.json").read_text())
+        state_file = ckpt_dir / "state.json"
+        try:
+            state = json.loads(state_file.read_text())
+            step, epoch = int(state["step"]), int(state["epoch"])
+            elapsed_before = float(state.get("train_seconds", 0.0))
+            history = state.get("history", [])
+            rng.setstate(_tuple_state(state["rng"]))
+            if state.get("epoch_rng") is not None:  # stopped within an epoch: go on with its batch order
+                epoch_rng = _tuple_state(state["epoch_rng"])
+                batch_in_epoch = int(state.get("batch_in_epoch", 0))
+            _set_global_rng_states(state.get("global_rng"), device)
+        except (ValueError, KeyError, TypeError) as exc:  # JSON errors are ValueErrors
+            raise ModelError(
+                f"{state_file}: not a readable w2vlm training checkpoint ({type(exc).__name__}: {exc}); "
+                f"remove {ckpt_dir}, or train without --resume, to start afresh"
+            ) from None
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors"), device=str(device)), strict=True)
         optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", map_location=device))
-        step, epoch = state["step"], state["epoch"]
-        elapsed_before = state.get("train_seconds", 0.0)
-        history = state.get("history", [])
-        rng.setstate(_tuple_state(state["rng"]))
-        if state.get("epoch_rng") is not None:  # stopped within an epoch: go on with its batch order
-            epoch_rng = _tuple_state(state["epoch_rng"])
-            batch_in_epoch = int(state.get("batch_in_epoch", 0))
-        _set_global_rng_states(state.get("global_rng"), device)
         logger.info("resumed from %s at step %d, epoch %d", ckpt_dir, step, epoch)
 
     multiple = max(1, round(cfg.pad_multiple_s * SAMPLE_RATE))
