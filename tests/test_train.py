@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import wave
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from w2vlm.errors import ManifestError, ModelError
 from w2vlm.train import (
     DEFAULT_VOCAB,
+    AudioStore,
     Tokenizer,
     TrainConfig,
     alphabet_labels,
@@ -20,6 +22,7 @@ from w2vlm.train import (
     edit_distance,
     error_rates,
     padding_blank_loss,
+    read_audio_int16,
     read_manifest,
     train,
 )
@@ -509,7 +512,6 @@ def test_batches_on_a_length_grid(seeded: bool) -> None:
     import random
 
     from w2vlm.features import WaveformInputs
-    from w2vlm.train import AudioStore
 
     rng = np.random.default_rng(5)
     lengths = rng.integers(SR // 2, 6 * SR, size=300)
@@ -536,11 +538,13 @@ def test_batches_on_a_length_grid(seeded: bool) -> None:
     assert labels.shape == (len(batches[0]), 1)
 
 
-def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cached", [False, True])
+def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_path: Path, cached: bool) -> None:
     """The loader writes clips straight into one buffer, sized from the files' bytes; files that decode to more
-    samples than their size suggests (8 kHz wav resampled to 16 kHz, FLAC) make it grow without losing any."""
+    samples than their size suggests (8 kHz wav resampled to 16 kHz, FLAC) make it grow without losing any.
+    Through an audio cache the same clips come out of the cache file."""
     sf = pytest.importorskip("soundfile")
-    from w2vlm.train import AudioStore, _initial_samples, read_audio_int16
+    from w2vlm.train import _initial_samples
 
     rng = np.random.default_rng(11)
     (tmp_path / "wav").mkdir()
@@ -562,7 +566,8 @@ def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     tokenizer = Tokenizer({t: i for i, t in enumerate(DEFAULT_VOCAB)})
-    store = AudioStore.load(manifest, tokenizer, lambda n: n // 320, 2.0, "cpu", workers=3)
+    cache = tmp_path / "cache" if cached else None
+    store = AudioStore.load(manifest, tokenizer, lambda n: n // 320, 2.0, "cpu", workers=3, cache_dir=cache)
     kept = [r for r in rows if r["audio"] != "wav/missing.wav"]
     assert len(store) == len(kept)
     assert store.texts == [r["text"] for r in kept]
@@ -573,3 +578,100 @@ def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_
     assert len(store.audio) == int(store.lengths.sum())
     # the premise: the estimate from the files' sizes was too small, so the buffer had to grow
     assert _initial_samples(read_manifest(manifest)) < int(store.lengths.sum())
+
+
+def _load_store(manifest: Path, cache: Path | None, max_duration_s: float = 20.0) -> AudioStore:
+    tokenizer = Tokenizer({t: i for i, t in enumerate(DEFAULT_VOCAB)})
+    return AudioStore.load(manifest, tokenizer, lambda n: n // 320, max_duration_s, "cpu", workers=2, cache_dir=cache)
+
+
+def _clip(store: AudioStore, i: int) -> np.ndarray:
+    return store.audio[int(store.offsets[i]) : int(store.offsets[i] + store.lengths[i])].numpy()
+
+
+def test_audio_cache_is_made_once_then_read_from_its_file(
+    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import w2vlm.train as train_module
+
+    cache = tmp_path / "cache"
+    plain = _load_store(tiny_manifest, None)
+    with caplog.at_level("INFO", logger="w2vlm"):
+        first = _load_store(tiny_manifest, cache)
+    assert "audio cache of 4 clips" in caplog.text
+    (data,) = cache.glob("*.int16")
+    assert data.name.startswith("train.jsonl-") and data.stat().st_size == 2 * int(plain.lengths.sum())
+    assert first.texts == plain.texts and first.labels == plain.labels
+    for i in range(len(plain)):
+        np.testing.assert_array_equal(_clip(first, i), _clip(plain, i))
+
+    # a second load decodes nothing: its samples are the cache file's (changed here behind its back)
+    def no_decoding(path: Path) -> np.ndarray:
+        raise AssertionError(f"decoded {path} although the cache holds it")
+
+    monkeypatch.setattr(train_module, "read_audio_int16", no_decoding)
+    raw = np.fromfile(data, dtype="<i2")
+    raw[:5] = [1, 2, 3, 4, 5]
+    raw.tofile(data)
+    second = _load_store(tiny_manifest, cache)
+    assert _clip(second, 0)[:5].tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(_clip(second, 3), _clip(plain, 3))
+    _clip(second, 0)[:5] = 0  # copy on write: training-side writes never reach the file
+    assert np.fromfile(data, dtype="<i2")[:5].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_audio_cache_is_remade_when_a_file_changes_or_the_cache_is_damaged(
+    tiny_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    _load_store(tiny_manifest, cache)
+    (old,) = cache.glob("*.int16")
+    # a different recording under the same name: new key, new cache, the superseded one removed
+    _write_wav(tmp_path / "wav" / "0.wav", _tone_clip("bad", np.random.default_rng(5)))
+    fresh = _load_store(tiny_manifest, cache)
+    np.testing.assert_array_equal(_clip(fresh, 0), read_audio_int16(tmp_path / "wav" / "0.wav"))
+    (new,) = cache.glob("*.int16")
+    assert new != old and sorted(p.suffix for p in cache.iterdir()) == [".int16", ".json"]
+
+    expected = [_clip(fresh, i).copy() for i in range(len(fresh))]
+    for damage, message in [
+        (lambda: new.write_bytes(new.read_bytes()[:-100]), "unusable audio cache .*holds .* bytes"),
+        (lambda: new.with_suffix(".json").write_text("{not json"), "damaged audio cache index"),
+        (lambda: new.with_suffix(".json").unlink(), None),  # an interrupted build: samples without an index
+    ]:
+        damage()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="w2vlm"):
+            again = _load_store(tiny_manifest, cache)
+        if message:
+            assert any(re.search(message, r.getMessage()) for r in caplog.records), caplog.text
+        for i, clip in enumerate(expected):
+            np.testing.assert_array_equal(_clip(again, i), clip)
+
+
+def test_audio_cache_keeps_unreadable_clips_named_and_bad_folders_are_named(
+    tiny_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(tiny_manifest.read_text() + json.dumps({"audio": "wav/missing.wav", "text": "abc"}) + "\n")
+    for _ in range(2):  # made, then read from the cache: the same warning both times
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="w2vlm"):
+            store = _load_store(mixed, tmp_path / "cache")
+        assert len(store) == 4
+        assert "skipped 1 of 5 utterances (unreadable audio)" in caplog.text and "missing.wav" in caplog.text
+    # the limits apply to cached clips as to read ones
+    assert len(_load_store(mixed, tmp_path / "cache", max_duration_s=0.9)) < 4
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ManifestError, match=r"audio cache folder .*a_file.*cannot create it"):
+        _load_store(tiny_manifest, tmp_path / "a_file" / "cache")
+
+
+def test_training_through_the_audio_cache_matches_training_without(tiny_manifest: Path, tmp_path: Path) -> None:
+    plain = train(_config(tiny_manifest, tmp_path / "plain", epochs=2))
+    cached = train(_config(tiny_manifest, tmp_path / "cached", epochs=2, audio_cache=tmp_path / "cache"))
+    assert cached.steps == plain.steps
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "cached")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(list((tmp_path / "cache").glob("*.int16"))) == 1  # train and dev manifest are one file here

@@ -280,6 +280,15 @@ def train_command(
         typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),
     ] = None,
     save_dtype: Annotated[str, typer.Option("--save-dtype", help="float32, float16 or bfloat16.")] = "float32",
+    audio_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--audio-cache",
+            help="Folder to keep the decoded audio of the manifests in (one int16 file each, made on first use, "
+            "remade when an audio file changes). It is memory-mapped: later runs and --resume start without "
+            "decoding, and the audio sits in the page cache, which the system can reclaim, not in process memory.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialization, shuffling and masks.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (log lines only).")] = False,
 ) -> None:
@@ -322,6 +331,7 @@ def train_command(
         resume=resume,
         lm_dir=Path(lm) if lm else None,
         save_dtype=save_dtype,
+        audio_cache=Path(audio_cache) if audio_cache else None,
         seed=seed,
         progress=not quiet and sys.stderr.isatty(),
     )

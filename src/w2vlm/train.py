@@ -12,7 +12,8 @@ on a JSONL manifest with one utterance a line::
 What it does:
 
 * loads all audio once into one int16 buffer (on the GPU when training there), so batches are cut out
-  without any data-loader workers;
+  without any data-loader workers; with ``audio_cache`` the buffer is a file there (:class:`AudioCache`),
+  memory-mapped, made on the first run and reused by later ones;
 * batches by length (buckets of similar duration, at most ``batch_seconds`` of padded audio a batch,
   batch order shuffled every epoch);
 * per-utterance zero-mean/unit-variance normalization and attention masks, as the feature extractor does;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -55,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from w2vlm.errors import ManifestError, ModelError, W2vlmError
+from w2vlm.errors import AudioError, ManifestError, ModelError, W2vlmError
 from w2vlm.features import FbankInputs, WaveformInputs, model_inputs_for
 
 logger = logging.getLogger("w2vlm.train")
@@ -216,6 +218,7 @@ class TrainConfig:
     pad_multiple_s: float = 0.5
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    audio_cache: Path | None = None
 
     def check(self) -> None:
         """Raise :class:`ModelError` naming the first setting out of its range (and its ``w2vlm train`` option)."""
@@ -407,6 +410,134 @@ def _initial_samples(items: Sequence[Utterance]) -> int:
     return max(1, min(total, memory) // 2)
 
 
+def read_clips(items: Sequence[Utterance], workers: int) -> Iterator[tuple[Utterance, np.ndarray | Exception]]:
+    """Each utterance with its int16 samples, in manifest order, decoded by a thread pool; a clip that cannot
+    be read (missing, unreadable, undecodable) comes as the exception saying why."""
+
+    def read(item: Utterance) -> np.ndarray | Exception:
+        try:
+            return read_audio_int16(item.audio)
+        except (OSError, W2vlmError) as exc:
+            return exc
+
+    chunk = 256  # clips read ahead at most: bounds memory when reading outpaces copying
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for begin in range(0, len(items), chunk):
+            part = items[begin : begin + chunk]
+            yield from zip(part, pool.map(read, part), strict=True)
+
+
+class AudioCache:
+    """A manifest's decoded audio kept on disk: every clip's 16 kHz int16 samples one after another in
+    ``<name>.int16``, and ``<name>.json`` with each clip's length (or why it could not be read).
+
+    ``<name>`` is the manifest's file name, a hash of its absolute path, and a key hashing every audio file's
+    path, size and modification time: a changed, added or removed file makes a new cache, and the superseded
+    one of the same manifest is deleted. The samples are written under a temporary name and renamed, the index
+    last, so a cache interrupted while being made is never used. Opening memory-maps the samples (copy on
+    write): they live in the page cache, which the system can reclaim under memory pressure and read again,
+    rather than in the training process's own memory, and a second run starts without decoding anything.
+    """
+
+    VERSION = 1
+
+    def __init__(self, folder: Path, manifest: Path, items: Sequence[Utterance]) -> None:
+        self.folder = Path(folder)
+        self.manifest = Path(manifest)
+        self.items = items
+        self.prefix = f"{self.manifest.name}-{hashlib.sha256(os.path.abspath(manifest).encode()).hexdigest()[:8]}-"
+        key = hashlib.sha256(f"w2vlm audio cache {self.VERSION} {SAMPLE_RATE}\n".encode())
+        for item in items:
+            try:
+                st = os.stat(item.audio)
+                stamp = f"{st.st_size} {st.st_mtime_ns}"
+            except OSError:
+                stamp = "unreadable"
+            key.update(f"{os.path.abspath(item.audio)}\t{stamp}\n".encode())
+        self.key = key.hexdigest()[:16]
+        self.data_path = self.folder / f"{self.prefix}{self.key}.int16"
+        self.index_path = self.folder / f"{self.prefix}{self.key}.json"
+
+    def open_or_build(self, workers: int = 8) -> tuple[np.ndarray, list[tuple[int, int] | str]]:
+        """The samples (memory-mapped) and, per utterance in manifest order, its ``(offset, length)`` in them
+        or the reason it could not be read. Builds the cache first when there is no usable one."""
+        opened = self._open()
+        if opened is None:
+            self._build(workers)
+            opened = self._open()
+            if opened is None:  # just written: only a concurrent writer or a vanishing disk gets here
+                raise ManifestError(f"{self.index_path}: audio cache unreadable right after it was written")
+        return opened
+
+    def _open(self) -> tuple[np.ndarray, list[tuple[int, int] | str]] | None:
+        try:
+            index = json.loads(self.index_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("%s: damaged audio cache index (%s); making it again", self.index_path, exc)
+            return None
+        entries: list[tuple[int, int] | str] = []
+        total = 0
+        try:
+            if index["version"] != self.VERSION or index["key"] != self.key:
+                raise ValueError(f"version {index['version']}, key {index['key']}: not this manifest's")
+            errors = index["errors"]
+            for i, n in enumerate(index["lengths"]):
+                if n < 0:
+                    entries.append(str(errors[str(i)]))
+                else:
+                    entries.append((total, int(n)))
+                    total += int(n)
+            if len(entries) != len(self.items):
+                raise ValueError(f"{len(entries)} clips; the manifest has {len(self.items)}")
+            size = self.data_path.stat().st_size
+            if size != 2 * total:
+                raise ValueError(f"{self.data_path.name} holds {size} bytes; the index expects {2 * total}")
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            logger.warning("%s: unusable audio cache (%s); making it again", self.index_path, exc)
+            return None
+        if total == 0:
+            return np.zeros(0, dtype=np.int16), entries
+        return np.memmap(self.data_path, dtype="<i2", mode="c", shape=(total,)), entries
+
+    def _build(self, workers: int) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ManifestError(f"audio cache folder {self.folder}: cannot create it ({exc})") from exc
+        for stale in self.folder.glob(f"{self.prefix}*"):  # this manifest's older cache, or a broken one
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                logger.info("removed superseded audio cache file %s", stale)
+        tmp = self.data_path.with_name(f"{self.data_path.name}.{os.getpid()}.tmp")
+        lengths: list[int] = []
+        errors: dict[str, str] = {}
+        t0 = time.time()
+        try:
+            with open(tmp, "wb") as f:
+                for i, (_item, samples) in enumerate(read_clips(self.items, workers)):
+                    if isinstance(samples, Exception):
+                        lengths.append(-1)
+                        errors[str(i)] = str(samples)
+                    else:
+                        f.write(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+                        lengths.append(len(samples))
+            index = {"version": self.VERSION, "key": self.key, "manifest": os.path.abspath(self.manifest),
+                     "lengths": lengths, "errors": errors}  # fmt: skip
+            os.replace(tmp, self.data_path)
+            tmp_index = self.index_path.with_name(f"{self.index_path.name}.{os.getpid()}.tmp")
+            tmp_index.write_text(json.dumps(index))
+            os.replace(tmp_index, self.index_path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise ManifestError(f"audio cache {self.data_path}: cannot write it ({exc})") from exc
+        hours = sum(n for n in lengths if n > 0) / SAMPLE_RATE / 3600
+        logger.info("%s: audio cache of %d clips (%.2f h) written to %s in %.0f s", self.manifest, len(lengths),
+                    hours, self.data_path, time.time() - t0)  # fmt: skip
+
+
 class AudioStore:
     """All utterances of a manifest as one int16 buffer with offsets, plus their label ids."""
 
@@ -434,16 +565,15 @@ class AudioStore:
         max_duration_s: float,
         device: Any,
         workers: int = 8,
+        cache_dir: Path | None = None,
     ) -> AudioStore:
+        """Read a manifest's audio and labels. With ``cache_dir`` the decoded audio comes from (or first goes
+        into) an :class:`AudioCache` file there and is memory-mapped instead of copied into process memory."""
         import torch
 
         items = read_manifest(manifest)
-        # Each kept clip is copied into one flat buffer as soon as it is read, and freed: peak memory is the
-        # audio once plus the clips in flight, even under an allocator that keeps freed pages (jemalloc with
-        # decay off). The buffer's first size: _initial_samples.
-        flat_np = np.empty(_initial_samples(items), dtype=np.int16)
-        used = 0
         kept_lengths: list[int] = []
+        kept_offsets: list[int] = []
         labels: list[list[int]] = []
         texts: list[str] = []
         skipped = {
@@ -455,20 +585,9 @@ class AudioStore:
         }
         first_unreadable = ""
 
-        def read(item: Utterance) -> np.ndarray | Exception:
-            try:
-                return read_audio_int16(item.audio)
-            except (OSError, W2vlmError) as exc:  # missing, unreadable or undecodable: skip it, say which
-                return exc
-
-        def read_all() -> Iterator[tuple[Utterance, np.ndarray | Exception]]:
-            chunk = 256  # clips read ahead at most: bounds memory when reading outpaces copying
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for begin in range(0, len(items), chunk):
-                    part = items[begin : begin + chunk]
-                    yield from zip(part, pool.map(read, part), strict=True)
-
-        for item, samples in read_all():
+        def keep(item: Utterance, samples: np.ndarray | Exception) -> bool:
+            """Whether a clip is trained on; counts why not (and names the first unreadable file)."""
+            nonlocal first_unreadable
             ids = tokenizer.encode(item.text)
             if isinstance(samples, Exception):
                 skipped["unreadable audio"] += 1
@@ -482,15 +601,37 @@ class AudioStore:
             elif frames_for(len(samples)) < len(ids) + sum(a == b for a, b in itertools.pairwise(ids)):
                 skipped["too short for its text"] += 1
             else:
-                if used + len(samples) > len(flat_np):  # grow (rare: non-wav or resampled files)
-                    grown = np.empty(max(len(flat_np) * 3 // 2, used + len(samples)), dtype=np.int16)
-                    grown[:used] = flat_np[:used]
-                    flat_np = grown
-                flat_np[used : used + len(samples)] = samples
-                used += len(samples)
                 kept_lengths.append(len(samples))
                 labels.append(ids)
                 texts.append(tokenizer.normalize(item.text))
+                return True
+            return False
+
+        if cache_dir is not None:
+            # Clips stay where the cache file has them (skipped ones included): nothing is copied.
+            flat_np, entries = AudioCache(cache_dir, manifest, items).open_or_build(workers)
+            for item, entry in zip(items, entries, strict=True):
+                if isinstance(entry, str):
+                    keep(item, AudioError(entry))
+                elif keep(item, flat_np[entry[0] : entry[0] + entry[1]]):
+                    kept_offsets.append(entry[0])
+        else:
+            # Each kept clip is copied into one flat buffer as soon as it is read, and freed: peak memory is
+            # the audio once plus the clips in flight, even under an allocator that keeps freed pages (jemalloc
+            # with decay off). The buffer's first size: _initial_samples.
+            flat_np = np.empty(_initial_samples(items), dtype=np.int16)
+            used = 0
+            for item, samples in read_clips(items, workers):
+                if keep(item, samples):
+                    assert not isinstance(samples, Exception)
+                    if used + len(samples) > len(flat_np):  # grow (rare: non-wav or resampled files)
+                        grown = np.empty(max(len(flat_np) * 3 // 2, used + len(samples)), dtype=np.int16)
+                        grown[:used] = flat_np[:used]
+                        flat_np = grown
+                    flat_np[used : used + len(samples)] = samples
+                    kept_offsets.append(used)
+                    used += len(samples)
+            flat_np = flat_np[:used]  # a view: the unwritten tail was never paged in
         for why, n in skipped.items():
             if n:
                 logger.warning("%s: skipped %d of %d utterances (%s)", manifest, n, len(items), why)
@@ -500,8 +641,8 @@ class AudioStore:
             first = f"; first unreadable: {first_unreadable}" if first_unreadable else ""
             raise ManifestError(f"{manifest}: no usable utterance (skipped: {skipped}){first}")
         lengths = np.array(kept_lengths, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        flat = torch.from_numpy(flat_np[:used])  # a view: the unwritten tail was never paged in
+        offsets = np.array(kept_offsets, dtype=np.int64)
+        flat = torch.from_numpy(flat_np)
         try:
             flat = flat.to(device)
         except RuntimeError as exc:  # not enough device memory: keep it in host memory
@@ -900,8 +1041,11 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     logger.info("model: %.2f M parameters, vocabulary of %d", n_params / 1e6, len(vocab))
 
     inputs = model_inputs_for(model, extractor)
-    train_store = AudioStore.load(cfg.manifest, tokenizer, inputs.frames, cfg.max_duration_s, device)
-    dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, inputs.frames, 1e9, device) if cfg.dev_manifest else None
+    cache = cfg.audio_cache
+    train_store = AudioStore.load(cfg.manifest, tokenizer, inputs.frames, cfg.max_duration_s, device, cache_dir=cache)
+    dev_store = None
+    if cfg.dev_manifest:
+        dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, inputs.frames, 1e9, device, cache_dir=cache)
 
     model.to(device)
     model.train()
