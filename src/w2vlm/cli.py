@@ -14,6 +14,10 @@ from typing import Annotated
 
 import typer
 
+#: ``w2vlm train``'s exit status when it saved and stopped because of ``--max-memory`` (EX_TEMPFAIL: run it
+#: again with ``--resume``).
+EXIT_MEMORY = 75
+
 app = typer.Typer(
     name="w2vlm",
     help="Speech recognition with wav2vec2-family CTC models and n-gram LM beam search.",
@@ -280,6 +284,15 @@ def train_command(
         typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),
     ] = None,
     save_dtype: Annotated[str, typer.Option("--save-dtype", help="float32, float16 or bfloat16.")] = "float32",
+    max_memory: Annotated[
+        float | None,
+        typer.Option(
+            "--max-memory",
+            help="GB of resident memory (not counting --audio-cache files) to stay under: past it the allocator's "
+            "free pages are handed back (jemalloc or glibc); if that is not enough, the run saves and stops with "
+            "exit code 75, and --resume goes on.",
+        ),
+    ] = None,
     audio_cache: Annotated[
         str | None,
         typer.Option(
@@ -332,6 +345,7 @@ def train_command(
         lm_dir=Path(lm) if lm else None,
         save_dtype=save_dtype,
         audio_cache=Path(audio_cache) if audio_cache else None,
+        max_memory_gb=max_memory,
         seed=seed,
         progress=not quiet and sys.stderr.isatty(),
     )
@@ -350,6 +364,9 @@ def train_command(
             f"dev greedy WER {100 * result.dev.wer:.2f}%  CER {100 * result.dev.cer:.2f}% "
             f"({result.dev.utterances} utterances)"
         )
+    if result.stopped_for == "memory":
+        err.print(f"stopped: over --max-memory {max_memory:g} GB; --resume goes on", highlight=False)
+        raise typer.Exit(EXIT_MEMORY)
 
 
 @app.command("transcribe")

@@ -219,6 +219,7 @@ class TrainConfig:
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
     audio_cache: Path | None = None
+    max_memory_gb: float | None = None
 
     def check(self) -> None:
         """Raise :class:`ModelError` naming the first setting out of its range (and its ``w2vlm train`` option)."""
@@ -228,6 +229,7 @@ class TrainConfig:
             ("max_steps", "--max-steps", self.max_steps, True),
             ("time_limit_s", "--time-limit", self.time_limit_s, True),
             ("stop_after_s", "--stop-after", self.stop_after_s, True),
+            ("max_memory_gb", "--max-memory", self.max_memory_gb, True),
             ("batch_seconds", "--batch-seconds", self.batch_seconds, True),
             ("max_batch_size", "", self.max_batch_size, True),
             ("learning_rate", "--lr", self.learning_rate, True),
@@ -275,6 +277,8 @@ class TrainResult:
     final_loss: float
     dev: EvalResult | None
     history: list[dict[str, Any]]
+    #: why the run ended before its schedule did: "signal", "stop-after" or "memory" (None: it finished)
+    stopped_for: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1131,6 +1135,14 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     loss_window: list[float] = []
     dev_result: EvalResult | None = None
     stop = paused = False
+    stopped_for: str | None = None
+    memory_check_every = 10  # steps
+    memory_limit = cfg.max_memory_gb
+    if memory_limit and not _within_memory(memory_limit, stop_message=False):
+        logger.warning("resident memory is over --max-memory %.1f GB before the first step: a restart would not "
+                       "help, so the limit is not enforced in this run", memory_limit)  # fmt: skip
+        memory_limit = None
+    first_step = step
     with _progress_bar(cfg.progress) as progress, _StopOnSignal() as signalled:
         task = progress.add_task("train", total=total_steps, completed=step, info="")
         while epoch < cfg.epochs and not stop:
@@ -1150,8 +1162,19 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 if step >= total_steps or (cfg.time_limit_s and elapsed >= cfg.time_limit_s):
                     stop = True
                     break
-                if signalled.is_set() or (cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s):
-                    stop = paused = True
+                if signalled.is_set():
+                    stop, paused, stopped_for = True, True, "signal"
+                    break
+                if cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s:
+                    stop, paused, stopped_for = True, True, "stop-after"
+                    break
+                if (
+                    memory_limit
+                    and step > first_step
+                    and step % memory_check_every == 0
+                    and not _within_memory(memory_limit)
+                ):
+                    stop, paused, stopped_for = True, True, "memory"
                     break
                 lr = _lr_at(cfg, step, total_steps, elapsed)
                 for group in optimizer.param_groups:
@@ -1171,7 +1194,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 if step % cfg.log_every == 0:
                     avg = sum(loss_window) / max(len(loss_window), 1)
                     loss_window.clear()
-                    logger.info("step %d epoch %d loss %.4f lr %.2e %.0fs", step, epoch, avg, lr, elapsed)
+                    held = resident_memory_gb()
+                    memory = f" mem {held:.1f} GB" if held is not None else ""
+                    logger.info("step %d epoch %d loss %.4f lr %.2e %.0fs%s", step, epoch, avg, lr, elapsed, memory)
                 progress.update(task, completed=step, info=f"ep {epoch} loss {last_loss:.3f} lr {lr:.1e}")
                 if cfg.save_every and step % cfg.save_every == 0:
                     save_checkpoint()
@@ -1186,7 +1211,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 "loss": ep_loss / max(ep_n, 1),
                 "seconds": round(elapsed_before + time.time() - t_train, 1),
             }
-            if dev_store is not None and not signalled.is_set():  # stopped by a signal: save, no dev pass
+            if dev_store is not None and not paused:  # stopped early: save, no dev pass
                 dev_result = evaluate(model, dev_store, tokenizer, device, cfg.batch_seconds, amp, inputs)
                 record.update(dev_wer=dev_result.wer, dev_cer=dev_result.cer)
                 logger.info(
@@ -1231,7 +1256,62 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         final_loss=last_loss,
         dev=dev_result,
         history=history,
+        stopped_for=stopped_for,
     )
+
+
+def resident_memory_gb() -> float | None:
+    """This process's resident anonymous memory in GB (heap and the like; not memory-mapped files, which the
+    system can reclaim), from ``/proc/self/status``; None where that is not available."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def release_free_memory() -> str | None:
+    """Hand the allocator's free pages back to the system: all of jemalloc's arenas when the process runs under
+    jemalloc (``LD_PRELOAD``; needed when its page decay is off), else glibc's ``malloc_trim``. Returns which
+    allocator did it, or None when neither is there."""
+    import ctypes
+
+    try:
+        process = ctypes.CDLL(None)
+    except OSError:
+        return None
+    mallctl = getattr(process, "mallctl", None)
+    if mallctl is not None:
+        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        all_arenas = 4096  # MALLCTL_ARENAS_ALL
+        if mallctl(f"arena.{all_arenas}.purge".encode(), None, None, None, 0) == 0:
+            return "jemalloc"
+    malloc_trim = getattr(process, "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim.argtypes = [ctypes.c_size_t]
+        malloc_trim(0)
+        return "glibc"
+    return None
+
+
+def _within_memory(limit_gb: float, stop_message: bool = True) -> bool:
+    """False when resident memory stays over ``limit_gb`` even after the allocator gave its free pages back."""
+    held = resident_memory_gb()
+    if held is None or held <= limit_gb:
+        return True
+    allocator = release_free_memory()
+    after = resident_memory_gb() or 0.0
+    logger.info("resident memory %.1f GB over --max-memory %.1f GB: %s gave %.1f GB back",
+                held, limit_gb, allocator or "no known allocator", held - after)  # fmt: skip
+    if after <= limit_gb:
+        return True
+    if stop_message:
+        logger.warning("resident memory still %.1f GB (--max-memory %.1f GB): stopping after saving a checkpoint; "
+                       "run the same command with --resume to go on", after, limit_gb)  # fmt: skip
+    return False
 
 
 class _StopOnSignal(contextlib.AbstractContextManager):
