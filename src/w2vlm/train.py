@@ -1134,8 +1134,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     last_loss = float("nan")
     loss_window: list[float] = []
     dev_result: EvalResult | None = None
-    stop = paused = False
-    stopped_for: str | None = None
+    stop = False
+    stopped_for: str | None = None  # set when the run stops before its schedule ends (it is then paused)
     memory_check_every = 10  # steps
     memory_limit = cfg.max_memory_gb
     if memory_limit and not _within_memory(memory_limit, stop_message=False):
@@ -1163,18 +1163,13 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                     stop = True
                     break
                 if signalled.is_set():
-                    stop, paused, stopped_for = True, True, "signal"
-                    break
-                if cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s:
-                    stop, paused, stopped_for = True, True, "stop-after"
-                    break
-                if (
-                    memory_limit
-                    and step > first_step
-                    and step % memory_check_every == 0
-                    and not _within_memory(memory_limit)
-                ):
-                    stop, paused, stopped_for = True, True, "memory"
+                    stopped_for = "signal"
+                elif cfg.stop_after_s and elapsed - elapsed_before >= cfg.stop_after_s:
+                    stopped_for = "stop-after"
+                elif memory_limit and step > first_step and step % memory_check_every == 0:
+                    stopped_for = None if _within_memory(memory_limit) else "memory"
+                if stopped_for is not None:
+                    stop = True
                     break
                 lr = _lr_at(cfg, step, total_steps, elapsed)
                 for group in optimizer.param_groups:
@@ -1211,7 +1206,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 "loss": ep_loss / max(ep_n, 1),
                 "seconds": round(elapsed_before + time.time() - t_train, 1),
             }
-            if dev_store is not None and not paused:  # stopped early: save, no dev pass
+            if dev_store is not None and stopped_for is None:  # stopped early: save, no dev pass
                 dev_result = evaluate(model, dev_store, tokenizer, device, cfg.batch_seconds, amp, inputs)
                 record.update(dev_wer=dev_result.wer, dev_cer=dev_result.cer)
                 logger.info(
@@ -1228,6 +1223,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             save_checkpoint()
 
     train_seconds = elapsed_before + time.time() - t_train
+    paused = stopped_for is not None
     if paused:
         logger.info("stopped after %.0fs in this run (step %d); --resume continues the same schedule",
                     time.time() - t_train, step)  # fmt: skip
