@@ -685,13 +685,14 @@ def test_max_memory_releases_free_pages_then_stops_and_resume_goes_on(
     whole = train(_config(tiny_manifest, tmp_path / "whole", epochs=6, batch_seconds=1.5, dev_manifest=None))
     assert whole.steps > 12 and whole.stopped_for is None
 
-    # resident memory climbs 0.1 GB a step; giving free pages back takes 0.3 GB off once, then nothing
+    # resident memory climbs 0.1 GB a step; giving free pages back takes 0.3 GB off the first time it is over
+    # the limit, then nothing (the release right after loading the data finds nothing to give back)
     held = {"gb": 1.0}
-    released: list[str] = []
+    released: list[float] = []
 
     def fake_release() -> str:
-        released.append("x")
-        held["gb"] -= 0.3 if len(released) == 1 else 0.0
+        released.append(held["gb"])
+        held["gb"] -= 0.3 if sum(gb > 1.5 for gb in released) == 1 and held["gb"] > 1.5 else 0.0
         return "jemalloc"
 
     real_step = train_module.train_step
@@ -709,7 +710,7 @@ def test_max_memory_releases_free_pages_then_stops_and_resume_goes_on(
             _config(tiny_manifest, out, epochs=6, batch_seconds=1.5, dev_manifest=None, max_memory_gb=1.5, log_every=5)
         )
     # checked every 10 steps: at step 10 (2.0 GB) the release (to 1.7 GB) is not enough, so it stops there
-    assert stopped.stopped_for == "memory" and stopped.steps == 10 and len(released) == 1
+    assert stopped.stopped_for == "memory" and stopped.steps == 10 and released == [1.0, pytest.approx(2.0)]
     assert "resident memory 2.0 GB over --max-memory 1.5 GB: jemalloc gave 0.3 GB back" in caplog.text
     assert "run the same command with --resume" in caplog.text
     assert json.loads((out / "training_info.json").read_text())["paused"] is True
@@ -747,6 +748,47 @@ def test_max_memory_already_exceeded_after_loading_is_not_enforced(
         result = train(_config(tiny_manifest, tmp_path / "m", epochs=4, dev_manifest=None, max_memory_gb=2.0))
     assert result.stopped_for is None and result.epochs_completed == 4
     assert "before the first step" in caplog.text
+
+
+def test_free_memory_is_given_back_once_after_loading_the_data(
+    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The arrays freed while decoding the audio (and writing the cache) go back to the system before the first
+    step, with or without --max-memory, and the log says how much that was."""
+    import w2vlm.train as train_module
+
+    held = {"gb": 5.0}
+    calls: list[int] = []
+    real_step = train_module.train_step
+
+    def fake_release() -> str:
+        calls.append(len(steps))
+        held["gb"] = 2.0
+        return "jemalloc"
+
+    steps: list[None] = []
+
+    def counting_step(*args: object, **kwargs: object) -> object:
+        steps.append(None)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "resident_memory_gb", lambda: held["gb"])
+    monkeypatch.setattr(train_module, "release_free_memory", fake_release)
+    monkeypatch.setattr(train_module, "train_step", counting_step)
+    with caplog.at_level("INFO", logger="w2vlm"):
+        result = train(_config(tiny_manifest, tmp_path / "m", epochs=2, dev_manifest=None, log_every=1))
+    assert result.stopped_for is None and steps
+    assert calls == [0]  # once, before any step; no --max-memory, so never again
+    assert "after loading the data: jemalloc gave 3.0 GB of free memory back (2.0 GB resident)" in caplog.text
+    assert re.search(r"step 1 epoch 0 loss \S+ lr \S+ \d+s mem 2\.0 GB", caplog.text)
+
+    calls.clear()
+    steps.clear()
+    held["gb"] = 2.0  # nothing to give back: nothing is said
+    caplog.clear()
+    with caplog.at_level("INFO", logger="w2vlm"):
+        train(_config(tiny_manifest, tmp_path / "n", epochs=1, dev_manifest=None))
+    assert calls == [0] and "after loading the data" not in caplog.text
 
 
 def test_release_free_memory_gives_pages_back(tmp_path: Path) -> None:
