@@ -1278,7 +1278,7 @@ def release_free_memory() -> str | None:
 
     try:
         process = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):  # TypeError: no handle for the process itself (Windows)
         return None
     mallctl = getattr(process, "mallctl", None)
     if mallctl is not None:
