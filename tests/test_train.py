@@ -241,6 +241,7 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
         return loss
 
     out = tmp_path / "model"
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN where the tests run in a background job
     monkeypatch.setattr(train_mod, "train_step", interrupted_step)
     if how == "crash":
         with pytest.raises(RuntimeError, match="simulated"):
@@ -251,7 +252,7 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
         saved_at = 3  # stops after the step during which the signal came, and saves
         assert paused.steps == 3 and paused.dev is None  # no dev pass on the way out
         assert json.loads((out / "training_info.json").read_text())["paused"] is True
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
+        assert signal.getsignal(signal.SIGINT) is handler_before  # handlers are put back
     state = json.loads((tmp_path / "model.checkpoint" / "state.json").read_text())
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (saved_at, 0, saved_at)
     monkeypatch.setattr(train_mod, "train_step", real_step)
