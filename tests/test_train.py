@@ -22,6 +22,7 @@ from w2vlm.train import (
     edit_distance,
     error_rates,
     padding_blank_loss,
+    parse_config_overrides,
     read_audio_int16,
     read_manifest,
     train,
@@ -379,6 +380,41 @@ def test_train_command_from_scratch_then_init_from(tiny_manifest: Path, tmp_path
     assert "config.json not found" in res.output
 
 
+def test_train_command_set_changes_the_model_config(tiny_manifest: Path, tmp_path: Path) -> None:
+    """``--set KEY=VALUE`` reaches the model config, from scratch and on --init-from; bad ones are named."""
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    runner = CliRunner()
+    common = ["--preset", "tiny", "--batch-seconds", "4", "--epochs", "1", "--device", "cpu", "-q"]
+    first = tmp_path / "first"
+    sets = ["--set", "hidden_dropout=0", "--set", "layerdrop=0.05", "--set", "mask_time_length=3"]
+    res = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(first), *sets, *common])
+    assert res.exit_code == 0, res.output
+    config = json.loads((first / "config.json").read_text())
+    assert (config["hidden_dropout"], config["layerdrop"], config["mask_time_length"]) == (0, 0.05, 3)
+
+    second = tmp_path / "second"
+    args = ["train", str(tiny_manifest), "-o", str(second), "--init-from", str(first), "--set", "layerdrop=0"]
+    res = runner.invoke(app, [*args, *common])
+    assert res.exit_code == 0, res.output
+    config = json.loads((second / "config.json").read_text())
+    assert (config["layerdrop"], config["hidden_dropout"]) == (0, 0)  # the one set, the rest kept from first
+
+    for bad, code, message in (
+        ("hiden_dropout=0", 1, "--set hiden_dropout: Wav2Vec2Config has no such setting; did you mean hidden_dropout"),
+        ("hidden_dropout=none", 1, "--set hidden_dropout='none': expected a number"),
+        ("hidden_dropout", 2, "--set 'hidden_dropout': expected KEY=VALUE"),
+    ):
+        res = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(tmp_path / "bad"), "--set", bad, *common])
+        assert res.exit_code == code, res.output
+        assert message in " ".join(res.output.split()), res.output
+    res = runner.invoke(app, [*args[:-1], "hidden_size=8", *common])
+    assert res.exit_code == 1
+    assert "a --set that changes layer sizes cannot start from its weights" in " ".join(res.output.split())
+
+
 def test_padding_blank_loss_is_the_blank_nll_of_padded_frames() -> None:
     from transformers import Wav2Vec2ForCTC
 
@@ -443,6 +479,14 @@ def test_unreadable_audio_is_skipped_and_named(
     only_bad.write_text("".join(json.dumps(r) + "\n" for r in extra))
     with pytest.raises(ManifestError, match=r"no usable utterance.*'unreadable audio': 2.*missing\.wav"):
         train(_config(only_bad, tmp_path / "b", epochs=1, dev_manifest=None))
+
+
+def test_parse_config_overrides_reads_json_values_else_strings() -> None:
+    got = parse_config_overrides(["a=0", "b = 0.5", "c=true", "d=null", "e=[1, 2]", "f=swish", "g="])
+    assert got == {"a": 0, "b": 0.5, "c": True, "d": None, "e": [1, 2], "f": "swish", "g": ""}
+    for bad in ("novalue", "=1", "two words=1", ""):
+        with pytest.raises(ModelError, match="expected KEY=VALUE"):
+            parse_config_overrides([bad])
 
 
 @pytest.mark.parametrize(

@@ -242,6 +242,15 @@ def train_command(
         float | None,
         typer.Option("--mask-time-prob", help="SpecAugment time-mask probability (model default if unset)."),
     ] = None,
+    config_settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A model config setting, KEY=VALUE (repeatable), e.g. --set hidden_dropout=0 --set layerdrop=0.05; "
+            "VALUE is read as JSON (numbers, true/false), else as a string. Applies from scratch and to --init-from.",
+            show_default=False,
+        ),
+    ] = None,
     max_duration: Annotated[float, typer.Option("--max-duration", help="Skip training clips longer than this.")] = 20.0,
     sortagrad: Annotated[
         bool,
@@ -313,13 +322,18 @@ def train_command(
     from rich.logging import RichHandler
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.train import TrainConfig, train
+    from w2vlm.train import TrainConfig, parse_config_overrides, train
 
     err = Console(stderr=True)
     log = logging.getLogger("w2vlm")
     if not log.handlers:
         log.addHandler(RichHandler(console=err, show_path=False))
         log.setLevel(logging.INFO)
+    try:
+        overrides = parse_config_overrides(config_settings or [])
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     cfg = TrainConfig(
         manifest=Path(manifest),
         output_dir=Path(output),
@@ -347,6 +361,7 @@ def train_command(
         audio_cache=Path(audio_cache) if audio_cache else None,
         max_memory_gb=max_memory,
         seed=seed,
+        config_overrides=overrides,
         progress=not quiet and sys.stderr.isatty(),
     )
     try:

@@ -735,6 +735,8 @@ def build_config(vocab: dict[str, int], preset: str, overrides: dict[str, Any] |
     config_cls, common = (
         (Wav2Vec2BertConfig, _COMMON_CONFIG_BERT) if family == "wav2vec2-bert" else (Wav2Vec2Config, _COMMON_CONFIG)
     )
+    if overrides:
+        _check_overrides(config_cls().to_dict(), overrides, config_cls.__name__)
     kwargs = {**common, **size, **(overrides or {})}
     return config_cls(
         vocab_size=len(vocab),
@@ -969,9 +971,45 @@ def evaluate(model: Any, store: AudioStore, tokenizer: Tokenizer, device: Any, b
     return EvalResult(wer=wer, cer=cer, utterances=len(refs), examples=examples)
 
 
+def parse_config_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["hidden_dropout=0", "layerdrop=0.1"]`` -> ``{"hidden_dropout": 0, "layerdrop": 0.1}`` (``--set``).
+
+    Values are read as JSON (numbers, ``true``/``false``, ``null``, lists), anything else as a string.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not key.isidentifier():
+            raise ModelError(f"--set {item!r}: expected KEY=VALUE with a model config setting as KEY")
+        raw = raw.strip()
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _check_overrides(defaults: dict[str, Any], overrides: dict[str, Any], config_name: str) -> None:
+    """Raise :class:`ModelError` for a ``--set`` key the model config lacks, or a value of the wrong kind."""
+    import difflib
+
+    for key, value in overrides.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ModelError(f"--set {key}: {config_name} has no such setting{hint}")
+        default = defaults[key]
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ModelError(f"--set {key}={value!r}: expected a number (the {config_name} default is {default!r})")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ModelError(f"--set {key}={value!r}: expected true or false")
+
+
 def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, int]]:
     """(model, feature extractor, HF tokenizer, vocab) from init_from or from scratch."""
-    from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
     if cfg.init_from is not None:
         src = Path(cfg.init_from)
@@ -986,11 +1024,18 @@ def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, 
         overrides: dict[str, Any] = {"ctc_zero_infinity": True}
         if cfg.mask_time_prob is not None:
             overrides["mask_time_prob"] = cfg.mask_time_prob
-        overrides.update(cfg.config_overrides)
+        if cfg.config_overrides:
+            try:
+                config = AutoConfig.from_pretrained(str(src))
+            except (ValueError, KeyError, OSError) as exc:
+                raise ModelError(f"init_from: {src}/config.json: not a config transformers can read ({exc})") from None
+            _check_overrides(config.to_dict(), cfg.config_overrides, type(config).__name__)
+            overrides.update(cfg.config_overrides)
         try:
             model = AutoModelForCTC.from_pretrained(str(src), dtype="float32", **overrides)
-        except (ValueError, KeyError) as exc:
-            raise ModelError(f"init_from: {src}: not a CTC model transformers can load ({exc})") from None
+        except (ValueError, KeyError, RuntimeError) as exc:
+            hint = " (a --set that changes layer sizes cannot start from its weights)" if cfg.config_overrides else ""
+            raise ModelError(f"init_from: {src}: not a CTC model transformers can load ({exc}){hint}") from None
         if model.config.vocab_size != len(vocab):
             raise ModelError(
                 f"init_from: {src}: config vocab_size {model.config.vocab_size} != {len(vocab)} in vocab.json"
