@@ -65,6 +65,39 @@ def test_csv_and_tsv_manifests(tmp_path: Path) -> None:
     assert (item.id, item.audio, item.reference) == ("u1", tmp_path / "1.wav", "a b")
 
 
+def test_manifests_keep_their_other_fields(tmp_path: Path) -> None:
+    lines = [
+        {"audio": "a.wav", "text": "x", "id": "u1", "speaker": "ann", "snr_db": 12.5, "nested": {"k": 1}},
+        {"path": "b.wav", "audio": None, "sentence": "y", "text": None, "reverb": True},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    first, second = read_manifest(tmp_path / "m.jsonl")
+    assert first.fields == {"speaker": "ann", "snr_db": 12.5}  # not audio/text/id, nor what is not a scalar
+    assert second.fields == {"audio": None, "text": None, "reverb": True}  # the keys not used for audio/text
+    (tmp_path / "m.csv").write_text("audio,text,Speaker\n1.wav,a b,bob\n", encoding="utf-8")
+    (item,) = read_manifest(tmp_path / "m.csv")
+    assert item.fields == {"speaker": "bob"}
+
+
+def test_group_by_specs_and_keys() -> None:
+    from w2vlm.eval import GroupBy
+
+    assert GroupBy.parse("speaker") == GroupBy("speaker")
+    assert GroupBy.parse("snr_db:10") == GroupBy("snr_db", 10.0) and str(GroupBy("snr_db", 10.0)) == "snr_db:10"
+    for bad, message in (("", "expected FIELD"), ("x:0", "'0' is not a positive"), ("x:abc", "'abc' is not")):
+        with pytest.raises(ManifestError, match=message):
+            GroupBy.parse(bad)
+    binned = GroupBy("snr", 10.0)
+    assert binned.key({"snr": 12.5}, "u") == (0, 10.0, "10-20")
+    assert binned.key({"snr": "-3"}, "u") == (0, -10.0, "-10-0")  # CSV text that is a number
+    assert binned.key({}, "u") == (2, 0.0, "(none)")
+    with pytest.raises(ManifestError, match=r"--by snr:10: utterance u7 has snr='loud', not a number"):
+        binned.key({"snr": "loud"}, "u7")
+    plain = GroupBy("g")
+    keys = [plain.key({"g": v}, "u") for v in ("b", 2, 0.5, None, "a")]
+    assert [k[2] for k in sorted(keys)] == ["0.5", "2", "a", "b", "(none)"]
+
+
 def test_directory_manifest_with_missing_reference(tmp_path: Path) -> None:
     _noise_wav(tmp_path / "a.wav", 0.5, 0)
     (tmp_path / "a.txt").write_text("  hello\n world \n", encoding="utf-8")
@@ -276,6 +309,45 @@ def test_evaluate_records_failures_and_matches_pipeline(tiny_ctc_dir: Path, eval
     assert data["utterances"][0]["lm"]["word_errors"]["reference_length"] == 3
 
 
+def test_breakdown_by_manifest_field_adds_up_to_the_totals(tiny_ctc_dir: Path, eval_set: dict[str, Path]) -> None:
+    from w2vlm.eval import AcousticSettings, evaluate
+
+    lines = [json.loads(x) for x in eval_set["manifest"].read_text(encoding="utf-8").splitlines()]
+    for i, rec in enumerate(lines):
+        rec["speaker"] = "ab"[i % 2]
+        if i != 3:
+            rec["snr"] = 7.5 * i
+    manifest = eval_set["data"] / "fields.jsonl"
+    manifest.write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    report = evaluate(
+        manifest,
+        tiny_ctc_dir,
+        cache_dir=eval_set["cache"],
+        acoustic=AcousticSettings(device="cpu"),
+        group_by=["speaker", "snr:10"],
+    )
+    by_speaker = report.breakdown("speaker")
+    assert [(g.label, g.utterances) for g in by_speaker] == [("a", 2), ("b", 2)]  # failed ones not counted
+    for system in report.systems:
+        for kind in ("words", "chars"):
+            summed = ErrorCounts()
+            for g in by_speaker:
+                summed = summed + g.totals[system][kind]
+            assert summed == report.totals[system][kind]
+    # utterances 0-2 at snr 0, 7.5, 15 (0-10, 0-10, 10-20); utterance 3 has none
+    assert [(g.label, g.utterances) for g in report.breakdown("snr:10")] == [("0-10", 2), ("10-20", 1), ("(none)", 1)]
+    data = report.to_dict()
+    assert list(data["breakdown"]) == ["speaker", "snr:10"]
+    first = data["breakdown"]["speaker"][0]
+    assert first["value"] == "a" and first["utterances"] == 2 and set(first) >= {"greedy", "lm"}
+    assert data["utterances"][0]["fields"] == {"speaker": "a", "snr": 0.0}
+
+    with pytest.raises(ManifestError, match=r"--by spk: no utterance of .*fields\.jsonl has a field 'spk' \(fields: "):
+        evaluate(manifest, tiny_ctc_dir, cache_dir=eval_set["cache"], group_by=["spk"])
+    with pytest.raises(ManifestError, match=r"--by speaker:5: utterance wav/0\.wav has speaker='a', not a number"):
+        evaluate(manifest, tiny_ctc_dir, cache_dir=eval_set["cache"], group_by=["speaker:5"])
+
+
 def test_cached_logits_skip_the_acoustic_model(tiny_ctc_dir: Path, eval_set: dict[str, Path], monkeypatch) -> None:
     from w2vlm import eval as eval_module
     from w2vlm.eval import AcousticSettings, DecodeSettings, collect_logits, evaluate
@@ -357,3 +429,16 @@ def test_cli_eval(tiny_ctc_dir: Path, eval_set: dict[str, Path], tmp_path: Path)
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["eval", str(tmp_path / "nope.jsonl"), *common])
     assert result.exit_code == 1 and "manifest not found" in result.output
+
+    lines = [json.loads(x) for x in eval_set["good"].read_text(encoding="utf-8").splitlines()]
+    for i, rec in enumerate(lines):
+        rec["voice"] = f"v{i % 2}"
+    with_fields = eval_set["data"] / "voices.jsonl"
+    with_fields.write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(with_fields), *common, "--by", "voice", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "by voice" in result.output and "v0" in result.output and "v1" in result.output
+    assert [g["value"] for g in json.loads(out.read_text(encoding="utf-8"))["breakdown"]["voice"]] == ["v0", "v1"]
+    result = runner.invoke(app, ["eval", str(with_fields), *common, "--by", "speaker"])
+    assert result.exit_code == 1
+    assert "--by speaker: no utterance of" in result.output and "(fields: voice)" in result.output

@@ -790,6 +790,15 @@ def eval_command(
     no_cache: NoCacheOption = False,
     no_normalize: NoNormalizeOption = False,
     show: Annotated[int, typer.Option("--show", help="Print the N utterances with the most word errors.")] = 0,
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--by",
+            help="Also score each value of this manifest field apart (a speaker, a condition; repeatable); "
+            "FIELD:WIDTH puts numbers in bins of WIDTH (e.g. snr_db:10). In the --output JSON too.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: TableQuietOption = False,
 ) -> None:
     """WER/CER of greedy vs beam search + LM decoding on a manifest, with real-time factors.
@@ -803,6 +812,7 @@ def eval_command(
         SYSTEM_NAMES,
         AcousticSettings,
         DecodeSettings,
+        breakdown_table,
         evaluate,
         summary_table,
         worst_utterances,
@@ -829,6 +839,7 @@ def eval_command(
                 use_cache=not no_cache,
                 normalize=not no_normalize,
                 progress=bar.update_stage,
+                group_by=by or (),
             )
         if output:
             write_json_atomic(output, report.to_dict())
@@ -838,6 +849,8 @@ def eval_command(
     if not quiet:
         out = Console()
         out.print(summary_table(report))
+        for group_by in report.group_by:
+            out.print(breakdown_table(report, group_by))
         rtf = report.rtf
         if rtf.get("acoustic") is not None:
             out.print(f"acoustic model RTF {rtf['acoustic']:.4f} (on {report.computed_audio_seconds:.1f} s computed)")

@@ -8,7 +8,9 @@ A manifest lists audio files with their reference text:
 * CSV (or TSV) with a header naming the same columns;
 * a directory of audio files, each with a ``.txt`` of the same name holding its reference.
 
-Relative audio paths are relative to the manifest's folder. A missing or unreadable audio file (or a missing
+Other fields of a JSONL line (or other CSV columns), such as a speaker or a recording condition, are kept
+with each utterance; :meth:`EvalReport.breakdown` (``w2vlm eval --by FIELD``) scores each of their values
+apart. Relative audio paths are relative to the manifest's folder. A missing or unreadable audio file (or a missing
 ``.txt`` in a directory) is an error of that utterance only: it is recorded in the report and the others are
 scored. A malformed manifest (bad JSON, no audio/text column) raises :class:`~w2vlm.errors.ManifestError`.
 
@@ -19,6 +21,7 @@ decoding again with other LM settings (:mod:`w2vlm.tune`) never runs the acousti
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -60,6 +63,14 @@ class ManifestItem:
     audio: Path
     reference: str
     error: str | None = None
+    #: the manifest's other fields for this utterance (JSON scalars; CSV: strings), e.g. a speaker
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _other_fields(rec: dict[str, Any], used: Sequence[str | None]) -> dict[str, Any]:
+    """The fields of a manifest record other than its audio, text and id, scalars only."""
+    skip = {k for k in used if k is not None} | {"id"}
+    return {k: v for k, v in rec.items() if k not in skip and (v is None or isinstance(v, (str, int, float, bool)))}
 
 
 def _pick(record: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -140,7 +151,9 @@ def _read_jsonl(path: Path, require_text: bool = True) -> list[ManifestItem]:
                 f"{path}:{lineno}: no reference text; expected a string field named one of {list(TEXT_KEYS)}"
             )
         audio_path = _resolve(base, audio)
-        items.append(ManifestItem(_item_id(base, audio_path, rec.get("id")), audio_path, text))
+        used = [next((k for k in keys if rec.get(k) is not None), None) for keys in (AUDIO_KEYS, TEXT_KEYS)]
+        item_id = _item_id(base, audio_path, rec.get("id"))
+        items.append(ManifestItem(item_id, audio_path, text, fields=_other_fields(rec, used)))
     return items
 
 
@@ -167,7 +180,9 @@ def _read_csv(path: Path, delimiter: str, require_text: bool = True) -> list[Man
                 if text is None:
                     raise ManifestError(f"{path}:{lineno}: column '{text_col}' is missing")
                 audio_path = _resolve(base, audio)
-                items.append(ManifestItem(_item_id(base, audio_path, rec.get("id")), audio_path, text))
+                item_id = _item_id(base, audio_path, rec.get("id"))
+                fields = _other_fields(rec, [audio_col, text_col])
+                items.append(ManifestItem(item_id, audio_path, text, fields=fields))
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc})") from None
     except csv.Error as exc:
@@ -636,6 +651,7 @@ class UtteranceResult:
     cached: bool = False
     error: str | None = None
     hypotheses: dict[str, Hypothesis] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)  # the manifest's other fields (see ManifestItem)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -645,7 +661,79 @@ class UtteranceResult:
             "duration_s": round(self.duration_s, 3),
             "cached": self.cached,
             "error": self.error,
+            **({"fields": self.fields} if self.fields else {}),
             **{name: hyp.to_dict() for name, hyp in self.hypotheses.items()},
+        }
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    """How :meth:`EvalReport.breakdown` groups utterances: by the value of a manifest field, numbers
+    optionally in bins of ``width`` (``"snr_db:10"``: 0-10, 10-20, ...)."""
+
+    field: str
+    width: float | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> GroupBy:
+        """``"FIELD"`` or ``"FIELD:WIDTH"``; raises :class:`ManifestError` naming a malformed one."""
+        name, sep, width = spec.partition(":")
+        name = name.strip()
+        if not name:
+            raise ManifestError(f"--by {spec!r}: expected FIELD or FIELD:WIDTH (a manifest field)")
+        if not sep:
+            return cls(name)
+        try:
+            value = float(width)
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise ManifestError(f"--by {spec!r}: the bin width {width.strip()!r} is not a positive number")
+        return cls(name, value)
+
+    def __str__(self) -> str:
+        return self.field if self.width is None else f"{self.field}:{self.width:g}"
+
+    def key(self, fields: dict[str, Any], utterance: str) -> tuple[int, float, str]:
+        """(kind, number, label) of an utterance's group, in the order groups are listed: numbers (or bins)
+        first by value, then strings, then utterances without the field ("(none)")."""
+        value = fields.get(self.field)
+        if value is None:
+            return (2, 0.0, "(none)")
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.width is not None and isinstance(value, str):  # CSV columns are text
+            with contextlib.suppress(ValueError):
+                value, numeric = float(value), True
+        if self.width is not None:
+            if not numeric:
+                raise ManifestError(
+                    f"--by {self}: utterance {utterance} has {self.field}={value!r}, not a number to put in a bin"
+                )
+            low = (value // self.width) * self.width
+            return (0, low, f"{low:g}-{low + self.width:g}")
+        if numeric:
+            return (0, float(value), f"{value:g}" if isinstance(value, float) else str(value))
+        return (1, 0.0, str(value))
+
+
+@dataclass
+class GroupScore:
+    """The scores of one group of a breakdown: its utterances, audio and error counts per system."""
+
+    label: str
+    utterances: int
+    audio_seconds: float
+    totals: dict[str, dict[str, ErrorCounts]]  # system -> {"words", "chars"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.label,
+            "utterances": self.utterances,
+            "audio_seconds": round(self.audio_seconds, 3),
+            **{
+                system: {"wer": t["words"].rate, "cer": t["chars"].rate, "words": t["words"].to_dict()}
+                for system, t in self.totals.items()
+            },
         }
 
 
@@ -664,6 +752,7 @@ class EvalReport:
     timings: dict[str, float]
     audio_seconds: float
     computed_audio_seconds: float
+    group_by: list[GroupBy] = field(default_factory=list)  # breakdowns to_dict includes
 
     @property
     def failed(self) -> list[UtteranceResult]:
@@ -674,6 +763,26 @@ class EvalReport:
 
     def cer(self, system: str) -> float:
         return self.totals[system]["chars"].rate
+
+    def breakdown(self, by: GroupBy | str) -> list[GroupScore]:
+        """Scores per value of a manifest field (scored utterances only); the groups' counts add up to the
+        totals. Utterances without the field form a group "(none)"."""
+        group_by = GroupBy.parse(by) if isinstance(by, str) else by
+        groups: dict[tuple[int, float, str], GroupScore] = {}
+        for u in self.utterances:
+            if u.error is not None or not u.hypotheses:
+                continue
+            key = group_by.key(u.fields, u.id)
+            g = groups.get(key)
+            if g is None:
+                totals = {s: {"words": ErrorCounts(), "chars": ErrorCounts()} for s in self.systems}
+                g = groups[key] = GroupScore(key[2], 0, 0.0, totals)
+            g.utterances += 1
+            g.audio_seconds += u.duration_s
+            for system, hyp in u.hypotheses.items():
+                g.totals[system]["words"] = g.totals[system]["words"] + hyp.words
+                g.totals[system]["chars"] = g.totals[system]["chars"] + hyp.chars
+        return [groups[k] for k in sorted(groups)]
 
     @property
     def rtf(self) -> dict[str, float | None]:
@@ -709,6 +818,11 @@ class EvalReport:
             "summary": summary,
             "rtf": self.rtf,
             "timings_s": dict(self.timings),
+            **(
+                {"breakdown": {str(g): [s.to_dict() for s in self.breakdown(g)] for g in self.group_by}}
+                if self.group_by
+                else {}
+            ),
             "utterances": [u.to_dict() for u in self.utterances],
         }
 
@@ -753,17 +867,22 @@ def evaluate(
     use_cache: bool = True,
     normalize: bool = True,
     progress: ProgressFn | None = None,
+    group_by: Sequence[GroupBy | str] = (),
 ) -> EvalReport:
     """Greedy and beam search + LM WER/CER of a model on a manifest (see the module docstring).
 
     ``model``: a model folder in the hub layout, a hub id, or None for the embedded default model.
     ``lm``: an LM to use instead of the model's ``language_model/``; ``use_lm=False`` scores greedy only.
+    ``group_by``: manifest fields (``"FIELD"`` or ``"FIELD:BIN_WIDTH"``) to break the scores down by (the
+    report's ``to_dict`` includes them; :meth:`EvalReport.breakdown` computes any); checked against the
+    manifest before the model runs.
     """
     from w2vlm.model import resolve_model_path
 
     decode = decode or DecodeSettings()
     timings: dict[str, float] = {}
     items = read_manifest(manifest)
+    groups = check_group_by(items, group_by, manifest)
     model_dir = resolve_model_path(model)
     decoder = load_eval_decoder(model_dir, lm, use_lm)
     labels = decoder.alphabet.labels
@@ -810,6 +929,7 @@ def evaluate(
             duration_s=r.duration_s,
             cached=r.cached,
             error=r.error,
+            fields=dict(r.item.fields),
         )
         if r.logits is not None:
             ref = norm(r.item.reference)
@@ -840,7 +960,26 @@ def evaluate(
         timings=timings,
         audio_seconds=sum(r.duration_s for r in ok),
         computed_audio_seconds=computed_audio,
+        group_by=groups,
     )
+
+
+def check_group_by(
+    items: Sequence[ManifestItem], group_by: Sequence[GroupBy | str], manifest: str | os.PathLike[str]
+) -> list[GroupBy]:
+    """Parse ``group_by`` and check each field against the manifest: some utterance has it, and binned
+    ones are numbers. Raises :class:`ManifestError` naming the field and the fields there are."""
+    out = [GroupBy.parse(g) if isinstance(g, str) else g for g in group_by]
+    present: dict[str, None] = {}
+    for item in items:
+        present.update(dict.fromkeys(item.fields))
+    for g in out:
+        if g.field not in present:
+            have = ", ".join(present) if present else "none besides audio and text"
+            raise ManifestError(f"--by {g}: no utterance of {manifest} has a field {g.field!r} (fields: {have})")
+        for item in items:
+            g.key(item.fields, item.id)  # a binned field with a value that is not a number is named now
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- output
@@ -887,6 +1026,27 @@ def summary_table(report: EvalReport) -> Any:
             str(words.reference_length),
             "-" if value is None else f"{value:.4f}",
         )
+    return table
+
+
+def breakdown_table(report: EvalReport, by: GroupBy | str) -> Any:
+    """A rich table: utterances, audio minutes, WER and CER per system for each group of a breakdown."""
+    from rich.table import Table
+
+    group_by = GroupBy.parse(by) if isinstance(by, str) else by
+    table = Table(title=f"by {group_by}", title_justify="left")
+    table.add_column(group_by.field)
+    for col in ("utts", "min"):
+        table.add_column(col, justify="right")
+    for system in report.systems:
+        name = SYSTEM_NAMES.get(system, system)
+        table.add_column(f"{name} WER %", justify="right")
+        table.add_column(f"{name} CER %", justify="right")
+    for g in report.breakdown(group_by):
+        cells = [g.label, str(g.utterances), f"{g.audio_seconds / 60:.1f}"]
+        for system in report.systems:
+            cells += [f"{100 * g.totals[system]['words'].rate:.2f}", f"{100 * g.totals[system]['chars'].rate:.2f}"]
+        table.add_row(*cells)
     return table
 
 
