@@ -2,6 +2,7 @@
 
     python bench/accuracy.py                    # .data/speech/test (made by the recipe when missing)
     python bench/accuracy.py --manifest M.jsonl --model DIR --count 200
+    python bench/accuracy.py --by reverb --by snr_db:10    # also per value of manifest fields
 
 The test set is the recipe's (``recipes/embedded/README.md``): sentences from the held-out slice of the
 corpus, never seen by the acoustic model or the LM, spoken by espeak-ng voice variants held out of training,
@@ -59,6 +60,13 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=0, help="use only the first N utterances (0: all)")
     ap.add_argument("--beam-width", type=int, default=100)
     ap.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
+    ap.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="FIELD[:WIDTH]",
+        help="also score each value of this manifest field apart (repeatable; WIDTH bins numbers)",
+    )
     args = ap.parse_args()
 
     from w2vlm.eval import DecodeSettings, evaluate
@@ -75,6 +83,7 @@ def main() -> int:
         args.model,
         decode=DecodeSettings(beam_width=args.beam_width),
         use_cache=False,
+        group_by=args.by,
     )
     seconds = time.perf_counter() - t0
     scored = len(report.utterances) - len(report.failed)
@@ -93,6 +102,19 @@ def main() -> int:
             f"targets: greedy WER <= 15%: {'met' if g_wer <= 0.15 else 'NOT met'}; "
             f"LM reduction >= 30%: {'met' if rel >= 0.30 else 'NOT met'}"
         )
+    for group_by in report.group_by:
+        rows = report.breakdown(group_by)
+        print(f"by {group_by}:")
+        print(
+            f"  {group_by.field:<16}{'utts':>6}{'greedy WER':>12}"
+            + (f"{'beam+LM WER':>13}" if "lm" in report.systems else "")
+        )
+        for g in rows:
+            line = f"  {g.label:<16}{g.utterances:>6}{100 * g.totals['greedy']['words'].rate:>11.2f}%"
+            if "lm" in report.systems:
+                line += f"{100 * g.totals['lm']['words'].rate:>12.2f}%"
+            print(line)
+        summary.setdefault("breakdown", {})[str(group_by)] = [g.to_dict() for g in rows]
     info = Path(args.model or ROOT / "src" / "w2vlm" / "assets" / "model") / "training_info.json"
     if info.is_file():
         t = json.loads(info.read_text())
