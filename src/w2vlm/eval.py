@@ -666,6 +666,18 @@ class UtteranceResult:
         }
 
 
+Totals = dict[str, dict[str, ErrorCounts]]  # system -> {"words": ..., "chars": ...}
+
+
+def _new_totals(systems: Sequence[str]) -> Totals:
+    return {s: {"words": ErrorCounts(), "chars": ErrorCounts()} for s in systems}
+
+
+def _add_hypothesis(totals: Totals, system: str, hyp: Hypothesis) -> None:
+    totals[system]["words"] = totals[system]["words"] + hyp.words
+    totals[system]["chars"] = totals[system]["chars"] + hyp.chars
+
+
 @dataclass(frozen=True)
 class GroupBy:
     """How :meth:`EvalReport.breakdown` groups utterances: by the value of a manifest field, numbers
@@ -690,6 +702,11 @@ class GroupBy:
         if not value > 0 or value == float("inf"):
             raise ManifestError(f"--by {spec!r}: the bin width {width.strip()!r} is not a positive number")
         return cls(name, value)
+
+    @classmethod
+    def of(cls, spec: GroupBy | str) -> GroupBy:
+        """A :class:`GroupBy` as it is, or parsed from its ``"FIELD[:WIDTH]"`` spec."""
+        return cls.parse(spec) if isinstance(spec, str) else spec
 
     def __str__(self) -> str:
         return self.field if self.width is None else f"{self.field}:{self.width:g}"
@@ -723,7 +740,7 @@ class GroupScore:
     label: str
     utterances: int
     audio_seconds: float
-    totals: dict[str, dict[str, ErrorCounts]]  # system -> {"words", "chars"}
+    totals: Totals
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -748,7 +765,7 @@ class EvalReport:
     decode_settings: dict[str, Any]
     normalize: bool
     utterances: list[UtteranceResult]
-    totals: dict[str, dict[str, ErrorCounts]]  # system -> {"words", "chars"}
+    totals: Totals
     timings: dict[str, float]
     audio_seconds: float
     computed_audio_seconds: float
@@ -767,7 +784,7 @@ class EvalReport:
     def breakdown(self, by: GroupBy | str) -> list[GroupScore]:
         """Scores per value of a manifest field (scored utterances only); the groups' counts add up to the
         totals. Utterances without the field form a group "(none)"."""
-        group_by = GroupBy.parse(by) if isinstance(by, str) else by
+        group_by = GroupBy.of(by)
         groups: dict[tuple[int, float, str], GroupScore] = {}
         for u in self.utterances:
             if u.error is not None or not u.hypotheses:
@@ -775,13 +792,11 @@ class EvalReport:
             key = group_by.key(u.fields, u.id)
             g = groups.get(key)
             if g is None:
-                totals = {s: {"words": ErrorCounts(), "chars": ErrorCounts()} for s in self.systems}
-                g = groups[key] = GroupScore(key[2], 0, 0.0, totals)
+                g = groups[key] = GroupScore(key[2], 0, 0.0, _new_totals(self.systems))
             g.utterances += 1
             g.audio_seconds += u.duration_s
             for system, hyp in u.hypotheses.items():
-                g.totals[system]["words"] = g.totals[system]["words"] + hyp.words
-                g.totals[system]["chars"] = g.totals[system]["chars"] + hyp.chars
+                _add_hypothesis(g.totals, system, hyp)
         return [groups[k] for k in sorted(groups)]
 
     @property
@@ -918,7 +933,7 @@ def evaluate(
             progress("lm", 1, 1)
 
     norm = normalize_text if normalize else (lambda t: " ".join(t.split()))
-    totals = {s: {"words": ErrorCounts(), "chars": ErrorCounts()} for s in systems}
+    totals = _new_totals(systems)
     utterances: list[UtteranceResult] = []
     position = {id(r): i for i, r in enumerate(ok)}
     for r in results:
@@ -937,8 +952,7 @@ def evaluate(
                 hyp = texts[system][position[id(r)]]
                 h = Hypothesis(hyp, word_errors(ref, norm(hyp)), char_errors(ref, norm(hyp)))
                 u.hypotheses[system] = h
-                totals[system]["words"] = totals[system]["words"] + h.words
-                totals[system]["chars"] = totals[system]["chars"] + h.chars
+                _add_hypothesis(totals, system, h)
         utterances.append(u)
 
     lm_params = decoder.language_model.serializable_attrs if has_lm else {}
@@ -969,7 +983,7 @@ def check_group_by(
 ) -> list[GroupBy]:
     """Parse ``group_by`` and check each field against the manifest: some utterance has it, and binned
     ones are numbers. Raises :class:`ManifestError` naming the field and the fields there are."""
-    out = [GroupBy.parse(g) if isinstance(g, str) else g for g in group_by]
+    out = [GroupBy.of(g) for g in group_by]
     present: dict[str, None] = {}
     for item in items:
         present.update(dict.fromkeys(item.fields))
@@ -1033,7 +1047,7 @@ def breakdown_table(report: EvalReport, by: GroupBy | str) -> Any:
     """A rich table: utterances, audio minutes, WER and CER per system for each group of a breakdown."""
     from rich.table import Table
 
-    group_by = GroupBy.parse(by) if isinstance(by, str) else by
+    group_by = GroupBy.of(by)
     table = Table(title=f"by {group_by}", title_justify="left")
     table.add_column(group_by.field)
     for col in ("utts", "min"):
