@@ -69,7 +69,9 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    from w2vlm.eval import DecodeSettings, evaluate
+    from rich.console import Console
+
+    from w2vlm.eval import DecodeSettings, breakdown_table, evaluate
 
     manifest = args.manifest or (TEST_MANIFEST if TEST_MANIFEST.is_file() else make_test_set(args.count))
     if args.count:
@@ -103,18 +105,8 @@ def main() -> int:
             f"LM reduction >= 30%: {'met' if rel >= 0.30 else 'NOT met'}"
         )
     for group_by in report.group_by:
-        rows = report.breakdown(group_by)
-        print(f"by {group_by}:")
-        print(
-            f"  {group_by.field:<16}{'utts':>6}{'greedy WER':>12}"
-            + (f"{'beam+LM WER':>13}" if "lm" in report.systems else "")
-        )
-        for g in rows:
-            line = f"  {g.label:<16}{g.utterances:>6}{100 * g.totals['greedy']['words'].rate:>11.2f}%"
-            if "lm" in report.systems:
-                line += f"{100 * g.totals['lm']['words'].rate:>12.2f}%"
-            print(line)
-        summary.setdefault("breakdown", {})[str(group_by)] = [g.to_dict() for g in rows]
+        Console().print(breakdown_table(report, group_by))
+        summary.setdefault("breakdown", {})[str(group_by)] = [g.to_dict() for g in report.breakdown(group_by)]
     info = Path(args.model or ROOT / "src" / "w2vlm" / "assets" / "model") / "training_info.json"
     if info.is_file():
         t = json.loads(info.read_text())
