@@ -71,6 +71,7 @@ def main() -> int:
 
     from rich.console import Console
 
+    from w2vlm.errors import W2vlmError
     from w2vlm.eval import DecodeSettings, breakdown_table, evaluate
 
     manifest = args.manifest or (TEST_MANIFEST if TEST_MANIFEST.is_file() else make_test_set(args.count))
@@ -80,13 +81,17 @@ def main() -> int:
         subset.write_text("\n".join(lines) + "\n", encoding="utf-8")
         manifest = subset
     t0 = time.perf_counter()
-    report = evaluate(
-        manifest,
-        args.model,
-        decode=DecodeSettings(beam_width=args.beam_width),
-        use_cache=False,
-        group_by=args.by,
-    )
+    try:
+        report = evaluate(
+            manifest,
+            args.model,
+            decode=DecodeSettings(beam_width=args.beam_width),
+            use_cache=False,
+            group_by=args.by,
+        )
+    except W2vlmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t0
     scored = len(report.utterances) - len(report.failed)
     g_wer, g_cer = report.wer("greedy"), report.cer("greedy")
