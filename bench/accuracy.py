@@ -117,6 +117,10 @@ def main() -> int:
         t = json.loads(info.read_text())
         print(f"training: {t.get('train_seconds', 0) / 60:.0f} min on {t.get('device')}, {t.get('steps')} steps")
         summary["training"] = {k: t.get(k) for k in ("train_seconds", "device", "steps", "train_audio_hours")}
+        if t.get("averaged_from"):
+            parts = [f"{Path(a['model']).name} ({a['weight']:.2f})" for a in t["averaged_from"]]
+            print(f"weights averaged from {', '.join(parts)} (recipes/embedded/average.py)")
+            summary["training"]["averaged_from"] = t["averaged_from"]
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
