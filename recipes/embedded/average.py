@@ -27,18 +27,23 @@ class AverageError(ValueError):
     """The inputs cannot be averaged (missing file, different tensors, bad weights)."""
 
 
+def normalised_weights(weights: list[float], count: int) -> list[float]:
+    """``weights`` checked (one per input, >= 0, positive sum) and scaled to sum to 1."""
+    if len(weights) != count:
+        raise AverageError(f"--weights: expected {count} values (one per input), got {len(weights)}")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise AverageError(f"--weights must be >= 0 with a positive sum, got {weights}")
+    total = float(sum(weights))
+    return [w / total for w in weights]
+
+
 def average_state_dicts(states: list[dict], weights: list[float]) -> dict:
     """Weighted mean of float tensors; other tensors must match exactly. ``weights`` are normalised."""
     import torch
 
     if not states:
         raise AverageError("nothing to average: no inputs")
-    if len(weights) != len(states):
-        raise AverageError(f"--weights: expected {len(states)} values (one per input), got {len(weights)}")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise AverageError(f"--weights must be >= 0 with a positive sum, got {weights}")
-    total = float(sum(weights))
-    norm = [w / total for w in weights]
+    norm = normalised_weights(weights, len(states))
     names = set(states[0])
     for i, state in enumerate(states[1:], start=1):
         if set(state) != names:
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise AverageError(f"{path}: no such file (expected a model folder written by `w2vlm train`)")
             states.append(load_file(str(path)))
-        weights = args.weights if args.weights is not None else [1.0] * len(states)
+        weights = normalised_weights(args.weights or [1.0] * len(states), len(states))
         averaged = average_state_dicts(states, weights)
     except AverageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -104,10 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.models:
         p = m / "training_info.json"
         infos.append(json.loads(p.read_text()) if p.is_file() else None)
-    total = float(sum(weights))
     info = dict(infos[-1] or {})
     info["averaged_from"] = [
-        {"model": str(m), "weight": w / total, "steps": (i or {}).get("steps"), "dev": (i or {}).get("dev")}
+        {"model": str(m), "weight": w, "steps": (i or {}).get("steps"), "dev": (i or {}).get("dev")}
         for m, w, i in zip(args.models, weights, infos)
     ]
     info.pop("dev", None)  # the last input's dev score is not this model's
