@@ -415,6 +415,35 @@ def test_train_command_set_changes_the_model_config(tiny_manifest: Path, tmp_pat
     assert "a --set that changes layer sizes cannot start from its weights" in " ".join(res.output.split())
 
 
+def test_train_step_skips_a_non_finite_gradient_and_keeps_the_weights(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import Wav2Vec2ForCTC
+
+    import w2vlm.train as train_mod
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "tiny")).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    cfg = _config(tmp_path / "m.jsonl", tmp_path / "out")
+    mask = torch.ones(2, 16000, dtype=torch.long)
+    labels = torch.tensor([[7, 8, 9], [9, 8, -100]])
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bad = torch.randn(2, 16000)
+    bad[0, 100] = float("nan")  # one NaN sample: NaN loss and gradients
+    with caplog.at_level("WARNING", logger="w2vlm"):
+        loss = train_mod.train_step(model, optimizer, bad, mask, labels, cfg, amp=False)
+    assert not math.isfinite(float(loss.detach()))
+    assert "step skipped" in caplog.text
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # untouched, not NaN
+    # a good batch still trains
+    loss = train_mod.train_step(model, optimizer, torch.randn(2, 16000), mask, labels, cfg, amp=False)
+    assert math.isfinite(float(loss.detach()))
+    changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(before[k], v)]
+    assert changed and all(bool(torch.isfinite(v).all()) for v in model.state_dict().values())
+
+
 def test_padding_blank_loss_is_the_blank_nll_of_padded_frames() -> None:
     from transformers import Wav2Vec2ForCTC
 

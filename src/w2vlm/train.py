@@ -921,7 +921,8 @@ def padding_blank_loss(model: Any, logits: Any, attention_mask: Any) -> Any:
 
 def train_step(model: Any, optimizer: Any, x: Any, mask: Any, labels: Any, cfg: TrainConfig, amp: bool) -> Any:
     """One optimizer step on a collated batch (CTC loss plus the padding-blank term, clipped gradients);
-    returns the loss tensor. ``amp``: bf16 autocast on the inputs' device."""
+    returns the loss tensor. A step whose gradient is not finite is skipped (logged), so one bad batch cannot
+    poison the weights. ``amp``: bf16 autocast on the inputs' device."""
     import torch
 
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -931,7 +932,13 @@ def train_step(model: Any, optimizer: Any, x: Any, mask: Any, labels: Any, cfg: 
         loss = loss + cfg.pad_blank_weight * padding_blank_loss(model, out.logits, mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    if not bool(torch.isfinite(norm)):
+        # an inf/NaN gradient (a bf16 overflow, a degenerate batch) would turn every weight into NaN: skip it
+        optimizer.zero_grad(set_to_none=True)
+        logger.warning("non-finite gradient (norm %s, loss %s): step skipped, weights unchanged",
+                       float(norm), float(loss.detach()))  # fmt: skip
+        return loss
     optimizer.step()
     return loss
 
