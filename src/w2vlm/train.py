@@ -20,6 +20,8 @@ What it does:
 * SpecAugment through the model's own ``mask_time_prob`` / ``mask_feature_prob``;
 * AdamW with warm-up and cosine decay; the decay follows whichever is further along, the steps or the
   wall-clock budget (``time_limit_s``), so a time-limited run still ends with an annealed model;
+* gradients clipped to ``max_grad_norm``; a step whose gradient is not finite is skipped and logged, so
+  one bad batch cannot turn the weights into NaN;
 * bf16 autocast (no loss scaling needed) on CUDA and on CPUs with native bf16 arithmetic (AMX or
   AVX512-BF16: about 1.5x faster steps there), float32 elsewhere;
 * a checkpoint (model, optimizer, random states, progress) every ``save_every`` steps and at the end of
