@@ -119,7 +119,7 @@ def main() -> int:
         summary["training"] = {k: t.get(k) for k in ("train_seconds", "device", "steps", "train_audio_hours")}
         if t.get("averaged_from"):
             parts = [f"{Path(a['model']).name} ({a['weight']:.2f})" for a in t["averaged_from"]]
-            print(f"weights averaged from {', '.join(parts)} (recipes/embedded/average.py)")
+            print(f"weights averaged from {', '.join(parts)} (w2vlm average)")
             summary["training"]["averaged_from"] = t["averaged_from"]
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -214,6 +214,27 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+def test_snapshot_every_keeps_loadable_copies_of_the_weights(tiny_manifest: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCTC
+
+    from w2vlm.average import average_models
+
+    out = tmp_path / "model"
+    result = train(_config(tiny_manifest, out, epochs=2, batch_seconds=1.0, dev_manifest=None, snapshot_every=2))
+    snaps = sorted((tmp_path / "model.snapshots").iterdir())
+    assert [p.name for p in snaps] == [f"step-{s:07d}" for s in range(2, result.steps + 1, 2)]
+    info = json.loads((snaps[-1] / "training_info.json").read_text())
+    assert info["steps"] == 2 * len(snaps) and info["snapshot_of"] == str(out)
+    AutoModelForCTC.from_pretrained(str(snaps[0]))
+    if result.steps % 2 == 0:  # the last snapshot was taken after the last step: the final weights
+        final, last = _weights(out), _weights(snaps[-1])
+        assert all(torch.equal(final[k], last[k]) for k in final)
+    first, second = _weights(snaps[0]), _weights(snaps[1])
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # training moved on between them
+    avg = average_models([tmp_path / "model.snapshots"], tmp_path / "avg", last=2)
+    assert len(json.loads((avg / "training_info.json").read_text())["averaged_from"]) == 2
+
+
 @pytest.mark.parametrize("how", ["crash", "sigint"])
 def test_resume_within_an_epoch_matches_an_uninterrupted_run(
     tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
@@ -527,6 +548,7 @@ def test_parse_config_overrides_reads_json_values_else_strings() -> None:
         ({"epochs": 0}, r"--epochs \(epochs\): 0"),
         ({"pad_extra_prob": 1.5}, r"pad_extra_prob: 1.5; expected a probability between 0 and 1"),
         ({"mask_time_prob": -0.1}, r"--mask-time-prob"),
+        ({"snapshot_every": -1}, r"--snapshot-every \(snapshot_every\): -1; expected a number >= 0"),
     ],
 )
 def test_settings_out_of_range_are_named(tiny_manifest: Path, tmp_path: Path, setting: dict, message: str) -> None:

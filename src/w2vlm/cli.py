@@ -281,6 +281,14 @@ def train_command(
     save_every: Annotated[
         int, typer.Option("--save-every", help="Checkpoint every N steps (0: per epoch only).")
     ] = 1000,
+    snapshot_every: Annotated[
+        int,
+        typer.Option(
+            "--snapshot-every",
+            help="Also keep the weights every N steps as a model folder of its own, OUTPUT.snapshots/step-NNNNNNN "
+            "(hub layout), to pick from or average (0: off; the checkpoint keeps only the latest).",
+        ),
+    ] = 0,
     resume: Annotated[
         bool,
         typer.Option(
@@ -355,6 +363,7 @@ def train_command(
         device=device,
         amp=amp,
         save_every=save_every,
+        snapshot_every=snapshot_every,
         resume=resume,
         lm_dir=Path(lm) if lm else None,
         save_dtype=save_dtype,
@@ -382,6 +391,54 @@ def train_command(
     if result.stopped_for == "memory":
         err.print(f"stopped: over --max-memory {max_memory:g} GB; --resume goes on", highlight=False)
         raise typer.Exit(EXIT_MEMORY)
+
+
+@app.command("average")
+def average_command(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model folders of one architecture, or folders of them (e.g. OUTPUT.snapshots from "
+            "`w2vlm train --snapshot-every`), taken in name order."
+        ),
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="Model folder to write.")],
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="Comma-separated weight per model folder, e.g. 1,3.  \\[default: equal]"),
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option("--last", help="Average only the last N model folders.  \\[default: all]")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Average the weights of model folders (checkpoint averaging, or a soup of consecutive runs).
+
+    Float tensors become the weighted mean; the other files come from the last model folder."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.average import average_models
+    from w2vlm.errors import W2vlmError
+
+    err = Console(stderr=True)
+    parsed: list[float] | None = None
+    if weights is not None:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected comma-separated numbers such as 1,3; got {weights!r}", param_hint="'--weights'"
+            ) from None
+    try:
+        out = average_models(models, output, weights=parsed, last=last, overwrite=overwrite)
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    import json
+
+    averaged = json.loads((out / "training_info.json").read_text())["averaged_from"]
+    Console().print(f"averaged {len(averaged)} models into {escape(str(out))}", highlight=False)
 
 
 @app.command("transcribe")

@@ -27,6 +27,9 @@ What it does:
 * a checkpoint (model, optimizer, random states, progress) every ``save_every`` steps and at the end of
   each epoch; ``resume=True`` continues from it where it stopped, in the middle of an epoch too, with the
   same batch order an uninterrupted run would have had;
+* with ``snapshot_every``, a copy of the weights every so many steps as a model folder of its own
+  (``OUTPUT.snapshots/step-NNNNNNN``, hub layout), to pick from or average; the checkpoint keeps only the
+  latest;
 * Ctrl-C (SIGINT) or SIGTERM stops after the current step and saves a checkpoint and the model; a
   second Ctrl-C aborts at once;
 * greedy WER/CER on a dev manifest after every epoch;
@@ -210,6 +213,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     save_every: int = 1000
+    snapshot_every: int = 0
     resume: bool = False
     lm_dir: Path | None = None
     save_dtype: str = "float32"
@@ -240,6 +244,7 @@ class TrainConfig:
             ("max_grad_norm", "", self.max_grad_norm, True),
             ("max_duration_s", "--max-duration", self.max_duration_s, True),
             ("save_every", "--save-every", self.save_every, False),
+            ("snapshot_every", "--snapshot-every", self.snapshot_every, False),
             ("log_every", "", self.log_every, True),
             ("pad_blank_weight", "--pad-blank-weight", self.pad_blank_weight, False),
             ("pad_multiple_s", "--pad-multiple", self.pad_multiple_s, False),
@@ -1185,6 +1190,13 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         (ckpt_dir / "state.json.tmp").write_text(json.dumps(state) + "\n")
         os.replace(ckpt_dir / "state.json.tmp", ckpt_dir / "state.json")
 
+    snap_root = out_dir.with_name(out_dir.name + ".snapshots")
+
+    def save_snapshot() -> None:
+        info = {"steps": step, "epoch": epoch, "train_seconds": round(elapsed_before + time.time() - t_train, 1),
+                "snapshot_of": str(out_dir)}  # fmt: skip
+        save_hub_layout(model, extractor, hf_tokenizer, snap_root / f"step-{step:07d}", None, cfg.save_dtype, info)
+
     t_train = time.time()
     last_loss = float("nan")
     loss_window: list[float] = []
@@ -1250,6 +1262,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 progress.update(task, completed=step, info=f"ep {epoch} loss {last_loss:.3f} lr {lr:.1e}")
                 if cfg.save_every and step % cfg.save_every == 0:
                     save_checkpoint()
+                if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                    save_snapshot()
             else:
                 epoch += 1
                 epoch_rng = None
