@@ -97,7 +97,7 @@ def test_average_models_bad_input_names_the_problem(tmp_path: Path, tiny_ctc_fac
         average_models([m1, tmp_path / "empty"], tmp_path / "o")
     with pytest.raises(AverageError, match="is one of the inputs"):
         average_models([m1, m1], m1)
-    with pytest.raises(AverageError, match="last: 0"):
+    with pytest.raises(AverageError, match=r"--last \(last\): 0"):
         average_models([m1, m1], tmp_path / "o", last=0)
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -94,7 +94,7 @@ def model_folders(inputs: Sequence[str | Path], last: int | None = None) -> list
         found.extend(inner)
     if last is not None:
         if last < 1:
-            raise AverageError(f"last: {last}; expected a number >= 1")
+            raise AverageError(f"--last (last): {last}; expected a number >= 1")
         found = found[-last:]
     return found
 
@@ -121,7 +121,7 @@ def average_models(
     if any(m.resolve() == resolved for m in models):
         raise AverageError(f"output {out} is one of the inputs; write to a new folder")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise AverageError(f"output {out} already exists; choose a new folder, or overwrite it")
+        raise AverageError(f"output {out} already exists; choose a new folder, or overwrite it (--overwrite)")
     norm = normalised_weights(list(weights) if weights is not None else [1.0] * len(models), len(models))
     states = []
     for m in models:
