@@ -418,7 +418,7 @@ def average_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from w2vlm.average import average_models
+    from w2vlm.average import average_models, model_folders
     from w2vlm.errors import W2vlmError
 
     err = Console(stderr=True)
@@ -431,14 +431,12 @@ def average_command(
                 f"expected comma-separated numbers such as 1,3; got {weights!r}", param_hint="'--weights'"
             ) from None
     try:
-        out = average_models(models, output, weights=parsed, last=last, overwrite=overwrite)
+        folders = model_folders(models, last)
+        out = average_models(folders, output, weights=parsed, overwrite=overwrite)
     except W2vlmError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    import json
-
-    averaged = json.loads((out / "training_info.json").read_text())["averaged_from"]
-    Console().print(f"averaged {len(averaged)} models into {escape(str(out))}", highlight=False)
+    Console().print(f"averaged {len(folders)} models into {escape(str(out))}", highlight=False)
 
 
 @app.command("transcribe")
