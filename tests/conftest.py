@@ -333,3 +333,10 @@ def tiny_ctc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     return build_tiny_ctc_checkpoint(tmp_path_factory.mktemp("tiny_ctc") / "model")
+
+
+def model_weights(folder: Path) -> dict:
+    """The tensors of ``folder/model.safetensors`` (a model folder in the hub layout)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))

@@ -13,15 +13,10 @@ pytest.importorskip("transformers")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from conftest import model_weights  # noqa: E402
 from w2vlm.average import AverageError, average_models, average_state_dicts  # noqa: E402
 from w2vlm.cli import app  # noqa: E402
 from w2vlm.errors import W2vlmError  # noqa: E402
-
-
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
 
 
 def test_average_state_dicts_weighted_mean_and_exact_ints() -> None:
@@ -62,7 +57,7 @@ def test_average_models_writes_a_loadable_model_with_what_was_averaged(tmp_path:
     m2 = tiny_ctc_factory("m2", with_lm=True, seed=2)
     (m1 / "training_info.json").write_text(json.dumps({"steps": 10, "dev": {"wer": 0.5}}))
     out = average_models([m1, m2], tmp_path / "avg", weights=[1, 3])
-    s1, s2, avg = (_weights(d) for d in (m1, m2, out))
+    s1, s2, avg = (model_weights(d) for d in (m1, m2, out))
     name = next(k for k, v in s1.items() if v.is_floating_point() and not torch.equal(v, s2[k]))
     assert torch.allclose(avg[name], 0.25 * s1[name] + 0.75 * s2[name], atol=1e-6)
     info = json.loads((out / "training_info.json").read_text())
@@ -78,12 +73,12 @@ def test_average_models_writes_a_loadable_model_with_what_was_averaged(tmp_path:
 def test_a_folder_of_model_folders_stands_for_them_in_name_order(tmp_path: Path, tiny_ctc_factory) -> None:
     snaps = tmp_path / "run.snapshots"
     folders = [tiny_ctc_factory(f"run.snapshots/step-{i:07d}", with_lm=False, seed=i) for i in (250, 500, 750)]
-    states = [_weights(f) for f in folders]
+    states = [model_weights(f) for f in folders]
     out = average_models([snaps], tmp_path / "last2", last=2)
     info = json.loads((out / "training_info.json").read_text())
     assert [Path(e["model"]).name for e in info["averaged_from"]] == ["step-0000500", "step-0000750"]
     name = next(k for k, v in states[1].items() if v.is_floating_point() and not torch.equal(v, states[2][k]))
-    assert torch.allclose(_weights(out)[name], (states[1][name] + states[2][name]) / 2, atol=1e-6)
+    assert torch.allclose(model_weights(out)[name], (states[1][name] + states[2][name]) / 2, atol=1e-6)
 
 
 def test_average_models_bad_input_names_the_problem(tmp_path: Path, tiny_ctc_factory) -> None:
@@ -97,6 +92,9 @@ def test_average_models_bad_input_names_the_problem(tmp_path: Path, tiny_ctc_fac
         average_models([m1, tmp_path / "empty"], tmp_path / "o")
     with pytest.raises(AverageError, match="is one of the inputs"):
         average_models([m1, m1], m1)
+    with pytest.raises(AverageError, match="holds the input"):  # --overwrite would delete the inputs
+        average_models([m1, m1], tmp_path, overwrite=True)
+    assert (m1 / "model.safetensors").is_file()
     with pytest.raises(AverageError, match=r"--last \(last\): 0"):
         average_models([m1, m1], tmp_path / "o", last=0)
     broken = tmp_path / "broken"

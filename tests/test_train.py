@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import model_weights
 from w2vlm.errors import ManifestError, ModelError
 from w2vlm.train import (
     DEFAULT_VOCAB,
@@ -208,12 +209,6 @@ def test_stop_after_pauses_and_resume_finishes_the_same_schedule(tiny_manifest: 
     assert json.loads((out / "training_info.json").read_text())["paused"] is False
 
 
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
 def test_snapshot_every_keeps_loadable_copies_of_the_weights(tiny_manifest: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCTC
 
@@ -227,9 +222,9 @@ def test_snapshot_every_keeps_loadable_copies_of_the_weights(tiny_manifest: Path
     assert info["steps"] == 2 * len(snaps) and info["snapshot_of"] == str(out)
     AutoModelForCTC.from_pretrained(str(snaps[0]))
     if result.steps % 2 == 0:  # the last snapshot was taken after the last step: the final weights
-        final, last = _weights(out), _weights(snaps[-1])
+        final, last = model_weights(out), model_weights(snaps[-1])
         assert all(torch.equal(final[k], last[k]) for k in final)
-    first, second = _weights(snaps[0]), _weights(snaps[1])
+    first, second = model_weights(snaps[0]), model_weights(snaps[1])
     assert any(not torch.equal(first[k], second[k]) for k in first)  # training moved on between them
     avg = average_models([tmp_path / "model.snapshots"], tmp_path / "avg", last=2)
     assert len(json.loads((avg / "training_info.json").read_text())["averaged_from"]) == 2
@@ -281,7 +276,7 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
 
     done = train(_config(tiny_manifest, out, **kw, resume=True))
     assert done.steps == whole.steps and done.epochs_completed == 2
-    ref, got = _weights(tmp_path / "whole"), _weights(out)
+    ref, got = model_weights(tmp_path / "whole"), model_weights(out)
     assert ref.keys() == got.keys()
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -365,7 +360,6 @@ def test_sortagrad_orders_only_when_asked(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_train_command_from_scratch_then_init_from(tiny_manifest: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
     from typer.testing import CliRunner
 
     from w2vlm.cli import app
@@ -389,7 +383,7 @@ def test_train_command_from_scratch_then_init_from(tiny_manifest: Path, tmp_path
         json.loads((second / "config.json").read_text())["hidden_size"]
         == json.loads((first / "config.json").read_text())["hidden_size"]
     )
-    before, after = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    before, after = model_weights(first), model_weights(second)
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from the first model
 
@@ -768,7 +762,7 @@ def test_training_through_the_audio_cache_matches_training_without(tiny_manifest
     plain = train(_config(tiny_manifest, tmp_path / "plain", epochs=2))
     cached = train(_config(tiny_manifest, tmp_path / "cached", epochs=2, audio_cache=tmp_path / "cache"))
     assert cached.steps == plain.steps
-    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "cached")
+    a, b = model_weights(tmp_path / "plain"), model_weights(tmp_path / "cached")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len(list((tmp_path / "cache").glob("*.int16"))) == 1  # train and dev manifest are one file here
 
@@ -827,7 +821,7 @@ def test_max_memory_releases_free_pages_then_stops_and_resume_goes_on(
     monkeypatch.setattr(train_module, "train_step", real_step)
     done = train(_config(tiny_manifest, out, epochs=6, batch_seconds=1.5, dev_manifest=None, resume=True))
     assert done.steps == whole.steps and done.stopped_for is None
-    a, b = _weights(tmp_path / "whole"), _weights(out)
+    a, b = model_weights(tmp_path / "whole"), model_weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

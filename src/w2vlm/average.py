@@ -118,8 +118,10 @@ def average_models(
         raise AverageError(f"give at least two model folders to average, got {len(models)}")
     out = Path(out)
     resolved = out.resolve()
-    if any(m.resolve() == resolved for m in models):
-        raise AverageError(f"output {out} is one of the inputs; write to a new folder")
+    for m in models:  # replacing the output must not delete an input: not one of them, nor a folder above one
+        if m.resolve() == resolved or resolved in m.resolve().parents:
+            what = "is one of the inputs" if m.resolve() == resolved else f"holds the input {m}"
+            raise AverageError(f"output {out} {what}; write to a new folder")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise AverageError(f"output {out} already exists; choose a new folder, or overwrite it (--overwrite)")
     norm = normalised_weights(list(weights) if weights is not None else [1.0] * len(models), len(models))
