@@ -119,8 +119,9 @@ def average_models(
     out = Path(out)
     resolved = out.resolve()
     for m in models:  # replacing the output must not delete an input: not one of them, nor a folder above one
-        if m.resolve() == resolved or resolved in m.resolve().parents:
-            what = "is one of the inputs" if m.resolve() == resolved else f"holds the input {m}"
+        where = m.resolve()
+        if where == resolved or resolved in where.parents:
+            what = "is one of the inputs" if where == resolved else f"holds the input {m}"
             raise AverageError(f"output {out} {what}; write to a new folder")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise AverageError(f"output {out} already exists; choose a new folder, or overwrite it (--overwrite)")
