@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 
 from w2vlm.errors import W2vlmError
+from w2vlm.results import SEGMENT_MAX_CHARS, SEGMENT_MAX_S, Alternative, Transcript, Word, segment_words
 from w2vlm.writers import (
     FORMATS,
-    SEGMENT_MAX_CHARS,
-    SEGMENT_MAX_S,
-    Alternative,
-    Transcript,
-    Word,
     atomic_write_text,
     expand_formats,
     render,
-    segment_words,
     srt_time,
     vtt_time,
     write_transcript,

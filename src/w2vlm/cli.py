@@ -33,6 +33,12 @@ ModelOption = Annotated[
     typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype", help="auto, float32, float16 or bfloat16; auto: bfloat16 (or float16) on CUDA, float32 on a CPU."
+    ),
+]
 QuantizeOption = Annotated[
     str | None,
     typer.Option(
@@ -473,7 +479,15 @@ def transcribe_command(
         ),
     ] = None,
     device: DeviceOption = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Audio windows per model forward pass.")] = 1,
+    dtype: DtypeOption = "auto",
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="At most this many audio windows per model forward pass; batches are formed from windows of "
+            "similar length within a budget of padded audio.  \\[default: the budget alone]",
+        ),
+    ] = None,
     chunk_length: Annotated[
         float | None,
         typer.Option(
@@ -575,6 +589,7 @@ def transcribe_command(
         "lm": lm,
         "no_lm": no_lm,
         "device": device,
+        "dtype": dtype,
         "quantize": quantize,
         "batch_size": batch_size,
         "chunk_length_s": chunk_length,

@@ -6,7 +6,7 @@ The job is a Ray Data pipeline of two stages:
    the cluster has GPUs, else CPU): audio file → logits (the same windowing and batching as
    ``w2vlm transcribe``).
 2. **Decoding** in CPU tasks: logits → transcript with the model's LM (or ``--lm``, ``--no-lm``), hotwords
-   and n-best, by the same code as ``w2vlm transcribe`` (:class:`w2vlm.transcribe.LogitsDecoder`), so the
+   and n-best, by the same code as ``w2vlm transcribe`` (:class:`w2vlm.engine.decoding.TranscriptDecoder`), so the
    transcripts are the same. Each worker process loads the decoder (and LM) once and keeps it.
 
 Results are written by Ray's own writers into ``output_dir`` as JSON lines (``*.json``) or Parquet files,
@@ -38,8 +38,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from w2vlm.engine.decoding import describe
 from w2vlm.errors import W2vlmError
-from w2vlm.transcribe import TranscribeOptions, _describe_error, _duration
+from w2vlm.results import Transcript
+from w2vlm.transcribe import TranscribeOptions, build_processor
 
 logger = logging.getLogger("w2vlm.distributed")
 
@@ -215,34 +217,24 @@ class AcousticStage:
     def __init__(self) -> None:
         import torch
 
+        from w2vlm.engine import Engine
         from w2vlm.model import load_model, resolve_model_path
-        from w2vlm.pipeline import CTCLogitsRunner
-        from w2vlm.processor import load_feature_extractor
 
         torch.set_num_threads(max(1, self.threads))
         self.options = TranscribeOptions(**self.options_dict)
         folder = resolve_model_path(self.options.model)
-        model = load_model(folder, device=self.options.device, quantize=self.options.quantize)
-        self.runner = CTCLogitsRunner(model, load_feature_extractor(folder))
+        model = load_model(
+            folder, device=self.options.device, dtype=self.options.model_dtype(), quantize=self.options.quantize
+        )
+        processor = build_processor(folder, self.options)
+        self.engine = Engine(model, processor, self.options.engine_config().with_(workers=max(1, self.threads)))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
-        logits: list[np.ndarray | None] = [None] * len(paths)
-        errors = [""] * len(paths)
-        opts = self.options
-        try:
-            got = self.runner.compute_logits(paths, opts.chunk_length_s, None, opts.batch_size)
-            logits = list(got)
-        except Exception:  # find the bad file(s): one by one
-            for i, path in enumerate(paths):
-                try:
-                    logits[i] = self.runner.compute_logits([path], opts.chunk_length_s, None, opts.batch_size)[0]
-                except Exception as exc:
-                    errors[i] = _describe_error(exc)
-        spf = self.runner.ratio / self.runner.sampling_rate
-        durations = [
-            _duration(Path(path), lg.shape[0] * spf) if lg is not None else 0.0 for path, lg in zip(paths, logits)
-        ]
+        outputs = list(self.engine.log_probs(paths))
+        logits = [lp for lp, _, _ in outputs]
+        errors = [error or "" for _, _, error in outputs]
+        spf = self.engine.runner.ratio / self.engine.sampling_rate
         empty = np.zeros((0, 0), np.float32)
         return {
             **{k: batch[k] for k in ("id", "audio", "path", "reference")},
@@ -250,7 +242,7 @@ class AcousticStage:
             "frames": np.array([lg.shape[0] if lg is not None else 0 for lg in logits], dtype=np.int64),
             "vocab": np.array([lg.shape[1] if lg is not None else 0 for lg in logits], dtype=np.int64),
             "seconds_per_frame": np.full(len(paths), spf),
-            "duration": np.array(durations, dtype=np.float64),
+            "duration": np.array([secs for _, secs, _ in outputs], dtype=np.float64),
             "error": np.array(errors, dtype=object),
         }
 
@@ -266,14 +258,14 @@ _DECODERS: dict[str, Any] = {}
 
 def _decoder_for(options: TranscribeOptions, model_name: str, seconds_per_frame: float) -> Any:
     """This worker process's decoder for ``options`` (loaded once, then reused by later tasks)."""
+    from w2vlm.engine.decoding import TranscriptDecoder
     from w2vlm.model import resolve_model_path
-    from w2vlm.transcribe import LogitsDecoder, build_processor
 
     key = json.dumps([dataclasses.asdict(options), model_name, seconds_per_frame], sort_keys=True, default=str)
     if key not in _DECODERS:
         processor = build_processor(resolve_model_path(options.model), options)
         _DECODERS.clear()
-        _DECODERS[key] = LogitsDecoder(processor, options, model_name, seconds_per_frame)
+        _DECODERS[key] = TranscriptDecoder(processor.decoder, seconds_per_frame, model_name)
     return _DECODERS[key]
 
 
@@ -299,12 +291,13 @@ def decode_stage(
                 )
                 for i in ok
             ]
-            outcomes = decoder.decode([str(batch["audio"][i]) for i in ok], mats, word_timestamps, threads)
+            names = [str(batch["audio"][i]) for i in ok]
+            outcomes = decoder.decode(names, mats, opts.decode_config(word_timestamps), threads)
         except Exception as exc:  # the decoder itself could not be built: every item of the batch failed
-            outcomes = [exc] * len(ok)
+            outcomes = [Transcript(audio="", text="", duration=0.0, error=describe(exc)) for _ in ok]
         for i, outcome in zip(ok, outcomes):
-            if isinstance(outcome, Exception):
-                errors[i] = _describe_error(outcome)
+            if outcome.error is not None:
+                errors[i] = outcome.error
                 continue
             texts[i] = outcome.text
             words[i] = [

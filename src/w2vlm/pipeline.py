@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from w2vlm.audio import audio_duration, is_url, iter_audio_blocks, load_audio
+from w2vlm.engine.alignment import char_spans_from_beam
 from w2vlm.errors import AudioError, DecoderInputError, ModelError
 from w2vlm.processor import beam_fields
 
@@ -565,94 +566,6 @@ def _check_decoder_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
             f"decoder_kwargs: unknown keys {sorted(unknown)}; expected some of {sorted(_DECODER_KWARGS)}"
         )
     return kwargs
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def ctc_align(logp: np.ndarray, tokens: Sequence[int], blank: int) -> list[tuple[int, int]]:
-    """Viterbi CTC alignment of ``tokens`` to ``logp`` (frames, vocab); per token its (start, end) frames,
-    end exclusive (a token spans the frames where it is emitted, repeats included). Frames must be at least
-    as many as the tokens plus the blanks required between repeated tokens."""
-    n, length = logp.shape[0], len(tokens)
-    if length == 0:
-        return []
-    ext = [blank]
-    for t in tokens:
-        ext += [t, blank]
-    ext_arr = np.asarray(ext)
-    s = len(ext)
-    neg = -np.inf
-    score = np.full(s, neg)
-    score[0] = logp[0, blank]
-    score[1] = logp[0, ext[1]]
-    back = np.zeros((n, s), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
-    can_skip = np.zeros(s, dtype=bool)
-    can_skip[2:] = (ext_arr[2:] != blank) & (ext_arr[2:] != ext_arr[:-2])
-    emit = logp[:, ext_arr]
-    for f in range(1, n):
-        stay = score
-        one = np.concatenate([[neg], score[:-1]])
-        two = np.where(can_skip, np.concatenate([[neg, neg], score[:-2]]), neg)
-        choice = np.argmax(np.stack([stay, one, two]), axis=0)
-        best = np.choose(choice, [stay, one, two])
-        back[f] = choice
-        score = best + emit[f]
-    end = s - 1 if score[s - 1] >= score[s - 2] else s - 2
-    if not np.isfinite(score[end]):
-        raise DecoderInputError(f"ctc_align: {n} frames cannot hold {length} tokens")
-    state_at = np.empty(n, dtype=np.int64)
-    state = end
-    for f in range(n - 1, -1, -1):
-        state_at[f] = state
-        state -= int(back[f, state])
-    spans: list[tuple[int, int]] = []
-    for k in range(length):
-        frames = np.flatnonzero(state_at == 2 * k + 1)
-        spans.append((int(frames[0]), int(frames[-1]) + 1))
-    return spans
-
-
-def char_spans_from_beam(beam: Any, logits: np.ndarray | None, labels: Sequence[str]) -> list[tuple[str, tuple]]:
-    """Character (start, end) frames of a beam's words (spaces excluded).
-
-    Uses the decoder's own token spans when the beam carries them (``beam.char_frames``: each emitted token
-    with its frames); otherwise aligns each word's characters to the logits within the word's frames (CTC
-    Viterbi)."""
-    own = getattr(beam, "char_frames", None)
-    if own:
-        return [(ch, (int(s), int(e))) for ch, (s, e) in own if ch.strip()]
-    index = {label: i for i, label in enumerate(labels)}
-    blank = index.get("", 0)
-    logp = _log_softmax(logits) if logits is not None and logits.size else None
-    spans: list[tuple[str, tuple[int, int]]] = []
-    for word, (start, end) in beam_fields(beam)[1]:
-        chars = list(word)
-        ids = [index.get(ch, index.get("⁇", -1)) for ch in chars]
-        if logp is None:  # no logits kept (incremental decoding): spread the word's frames evenly
-            spans.extend(
-                (ch, (start + s, start + e))
-                for ch, (s, e) in zip(chars, _even_split(len(chars), end - start), strict=True)
-            )
-            continue
-        if any(i < 0 for i in ids) or end <= start:
-            # a word made of multi-character (BPE) tokens: one span for the whole word
-            spans.append((word, (int(start), int(end))))
-            continue
-        try:
-            local = ctc_align(logp[start:end], ids, blank)
-        except DecoderInputError:
-            local = _even_split(len(chars), end - start)
-        spans.extend((ch, (start + s, start + e)) for ch, (s, e) in zip(chars, local, strict=True))
-    return spans
-
-
-def _even_split(count: int, frames: int) -> list[tuple[int, int]]:
-    edges = np.linspace(0, frames, count + 1).round().astype(int)
-    return [(int(edges[i]), int(max(edges[i + 1], edges[i] + 1))) for i in range(count)]
 
 
 class _CallableModule(types.ModuleType):

@@ -20,15 +20,17 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
+from w2vlm.engine.alignment import greedy_words
+from w2vlm.engine.config import DTYPES, DecodeConfig, EngineConfig, resolve_dtype_name
 from w2vlm.errors import LanguageModelError, W2vlmError
-from w2vlm.writers import Alternative, Transcript, Word, expand_formats, output_paths, render, write_transcript
+from w2vlm.results import Transcript
+from w2vlm.writers import expand_formats, output_paths, render, write_transcript
 
 logger = logging.getLogger("w2vlm.transcribe")
 
@@ -37,9 +39,6 @@ _EXTENSION_NAMES = (
     "wav wave flac mp3 ogg oga opus spx m4a m4b aac wma aif aiff aifc au snd caf amr 3gp webm mka mkv mp4 mov avi wv"
 )
 AUDIO_EXTENSIONS = frozenset("." + name for name in _EXTENSION_NAMES.split())
-
-#: Beams kept when a long input is decoded incrementally; their agreement feeds the word confidences.
-STREAM_CONFIDENCE_BEAMS = 16
 
 
 class TranscribeError(W2vlmError, ValueError):
@@ -54,8 +53,9 @@ class TranscribeOptions:
     lm: str | None = None
     no_lm: bool = False
     device: str = "auto"
+    dtype: str = "auto"
     quantize: str | None = None
-    batch_size: int = 1
+    batch_size: int | None = None
     chunk_length_s: float | None = None
     beam_width: int | None = None
     alpha: float | None = None
@@ -65,7 +65,7 @@ class TranscribeOptions:
     threads: int | None = None
 
     def validate(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise TranscribeError(f"--batch-size: must be at least 1; got {self.batch_size}")
         if self.chunk_length_s is not None and self.chunk_length_s <= 0:
             raise TranscribeError(f"--chunk-length: must be a positive number of seconds; got {self.chunk_length_s}")
@@ -85,10 +85,46 @@ class TranscribeOptions:
             if value is not None and not np.isfinite(value):
                 raise TranscribeError(f"{name}: must be a finite number; got {value}")
 
+        if self.dtype not in DTYPES:
+            raise TranscribeError(f"--dtype: expected one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.quantize is not None and self.dtype not in ("auto", "float32"):
+            raise TranscribeError("--quantize int8 runs float32 activations; it cannot go with --dtype " + self.dtype)
+
     @property
     def greedy(self) -> bool:
         """Best-path decoding: no LM and nothing that needs a beam search."""
         return self.no_lm and self.beam_width is None and self.n_best == 1 and not self.hotwords
+
+    def decode_config(self, word_timestamps: bool) -> DecodeConfig:
+        """How the engine decodes for these options (the LM, when used, is the processor's)."""
+        return DecodeConfig(
+            use_lm=not self.no_lm,
+            beam_width=self.beam_width,
+            hotwords=tuple(self.hotwords),
+            n_best=self.n_best,
+            timestamps="word" if word_timestamps else None,
+            word_confidences=word_timestamps,
+        )
+
+    def engine_config(self) -> EngineConfig:
+        """How the engine feeds the model for these options."""
+        budget = self.threads or _available_cpus()
+        return EngineConfig(
+            device=self.device,
+            dtype=self.dtype,
+            quantize=self.quantize,
+            chunk_length_s=self.chunk_length_s,
+            batch_size=self.batch_size,
+            decode_threads=max(1, budget - budget // 2),
+        )
+
+    def model_dtype(self) -> str | None:
+        """The dtype to load the model in (``auto``: bf16/fp16 on CUDA, float32 on a CPU)."""
+        from w2vlm.model import resolve_device
+
+        if self.quantize is not None:
+            return None
+        return resolve_dtype_name(self.dtype, resolve_device(self.device).type)
 
 
 def parse_hotwords(value: str | None) -> list[str]:
@@ -228,59 +264,35 @@ class FileResult:
     audio_seconds: float = 0.0
 
 
-@dataclass
-class _Pending:
-    file: InputFile
-    pieces: list[np.ndarray] = field(default_factory=list)
-    stream: Any = None
-    frames: int = 0
-    error: BaseException | None = None  # raised while feeding the stream (on the decoding thread)
-
-    def feed(self, piece: np.ndarray) -> None:
-        if self.error is None:
-            try:
-                self.stream.feed(piece)
-            except Exception as exc:
-                self.error = exc
-
-
 class Transcriber:
-    """Loads a model + decoder once and transcribes files with per-file error isolation."""
+    """Loads a model + decoder once and transcribes files through the engine (:mod:`w2vlm.engine`), with
+    per-file error isolation."""
 
     def __init__(self, options: TranscribeOptions) -> None:
         options.validate()
         self.options = options
         import torch
 
-        from w2vlm.model import resolve_model_path
-        from w2vlm.pipeline import pipeline
+        from w2vlm.engine import Engine
+        from w2vlm.model import load_model, resolve_model_path
 
-        # the model and the decoder run at the same time (see transcribe()), so the thread budget (default: the
-        # available CPUs) is split between them; torch's OpenMP threads slow down badly when oversubscribed
-        budget = options.threads or _available_cpus()
-        self.torch_threads = max(1, budget // 2)
-        self.decode_threads = max(1, budget - budget // 2)
-        torch.set_num_threads(self.torch_threads)
         self.folder = resolve_model_path(options.model)
         self.model_name = options.model if options.model is not None else "w2vlm embedded default"
         processor = build_processor(self.folder, options)
-        self.pipe = pipeline(
-            "automatic-speech-recognition",
-            model=str(self.folder),
-            processor=processor,
-            device=options.device,
-            quantize=options.quantize,
-            batch_size=options.batch_size,
-        )
+        engine_config = options.engine_config()
+        model = load_model(self.folder, device=options.device, dtype=options.model_dtype(), quantize=options.quantize)
+        self.engine = Engine(model, processor, engine_config, model_name=self.model_name)
+        if not self.engine.runner.on_cuda:
+            # the model and the decoder run at the same time, so the thread budget (default: the available
+            # CPUs) is split between them; torch's OpenMP threads slow down badly when oversubscribed
+            budget = options.threads or _available_cpus()
+            self.torch_threads = max(1, budget // 2)
+            torch.set_num_threads(self.torch_threads)
         self.processor = processor
-        self.decoding = LogitsDecoder(processor, options, self.model_name, self.pipe.ratio / self.pipe.sampling_rate)
-        self.group_size = max(4, options.batch_size, self.decode_threads)
 
     @property
     def mode(self) -> str:
-        return self.decoding.mode
-
-    # ------------------------------------------------------------------------------------------- run
+        return self.engine.decoding.mode(self.options.decode_config(False))
 
     def transcribe(
         self,
@@ -291,293 +303,18 @@ class Transcriber:
     ) -> Iterator[FileResult]:
         """Transcribe ``files`` in order, yielding one :class:`FileResult` per file as soon as it is done.
 
-        ``on_audio(seconds)`` is called as the model gets through audio (for a progress bar).
+        ``on_audio(seconds)`` is called as files are done (for a progress bar).
         """
-        # one decoding thread, in submission order: a long input's windows are fed to its incremental decoder
-        # there while the model computes the next windows; a group is decoded after its windows were fed
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="w2vlm-decode") as pool:
-            pending: Future | None = None
-            for start in range(0, len(files), self.group_size):
-                group = list(files[start : start + self.group_size])
-                computed, failed = self._logits_group(group, on_audio, pool, word_timestamps)
-                job = pool.submit(self._decode_group, computed, word_timestamps)
-                if pending is not None:
-                    yield from pending.result()
-                # failures of this group are reported once the group is done, in input order with the rest
-                pending = _merge_future(job, failed, group)
-            if pending is not None:
-                yield from pending.result()
-
-    def _logits_group(
-        self,
-        group: list[InputFile],
-        on_audio: Callable[[float], None] | None,
-        pool: ThreadPoolExecutor,
-        word_timestamps: bool,
-    ) -> tuple[list[_Pending], dict[int, FileResult]]:
-        """Model outputs for a group; on an error the group's files are retried one by one."""
-        try:
-            return self._logits(group, on_audio, pool, word_timestamps), {}
-        except Exception as exc:  # retry alone to isolate the bad file
-            if len(group) == 1:
-                return [], {0: FileResult(group[0], error=_describe_error(exc))}
-            logger.debug("group of %d failed (%s); retrying its files one by one", len(group), exc)
-        computed: list[_Pending] = []
-        failed: dict[int, FileResult] = {}
-        for i, file in enumerate(group):
-            try:
-                computed += self._logits([file], on_audio, pool, word_timestamps)
-            except Exception as exc:
-                failed[i] = FileResult(file, error=_describe_error(exc))
-        return computed, failed
-
-    def _logits(
-        self,
-        group: list[InputFile],
-        on_audio: Callable[[float], None] | None,
-        pool: ThreadPoolExecutor,
-        word_timestamps: bool,
-    ) -> list[_Pending]:
-        """Run the model over a group. Whole inputs keep their logits for the group's batch decoding; long
-        (chunked) inputs are fed window by window to an incremental decoder on the decoding thread and keep
-        their logits only when word confidences are wanted."""
-        opts = self.options
-        n_best = max(opts.n_best, STREAM_CONFIDENCE_BEAMS) if word_timestamps else opts.n_best
-        state = [_Pending(f) for f in group]
-        for item, piece, chunked in self.pipe.iter_logits(
-            [str(f.path) for f in group], opts.chunk_length_s, None, opts.batch_size
-        ):
-            st = state[item]
-            st.frames += piece.shape[0]
-            if chunked and not opts.greedy:
-                if st.stream is None:
-                    st.stream = self.processor.stream(**self.decoding.decode_kwargs, n_best=n_best)
-                pool.submit(st.feed, piece)
-                if word_timestamps:
-                    st.pieces.append(piece)
-            else:
-                st.pieces.append(piece)
+        decode = self.options.decode_config(word_timestamps)
+        paths = [str(f.path) for f in files]
+        for file, transcript in zip(files, self.engine.transcribe(paths, decode)):
             if on_audio is not None:
-                on_audio(piece.shape[0] * self.decoding.seconds_per_frame)
-        return state
-
-    def _decode_group(self, computed: list[_Pending], word_timestamps: bool) -> list[FileResult]:
-        results: list[FileResult] = []
-        whole = [p for p in computed if p.stream is None]
-        decoded = self.decoding.decode(
-            [str(p.file.path) for p in whole], [self._concat(p) for p in whole], word_timestamps, self.decode_threads
-        )
-        outcome_of = {id(p): d for p, d in zip(whole, decoded)}
-        for p in computed:
-            audio_seconds = _duration(p.file.path, p.frames * self.decoding.seconds_per_frame)
-            try:
-                if p.stream is not None:
-                    transcript = self.decoding.from_beams(str(p.file.path), *self._finalize_stream(p, word_timestamps))
-                else:
-                    transcript = outcome_of[id(p)]
-                    if isinstance(transcript, Exception):
-                        raise transcript
-            except Exception as exc:
-                results.append(FileResult(p.file, error=_describe_error(exc), audio_seconds=audio_seconds))
+                on_audio(transcript.duration)
+            if transcript.error is not None:
+                yield FileResult(file, error=transcript.error, audio_seconds=transcript.duration)
                 continue
-            transcript.duration = audio_seconds
             transcript.word_timestamps = word_timestamps
-            results.append(FileResult(p.file, transcript=transcript, audio_seconds=audio_seconds))
-            p.pieces.clear()
-        return results
-
-    # ------------------------------------------------------------------------------------------ results
-
-    def _concat(self, p: _Pending) -> np.ndarray:
-        if not p.pieces:
-            return np.zeros((0, self.decoding.vocab), np.float32)
-        return p.pieces[0] if len(p.pieces) == 1 else np.concatenate(p.pieces)
-
-    def _finalize_stream(self, p: _Pending, confidences: bool) -> tuple[list[Any], list[float]]:
-        """Beams of an incrementally decoded input and, when asked for, the best beam's word confidences
-        (computed from the input's log-probabilities, which the stream does not keep)."""
-        from w2vlm.decoder import to_log_probs
-        from w2vlm.decoder.confidence import word_confidences
-
-        if p.error is not None:
-            raise p.error
-        beams = p.stream.finalize()
-        if not beams or not confidences:
-            return beams, []
-        lp = to_log_probs(self._concat(p), self.decoding.vocab)
-        return beams, word_confidences(beams, lp, self.decoding.labels, self.processor.decoder.language_model)[0]
-
-
-class LogitsDecoder:
-    """The decoding half of :class:`Transcriber`: model outputs (logits) to :class:`Transcript` objects, with
-    the options' decoding mode, LM, hotwords and n-best. Also used by :mod:`w2vlm.distributed`, so that its
-    transcripts are those of ``w2vlm transcribe``."""
-
-    def __init__(self, processor: Any, options: TranscribeOptions, model_name: str, seconds_per_frame: float) -> None:
-        from w2vlm.processor import decoder_is_bpe, decoder_labels
-
-        self.processor = processor
-        self.options = options
-        self.model_name = model_name
-        self.seconds_per_frame = seconds_per_frame
-        self.labels = decoder_labels(processor.decoder)
-        self.is_bpe = decoder_is_bpe(processor.decoder)
-        self.vocab = len(self.labels)
-        self.has_lm = getattr(processor.decoder, "language_model", None) is not None
-        self.decode_kwargs: dict[str, Any] = {
-            "beam_width": options.beam_width,
-            "hotwords": options.hotwords or None,
-        }
-
-    @property
-    def mode(self) -> str:
-        if self.options.greedy:
-            return "greedy"
-        return "beam search + LM" if self.has_lm else "beam search, no LM"
-
-    def decode(
-        self, audio: Sequence[str], logits: Sequence[np.ndarray], word_timestamps: bool, threads: int
-    ) -> list[Transcript | Exception]:
-        """Transcripts of whole inputs (``audio`` names them), decoded in parallel on ``threads`` native
-        threads; an input that fails gets its exception in its place."""
-        if self.options.greedy:
-            out: list[Transcript | Exception] = []
-            for name, lg in zip(audio, logits):
-                try:
-                    out.append(self.greedy(name, lg))
-                except Exception as exc:
-                    out.append(exc)
-            return out
-        if not logits:
-            return []
-        conf = None if word_timestamps else []
-        try:
-            beams = self.processor.decode_beams_batch(list(logits), num_threads=threads, **self.decode_kwargs)
-            return [self.from_beams(name, b, conf) for name, b in zip(audio, beams)]
-        except Exception:  # decode one by one to find the bad one
-            pass
-        out = []
-        for name, lg in zip(audio, logits):
-            try:
-                b = self.processor.decode_beams_batch([lg], num_threads=threads, **self.decode_kwargs)[0]
-                out.append(self.from_beams(name, b, conf))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-    def from_beams(self, audio: str, beams: list[Any], conf: list[float] | None = None) -> Transcript:
-        """A transcript from beams (best first); ``conf``: the best beam's word confidences, None to take
-        them from the beam (computing them costs about as much as the beam search: only when shown)."""
-        from w2vlm.processor import beam_fields
-
-        spf = self.seconds_per_frame
-        if not beams:
-            return Transcript(audio=audio, text="", duration=0.0, model=self.model_name)
-        best = beams[0]
-        text, word_frames, _, _ = beam_fields(best)
-        if conf is None:
-            conf = list(getattr(best, "word_confidences", []) or [])
-        words = [
-            Word(w, s * spf, e * spf, float(conf[i]) if i < len(conf) else None)
-            for i, (w, (s, e)) in enumerate(word_frames)
-        ]
-        alternatives = []
-        for beam in beams[: self.options.n_best]:
-            t, _, logit_score, lm_score = beam_fields(beam)
-            alternatives.append(Alternative(t, logit_score, lm_score))
-        return Transcript(
-            audio=audio,
-            text=text,
-            duration=0.0,
-            words=words,
-            alternatives=alternatives,
-            model=self.model_name,
-        )
-
-    def greedy(self, audio: str, logits: np.ndarray) -> Transcript:
-        from w2vlm.decoder import to_log_probs
-
-        lp = to_log_probs(logits, self.vocab)
-        text, words = greedy_words(lp, self.labels, self.is_bpe)
-        spf = self.seconds_per_frame
-        return Transcript(
-            audio=audio,
-            text=text,
-            duration=0.0,
-            words=[Word(w, s * spf, e * spf, c) for w, s, e, c in words],
-            alternatives=[Alternative(text, float(lp.max(axis=1).sum()) if lp.size else 0.0, None)],
-            model=self.model_name,
-        )
-
-
-def greedy_words(
-    log_probs: np.ndarray, labels: Sequence[str], is_bpe: bool = False
-) -> tuple[str, list[tuple[str, int, int, float]]]:
-    """Best-path CTC decoding of (frames, vocab) log-probabilities.
-
-    Returns the text and its words as (word, start frame, end frame (exclusive), confidence), where a word's
-    confidence is the lowest, over its tokens, of the token's posterior averaged over the frames where it was
-    emitted.
-    """
-    if log_probs.shape[0] == 0:
-        return "", []
-    ids = log_probs.argmax(axis=1)
-    probs = np.exp(log_probs[np.arange(ids.size), ids])
-    change = np.flatnonzero(np.diff(ids)) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [ids.size]])
-    words: list[tuple[str, int, int, float]] = []
-    cur: list[str] = []
-    cur_start = cur_end = 0
-    cur_conf = 1.0
-
-    def close() -> None:
-        nonlocal cur, cur_conf
-        if cur:
-            words.append(("".join(cur), cur_start, cur_end, cur_conf))
-        cur, cur_conf = [], 1.0
-
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        label = labels[int(ids[s])]
-        if label == "":
-            continue
-        if label == " " or (not is_bpe and label.isspace()):
-            close()
-            continue
-        piece = label
-        if is_bpe:
-            if label.startswith("▁"):
-                close()
-                piece = label.strip("▁") or ""
-                if label == "▁⁇▁":
-                    piece = "⁇"
-            if not piece:
-                continue
-        if not cur:
-            cur_start = s
-        cur.append(piece)
-        cur_end = e
-        cur_conf = min(cur_conf, float(probs[s:e].mean()))
-    close()
-    return " ".join(w for w, *_ in words), words
-
-
-def _merge_future(job: Future, failed: dict[int, FileResult], group: list[InputFile]) -> Future:
-    """A future of the group's results in input order: decoded files and the ones that failed earlier."""
-    if not failed:
-        return job
-    merged: Future = Future()
-
-    def done(f: Future) -> None:
-        try:
-            decoded = iter(f.result())
-        except BaseException as exc:  # pragma: no cover - _decode_group catches per file
-            merged.set_exception(exc)
-            return
-        merged.set_result([failed[i] if i in failed else next(decoded) for i in range(len(group))])
-
-    job.add_done_callback(done)
-    return merged
+            yield FileResult(file, transcript=transcript, audio_seconds=transcript.duration)
 
 
 def _available_cpus() -> int:
@@ -585,19 +322,6 @@ def _available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _duration(path: Path, fallback: float) -> float:
-    from w2vlm.audio import audio_duration
-
-    value = audio_duration(path)
-    return float(value) if value is not None and value > 0 else float(fallback)
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, W2vlmError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 # ------------------------------------------------------------------------------------------ command line

@@ -1,13 +1,12 @@
 """Transcript writers for the command line: txt, json, srt, vtt and tsv.
 
-A :class:`Transcript` holds what one audio file produced (text, words with times and confidences, n-best
-alternatives). :func:`render` turns it into the text of one format; :func:`write_transcript` writes the
-requested formats next to each other as ``<stem>.<ext>``, each one atomically (a temporary name in the same
-folder, then a rename), so an interrupted run never leaves a half-written file under the final name.
+A :class:`~w2vlm.results.Transcript` holds what one audio file produced (text, words with times and
+confidences, n-best alternatives). :func:`render` turns it into the text of one format;
+:func:`write_transcript` writes the requested formats next to each other as ``<stem>.<ext>``, each one
+atomically (a temporary name in the same folder, then a rename), so an interrupted run never leaves a
+half-written file under the final name.
 
-Subtitle cues (srt/vtt) and tsv rows group words into segments: a new segment starts after a pause of
-:data:`SEGMENT_PAUSE_S`, or when the segment would pass :data:`SEGMENT_MAX_S` seconds or
-:data:`SEGMENT_MAX_CHARS` characters.
+Subtitle cues (srt/vtt) and tsv rows are the transcript's segments (:func:`w2vlm.results.segment_words`).
 """
 
 from __future__ import annotations
@@ -16,95 +15,15 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from w2vlm.errors import W2vlmError
+from w2vlm.results import Transcript
 
 #: Formats a transcript can be written in, in the order "all" writes them.
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
-
-SEGMENT_PAUSE_S = 0.8
-SEGMENT_MAX_S = 7.0
-SEGMENT_MAX_CHARS = 84
-
-
-@dataclass
-class Word:
-    """One word with its start and end in seconds and its confidence in [0, 1] (None when unknown)."""
-
-    word: str
-    start: float
-    end: float
-    confidence: float | None = None
-
-
-@dataclass
-class Alternative:
-    """One of the n best hypotheses: its text and scores (acoustic, and acoustic + LM + word bonus)."""
-
-    text: str
-    logit_score: float | None = None
-    lm_score: float | None = None
-
-
-@dataclass
-class Segment:
-    """Consecutive words shown together (a subtitle cue, a tsv row)."""
-
-    start: float
-    end: float
-    text: str
-    words: list[Word] = field(default_factory=list)
-
-
-@dataclass
-class Transcript:
-    """The transcription of one audio file.
-
-    ``words`` always carries the decoder's word times (they place the subtitle cues);
-    ``word_timestamps`` says whether the writers should show them per word.
-    """
-
-    audio: str
-    text: str
-    duration: float
-    words: list[Word] = field(default_factory=list)
-    alternatives: list[Alternative] = field(default_factory=list)
-    word_timestamps: bool = False
-    model: str | None = None
-
-    def segments(self) -> list[Segment]:
-        return segment_words(self.words, self.text, self.duration)
-
-
-def segment_words(words: Sequence[Word], text: str = "", duration: float = 0.0) -> list[Segment]:
-    """Group words into segments (pauses, length and duration limits); a text without word times becomes
-    one segment over the whole duration."""
-    if not words:
-        return [Segment(0.0, duration, text)] if text.strip() else []
-    segments: list[Segment] = []
-    current: list[Word] = []
-    chars = 0
-    for w in words:
-        if current:
-            pause = w.start - current[-1].end
-            too_long = w.end - current[0].start > SEGMENT_MAX_S
-            too_wide = chars + 1 + len(w.word) > SEGMENT_MAX_CHARS
-            if pause >= SEGMENT_PAUSE_S or too_long or too_wide:
-                segments.append(_segment(current))
-                current, chars = [], 0
-        chars += len(w.word) + (1 if current else 0)
-        current.append(w)
-    segments.append(_segment(current))
-    return segments
-
-
-def _segment(words: list[Word]) -> Segment:
-    return Segment(words[0].start, words[-1].end, " ".join(w.word for w in words), list(words))
-
 
 # ---------------------------------------------------------------------------------------------- formats
 

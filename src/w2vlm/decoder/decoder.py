@@ -43,16 +43,20 @@ Frames = tuple[int, int]
 class _ConfidenceContext:
     """Computes the word confidences of all beams of one decoding, once, on first use."""
 
-    def __init__(self, beams: list[Any], log_probs: np.ndarray, labels: list[str], lm: Any = None) -> None:
+    def __init__(
+        self, beams: list[Any], log_probs: np.ndarray, labels: list[str], lm: Any = None, normalized: bool = True
+    ) -> None:
         self.beams = beams
-        self.log_probs = log_probs
+        self.log_probs = log_probs  # logits when not ``normalized``: log-softmaxed on first use
+        self.normalized = normalized
         self.labels = labels
         self.lm = lm
         self._values: list[list[float]] | None = None
 
     def get(self, index: int) -> list[float]:
         if self._values is None:
-            self._values = word_confidences(self.beams, self.log_probs, self.labels, self.lm)
+            lp = self.log_probs if self.normalized else to_log_probs(self.log_probs, len(self.labels))
+            self._values = word_confidences(self.beams, lp, self.labels, self.lm)
             self.log_probs = None  # type: ignore[assignment]
         return self._values[index]
 
@@ -385,6 +389,51 @@ class BeamSearchDecoderCTC:
             o.n_best = int(n_best)
         return o
 
+    def options(
+        self,
+        *,
+        beam_width: int = DEFAULT_BEAM_WIDTH,
+        beam_prune_logp: float = DEFAULT_PRUNE_LOGP,
+        token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP,
+        prune_history: bool = True,
+        hotwords: Hotwords = None,
+        hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
+        alpha: float | None = None,
+        beta: float | None = None,
+        unk_score_offset: float | None = None,
+        score_boundary: bool | None = None,
+        n_best: int | None = None,
+    ) -> _core.DecodeOptions:
+        """Native options for one call, for :meth:`decode_beams_with`. The LM fusion parameters default to
+        the language model's own; values given here apply to this call only (the shared LM is not changed)."""
+        o = self._options(
+            beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight, n_best=n_best
+        )
+        if self._language_model is not None:
+            for name, value in (("alpha", alpha), ("beta", beta), ("unk_score_offset", unk_score_offset)):
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(
+                    value
+                ):
+                    raise DecoderInputError(f"{name} must be a finite number, got {value!r}")
+                setattr(o, name, float(value))
+            if score_boundary is not None:
+                o.score_boundary = bool(score_boundary)
+        return o
+
+    def decode_beams_with(
+        self, options: _core.DecodeOptions, log_probs_list: Sequence[Any], num_threads: int | None = None
+    ) -> list[list[OutputBeam]]:
+        """Beams (best first) of several (frames, vocab) matrices with options from :meth:`options`, decoded in
+        parallel on ``num_threads`` native threads (logits are normalised there too)."""
+        arrays, results = self._batch_arrays(log_probs_list, options, num_threads, raw=True)
+        out = []
+        for hyps, raw in zip(results, arrays):
+            beams = [self._to_output(h) for h in hyps]
+            out.append(self._with_confidence(beams, raw, normalized=False))
+        return out
+
     def _native_lm(self) -> _core.LanguageModel | None:
         return None if self._language_model is None else self._language_model.native
 
@@ -400,8 +449,10 @@ class BeamSearchDecoderCTC:
         out._confidence = b._confidence
         return out
 
-    def _with_confidence(self, beams: list[OutputBeam], log_probs: np.ndarray) -> list[OutputBeam]:
-        ctx = _ConfidenceContext(beams, log_probs, self._alphabet.labels, self._language_model)
+    def _with_confidence(
+        self, beams: list[OutputBeam], log_probs: np.ndarray, normalized: bool = True
+    ) -> list[OutputBeam]:
+        ctx = _ConfidenceContext(beams, log_probs, self._alphabet.labels, self._language_model, normalized)
         for i, b in enumerate(beams):
             b._confidence = (ctx, i)
         return beams

@@ -1,0 +1,204 @@
+"""The engine's two configurations, with every default in one place.
+
+:class:`DecodeConfig` says how model outputs become text (greedy or beam search, LM weights, hotwords, n-best,
+timestamps); it is frozen and passed per call, so two calls with different settings can share one model and
+one LM at the same time. :class:`EngineConfig` says how audio is fed to the model (device, dtype, windows,
+batch budget, workers, queue depths). The command line, the pipeline, the server and Ray build these objects
+and nothing else; the decoder's own defaults (``w2vlm.decoder``) are the decoding defaults here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from w2vlm.decoder.decoder import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_HOTWORD_WEIGHT,
+    DEFAULT_MIN_TOKEN_LOGP,
+    DEFAULT_PRUNE_LOGP,
+)
+from w2vlm.errors import W2vlmError
+
+#: Inputs longer than this (seconds) are cut into windows; shorter ones go to the model whole.
+DEFAULT_MAX_WHOLE_S = 60.0
+#: Window length for long inputs, and the context each window shares with its neighbours on each side.
+DEFAULT_WINDOW_S = 30.0
+#: Padded audio per forward pass (seconds of 16 kHz samples, padding included) on a CPU and on a GPU.
+DEFAULT_BATCH_SECONDS_CPU = 60.0
+DEFAULT_BATCH_SECONDS_CUDA = 480.0
+#: Inputs read ahead of the oldest unfinished one (bounds memory together with the window queue).
+DEFAULT_PREFETCH = 32
+#: Beams kept to compute word confidences when only the best transcript is wanted.
+CONFIDENCE_BEAMS = 16
+
+TIMESTAMPS = (None, "word", "char")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class ConfigError(W2vlmError, ValueError):
+    """A decoding or engine setting with a bad value, or settings that cannot work together."""
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
+        raise ConfigError(f"{name}: must be a finite number; got {value!r}")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How model outputs become text.
+
+    ``use_lm``: fuse the model's n-gram LM into the beam search (when the model has one). ``greedy``: best-path
+    decoding (per frame the most probable token), no beam search; with ``greedy=None`` it is chosen when
+    ``use_lm`` is off and nothing else needs a beam search (hotwords, several best hypotheses, a beam width).
+    ``alpha``/``beta``/``unk_score_offset``/``score_boundary``: None means the LM's own values (its
+    ``attrs.json``). ``prune_history``: also drop beams that share the LM-relevant history (pyctcdecode's
+    ``decode()``; off, as in its ``decode_beams()`` and transformers' processor). ``timestamps``: None, "word" or "char" (word times are always computed; "char" adds
+    character spans). ``word_confidences``: compute a confidence per word (costs about one more search).
+    """
+
+    use_lm: bool = True
+    greedy: bool | None = None
+    beam_width: int | None = None
+    beam_prune_logp: float = DEFAULT_PRUNE_LOGP
+    token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP
+    prune_history: bool = False
+    alpha: float | None = None
+    beta: float | None = None
+    unk_score_offset: float | None = None
+    score_boundary: bool | None = None
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+    n_best: int = 1
+    timestamps: str | None = None
+    word_confidences: bool = False
+
+    def __post_init__(self) -> None:
+        if self.beam_width is not None and (isinstance(self.beam_width, bool) or int(self.beam_width) < 1):
+            raise ConfigError(f"beam_width: must be at least 1; got {self.beam_width}")
+        if isinstance(self.n_best, bool) or int(self.n_best) < 1:
+            raise ConfigError(f"n_best: must be at least 1; got {self.n_best}")
+        for name in ("beam_prune_logp", "token_min_logp", "alpha", "beta", "unk_score_offset", "hotword_weight"):
+            _finite(name, getattr(self, name))
+        if self.timestamps not in TIMESTAMPS:
+            raise ConfigError(f"timestamps: expected 'word', 'char' or None; got {self.timestamps!r}")
+        if not isinstance(self.hotwords, tuple):
+            object.__setattr__(self, "hotwords", tuple(self.hotwords))
+        if self.greedy and (self.hotwords or self.n_best > 1 or self.beam_width is not None):
+            raise ConfigError("greedy decoding has no beams: hotwords, n_best > 1 and beam_width need a beam search")
+        if not self.use_lm and (self.alpha is not None or self.beta is not None):
+            raise ConfigError("alpha/beta weight the language model; they cannot go without it (use_lm=False)")
+
+    def with_(self, **changes: Any) -> DecodeConfig:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+    @property
+    def is_greedy(self) -> bool:
+        """Whether decoding is best-path: asked for, or implied by ``use_lm=False`` with nothing that needs a
+        beam search (a model without an LM is still decoded with a beam search unless asked otherwise)."""
+        if self.greedy is not None:
+            return self.greedy
+        return not self.use_lm and not self.hotwords and self.n_best == 1 and self.beam_width is None
+
+    def search_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`w2vlm.decoder.BeamSearchDecoderCTC.options` for this configuration."""
+        beams = self.beam_width if self.beam_width is not None else DEFAULT_BEAM_WIDTH
+        return {
+            "beam_width": int(beams),
+            "beam_prune_logp": float(self.beam_prune_logp),
+            "token_min_logp": float(self.token_min_logp),
+            "prune_history": bool(self.prune_history),
+            "hotwords": list(self.hotwords) or None,
+            "hotword_weight": float(self.hotword_weight),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "unk_score_offset": self.unk_score_offset,
+            "score_boundary": self.score_boundary,
+            "n_best": max(self.n_best, CONFIDENCE_BEAMS if self.word_confidences else 1),
+        }
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How audio reaches the model.
+
+    ``device``: "auto" (CUDA when available), "cpu", "cuda", "cuda:N". ``dtype``: "auto" (bfloat16 on CUDA
+    where supported, else float16 there; float32 on a CPU), "float32", "float16", "bfloat16".
+    ``window_s``/``stride_s``: windows for inputs longer than ``max_whole_s`` (None: ``window_s / 6`` of
+    context on each side); ``chunk_length_s`` forces windows for every input. ``batch_seconds``: padded
+    audio per forward pass (None: a default for the device). ``batch_size``: at most this many windows per
+    forward pass (None: no limit but the budget). ``workers``: audio reading threads (None: the CPUs, at most
+    8). ``decode_threads``: native decoding threads (None: half the CPUs on a CPU device, all of them on a GPU).
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str | None = None
+    chunk_length_s: float | None = None
+    stride_length_s: float | tuple[float, float] | None = None
+    max_whole_s: float = DEFAULT_MAX_WHOLE_S
+    window_s: float = DEFAULT_WINDOW_S
+    batch_seconds: float | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    decode_threads: int | None = None
+    torch_threads: int | None = None
+    prefetch: int = DEFAULT_PREFETCH
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.quantize not in (None, "int8"):
+            raise ConfigError(f"quantize: expected int8; got {self.quantize!r}")
+        for name in ("chunk_length_s", "batch_seconds", "window_s", "max_whole_s"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"{name}: must be a positive number of seconds; got {value}")
+        for name in ("batch_size", "workers", "decode_threads", "torch_threads", "prefetch"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) < 1):
+                raise ConfigError(f"{name}: must be at least 1; got {value}")
+
+    def with_(self, **changes: Any) -> EngineConfig:
+        return replace(self, **changes)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_dtype_name(dtype: str, device_type: str) -> str:
+    """The dtype the model runs in: "auto" is bfloat16 (or float16 without bf16 support) on CUDA, float32
+    elsewhere."""
+    if dtype != "auto":
+        return dtype
+    if device_type != "cuda":
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+__all__ = [
+    "CONFIDENCE_BEAMS",
+    "DEFAULT_BATCH_SECONDS_CPU",
+    "DEFAULT_BATCH_SECONDS_CUDA",
+    "DEFAULT_MAX_WHOLE_S",
+    "DEFAULT_PREFETCH",
+    "DEFAULT_WINDOW_S",
+    "DTYPES",
+    "ConfigError",
+    "DecodeConfig",
+    "EngineConfig",
+    "available_cpus",
+    "resolve_dtype_name",
+]

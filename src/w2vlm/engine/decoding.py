@@ -1,0 +1,168 @@
+"""The decoding half of the engine: log-probabilities of whole inputs to :class:`~w2vlm.results.Transcript`.
+
+One path for every surface: greedy best-path decoding, or the native beam search (with the model's LM,
+hotwords, n-best) on the decoder's thread pool with the options of a :class:`DecodeConfig` built once per call
+(the shared LM is never changed). Word times come from the decoder's word frames, word confidences from the
+beams' agreement, character times from the decoder's token spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from w2vlm.engine.alignment import char_spans_from_beam, greedy_words
+from w2vlm.engine.config import DecodeConfig
+from w2vlm.results import Alternative, Transcript, Word
+
+
+class TranscriptDecoder:
+    """Turns (frames, vocab) log-probabilities into transcripts with a processor's decoder."""
+
+    def __init__(self, decoder: Any, seconds_per_frame: float, model_name: str | None = None) -> None:
+        from w2vlm.processor import decoder_is_bpe, decoder_labels
+
+        self.decoder = decoder
+        self.seconds_per_frame = seconds_per_frame
+        self.model_name = model_name
+        self.labels = decoder_labels(decoder)
+        self.is_bpe = decoder_is_bpe(decoder)
+        self.vocab = len(self.labels)
+        self.has_lm = getattr(decoder, "language_model", None) is not None
+        self._without_lm: Any = None
+
+    def mode(self, config: DecodeConfig) -> str:
+        if config.is_greedy:
+            return "greedy"
+        return "beam search + LM" if self.has_lm and config.use_lm else "beam search, no LM"
+
+    def search(self, config: DecodeConfig) -> tuple[Any, Any]:
+        """(decoder, native options) for ``config``: the model's decoder, or the same alphabet without its LM
+        when ``config`` does not use it; options validated once and shared by every input of a call."""
+        decoder = self.decoder
+        kwargs = config.search_kwargs()
+        if not (config.use_lm and self.has_lm):
+            for key in ("alpha", "beta", "unk_score_offset", "score_boundary"):
+                kwargs.pop(key)
+            if self.has_lm:
+                if self._without_lm is None:
+                    from w2vlm.decoder import BeamSearchDecoderCTC
+
+                    self._without_lm = BeamSearchDecoderCTC(self.decoder.alphabet, None)
+                decoder = self._without_lm
+        return decoder, decoder.options(**kwargs)
+
+    def decode(
+        self, names: Sequence[str], log_probs: Sequence[np.ndarray], config: DecodeConfig, threads: int
+    ) -> list[Transcript]:
+        """Transcripts of whole inputs, decoded in parallel on ``threads`` native threads; an input that fails
+        gets a transcript with its ``error`` set."""
+        if config.is_greedy:
+            return [self._safe(self.greedy, name, lp, config) for name, lp in zip(names, log_probs)]
+        if not log_probs:
+            return []
+        decoder, options = self.search(config)
+        try:
+            beams = decoder.decode_beams_with(options, list(log_probs), threads)
+        except Exception:  # one by one, to find the input that fails
+            beams = None
+        out = []
+        for i, (name, lp) in enumerate(zip(names, log_probs)):
+            if beams is not None:
+                out.append(self._safe(self.from_beams, name, beams[i], config, lp))
+                continue
+            try:
+                b = decoder.decode_beams_with(options, [lp], threads)[0]
+                out.append(self.from_beams(name, b, config, lp))
+            except Exception as exc:
+                out.append(Transcript(audio=name, text="", duration=0.0, model=self.model_name, error=describe(exc)))
+        return out
+
+    def _safe(self, fn: Any, name: str, *args: Any) -> Transcript:
+        try:
+            return fn(name, *args)
+        except Exception as exc:
+            return Transcript(audio=name, text="", duration=0.0, model=self.model_name, error=describe(exc))
+
+    def from_beams(
+        self, name: str, beams: Sequence[Any], config: DecodeConfig, log_probs: np.ndarray | None = None
+    ) -> Transcript:
+        """A transcript from beams (best first)."""
+        from w2vlm.processor import beam_fields
+
+        spf = self.seconds_per_frame
+        if not beams:
+            return Transcript(audio=name, text="", duration=0.0, model=self.model_name)
+        best = beams[0]
+        text, word_frames, _, _ = beam_fields(best)
+        conf = list(getattr(best, "word_confidences", []) or []) if config.word_confidences else []
+        words = [
+            Word(w, s * spf, e * spf, float(conf[i]) if i < len(conf) else None)
+            for i, (w, (s, e)) in enumerate(word_frames)
+        ]
+        alternatives = []
+        for beam in beams[: config.n_best]:
+            t, _, logit_score, lm_score = beam_fields(beam)
+            alternatives.append(Alternative(t, logit_score, lm_score))
+        chars = []
+        if config.timestamps == "char":
+            chars = [Word(ch, s * spf, e * spf) for ch, (s, e) in char_spans_from_beam(best, log_probs, self.labels)]
+        return Transcript(
+            audio=name,
+            text=text,
+            duration=0.0,
+            words=words,
+            alternatives=alternatives,
+            model=self.model_name,
+            chars=chars,
+        )
+
+    def greedy(self, name: str, log_probs: np.ndarray, config: DecodeConfig) -> Transcript:
+        """Best-path decoding: per frame the most probable token, repeats merged, blanks dropped."""
+        from w2vlm.decoder import to_log_probs
+
+        lp = to_log_probs(log_probs, self.vocab)
+        text, words = greedy_words(lp, self.labels, self.is_bpe)
+        spf = self.seconds_per_frame
+        chars: list[Word] = []
+        if config.timestamps == "char":
+            chars = [Word(ch, s * spf, e * spf) for ch, (s, e) in _greedy_chars(lp, self.labels)]
+        return Transcript(
+            audio=name,
+            text=text,
+            duration=0.0,
+            words=[Word(w, s * spf, e * spf, c if config.word_confidences else None) for w, s, e, c in words],
+            alternatives=[Alternative(text, float(lp.max(axis=1).sum()) if lp.size else 0.0, None)],
+            model=self.model_name,
+            chars=chars,
+        )
+
+
+def _greedy_chars(log_probs: np.ndarray, labels: Sequence[str]) -> list[tuple[str, tuple[int, int]]]:
+    """Each emitted non-space token of the best path with its (start, end) frames."""
+    if log_probs.shape[0] == 0:
+        return []
+    ids = log_probs.argmax(axis=1)
+    change = np.flatnonzero(np.diff(ids)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [ids.size]])
+    out = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        label = labels[int(ids[s])]
+        if label and label.strip():
+            out.append((label, (s, e)))
+    return out
+
+
+def describe(exc: BaseException) -> str:
+    """An error message for an input: w2vlm's own message, or the exception's type and message."""
+    from w2vlm.errors import W2vlmError
+
+    if isinstance(exc, W2vlmError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["TranscriptDecoder", "describe"]

@@ -1,0 +1,427 @@
+"""The transcription engine: audio in, :class:`~w2vlm.results.Transcript` out, with every stage running at
+the same time.
+
+Stages, connected by bounded queues::
+
+    feeder ─► reading workers (load + resample audio, cut windows, model input on a CPU device)
+           ─► window queue ─► model thread (windows sorted by length, batches by a budget of padded samples,
+              forward pass, log-softmax on the device, non-blocking copy back)
+           ─► assembler (waits for copies, stitches each input's windows) ─► decoder thread (native beam search
+              on the decoder's thread pool, or greedy) ─► results, yielded in input order
+
+Memory is bounded by the queue depths and by ``prefetch`` (inputs admitted ahead of the oldest one not yet
+yielded), not by the number of inputs. An input that cannot be read or decoded gets a transcript with its
+``error`` set; the others go on. One :class:`Engine` (model + decoder) serves many calls, from many threads,
+each with its own :class:`~w2vlm.engine.config.DecodeConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vlm.engine.config import (
+    DEFAULT_BATCH_SECONDS_CPU,
+    DEFAULT_BATCH_SECONDS_CUDA,
+    DecodeConfig,
+    EngineConfig,
+    available_cpus,
+)
+from w2vlm.engine.decoding import TranscriptDecoder, describe
+from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES, ModelRunner
+from w2vlm.engine.windows import Stitcher, Window, chunk_sizes, cut_windows
+from w2vlm.errors import AudioError
+from w2vlm.results import Transcript
+
+logger = logging.getLogger("w2vlm.engine")
+
+_STOP = object()
+_POLL_S = 0.1
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Run:
+    """The queues, threads and per-input state of one :meth:`Engine.transcribe` call."""
+
+    def __init__(
+        self, engine: Engine, items: Sequence[Any], names: list[str], decode: DecodeConfig | None, urls: bool
+    ) -> None:
+        self.engine = engine
+        self.items = items
+        self.names = names
+        self.decode = decode
+        self.allow_urls = urls
+        cfg = engine.config
+        self.cancel = threading.Event()
+        self.admit = threading.Semaphore(cfg.prefetch)
+        self.windows: queue.Queue = queue.Queue(maxsize=max(8, 4 * engine.workers))
+        self.outputs: queue.Queue = queue.Queue(maxsize=8)
+        self.to_decode: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.timings = engine.timings
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def put(self, q: queue.Queue, item: Any) -> None:
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue) -> Any:
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        with self.lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def start(self) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.guard, args=(self.feed,), name="w2vlm-feed", daemon=True),
+            threading.Thread(target=self.guard, args=(self.model_loop,), name="w2vlm-model", daemon=True),
+            threading.Thread(target=self.guard, args=(self.assemble,), name="w2vlm-assemble", daemon=True),
+            threading.Thread(target=self.guard, args=(self.decode_loop,), name="w2vlm-decode", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        return threads
+
+    def guard(self, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # a bug in a stage: stop the call instead of hanging it
+            logger.exception("engine stage failed")
+            self.results.put(("fatal", exc))
+            self.cancel.set()
+
+    # --------------------------------------------------------------------------------------- stages
+
+    def feed(self) -> None:
+        """Admit inputs (at most ``prefetch`` ahead of the consumer) to the reading workers."""
+        engine = self.engine
+        with ThreadPoolExecutor(max_workers=engine.workers, thread_name_prefix="w2vlm-read") as pool:
+            futures = []
+            for i in range(len(self.items)):
+                while not self.admit.acquire(timeout=_POLL_S):
+                    if self.cancel.is_set():
+                        raise _Cancelled
+                futures.append(pool.submit(self.read, i))
+            for f in futures:
+                f.result()
+        self.put(self.windows, _STOP)
+
+    def read(self, i: int) -> None:
+        """Load input ``i``, cut it into windows, prepare their model input and queue them."""
+        if self.cancel.is_set():
+            return
+        engine = self.engine
+        runner = engine.runner
+        count = 0
+        end = 0
+        t0 = time.perf_counter()
+        try:
+            for start, audio, right, last in engine.iter_windows(self.items[i], self.names[i], self.allow_urls):
+                prepared = runner.prepare(audio)
+                end = max(end, start + audio.size)
+                self.put(self.windows, Window(i, count, start, audio.size, right, last, prepared))
+                count += 1
+        except _Cancelled:
+            return
+        except Exception as exc:
+            self.add_time("read", time.perf_counter() - t0)
+            self.put(self.outputs, ("error", i, describe(exc)))
+            return
+        self.add_time("read", time.perf_counter() - t0)
+        self.put(self.outputs, ("count", i, count, end / runner.sampling_rate))
+
+    def model_loop(self) -> None:
+        """Sort what is waiting by length, cut it into batches within the budget, run them."""
+        engine = self.engine
+        runner = engine.runner
+        done = False
+        while not done:
+            first = self.get(self.windows)
+            if first is _STOP:
+                break
+            pool: list[Window] = [first]
+            budget = 4 * engine.batch_samples
+            while sum(w.samples for w in pool) < budget:
+                try:
+                    nxt = self.windows.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    done = True
+                    break
+                pool.append(nxt)
+            pool.sort(key=lambda w: w.samples, reverse=True)
+            for batch in engine.batches(pool):
+                t0 = time.perf_counter()
+                try:
+                    pending = runner.forward([w.prepared for w in batch])
+                    self.put(self.outputs, ("out", batch, pending))
+                except _Cancelled:
+                    raise
+                except Exception as exc:
+                    if len(batch) == 1:
+                        self.put(self.outputs, ("error", batch[0].item, describe(exc)))
+                    else:  # alone, to isolate the window that fails
+                        for w in batch:
+                            try:
+                                self.put(self.outputs, ("out", [w], runner.forward([w.prepared])))
+                            except _Cancelled:
+                                raise
+                            except Exception as exc1:
+                                self.put(self.outputs, ("error", w.item, describe(exc1)))
+                for w in batch:
+                    w.prepared = None
+                self.add_time("model", time.perf_counter() - t0)
+        self.put(self.outputs, _STOP)
+
+    def assemble(self) -> None:
+        """Wait for each batch's log-probabilities and stitch every input whose windows are all in."""
+        runner = self.engine.runner
+        vocab = self.engine.decoding.vocab
+        stitchers: dict[int, Stitcher] = {}
+        seconds: dict[int, float] = {}
+        failed: set[int] = set()
+
+        def finish(i: int) -> None:
+            st = stitchers.pop(i)
+            self.to_decode.put((i, st.result(), seconds.pop(i)))
+
+        while True:
+            message = self.get(self.outputs)
+            if message is _STOP:
+                break
+            kind = message[0]
+            if kind == "error":
+                _, i, error = message
+                if i not in failed:
+                    failed.add(i)
+                    stitchers.pop(i, None)
+                    self.to_decode.put((i, error, 0.0))
+                continue
+            if kind == "count":
+                _, i, count, secs = message
+                if i in failed:
+                    continue
+                st = stitchers.setdefault(i, Stitcher(runner.ratio, vocab))
+                st.count, seconds[i] = count, secs
+                if st.complete:
+                    finish(i)
+                continue
+            _, batch, pending = message
+            t0 = time.perf_counter()
+            outs = pending.result()
+            self.add_time("copy", time.perf_counter() - t0)
+            for w, lp in zip(batch, outs):
+                if w.item in failed:
+                    continue
+                st = stitchers.setdefault(w.item, Stitcher(runner.ratio, vocab))
+                st.add(w, lp)
+                if st.complete:
+                    finish(w.item)
+        self.to_decode.put(_STOP)
+
+    def decode_loop(self) -> None:
+        """Decode whatever inputs are ready together, on the decoder's native threads."""
+        engine = self.engine
+        stop = False
+        while not stop:
+            ready = [self.get(self.to_decode)]
+            while True:
+                try:
+                    ready.append(self.to_decode.get_nowait())
+                except queue.Empty:
+                    break
+            if ready[-1] is _STOP:
+                ready.pop()
+                stop = True
+            t0 = time.perf_counter()
+            if self.decode is None:  # log-probabilities wanted, not text
+                for i, lp, secs in ready:
+                    self.results.put(("done", i, (None, secs, lp) if isinstance(lp, str) else (lp, secs, None)))
+                continue
+            good = [(i, lp, s) for i, lp, s in ready if not isinstance(lp, str)]
+            texts = engine.decoding.decode(
+                [self.names[i] for i, _, _ in good], [lp for _, lp, _ in good], self.decode, engine.decode_threads
+            )
+            for (i, _, secs), transcript in zip(good, texts):
+                transcript.duration = secs
+                self.results.put(("done", i, transcript))
+            for i, error, _ in ready:
+                if isinstance(error, str):
+                    self.results.put(("done", i, Transcript(audio=self.names[i], text="", duration=0.0, error=error)))
+            self.add_time("decode", time.perf_counter() - t0)
+        self.results.put(("end", None))
+
+
+class Engine:
+    """A loaded model and decoder that transcribes many inputs at once (see the module docstring)."""
+
+    def __init__(
+        self, model: Any, processor: Any, config: EngineConfig | None = None, *, model_name: str | None = None
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.processor = processor
+        self.runner = ModelRunner(model, processor.feature_extractor)
+        self.sampling_rate = self.runner.sampling_rate
+        self.decoding = TranscriptDecoder(processor.decoder, self.runner.ratio / self.sampling_rate, model_name)
+        cpus = available_cpus()
+        cuda = self.runner.on_cuda
+        self.workers = self.config.workers or max(1, min(8, cpus))
+        self.decode_threads = self.config.decode_threads or (cpus if cuda else max(1, cpus - cpus // 2))
+        seconds = self.config.batch_seconds or (DEFAULT_BATCH_SECONDS_CUDA if cuda else DEFAULT_BATCH_SECONDS_CPU)
+        self.batch_samples = int(seconds * self.sampling_rate)
+        #: seconds spent per stage (read, model, copy, decode), summed over calls; stages overlap in time
+        self.timings: dict[str, float] = {}
+
+    @property
+    def model(self) -> Any:
+        return self.runner.model
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def iter_windows(
+        self, item: Any, name: str, allow_urls: bool = False
+    ) -> Iterator[tuple[int, np.ndarray, int, bool]]:
+        """``(start, audio, right context, is_last)`` windows of one input (the whole input when short)."""
+        from w2vlm.audio import audio_duration, is_url, iter_audio_blocks, load_audio
+
+        cfg = self.config
+        sr = self.sampling_rate
+        chunk_s = cfg.chunk_length_s
+        local = isinstance(item, (str, os.PathLike)) and not is_url(os.fspath(item)) and _is_file(item)
+        duration = audio_duration(item) if local else None
+        if chunk_s is None and duration is not None and duration > cfg.max_whole_s:
+            chunk_s = cfg.window_s
+        if chunk_s is not None and local:
+            blocks: Any = iter_audio_blocks(item, sr, block_s=max(float(chunk_s), 1.0))
+        else:
+            audio = load_audio(item, sr, allow_urls=allow_urls)
+            if chunk_s is None and audio.size > cfg.max_whole_s * sr:
+                chunk_s = cfg.window_s
+            if chunk_s is None:
+                if audio.size < MIN_WINDOW_SAMPLES:
+                    raise AudioError(
+                        f"{name}: audio is too short ({audio.size} samples at {sr} Hz); the model needs at least "
+                        f"{MIN_WINDOW_SAMPLES} samples"
+                    )
+                yield 0, audio, 0, True
+                return
+            blocks = [audio]
+        chunk, left, right = chunk_sizes(float(chunk_s), cfg.stride_length_s, sr, self.runner.ratio)
+        yield from cut_windows(blocks, chunk, left, right, self.runner.ratio, name)
+
+    def batches(self, windows: list[Window]) -> Iterator[list[Window]]:
+        """Consecutive windows (sorted longest first) grouped so that padded samples stay within the budget."""
+        limit = self.config.batch_size
+        batch: list[Window] = []
+        for w in windows:
+            if batch and (
+                (len(batch) + 1) * batch[0].samples > self.batch_samples
+                or (limit is not None and len(batch) >= limit)
+                or not self.runner.can_batch(batch[0].samples, w.samples)
+            ):
+                yield batch
+                batch = []
+            batch.append(w)
+        if batch:
+            yield batch
+
+    # ---------------------------------------------------------------------------------------- transcribe
+
+    def transcribe(
+        self,
+        inputs: Sequence[Any],
+        decode: DecodeConfig | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        allow_urls: bool = False,
+    ) -> Iterator[Transcript]:
+        """Transcripts of ``inputs`` (paths, bytes, arrays, ``{"array", "sampling_rate"}`` dicts, file
+        objects), one per input in input order, each yielded as soon as it and those before it are done.
+        A failed input's transcript has ``error`` set."""
+        decode = decode or DecodeConfig()
+        if not decode.is_greedy:
+            self.decoding.search(decode)  # bad hotwords or weights: raise now, for the whole call
+        yield from self._run(inputs, decode, names, allow_urls)
+
+    def log_probs(
+        self, inputs: Sequence[Any], *, names: Sequence[str] | None = None, allow_urls: bool = False
+    ) -> Iterator[tuple[np.ndarray | None, float, str | None]]:
+        """Per input, in input order: ``(log-probabilities (frames, vocab), audio seconds, None)``, or
+        ``(None, 0.0, error)`` for an input that failed. The acoustic half of :meth:`transcribe`."""
+        yield from self._run(inputs, None, names, allow_urls)
+
+    def _run(
+        self, inputs: Sequence[Any], decode: DecodeConfig | None, names: Sequence[str] | None, allow_urls: bool
+    ) -> Iterator[Any]:
+        items = list(inputs)
+        labels = [str(n) for n in names] if names is not None else [_name(x, i) for i, x in enumerate(items)]
+        if not items:
+            return
+        run = _Run(self, items, labels, decode, allow_urls)
+        threads = run.start()
+        pending: dict[int, Any] = {}
+        nxt = 0
+        try:
+            while nxt < len(items):
+                kind, *rest = run.results.get()
+                if kind == "fatal":
+                    raise rest[0]
+                if kind == "end":
+                    break
+                i, result = rest
+                pending[i] = result
+                while nxt in pending:
+                    out = pending.pop(nxt)
+                    nxt += 1
+                    run.admit.release()
+                    yield out
+        finally:
+            run.cancel.set()
+            for t in threads:
+                t.join(timeout=None if nxt >= len(items) else 2.0)
+
+
+def _is_file(item: Any) -> bool:
+    try:
+        return Path(item).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _name(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return f"input {index}"
+
+
+__all__ = ["Engine"]
