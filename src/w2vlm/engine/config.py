@@ -56,8 +56,8 @@ class DecodeConfig:
     ``use_lm`` is off and nothing else needs a beam search (hotwords, several best hypotheses, a beam width).
     ``alpha``/``beta``/``unk_score_offset``/``score_boundary``: None means the LM's own values (its
     ``attrs.json``). ``prune_history``: also drop beams that share the LM-relevant history (pyctcdecode's
-    ``decode()``; off, as in its ``decode_beams()`` and transformers' processor). ``timestamps``: None, "word" or "char" (word times are always computed; "char" adds
-    character spans). ``word_confidences``: compute a confidence per word (costs about one more search).
+    ``decode()``; off, as in its ``decode_beams()`` and transformers' processor). ``timestamps``: None,
+    "word" or "char" (word times are always computed; "char" adds character spans). ``word_confidences``: compute a confidence per word (costs about one more search).
     """
 
     use_lm: bool = True
