@@ -57,7 +57,8 @@ class DecodeConfig:
     ``alpha``/``beta``/``unk_score_offset``/``score_boundary``: None means the LM's own values (its
     ``attrs.json``). ``prune_history``: also drop beams that share the LM-relevant history (pyctcdecode's
     ``decode()``; off, as in its ``decode_beams()`` and transformers' processor). ``timestamps``: None,
-    "word" or "char" (word times are always computed; "char" adds character spans). ``word_confidences``: compute a confidence per word (costs about one more search).
+    "word" or "char" (word times are always computed; "char" adds character spans). ``word_confidences``:
+    compute a confidence per word (costs about one more search).
     """
 
     use_lm: bool = True
