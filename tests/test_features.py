@@ -95,8 +95,8 @@ def test_pipeline_logits_of_a_log_mel_model_match_the_extractor_path(tiny_ctc_fa
     model = AutoModelForCTC.from_pretrained(str(folder)).eval()
     fast = CTCLogitsRunner(model, load_feature_extractor(folder))
     slow = CTCLogitsRunner(model, load_feature_extractor(folder))
-    assert fast._log_mel is not None
-    slow._log_mel = None  # the transformers extractor, as for any other model
+    assert fast.engine.runner.log_mel is not None
+    slow.engine.runner.log_mel = None  # the transformers extractor, as for any other model
     clips = [_clip(1.5, 6), _clip(0.9, 7)]
     for batch_size in (1, 2):
         for a, b in zip(fast.compute_logits(clips, batch_size=batch_size),

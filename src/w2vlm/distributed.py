@@ -219,6 +219,7 @@ class AcousticStage:
 
         from w2vlm.engine import Engine
         from w2vlm.model import load_model, resolve_model_path
+        from w2vlm.processor import load_feature_extractor
 
         torch.set_num_threads(max(1, self.threads))
         self.options = TranscribeOptions(**self.options_dict)
@@ -226,14 +227,14 @@ class AcousticStage:
         model = load_model(
             folder, device=self.options.device, dtype=self.options.model_dtype(), quantize=self.options.quantize
         )
-        processor = build_processor(folder, self.options)
-        self.engine = Engine(model, processor, self.options.engine_config().with_(workers=max(1, self.threads)))
+        config = self.options.engine_config().with_(workers=max(1, self.threads))
+        self.engine = Engine(model, load_feature_extractor(folder), None, config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
         outputs = list(self.engine.log_probs(paths))
         logits = [lp for lp, _, _ in outputs]
-        errors = [error or "" for _, _, error in outputs]
+        errors = [describe(error) if error is not None else "" for _, _, error in outputs]
         spf = self.engine.runner.ratio / self.engine.sampling_rate
         empty = np.zeros((0, 0), np.float32)
         return {

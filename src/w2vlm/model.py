@@ -219,7 +219,8 @@ def load_model(
     """Load a CTC model (transformers ``AutoModelForCTC``) in eval mode on ``device``.
 
     ``path_or_hub_id``: a local folder in the hub layout, a hub id, or None for the embedded default model.
-    ``dtype``: None (float32), "float32", "float16" or "bfloat16" (or a ``torch.dtype``).
+    ``dtype``: None (float32), "float32", "float16" or "bfloat16" (or a ``torch.dtype``), or "auto"
+    (bfloat16 on CUDA where the GPU has it, else float16 there; float32 on a CPU).
     ``quantize``: None or "int8" — on CPU, dynamic int8 quantization of the linear layers (weights stored in
     int8, activations quantized on the fly); on CUDA, bitsandbytes 8-bit (``pip install 'w2vlm[gpu]'``).
 
@@ -232,6 +233,10 @@ def load_model(
         path_or_hub_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
     )
     dev = resolve_device(device)
+    if isinstance(dtype, str) and dtype.lower() == "auto":  # bf16 (or fp16) on CUDA, fp32 elsewhere
+        from w2vlm.engine.config import resolve_dtype_name
+
+        dtype = None if quantize is not None else resolve_dtype_name("auto", dev.type)
     torch_dtype = resolve_dtype(dtype)
     if quantize not in (None, "int8"):
         raise ModelError(f"quantize: {quantize!r} is not supported; expected None or 'int8'")

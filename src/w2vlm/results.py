@@ -65,6 +65,8 @@ class Transcript:
     chars: list[Word] = field(default_factory=list)
     #: why this input has no transcript (it could not be read or decoded); None when it has one
     error: str | None = None
+    #: the exception behind ``error`` (for callers that re-raise it); not part of any output
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def segments(self) -> list[Segment]:
         return segment_words(self.words, self.text, self.duration)

@@ -246,7 +246,8 @@ class Transcriber:
         audio = self.load(data)
         decoding = self.processor.stream(**self._decode_kwargs(hotwords))  # all beams, not just the best
         sent = ""
-        for _, piece, _ in self.pipe.iter_logits([audio], chunk_length_s, None, 1):
+        config = self.pipe.engine.config.with_(chunk_length_s=chunk_length_s)
+        for piece in self.pipe.engine.stream_log_probs(audio, config):
             if cancelled.is_set():
                 return
             decoding.feed(piece)

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from w2vlm.engine.alignment import greedy_words
-from w2vlm.engine.config import DTYPES, DecodeConfig, EngineConfig, resolve_dtype_name
+from w2vlm.engine.config import DTYPES, DecodeConfig, EngineConfig
 from w2vlm.errors import LanguageModelError, W2vlmError
 from w2vlm.results import Transcript
 from w2vlm.writers import expand_formats, output_paths, render, write_transcript
@@ -120,11 +120,7 @@ class TranscribeOptions:
 
     def model_dtype(self) -> str | None:
         """The dtype to load the model in (``auto``: bf16/fp16 on CUDA, float32 on a CPU)."""
-        from w2vlm.model import resolve_device
-
-        if self.quantize is not None:
-            return None
-        return resolve_dtype_name(self.dtype, resolve_device(self.device).type)
+        return None if self.quantize is not None else self.dtype
 
 
 def parse_hotwords(value: str | None) -> list[str]:
@@ -281,7 +277,9 @@ class Transcriber:
         processor = build_processor(self.folder, options)
         engine_config = options.engine_config()
         model = load_model(self.folder, device=options.device, dtype=options.model_dtype(), quantize=options.quantize)
-        self.engine = Engine(model, processor, engine_config, model_name=self.model_name)
+        self.engine = Engine(
+            model, processor.feature_extractor, processor.decoder, engine_config, model_name=self.model_name
+        )
         if not self.engine.runner.on_cuda:
             # the model and the decoder run at the same time, so the thread budget (default: the available
             # CPUs) is split between them; torch's OpenMP threads slow down badly when oversubscribed

@@ -191,7 +191,7 @@ def analyze(
         duration_s = DEFAULT_MAX_SECONDS
     last = wave.size if duration_s is None else min(wave.size, first + round(duration_s * sr))
     wave = np.ascontiguousarray(wave[first:last])
-    from w2vlm.pipeline import MIN_WINDOW_SAMPLES
+    from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES
 
     if wave.size < MIN_WINDOW_SAMPLES:
         raise AudioError(
@@ -199,7 +199,7 @@ def analyze(
         )
 
     padded_len = _padded_length(wave.size, sr, pad_to_s, pipe.ratio)
-    uses_mask = pipe._uses_mask()
+    uses_mask = pipe.engine.runner.uses_mask
     alone_logits, alone_mask = _forward(pipe, wave, wave.size, uses_mask)
     padded_logits, padded_mask = _forward(pipe, wave, padded_len, uses_mask)
     if uses_mask:  # the clip's own frames, as the pipeline keeps them (a log-mel extractor may mask the last)
@@ -285,17 +285,16 @@ def _forward(pipe: Any, wave: np.ndarray, length: int, uses_mask: bool) -> tuple
     ``length`` samples, fed the way the pipeline feeds a batch."""
     import torch
 
-    model, fe = pipe.model, pipe.feature_extractor
+    runner = pipe.engine.runner
+    model = runner.model
     # padded as in a batch with a clip of ``length`` samples: that works for every feature extractor, those
     # that pad the waveform (wav2vec2) and those that pad their log-mel frames (Wav2Vec2-BERT)
     batch = [wave] if length <= wave.size else [wave, np.zeros(length, dtype=wave.dtype)]
-    features = pipe.features(batch, with_mask=uses_mask)
-    name = fe.model_input_names[0]
-    values = features[name][:1]
-    inputs = {name: values.to(pipe.device, dtype=next(model.parameters()).dtype)}
-    if uses_mask:
-        inputs["attention_mask"] = features["attention_mask"][:1].to(pipe.device)
     with torch.inference_mode():
+        values, mask = runner.batch_inputs([runner.prepare(a) for a in batch], with_mask=uses_mask)
+        inputs = {runner.input_name: values[:1].to(runner.dtype)}
+        if uses_mask:
+            inputs["attention_mask"] = mask[:1]
         logits = model(**inputs).logits[0].float().cpu().numpy()
     total = logits.shape[0]
     if uses_mask:

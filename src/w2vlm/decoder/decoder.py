@@ -413,8 +413,10 @@ class BeamSearchDecoderCTC:
             for name, value in (("alpha", alpha), ("beta", beta), ("unk_score_offset", unk_score_offset)):
                 if value is None:
                     continue
-                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(
-                    value
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float, np.floating))
+                    or not np.isfinite(value)
                 ):
                     raise DecoderInputError(f"{name} must be a finite number, got {value!r}")
                 setattr(o, name, float(value))
@@ -587,6 +589,15 @@ class BeamSearchDecoderCTC:
             [self._mp_safe(b) for b in self._with_confidence([self._to_output(h) for h in hyps], lp)]
             for hyps, lp in zip(results, arrays)
         ]
+
+    def attach_confidences(self, beams: list[OutputBeam], logits: np.ndarray) -> list[OutputBeam]:
+        """Give beams from :meth:`stream_with` their ``word_confidences`` (computed on first use from the
+        logits or log-probabilities they were decoded from)."""
+        return self._with_confidence(beams, logits, normalized=False)
+
+    def stream_with(self, options: _core.DecodeOptions) -> DecoderStream:
+        """An incremental decoding with options from :meth:`options`."""
+        return DecoderStream(self, options)
 
     def stream(
         self,

@@ -77,14 +77,14 @@ class TranscriptDecoder:
                 b = decoder.decode_beams_with(options, [lp], threads)[0]
                 out.append(self.from_beams(name, b, config, lp))
             except Exception as exc:
-                out.append(Transcript(audio=name, text="", duration=0.0, model=self.model_name, error=describe(exc)))
+                out.append(failed(name, exc, self.model_name))
         return out
 
     def _safe(self, fn: Any, name: str, *args: Any) -> Transcript:
         try:
             return fn(name, *args)
         except Exception as exc:
-            return Transcript(audio=name, text="", duration=0.0, model=self.model_name, error=describe(exc))
+            return failed(name, exc, self.model_name)
 
     def from_beams(
         self, name: str, beams: Sequence[Any], config: DecodeConfig, log_probs: np.ndarray | None = None
@@ -156,6 +156,11 @@ def _greedy_chars(log_probs: np.ndarray, labels: Sequence[str]) -> list[tuple[st
     return out
 
 
+def failed(name: str, exc: BaseException, model_name: str | None = None) -> Transcript:
+    """The transcript of an input that failed with ``exc``."""
+    return Transcript(audio=name, text="", duration=0.0, model=model_name, error=describe(exc), exception=exc)
+
+
 def describe(exc: BaseException) -> str:
     """An error message for an input: w2vlm's own message, or the exception's type and message."""
     from w2vlm.errors import W2vlmError
@@ -165,4 +170,4 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["TranscriptDecoder", "describe"]
+__all__ = ["TranscriptDecoder", "describe", "failed"]

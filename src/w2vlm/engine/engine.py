@@ -32,13 +32,14 @@ import numpy as np
 from w2vlm.engine.config import (
     DEFAULT_BATCH_SECONDS_CPU,
     DEFAULT_BATCH_SECONDS_CUDA,
+    ConfigError,
     DecodeConfig,
     EngineConfig,
     available_cpus,
 )
-from w2vlm.engine.decoding import TranscriptDecoder, describe
+from w2vlm.engine.decoding import TranscriptDecoder, failed
 from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES, ModelRunner
-from w2vlm.engine.windows import Stitcher, Window, chunk_sizes, cut_windows
+from w2vlm.engine.windows import Stitcher, Window, chunk_sizes, cut_windows, join
 from w2vlm.errors import AudioError
 from w2vlm.results import Transcript
 
@@ -56,17 +57,24 @@ class _Run:
     """The queues, threads and per-input state of one :meth:`Engine.transcribe` call."""
 
     def __init__(
-        self, engine: Engine, items: Sequence[Any], names: list[str], decode: DecodeConfig | None, urls: bool
+        self,
+        engine: Engine,
+        items: Sequence[Any],
+        names: list[str],
+        decode: DecodeConfig | None,
+        config: EngineConfig,
+        urls: bool,
     ) -> None:
         self.engine = engine
+        self.config = config
         self.items = items
         self.names = names
         self.decode = decode
         self.allow_urls = urls
-        cfg = engine.config
+        cfg = config
         self.cancel = threading.Event()
         self.admit = threading.Semaphore(cfg.prefetch)
-        self.windows: queue.Queue = queue.Queue(maxsize=max(8, 4 * engine.workers))
+        self.windows: queue.Queue = queue.Queue(maxsize=engine.workers + 2)
         self.outputs: queue.Queue = queue.Queue(maxsize=8)
         self.to_decode: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
@@ -145,7 +153,9 @@ class _Run:
         end = 0
         t0 = time.perf_counter()
         try:
-            for start, audio, right, last in engine.iter_windows(self.items[i], self.names[i], self.allow_urls):
+            for start, audio, right, last in engine.iter_windows(
+                self.items[i], self.names[i], self.config, self.allow_urls
+            ):
                 prepared = runner.prepare(audio)
                 end = max(end, start + audio.size)
                 self.put(self.windows, Window(i, count, start, audio.size, right, last, prepared))
@@ -154,7 +164,7 @@ class _Run:
             return
         except Exception as exc:
             self.add_time("read", time.perf_counter() - t0)
-            self.put(self.outputs, ("error", i, describe(exc)))
+            self.put(self.outputs, ("error", i, exc))
             return
         self.add_time("read", time.perf_counter() - t0)
         self.put(self.outputs, ("count", i, count, end / runner.sampling_rate))
@@ -169,8 +179,9 @@ class _Run:
             if first is _STOP:
                 break
             pool: list[Window] = [first]
-            budget = 4 * engine.batch_samples
-            while sum(w.samples for w in pool) < budget:
+            budget = 2 * engine.batch_samples(self.config)
+            most = 2 * self.config.batch_size if self.config.batch_size else None
+            while sum(w.samples for w in pool) < budget and (most is None or len(pool) < most):
                 try:
                     nxt = self.windows.get_nowait()
                 except queue.Empty:
@@ -180,7 +191,7 @@ class _Run:
                     break
                 pool.append(nxt)
             pool.sort(key=lambda w: w.samples, reverse=True)
-            for batch in engine.batches(pool):
+            for batch in engine.batches(pool, self.config):
                 t0 = time.perf_counter()
                 try:
                     pending = runner.forward([w.prepared for w in batch])
@@ -189,7 +200,7 @@ class _Run:
                     raise
                 except Exception as exc:
                     if len(batch) == 1:
-                        self.put(self.outputs, ("error", batch[0].item, describe(exc)))
+                        self.put(self.outputs, ("error", batch[0].item, exc))
                     else:  # alone, to isolate the window that fails
                         for w in batch:
                             try:
@@ -197,23 +208,31 @@ class _Run:
                             except _Cancelled:
                                 raise
                             except Exception as exc1:
-                                self.put(self.outputs, ("error", w.item, describe(exc1)))
+                                self.put(self.outputs, ("error", w.item, exc1))
                 for w in batch:
                     w.prepared = None
                 self.add_time("model", time.perf_counter() - t0)
         self.put(self.outputs, _STOP)
 
     def assemble(self) -> None:
-        """Wait for each batch's log-probabilities and stitch every input whose windows are all in."""
+        """Wait for each batch's log-probabilities; hand each input's frames on in order: whole inputs at once,
+        windowed ones piece by piece as their earlier windows are in (decoded incrementally)."""
         runner = self.engine.runner
-        vocab = self.engine.decoding.vocab
         stitchers: dict[int, Stitcher] = {}
         seconds: dict[int, float] = {}
         failed: set[int] = set()
 
-        def finish(i: int) -> None:
-            st = stitchers.pop(i)
-            self.to_decode.put((i, st.result(), seconds.pop(i)))
+        def progress(i: int, st: Stitcher) -> None:
+            if st.count == 1:  # a lone window: decoded whole (with others), once its duration is known
+                if i in seconds and 0 in st.parts:
+                    self.to_decode.put(("whole", i, join(st.ready(), self.engine.vocab), seconds.pop(i)))
+                    stitchers.pop(i)
+                return
+            for piece in st.ready():
+                self.to_decode.put(("piece", i, piece, None))
+            if st.complete and i in seconds:
+                self.to_decode.put(("end", i, None, seconds.pop(i)))
+                stitchers.pop(i)
 
         while True:
             message = self.get(self.outputs)
@@ -225,33 +244,40 @@ class _Run:
                 if i not in failed:
                     failed.add(i)
                     stitchers.pop(i, None)
-                    self.to_decode.put((i, error, 0.0))
+                    seconds.pop(i, None)
+                    self.to_decode.put(("error", i, error, 0.0))
                 continue
             if kind == "count":
                 _, i, count, secs = message
                 if i in failed:
                     continue
-                st = stitchers.setdefault(i, Stitcher(runner.ratio, vocab))
+                st = stitchers.setdefault(i, Stitcher(runner.ratio))
                 st.count, seconds[i] = count, secs
-                if st.complete:
-                    finish(i)
+                progress(i, st)
                 continue
             _, batch, pending = message
             t0 = time.perf_counter()
             outs = pending.result()
             self.add_time("copy", time.perf_counter() - t0)
+            touched = []
             for w, lp in zip(batch, outs):
                 if w.item in failed:
                     continue
-                st = stitchers.setdefault(w.item, Stitcher(runner.ratio, vocab))
+                st = stitchers.setdefault(w.item, Stitcher(runner.ratio))
+                if w.is_last:
+                    st.count = w.index + 1
                 st.add(w, lp)
-                if st.complete:
-                    finish(w.item)
+                touched.append(w.item)
+            for i in dict.fromkeys(touched):
+                progress(i, stitchers[i])
         self.to_decode.put(_STOP)
 
     def decode_loop(self) -> None:
-        """Decode whatever inputs are ready together, on the decoder's native threads."""
+        """Decode whole inputs that are ready together, on the decoder's native threads; feed windowed inputs
+        to incremental decoders as their frames arrive."""
         engine = self.engine
+        decoding = engine.decoding
+        streams: dict[int, _Incremental] = {}
         stop = False
         while not stop:
             ready = [self.get(self.to_decode)]
@@ -264,43 +290,127 @@ class _Run:
                 ready.pop()
                 stop = True
             t0 = time.perf_counter()
-            if self.decode is None:  # log-probabilities wanted, not text
-                for i, lp, secs in ready:
-                    self.results.put(("done", i, (None, secs, lp) if isinstance(lp, str) else (lp, secs, None)))
-                continue
-            good = [(i, lp, s) for i, lp, s in ready if not isinstance(lp, str)]
-            texts = engine.decoding.decode(
-                [self.names[i] for i, _, _ in good], [lp for _, lp, _ in good], self.decode, engine.decode_threads
-            )
-            for (i, _, secs), transcript in zip(good, texts):
-                transcript.duration = secs
-                self.results.put(("done", i, transcript))
-            for i, error, _ in ready:
-                if isinstance(error, str):
-                    self.results.put(("done", i, Transcript(audio=self.names[i], text="", duration=0.0, error=error)))
+            whole = []
+            for kind, i, payload, secs in ready:
+                if kind == "whole":
+                    whole.append((i, payload, secs))
+                elif kind == "error":
+                    streams.pop(i, None)
+                    self.finish(i, payload, secs)
+                elif kind == "piece":
+                    if i not in streams:
+                        streams[i] = _Incremental(decoding, self.decode, self.names[i], engine.vocab)
+                    streams[i].feed(payload)
+                else:  # end
+                    inc = streams.pop(i, None) or _Incremental(decoding, self.decode, self.names[i], engine.vocab)
+                    self.finish(i, inc.finish(), secs)
+            if whole:
+                if self.decode is None:
+                    for i, lp, secs in whole:
+                        self.finish(i, lp, secs)
+                else:
+                    names = [self.names[i] for i, _, _ in whole]
+                    texts = decoding.decode(names, [lp for _, lp, _ in whole], self.decode, engine.decode_threads)
+                    for (i, _, secs), transcript in zip(whole, texts):
+                        self.finish(i, transcript, secs)
             self.add_time("decode", time.perf_counter() - t0)
         self.results.put(("end", None))
 
+    def finish(self, i: int, outcome: Any, seconds: float) -> None:
+        """Hand input ``i``'s outcome (a transcript, log-probabilities or an exception) to the consumer."""
+        if self.decode is None:
+            out = (None, seconds, outcome) if isinstance(outcome, BaseException) else (outcome, seconds, None)
+            self.results.put(("done", i, out))
+            return
+        if isinstance(outcome, BaseException):
+            model_name = self.engine.decoding.model_name if self.engine.decoding else None
+            outcome = failed(self.names[i], outcome, model_name)
+        outcome.duration = seconds
+        self.results.put(("done", i, outcome))
+
+
+class _Incremental:
+    """One windowed input decoded as its frames arrive: a native incremental beam search (the same beams as
+    decoding the whole matrix), or — for greedy decoding, log-probabilities wanted, or word confidences —
+    the pieces kept and decoded at the end."""
+
+    def __init__(self, decoding: Any, config: DecodeConfig | None, name: str, vocab: int) -> None:
+        self.decoding = decoding
+        self.config = config
+        self.name = name
+        self.vocab = vocab
+        self.pieces: list[np.ndarray] | None = []
+        self.stream: Any = None
+        self.error: BaseException | None = None
+        if config is not None and not config.is_greedy:
+            self.decoder, options = decoding.search(config)
+            self.stream = self.decoder.stream_with(options)
+            if not config.word_confidences:
+                self.pieces = None
+
+    def feed(self, piece: np.ndarray) -> None:
+        if self.error is not None:
+            return
+        if self.pieces is not None:
+            self.pieces.append(piece)
+        if self.stream is not None:
+            try:
+                self.stream.feed(piece)
+            except Exception as exc:
+                self.error = exc
+
+    def finish(self) -> Any:
+        """A transcript, the log-probabilities (no decoding wanted) or the exception that stopped it."""
+        if self.error is not None:
+            return self.error
+        log_probs = join(self.pieces, self.vocab) if self.pieces is not None else None
+        if self.config is None:
+            return log_probs
+        try:
+            if self.stream is None:
+                return self.decoding.greedy(self.name, log_probs, self.config)
+            beams = self.stream.finalize()
+            if log_probs is not None and beams:
+                beams = self.decoder.attach_confidences(beams, log_probs)
+            return self.decoding.from_beams(self.name, beams, self.config, log_probs)
+        except Exception as exc:
+            return exc
+
 
 class Engine:
-    """A loaded model and decoder that transcribes many inputs at once (see the module docstring)."""
+    """A loaded model and decoder that transcribe many inputs at once (see the module docstring).
+
+    ``decoder``: a :class:`~w2vlm.decoder.BeamSearchDecoderCTC` (a processor's ``decoder``); without one the
+    engine gives log-probabilities only (:meth:`log_probs`).
+    """
 
     def __init__(
-        self, model: Any, processor: Any, config: EngineConfig | None = None, *, model_name: str | None = None
+        self,
+        model: Any,
+        feature_extractor: Any,
+        decoder: Any = None,
+        config: EngineConfig | None = None,
+        *,
+        model_name: str | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        self.processor = processor
-        self.runner = ModelRunner(model, processor.feature_extractor)
+        self.runner = ModelRunner(model, feature_extractor)
         self.sampling_rate = self.runner.sampling_rate
-        self.decoding = TranscriptDecoder(processor.decoder, self.runner.ratio / self.sampling_rate, model_name)
+        self.seconds_per_frame = self.runner.ratio / self.sampling_rate
+        self.vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+        self.decoding = None if decoder is None else TranscriptDecoder(decoder, self.seconds_per_frame, model_name)
         cpus = available_cpus()
         cuda = self.runner.on_cuda
         self.workers = self.config.workers or max(1, min(8, cpus))
         self.decode_threads = self.config.decode_threads or (cpus if cuda else max(1, cpus - cpus // 2))
-        seconds = self.config.batch_seconds or (DEFAULT_BATCH_SECONDS_CUDA if cuda else DEFAULT_BATCH_SECONDS_CPU)
-        self.batch_samples = int(seconds * self.sampling_rate)
         #: seconds spent per stage (read, model, copy, decode), summed over calls; stages overlap in time
         self.timings: dict[str, float] = {}
+
+    def batch_samples(self, config: EngineConfig) -> int:
+        """Padded samples per forward pass for ``config``."""
+        cuda = self.runner.on_cuda
+        seconds = config.batch_seconds or (DEFAULT_BATCH_SECONDS_CUDA if cuda else DEFAULT_BATCH_SECONDS_CPU)
+        return int(seconds * self.sampling_rate)
 
     @property
     def model(self) -> Any:
@@ -309,12 +419,12 @@ class Engine:
     # ------------------------------------------------------------------------------------------ inputs
 
     def iter_windows(
-        self, item: Any, name: str, allow_urls: bool = False
+        self, item: Any, name: str, config: EngineConfig | None = None, allow_urls: bool = False
     ) -> Iterator[tuple[int, np.ndarray, int, bool]]:
         """``(start, audio, right context, is_last)`` windows of one input (the whole input when short)."""
         from w2vlm.audio import audio_duration, is_url, iter_audio_blocks, load_audio
 
-        cfg = self.config
+        cfg = config or self.config
         sr = self.sampling_rate
         chunk_s = cfg.chunk_length_s
         local = isinstance(item, (str, os.PathLike)) and not is_url(os.fspath(item)) and _is_file(item)
@@ -339,13 +449,15 @@ class Engine:
         chunk, left, right = chunk_sizes(float(chunk_s), cfg.stride_length_s, sr, self.runner.ratio)
         yield from cut_windows(blocks, chunk, left, right, self.runner.ratio, name)
 
-    def batches(self, windows: list[Window]) -> Iterator[list[Window]]:
+    def batches(self, windows: list[Window], config: EngineConfig | None = None) -> Iterator[list[Window]]:
         """Consecutive windows (sorted longest first) grouped so that padded samples stay within the budget."""
-        limit = self.config.batch_size
+        config = config or self.config
+        limit = config.batch_size
+        budget = self.batch_samples(config)
         batch: list[Window] = []
         for w in windows:
             if batch and (
-                (len(batch) + 1) * batch[0].samples > self.batch_samples
+                (len(batch) + 1) * batch[0].samples > budget
                 or (limit is not None and len(batch) >= limit)
                 or not self.runner.can_batch(batch[0].samples, w.samples)
             ):
@@ -363,31 +475,59 @@ class Engine:
         decode: DecodeConfig | None = None,
         *,
         names: Sequence[str] | None = None,
+        config: EngineConfig | None = None,
         allow_urls: bool = False,
     ) -> Iterator[Transcript]:
         """Transcripts of ``inputs`` (paths, bytes, arrays, ``{"array", "sampling_rate"}`` dicts, file
         objects), one per input in input order, each yielded as soon as it and those before it are done.
-        A failed input's transcript has ``error`` set."""
+        A failed input's transcript has ``error`` set. ``config``: this call's windows and batches (default: the
+        engine's)."""
+        if self.decoding is None:
+            raise ConfigError("this engine has no decoder: it gives log-probabilities only (log_probs())")
         decode = decode or DecodeConfig()
         if not decode.is_greedy:
             self.decoding.search(decode)  # bad hotwords or weights: raise now, for the whole call
-        yield from self._run(inputs, decode, names, allow_urls)
+        yield from self._run(inputs, decode, names, config or self.config, allow_urls)
 
     def log_probs(
-        self, inputs: Sequence[Any], *, names: Sequence[str] | None = None, allow_urls: bool = False
-    ) -> Iterator[tuple[np.ndarray | None, float, str | None]]:
+        self,
+        inputs: Sequence[Any],
+        *,
+        names: Sequence[str] | None = None,
+        config: EngineConfig | None = None,
+        allow_urls: bool = False,
+    ) -> Iterator[tuple[np.ndarray | None, float, BaseException | None]]:
         """Per input, in input order: ``(log-probabilities (frames, vocab), audio seconds, None)``, or
-        ``(None, 0.0, error)`` for an input that failed. The acoustic half of :meth:`transcribe`."""
-        yield from self._run(inputs, None, names, allow_urls)
+        ``(None, 0.0, exception)`` for an input that failed. The acoustic half of :meth:`transcribe`."""
+        yield from self._run(inputs, None, names, config or self.config, allow_urls)
+
+    def stream_log_probs(
+        self, item: Any, config: EngineConfig | None = None, *, allow_urls: bool = False
+    ) -> Iterator[np.ndarray]:
+        """One input's log-probabilities, window by window as each is computed (in this thread), stitched:
+        the pieces concatenate to what :meth:`log_probs` gives. For live updates of one long input."""
+        config = config or self.config
+        name = _name(item, 0)
+        stitcher = Stitcher(self.runner.ratio)
+        for index, (start, audio, right, last) in enumerate(self.iter_windows(item, name, config, allow_urls)):
+            window = Window(0, index, start, audio.size, right, last)
+            (lp,) = self.runner.forward([self.runner.prepare(audio)]).result()
+            stitcher.add(window, lp)
+            yield from stitcher.ready()
 
     def _run(
-        self, inputs: Sequence[Any], decode: DecodeConfig | None, names: Sequence[str] | None, allow_urls: bool
+        self,
+        inputs: Sequence[Any],
+        decode: DecodeConfig | None,
+        names: Sequence[str] | None,
+        config: EngineConfig,
+        allow_urls: bool,
     ) -> Iterator[Any]:
         items = list(inputs)
         labels = [str(n) for n in names] if names is not None else [_name(x, i) for i, x in enumerate(items)]
         if not items:
             return
-        run = _Run(self, items, labels, decode, allow_urls)
+        run = _Run(self, items, labels, decode, config, allow_urls)
         threads = run.start()
         pending: dict[int, Any] = {}
         nxt = 0

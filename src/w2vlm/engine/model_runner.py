@@ -124,8 +124,11 @@ class ModelRunner:
             if self.do_normalize:
                 x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
             return Prepared(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), audio.size, True)
-        out = self.feature_extractor([audio], sampling_rate=self.sampling_rate, return_tensors="pt")
-        return Prepared(out[self.input_name][0], audio.size, True)
+        out = self.feature_extractor(
+            [audio], sampling_rate=self.sampling_rate, return_tensors="pt", return_attention_mask=True
+        )
+        mask = out.get("attention_mask")
+        return Prepared(out[self.input_name][0], audio.size, True, None if mask is None else int(mask[0].sum()))
 
     # ----------------------------------------------------------------------------------------- forward
 
@@ -139,7 +142,7 @@ class ModelRunner:
         # an odd number of 10 ms frames), as the model was trained: their mask always goes in
         with_mask = self.uses_mask and (self.frame_level or not same)
         with torch.inference_mode():
-            values, mask = self._batch_inputs(batch, with_mask)
+            values, mask = self.batch_inputs(batch, with_mask)
             inputs = {self.input_name: values.to(self.dtype) if values.is_floating_point() else values}
             if mask is not None:
                 inputs["attention_mask"] = mask
@@ -159,8 +162,9 @@ class ModelRunner:
                 return PendingOutput(host, frames, event)
             return PendingOutput(log_probs, frames)
 
-    def _batch_inputs(self, batch: list[Prepared], with_mask: bool) -> tuple[Any, Any]:
-        """The padded batch on the device (features computed there when the windows carry raw audio)."""
+    def batch_inputs(self, batch: list[Prepared], with_mask: bool) -> tuple[Any, Any]:
+        """(model input, attention mask or None) of a padded batch, on the device (features computed there
+        when the windows carry raw audio)."""
         import torch
 
         if not batch[0].is_features:

@@ -98,36 +98,44 @@ def cut_windows(
 
 
 class Stitcher:
-    """Collects the outputs of one input's windows (in any order) and joins their centres in order."""
+    """Collects the outputs of one input's windows (in any order) and hands out their centres in order, as
+    soon as the windows before them are in (so a long input can be decoded while it is being computed)."""
 
-    def __init__(self, ratio: int, vocab: int) -> None:
+    def __init__(self, ratio: int) -> None:
         self.ratio = ratio
-        self.vocab = vocab
         self.parts: dict[int, tuple[int, int, np.ndarray]] = {}
         self.count: int | None = None  # windows in all, known once the last one was cut
+        self.next = 0  # the next window to hand out
+        self.emitted = 0  # frames handed out so far
 
     def add(self, window: Window, log_probs: np.ndarray) -> None:
         self.parts[window.index] = (window.start, window.right, log_probs)
 
     @property
     def complete(self) -> bool:
-        return self.count is not None and len(self.parts) == self.count
+        """All windows were handed out."""
+        return self.count is not None and self.next == self.count
 
-    def result(self) -> np.ndarray:
-        """The input's (frames, vocab) log-probabilities."""
+    def ready(self) -> list[np.ndarray]:
+        """The centres of the windows that can be handed out now, in order (each frame exactly once)."""
         pieces = []
-        emitted = 0
-        for index in range(self.count or 0):
-            start, right, lp = self.parts.pop(index)
+        while self.next in self.parts:
+            start, right, lp = self.parts.pop(self.next)
+            self.next += 1
             first = start // self.ratio
-            lo = max(0, emitted - first)
+            lo = max(0, self.emitted - first)
             hi = lp.shape[0] - right // self.ratio
             if hi > lo:
                 pieces.append(lp[lo:hi])
-                emitted = first + hi
-        if not pieces:
-            return np.zeros((0, self.vocab), np.float32)
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+                self.emitted = first + hi
+        return pieces
 
 
-__all__ = ["Stitcher", "Window", "chunk_sizes", "cut_windows"]
+def join(pieces: list[np.ndarray], vocab: int) -> np.ndarray:
+    """Consecutive pieces of log-probabilities as one (frames, vocab) matrix."""
+    if not pieces:
+        return np.zeros((0, vocab), np.float32)
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+__all__ = ["Stitcher", "Window", "chunk_sizes", "cut_windows", "join"]
