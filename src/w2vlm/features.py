@@ -81,7 +81,8 @@ class FbankInputs:
         frames = (x.to(self.dtype) * 32768.0).unfold(1, self.FRAME, self.HOP)  # (B, F, 400), Kaldi's 16-bit scale
         frames = frames - frames.mean(-1, keepdim=True)
         frames = torch.cat([frames[..., :1] * (1 - 0.97), frames[..., 1:] - 0.97 * frames[..., :-1]], dim=-1)
-        power = torch.fft.rfft(frames * self.window.to(x.device), n=self.FFT).abs().square()
+        spec = torch.fft.rfft(frames * self.window.to(x.device), n=self.FFT)
+        power = spec.real.square() + spec.imag.square()
         feats = torch.log(torch.clamp(power @ self.mel.to(x.device), min=1.192092955078125e-07))
         n = self._fbank_frames(lens)  # valid frames per row
         valid = (torch.arange(feats.shape[1], device=x.device)[None, :] < n[:, None]).unsqueeze(-1)
@@ -95,6 +96,27 @@ class FbankInputs:
         mask = torch.arange(t, device=x.device)[None, :] < (n // self.stride)[:, None]
         return feats, mask.long()
 
+    def single(self, audio: Any) -> tuple[Any, int]:
+        """(features, frames the attention mask keeps) of one utterance (a 1-D CPU tensor): the same values
+        as a batch of one, computed with fewer steps (no padding, no masks)."""
+        import torch
+
+        n = self.fbank_frames(audio.numel())
+        if n < 2:
+            feats, mask = self(audio[None], torch.tensor([audio.numel()]))
+            return feats[0], int(mask[0].sum())
+        frames = (audio.to(self.dtype) * 32768.0).unfold(0, self.FRAME, self.HOP)
+        frames = frames - frames.mean(-1, keepdim=True)
+        pre = torch.empty_like(frames)
+        pre[:, 1:] = frames[:, 1:] - 0.97 * frames[:, :-1]
+        pre[:, :1] = frames[:, :1] * (1 - 0.97)
+        spec = torch.fft.rfft(pre * self.window, n=self.FFT)
+        feats = torch.log(torch.clamp((spec.real.square() + spec.imag.square()) @ self.mel, min=1.192092955078125e-07))
+        feats = (feats - feats.mean(0, keepdim=True)) / torch.sqrt(feats.var(0, keepdim=True) + 1e-7)
+        t = -(-n // self.stride)  # padded to a multiple of the stride, the last stacked frame masked when odd
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, t * self.stride - n))
+        return feats.reshape(t, -1).float(), n // self.stride
+
 
 def model_inputs_for(model: Any, extractor: Any) -> WaveformInputs | FbankInputs:
     """The torch twin of ``extractor`` (for ``model``) that turns padded batches of waveforms into model input."""
@@ -105,9 +127,10 @@ def model_inputs_for(model: Any, extractor: Any) -> WaveformInputs | FbankInputs
     return WaveformInputs(model, bool(getattr(extractor, "do_normalize", True)))
 
 
-def fast_log_mel(extractor: Any) -> FbankInputs | None:
+def fast_log_mel(extractor: Any, dtype: Any = None) -> FbankInputs | None:
     """The torch twin of ``extractor`` when it is a ``SeamlessM4TFeatureExtractor`` (Wav2Vec2-BERT models),
-    else None: the pipeline then calls the extractor itself."""
+    else None: the engine then calls the extractor itself. ``dtype``: float64 by default (closest to the
+    numpy extractor); the engine uses float32, as training does."""
     try:
         from transformers import SeamlessM4TFeatureExtractor
     except ImportError:  # pragma: no cover - transformers without the class
@@ -116,7 +139,7 @@ def fast_log_mel(extractor: Any) -> FbankInputs | None:
         return None
     import torch
 
-    return FbankInputs(extractor, dtype=torch.float64)
+    return FbankInputs(extractor, dtype=dtype or torch.float64)
 
 
 def batch_log_mel(fbank: FbankInputs, audios: list[np.ndarray], with_mask: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -408,7 +409,23 @@ def run(
     show = progress if progress is not None else err.is_terminal
     several = len(todo) + summary.skipped + summary.failed > 1
     t1 = time.perf_counter()
-    with _progress_bar(err, total, enabled=show) as bar:
+    # files are written on a thread of their own, so that output I/O overlaps the engine's work; stdout keeps
+    # the input order on this thread
+    writes: list[tuple[FileResult, Future]] = []
+
+    def settle(done_only: bool) -> None:
+        while writes and (not done_only or writes[0][1].done()):
+            result, future = writes.pop(0)
+            try:
+                future.result()
+            except W2vlmError as exc:
+                _error(err, str(result.file.path), str(exc))
+                summary.failed += 1
+                continue
+            summary.done += 1
+            summary.audio_seconds += result.audio_seconds
+
+    with _progress_bar(err, total, enabled=show) as bar, ThreadPoolExecutor(1, "w2vlm-write") as writer:
         for result in transcriber.transcribe(todo, bar.advance, word_timestamps=word_timestamps):
             bar.file_done(result)
             if result.error is not None:
@@ -416,17 +433,21 @@ def run(
                 summary.failed += 1
                 continue
             assert result.transcript is not None
-            summary.audio_seconds += result.audio_seconds
+            if output_dir is not None:
+                writes.append(
+                    (result, writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats))
+                )
+                settle(done_only=True)
+                continue
             try:
-                if output_dir is None:
-                    _to_stdout(out, result.transcript, formats[0], several)
-                else:
-                    write_transcript(result.transcript, bases[id(result.file)], formats)
+                _to_stdout(out, result.transcript, formats[0], several)
             except W2vlmError as exc:
                 _error(err, str(result.file.path), str(exc))
                 summary.failed += 1
                 continue
             summary.done += 1
+            summary.audio_seconds += result.audio_seconds
+        settle(done_only=False)
     summary.seconds = time.perf_counter() - t1
     return summary
 

@@ -31,6 +31,8 @@ def greedy_words(
     change = np.flatnonzero(np.diff(ids)) + 1
     starts = np.concatenate([[0], change])
     ends = np.concatenate([change, [ids.size]])
+    if not is_bpe:
+        return _greedy_char_words(ids, probs, starts, ends, labels)
     words: list[tuple[str, int, int, float]] = []
     cur: list[str] = []
     cur_start = cur_end = 0
@@ -64,6 +66,32 @@ def greedy_words(
         cur_end = e
         cur_conf = min(cur_conf, float(probs[s:e].mean()))
     close()
+    return " ".join(w for w, *_ in words), words
+
+
+def _greedy_char_words(
+    ids: np.ndarray, probs: np.ndarray, starts: np.ndarray, ends: np.ndarray, labels: Sequence[str]
+) -> tuple[str, list[tuple[str, int, int, float]]]:
+    """:func:`greedy_words` for a character alphabet, vectorised over the runs of the best path."""
+    table = np.asarray(list(labels), dtype=object)
+    run_ids = ids[starts]
+    run_labels = table[run_ids]
+    blank = np.fromiter((lab == "" for lab in labels), bool, len(labels))[run_ids]
+    delim = np.fromiter((lab != "" and lab.isspace() for lab in labels), bool, len(labels))[run_ids]
+    conf = np.add.reduceat(probs, starts) / (ends - starts)
+    word_of = np.cumsum(delim)  # runs after the k-th delimiter belong to word k
+    keep = ~(blank | delim)
+    if not keep.any():
+        return "", []
+    kept = np.flatnonzero(keep)
+    groups = np.flatnonzero(np.diff(word_of[kept])) + 1
+    firsts = np.concatenate([[0], groups])
+    lasts = np.concatenate([groups, [kept.size]]) - 1
+    word_conf = np.minimum.reduceat(conf[kept], firsts)
+    words = [
+        ("".join(run_labels[kept[a : b + 1]]), int(starts[kept[a]]), int(ends[kept[b]]), float(c))
+        for a, b, c in zip(firsts.tolist(), lasts.tolist(), word_conf.tolist())
+    ]
     return " ".join(w for w, *_ in words), words
 
 

@@ -92,9 +92,8 @@ class ModelRunner:
         self.input_name = feature_extractor.model_input_names[0]
         self.frame_level = self.input_name == "input_features"
         self.uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
-        self.log_mel = fast_log_mel(feature_extractor)  # Wav2Vec2-BERT: filter banks in torch
-        if self.log_mel is not None and self.on_cuda:
-            self.log_mel = type(self.log_mel)(feature_extractor, dtype=torch.float32)
+        # Wav2Vec2-BERT: filter banks in torch, in float32 as in training
+        self.log_mel = fast_log_mel(feature_extractor, dtype=torch.float32)
         from transformers import Wav2Vec2FeatureExtractor
 
         self.waveform = type(feature_extractor) is Wav2Vec2FeatureExtractor
@@ -116,9 +115,8 @@ class ModelRunner:
         if self.on_cuda and (self.log_mel is not None or self.waveform):
             return Prepared(torch.from_numpy(audio), audio.size, False)
         if self.log_mel is not None:
-            x = torch.from_numpy(audio)[None]
-            feats, mask = self.log_mel(x, torch.tensor([audio.size]))
-            return Prepared(feats[0], audio.size, True, int(mask[0].sum()))
+            feats, valid = self.log_mel.single(torch.from_numpy(audio))
+            return Prepared(feats, audio.size, True, valid)
         if self.waveform:
             x = audio
             if self.do_normalize:

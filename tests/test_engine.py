@@ -1,0 +1,207 @@
+"""The transcription engine: configurations, stitching, greedy decoding, ordering, errors, cancellation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+from conftest import write_audio_file  # noqa: E402
+from w2vlm.engine import ConfigError, DecodeConfig, Engine, EngineConfig  # noqa: E402
+from w2vlm.engine.alignment import greedy_words  # noqa: E402
+from w2vlm.engine.windows import Stitcher, Window, chunk_sizes, cut_windows, join  # noqa: E402
+
+
+def _noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16000))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ctc_dir: Path) -> Engine:
+    from w2vlm.model import load_model
+    from w2vlm.processor import Wav2Vec2ProcessorWithLM
+
+    processor = Wav2Vec2ProcessorWithLM.from_pretrained(tiny_ctc_dir)
+    model = load_model(tiny_ctc_dir, device="cpu")
+    return Engine(model, processor.feature_extractor, processor.decoder, EngineConfig(batch_seconds=4.0))
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_decode_config_validates() -> None:
+    with pytest.raises(ConfigError, match="beam_width"):
+        DecodeConfig(beam_width=0)
+    with pytest.raises(ConfigError, match="alpha: must be a finite number"):
+        DecodeConfig(alpha=float("nan"))
+    with pytest.raises(ConfigError, match="greedy decoding has no beams"):
+        DecodeConfig(greedy=True, hotwords=("a",))
+    with pytest.raises(ConfigError, match="cannot go without it"):
+        DecodeConfig(use_lm=False, alpha=1.0)
+    assert DecodeConfig(use_lm=False).is_greedy
+    assert not DecodeConfig(use_lm=False, n_best=2).is_greedy
+    assert not DecodeConfig().is_greedy
+    assert DecodeConfig(hotwords=["x"]).hotwords == ("x",)  # frozen and hashable
+
+
+def test_engine_config_validates() -> None:
+    with pytest.raises(ConfigError, match="dtype"):
+        EngineConfig(dtype="int4")
+    with pytest.raises(ConfigError, match="batch_seconds"):
+        EngineConfig(batch_seconds=0)
+    with pytest.raises(ConfigError, match="workers"):
+        EngineConfig(workers=0)
+
+
+# ------------------------------------------------------------------------------------------------ windows
+
+
+@given(
+    total=st.integers(400, 40_000),
+    chunk_s=st.sampled_from([0.5, 1.0, 1.3]),
+    stride=st.sampled_from([0.05, 0.1, 0.2]),
+    block=st.integers(100, 9000),
+)
+@settings(max_examples=60, deadline=None)
+def test_windows_cover_the_input_and_stitch_in_any_order(total: int, chunk_s: float, stride: float, block: int) -> None:
+    """Windows read from blocks cover every sample; their centres, computed in any order, stitch into one frame
+    per ``ratio`` samples of the input as a whole (here the "model" outputs each frame's absolute index)."""
+    ratio = 320
+    audio = np.arange(total, dtype=np.float32)
+    blocks = [audio[i : i + block] for i in range(0, total, block)]
+    chunk, left, right = chunk_sizes(chunk_s, stride, 16000, ratio)
+    cut = list(cut_windows(blocks, chunk, left, right, ratio))
+    assert cut[-1][3] and all(not last for *_, last in cut[:-1])
+    assert cut[-1][0] + cut[-1][1].size == total
+    for start, piece, _, _ in cut:
+        np.testing.assert_array_equal(piece, audio[start : start + piece.size])
+    windows = [Window(0, i, s, a.size, r, last) for i, (s, a, r, last) in enumerate(cut)]
+    stitcher = Stitcher(ratio)
+    stitcher.count = len(windows)
+    pieces = []
+    for w in reversed(windows):  # the engine may finish windows out of order
+        frames = (w.samples - 400) // ratio + 1  # a conv front end's frame count
+        lp = (w.start // ratio + np.arange(frames, dtype=np.float32))[:, None]
+        stitcher.add(w, lp)
+        pieces += stitcher.ready()
+    assert stitcher.complete
+    got = join(pieces, 1)[:, 0]
+    np.testing.assert_array_equal(got, np.arange(got.size, dtype=np.float32))
+    assert got.size >= (total - 400) // ratio  # no frame lost at the end
+
+
+def test_too_short_inputs_are_named(engine: Engine) -> None:
+    (out,) = engine.transcribe([np.zeros(100, np.float32)], DecodeConfig())
+    assert out.error is not None and "too short" in out.error and out.text == ""
+
+
+# ------------------------------------------------------------------------------------------------ greedy
+
+
+@given(
+    frames=st.integers(0, 200),
+    seed=st.integers(0, 2**31 - 1),
+    peaky=st.floats(0.5, 8.0),
+)
+@settings(max_examples=80, deadline=None)
+def test_vectorised_greedy_equals_the_token_loop(frames: int, seed: int, peaky: float) -> None:
+    """The vectorised character path of greedy_words gives what the per-token loop gives (the loop is the
+    BPE path, which treats an alphabet with no ``▁`` and only " " as whitespace the same way)."""
+    labels = ["", " ", "'", *"abcdefg"]
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((frames, len(labels))) * peaky
+    logits[:, 0] += 1.0  # blanks, as CTC models emit them
+    lp = torch.log_softmax(torch.from_numpy(logits), -1).numpy().astype(np.float32)
+    fast = greedy_words(lp, labels, is_bpe=False)
+    loop = greedy_words(lp, labels, is_bpe=True)
+    assert fast[0] == loop[0]
+    assert [w[:3] for w in fast[1]] == [w[:3] for w in loop[1]]
+    np.testing.assert_allclose([w[3] for w in fast[1]], [w[3] for w in loop[1]], rtol=1e-5)
+
+
+def test_log_mel_single_equals_a_batch_of_one() -> None:
+    from transformers import SeamlessM4TFeatureExtractor
+
+    from w2vlm.features import fast_log_mel
+
+    fbank = fast_log_mel(SeamlessM4TFeatureExtractor(), dtype=torch.float32)
+    for samples in (400, 559, 16000, 16_161, 48_000):
+        x = torch.from_numpy(_noise(samples / 16000, seed=samples))
+        one, valid = fbank.single(x)
+        batch, mask = fbank(x[None], torch.tensor([x.numel()]))
+        assert one.shape == batch[0].shape and valid == int(mask[0].sum())
+        torch.testing.assert_close(one[:valid], batch[0, :valid], atol=2e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+
+def test_results_in_input_order_with_errors_isolated(engine: Engine, tmp_path: Path) -> None:
+    paths = []
+    for i, seconds in enumerate([2.5, 0.6, 4.0, 1.1, 3.3]):
+        paths.append(str(write_audio_file(tmp_path / f"a{i}.wav", _noise(seconds, i), 16000)))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    inputs = [*paths[:2], str(bad), *paths[2:], str(tmp_path / "missing.wav")]
+    out = list(engine.transcribe(inputs, DecodeConfig()))
+    assert [o.audio for o in out] == inputs
+    assert [o.error is not None for o in out] == [False, False, True, False, False, False, True]
+    assert out[2].exception is not None and str(bad) in out[2].error
+    # the same texts as each file alone, and as an engine that batches nothing
+    alone = [next(engine.transcribe([p], DecodeConfig())).text for p in paths]
+    assert [o.text for o in out if o.error is None] == alone
+    single = engine.config.with_(batch_size=1)
+    assert [o.text for o in engine.transcribe(paths, DecodeConfig(), config=single)] == alone
+
+
+def test_windowed_inputs_decode_incrementally_to_the_same_text(engine: Engine) -> None:
+    audio = _noise(6.0, seed=3)
+    whole = next(engine.transcribe([audio], DecodeConfig(timestamps="char", word_confidences=True)))
+    config = engine.config.with_(chunk_length_s=1.5)
+    pieces = list(engine.log_probs([audio], config=config))
+    (lp, seconds, error) = pieces[0]
+    assert error is None and seconds == pytest.approx(6.0)
+    windowed = next(engine.transcribe([audio], DecodeConfig(word_confidences=True), config=config))
+    beams = engine.decoding.decoder.decode_beams(lp)
+    assert windowed.text == beams[0].text
+    assert all(w.confidence is not None for w in windowed.words)
+    assert whole.chars and all(c.word.strip() for c in whole.chars)
+    streamed = np.concatenate(list(engine.stream_log_probs(audio, config)))
+    np.testing.assert_allclose(streamed, lp, atol=1e-5)
+
+
+def test_greedy_and_log_probs_without_decoder(tiny_ctc_dir: Path) -> None:
+    from w2vlm.model import load_model
+    from w2vlm.processor import load_feature_extractor
+
+    acoustic = Engine(load_model(tiny_ctc_dir, device="cpu"), load_feature_extractor(tiny_ctc_dir))
+    with pytest.raises(ConfigError, match="no decoder"):
+        next(acoustic.transcribe([_noise(1.0)]))
+    ((lp, _, error),) = list(acoustic.log_probs([_noise(1.0)]))
+    assert error is None and lp.shape[1] == acoustic.vocab
+    np.testing.assert_allclose(np.exp(lp).sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_abandoned_iteration_stops_the_stages(engine: Engine) -> None:
+    import threading
+
+    before = threading.active_count()
+    items = [_noise(1.0, seed=i) for i in range(40)]
+    it = engine.transcribe(items, DecodeConfig())
+    next(it)
+    it.close()  # the consumer walks away: the stages see the cancel and end
+    for _ in range(50):
+        if threading.active_count() <= before:
+            break
+        threading.Event().wait(0.1)
+    assert threading.active_count() <= before
+
+
+def test_bad_decoding_options_fail_the_call(engine: Engine) -> None:
+    with pytest.raises(ConfigError):
+        list(engine.transcribe([_noise(1.0)], DecodeConfig(beam_width=-1)))
