@@ -12,14 +12,11 @@ runs on the decoder's native threads (``num_processes`` sets their number).
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -173,7 +170,6 @@ class Wav2Vec2ProcessorWithLM:
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.current_processor = feature_extractor
-        self._params_lock = _SharedExclusiveLock()
         self._base_lm_params = self._read_lm_params()
 
     @staticmethod
@@ -434,38 +430,14 @@ class Wav2Vec2ProcessorWithLM:
         unk_score_offset: float | None = None,
         lm_score_boundary: bool | None = None,
     ) -> list[list[Any]]:
-        """The decoder's beams (best first) for each (frames, vocab) matrix; per-call LM parameters."""
-        call_params = {
-            "alpha": alpha,
-            "beta": beta,
-            "unk_score_offset": unk_score_offset,
-            "lm_score_boundary": lm_score_boundary,
-        }
-        call_params = {k: v for k, v in call_params.items() if v is not None}
-        kwargs = {
-            "beam_width": DEFAULT_BEAM_WIDTH if beam_width is None else beam_width,
-            "beam_prune_logp": DEFAULT_PRUNE_LOGP if beam_prune_logp is None else beam_prune_logp,
-            "token_min_logp": DEFAULT_MIN_TOKEN_LOGP if token_min_logp is None else token_min_logp,
-            "hotwords": list(hotwords) if hotwords else None,
-            "hotword_weight": DEFAULT_HOTWORD_WEIGHT if hotword_weight is None else hotword_weight,
-        }
-        if num_threads is not None:
-            kwargs["num_threads"] = num_threads
+        """The decoder's beams (best first) for each (frames, vocab) matrix; per-call LM parameters (they
+        apply to this call only: the shared LM is not changed, so calls from several threads never wait)."""
         items = [np.asarray(item) for item in logits_list]
-        if call_params and not self._base_lm_params:
-            logger.warning("alpha/beta/unk_score_offset/lm_score_boundary ignored: the decoder has no LM")
-            call_params = {}
-        if not call_params:
-            with self._params_lock.shared():
-                return [list(b) for b in self.decoder.decode_beams_batch(None, items, **kwargs)]
-        # the fusion parameters live in the shared LM: set them for this call only, while no other call of
-        # this processor decodes, and put the processor's own values back afterwards
-        with self._params_lock.exclusive():
-            self.decoder.reset_params(**call_params)
-            try:
-                return [list(b) for b in self.decoder.decode_beams_batch(None, items, **kwargs)]
-            finally:
-                self.decoder.reset_params(**self._base_lm_params)
+        options = self._call_options(
+            beam_width, beam_prune_logp, token_min_logp, hotwords, hotword_weight,
+            alpha, beta, unk_score_offset, lm_score_boundary, None,
+        )  # fmt: skip
+        return [list(b) for b in self.decoder.decode_beams_with(options, items, num_threads)]
 
     def stream(
         self,
@@ -485,55 +457,46 @@ class Wav2Vec2ProcessorWithLM:
         """An incremental decoder (``feed(logits)`` chunk by chunk, then ``finalize()`` → beams) whose
         ``finalize()`` equals decoding the concatenated logits with :meth:`decode_beams_batch`.
 
-        The LM parameters are fixed when the stream starts; per-call values apply to this stream only.
-        ``num_threads`` is accepted for symmetry with the batch calls and unused (one stream is one thread).
-        ``n_best`` limits the beams ``finalize()`` returns (their text and frames are built in Python, which
-        for an hour of audio and 100 beams takes hundreds of MB; the pipeline asks for 1).
+        Per-call LM parameters apply to this stream only. ``num_threads`` is accepted for symmetry with the
+        batch calls and unused (one stream is one thread). ``n_best`` limits the beams ``finalize()`` returns
+        (their text and frames are built in Python, which for an hour of audio and 100 beams takes hundreds
+        of MB; the pipeline asks for 1).
         """
         del num_threads
-        kwargs = {
-            "beam_width": DEFAULT_BEAM_WIDTH if beam_width is None else beam_width,
-            "beam_prune_logp": DEFAULT_PRUNE_LOGP if beam_prune_logp is None else beam_prune_logp,
-            "token_min_logp": DEFAULT_MIN_TOKEN_LOGP if token_min_logp is None else token_min_logp,
-            "hotwords": list(hotwords) if hotwords else None,
-            "hotword_weight": DEFAULT_HOTWORD_WEIGHT if hotword_weight is None else hotword_weight,
-        }
-        call_params = {
-            "alpha": alpha,
-            "beta": beta,
-            "unk_score_offset": unk_score_offset,
-            "lm_score_boundary": lm_score_boundary,
-        }
-        call_params = {k: v for k, v in call_params.items() if v is not None}
-        if not call_params or not self._base_lm_params:
-            with self._params_lock.shared():
-                return self._start_stream(kwargs, n_best)
-        with self._params_lock.exclusive():
-            self.decoder.reset_params(**call_params)
-            try:
-                return self._start_stream(kwargs, n_best)
-            finally:
-                self.decoder.reset_params(**self._base_lm_params)
+        options = self._call_options(
+            beam_width, beam_prune_logp, token_min_logp, hotwords, hotword_weight,
+            alpha, beta, unk_score_offset, lm_score_boundary, n_best,
+        )  # fmt: skip
+        return self.decoder.stream_with(options)
 
-    def _start_stream(self, kwargs: dict[str, Any], n_best: int | None) -> Any:
-        if n_best is None:
-            return self.decoder.stream(**kwargs)
-        if "n_best" in inspect.signature(self.decoder.stream).parameters:
-            return self.decoder.stream(**kwargs, n_best=n_best)
-        # the decoder's stream() has no n_best yet: build the same options with it
-        from w2vlm.decoder.decoder import DecoderStream
-
-        options = self.decoder._options(
-            kwargs["beam_width"],
-            kwargs["beam_prune_logp"],
-            kwargs["token_min_logp"],
-            False,
-            kwargs["hotwords"],
-            kwargs["hotword_weight"],
-            None,
+    def _call_options(
+        self,
+        beam_width: int | None,
+        beam_prune_logp: float | None,
+        token_min_logp: float | None,
+        hotwords: Sequence[str] | None,
+        hotword_weight: float | None,
+        alpha: float | None,
+        beta: float | None,
+        unk_score_offset: float | None,
+        lm_score_boundary: bool | None,
+        n_best: int | None,
+    ) -> Any:
+        """The decoder's native options for one call (decoding defaults where a value is None)."""
+        lm_params = {"alpha": alpha, "beta": beta, "unk_score_offset": unk_score_offset}
+        lm_params["score_boundary"] = lm_score_boundary
+        if any(v is not None for v in lm_params.values()) and getattr(self.decoder, "language_model", None) is None:
+            logger.warning("alpha/beta/unk_score_offset/lm_score_boundary ignored: the decoder has no LM")
+        return self.decoder.options(
+            beam_width=DEFAULT_BEAM_WIDTH if beam_width is None else beam_width,
+            beam_prune_logp=DEFAULT_PRUNE_LOGP if beam_prune_logp is None else beam_prune_logp,
+            token_min_logp=DEFAULT_MIN_TOKEN_LOGP if token_min_logp is None else token_min_logp,
+            prune_history=False,
+            hotwords=list(hotwords) if hotwords else None,
+            hotword_weight=DEFAULT_HOTWORD_WEIGHT if hotword_weight is None else hotword_weight,
             n_best=n_best,
+            **lm_params,
         )
-        return DecoderStream(self.decoder, options)
 
     def __repr__(self) -> str:
         return (
@@ -541,44 +504,6 @@ class Wav2Vec2ProcessorWithLM:
             f"tokenizer={type(self.tokenizer).__name__}, decoder={type(self.decoder).__name__}, "
             f"lm_params={self._base_lm_params})"
         )
-
-
-class _SharedExclusiveLock:
-    """Many holders in shared mode at once, or one in exclusive mode (a readers-writer lock)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._shared = 0
-        self._exclusive = False
-        self._waiting_exclusive = 0
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive or self._waiting_exclusive:
-                self._cond.wait()
-            self._shared += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._shared -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_exclusive += 1
-            while self._exclusive or self._shared:
-                self._cond.wait()
-            self._waiting_exclusive -= 1
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
 
 
 def beam_fields(beam: Any) -> tuple[str, list, float, float]:

@@ -74,7 +74,10 @@ class _Run:
         cfg = config
         self.cancel = threading.Event()
         self.admit = threading.Semaphore(cfg.prefetch)
-        self.windows: queue.Queue = queue.Queue(maxsize=engine.workers + 2)
+        # windows waiting for the model: enough for two full batches (of ~10 s windows), so that batches fill up
+        # when reading is fast; with a batch size, two batches of that size
+        per_batch = cfg.batch_size or max(1, engine.batch_samples(cfg) // (10 * engine.sampling_rate))
+        self.windows: queue.Queue = queue.Queue(maxsize=engine.workers + 2 * per_batch)
         self.outputs: queue.Queue = queue.Queue(maxsize=8)
         self.to_decode: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
