@@ -30,15 +30,9 @@ pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 
 from conftest import write_audio_file  # noqa: E402
-from w2vlm.server import (  # noqa: E402
-    ServerSettings,
-    Transcript,
-    Word,
-    create_app,
-    make_segments,
-    to_srt,
-    to_vtt,
-)
+from w2vlm.results import Transcript, Word  # noqa: E402
+from w2vlm.server import ServerSettings, create_app  # noqa: E402
+from w2vlm.writers import render  # noqa: E402
 
 MODEL_ID = "tiny-test"
 API_KEY = "secret-key"
@@ -221,12 +215,13 @@ def test_segments_and_subtitle_writers() -> None:
         Word("three", 2.0, 2.4, 0.2),  # after a pause: a new cue
         Word("four", 2.5, 3661.5, None),
     ]
-    segs = make_segments(words)
-    assert [s.text for s in segs] == ["one two", "three", "four"]  # "four" makes the cue longer than 10 s
-    assert to_srt(segs).splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:00,700", "one two"]
-    assert "01:01:01.500" in to_vtt(segs)
-    assert make_segments([]) == [] and to_srt([]) == "" and to_vtt([]) == "WEBVTT\n\n"
-    assert Transcript("", 0.0, []).words == []
+    transcript = Transcript("upload", "one two three four", 3661.5, words)
+    segs = transcript.segments()  # the same cues as the command line's writers
+    assert [s.text for s in segs] == ["one two", "three", "four"]  # "four" makes the cue too long
+    assert render(transcript, "srt").splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:00,700", "one two"]
+    assert "01:01:01.500" in render(transcript, "vtt")
+    empty = Transcript("upload", "", 0.0)
+    assert empty.segments() == [] and render(empty, "srt").strip() == ""
 
 
 def test_prompt_is_used_as_hotwords(server: LiveServer, pipe: Any, clips: dict) -> None:

@@ -46,6 +46,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
 from w2vlm.errors import W2vlmError
+from w2vlm.pipeline import decode_config_from_kwargs
+from w2vlm.results import Transcript
+from w2vlm.writers import render as render_format
 
 logger = logging.getLogger("w2vlm.server")
 
@@ -54,10 +57,6 @@ WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css"
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
-#: Subtitle/segment cues end at a pause this long, or when they reach the length limits below.
-SEGMENT_PAUSE_S = 0.8
-SEGMENT_MAX_S = 10.0
-SEGMENT_MAX_CHARS = 84
 MAX_PROMPT_CHARS = 4000
 MAX_HOTWORDS = 200
 #: Slack over the upload limit for the multipart framing and the other form fields.
@@ -157,21 +156,6 @@ class ApiError(Exception):
 # ------------------------------------------------------------------------------------------ transcription
 
 
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    confidence: float | None
-
-
-@dataclass
-class Transcript:
-    text: str
-    duration: float
-    words: list[Word]
-
-
 class Transcriber:
     """Audio bytes → transcript with word timings and confidences, on a loaded w2vlm pipeline.
 
@@ -184,6 +168,8 @@ class Transcriber:
         self.sampling_rate = int(pipe.sampling_rate)
         self.seconds_per_frame = pipe.ratio / pipe.sampling_rate
         self.decoder_kwargs = dict(decoder_kwargs or {})
+        kwargs = {k: v for k, v in self.decoder_kwargs.items() if k != "num_threads"}
+        self.decode = decode_config_from_kwargs(kwargs).with_(timestamps="word")
         labels = [str(x) for x in _decoder_labels(self.processor.decoder)]
         self.alphabet = {ch for label in labels for ch in label if label.strip()}
         self.lowercase = not any(ch.isupper() for ch in self.alphabet)
@@ -215,24 +201,14 @@ class Transcriber:
         return kwargs
 
     def transcribe(self, data: bytes, hotwords: list[str], confidences: bool = True) -> Transcript:
-        """Decode an upload; ``confidences=False`` skips the word confidences (they cost about as much as
-        the beam search itself), leaving them None."""
+        """Decode an upload on the engine; ``confidences=False`` skips the word confidences (they cost about
+        as much as the beam search itself), leaving them None."""
         audio = self.load(data)
-        logits = self.pipe.compute_logits([audio])[0]
-        kwargs = self._decode_kwargs(hotwords)
-        kwargs.setdefault("num_threads", 1)  # parallelism comes from the server's workers
-        beams = self.processor.decode_beams_batch([logits], **kwargs)[0]
-        duration = audio.size / self.sampling_rate
-        if not beams:
-            return Transcript("", duration, [])
-        best = beams[0]
-        conf = list(getattr(best, "word_confidences", []) or []) if confidences else []
-        sec = self.seconds_per_frame
-        words = [
-            Word(w, round(s * sec, 3), round(e * sec, 3), float(conf[i]) if i < len(conf) else None)
-            for i, (w, (s, e)) in enumerate(best.text_frames)
-        ]
-        return Transcript(best.text, duration, words)
+        decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=confidences)
+        (transcript,) = self.pipe.engine.transcribe([audio], decode, names=["upload"])
+        if transcript.exception is not None:
+            raise transcript.exception
+        return transcript
 
     def stream(
         self, data: bytes, hotwords: list[str], chunk_length_s: float, cancelled: threading.Event
@@ -289,57 +265,6 @@ def _decoder_labels(decoder: Any) -> list[str]:
 # ------------------------------------------------------------------------------------------------ formats
 
 
-@dataclass
-class Segment:
-    start: float
-    end: float
-    words: list[Word]
-
-    @property
-    def text(self) -> str:
-        return " ".join(w.word for w in self.words)
-
-
-def make_segments(words: list[Word]) -> list[Segment]:
-    """Group words into cues: a new one after a pause of ``SEGMENT_PAUSE_S`` or when a cue would pass
-    ``SEGMENT_MAX_S`` seconds or ``SEGMENT_MAX_CHARS`` characters."""
-    segments: list[Segment] = []
-    for w in words:
-        cur = segments[-1] if segments else None
-        if (
-            cur is None
-            or w.start - cur.end > SEGMENT_PAUSE_S
-            or w.end - cur.start > SEGMENT_MAX_S
-            or len(cur.text) + 1 + len(w.word) > SEGMENT_MAX_CHARS
-        ):
-            segments.append(Segment(w.start, w.end, [w]))
-        else:
-            cur.words.append(w)
-            cur.end = w.end
-    return segments
-
-
-def _timestamp(seconds: float, sep: str) -> str:
-    ms = max(0, round(seconds * 1000))
-    h, rem = divmod(ms, 3_600_000)
-    m, rem = divmod(rem, 60_000)
-    s, ms = divmod(rem, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
-def to_srt(segments: list[Segment]) -> str:
-    blocks = [
-        f"{i}\n{_timestamp(seg.start, ',')} --> {_timestamp(seg.end, ',')}\n{seg.text}\n"
-        for i, seg in enumerate(segments, start=1)
-    ]
-    return "\n".join(blocks)
-
-
-def to_vtt(segments: list[Segment]) -> str:
-    blocks = [f"{_timestamp(seg.start, '.')} --> {_timestamp(seg.end, '.')}\n{seg.text}\n" for seg in segments]
-    return "WEBVTT\n\n" + "\n".join(blocks)
-
-
 def _compression_ratio(text: str) -> float:
     raw = text.encode("utf-8")
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
@@ -376,11 +301,12 @@ def verbose_json(
                 "compression_ratio": _compression_ratio(seg.text),
                 "no_speech_prob": 0.0,
             }
-            for i, seg in enumerate(make_segments(transcript.words))
+            for i, seg in enumerate(transcript.segments())
         ]
     if "word" in granularities:
         body["words"] = [
-            {"word": w.word, "start": w.start, "end": w.end, "confidence": w.confidence} for w in transcript.words
+            {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": w.confidence}
+            for w in transcript.words
         ]
     return body
 
@@ -784,9 +710,9 @@ def create_app(
         if fmt == "text":
             return PlainTextResponse(transcript.text + "\n")
         if fmt == "srt":
-            return PlainTextResponse(to_srt(make_segments(transcript.words)))
+            return PlainTextResponse(render_format(transcript, "srt"))
         if fmt == "vtt":
-            return PlainTextResponse(to_vtt(make_segments(transcript.words)), media_type="text/vtt")
+            return PlainTextResponse(render_format(transcript, "vtt"), media_type="text/vtt")
         return JSONResponse(verbose_json(transcript, req.language, req.granularities, state.token_ids))
 
     return app
