@@ -45,6 +45,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
+from w2vlm import limits
 from w2vlm.errors import W2vlmError
 
 logger = logging.getLogger("w2vlm.server")
@@ -112,6 +113,8 @@ class ServerSettings:
     language: str | None = None
     low_confidence: float = 0.5
     stream_chunk_s: float = 10.0
+    #: longest upload decoded, in seconds (stricter than load_audio's own limit)
+    max_audio_s: float = limits.SERVER_MAX_AUDIO_DURATION_S
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +130,8 @@ class ServerSettings:
             raise ValueError(f"upload_timeout_s: must be positive; got {self.upload_timeout_s}")
         if self.stream_chunk_s <= 0:
             raise ValueError(f"stream_chunk_s: must be positive; got {self.stream_chunk_s}")
+        if not self.max_audio_s > 0:
+            raise ValueError(f"max_audio_s: must be positive; got {self.max_audio_s}")
 
 
 class ApiError(Exception):
@@ -178,8 +183,11 @@ class Transcriber:
     Thread-safe: the server calls it from several worker threads at once.
     """
 
-    def __init__(self, pipe: Any, decoder_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, pipe: Any, decoder_kwargs: dict[str, Any] | None = None, max_audio_s: float | None = None
+    ) -> None:
         self.pipe = pipe
+        self.max_audio_s = limits.SERVER_MAX_AUDIO_DURATION_S if max_audio_s is None else float(max_audio_s)
         self.processor = pipe.processor
         self.sampling_rate = int(pipe.sampling_rate)
         self.seconds_per_frame = pipe.ratio / pipe.sampling_rate
@@ -206,7 +214,7 @@ class Transcriber:
     def load(self, data: bytes) -> np.ndarray:
         from w2vlm.audio import load_audio
 
-        return load_audio(data, self.sampling_rate)
+        return load_audio(data, self.sampling_rate, max_duration_s=self.max_audio_s)
 
     def _decode_kwargs(self, hotwords: list[str]) -> dict[str, Any]:
         kwargs = dict(self.decoder_kwargs)
@@ -452,7 +460,7 @@ def create_app(
         pipe = model
     else:
         pipe = pipeline("automatic-speech-recognition", model=model, device=device, quantize=quantize)
-    state = _ServerState(Transcriber(pipe, settings.decoder_kwargs), settings)
+    state = _ServerState(Transcriber(pipe, settings.decoder_kwargs, settings.max_audio_s), settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
