@@ -37,6 +37,7 @@ def _exhaustive_beams_allowed():
     yield
     limits.MAX_BEAM_WIDTH = old
 
+
 AB_ARPA = """\\data\\
 ngram 1=8
 ngram 2=6

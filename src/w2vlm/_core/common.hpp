@@ -25,7 +25,7 @@ inline bool checked_add(uint64_t a, uint64_t b, uint64_t& out) { return !__built
 
 // Bytes of a file as text safe to put in an error message: valid UTF-8 is kept, anything else (invalid bytes,
 // a sequence cut by the end of the string, control characters) is written the way Python writes bytes:
-// \xNN, \n, \t, \r, \\. At most `max_bytes` input bytes are shown, then "...".
+// \xNN, \n, \t, \r (a backslash stays as it is). At most `max_bytes` input bytes are shown, then "...".
 inline std::string escape_bytes(std::string_view s, size_t max_bytes = 80) {
   static const char kHex[] = "0123456789abcdef";
   std::string out;
@@ -40,8 +40,7 @@ inline std::string escape_bytes(std::string_view s, size_t max_bytes = 80) {
   while (i < n) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
-      if (c == '\\') out += "\\\\";
-      else if (c == '\n') out += "\\n";
+      if (c == '\n') out += "\\n";
       else if (c == '\t') out += "\\t";
       else if (c == '\r') out += "\\r";
       else if (c < 0x20 || c == 0x7f) hex(c);
