@@ -43,7 +43,7 @@ def test_harness_reports_crashes_hangs_and_wrong_exceptions(tmp_path):
         "selftest", 0, cases=48, seconds=300, timeout=5.0, max_rss_mb=512.0, out_dir=tmp_path, memory_limit_mb=0
     )
     kinds = " ".join(report.findings)
-    assert "killed by signal 11" in kinds
+    assert "killed by signal" in kinds  # SIGSEGV, or SIGABRT under the sanitizers
     assert "hang" in kinds
     assert "builtins.TypeError" in kinds
     assert len(list(tmp_path.iterdir())) == len(report.findings)
