@@ -32,6 +32,9 @@ MAX_LM_FILE_BYTES = 64 * 1024**3
 MAX_AUDIO_DURATION_S = 6 * 3600.0
 #: Longest audio the server accepts in one request, in seconds (``ServerSettings.max_audio_s``).
 SERVER_MAX_AUDIO_DURATION_S = 2 * 3600.0
+#: Longest ``prompt`` of a server request, in characters, and most hotwords taken from it.
+SERVER_MAX_PROMPT_CHARS = 4000
+SERVER_MAX_HOTWORDS = 200
 #: Largest audio file read from a path, in bytes.
 MAX_AUDIO_FILE_BYTES = 8 * 1024**3
 #: Most channels an audio input may have.

@@ -59,8 +59,8 @@ GRANULARITIES = ("word", "segment")
 SEGMENT_PAUSE_S = 0.8
 SEGMENT_MAX_S = 10.0
 SEGMENT_MAX_CHARS = 84
-MAX_PROMPT_CHARS = 4000
-MAX_HOTWORDS = 200
+MAX_PROMPT_CHARS = limits.SERVER_MAX_PROMPT_CHARS
+MAX_HOTWORDS = limits.SERVER_MAX_HOTWORDS
 #: Slack over the upload limit for the multipart framing and the other form fields.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
