@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from decoder_reference import ArpaReference, exhaustive_best
+from w2vlm import limits
 from w2vlm.decoder import (
     Alphabet,
     BeamSearchDecoderCTC,
@@ -25,6 +26,17 @@ from w2vlm.errors import AlphabetError, DecoderInputError, LanguageModelError, W
 
 LABELS = ["", " ", "a", "b"]
 WIDE = {"beam_width": 100_000, "beam_prune_logp": -1e6, "token_min_logp": -1e6}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _exhaustive_beams_allowed():
+    """The exhaustive comparisons here need beams wider than w2vlm.limits.MAX_BEAM_WIDTH (tiny inputs, so
+    cheap): raise the limit the documented way for this module only."""
+    old = limits.MAX_BEAM_WIDTH
+    limits.MAX_BEAM_WIDTH = WIDE["beam_width"]
+    yield
+    limits.MAX_BEAM_WIDTH = old
+
 
 AB_ARPA = """\\data\\
 ngram 1=8

@@ -7,6 +7,11 @@ and, when libsndfile cannot read them, with PyAV (anything ffmpeg decodes: m4a/a
 containers, ...). Resampling uses soxr.
 
 :func:`iter_audio_blocks` reads a file block by block, so a long recording never has to sit in memory whole.
+
+Inputs are checked before they cost memory (see :mod:`w2vlm.limits`): channel count, sampling rate, file size
+and, for :func:`load_audio`, the duration (read block by block, so a header that lies about the length
+allocates nothing). PyAV always hands over interleaved samples, because its conversion of planar frames with
+more than 8 channels to numpy crashes the process (PyAV 18).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from w2vlm import limits
 from w2vlm.errors import AudioError
 
 logger = logging.getLogger("w2vlm.audio")
@@ -111,22 +117,81 @@ def _check_waveform(array: np.ndarray, sampling_rate: int, name: str, min_durati
     return array
 
 
+def check_format(name: str, channels: int, sampling_rate: int) -> None:
+    """Refuse a channel count or sampling rate outside :mod:`w2vlm.limits` (before anything is decoded)."""
+    if not 1 <= channels <= limits.MAX_AUDIO_CHANNELS:
+        raise AudioError(
+            f"{name}: the audio has {channels} channels; expected 1..{limits.MAX_AUDIO_CHANNELS} "
+            "(w2vlm.limits.MAX_AUDIO_CHANNELS)"
+        )
+    if not limits.MIN_AUDIO_SAMPLE_RATE <= sampling_rate <= limits.MAX_AUDIO_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: the audio's sampling rate is {sampling_rate} Hz; expected {limits.MIN_AUDIO_SAMPLE_RATE}.."
+            f"{limits.MAX_AUDIO_SAMPLE_RATE} Hz (w2vlm.limits.MIN/MAX_AUDIO_SAMPLE_RATE)"
+        )
+
+
+def _too_long(name: str, seconds: float, max_s: float, what: str = "is") -> AudioError:
+    return AudioError(
+        f"{name}: the audio {what} {seconds:.1f} s long; at most {max_s:g} s is accepted "
+        "(w2vlm.limits.MAX_AUDIO_DURATION_S, or the caller's max_duration_s)"
+    )
+
+
+class _Collector:
+    """Mono blocks of one input, refusing more than ``max_s`` seconds of audio as soon as it is decoded."""
+
+    def __init__(self, name: str, max_s: float) -> None:
+        self.name, self.max_s = name, max_s
+        self.blocks: list[np.ndarray] = []
+        self.samples = 0
+        self.rate = 0
+
+    def add(self, mono: np.ndarray, rate: int) -> None:
+        self.rate = rate
+        self.samples += mono.shape[0]
+        if self.samples > self.max_s * rate:
+            raise _too_long(self.name, self.samples / rate, self.max_s, "is more than")
+        self.blocks.append(mono)
+
+    def result(self) -> np.ndarray:
+        return np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.float32)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # decoding of encoded audio
 
 
-def _decode_soundfile(source: str | io.BytesIO) -> tuple[np.ndarray, int] | None:
-    """Decode with libsndfile; None when libsndfile does not know the format."""
+def _decode_soundfile(source: str | io.BytesIO, name: str, max_s: float) -> tuple[np.ndarray, int] | None:
+    """Decode with libsndfile (mixed to mono, block by block); None when libsndfile cannot read it."""
     import soundfile as sf
 
     try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
+        handle = sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        logger.debug("soundfile could not read the input (%s); trying PyAV", exc)
+        logger.debug("soundfile could not open the input (%s); trying PyAV", exc)
         if isinstance(source, io.BytesIO):
             source.seek(0)
         return None
-    return data, int(sr)
+    with handle:
+        sr = int(handle.samplerate)
+        check_format(name, int(handle.channels), sr)
+        if handle.frames > max_s * sr:  # the header's length: refused before any block is read
+            raise _too_long(name, handle.frames / sr, max_s, "header says it is")
+        out = _Collector(name, max_s)
+        step = max(1, 30 * sr)
+        try:
+            while True:
+                data = handle.read(step, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    break
+                out.add(to_mono(data, name, channels_last=True), sr)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            logger.debug("soundfile could not decode the input (%s); trying PyAV", exc)
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            return None
+    return out.result(), sr
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
@@ -147,47 +212,62 @@ def _open_av(source: str | io.BytesIO, name: str) -> Any:
     return container
 
 
+def _av_samples(frame: Any, channels: int) -> np.ndarray:
+    """(samples, channels) of a packed float frame (one plane, whatever the channel count)."""
+    flat = frame.to_ndarray().astype(np.float32, copy=False).reshape(-1)
+    return flat.reshape(-1, channels)
+
+
 def _iter_av_frames(source: str | io.BytesIO, name: str) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (channels, samples) float32 blocks and their sampling rate, decoded with PyAV."""
+    """Yield (samples, channels) float32 blocks and their sampling rate, decoded with PyAV."""
     import av
 
     container = _open_av(source, name)
     try:
         stream = container.streams.audio[0]
         resampler = None
+        channels = 0
         try:
             for frame in container.decode(stream):
                 if resampler is None:
-                    # planar float keeps the channel layout and rate; mixing and resampling happen afterwards
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+                    channels = int(frame.layout.nb_channels)
+                    check_format(name, channels, int(frame.sample_rate))
+                    # packed float keeps the channels and rate (mixing and resampling happen afterwards); never
+                    # planar: PyAV's to_ndarray crashes on planar frames of more than 8 channels
+                    resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.sample_rate)
+                elif int(frame.layout.nb_channels) != channels:
+                    raise AudioError(
+                        f"{name}: the channel count changes within the stream ({channels} -> "
+                        f"{frame.layout.nb_channels}); not supported"
+                    )
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate)
+                    yield _av_samples(out, channels), int(out.sample_rate)
             if resampler is not None:
                 for out in resampler.resample(None):
-                    yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate)
+                    yield _av_samples(out, channels), int(out.sample_rate)
         except av.error.FFmpegError as exc:
             raise AudioError(f"{name}: corrupt or unsupported audio data (ffmpeg: {_ffmpeg_reason(exc)})") from exc
     finally:
         container.close()
 
 
-def _decode_av(source: str | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
-    blocks: list[np.ndarray] = []
-    rate = 0
+def _decode_av(source: str | io.BytesIO, name: str, max_s: float) -> tuple[np.ndarray, int]:
+    out = _Collector(name, max_s)
     for block, sr in _iter_av_frames(source, name):
-        rate = sr
-        blocks.append(to_mono(block, name, channels_last=False))
-    if not blocks:
+        out.add(to_mono(block, name, channels_last=True), sr)
+    if not out.blocks:
         raise AudioError(f"{name}: contains no audio samples (no audio frames could be decoded)")
-    return np.concatenate(blocks), rate
+    return out.result(), out.rate
 
 
-def _decode_encoded(source: str | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
-    decoded = _decode_soundfile(source)
-    if decoded is not None:
-        data, sr = decoded
-        return to_mono(data, name, channels_last=True), sr
-    return _decode_av(source, name)
+def _decode_encoded(source: str | io.BytesIO, name: str, max_s: float) -> tuple[np.ndarray, int]:
+    try:
+        decoded = _decode_soundfile(source, name, max_s)
+        if decoded is not None:
+            return decoded
+        return _decode_av(source, name, max_s)
+    except MemoryError:
+        raise AudioError(f"{name}: out of memory while decoding the audio") from None
 
 
 def _fetch_url(url: str, timeout: float = 30.0) -> bytes:
@@ -210,8 +290,14 @@ def _check_file(path: Path) -> None:
         raise AudioError(f"{path}: no such audio file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes)")
+    if size > limits.MAX_AUDIO_FILE_BYTES:
+        raise AudioError(
+            f"{path}: the file has {size:,} bytes; at most {limits.MAX_AUDIO_FILE_BYTES:,} are read "
+            "(w2vlm.limits.MAX_AUDIO_FILE_BYTES)"
+        )
 
 
 def _describe(source: object) -> str:
@@ -229,6 +315,7 @@ def load_audio(
     *,
     allow_urls: bool = False,
     min_duration_s: float = MIN_DURATION_S,
+    max_duration_s: float | None = None,
 ) -> np.ndarray:
     """Load audio as a mono float32 waveform at ``sampling_rate`` Hz.
 
@@ -237,20 +324,30 @@ def load_audio(
     ``"raw"`` and ``"sampling_rate"`` (resampled), or ``"path"``/``"bytes"`` (🤗 datasets' undecoded form).
     URLs are refused unless ``allow_urls=True``.
 
-    Raises :class:`~w2vlm.errors.AudioError` naming the input for missing, empty, corrupt, non-audio or
-    too-short input (shorter than ``min_duration_s``).
+    Raises :class:`~w2vlm.errors.AudioError` naming the input for missing, empty, corrupt, non-audio,
+    too-short (shorter than ``min_duration_s``) or too-long input (longer than ``max_duration_s``, by default
+    :data:`w2vlm.limits.MAX_AUDIO_DURATION_S`; checked while decoding, before resampling), and for channel
+    counts and sampling rates outside :mod:`w2vlm.limits`.
     """
-    if sampling_rate <= 0:
-        raise AudioError(f"sampling_rate must be a positive number of Hz; got {sampling_rate}")
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+        raise AudioError(f"sampling_rate must be a positive integer number of Hz; got {sampling_rate!r}")
+    max_s = limits.MAX_AUDIO_DURATION_S if max_duration_s is None else float(max_duration_s)
+    if not max_s > 0:
+        raise AudioError(f"max_duration_s must be positive; got {max_duration_s!r}")
     name = _describe(source)
-    array, sr = _load_any(source, sampling_rate, allow_urls=allow_urls, name=name)
-    array = resample(array, sr, sampling_rate)
+    array, sr = _load_any(source, sampling_rate, allow_urls=allow_urls, name=name, max_s=max_s)
+    if array.shape[0] > max_s * sr:
+        raise _too_long(name, array.shape[0] / sr, max_s)
+    try:
+        array = resample(array, sr, sampling_rate)
+    except MemoryError:
+        raise AudioError(f"{name}: out of memory while resampling the audio") from None
     return _check_waveform(array, sampling_rate, name, min_duration_s)
 
 
-def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str) -> tuple[np.ndarray, int]:
+def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str, max_s: float) -> tuple[np.ndarray, int]:
     if isinstance(source, dict):
-        return _load_dict(source, sampling_rate, allow_urls=allow_urls)
+        return _load_dict(source, sampling_rate, allow_urls=allow_urls, max_s=max_s)
     if isinstance(source, np.ndarray):
         return to_mono(source, name), sampling_rate
     if type(source).__module__.startswith("torch"):
@@ -264,7 +361,7 @@ def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str) -
         data = bytes(source)
         if not data:
             raise AudioError("<bytes input>: the audio bytes are empty")
-        return _decode_encoded(io.BytesIO(data), "<bytes input>")
+        return _decode_encoded(io.BytesIO(data), "<bytes input>", max_s)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(text, bytes):
@@ -275,41 +372,43 @@ def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str) -
             data = _fetch_url(text)
             if not data:
                 raise AudioError(f"{text}: the server returned no data")
-            return _decode_encoded(io.BytesIO(data), text)
+            return _decode_encoded(io.BytesIO(data), text, max_s)
         path = Path(text).expanduser()
         _check_file(path)
-        return _decode_encoded(str(path), str(path))
+        return _decode_encoded(str(path), str(path), max_s)
     if hasattr(source, "read"):
         data = source.read()
         if isinstance(data, str):
             raise AudioError(f"{name}: file opened in text mode; open audio files in binary mode ('rb')")
         if not data:
             raise AudioError(f"{name}: the file is empty (0 bytes read)")
-        return _decode_encoded(io.BytesIO(data), name)
+        return _decode_encoded(io.BytesIO(data), name, max_s)
     raise AudioError(
         f"unsupported audio input of type {type(source).__name__}; expected a path, bytes, a numpy array, "
         "a dict with 'array'/'raw' and 'sampling_rate', or a binary file object"
     )
 
 
-def _load_dict(source: dict, sampling_rate: int, *, allow_urls: bool) -> tuple[np.ndarray, int]:
+def _load_dict(source: dict, sampling_rate: int, *, allow_urls: bool, max_s: float) -> tuple[np.ndarray, int]:
     key = "array" if "array" in source else "raw" if "raw" in source else None
     if key is not None and source[key] is not None:
         if "sampling_rate" not in source:
             raise AudioError(f"audio dict has '{key}' but no 'sampling_rate'; add the rate of the array in Hz")
         sr = source["sampling_rate"]
-        if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise AudioError(f"audio dict: 'sampling_rate' must be a positive integer; got {sr!r}")
         name = str(source.get("path") or f"audio dict '{key}'")
+        if int(sr) != sampling_rate:  # it will be resampled: the rate must be a real one
+            check_format(name, 1, int(sr))
         arr = source[key]
         if type(arr).__module__.startswith("torch"):
             arr = arr.detach().cpu().numpy()
         return to_mono(np.asarray(arr), name), int(sr)
     if source.get("bytes"):
         name = str(source.get("path") or "<bytes input>")
-        return _decode_encoded(io.BytesIO(bytes(source["bytes"])), name)
+        return _decode_encoded(io.BytesIO(bytes(source["bytes"])), name, max_s)
     if source.get("path"):
-        return _load_any(source["path"], sampling_rate, allow_urls=allow_urls, name=str(source["path"]))
+        return _load_any(source["path"], sampling_rate, allow_urls=allow_urls, name=str(source["path"]), max_s=max_s)
     raise AudioError(
         f"audio dict with keys {sorted(source)}: expected 'array' (or 'raw') with 'sampling_rate', "
         "or 'path', or 'bytes'"
@@ -396,6 +495,7 @@ def iter_audio_blocks(
         def _sf_blocks() -> Iterator[tuple[np.ndarray, int]]:
             with handle:
                 sr = int(handle.samplerate)
+                check_format(name, int(handle.channels), sr)
                 step = max(1, int(block_s * sr))
                 while True:
                     data = handle.read(step, dtype="float32", always_2d=True)
@@ -408,6 +508,6 @@ def iter_audio_blocks(
 
     def _av_blocks() -> Iterator[tuple[np.ndarray, int]]:
         for block, sr in _iter_av_frames(name, name):
-            yield to_mono(block, name, channels_last=False), sr
+            yield to_mono(block, name, channels_last=True), sr
 
     yield from _emit(_av_blocks())

@@ -45,6 +45,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
+from w2vlm import limits
 from w2vlm.errors import W2vlmError
 from w2vlm.pipeline import decode_config_from_kwargs
 from w2vlm.results import Transcript
@@ -57,8 +58,8 @@ WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css"
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
-MAX_PROMPT_CHARS = 4000
-MAX_HOTWORDS = 200
+MAX_PROMPT_CHARS = limits.SERVER_MAX_PROMPT_CHARS
+MAX_HOTWORDS = limits.SERVER_MAX_HOTWORDS
 #: Slack over the upload limit for the multipart framing and the other form fields.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
@@ -111,6 +112,8 @@ class ServerSettings:
     language: str | None = None
     low_confidence: float = 0.5
     stream_chunk_s: float = 10.0
+    #: longest upload decoded, in seconds (stricter than load_audio's own limit)
+    max_audio_s: float = limits.SERVER_MAX_AUDIO_DURATION_S
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,6 +129,8 @@ class ServerSettings:
             raise ValueError(f"upload_timeout_s: must be positive; got {self.upload_timeout_s}")
         if self.stream_chunk_s <= 0:
             raise ValueError(f"stream_chunk_s: must be positive; got {self.stream_chunk_s}")
+        if not self.max_audio_s > 0:
+            raise ValueError(f"max_audio_s: must be positive; got {self.max_audio_s}")
 
 
 class ApiError(Exception):
@@ -162,8 +167,11 @@ class Transcriber:
     Thread-safe: the server calls it from several worker threads at once.
     """
 
-    def __init__(self, pipe: Any, decoder_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, pipe: Any, decoder_kwargs: dict[str, Any] | None = None, max_audio_s: float | None = None
+    ) -> None:
         self.pipe = pipe
+        self.max_audio_s = limits.SERVER_MAX_AUDIO_DURATION_S if max_audio_s is None else float(max_audio_s)
         self.processor = pipe.processor
         self.sampling_rate = int(pipe.sampling_rate)
         self.seconds_per_frame = pipe.ratio / pipe.sampling_rate
@@ -192,7 +200,7 @@ class Transcriber:
     def load(self, data: bytes) -> np.ndarray:
         from w2vlm.audio import load_audio
 
-        return load_audio(data, self.sampling_rate)
+        return load_audio(data, self.sampling_rate, max_duration_s=self.max_audio_s)
 
     def _decode_kwargs(self, hotwords: list[str]) -> dict[str, Any]:
         kwargs = dict(self.decoder_kwargs)
@@ -379,7 +387,7 @@ def create_app(
         pipe = model
     else:
         pipe = pipeline("automatic-speech-recognition", model=model, device=device, quantize=quantize)
-    state = _ServerState(Transcriber(pipe, settings.decoder_kwargs), settings)
+    state = _ServerState(Transcriber(pipe, settings.decoder_kwargs, settings.max_audio_s), settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

@@ -209,6 +209,7 @@ struct BeamSearch::Impl {
     hist_len_ = lm_ ? std::max(1, lm_->order() - 1) : 1;
     lm_scale_ = o_.alpha * kLn10;
     if (o_.beam_width < 1) throw InputError("beam_width must be >= 1");
+    if (lm_ && o_.has_start_state) lm_->ngram().check_state(o_.start_state, "lm_start_state");
     gc_threshold_ = static_cast<size_t>(std::max(16, o_.gc_min_nodes));
     reset();
   }
@@ -257,6 +258,9 @@ struct BeamSearch::Impl {
     b.force_break = 0;
     beams_.push_back(b);
   }
+
+  // alpha-scaled LM log-probability; alpha = 0 switches the LM off, even for words of probability 0 (-inf)
+  double lm_term(double p10) const { return lm_scale_ == 0.0 ? 0.0 : lm_scale_ * p10; }
 
   // ---- nodes -------------------------------------------------------------------------------------------------
   int32_t extend_partial(int32_t parent, int32_t token) {
@@ -328,7 +332,7 @@ struct BeamSearch::Impl {
       }
       double p10 = g.score_word(parent.state, static_cast<uint32_t>(wid), word, n.state);
       if (!known) p10 += o_.unk_score_offset;
-      n.score += lm_scale_ * p10 + o_.beta;
+      n.score += lm_term(p10) + o_.beta;
     }
     n.hw = 0;
     if (hw_) {
@@ -618,8 +622,18 @@ struct BeamSearch::Impl {
   void select(double best, bool final_step) {
     const double floor = best + o_.beam_prune_logp;
     order_.clear();
-    for (int32_t i = 0; i < static_cast<int32_t>(next_.size()); ++i)
-      if (next_[static_cast<size_t>(i)].score >= floor) order_.push_back(i);
+    for (int32_t i = 0; i < static_cast<int32_t>(next_.size()); ++i) {
+      const double sc = next_[static_cast<size_t>(i)].score;
+      if (std::isnan(sc))
+        throw InputError("a beam score became NaN at frame " + std::to_string(frame_) +
+                         " (logit score " + std::to_string(next_[static_cast<size_t>(i)].logit) +
+                         "): the log-probabilities, LM weights or hotword weights hold non-finite values");
+      if (sc >= floor) order_.push_back(i);
+    }
+    // a finite or -inf best always keeps itself: the search never ends with no beam
+    if (order_.empty() && !next_.empty())
+      throw InputError("every beam was pruned at frame " + std::to_string(frame_) + " (best score " +
+                       std::to_string(best) + ", beam_prune_logp " + std::to_string(o_.beam_prune_logp) + ")");
     auto better = [this](int32_t a, int32_t b) {
       const double sa = next_[static_cast<size_t>(a)].score, sb = next_[static_cast<size_t>(b)].score;
       return sa > sb || (sa == sb && a < b);
@@ -765,9 +779,9 @@ struct BeamSearch::Impl {
           // pyctcdecode scores the (empty) open word of such a beam as an unknown word before </s>
           double p10 = g.score_word(tn.state, LMBackend::kUnk, "", after_unk) + o_.unk_score_offset;
           if (o_.score_boundary) p10 += g.score_word(after_unk, g.eos(), "</s>", out);
-          s += lm_scale_ * p10 + o_.beta;
+          s += lm_term(p10) + o_.beta;
         } else if (o_.score_boundary) {
-          s += lm_scale_ * g.score_word(tn.state, g.eos(), "</s>", out);
+          s += lm_term(g.score_word(tn.state, g.eos(), "</s>", out));
         }
       }
       b.score = s;
@@ -800,6 +814,7 @@ std::vector<Hypothesis> BeamSearch::finalize() const {
 
 Hypothesis BeamSearch::best_partial() const {
   const Impl& im = *impl_;
+  if (im.beams_.empty()) throw InputError("the decoding has no beam left (an earlier error stopped it)");
   return im.make_hypothesis(im.beams_.front(), im.beams_.front().text, false);
 }
 

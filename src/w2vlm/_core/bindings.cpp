@@ -7,7 +7,10 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,6 +26,39 @@ using namespace w2vlm;
 using LogProbs = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
 namespace {
+
+// Python text of bytes from a file (an LM's words): UTF-8, with invalid bytes written as \xNN, never an error.
+nb::str text_of(std::string_view s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+  if (!o) throw nb::python_error();
+  return nb::steal<nb::str>(o);
+}
+
+// Set a w2vlm exception (by its class name in w2vlm.errors) with a message that is never a decoding error.
+void set_error(const char* cls_name, const char* msg) {
+  nb::object cls = nb::module_::import_("w2vlm.errors").attr(cls_name);
+  PyObject* text = PyUnicode_DecodeUTF8(msg, static_cast<Py_ssize_t>(std::strlen(msg)), "backslashreplace");
+  if (!text) {
+    PyErr_Clear();
+    PyErr_SetString(cls.ptr(), "(error message not representable)");
+    return;
+  }
+  PyErr_SetObject(cls.ptr(), text);
+  Py_DECREF(text);
+}
+
+// Run a loader; running out of memory (or a size a container refuses) is the file's problem, named as such.
+template <class F>
+auto load_guarded(const std::string& path, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    throw LMError(path + ": out of memory while loading the language model (is the file damaged, or too large " +
+                  "for this machine?)");
+  } catch (const std::length_error& e) {
+    throw LMError(path + ": a size in the language model file is too large (" + e.what() + ")");
+  }
+}
 
 void check_width(const LogProbs& a, const Alphabet& alphabet) {
   if (a.shape(1) != alphabet.size())
@@ -56,6 +92,12 @@ class KenlmBackend final : public LMBackend {
     return nb::cast<bool>(model_.attr("__contains__")(nb::str(word.data(), word.size())));
   }
   bool needs_text() const override { return true; }
+  void check_state(const LMState& s, const char* what) const override {
+    nb::gil_scoped_acquire g;
+    if (s.length != 1 || s.words[0] >= states_.size())
+      throw InputError(std::string(what) + " was not made by this KenLM model (states of KenLM-served models " +
+                       "cannot be moved between models or pickled)");
+  }
   void begin_sentence_state(LMState& s) const override { write_state(s, "BeginSentenceWrite"); }
   void null_state(LMState& s) const override { write_state(s, "NullContextWrite"); }
   float score_word(const LMState& in, uint32_t, std::string_view text, LMState& out) const override {
@@ -122,6 +164,7 @@ void def_native_scoring(Cls& cls) {
   cls.def(
          "base_score",
          [](const LM& lm, const LMState& s, const std::string& word) {
+           lm.check_state(s, "state");
            LMState out;
            const float p = lm.score(s, lm.word_id(word), out);
            return std::make_pair(p, out);
@@ -136,8 +179,15 @@ void def_native_scoring(Cls& cls) {
 }
 
 nb::list words_of(const LMState& s, const NGramLM& lm) {
+  lm.check_state(s, "state");
   nb::list out;
-  for (uint32_t i = 0; i < s.length; ++i) out.append(lm.vocab()[s.words[i]]);
+  for (uint32_t i = 0; i < s.length; ++i) out.append(text_of(lm.vocab()[s.words[i]]));
+  return out;
+}
+
+nb::list vocab_of(const std::vector<std::string>& words) {
+  nb::list out;
+  for (const auto& w : words) out.append(text_of(w));
   return out;
 }
 
@@ -150,11 +200,9 @@ NB_MODULE(_core, m) {
     try {
       std::rethrow_exception(p);
     } catch (const LMError& e) {
-      nb::object cls = nb::module_::import_("w2vlm.errors").attr("LanguageModelError");
-      PyErr_SetString(cls.ptr(), e.what());
+      set_error("LanguageModelError", e.what());
     } catch (const InputError& e) {
-      nb::object cls = nb::module_::import_("w2vlm.errors").attr("DecoderInputError");
-      PyErr_SetString(cls.ptr(), e.what());
+      set_error("DecoderInputError", e.what());
     }
   });
 
@@ -220,7 +268,7 @@ NB_MODULE(_core, m) {
           "from_arpa_file",
           [](const std::string& path) {
             nb::gil_scoped_release r;
-            return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa_file(path));
+            return load_guarded(path, [&] { return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa_file(path)); });
           },
           "path"_a)
       .def_static(
@@ -228,14 +276,14 @@ NB_MODULE(_core, m) {
           [](nb::bytes data, const std::string& name) {
             std::string_view v(static_cast<const char*>(data.data()), data.size());
             nb::gil_scoped_release r;
-            return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa(v, name));
+            return load_guarded(name, [&] { return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa(v, name)); });
           },
           "data"_a, "name"_a)
       .def_prop_ro("counts", &NGramLM::counts)
       .def_prop_ro("vocab_size", &NGramLM::vocab_size)
       .def_prop_ro("warnings", &NGramLM::warnings)
       .def_prop_ro("memory_bytes", &NGramLM::memory_bytes)
-      .def("vocab", [](const NGramLM& lm) { return lm.vocab(); })
+      .def("vocab", [](const NGramLM& lm) { return vocab_of(lm.vocab()); })
       .def("state_words", [](const NGramLM& lm, const LMState& s) { return words_of(s, lm); });
   def_native_scoring<NGramLM>(ngram_cls);
 
@@ -245,7 +293,8 @@ NB_MODULE(_core, m) {
           "from_file",
           [](const std::string& path) {
             nb::gil_scoped_release r;
-            return std::const_pointer_cast<KenlmBinaryLM>(KenlmBinaryLM::from_file(path));
+            return load_guarded(path,
+                                [&] { return std::const_pointer_cast<KenlmBinaryLM>(KenlmBinaryLM::from_file(path)); });
           },
           "path"_a)
       .def_static("looks_like_kenlm_binary", &KenlmBinaryLM::looks_like_kenlm_binary, "path"_a)
@@ -259,10 +308,11 @@ NB_MODULE(_core, m) {
       .def_prop_ro("pointer_bhiksha_bits", &KenlmBinaryLM::pointer_bhiksha_bits)
       .def_prop_ro("file_size", &KenlmBinaryLM::file_size)
       .def_prop_ro("warnings", [](const KenlmBinaryLM&) { return std::vector<std::string>(); })
-      .def("vocab", [](const KenlmBinaryLM& lm) { return lm.list_vocab(); })
+      .def("vocab", [](const KenlmBinaryLM& lm) { return vocab_of(lm.list_vocab()); })
       .def("state_words", [](const KenlmBinaryLM& lm, const LMState& s) {
+        lm.check_state(s, "state");
         nb::list out;
-        for (uint32_t i = 0; i < s.length; ++i) out.append(std::string(lm.word_text(s.words[i])));
+        for (uint32_t i = 0; i < s.length; ++i) out.append(text_of(lm.word_text(s.words[i])));
         return out;
       });
   def_native_scoring<KenlmBinaryLM>(binary_cls);

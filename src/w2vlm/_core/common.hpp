@@ -1,9 +1,12 @@
 // Shared small utilities of the w2vlm native core.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace w2vlm {
@@ -15,6 +18,64 @@ struct LMError : std::runtime_error {
 struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// Overflow-checked arithmetic on sizes read from files: false when the result does not fit.
+inline bool checked_mul(uint64_t a, uint64_t b, uint64_t& out) { return !__builtin_mul_overflow(a, b, &out); }
+inline bool checked_add(uint64_t a, uint64_t b, uint64_t& out) { return !__builtin_add_overflow(a, b, &out); }
+
+// Bytes of a file as text safe to put in an error message: valid UTF-8 is kept, anything else (invalid bytes,
+// a sequence cut by the end of the string, control characters) is written the way Python writes bytes:
+// \xNN, \n, \t, \r (a backslash stays as it is). At most `max_bytes` input bytes are shown, then "...".
+inline std::string escape_bytes(std::string_view s, size_t max_bytes = 80) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  const size_t n = s.size() < max_bytes ? s.size() : max_bytes;
+  out.reserve(n + 8);
+  auto hex = [&](unsigned char c) {
+    out += "\\x";
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  };
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c == '\n') out += "\\n";
+      else if (c == '\t') out += "\\t";
+      else if (c == '\r') out += "\\r";
+      else if (c < 0x20 || c == 0x7f) hex(c);
+      else out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // length and first-continuation range of a well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+    // surrogates, nothing above U+10FFFF)
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    bool ok = len > 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      ok = k == 1 ? (cc >= lo && cc <= hi) : (cc >= 0x80 && cc <= 0xBF);
+    }
+    if (!ok) {
+      hex(c);
+      ++i;
+      continue;
+    }
+    out.append(s.data() + i, len);
+    i += len;
+  }
+  if (n < s.size()) out += "...";
+  return out;
+}
 
 inline uint64_t mix64(uint64_t x) {
   // splitmix64 finalizer: good avalanche, cheap.

@@ -1,11 +1,20 @@
 #include "hotwords.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 
 #include "common.hpp"
 
 namespace w2vlm {
+
+int32_t HotwordAutomaton::edge(int32_t state, uint32_t c) const {
+  const auto first = edge_class_.begin() + edge_begin_[static_cast<size_t>(state)];
+  const auto last = edge_class_.begin() + edge_begin_[static_cast<size_t>(state) + 1];
+  const auto it = std::lower_bound(first, last, c);
+  if (it == last || *it != c) return -1;
+  return edge_next_[static_cast<size_t>(it - edge_class_.begin())];
+}
 
 HotwordAutomaton::HotwordAutomaton(const std::vector<std::pair<std::string, float>>& phrases) {
   // character classes: 0 = any character that no phrase contains
@@ -42,14 +51,19 @@ HotwordAutomaton::HotwordAutomaton(const std::vector<std::pair<std::string, floa
       }
     }
     if (letters == 0) continue;
+    const float total = weight * static_cast<float>(words);
+    if (!std::isfinite(weight) || !std::isfinite(total))
+      throw InputError("hotword weight of '" + escape_bytes(text) + "' is " + std::to_string(weight) +
+                       ": it must be finite (weight x words within the range of a 32-bit float)");
     if (pat.back() != ' ') pat.push_back(' ');
     for (uint32_t cp : pat) add_class(cp);
-    patterns.push_back(Pattern{std::move(pat), weight * static_cast<float>(words), letters});
+    patterns.push_back(Pattern{std::move(pat), total, letters});
   }
   num_patterns_ = patterns.size();
 
-  // goto trie
-  std::vector<std::vector<int32_t>> go(1, std::vector<int32_t>(num_classes_, -1));
+  // goto trie, edges in a hash map while it is built
+  std::unordered_map<uint64_t, int32_t> go;
+  auto key = [](int32_t s, uint32_t c) { return (static_cast<uint64_t>(static_cast<uint32_t>(s)) << 32) | c; };
   std::vector<float> own_out(1, 0.f);
   std::vector<float> pot(1, 0.f);
   for (const Pattern& p : patterns) {
@@ -59,13 +73,15 @@ HotwordAutomaton::HotwordAutomaton(const std::vector<std::pair<std::string, floa
       const uint32_t cp = p.cps[i];
       const uint32_t c = class_of(cp);
       if (cp != ' ') ++letters;
-      int32_t nx = go[static_cast<size_t>(s)][c];
-      if (nx < 0) {
-        nx = static_cast<int32_t>(go.size());
-        go[static_cast<size_t>(s)][c] = nx;
-        go.emplace_back(num_classes_, -1);
+      auto it = go.find(key(s, c));
+      int32_t nx;
+      if (it == go.end()) {
+        nx = static_cast<int32_t>(own_out.size());
+        go.emplace(key(s, c), nx);
         own_out.push_back(0.f);
         pot.push_back(0.f);
+      } else {
+        nx = it->second;
       }
       s = nx;
       // partial credit on the way; the final state's credit is counted as completed instead
@@ -77,37 +93,38 @@ HotwordAutomaton::HotwordAutomaton(const std::vector<std::pair<std::string, floa
     own_out[static_cast<size_t>(s)] += p.total;
   }
 
-  // BFS for failure links, dense transition table
-  const size_t ns = go.size();
-  delta_.assign(ns * num_classes_, 0);
-  out_.assign(ns, 0.f);
-  std::vector<int32_t> fail(ns, 0);
-  std::deque<int32_t> q;
-  for (uint32_t c = 0; c < num_classes_; ++c) {
-    const int32_t nx = go[0][c];
-    if (nx >= 0) {
-      delta_[c] = nx;
-      fail[static_cast<size_t>(nx)] = 0;
-      q.push_back(nx);
-    } else {
-      delta_[c] = 0;
-    }
+  // compressed rows of goto edges, sorted by (state, class)
+  const size_t ns = own_out.size();
+  std::vector<std::pair<uint64_t, int32_t>> edges(go.begin(), go.end());
+  go.clear();
+  std::sort(edges.begin(), edges.end());
+  edge_begin_.assign(ns + 1, 0);
+  edge_class_.resize(edges.size());
+  edge_next_.resize(edges.size());
+  for (size_t i = 0; i < edges.size(); ++i) {
+    ++edge_begin_[static_cast<size_t>(edges[i].first >> 32) + 1];
+    edge_class_[i] = static_cast<uint32_t>(edges[i].first & 0xFFFFFFFFu);
+    edge_next_[i] = edges[i].second;
   }
+  for (size_t s = 0; s < ns; ++s) edge_begin_[s + 1] += edge_begin_[s];
+
+  // failure links and outputs, breadth first (a failure state is shallower, so it is complete when used)
+  fail_.assign(ns, 0);
+  out_.assign(ns, 0.f);
   out_[0] = own_out[0];
+  std::deque<int32_t> q;
+  for (uint32_t e = edge_begin_[0]; e < edge_begin_[1]; ++e) q.push_back(edge_next_[e]);
+  for (int32_t s : q) out_[static_cast<size_t>(s)] = own_out[static_cast<size_t>(s)] + out_[0];
   while (!q.empty()) {
     const int32_t s = q.front();
     q.pop_front();
     const size_t su = static_cast<size_t>(s);
-    out_[su] = own_out[su] + out_[static_cast<size_t>(fail[su])];
-    for (uint32_t c = 0; c < num_classes_; ++c) {
-      const int32_t nx = go[su][c];
-      if (nx >= 0) {
-        fail[static_cast<size_t>(nx)] = delta_[static_cast<size_t>(fail[su]) * num_classes_ + c];
-        delta_[su * num_classes_ + c] = nx;
-        q.push_back(nx);
-      } else {
-        delta_[su * num_classes_ + c] = delta_[static_cast<size_t>(fail[su]) * num_classes_ + c];
-      }
+    for (uint32_t e = edge_begin_[su]; e < edge_begin_[su + 1]; ++e) {
+      const int32_t nx = edge_next_[e];
+      const size_t nu = static_cast<size_t>(nx);
+      fail_[nu] = step_class(fail_[su], edge_class_[e]);
+      out_[nu] = own_out[nu] + out_[static_cast<size_t>(fail_[nu])];
+      q.push_back(nx);
     }
   }
   potential_ = std::move(pot);

@@ -111,10 +111,17 @@ uint64_t extend_hash(uint64_t current, uint32_t next) {
   return (current * 8978948897894561157ULL) ^ ((static_cast<uint64_t>(next) + 1) * 17894857484156487943ULL);
 }
 
+// Largest probing multiplier accepted (KenLM's default is 1.5; build_binary -p takes any value, but tables
+// more than this many times sparser than needed are a damaged header, not a real model).
+constexpr float kMaxProbingMultiplier = 1024.f;
+
 // Buckets of a probing hash table holding `entries` keys with the file's multiplier (float arithmetic as in
-// the writer).
+// the writer). The multiplier is checked to be in [1, kMaxProbingMultiplier] and entries < 2^41 first, so the
+// product is far below 2^64 and the conversion is defined.
 uint64_t probing_buckets(uint64_t entries, float multiplier) {
-  const uint64_t scaled = static_cast<uint64_t>(multiplier * static_cast<float>(entries));
+  const float product = multiplier * static_cast<float>(entries);
+  if (!(product >= 0.f && product < 1.8e19f)) return std::numeric_limits<uint64_t>::max();
+  const uint64_t scaled = static_cast<uint64_t>(product);
   return std::max(entries + 1, scaled);
 }
 
@@ -149,11 +156,43 @@ void KenlmBinaryLM::fail(const std::string& msg) const { throw LMError(path_ + "
 const uint8_t* KenlmBinaryLM::at(uint64_t offset, uint64_t len, const char* what) const {
   if (offset > size_ || len > size_ - offset) {
     std::ostringstream os;
-    os << "truncated KenLM binary file: the " << what << " needs bytes " << offset << ".." << offset + len
-       << " but the file has " << size_ << " bytes";
+    uint64_t end = 0;
+    os << "truncated KenLM binary file: the " << what << " needs bytes " << offset << "..";
+    if (checked_add(offset, len, end))
+      os << end;
+    else
+      os << "(beyond 2^64)";
+    os << " but the file has " << size_ << " bytes";
     fail(os.str());
   }
   return data_ + offset;
+}
+
+uint64_t KenlmBinaryLM::table_bytes(uint64_t buckets, uint64_t entry_size, const char* what) const {
+  uint64_t bytes = 0;
+  if (!checked_mul(buckets, entry_size, bytes) || bytes > size_)
+    fail(std::string("the ") + what + " would have " + std::to_string(buckets) + " buckets of " +
+         std::to_string(entry_size) + " bytes, more than the file's " + std::to_string(size_) +
+         " bytes: the header's counts or probing multiplier are damaged");
+  return bytes;
+}
+
+void KenlmBinaryLM::check_weights(float prob, float backoff, int order, uint64_t where) const {
+  if (std::isnan(prob) || prob == std::numeric_limits<float>::infinity() || !std::isfinite(backoff)) {
+    std::ostringstream os;
+    os << "damaged KenLM binary file: a " << order << "-gram record (at byte " << where
+       << ") has log10 probability " << prob << " and backoff " << backoff
+       << "; expected a probability <= 0 (or -inf) and a finite backoff";
+    fail(os.str());
+  }
+}
+
+void KenlmBinaryLM::check_unigram_weights(uint64_t offset) const {
+  for (uint32_t id = 0; id < bound_; ++id) {
+    const uint8_t* u = unigrams_ + static_cast<uint64_t>(id) * unigram_size_;
+    const float prob = trie_ ? load<float>(u) : float_of_bits(load<uint32_t>(u) | kSignBit);
+    check_weights(prob, load<float>(u + 4), 1, offset + static_cast<uint64_t>(id) * unigram_size_);
+  }
 }
 
 bool KenlmBinaryLM::looks_like_kenlm_binary(const std::string& path) {
@@ -267,8 +306,9 @@ void KenlmBinaryLM::parse_header() {
   if (search_version_ != want_version)
     fail(std::string("the ") + kTypeNames[model_type_] + " search structure has version " +
          std::to_string(search_version_) + " but this reader supports version " + std::to_string(want_version));
-  if (!trie_ && !(probing_multiplier_ >= 1.0f && std::isfinite(probing_multiplier_)))
-    fail("the header gives probing multiplier " + std::to_string(probing_multiplier_) + ", expected a value >= 1");
+  if (!trie_ && !(probing_multiplier_ >= 1.0f && probing_multiplier_ <= kMaxProbingMultiplier))
+    fail("the header gives probing multiplier " + std::to_string(probing_multiplier_) + " (byte " +
+         std::to_string(kSanitySize + 4) + "), expected a value in 1.." + std::to_string(kMaxProbingMultiplier));
   const uint8_t* c = at(kSanitySize + kFixedSize, 8ULL * static_cast<uint64_t>(order_), "n-gram counts");
   counts_.resize(static_cast<size_t>(order_));
   for (int i = 0; i < order_; ++i) counts_[static_cast<size_t>(i)] = load<uint64_t>(c + 8 * i);
@@ -297,7 +337,8 @@ std::shared_ptr<KenlmBinaryLM> KenlmBinaryLM::from_file(const std::string& path)
   if (lm->trie_) {
     vocab_bytes = 8 + 8 * n1;
   } else {
-    vocab_bytes = 8 + probing_buckets(n1, lm->probing_multiplier_) * 12;
+    vocab_bytes = lm->table_bytes(probing_buckets(n1, lm->probing_multiplier_), 12, "probing vocabulary table");
+    if (!checked_add(vocab_bytes, 8, vocab_bytes)) lm->fail("the probing vocabulary table size overflows");
   }
   lm->setup_vocabulary_table(off, vocab_bytes);
   off += vocab_bytes;
@@ -335,20 +376,23 @@ uint64_t KenlmBinaryLM::setup_probing(uint64_t offset) {
   unigram_size_ = rest ? 12 : 8;  // prob, backoff (, rest)
   const uint64_t uni_bytes = (counts_[0] + 1) * unigram_size_;
   unigrams_ = at(offset, uni_bytes, "unigram array");
+  check_unigram_weights(offset);
   offset += uni_bytes;
   const size_t middle_entry = rest ? 20 : 16;  // 64-bit key + weights (packed to 4 bytes)
   for (int n = 2; n < order_; ++n) {
     HashTable t;
     t.entry_size = middle_entry;
     t.buckets = probing_buckets(counts_[static_cast<size_t>(n - 1)], probing_multiplier_);
-    t.base = at(offset, t.buckets * t.entry_size, "middle-order hash table");
-    offset += t.buckets * t.entry_size;
+    const uint64_t bytes = table_bytes(t.buckets, t.entry_size, "middle-order hash table");
+    t.base = at(offset, bytes, "middle-order hash table");
+    offset += bytes;
     middle_tables_.push_back(t);
   }
   longest_table_.entry_size = 12;  // 64-bit key + prob
   longest_table_.buckets = probing_buckets(counts_.back(), probing_multiplier_);
-  longest_table_.base = at(offset, longest_table_.buckets * 12, "highest-order hash table");
-  offset += longest_table_.buckets * 12;
+  const uint64_t longest_bytes = table_bytes(longest_table_.buckets, 12, "highest-order hash table");
+  longest_table_.base = at(offset, longest_bytes, "highest-order hash table");
+  offset += longest_bytes;
   return offset;
 }
 
@@ -372,12 +416,17 @@ uint64_t KenlmBinaryLM::setup_trie(uint64_t offset) {
     const uint8_t* t = at(offset + 8, floats * 4, "quantization tables");
     tables_copy_.resize(floats);
     std::memcpy(tables_copy_.data(), t, floats * 4);
+    for (uint64_t i = 0; i < floats; ++i)
+      if (std::isnan(tables_copy_[i]) || tables_copy_[i] == std::numeric_limits<float>::infinity())
+        fail("the quantization table holds a non-finite value (" + std::to_string(tables_copy_[i]) + ") at byte " +
+             std::to_string(offset + 8 + 4 * i));
     offset += 8 + floats * 4;
   }
   // 2. unigrams: (prob, backoff, next) records, count + 2 of them
   unigram_size_ = 16;
   const uint64_t uni_bytes = (n1 + 2) * 16;
   unigrams_ = at(offset, uni_bytes, "unigram array");
+  check_unigram_weights(offset);
   offset += uni_bytes;
   // 3. pointer compression parameter, stored at the start of the first middle order
   if (array_pointers_ && order_ > 2) {
@@ -389,6 +438,11 @@ uint64_t KenlmBinaryLM::setup_trie(uint64_t offset) {
   }
   const int word_bits = bits_for(n1);
   if (word_bits > 57) fail("vocabulary too large for the bit-packed trie");
+  // offsets past the end of the file cannot be right: they also bound the arithmetic below
+  for (int n = 1; n < order_; ++n)
+    if (counts_[static_cast<size_t>(n)] > 8 * static_cast<uint64_t>(size_))
+      fail("the header announces " + std::to_string(counts_[static_cast<size_t>(n)]) + " " + std::to_string(n + 1) +
+           "-grams, more than a file of " + std::to_string(size_) + " bytes can hold");
   // 4. middle orders
   size_t table_pos = 0;
   for (int n = 2; n < order_; ++n) {
@@ -489,7 +543,7 @@ void KenlmBinaryLM::read_vocabulary_strings(uint64_t offset) {
       }
     }
     if (!ok)
-      fail("vocabulary string " + std::to_string(id) + " ('" + std::string(w.substr(0, 40)) +
+      fail("vocabulary string " + std::to_string(id) + " ('" + escape_bytes(w, 40) +
            "') does not match the file's hashed vocabulary: the file is damaged");
     word_map_.emplace(w, id);
   }
@@ -573,6 +627,7 @@ bool KenlmBinaryLM::lookup_middle(int k, uint32_t word, Node& node, Weights& w) 
         w.prob = float_of_bits(raw | kSignBit);
         w.independent_left = (raw & kSignBit) != 0;
         w.backoff = load<float>(e + 12);
+        check_weights(w.prob, w.backoff, k + 2, static_cast<uint64_t>(e - data_));
         return true;
       }
       if (key == 0) break;
@@ -596,6 +651,7 @@ bool KenlmBinaryLM::lookup_middle(int k, uint32_t word, Node& node, Weights& w) 
     w.prob = float_of_bits(static_cast<uint32_t>(read_bits(m.base, addr, 31)) | kSignBit);
     w.backoff = float_of_bits(static_cast<uint32_t>(read_bits(m.base, addr + 31, 32)));
   }
+  check_weights(w.prob, w.backoff, k + 2, static_cast<uint64_t>(m.base - data_) + (addr >> 3));
   // next pointers: this record's and the following record's give the children's range
   const uint64_t next_at = addr + static_cast<uint64_t>(m.quant_bits);
   uint64_t b = read_bits(m.base, next_at, m.next_bits);
@@ -632,6 +688,7 @@ bool KenlmBinaryLM::lookup_longest(uint32_t word, const Node& node, float& prob)
       const uint64_t key = load<uint64_t>(e);
       if (key == h) {
         prob = load<float>(e + 8);
+        check_weights(prob, 0.f, order_, static_cast<uint64_t>(e - data_));
         return true;
       }
       if (key == 0) return false;
@@ -647,6 +704,7 @@ bool KenlmBinaryLM::lookup_longest(uint32_t word, const Node& node, float& prob)
     prob = longest_.prob_table[read_bits(longest_.base, addr, prob_bits_)];
   else
     prob = float_of_bits(static_cast<uint32_t>(read_bits(longest_.base, addr, 31)) | kSignBit);
+  check_weights(prob, 0.f, order_, static_cast<uint64_t>(longest_.base - data_) + (addr >> 3));
   return true;
 }
 
@@ -670,7 +728,8 @@ float KenlmBinaryLM::score(const LMState& in, uint32_t word, LMState& out_ref) c
   out.backoff[0] = w.backoff;
   out.length = can_extend(w.backoff) ? 1 : 0;
   uint32_t matched = 1;  // length of the n-gram that gave the probability
-  const uint32_t ctx = std::min<uint32_t>(in.length, static_cast<uint32_t>(order_ - 1));
+  const uint32_t in_len = std::min<uint32_t>(in.length, kMaxOrder - 1);
+  const uint32_t ctx = std::min<uint32_t>(in_len, static_cast<uint32_t>(order_ - 1));
   bool independent = w.independent_left;
   for (uint32_t k = 0; k < ctx && !independent; ++k) {
     uint32_t cw = in.words[k];
@@ -691,7 +750,7 @@ float KenlmBinaryLM::score(const LMState& in, uint32_t word, LMState& out_ref) c
     independent = w.independent_left;
   }
   for (uint32_t i = 1; i < out.length; ++i) out.words[i] = in.words[i - 1];
-  for (uint32_t i = matched - 1; i < in.length; ++i) prob += in.backoff[i];
+  for (uint32_t i = matched - 1; i < in_len; ++i) prob += in.backoff[i];
   out_ref = out;
   return prob;
 }

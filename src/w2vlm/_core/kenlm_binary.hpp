@@ -49,6 +49,9 @@ class KenlmBinaryLM final : public LMBackend {
     return score(in, word, out);
   }
   std::vector<std::string> list_vocab() const override;
+  void check_state(const LMState& s, const char* what) const override {
+    check_native_state(s, order_, bound_, what);
+  }
   // The text of a word id ("<unk>" for ids out of range).
   std::string_view word_text(uint32_t id) const { return id < words_.size() ? words_[id] : words_[0]; }
 
@@ -93,6 +96,12 @@ class KenlmBinaryLM final : public LMBackend {
   uint64_t setup_trie(uint64_t offset);
   void read_vocabulary_strings(uint64_t offset);
   [[noreturn]] void fail(const std::string& msg) const;
+  // bytes of a table of `buckets` entries of `entry_size` bytes; fails when the product overflows
+  uint64_t table_bytes(uint64_t buckets, uint64_t entry_size, const char* what) const;
+  // every unigram record of the array at `offset` has a usable probability and backoff
+  void check_unigram_weights(uint64_t offset) const;
+  // a weight read during lookup: NaN (or a positive infinite probability, or an infinite backoff) is damage
+  void check_weights(float prob, float backoff, int order, uint64_t where) const;
   const uint8_t* at(uint64_t offset, uint64_t len, const char* what) const;
 
   // bit-packed reads (little-endian, as the file is)

@@ -63,6 +63,7 @@ class LineReader {
     return true;
   }
   size_t lineno() const { return lineno_; }
+  size_t offset() const { return pos_; }
 
  private:
   std::string_view text_;
@@ -79,6 +80,22 @@ class LineReader {
 }
 
 }  // namespace
+
+void check_native_state(const LMState& s, int order, uint64_t num_ids, const char* what) {
+  const uint32_t max_len = order > 1 ? static_cast<uint32_t>(order - 1) : 0;
+  if (s.length > max_len)
+    throw InputError(std::string(what) + " has " + std::to_string(s.length) + " context words but this " +
+                     std::to_string(order) + "-gram language model keeps at most " + std::to_string(max_len) +
+                     " (was it made by another language model?)");
+  for (uint32_t i = 0; i < s.length; ++i) {
+    if (s.words[i] >= num_ids)
+      throw InputError(std::string(what) + " holds word id " + std::to_string(s.words[i]) +
+                       " but this language model has " + std::to_string(num_ids) +
+                       " words (was it made by another language model?)");
+    if (!std::isfinite(s.backoff[i]))
+      throw InputError(std::string(what) + " holds a non-finite backoff weight (" + std::to_string(s.backoff[i]) + ")");
+  }
+}
 
 void NGramLM::Table::reserve(size_t n) {
   size_t cap = 16;
@@ -135,20 +152,31 @@ std::shared_ptr<NGramLM> NGramLM::from_arpa(std::string_view text, const std::st
     }
     if (t.rfind("ngram ", 0) != 0) {
       if (t.size() > 1 && t[0] == '\\') break;  // section header without blank line
-      fail(name, rd.lineno(), "expected 'ngram N=COUNT' in the \\data\\ section, got '" + std::string(t) + "'");
+      fail(name, rd.lineno(), "expected 'ngram N=COUNT' in the \\data\\ section, got '" + escape_bytes(t) + "'");
     }
     const size_t eq = t.find('=');
-    if (eq == std::string_view::npos) fail(name, rd.lineno(), "expected 'ngram N=COUNT', got '" + std::string(t) + "'");
+    if (eq == std::string_view::npos) fail(name, rd.lineno(), "expected 'ngram N=COUNT', got '" + escape_bytes(t) + "'");
     const std::string ns(trim(t.substr(6, eq - 6)));
     const std::string cs(trim(t.substr(eq + 1)));
     char* e1 = nullptr;
     char* e2 = nullptr;
+    errno = 0;
     const long n = std::strtol(ns.c_str(), &e1, 10);
     const long long c = std::strtoll(cs.c_str(), &e2, 10);
-    if (ns.empty() || cs.empty() || *e1 || *e2 || n < 1 || c < 0)
-      fail(name, rd.lineno(), "bad n-gram count line '" + std::string(t) + "'");
+    if (ns.empty() || cs.empty() || *e1 || *e2 || n < 1 || c < 0 || errno == ERANGE)
+      fail(name, rd.lineno(), "bad n-gram count line '" + escape_bytes(t) + "'");
     if (static_cast<size_t>(n) != counts.size() + 1)
       fail(name, rd.lineno(), "n-gram counts must be listed in order 1, 2, ...; got order " + std::to_string(n));
+    if (static_cast<size_t>(n) > static_cast<size_t>(kMaxOrder))
+      fail(name, rd.lineno(), "order " + std::to_string(n) + " is above the supported maximum " +
+                                  std::to_string(kMaxOrder));
+    // an n-gram line has at least 2n+2 bytes ("p w1 .. wn\n" with one-byte fields): a count the file cannot
+    // hold is damage, refused before anything is sized by it
+    const uint64_t max_lines = text.size() / (2 * static_cast<uint64_t>(n) + 2) + 1;
+    if (static_cast<uint64_t>(c) > max_lines)
+      fail(name, rd.lineno(), "the \\data\\ section announces " + std::to_string(c) + " " + std::to_string(n) +
+                                  "-grams but a file of " + std::to_string(text.size()) + " bytes holds at most " +
+                                  std::to_string(max_lines));
     counts.push_back(static_cast<uint64_t>(c));
   }
   if (counts.empty()) fail(name, rd.lineno(), "the \\data\\ section lists no n-gram counts");
@@ -162,11 +190,10 @@ std::shared_ptr<NGramLM> NGramLM::from_arpa(std::string_view text, const std::st
   // 3. sections
   std::vector<std::vector<uint32_t>> ids(counts.size());
   std::vector<std::vector<float>> probs(counts.size()), backoffs(counts.size());
-  lm->vocab_.reserve(counts[0] + 3);
   std::unordered_map<std::string, uint32_t> tmp_map;
-  tmp_map.reserve(counts[0] * 2 + 8);
   size_t positive = 0;
   std::string_view fields[kMaxOrder + 2];
+  // the vocabulary and word map are sized by the lines actually read (the counts only bound them)
   auto header_of = [&](std::string_view t) -> int {
     // returns N for "\N-grams:", 0 for "\end\", -1 otherwise
     if (t == "\\end\\") return 0;
@@ -196,13 +223,20 @@ std::shared_ptr<NGramLM> NGramLM::from_arpa(std::string_view text, const std::st
       ended = true;
       break;
     }
-    if (h != expect)
-      fail(name, rd.lineno(), "expected '\\" + std::to_string(expect) + "-grams:', got '" + std::string(t) + "'");
+    if (h != expect || h > lm->order_)
+      fail(name, rd.lineno(),
+           (expect > lm->order_ ? "expected '\\end\\' (the \\data\\ section declares " + std::to_string(lm->order_) +
+                                      " orders)"
+                                : "expected '\\" + std::to_string(expect) + "-grams:'") +
+               ", got '" + escape_bytes(t) + "'");
     const int n = h;
     const size_t ni = static_cast<size_t>(n - 1);
-    ids[ni].reserve(counts[ni] * static_cast<size_t>(n));
-    probs[ni].reserve(counts[ni]);
-    backoffs[ni].reserve(counts[ni]);
+    // the counts were checked against the file's size; reserve no more than the rest of the file can hold
+    const size_t can_hold = (text.size() - std::min(text.size(), rd.offset())) / (2 * static_cast<size_t>(n) + 2) + 1;
+    const size_t expect_lines = static_cast<size_t>(std::min<uint64_t>(counts[ni], can_hold));
+    ids[ni].reserve(expect_lines * static_cast<size_t>(n));
+    probs[ni].reserve(expect_lines);
+    backoffs[ni].reserve(expect_lines);
     uint64_t seen = 0;
     while (rd.next(line)) {
       t = trim(line);
@@ -221,9 +255,9 @@ std::shared_ptr<NGramLM> NGramLM::from_arpa(std::string_view text, const std::st
                  " fields (log10 prob, " + std::to_string(n) + " words, optional backoff), got " + std::to_string(nf));
       float p = 0.f, b = 0.f;
       if (!parse_float(fields[0], p))
-        fail(name, rd.lineno(), "bad log10 probability '" + std::string(fields[0]) + "'");
+        fail(name, rd.lineno(), "bad log10 probability '" + escape_bytes(fields[0]) + "'");
       if (nf == static_cast<size_t>(n) + 2 && !parse_float(fields[n + 1], b))
-        fail(name, rd.lineno(), "bad backoff weight '" + std::string(fields[n + 1]) + "'");
+        fail(name, rd.lineno(), "bad backoff weight '" + escape_bytes(fields[n + 1]) + "'");
       if (p > 0.f) {
         ++positive;
         p = 0.f;
@@ -231,7 +265,7 @@ std::shared_ptr<NGramLM> NGramLM::from_arpa(std::string_view text, const std::st
       if (std::isinf(b)) fail(name, rd.lineno(), "infinite backoff weight");
       if (n == 1) {
         std::string w(fields[1]);
-        if (tmp_map.count(w)) fail(name, rd.lineno(), "duplicate unigram '" + w + "'");
+        if (tmp_map.count(w)) fail(name, rd.lineno(), "duplicate unigram '" + escape_bytes(w) + "'");
         const uint32_t id = static_cast<uint32_t>(lm->vocab_.size());
         tmp_map.emplace(w, id);
         lm->vocab_.push_back(std::move(w));
@@ -240,7 +274,7 @@ std::shared_ptr<NGramLM> NGramLM::from_arpa(std::string_view text, const std::st
         for (int k = 1; k <= n; ++k) {
           auto it = tmp_map.find(std::string(fields[k]));
           if (it == tmp_map.end())
-            fail(name, rd.lineno(), "word '" + std::string(fields[k]) + "' of this " + std::to_string(n) +
+            fail(name, rd.lineno(), "word '" + escape_bytes(fields[k]) + "' of this " + std::to_string(n) +
                                         "-gram is not among the unigrams");
           ids[ni].push_back(it->second);
         }
@@ -387,13 +421,16 @@ void NGramLM::begin_sentence_state(LMState& s) const {
 }
 
 float NGramLM::score(const LMState& in, uint32_t word, LMState& out) const {
+  if (word >= uni_prob_.size()) word = kUnk;
+  // a context longer than the model's (checked where states enter; clamped here so tables_ is never overrun)
+  const uint32_t in_len = std::min<uint32_t>(in.length, order_ > 1 ? static_cast<uint32_t>(order_ - 1) : 0);
   float prob = uni_prob_[word];
   out.words[0] = word;
   out.backoff[0] = uni_backoff_[word];
   uint32_t out_len = order_ > 1 ? 1 : 0;
   uint32_t matched_ctx = 0;  // length of the context used by the probability
   uint64_t key = first_key(word);
-  for (uint32_t i = 0; i < in.length; ++i) {
+  for (uint32_t i = 0; i < in_len; ++i) {
     key = extend_key(key, in.words[i]);
     const Entry* e = tables_[i].find(key);
     if (!e) break;
@@ -405,7 +442,7 @@ float NGramLM::score(const LMState& in, uint32_t word, LMState& out) const {
       out_len = i + 2;
     }
   }
-  for (uint32_t i = matched_ctx; i < in.length; ++i) prob += in.backoff[i];
+  for (uint32_t i = matched_ctx; i < in_len; ++i) prob += in.backoff[i];
   out.length = out_len;
   return prob;
 }

@@ -27,6 +27,10 @@ struct LMState {
   float backoff[kMaxOrder - 1] = {};
 };
 
+// Throws InputError unless `s` is a state this LM can have made: at most order-1 context words, each an id of
+// its vocabulary (fewer than `num_ids`), finite backoffs. `what` names the state in the message.
+void check_native_state(const LMState& s, int order, uint64_t num_ids, const char* what);
+
 // What the decoder needs from an n-gram LM. Word ids are the backend's; `word` is the same word as text, for
 // backends that work on strings (KenLM through its Python module).
 class LMBackend {
@@ -45,6 +49,9 @@ class LMBackend {
   virtual uint32_t bos() const = 0;
   // True if score_word() needs the word as text (ids alone do not identify it).
   virtual bool needs_text() const { return false; }
+  // States come back from Python (a previous result's LM state, a pickle): before one is used, check that it
+  // belongs to this LM. Throws InputError naming `what` otherwise.
+  virtual void check_state(const LMState& s, const char* what) const = 0;
 };
 
 class NGramLM final : public LMBackend {
@@ -74,6 +81,9 @@ class NGramLM final : public LMBackend {
     return score(in, word, out);
   }
   std::vector<std::string> list_vocab() const override { return vocab_; }
+  void check_state(const LMState& s, const char* what) const override {
+    check_native_state(s, order_, vocab_.size(), what);
+  }
   // log10 p(word | in); writes the context after `word` to `out` (may alias `in`: no).
   float score(const LMState& in, uint32_t word, LMState& out) const;
 

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from w2vlm import _core
+from w2vlm import _core, limits
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
 from w2vlm.decoder.confidence import word_confidences
 from w2vlm.decoder.language_model import (
@@ -190,6 +190,7 @@ def _normalize_hotwords(hotwords: Hotwords, weight: float) -> tuple[tuple[str, f
         hotwords = [hotwords]
     items: Iterable[Any] = hotwords.items() if isinstance(hotwords, dict) else hotwords
     out: list[tuple[str, float]] = []
+    chars = 0
     for item in items:
         if isinstance(item, str):
             phrase, w = item, weight
@@ -198,10 +199,25 @@ def _normalize_hotwords(hotwords: Hotwords, weight: float) -> tuple[tuple[str, f
         else:
             raise DecoderInputError(f"hotwords must be strings or (phrase, weight) pairs, got {item!r}")
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
-            raise DecoderInputError(f"hotword weight of {phrase!r} must be a finite number, got {w!r}")
+            raise DecoderInputError(f"hotword weight of {phrase[:80]!r} must be a finite number, got {w!r}")
+        if abs(w) > limits.MAX_ABS_WEIGHT:
+            raise DecoderInputError(
+                f"hotword weight of {phrase[:80]!r} is {w!r}; at most {limits.MAX_ABS_WEIGHT:g} in magnitude "
+                "(w2vlm.limits.MAX_ABS_WEIGHT)"
+            )
         phrase = " ".join(phrase.split())
         if phrase:
             out.append((phrase, float(w)))
+            chars += len(phrase)
+            if len(out) > limits.MAX_HOTWORDS:
+                raise DecoderInputError(
+                    f"more than {limits.MAX_HOTWORDS:,} hotwords (w2vlm.limits.MAX_HOTWORDS); pass fewer phrases"
+                )
+            if chars > limits.MAX_HOTWORD_CHARS:
+                raise DecoderInputError(
+                    f"the hotwords have more than {limits.MAX_HOTWORD_CHARS:,} characters in all "
+                    "(w2vlm.limits.MAX_HOTWORD_CHARS); pass fewer or shorter phrases"
+                )
     return tuple(out)
 
 
@@ -361,11 +377,22 @@ class BeamSearchDecoderCTC:
     ) -> _core.DecodeOptions:
         if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
             raise DecoderInputError(f"beam_width must be a positive integer, got {beam_width!r}")
+        if beam_width > limits.MAX_BEAM_WIDTH:
+            raise DecoderInputError(
+                f"beam_width is {beam_width}; at most {limits.MAX_BEAM_WIDTH} (w2vlm.limits.MAX_BEAM_WIDTH)"
+            )
         for name, v in (("beam_prune_logp", beam_prune_logp), ("token_min_logp", token_min_logp)):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
                 raise DecoderInputError(f"{name} must be a finite number, got {v!r}")
+        if beam_prune_logp > 0:
+            raise DecoderInputError(f"beam_prune_logp must be <= 0 (a log-probability margin), got {beam_prune_logp!r}")
         if isinstance(hotword_weight, bool) or not isinstance(hotword_weight, (int, float, np.floating)):
             raise DecoderInputError(f"hotword_weight must be a number, got {hotword_weight!r}")
+        if not np.isfinite(hotword_weight) or abs(hotword_weight) > limits.MAX_ABS_WEIGHT:
+            raise DecoderInputError(
+                f"hotword_weight must be finite and at most {limits.MAX_ABS_WEIGHT:g} in magnitude "
+                f"(w2vlm.limits.MAX_ABS_WEIGHT), got {hotword_weight!r}"
+            )
         o = _core.DecodeOptions()
         o.beam_width = int(beam_width)
         o.beam_prune_logp = float(beam_prune_logp)
@@ -413,12 +440,13 @@ class BeamSearchDecoderCTC:
             for name, value in (("alpha", alpha), ("beta", beta), ("unk_score_offset", unk_score_offset)):
                 if value is None:
                     continue
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, (int, float, np.floating))
-                    or not np.isfinite(value)
-                ):
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
                     raise DecoderInputError(f"{name} must be a finite number, got {value!r}")
+                if not np.isfinite(value) or abs(float(value)) > limits.MAX_ABS_WEIGHT:
+                    raise DecoderInputError(
+                        f"{name} must be finite and at most {limits.MAX_ABS_WEIGHT:g} in magnitude "
+                        f"(w2vlm.limits.MAX_ABS_WEIGHT), got {value!r}"
+                    )
                 setattr(o, name, float(value))
             if score_boundary is not None:
                 o.score_boundary = bool(score_boundary)
@@ -533,16 +561,23 @@ class BeamSearchDecoderCTC:
         arrays = []
         for i, x in enumerate(logits_list):
             try:
-                if raw:  # validated here, normalised by the native workers in parallel
-                    arrays.append(np.ascontiguousarray(check_logits(x, len(self._alphabet)), dtype=np.float32))
+                if raw:  # validated here (as the float32 the workers read), normalised by them in parallel
+                    a = check_logits(x, len(self._alphabet))
+                    a32 = np.ascontiguousarray(a, dtype=np.float32)
+                    arrays.append(a32 if a32 is a else check_logits(a32, len(self._alphabet)))
                 else:
                     arrays.append(to_log_probs(x, len(self._alphabet)))
             except DecoderInputError as e:
                 raise DecoderInputError(f"logits_list[{i}]: {e}") from None
         if num_threads is None:
             num_threads = _default_threads()
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise DecoderInputError(f"num_threads must be a positive integer, got {num_threads!r}")
+        if num_threads > limits.MAX_THREADS:
+            raise DecoderInputError(
+                f"num_threads is {num_threads}; at most {limits.MAX_THREADS} (w2vlm.limits.MAX_THREADS)"
+            )
+        num_threads = int(num_threads)
         return arrays, _core.decode_batch(
             self._native_alphabet, self._native_lm(), options, arrays, num_threads, normalize=raw
         )

@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from w2vlm import _core
+from w2vlm import _core, limits
 from w2vlm.errors import LanguageModelError
 
 logger = logging.getLogger("w2vlm.decoder")
@@ -56,15 +57,33 @@ def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> 
         raise LanguageModelError(f"{p}: language model file not found")
     if p.is_dir():
         raise LanguageModelError(f"{p}: is a directory, expected an .arpa/.arpa.gz/.bin file")
+    size = p.stat().st_size
+    if size > limits.MAX_LM_FILE_BYTES:
+        raise LanguageModelError(
+            f"{p}: the file has {size:,} bytes, more than the {limits.MAX_LM_FILE_BYTES:,} accepted "
+            "(w2vlm.limits.MAX_LM_FILE_BYTES)"
+        )
     kind = _lm_file_kind(p)
     if kind == "binary":
         return kenlm_backend(p) if binary_backend == "kenlm" else load_kenlm_binary(p)
     if kind == "arpa.gz":
         try:
+            chunks: list[bytes] = []
+            total = 0
             with gzip.open(p, "rb") as f:
-                data = f.read()
-        except (OSError, EOFError) as e:
+                while total <= limits.MAX_LM_FILE_BYTES and (chunk := f.read(1 << 24)):
+                    chunks.append(chunk)
+                    total += len(chunk)
+            data = b"".join(chunks)
+            del chunks
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
             raise LanguageModelError(f"{p}: cannot decompress the gzipped ARPA file: {e}") from None
+        except MemoryError:
+            raise LanguageModelError(f"{p}: out of memory while decompressing the gzipped ARPA file") from None
+        if len(data) > limits.MAX_LM_FILE_BYTES:
+            raise LanguageModelError(
+                f"{p}: decompresses to more than {limits.MAX_LM_FILE_BYTES:,} bytes (w2vlm.limits.MAX_LM_FILE_BYTES)"
+            )
         lm = _core.NGramLM.from_arpa_bytes(data, str(p))
     else:
         lm = _core.NGramLM.from_arpa_file(str(p))
@@ -141,6 +160,10 @@ def _check_float(name: str, value: Any) -> float:
     v = float(value)
     if v != v or v in (float("inf"), float("-inf")):
         raise LanguageModelError(f"{name} must be finite, got {value!r}")
+    if abs(v) > limits.MAX_ABS_WEIGHT:
+        raise LanguageModelError(
+            f"{name} is {value!r}; at most {limits.MAX_ABS_WEIGHT:g} in magnitude (w2vlm.limits.MAX_ABS_WEIGHT)"
+        )
     return v
 
 
