@@ -166,3 +166,24 @@ def test_kit_pack_and_unpack_round_trip(tmp_path: Path) -> None:
     for r, seconds in zip(out, (0.5, 1.2, 0.8), strict=True):
         with wave.open(r["audio"]) as w:
             assert w.getframerate() == 8000 and w.getnframes() == int(seconds * 8000)
+
+
+def test_describe_records_sources_and_licences(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "training_info.json").write_text(json.dumps({"steps": 3}))
+    kit_dir = tmp_path / "kit"
+    kit_dir.mkdir()
+    (kit_dir / "kit.json").write_text(json.dumps({"licences": {"fsdd": "CC BY-SA 4.0"}}))
+    train = _jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {"audio": "a", "text": "x", "duration": 1800.0, "source": "fsdd"},
+            {"audio": "b", "text": "y", "duration": 3600.0},
+        ],
+    )
+    data = voices.describe(model, train, kit_dir, [Path("dev/fsdd_dev.jsonl")])
+    info = json.loads((model / "training_info.json").read_text())
+    assert info["steps"] == 3 and info["data"] == data
+    assert data["hours_by_source"] == {"espeak-ng": 1.0, "fsdd": 0.5}
+    assert data["licences"] == {"fsdd": "CC BY-SA 4.0"} and data["dev_sets_kept_out"] == ["fsdd_dev"]

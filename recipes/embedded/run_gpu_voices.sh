@@ -12,9 +12,9 @@
 #   bash recipes/embedded/run_gpu_voices.sh
 # Settings (environment): DEADLINE seconds from the start by which everything is done (default 450),
 # TRAIN_SECONDS (default: whatever DEADLINE leaves after data preparation minus RESERVE, 120 s), N_ESPEAK
-# espeak-ng training utterances (16000), COPIES_FSDD / COPIES_ASTERISK / COPIES_SYNTH augmented copies per
+# espeak-ng training utterances (20000), COPIES_FSDD / COPIES_ASTERISK / COPIES_SYNTH augmented copies per
 # clip (6 / 8 / 3: real speech up-weighted), AUG_LIMIT (use only this many clips of each carried set; dry
-# runs), N_TEST synthetic test utterances (500), BATCH_SECONDS (400), LR (5e-4), WARMUP (150), DEVICE
+# runs), N_TEST synthetic test utterances (500), BATCH_SECONDS (600), LR (5e-4), WARMUP (150), DEVICE
 # (auto), SKIP_INSTALL=1 (use the python environment as it is: CPU dry runs), KIT, WORK, OUT, PYTHON.
 set -uo pipefail
 T0=$(date +%s)
@@ -25,13 +25,13 @@ OUT=${OUT:-/tmp/out}
 PYTHON=${PYTHON:-python3}
 DEADLINE=${DEADLINE:-450}
 RESERVE=${RESERVE:-120}
-N_ESPEAK=${N_ESPEAK:-16000}
+N_ESPEAK=${N_ESPEAK:-20000}
 N_TEST=${N_TEST:-500}
 COPIES_FSDD=${COPIES_FSDD:-6}
 COPIES_ASTERISK=${COPIES_ASTERISK:-8}
 COPIES_SYNTH=${COPIES_SYNTH:-3}
 AUG_LIMIT=${AUG_LIMIT:-0}
-BATCH_SECONDS=${BATCH_SECONDS:-400}
+BATCH_SECONDS=${BATCH_SECONDS:-600}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-150}
 DEVICE=${DEVICE:-auto}
@@ -49,6 +49,8 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     || { tail -30 "$WORK/build.log"; exit 1; }
   since "wheels installed, w2vlm built"
 fi
+# the installed w2vlm (with its compiled decoder) must be the one imported: no PYTHONPATH=src here
+(cd /tmp && "$PYTHON" -c "import soundfile, w2vlm._core, w2vlm.train; print('w2vlm from', w2vlm.__file__)") || exit 1
 mkdir -p "$WORK/espeak"
 for f in "$KIT"/debs/*.deb; do dpkg -x "$f" "$WORK/espeak"; done
 since "espeak-ng unpacked"
@@ -62,7 +64,7 @@ for m in "$KIT"/train/*.jsonl; do
 done
 for p in "${pids[@]}"; do wait "$p" || exit 1; done  # (a bare wait would also wait for the tee of the log)
 since "carried sets unpacked"
-AUG_WORKERS=$(( WORKERS / 2 > 0 ? WORKERS / 2 : 1 ))
+AUG_WORKERS=$(( WORKERS * 3 / 8 > 0 ? WORKERS * 3 / 8 : 1 ))
 ESPEAK_WORKERS=$(( WORKERS - AUG_WORKERS > 0 ? WORKERS - AUG_WORKERS : 1 ))
 U=$WORK/unpacked
 aug_inputs=(--input "$U/fsdd_train/manifest.jsonl:$COPIES_FSDD" --input "$U/asterisk_train/manifest.jsonl:$COPIES_ASTERISK")
@@ -96,7 +98,7 @@ NOW=$(( $(date +%s) - T0 ))
 TRAIN_SECONDS=${TRAIN_SECONDS:-$(( DEADLINE - NOW - RESERVE ))}
 [ "$TRAIN_SECONDS" -ge 20 ] || TRAIN_SECONDS=20
 since "training for $TRAIN_SECONDS s"
-PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -m w2vlm.cli train "$WORK/train.jsonl" -o "$WORK/model" \
+"$PYTHON" -m w2vlm.cli train "$WORK/train.jsonl" -o "$WORK/model" \
   --init-from src/w2vlm/assets/model --lm src/w2vlm/assets/model/language_model --dev "$WORK/real_dev.jsonl" \
   --epochs 1000 --time-limit "$TRAIN_SECONDS" --batch-seconds "$BATCH_SECONDS" --lr "$LR" --warmup "$WARMUP" \
   --save-every 0 --max-duration 20 --no-sortagrad --seed 34 --device "$DEVICE" --quiet || exit 1
@@ -114,7 +116,7 @@ for s in fsdd_dev asterisk_dev pocketsphinx_dev synth_test; do
   m=$WORK/$s.jsonl; [ "$s" = synth_test ] && m=$WORK/synth_test/manifest.jsonl
   LEFT=$(( DEADLINE + 30 - ($(date +%s) - T0) ))
   if [ "$LEFT" -lt 10 ]; then since "no time left to evaluate $s"; continue; fi
-  PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} timeout "$LEFT" "$PYTHON" $R/evaluate.py --model "$WORK/model" \
+  timeout "$LEFT" "$PYTHON" $R/evaluate.py --model "$WORK/model" \
     --manifest "$m" --json "$WORK/eval_$s.json" | grep -v "^  " || since "evaluation of $s did not finish"
 done
 "$PYTHON" - "$WORK" "$OUT/results.json" <<'PY'

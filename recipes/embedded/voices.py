@@ -26,6 +26,8 @@ output depends only on ``(--seed, manifest index, clip index, copy)``, whatever 
 ``merge``    concatenates manifests into one (audio paths made absolute), refusing any clip whose ``id``
 is in one of the ``--exclude`` manifests (the real dev sets).
 
+``describe`` records the training data (hours by source, licences) in a trained model's ``training_info.json``.
+
 Usage::
 
     python recipes/embedded/voices.py synth --engine flite --sentences S.txt --out .data/voices/flite --count 500
@@ -404,6 +406,35 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"merge: {len(records)} clips ({parts}) -> {args.out}")
 
 
+def describe(model: Path, train: Path, kit: Path, excluded: Sequence[Path]) -> dict:
+    """Add what the model was trained on (hours and utterances by source, licences from ``kit.json``, the dev
+    sets kept out) to ``model/training_info.json`` under ``data``; returns that entry."""
+    hours: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for rec in read_jsonl(train):
+        key = str(rec.get("source", "espeak-ng"))
+        hours[key] = hours.get(key, 0.0) + rec["duration"] / 3600
+        counts[key] = counts.get(key, 0) + 1
+    kit_info = json.loads((kit / "kit.json").read_text()) if (kit / "kit.json").is_file() else {}
+    data = {
+        "hours_by_source": {k: round(v, 3) for k, v in sorted(hours.items())},
+        "utterances_by_source": dict(sorted(counts.items())),
+        "licences": kit_info.get("licences", {}),
+        "dev_sets_kept_out": [p.stem for p in excluded],
+        "recipe": "recipes/embedded/run_gpu_voices.sh (issue 34)",
+    }
+    info_path = model / "training_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info["data"] = data
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    return data
+
+
+def cmd_describe(args: argparse.Namespace) -> None:
+    data = describe(args.model, args.train, args.kit, args.exclude)
+    print(f"describe: {data['hours_by_source']} -> {args.model / 'training_info.json'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -431,12 +462,18 @@ def main(argv: list[str] | None = None) -> None:
     u = sub.add_parser("unpack", help="cut a packed set (kit.py) into wav clips")
     u.add_argument("manifest", type=Path)
     u.add_argument("--out", type=Path, required=True)
+    d = sub.add_parser("describe", help="record the training data and its licences in training_info.json")
+    d.add_argument("--model", type=Path, required=True)
+    d.add_argument("--train", type=Path, required=True, help="the training manifest (merge's output)")
+    d.add_argument("--kit", type=Path, required=True)
+    d.add_argument("--exclude", type=Path, action="append", default=[], help="dev manifests kept out")
     args = ap.parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], None]] = {
         "synth": cmd_synth,
         "augment": cmd_augment,
         "merge": cmd_merge,
         "unpack": cmd_unpack,
+        "describe": cmd_describe,
     }
     handlers[args.cmd](args)
 
