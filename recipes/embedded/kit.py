@@ -42,7 +42,7 @@ WHEELS = ("soundfile", "cffi", "pycparser", "soxr")
 ESPEAK_DEBS = ("espeak-ng", "espeak-ng-data", "libespeak-ng1", "libpcaudio0", "libsonic0")
 KIT_LIMIT = 28 * 1024 * 1024
 # utterances synthesized here (CPU), per engine
-CPU_SYNTH = {"flite": 750, "festival": 420, "piper": 480}
+CPU_SYNTH = {"flite": 750, "festival": 420, "piper": 900}
 OPUS_LEVEL = 0.97  # libsndfile compression level: about 15 kbps for 16 kHz speech
 OPUS_LEVEL_8K = 0.975  # about 13 kbps for 8 kHz speech
 SYNTH_LICENCES = {

@@ -64,7 +64,7 @@ for m in "$KIT"/train/*.jsonl; do
 done
 for p in "${pids[@]}"; do wait "$p" || exit 1; done  # (a bare wait would also wait for the tee of the log)
 since "carried sets unpacked"
-AUG_WORKERS=$(( WORKERS * 3 / 8 > 0 ? WORKERS * 3 / 8 : 1 ))
+AUG_WORKERS=$(( WORKERS / 2 > 0 ? WORKERS / 2 : 1 ))
 ESPEAK_WORKERS=$(( WORKERS - AUG_WORKERS > 0 ? WORKERS - AUG_WORKERS : 1 ))
 U=$WORK/unpacked
 aug_inputs=(--input "$U/fsdd_train/manifest.jsonl:$COPIES_FSDD" --input "$U/asterisk_train/manifest.jsonl:$COPIES_ASTERISK")
@@ -103,6 +103,9 @@ since "training for $TRAIN_SECONDS s"
   --epochs 1000 --time-limit "$TRAIN_SECONDS" --batch-seconds "$BATCH_SECONDS" --lr "$LR" --warmup "$WARMUP" \
   --save-every 0 --max-duration 20 --no-sortagrad --seed 34 --device "$DEVICE" --quiet || exit 1
 since "trained"
+
+"$PYTHON" $R/voices.py describe --model "$WORK/model" --train "$WORK/train.jsonl" --kit "$KIT" "${excl[@]}" \
+  || since "could not record the training data in training_info.json"
 
 # ---- pack the model first (so that it comes back whatever happens next)
 tar -C "$WORK/model" -cf "$OUT/model_meta.tar" --exclude model.safetensors .
