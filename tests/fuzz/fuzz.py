@@ -454,22 +454,36 @@ def run_target(
             "--stop",
             str(batch_end),
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
         assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        pending = b""  # bytes read from the pipe and not yet split into lines
         current = -1
+        started = False
         finished = False
         while True:
-            # a case has `timeout` seconds; a child starting up (imports, seeds) gets more
-            ready, _, _ = select.select([proc.stdout], [], [], timeout if current >= 0 else max(timeout, 300.0))
-            if not ready:
-                proc.kill()
-                proc.wait()
-                if current < 0:
-                    raise RuntimeError(f"fuzz child for {target_name} did not start within 300 s")
-                record(current, f"hang (no progress for {timeout:g} s)")
-                next_case = current + 1
-                break
-            line = proc.stdout.readline()
+            # lines already read come first: select() only knows about bytes still in the pipe
+            if b"\n" not in pending:
+                # a case has `timeout` seconds; a child starting up (imports, seeds) gets more
+                ready, _, _ = select.select([fd], [], [], timeout if started else max(timeout, 300.0))
+                if not ready:
+                    proc.kill()
+                    proc.wait()
+                    if current < 0:
+                        raise RuntimeError(f"fuzz child for {target_name} did not start within 300 s")
+                    record(current, f"hang (no progress for {timeout:g} s)")
+                    next_case = current + 1
+                    break
+                chunk = os.read(fd, 65536)
+                pending += chunk
+                if chunk and b"\n" not in pending:
+                    continue
+            if b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace") + "\n"
+                started = True
+            else:
+                line = ""
             if not line:  # the child died
                 rc = proc.wait()
                 if current >= 0:
