@@ -155,6 +155,8 @@ class _Collector:
         self.blocks.append(mono)
 
     def result(self) -> np.ndarray:
+        if len(self.blocks) == 1:
+            return self.blocks[0]
         return np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.float32)
 
 
