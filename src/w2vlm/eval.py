@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from w2vlm.decoder.decoder import DEFAULT_BEAM_WIDTH, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
+from w2vlm.engine.alignment import greedy_words
 from w2vlm.errors import LanguageModelError, ManifestError, ModelError
 
 logger = logging.getLogger("w2vlm.eval")
@@ -308,11 +310,9 @@ def corpus_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple
 # ------------------------------------------------------------------------------------------------ decoding
 
 
-_SPECIAL_LABEL = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])$")
-
-
 def greedy_decode(logits: np.ndarray, labels: Sequence[str], is_bpe: bool = False) -> str:
-    """Best-path CTC decoding: the argmax token per frame, repeats merged, blanks dropped.
+    """Best-path CTC decoding: the argmax token per frame, repeats merged, blanks and special labels dropped
+    (the engine's :func:`~w2vlm.engine.alignment.greedy_words`).
 
     ``labels`` are decoder labels (``""`` blank, ``" "`` word delimiter; BPE labels start words with ``▁``).
     """
@@ -320,15 +320,7 @@ def greedy_decode(logits: np.ndarray, labels: Sequence[str], is_bpe: bool = Fals
         return ""
     if logits.shape[1] != len(labels):
         raise ModelError(f"logits have {logits.shape[1]} columns but the alphabet has {len(labels)} labels")
-    best = np.asarray(logits).argmax(axis=1)
-    keep = np.ones(best.shape[0], dtype=bool)
-    keep[1:] = best[1:] != best[:-1]
-    # special tokens the alphabet kept as labels (<s>, </s>, [cls], ...) are not text, as the tokenizer skips them
-    tokens = [labels[i] for i in best[keep] if not _SPECIAL_LABEL.match(labels[i])]
-    text = "".join(tokens)
-    if is_bpe:
-        text = text.replace("▁", " ")
-    return " ".join(text.split())
+    return greedy_words(np.asarray(logits), labels, is_bpe)[0]
 
 
 def load_eval_decoder(model_dir: Path, lm: str | os.PathLike[str] | None, use_lm: bool) -> Any:
@@ -615,9 +607,9 @@ def _logits_of(item: ManifestItem, cache: LogitsCache | None, lazy: _LazyRunner)
 class DecodeSettings:
     """Beam search settings; ``alpha``/``beta``/``unk_score_offset`` None keep the LM's own (attrs.json)."""
 
-    beam_width: int = 100
-    beam_prune_logp: float = -10.0
-    token_min_logp: float = -5.0
+    beam_width: int = DEFAULT_BEAM_WIDTH
+    beam_prune_logp: float = DEFAULT_PRUNE_LOGP
+    token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP
     alpha: float | None = None
     beta: float | None = None
     unk_score_offset: float | None = None
@@ -850,23 +842,22 @@ def decode_lm(decoder: Any, logits_list: Sequence[np.ndarray], settings: DecodeS
     and ``w2vlm transcribe``'s; only the best beam is built.
     """
     settings = settings or DecodeSettings()
-    if decoder.language_model is not None:
-        decoder.reset_params(alpha=settings.alpha, beta=settings.beta, unk_score_offset=settings.unk_score_offset)
-    order = sorted(range(len(logits_list)), key=lambda i: -logits_list[i].shape[0])
-    options = decoder._options(
-        settings.beam_width,
-        settings.beam_prune_logp,
-        settings.token_min_logp,
-        False,  # prune_history: off, as in decode_beams / the pipeline
-        None,
-        10.0,
-        None,
+    lm_weights = {}
+    if decoder.language_model is not None:  # for this call only: the shared LM is not changed
+        lm_weights = {"alpha": settings.alpha, "beta": settings.beta, "unk_score_offset": settings.unk_score_offset}
+    options = decoder.options(
+        beam_width=settings.beam_width,
+        beam_prune_logp=settings.beam_prune_logp,
+        token_min_logp=settings.token_min_logp,
+        prune_history=False,  # as in decode_beams / the pipeline
         n_best=1,
+        **lm_weights,
     )
-    results = decoder._batch([logits_list[i] for i in order], options, settings.num_threads)
+    order = sorted(range(len(logits_list)), key=lambda i: -logits_list[i].shape[0])
+    beams = decoder.decode_beams_with(options, [logits_list[i] for i in order], settings.num_threads)
     out = [""] * len(logits_list)
-    for i, hyps in zip(order, results, strict=True):
-        out[i] = hyps[0].text if hyps else ""
+    for i, best in zip(order, beams, strict=True):
+        out[i] = best[0].text if best else ""
     return out
 
 
@@ -955,8 +946,12 @@ def evaluate(
                 _add_hypothesis(totals, system, h)
         utterances.append(u)
 
-    lm_params = decoder.language_model.serializable_attrs if has_lm else {}
+    # the weights in effect: this run's where given, else the LM's own
+    lm_params = dict(decoder.language_model.serializable_attrs) if has_lm else {}
     settings = {k: v for k, v in asdict(decode).items() if k not in ("alpha", "beta", "unk_score_offset")}
+    for name in ("alpha", "beta", "unk_score_offset"):
+        if has_lm and getattr(decode, name) is not None:
+            lm_params[name] = getattr(decode, name)
     settings.update(lm_params)
     lm_name = None
     if has_lm:

@@ -7,12 +7,16 @@ decoder's own token spans, or an alignment within each word's frames).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from w2vlm.errors import DecoderInputError
+
+#: Labels that are not text (``<s>``, ``</s>``, ``[cls]``, ...): skipped by greedy decoding, as tokenizers do.
+SPECIAL_LABEL = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])$")
 
 
 def greedy_words(
@@ -22,7 +26,8 @@ def greedy_words(
 
     Returns the text and its words as (word, start frame, end frame (exclusive), confidence), where a word's
     confidence is the lowest, over its tokens, of the token's posterior averaged over the frames where it was
-    emitted.
+    emitted. Labels that are not text (:data:`SPECIAL_LABEL`) are skipped. The text does not depend on whether
+    the input is normalised (logits give the same argmax); the confidences need log-probabilities.
     """
     if log_probs.shape[0] == 0:
         return "", []
@@ -46,7 +51,7 @@ def greedy_words(
 
     for s, e in zip(starts.tolist(), ends.tolist()):
         label = labels[int(ids[s])]
-        if label == "":
+        if label == "" or SPECIAL_LABEL.match(label):
             continue
         if label == " " or (not is_bpe and label.isspace()):
             close()
@@ -76,7 +81,7 @@ def _greedy_char_words(
     table = np.asarray(list(labels), dtype=object)
     run_ids = ids[starts]
     run_labels = table[run_ids]
-    blank = np.fromiter((lab == "" for lab in labels), bool, len(labels))[run_ids]
+    blank = np.fromiter((lab == "" or bool(SPECIAL_LABEL.match(lab)) for lab in labels), bool, len(labels))[run_ids]
     delim = np.fromiter((lab != "" and lab.isspace() for lab in labels), bool, len(labels))[run_ids]
     conf = np.add.reduceat(probs, starts) / (ends - starts)
     word_of = np.cumsum(delim)  # runs after the k-th delimiter belong to word k
