@@ -434,19 +434,16 @@ def run(
                 continue
             assert result.transcript is not None
             if output_dir is not None:
-                writes.append(
-                    (result, writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats))
-                )
-                settle(done_only=True)
-                continue
-            try:
-                _to_stdout(out, result.transcript, formats[0], several)
-            except W2vlmError as exc:
-                _error(err, str(result.file.path), str(exc))
-                summary.failed += 1
-                continue
-            summary.done += 1
-            summary.audio_seconds += result.audio_seconds
+                job = writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats)
+            else:  # stdout: written here, in input order
+                job = Future()
+                try:
+                    _to_stdout(out, result.transcript, formats[0], several)
+                    job.set_result(None)
+                except W2vlmError as exc:
+                    job.set_exception(exc)
+            writes.append((result, job))
+            settle(done_only=True)
         settle(done_only=False)
     summary.seconds = time.perf_counter() - t1
     return summary

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from w2vlm.errors import ModelError
+from w2vlm.features import WaveformInputs
 
 #: wav2vec2's receptive field: the fewest samples that give one logit frame.
 MIN_WINDOW_SAMPLES = 400
@@ -176,13 +177,8 @@ class ModelRunner:
                 feats, mask = self.log_mel(x, lengths)
                 width = -(-max(self.log_mel.fbank_frames(p.samples) for p in batch) // self.log_mel.stride)
                 return feats[:, :width], (mask[:, :width] if with_mask else None)
-            mask = torch.arange(x.shape[1], device=self.device)[None, :] < lengths[:, None]
-            if self.do_normalize:
-                n = lengths.float()[:, None]
-                mean = x.sum(1, keepdim=True) / n
-                var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
-                x = ((x - mean) / torch.sqrt(var + 1e-7)) * mask
-            return x, (mask.long() if with_mask else None)
+            x, mask = WaveformInputs(self.model, self.do_normalize)(x, lengths)
+            return x, (mask if with_mask else None)
         longest = max(p.values.shape[0] for p in batch)
         shape = (len(batch), longest, *batch[0].values.shape[1:])
         values = torch.full(shape, self.padding_value, dtype=batch[0].values.dtype, pin_memory=self.on_cuda)
