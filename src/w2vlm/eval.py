@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from w2vlm.decoder.decoder import DEFAULT_BEAM_WIDTH, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
+from w2vlm.defaults import DEFAULT_BEAM_WIDTH, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
 from w2vlm.engine.alignment import greedy_words
 from w2vlm.errors import LanguageModelError, ManifestError, ModelError
 

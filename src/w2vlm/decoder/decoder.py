@@ -22,14 +22,16 @@ from w2vlm.decoder.language_model import (
     DEFAULT_UNK_SCORE_OFFSET,
     LanguageModel,
 )
+from w2vlm.defaults import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_HOTWORD_WEIGHT,
+    DEFAULT_MIN_TOKEN_LOGP,
+    DEFAULT_PRUNE_LOGP,
+)
 from w2vlm.errors import AlphabetError, DecoderInputError, LanguageModelError
 
 logger = logging.getLogger("w2vlm.decoder")
 
-DEFAULT_BEAM_WIDTH = 100
-DEFAULT_PRUNE_LOGP = -10.0
-DEFAULT_MIN_TOKEN_LOGP = -5.0
-DEFAULT_HOTWORD_WEIGHT = 10.0
 MIN_TOKEN_CLIP_P = 1e-15
 _LOG_MIN_P = float(np.log(MIN_TOKEN_CLIP_P))
 

@@ -4,7 +4,7 @@
 timestamps); it is frozen and passed per call, so two calls with different settings can share one model and
 one LM at the same time. :class:`EngineConfig` says how audio is fed to the model (device, dtype, windows,
 batch budget, workers, queue depths). The command line, the pipeline, the server and Ray build these objects
-and nothing else; the decoder's own defaults (``w2vlm.decoder``) are the decoding defaults here.
+and nothing else; the decoding defaults are ``w2vlm.defaults``, which the decoder uses too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from w2vlm.decoder.decoder import (
+from w2vlm.defaults import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_HOTWORD_WEIGHT,
     DEFAULT_MIN_TOKEN_LOGP,
