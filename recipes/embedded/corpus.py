@@ -28,6 +28,7 @@ import subprocess
 import sys
 import unicodedata
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGES = ("r-cran-janeaustenr", "wordnet-base")
@@ -37,11 +38,12 @@ WORDNET_DIR = "usr/share/wordnet"
 # ---------------------------------------------------------------- fetching
 
 
-def fetch_packages(debs: Path) -> Path:
-    """Download the .deb files (if missing) and unpack them under ``debs/root``; return that root."""
+def fetch_packages(debs: Path, packages: Iterable[str] = PACKAGES) -> Path:
+    """``apt-get download`` the packages (if their .deb is missing) and ``dpkg -x`` them into ``debs/root``;
+    return that root."""
     debs.mkdir(parents=True, exist_ok=True)
     root = debs / "root"
-    for pkg in PACKAGES:
+    for pkg in packages:
         found = sorted(debs.glob(f"{pkg}_*.deb"))
         if not found:
             subprocess.run(["apt-get", "download", pkg], cwd=debs, check=True)

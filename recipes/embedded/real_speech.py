@@ -26,14 +26,13 @@ import gzip
 import hashlib
 import json
 import re
-import subprocess
 import sys
 import wave
 from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import normalize
+from corpus import fetch_packages, normalize
 
 PACKAGES = ("asterisk-core-sounds-en", "asterisk-core-sounds-en-wav", "pocketsphinx-testdata")
 ASTERISK_TEXT = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
@@ -50,21 +49,6 @@ LICENCES = {
     "and spoken card names), BSD-2-Clause (Debian pocketsphinx-testdata)",
 }
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def fetch_packages(debs: Path, packages: Iterable[str] = PACKAGES) -> Path:
-    """``apt-get download`` the packages (if their .deb is missing) and ``dpkg -x`` them into ``debs/root``."""
-    debs.mkdir(parents=True, exist_ok=True)
-    root = debs / "root"
-    for pkg in packages:
-        found = sorted(debs.glob(f"{pkg}_*.deb"))
-        if not found:
-            subprocess.run(["apt-get", "download", pkg], cwd=debs, check=True)
-            found = sorted(debs.glob(f"{pkg}_*.deb"))
-        if not found:
-            sys.exit(f"apt-get download {pkg} produced no .deb in {debs}")
-        subprocess.run(["dpkg", "-x", str(found[-1]), str(root)], check=True)
-    return root
 
 
 def wav_seconds(path: Path) -> float:
@@ -223,7 +207,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def build(out: Path, fsdd: Path, debs: Path) -> dict:
-    root = fetch_packages(debs)
+    root = fetch_packages(debs, PACKAGES)
     sets: dict[str, list[dict]] = {}
     sets["fsdd_train"], sets["fsdd_dev"] = fsdd_manifests(fsdd)
     sets["asterisk_train"], sets["asterisk_dev"], dropped = asterisk_manifests(root)

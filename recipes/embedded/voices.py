@@ -197,16 +197,27 @@ def cmd_synth(args: argparse.Namespace) -> None:
     jobs = synth_plan(sentences, args.count or len(sentences), args.engine, voices, args.seed)
     (args.out / "wav").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    records = _pool_records(_synth_job, [(*j, str(args.out)) for j in jobs], args.workers, 8)
+    _write_manifest(args.out, records, f"{args.engine}: {len(records)} utterances", t0)
+
+
+def _pool_records(job: Any, jobs: list[Any], workers: int, chunksize: int) -> list[dict[str, Any]]:
+    """Run ``job`` over ``jobs`` on a process pool; the records made, in order (skipped ones reported)."""
     records = []
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for rec in pool.map(_synth_job, [(*j, str(args.out)) for j in jobs], chunksize=8):
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for rec in pool.map(job, jobs, chunksize=chunksize):
             if "skipped" in rec:
-                print(f"  skipped ({rec['voice']}: {rec['skipped']!r}): {rec['why']}", flush=True)
+                who = f"{rec['voice']}: {rec['skipped']!r}" if "voice" in rec else str(rec["skipped"])
+                print(f"  skipped ({who}): {rec['why']}", flush=True)
             else:
                 records.append(rec)
-    write_jsonl(args.out / "manifest.jsonl", records)
+    return records
+
+
+def _write_manifest(out: Path, records: list[dict[str, Any]], what: str, t0: float) -> None:
+    write_jsonl(out / "manifest.jsonl", records)
     hours = sum(r["duration"] for r in records) / 3600
-    print(f"{args.engine}: {len(records)} utterances, {hours:.2f} h in {time.time() - t0:.0f}s -> {args.out}")
+    print(f"{what}, {hours:.2f} h in {time.time() - t0:.0f}s -> {out}")
 
 
 # ---------------------------------------------------------------- augmentation
@@ -328,16 +339,8 @@ def cmd_augment(args: argparse.Namespace) -> None:
     jobs = augment_jobs(inputs, args.out, args.seed, args.keep_clean, args.limit)
     (args.out / "wav").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    records = []
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for rec in pool.map(_augment_job, jobs, chunksize=16):
-            if "skipped" in rec:
-                print(f"  skipped {rec['skipped']}: {rec['why']}", flush=True)
-            else:
-                records.append(rec)
-    write_jsonl(args.out / "manifest.jsonl", records)
-    hours = sum(r["duration"] for r in records) / 3600
-    print(f"augment: {len(records)} clips, {hours:.2f} h in {time.time() - t0:.0f}s -> {args.out}")
+    records = _pool_records(_augment_job, jobs, args.workers, 16)
+    _write_manifest(args.out, records, f"augment: {len(records)} clips", t0)
 
 
 # ---------------------------------------------------------------- manifests
