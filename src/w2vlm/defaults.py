@@ -1,8 +1,18 @@
 """Decoding defaults, in one place (pyctcdecode's values): the decoder, the engine's ``DecodeConfig``, the
-processor and ``w2vlm eval`` all take them from here. A module of constants only, so that importing it needs
-neither the native core nor torch."""
+processor and ``w2vlm eval`` all take them from here, and the default thread count. Importing it needs neither
+the native core nor torch."""
+
+import os
 
 DEFAULT_BEAM_WIDTH = 100
 DEFAULT_PRUNE_LOGP = -10.0
 DEFAULT_MIN_TOKEN_LOGP = -5.0
 DEFAULT_HOTWORD_WEIGHT = 10.0
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: the default number of threads."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

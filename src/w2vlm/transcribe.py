@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from w2vlm.engine.alignment import greedy_words
-from w2vlm.engine.config import DTYPES, DecodeConfig, EngineConfig
+from w2vlm.engine.config import DTYPES, DecodeConfig, EngineConfig, available_cpus
 from w2vlm.errors import LanguageModelError, W2vlmError
 from w2vlm.results import Transcript
 from w2vlm.writers import expand_formats, output_paths, render, write_transcript
@@ -109,7 +109,7 @@ class TranscribeOptions:
 
     def engine_config(self) -> EngineConfig:
         """How the engine feeds the model for these options."""
-        budget = self.threads or _available_cpus()
+        budget = self.threads or available_cpus()
         return EngineConfig(
             device=self.device,
             dtype=self.dtype,
@@ -284,7 +284,7 @@ class Transcriber:
         if not self.engine.runner.on_cuda:
             # the model and the decoder run at the same time, so the thread budget (default: the available
             # CPUs) is split between them; torch's OpenMP threads slow down badly when oversubscribed
-            budget = options.threads or _available_cpus()
+            budget = options.threads or available_cpus()
             self.torch_threads = max(1, budget // 2)
             torch.set_num_threads(self.torch_threads)
         self.processor = processor
@@ -314,13 +314,6 @@ class Transcriber:
                 continue
             transcript.word_timestamps = word_timestamps
             yield FileResult(file, transcript=transcript, audio_seconds=transcript.duration)
-
-
-def _available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------------ command line

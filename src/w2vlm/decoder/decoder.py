@@ -27,6 +27,7 @@ from w2vlm.defaults import (
     DEFAULT_HOTWORD_WEIGHT,
     DEFAULT_MIN_TOKEN_LOGP,
     DEFAULT_PRUNE_LOGP,
+    available_cpus,
 )
 from w2vlm.errors import AlphabetError, DecoderInputError, LanguageModelError
 
@@ -279,13 +280,6 @@ def to_log_probs(logits: Any, vocab_size: int) -> np.ndarray:
             out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         np.clip(out, _LOG_MIN_P, 0.0, out=out)
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class BeamSearchDecoderCTC:
@@ -572,7 +566,7 @@ class BeamSearchDecoderCTC:
             except DecoderInputError as e:
                 raise DecoderInputError(f"logits_list[{i}]: {e}") from None
         if num_threads is None:
-            num_threads = _default_threads()
+            num_threads = available_cpus()
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise DecoderInputError(f"num_threads must be a positive integer, got {num_threads!r}")
         if num_threads > limits.MAX_THREADS:

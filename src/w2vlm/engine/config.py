@@ -10,8 +10,7 @@ and nothing else; the decoding defaults are ``w2vlm.defaults``, which the decode
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from w2vlm.defaults import (
@@ -19,6 +18,7 @@ from w2vlm.defaults import (
     DEFAULT_HOTWORD_WEIGHT,
     DEFAULT_MIN_TOKEN_LOGP,
     DEFAULT_PRUNE_LOGP,
+    available_cpus,
 )
 from w2vlm.errors import W2vlmError
 
@@ -149,7 +149,6 @@ class EngineConfig:
     decode_threads: int | None = None
     torch_threads: int | None = None
     prefetch: int = DEFAULT_PREFETCH
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -167,14 +166,6 @@ class EngineConfig:
 
     def with_(self, **changes: Any) -> EngineConfig:
         return replace(self, **changes)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_dtype_name(dtype: str, device_type: str) -> str:
