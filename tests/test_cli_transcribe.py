@@ -250,7 +250,7 @@ def test_lm_override_matches_a_processor_with_that_lm(tiny_ctc_dir: Path, audio_
     from w2vlm.decoder import build_ctcdecoder
     from w2vlm.processor import Wav2Vec2ProcessorWithLM, decoder_labels
 
-    sentences = ["zig zag zog", "a zig and a zag", "zog zog zig"]
+    sentences = ["gm lm", "lm lm gm", "a gm"]  # words close to what the tiny model emits for this clip
     lm_dir = tmp_path / "other_lm"
     lm_dir.mkdir()
     arpa = write_arpa(lm_dir / "other.arpa", sentences, order=2)

@@ -216,12 +216,12 @@ def test_segments_and_subtitle_writers() -> None:
         Word("four", 2.5, 3661.5, None),
     ]
     transcript = Transcript("upload", "one two three four", 3661.5, words)
-    segs = transcript.segments()  # the same cues as the command line's writers
+    segs = transcript.cues()  # the same cues as the command line's writers
     assert [s.text for s in segs] == ["one two", "three", "four"]  # "four" makes the cue too long
     assert render(transcript, "srt").splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:00,700", "one two"]
     assert "01:01:01.500" in render(transcript, "vtt")
     empty = Transcript("upload", "", 0.0)
-    assert empty.segments() == [] and render(empty, "srt").strip() == ""
+    assert empty.cues() == [] and render(empty, "srt").strip() == ""
 
 
 def test_prompt_is_used_as_hotwords(server: LiveServer, pipe: Any, clips: dict) -> None:
@@ -233,9 +233,9 @@ def test_prompt_is_used_as_hotwords(server: LiveServer, pipe: Any, clips: dict) 
     assert tr.hotwords_from_prompt("") == [] and tr.hotwords_from_prompt("123 !!") == []
     audio, data = clips["a"]
     plain = pipe(audio)["text"]
-    with_hotword = pipe(audio, decoder_kwargs={"hotwords": ["bird"]})["text"]
-    assert with_hotword != plain  # the hotword changes this clip's transcript ...
-    r = post(server, data, prompt="Bird")
+    with_hotword = pipe(audio, decoder_kwargs={"hotwords": ["duvyuot"]})["text"]
+    assert with_hotword != plain  # the hotword (close to a word of this clip) changes its transcript ...
+    r = post(server, data, prompt="Duvyuot")
     assert r.status_code == 200, r.text
     assert r.json()["text"] == with_hotword  # ... and the server passes the prompt on as that hotword
 

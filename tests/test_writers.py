@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from w2vlm.errors import W2vlmError
-from w2vlm.results import SEGMENT_MAX_CHARS, SEGMENT_MAX_S, Alternative, Transcript, Word, segment_words
+from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Alternative, Transcript, Word, segment_words
 from w2vlm.writers import (
     FORMATS,
+    CueStyle,
     atomic_write_text,
     expand_formats,
     render,
@@ -30,6 +31,8 @@ def _transcript(word_timestamps: bool = False, alternatives: int = 1) -> Transcr
         Word("again", 2.90, 3.30, None),
     ]
     alts = [Alternative("hello world again", -10.0, -12.5), Alternative("hello word again", -11.0, -14.0)]
+    segments = segment_words(words)
+    segments[0].speech_prob, segments[0].no_speech_prob = 0.93, 0.04
     return Transcript(
         audio="a.wav",
         text="hello world again",
@@ -38,6 +41,7 @@ def _transcript(word_timestamps: bool = False, alternatives: int = 1) -> Transcr
         alternatives=alts[:alternatives],
         word_timestamps=word_timestamps,
         model="m",
+        segments=segments,
     )
 
 
@@ -50,15 +54,27 @@ def test_clock_formats() -> None:
 
 def test_segments_split_on_pause_length_and_width() -> None:
     t = _transcript()
-    segs = t.segments()
+    segs = t.cues()
     assert [s.text for s in segs] == ["hello world", "again"]
     assert (segs[0].start, segs[0].end) == (0.10, 0.90)
     # a long run of words without pauses: no segment longer than the limits
     words = [Word(f"w{i:03d}", 0.3 * i, 0.3 * i + 0.25) for i in range(100)]
     segs = segment_words(words)
     assert sum(len(s.words) for s in segs) == 100
-    assert all(s.end - s.start <= SEGMENT_MAX_S + 1e-9 for s in segs)
-    assert all(len(s.text) <= SEGMENT_MAX_CHARS for s in segs)
+    assert all(s.end - s.start <= CUE_MAX_S + 1e-9 for s in segs)
+    assert all(len(s.text) <= CUE_LINE_WIDTH * CUE_LINES for s in segs)
+    # cues are parts of segments: one long segment gives several cues, each with the segment's probabilities
+    long = Transcript(
+        "a.wav",
+        " ".join(w.word for w in words),
+        30.0,
+        words,
+        segments=[segment_words(words, max_s=1e9, max_chars=10**6)[0]],
+    )
+    long.segments[0].speech_prob = 0.8
+    cues = long.cues(max_s=3.0, max_chars=30)
+    assert len(cues) > 10 and all(c.end - c.start <= 3.0 and len(c.text) <= 30 for c in cues)
+    assert all(c.speech_prob == 0.8 for c in cues) and sum(len(c.words) for c in cues) == 100
     # no words: the text as one segment over the duration; empty text: no segment
     assert [(s.start, s.end, s.text) for s in segment_words([], "hi there", 2.0)] == [(0.0, 2.0, "hi there")]
     assert segment_words([], "", 2.0) == []
@@ -73,6 +89,9 @@ def test_json_fields() -> None:
     assert plain["text"] == "hello world again"
     assert plain["audio"] == "a.wav" and plain["duration"] == 3.5 and plain["model"] == "m"
     assert [s["text"] for s in plain["segments"]] == ["hello world", "again"]
+    first = plain["segments"][0]
+    assert (first["speech_prob"], first["no_speech_prob"], first["confidence"]) == (0.93, 0.04, 0.73)
+    assert plain["segments"][1]["confidence"] is None
     assert "words" not in plain and "alternatives" not in plain
     full = json.loads(render(_transcript(word_timestamps=True, alternatives=2), "json"))
     assert full["words"][0] == {"word": "hello", "start": 0.1, "end": 0.42, "confidence": 0.91}
@@ -86,9 +105,25 @@ def test_srt_segments_and_words() -> None:
     blocks = srt.strip().split("\n\n")
     assert blocks[0] == "1\n00:00:00,100 --> 00:00:00,900\nhello world"
     assert blocks[1] == "2\n00:00:02,900 --> 00:00:03,300\nagain"
-    per_word = render(_transcript(word_timestamps=True), "srt").strip().split("\n\n")
-    assert len(per_word) == 3
-    assert per_word[1] == "2\n00:00:00,500 --> 00:00:00,900\nworld"
+    # word timestamps do not make one-word cues
+    assert render(_transcript(word_timestamps=True), "srt") == srt
+
+
+def test_cue_style_limits_duration_and_wraps_lines() -> None:
+    words = [Word(f"word{i:02d}", 0.4 * i, 0.4 * i + 0.3) for i in range(40)]
+    t = Transcript("a.wav", " ".join(w.word for w in words), 16.0, words, segments=segment_words(words, max_s=1e9))
+    style = CueStyle(max_s=4.0, line_width=20, lines=2)
+    blocks = render(t, "srt", style).strip().split("\n\n")
+    assert len(blocks) >= 4
+    for block in blocks:
+        lines = block.split("\n")
+        assert 3 <= len(lines) <= 4 and all(len(line) <= 20 for line in lines[2:])
+    vtt = render(t, "vtt", style)
+    assert max(len(line) for line in vtt.splitlines() if "-->" not in line) <= 20
+    timed = render(Transcript(**{**t.__dict__, "word_timestamps": True}), "vtt", style)
+    assert "word00 <00:00:00.400>word01" in timed
+    with pytest.raises(W2vlmError, match="positive"):
+        CueStyle(max_s=0)
 
 
 def test_vtt() -> None:

@@ -2,9 +2,11 @@
 confidences), characters, segments and n-best alternatives, or the error that stopped the input.
 
 The engine (:mod:`w2vlm.engine`) produces these; the command line's writers (:mod:`w2vlm.writers`), the
-server, Ray and the pipeline's dictionaries are views of them. Subtitle cues and tsv rows group words into
-segments: a new segment starts after a pause of :data:`SEGMENT_PAUSE_S`, or when it would pass
-:data:`SEGMENT_MAX_S` seconds or :data:`SEGMENT_MAX_CHARS` characters.
+server, Ray and the pipeline's dictionaries are views of them. Segments are stretches of speech: those the voice
+activity detector found (each recognised on its own), or, without it, the words between pauses of
+:data:`SEGMENT_PAUSE_S`. Subtitle cues and tsv rows (:meth:`Transcript.cues`) split each segment further where
+a cue would pass ``max_s`` seconds (default :data:`CUE_MAX_S`) or ``max_chars`` characters (default
+:data:`CUE_LINES` lines of :data:`CUE_LINE_WIDTH`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 SEGMENT_PAUSE_S = 0.8
-SEGMENT_MAX_S = 7.0
-SEGMENT_MAX_CHARS = 84
+CUE_MAX_S = 7.0
+CUE_LINE_WIDTH = 42
+CUE_LINES = 2
 
 
 @dataclass
@@ -38,12 +41,25 @@ class Alternative:
 
 @dataclass
 class Segment:
-    """Consecutive words shown together (a subtitle cue, a tsv row)."""
+    """A stretch of speech and its words (also a subtitle cue or tsv row, which are parts of segments).
+
+    ``speech_prob``: the voice activity detector's mean speech probability over the segment (None without
+    VAD). ``no_speech_prob``: one minus the mean posterior of the tokens the model emitted in it (see
+    :mod:`w2vlm.engine.segments`); None when unknown.
+    """
 
     start: float
     end: float
     text: str
     words: list[Word] = field(default_factory=list)
+    speech_prob: float | None = None
+    no_speech_prob: float | None = None
+
+    @property
+    def confidence(self) -> float | None:
+        """The mean confidence of the segment's words (None when they have none)."""
+        known = [w.confidence for w in self.words if w.confidence is not None]
+        return sum(known) / len(known) if known else None
 
 
 @dataclass
@@ -67,14 +83,34 @@ class Transcript:
     error: str | None = None
     #: the exception behind ``error`` (for callers that re-raise it); not part of any output
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    #: the stretches of speech, in order (the words of all of them are ``words``)
+    segments: list[Segment] = field(default_factory=list)
 
-    def segments(self) -> list[Segment]:
-        return segment_words(self.words, self.text, self.duration)
+    def cues(self, max_s: float = CUE_MAX_S, max_chars: int = CUE_LINE_WIDTH * CUE_LINES) -> list[Segment]:
+        """Subtitle cues: each segment, split where a cue would pass ``max_s`` seconds or ``max_chars``
+        characters or at a pause; a text without segments or word times is one cue over the input."""
+        if not self.segments:
+            return segment_words(self.words, self.text, self.duration, max_s, max_chars)
+        out: list[Segment] = []
+        for seg in self.segments:
+            if not seg.words:
+                out.append(seg)
+                continue
+            for cue in segment_words(seg.words, max_s=max_s, max_chars=max_chars):
+                cue.speech_prob, cue.no_speech_prob = seg.speech_prob, seg.no_speech_prob
+                out.append(cue)
+        return out
 
 
-def segment_words(words: Sequence[Word], text: str = "", duration: float = 0.0) -> list[Segment]:
-    """Group words into segments (pauses, length and duration limits); a text without word times becomes
-    one segment over the whole duration."""
+def segment_words(
+    words: Sequence[Word],
+    text: str = "",
+    duration: float = 0.0,
+    max_s: float = CUE_MAX_S,
+    max_chars: int = CUE_LINE_WIDTH * CUE_LINES,
+) -> list[Segment]:
+    """Group words into cues (pauses, length and duration limits); a text without word times becomes one cue
+    over the whole duration."""
     if not words:
         return [Segment(0.0, duration, text)] if text.strip() else []
     segments: list[Segment] = []
@@ -83,8 +119,8 @@ def segment_words(words: Sequence[Word], text: str = "", duration: float = 0.0) 
     for w in words:
         if current:
             pause = w.start - current[-1].end
-            too_long = w.end - current[0].start > SEGMENT_MAX_S
-            too_wide = chars + 1 + len(w.word) > SEGMENT_MAX_CHARS
+            too_long = w.end - current[0].start > max_s
+            too_wide = chars + 1 + len(w.word) > max_chars
             if pause >= SEGMENT_PAUSE_S or too_long or too_wide:
                 segments.append(_segment(current))
                 current, chars = [], 0
@@ -99,8 +135,9 @@ def _segment(words: list[Word]) -> Segment:
 
 
 __all__ = [
-    "SEGMENT_MAX_CHARS",
-    "SEGMENT_MAX_S",
+    "CUE_LINES",
+    "CUE_LINE_WIDTH",
+    "CUE_MAX_S",
     "SEGMENT_PAUSE_S",
     "Alternative",
     "Segment",

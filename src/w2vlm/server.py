@@ -281,9 +281,10 @@ def _compression_ratio(text: str) -> float:
 def verbose_json(
     transcript: Transcript, language: str, granularities: set[str], token_ids: Callable[[str], list[int]]
 ) -> dict[str, Any]:
-    """OpenAI's ``verbose_json`` body. Segment fields whisper has and CTC lacks are filled with what they
-    mean here: ``avg_logprob`` is the mean log word confidence, ``no_speech_prob`` is 0 (segments are made
-    of decoded words only), ``temperature`` 0 (no sampling), ``seek`` the start in 10 ms frames."""
+    """OpenAI's ``verbose_json`` body with the transcript's segments. Segment fields whisper has and CTC lacks
+    are filled with what they mean here: ``avg_logprob`` is the mean log word confidence, ``no_speech_prob``
+    the model's evidence against speech (:mod:`w2vlm.engine.segments`), ``temperature`` 0 (no sampling),
+    ``seek`` the start in 10 ms frames."""
     body: dict[str, Any] = {
         "task": "transcribe",
         "language": language,
@@ -307,9 +308,9 @@ def verbose_json(
                 if any(w.confidence is not None for w in seg.words)
                 else 0.0,
                 "compression_ratio": _compression_ratio(seg.text),
-                "no_speech_prob": 0.0,
+                "no_speech_prob": round(seg.no_speech_prob, 4) if seg.no_speech_prob is not None else 0.0,
             }
-            for i, seg in enumerate(transcript.segments())
+            for i, seg in enumerate(transcript.segments)
         ]
     if "word" in granularities:
         body["words"] = [

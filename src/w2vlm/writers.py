@@ -6,7 +6,10 @@ confidences, n-best alternatives). :func:`render` turns it into the text of one 
 atomically (a temporary name in the same folder, then a rename), so an interrupted run never leaves a
 half-written file under the final name.
 
-Subtitle cues (srt/vtt) and tsv rows are the transcript's segments (:func:`w2vlm.results.segment_words`).
+The json output lists the transcript's segments (stretches of speech, with their speech and no-speech
+probabilities and mean word confidence). Subtitle cues (srt/vtt) and tsv rows are parts of segments
+(:meth:`w2vlm.results.Transcript.cues`) no longer than a :class:`CueStyle` allows, their text wrapped into lines
+of at most ``line_width`` characters.
 """
 
 from __future__ import annotations
@@ -15,15 +18,44 @@ import contextlib
 import json
 import os
 import tempfile
+import textwrap
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from w2vlm.errors import W2vlmError
-from w2vlm.results import Transcript
+from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Segment, Transcript
 
 #: Formats a transcript can be written in, in the order "all" writes them.
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
+
+
+@dataclass(frozen=True)
+class CueStyle:
+    """How long a subtitle cue may be: ``max_s`` seconds, ``lines`` lines of ``line_width`` characters."""
+
+    max_s: float = CUE_MAX_S
+    line_width: int = CUE_LINE_WIDTH
+    lines: int = CUE_LINES
+
+    def __post_init__(self) -> None:
+        if not self.max_s > 0:
+            raise W2vlmError(f"max cue duration: must be positive; got {self.max_s}")
+        if self.line_width < 1 or self.lines < 1:
+            raise W2vlmError(
+                f"cue lines: need at least 1 line of at least 1 character; got {self.lines}x{self.line_width}"
+            )
+
+    def cues(self, t: Transcript) -> list[Segment]:
+        return t.cues(self.max_s, self.line_width * self.lines)
+
+    def wrap(self, text: str) -> str:
+        lines = textwrap.wrap(text, self.line_width, break_long_words=False, break_on_hyphens=False)
+        if len(lines) > self.lines:  # a cue made of words too long to fit: the rest on the last line
+            lines = [*lines[: self.lines - 1], " ".join(lines[self.lines - 1 :])]
+        return "\n".join(lines)
+
 
 # ---------------------------------------------------------------------------------------------- formats
 
@@ -52,15 +84,27 @@ def _round(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
-def to_txt(t: Transcript) -> str:
+def to_txt(t: Transcript, style: CueStyle) -> str:
     return t.text + "\n"
 
 
-def to_json(t: Transcript) -> str:
+def segment_record(s: Segment) -> dict[str, Any]:
+    """A segment as a JSON object (without its words)."""
+    return {
+        "start": _round(s.start),
+        "end": _round(s.end),
+        "text": s.text,
+        "speech_prob": _round(s.speech_prob, 4),
+        "no_speech_prob": _round(s.no_speech_prob, 4),
+        "confidence": _round(s.confidence, 4),
+    }
+
+
+def to_json(t: Transcript, style: CueStyle) -> str:
     data: dict[str, Any] = {"audio": t.audio, "text": t.text, "duration": _round(t.duration)}
     if t.model is not None:
         data["model"] = t.model
-    data["segments"] = [{"start": _round(s.start), "end": _round(s.end), "text": s.text} for s in t.segments()]
+    data["segments"] = [segment_record(s) for s in t.segments]
     if t.word_timestamps:
         data["words"] = [
             {"word": w.word, "start": _round(w.start), "end": _round(w.end), "confidence": _round(w.confidence, 4)}
@@ -74,27 +118,30 @@ def to_json(t: Transcript) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
 
-def to_srt(t: Transcript) -> str:
-    """SubRip cues: one per segment, or one per word with word timestamps."""
-    cues = [(w.start, w.end, w.word) for w in t.words] if t.word_timestamps else _cues(t)
-    blocks = [f"{i}\n{srt_time(s)} --> {srt_time(e)}\n{text}\n" for i, (s, e, text) in enumerate(cues, start=1)]
+def to_srt(t: Transcript, style: CueStyle) -> str:
+    """SubRip cues (see :class:`CueStyle`)."""
+    cues = style.cues(t)
+    blocks = [
+        f"{i}\n{srt_time(c.start)} --> {srt_time(c.end)}\n{style.wrap(c.text)}\n" for i, c in enumerate(cues, start=1)
+    ]
     return "\n".join(blocks)
 
 
-def to_vtt(t: Transcript) -> str:
-    """WebVTT cues, one per segment; with word timestamps each later word carries an inline ``<time>`` tag."""
+def to_vtt(t: Transcript, style: CueStyle) -> str:
+    """WebVTT cues (see :class:`CueStyle`); with word timestamps each later word carries an inline ``<time>``
+    tag."""
     out = ["WEBVTT", ""]
-    for seg in t.segments():
-        if t.word_timestamps and seg.words:
-            parts = [seg.words[0].word] + [f"<{vtt_time(w.start)}>{w.word}" for w in seg.words[1:]]
-            text = " ".join(parts)
-        else:
-            text = seg.text
-        out += [f"{vtt_time(seg.start)} --> {vtt_time(seg.end)}", text, ""]
+    for cue in style.cues(t):
+        text = style.wrap(cue.text)
+        if t.word_timestamps and cue.words and len(cue.words) == len(cue.text.split(" ")):
+            tagged = iter([cue.words[0].word] + [f"<{vtt_time(w.start)}>{w.word}" for w in cue.words[1:]])
+            # the same line breaks, with the tags in front of the words
+            text = "\n".join(" ".join(next(tagged) for _ in line.split(" ")) for line in text.split("\n"))
+        out += [f"{vtt_time(cue.start)} --> {vtt_time(cue.end)}", text, ""]
     return "\n".join(out)
 
 
-def to_tsv(t: Transcript) -> str:
+def to_tsv(t: Transcript, style: CueStyle) -> str:
     """Tab-separated rows with times in integer milliseconds (as whisper writes them): one row per segment
     (start, end, text), or per word with word timestamps (start, end, word, confidence)."""
     if t.word_timestamps:
@@ -104,7 +151,7 @@ def to_tsv(t: Transcript) -> str:
             rows.append(f"{_ms(w.start)}\t{_ms(w.end)}\t{_clean(w.word)}\t{conf}")
     else:
         rows = ["start\tend\ttext"]
-        rows += [f"{_ms(s)}\t{_ms(e)}\t{_clean(text)}" for s, e, text in _cues(t)]
+        rows += [f"{_ms(c.start)}\t{_ms(c.end)}\t{_clean(c.text)}" for c in style.cues(t)]
     return "\n".join(rows) + "\n"
 
 
@@ -116,20 +163,17 @@ def _clean(text: str) -> str:
     return text.replace("\t", " ").replace("\n", " ")
 
 
-def _cues(t: Transcript) -> list[tuple[float, float, str]]:
-    return [(s.start, s.end, s.text) for s in t.segments()]
-
-
 _RENDERERS = {"txt": to_txt, "json": to_json, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv}
 
 
-def render(transcript: Transcript, fmt: str) -> str:
-    """The transcript as the text of one format (``txt``, ``json``, ``srt``, ``vtt`` or ``tsv``)."""
+def render(transcript: Transcript, fmt: str, style: CueStyle | None = None) -> str:
+    """The transcript as the text of one format (``txt``, ``json``, ``srt``, ``vtt`` or ``tsv``); ``style``:
+    the subtitle cues' limits (default :class:`CueStyle`)."""
     try:
         renderer = _RENDERERS[fmt]
     except KeyError:
         raise W2vlmError(f"output format: {fmt!r} is not one of {', '.join(FORMATS)}") from None
-    return renderer(transcript)
+    return renderer(transcript, style or CueStyle())
 
 
 def expand_formats(fmt: str | Iterable[str]) -> list[str]:
@@ -168,12 +212,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_transcript(transcript: Transcript, base: Path, formats: Iterable[str]) -> list[Path]:
+def write_transcript(
+    transcript: Transcript, base: Path, formats: Iterable[str], style: CueStyle | None = None
+) -> list[Path]:
     """Write the transcript as ``base.<ext>`` for each format (atomically); returns the paths written."""
     written = []
     for fmt, path in output_paths(Path(base), formats).items():
         try:
-            atomic_write_text(path, render(transcript, fmt))
+            atomic_write_text(path, render(transcript, fmt, style))
         except OSError as exc:
             raise W2vlmError(f"{path}: could not write the {fmt} output ({exc.strerror or exc})") from exc
         written.append(path)

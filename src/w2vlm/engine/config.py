@@ -33,6 +33,18 @@ DEFAULT_BATCH_SECONDS_CUDA = 480.0
 DEFAULT_PREFETCH = 32
 #: Beams kept to compute word confidences when only the best transcript is wanted.
 CONFIDENCE_BEAMS = 16
+#: Voice activity detection is on (``vad=None``) for inputs longer than this (seconds).
+DEFAULT_VAD_ABOVE_S = 10.0
+#: Speech probability threshold, shortest speech and silence, and padding around each segment (seconds).
+DEFAULT_VAD_THRESHOLD = 0.5
+DEFAULT_VAD_MIN_SPEECH_S = 0.25
+DEFAULT_VAD_MIN_SILENCE_S = 0.3
+DEFAULT_VAD_PAD_S = 0.2
+#: Longest speech segment for a model that does not say what it was trained on (its config's
+#: ``max_segment_s``); longer speech is cut at its quietest point.
+DEFAULT_MAX_SEGMENT_S = 20.0
+#: A segment whose ``no_speech_prob`` (see :mod:`w2vlm.engine.segments`) is above this gives no words.
+DEFAULT_NO_SPEECH_THRESHOLD = 0.5
 
 TIMESTAMPS = (None, "word", "char")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -76,8 +88,11 @@ class DecodeConfig:
     n_best: int = 1
     timestamps: str | None = None
     word_confidences: bool = False
+    no_speech_threshold: float | None = DEFAULT_NO_SPEECH_THRESHOLD
 
     def __post_init__(self) -> None:
+        if self.no_speech_threshold is not None and not 0.0 <= float(self.no_speech_threshold) <= 1.0:
+            raise ConfigError(f"no_speech_threshold: must be in [0, 1]; got {self.no_speech_threshold}")
         if self.beam_width is not None and (isinstance(self.beam_width, bool) or int(self.beam_width) < 1):
             raise ConfigError(f"beam_width: must be at least 1; got {self.beam_width}")
         if isinstance(self.n_best, bool) or int(self.n_best) < 1:
@@ -134,6 +149,13 @@ class EngineConfig:
     audio per forward pass (None: a default for the device). ``batch_size``: at most this many windows per
     forward pass (None: no limit but the budget). ``workers``: audio reading threads (None: the CPUs, at most
     8). ``decode_threads``: native decoding threads (None: half the CPUs on a CPU device, all of them on a GPU).
+
+    Voice activity detection (:mod:`w2vlm.engine.vad`): ``vad`` True or False, or None for inputs longer than
+    ``vad_above_s`` (when the ``vad`` extra is installed and no ``chunk_length_s`` is asked for). Each speech
+    segment is recognised on its own: speech starts at ``vad_threshold``, ends after ``vad_min_silence_s`` of
+    silence, lasts at least ``vad_min_speech_s``, is padded by ``vad_pad_s`` and cut at its quietest point when
+    it reaches ``max_segment_s`` (None: the model's ``max_segment_s`` in its config, else
+    :data:`DEFAULT_MAX_SEGMENT_S`).
     """
 
     device: str = "auto"
@@ -149,8 +171,25 @@ class EngineConfig:
     decode_threads: int | None = None
     torch_threads: int | None = None
     prefetch: int = DEFAULT_PREFETCH
+    vad: bool | None = None
+    vad_above_s: float = DEFAULT_VAD_ABOVE_S
+    vad_threshold: float = DEFAULT_VAD_THRESHOLD
+    vad_min_speech_s: float = DEFAULT_VAD_MIN_SPEECH_S
+    vad_min_silence_s: float = DEFAULT_VAD_MIN_SILENCE_S
+    vad_pad_s: float = DEFAULT_VAD_PAD_S
+    max_segment_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.vad not in (None, True, False):
+            raise ConfigError(f"vad: expected True, False or None (auto); got {self.vad!r}")
+        if not 0.0 < float(self.vad_threshold) < 1.0:
+            raise ConfigError(f"vad_threshold: must be between 0 and 1; got {self.vad_threshold}")
+        for name in ("vad_above_s", "vad_min_speech_s", "vad_min_silence_s", "vad_pad_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name}: must be a number of seconds >= 0; got {value}")
+        if self.max_segment_s is not None and (not math.isfinite(self.max_segment_s) or self.max_segment_s < 1.0):
+            raise ConfigError(f"max_segment_s: must be at least 1 second; got {self.max_segment_s}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.quantize not in (None, "int8"):
@@ -184,8 +223,15 @@ __all__ = [
     "CONFIDENCE_BEAMS",
     "DEFAULT_BATCH_SECONDS_CPU",
     "DEFAULT_BATCH_SECONDS_CUDA",
+    "DEFAULT_MAX_SEGMENT_S",
     "DEFAULT_MAX_WHOLE_S",
+    "DEFAULT_NO_SPEECH_THRESHOLD",
     "DEFAULT_PREFETCH",
+    "DEFAULT_VAD_ABOVE_S",
+    "DEFAULT_VAD_MIN_SILENCE_S",
+    "DEFAULT_VAD_MIN_SPEECH_S",
+    "DEFAULT_VAD_PAD_S",
+    "DEFAULT_VAD_THRESHOLD",
     "DEFAULT_WINDOW_S",
     "DTYPES",
     "ConfigError",

@@ -15,6 +15,8 @@ import numpy as np
 
 from w2vlm.engine.alignment import char_spans_from_beam, greedy_words
 from w2vlm.engine.config import DecodeConfig
+from w2vlm.engine.segments import frame_evidence
+from w2vlm.engine.windows import join
 from w2vlm.results import Alternative, Transcript, Word
 
 
@@ -30,6 +32,8 @@ class TranscriptDecoder:
         self.labels = decoder_labels(decoder)
         self.is_bpe = decoder_is_bpe(decoder)
         self.vocab = len(self.labels)
+        #: the blank token's id (the label "")
+        self.blank = self.labels.index("") if "" in self.labels else 0
         self.has_lm = getattr(decoder, "language_model", None) is not None
         self._without_lm: Any = None
 
@@ -140,6 +144,63 @@ class TranscriptDecoder:
         )
 
 
+class Incremental:
+    """One windowed input decoded as its frames arrive: a native incremental beam search (the same beams as
+    decoding the whole matrix), or — for greedy decoding, log-probabilities wanted, or word confidences —
+    the pieces kept and decoded at the end."""
+
+    def __init__(self, decoding: Any, config: DecodeConfig | None, name: str, vocab: int) -> None:
+        self.decoding = decoding
+        self.config = config
+        self.name = name
+        self.vocab = vocab
+        self.pieces: list[np.ndarray] | None = []
+        self.stream: Any = None
+        self.error: BaseException | None = None
+        self.evidences: list[np.ndarray] = []
+        if config is not None and not config.is_greedy:
+            self.decoder, options = decoding.search(config)
+            self.stream = self.decoder.stream_with(options)
+            if not config.word_confidences:
+                self.pieces = None
+
+    def feed(self, piece: np.ndarray) -> None:
+        if self.error is not None:
+            return
+        if self.pieces is not None:
+            self.pieces.append(piece)
+        if self.config is not None:
+            self.evidences.append(frame_evidence(piece, self.decoding.blank))
+        if self.stream is not None:
+            try:
+                self.stream.feed(piece)
+            except Exception as exc:
+                self.error = exc
+
+    def evidence(self) -> np.ndarray | None:
+        """The model's per-frame evidence of speech over the input (see :mod:`w2vlm.engine.segments`)."""
+        if self.config is None:
+            return None
+        return np.concatenate(self.evidences) if self.evidences else np.zeros(0, np.float32)
+
+    def finish(self) -> Any:
+        """A transcript, the log-probabilities (no decoding wanted) or the exception that stopped it."""
+        if self.error is not None:
+            return self.error
+        log_probs = join(self.pieces, self.vocab) if self.pieces is not None else None
+        if self.config is None:
+            return log_probs
+        try:
+            if self.stream is None:
+                return self.decoding.greedy(self.name, log_probs, self.config)
+            beams = self.stream.finalize()
+            if log_probs is not None and beams:
+                beams = self.decoder.attach_confidences(beams, log_probs)
+            return self.decoding.from_beams(self.name, beams, self.config, log_probs)
+        except Exception as exc:
+            return exc
+
+
 def _greedy_chars(log_probs: np.ndarray, labels: Sequence[str]) -> list[tuple[str, tuple[int, int]]]:
     """Each emitted non-space token of the best path with its (start, end) frames."""
     if log_probs.shape[0] == 0:
@@ -170,4 +231,4 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["TranscriptDecoder", "describe", "failed"]
+__all__ = ["Incremental", "TranscriptDecoder", "describe", "failed"]

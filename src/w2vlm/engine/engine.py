@@ -3,11 +3,13 @@ the same time.
 
 Stages, connected by bounded queues::
 
-    feeder ─► reading workers (load + resample audio, cut windows, model input on a CPU device)
+    feeder ─► reading workers (load + resample audio; speech segments from the voice activity detector, or
+              windows; model input on a CPU device)
            ─► window queue ─► model thread (windows sorted by length, batches by a budget of padded samples,
               forward pass, log-softmax on the device, non-blocking copy back)
            ─► assembler (waits for copies, stitches each input's windows) ─► decoder thread (native beam search
-              on the decoder's thread pool, or greedy) ─► results, yielded in input order
+              on the decoder's thread pool, or greedy; segments of many inputs together; each input's segments
+              joined, non-speech left out) ─► results, yielded in input order
 
 Memory is bounded by the queue depths and by ``prefetch`` (inputs admitted ahead of the oldest one not yet
 yielded), not by the number of inputs. An input that cannot be read or decoded gets a transcript with its
@@ -24,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,10 +38,11 @@ from w2vlm.engine.config import (
     EngineConfig,
     available_cpus,
 )
-from w2vlm.engine.decoding import TranscriptDecoder, failed
-from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES, ModelRunner
-from w2vlm.engine.windows import Stitcher, Window, chunk_sizes, cut_windows, join
-from w2vlm.errors import AudioError
+from w2vlm.engine.decoding import Incremental, TranscriptDecoder, failed
+from w2vlm.engine.inputs import InputInfo, InputReader
+from w2vlm.engine.model_runner import ModelRunner
+from w2vlm.engine.segments import frame_evidence, merge, split_by_pauses
+from w2vlm.engine.windows import Stitcher, Window, join
 from w2vlm.results import Transcript
 
 logger = logging.getLogger("w2vlm.engine")
@@ -153,24 +155,26 @@ class _Run:
         engine = self.engine
         runner = engine.runner
         count = 0
-        end = 0
+        info = InputInfo()
         t0 = time.perf_counter()
         try:
-            for start, audio, right, last in engine.iter_windows(
-                self.items[i], self.names[i], self.config, self.allow_urls
+            for start, audio, right, last, speech_prob in engine.inputs.units(
+                self.items[i], self.names[i], self.config, self.allow_urls, info
             ):
                 prepared = runner.prepare(audio)
-                end = max(end, start + audio.size)
-                self.put(self.windows, Window(i, count, start, audio.size, right, last, prepared))
+                self.put(self.windows, Window(i, count, start, audio.size, right, last, prepared, speech_prob))
                 count += 1
         except _Cancelled:
             return
         except Exception as exc:
-            self.add_time("read", time.perf_counter() - t0)
+            self.add_time("read", time.perf_counter() - t0 - info.vad_seconds)
+            self.add_time("vad", info.vad_seconds)
             self.put(self.outputs, ("error", i, exc))
             return
-        self.add_time("read", time.perf_counter() - t0)
-        self.put(self.outputs, ("count", i, count, end / runner.sampling_rate))
+        self.add_time("read", time.perf_counter() - t0 - info.vad_seconds)
+        if info.segmented:
+            self.add_time("vad", info.vad_seconds)
+        self.put(self.outputs, ("count", i, count, info.samples / runner.sampling_rate, info.segmented))
 
     def model_loop(self) -> None:
         """Sort what is waiting by length, cut it into batches within the budget, run them."""
@@ -251,8 +255,11 @@ class _Run:
                     self.to_decode.put(("error", i, error, 0.0))
                 continue
             if kind == "count":
-                _, i, count, secs = message
+                _, i, count, secs, segmented = message
                 if i in failed:
+                    continue
+                if segmented:
+                    self.to_decode.put(("segments", i, count, secs))
                     continue
                 st = stitchers.setdefault(i, Stitcher(runner.ratio))
                 st.count, seconds[i] = count, secs
@@ -265,6 +272,10 @@ class _Run:
             touched = []
             for w, lp in zip(batch, outs):
                 if w.item in failed:
+                    continue
+                if w.speech_prob is not None:  # a speech segment: decoded on its own
+                    offset = w.start / runner.sampling_rate
+                    self.to_decode.put(("segment", w.item, (w.index, offset, w.speech_prob, lp), None))
                     continue
                 st = stitchers.setdefault(w.item, Stitcher(runner.ratio))
                 if w.is_last:
@@ -280,7 +291,9 @@ class _Run:
         to incremental decoders as their frames arrive."""
         engine = self.engine
         decoding = engine.decoding
-        streams: dict[int, _Incremental] = {}
+        streams: dict[int, Incremental] = {}
+        segments: dict[int, dict[int, Any]] = {}  # an input's decoded segments by index
+        expected: dict[int, tuple[int, float]] = {}  # an input's segment count and seconds, once read
         stop = False
         while not stop:
             ready = [self.get(self.to_decode)]
@@ -293,31 +306,63 @@ class _Run:
                 ready.pop()
                 stop = True
             t0 = time.perf_counter()
-            whole = []
+            whole: list[tuple[int, np.ndarray, Any]] = []  # (input, log-probabilities, seconds or segment place)
+            touched: list[int] = []
             for kind, i, payload, secs in ready:
                 if kind == "whole":
                     whole.append((i, payload, secs))
+                elif kind == "segment":
+                    index, offset, speech_prob, lp = payload
+                    whole.append((i, lp, (index, offset, speech_prob)))
+                elif kind == "segments":
+                    expected[i] = (payload, secs)
+                    segments.setdefault(i, {})
+                    touched.append(i)
                 elif kind == "error":
                     streams.pop(i, None)
+                    segments.pop(i, None)
+                    expected.pop(i, None)
                     self.finish(i, payload, secs)
                 elif kind == "piece":
                     if i not in streams:
-                        streams[i] = _Incremental(decoding, self.decode, self.names[i], engine.vocab)
+                        streams[i] = Incremental(decoding, self.decode, self.names[i], engine.vocab)
                     streams[i].feed(payload)
                 else:  # end
-                    inc = streams.pop(i, None) or _Incremental(decoding, self.decode, self.names[i], engine.vocab)
-                    self.finish(i, inc.finish(), secs)
-            if whole:
-                if self.decode is None:
-                    for i, lp, secs in whole:
-                        self.finish(i, lp, secs)
-                else:
-                    names = [self.names[i] for i, _, _ in whole]
-                    texts = decoding.decode(names, [lp for _, lp, _ in whole], self.decode, engine.decode_threads)
-                    for (i, _, secs), transcript in zip(whole, texts):
-                        self.finish(i, transcript, secs)
+                    inc = streams.pop(i, None) or Incremental(decoding, self.decode, self.names[i], engine.vocab)
+                    self.finish(i, self.with_segments(inc.finish(), inc.evidence()), secs)
+            if whole and self.decode is not None:
+                names = [self.names[i] for i, _, _ in whole]
+                texts = decoding.decode(names, [lp for _, lp, _ in whole], self.decode, engine.decode_threads)
+                for (i, lp, place), transcript in zip(whole, texts):
+                    if isinstance(place, tuple):
+                        evidence = frame_evidence(lp, decoding.blank)
+                        segments.setdefault(i, {})[place[0]] = (transcript, place[1], place[2], evidence)
+                        touched.append(i)
+                    else:
+                        self.finish(i, self.with_segments(transcript, frame_evidence(lp, decoding.blank)), place)
+            elif whole:  # log-probabilities wanted (inputs are never segmented then)
+                for i, lp, secs in whole:
+                    self.finish(i, lp, secs)
+            for i in dict.fromkeys(touched):
+                if i in expected and i in segments and len(segments[i]) == expected[i][0]:
+                    count, secs = expected.pop(i)
+                    parts = segments.pop(i)
+                    self.finish(i, self.merged(i, [parts[k] for k in range(count)], secs), secs)
             self.add_time("decode", time.perf_counter() - t0)
         self.results.put(("end", None))
+
+    def with_segments(self, outcome: Any, evidence: np.ndarray | None) -> Any:
+        """A whole input's transcript with segments at its pauses (non-speech ones left out)."""
+        if self.decode is None or evidence is None or not isinstance(outcome, Transcript):
+            return outcome
+        spf = self.engine.seconds_per_frame
+        return split_by_pauses(outcome, evidence, spf, self.decode.no_speech_threshold)
+
+    def merged(self, i: int, parts: list[Any], seconds: float) -> Transcript:
+        """One transcript from input ``i``'s decoded speech segments."""
+        assert self.decode is not None
+        model_name = self.engine.decoding.model_name if self.engine.decoding else None
+        return merge(self.names[i], parts, seconds, self.decode.no_speech_threshold, model_name)
 
     def finish(self, i: int, outcome: Any, seconds: float) -> None:
         """Hand input ``i``'s outcome (a transcript, log-probabilities or an exception) to the consumer."""
@@ -330,54 +375,6 @@ class _Run:
             outcome = failed(self.names[i], outcome, model_name)
         outcome.duration = seconds
         self.results.put(("done", i, outcome))
-
-
-class _Incremental:
-    """One windowed input decoded as its frames arrive: a native incremental beam search (the same beams as
-    decoding the whole matrix), or — for greedy decoding, log-probabilities wanted, or word confidences —
-    the pieces kept and decoded at the end."""
-
-    def __init__(self, decoding: Any, config: DecodeConfig | None, name: str, vocab: int) -> None:
-        self.decoding = decoding
-        self.config = config
-        self.name = name
-        self.vocab = vocab
-        self.pieces: list[np.ndarray] | None = []
-        self.stream: Any = None
-        self.error: BaseException | None = None
-        if config is not None and not config.is_greedy:
-            self.decoder, options = decoding.search(config)
-            self.stream = self.decoder.stream_with(options)
-            if not config.word_confidences:
-                self.pieces = None
-
-    def feed(self, piece: np.ndarray) -> None:
-        if self.error is not None:
-            return
-        if self.pieces is not None:
-            self.pieces.append(piece)
-        if self.stream is not None:
-            try:
-                self.stream.feed(piece)
-            except Exception as exc:
-                self.error = exc
-
-    def finish(self) -> Any:
-        """A transcript, the log-probabilities (no decoding wanted) or the exception that stopped it."""
-        if self.error is not None:
-            return self.error
-        log_probs = join(self.pieces, self.vocab) if self.pieces is not None else None
-        if self.config is None:
-            return log_probs
-        try:
-            if self.stream is None:
-                return self.decoding.greedy(self.name, log_probs, self.config)
-            beams = self.stream.finalize()
-            if log_probs is not None and beams:
-                beams = self.decoder.attach_confidences(beams, log_probs)
-            return self.decoding.from_beams(self.name, beams, self.config, log_probs)
-        except Exception as exc:
-            return exc
 
 
 class Engine:
@@ -406,8 +403,13 @@ class Engine:
         cuda = self.runner.on_cuda
         self.workers = self.config.workers or max(1, min(8, cpus))
         self.decode_threads = self.config.decode_threads or (cpus if cuda else max(1, cpus - cpus // 2))
-        #: seconds spent per stage (read, model, copy, decode), summed over calls; stages overlap in time
+        #: seconds spent per stage (read, vad, model, copy, decode), summed over calls; stages overlap in time
         self.timings: dict[str, float] = {}
+        # the longest speech segment the model was made for (its config's ``max_segment_s``), if it says
+        hint = getattr(model.config, "max_segment_s", None)
+        longest = float(hint) if isinstance(hint, (int, float)) and hint > 0 else None
+        #: reads inputs into speech segments or windows
+        self.inputs = InputReader(self.sampling_rate, self.runner.ratio, longest)
 
     def batch_samples(self, config: EngineConfig) -> int:
         """Padded samples per forward pass for ``config``."""
@@ -420,37 +422,6 @@ class Engine:
         return self.runner.model
 
     # ------------------------------------------------------------------------------------------ inputs
-
-    def iter_windows(
-        self, item: Any, name: str, config: EngineConfig | None = None, allow_urls: bool = False
-    ) -> Iterator[tuple[int, np.ndarray, int, bool]]:
-        """``(start, audio, right context, is_last)`` windows of one input (the whole input when short)."""
-        from w2vlm.audio import audio_duration, is_url, iter_audio_blocks, load_audio
-
-        cfg = config or self.config
-        sr = self.sampling_rate
-        chunk_s = cfg.chunk_length_s
-        local = isinstance(item, (str, os.PathLike)) and not is_url(os.fspath(item)) and _is_file(item)
-        duration = audio_duration(item) if local else None
-        if chunk_s is None and duration is not None and duration > cfg.max_whole_s:
-            chunk_s = cfg.window_s
-        if chunk_s is not None and local:
-            blocks: Any = iter_audio_blocks(item, sr, block_s=max(float(chunk_s), 1.0))
-        else:
-            audio = load_audio(item, sr, allow_urls=allow_urls)
-            if chunk_s is None and audio.size > cfg.max_whole_s * sr:
-                chunk_s = cfg.window_s
-            if chunk_s is None:
-                if audio.size < MIN_WINDOW_SAMPLES:
-                    raise AudioError(
-                        f"{name}: audio is too short ({audio.size} samples at {sr} Hz); the model needs at least "
-                        f"{MIN_WINDOW_SAMPLES} samples"
-                    )
-                yield 0, audio, 0, True
-                return
-            blocks = [audio]
-        chunk, left, right = chunk_sizes(float(chunk_s), cfg.stride_length_s, sr, self.runner.ratio)
-        yield from cut_windows(blocks, chunk, left, right, self.runner.ratio, name)
 
     def batches(self, windows: list[Window], config: EngineConfig | None = None) -> Iterator[list[Window]]:
         """Consecutive windows (sorted longest first) grouped so that padded samples stay within the budget."""
@@ -490,7 +461,10 @@ class Engine:
         decode = decode or DecodeConfig()
         if not decode.is_greedy:
             self.decoding.search(decode)  # bad hotwords or weights: raise now, for the whole call
-        yield from self._run(inputs, decode, names, config or self.config, allow_urls)
+        config = config or self.config
+        if config.vad:
+            self.inputs.vad_model()  # VAD asked for without the extra: raise now, for the whole call
+        yield from self._run(inputs, decode, names, config, allow_urls)
 
     def log_probs(
         self,
@@ -501,8 +475,9 @@ class Engine:
         allow_urls: bool = False,
     ) -> Iterator[tuple[np.ndarray | None, float, BaseException | None]]:
         """Per input, in input order: ``(log-probabilities (frames, vocab), audio seconds, None)``, or
-        ``(None, 0.0, exception)`` for an input that failed. The acoustic half of :meth:`transcribe`."""
-        yield from self._run(inputs, None, names, config or self.config, allow_urls)
+        ``(None, 0.0, exception)`` for an input that failed. The acoustic half of :meth:`transcribe` (without
+        voice activity detection: each input's frames are all there, in one matrix)."""
+        yield from self._run(inputs, None, names, (config or self.config).with_(vad=False), allow_urls)
 
     def stream_log_probs(
         self, item: Any, config: EngineConfig | None = None, *, allow_urls: bool = False
@@ -512,7 +487,7 @@ class Engine:
         config = config or self.config
         name = _name(item, 0)
         stitcher = Stitcher(self.runner.ratio)
-        for index, (start, audio, right, last) in enumerate(self.iter_windows(item, name, config, allow_urls)):
+        for index, (start, audio, right, last) in enumerate(self.inputs.windows(item, name, config, allow_urls)):
             window = Window(0, index, start, audio.size, right, last)
             (lp,) = self.runner.forward([self.runner.prepare(audio)]).result()
             stitcher.add(window, lp)
@@ -552,13 +527,6 @@ class Engine:
             run.cancel.set()
             for t in threads:
                 t.join(timeout=None if nxt >= len(items) else 2.0)
-
-
-def _is_file(item: Any) -> bool:
-    try:
-        return Path(item).expanduser().is_file()
-    except (OSError, ValueError):
-        return False
 
 
 def _name(item: Any, index: int) -> str:

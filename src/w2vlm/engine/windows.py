@@ -23,7 +23,8 @@ from w2vlm.errors import AudioError
 @dataclass
 class Window:
     """A piece of one input: its place (``item``, ``index``, ``start`` sample), its length, the samples of
-    right context whose frames belong to the next window, and its prepared model input."""
+    right context whose frames belong to the next window, and its prepared model input. A speech segment found
+    by voice activity detection is a window of its own that is never stitched: it has its ``speech_prob``."""
 
     item: int
     index: int
@@ -32,6 +33,7 @@ class Window:
     right: int
     is_last: bool
     prepared: Any = None
+    speech_prob: float | None = None
 
 
 def chunk_sizes(

@@ -1,0 +1,144 @@
+"""Segments of a transcript, and the model's own evidence that a stretch of audio is speech.
+
+On speech, the model emits its tokens with high posteriors (0.9 and more on average over the frames where a
+non-blank token is the most probable); on noise it emits few tokens, with posteriors near 0.3, which a beam search
+with an LM would still turn into words. :func:`frame_evidence` keeps, per frame, the posterior of the most
+probable token where that token is not blank; a segment's ``no_speech_prob`` is one minus their mean over its
+frames (1 when the model emitted nothing there), and a segment above the decoding's ``no_speech_threshold``
+gives no words.
+
+With voice activity detection each speech segment is decoded on its own and :func:`merge` joins the segments'
+transcripts at their places in the input. Without it, :func:`split_by_pauses` makes segments of the words,
+cut at pauses of :data:`~w2vlm.results.SEGMENT_PAUSE_S`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from w2vlm.results import SEGMENT_PAUSE_S, Alternative, Segment, Transcript, Word
+
+
+def frame_evidence(log_probs: np.ndarray, blank: int) -> np.ndarray:
+    """Per frame: the posterior of the most probable token where it is not ``blank``, else NaN (float32)."""
+    if log_probs.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    ids = log_probs.argmax(axis=1)
+    top = np.exp(log_probs[np.arange(ids.size), ids].astype(np.float32))
+    return np.where(ids != blank, top, np.nan).astype(np.float32)
+
+
+def no_speech_prob(evidence: np.ndarray) -> float:
+    """One minus the mean posterior of the tokens the model emitted over these frames (1.0 when none)."""
+    emitted = evidence[~np.isnan(evidence)]
+    return 1.0 if emitted.size == 0 else float(1.0 - emitted.mean())
+
+
+def _frames(seconds: float, seconds_per_frame: float) -> int:
+    return max(0, round(seconds / seconds_per_frame))
+
+
+def _is_speech(prob: float, threshold: float | None) -> bool:
+    return threshold is None or prob <= threshold
+
+
+def _segment(words: list[Word], no_speech: float, speech_prob: float | None = None) -> Segment:
+    return Segment(
+        start=words[0].start,
+        end=words[-1].end,
+        text=" ".join(w.word for w in words),
+        words=words,
+        speech_prob=speech_prob,
+        no_speech_prob=no_speech,
+    )
+
+
+def split_by_pauses(
+    transcript: Transcript, evidence: np.ndarray, seconds_per_frame: float, threshold: float | None
+) -> Transcript:
+    """``transcript`` (of a whole input, decoded without VAD) with segments made of its words at pauses; the
+    words of segments the model's evidence calls non-speech are removed (and the text made of the rest)."""
+    if transcript.error is not None or not transcript.words:
+        transcript.segments = []
+        if transcript.text.strip() and not transcript.words:  # no word times: one segment over the input
+            transcript.segments = [Segment(0.0, transcript.duration, transcript.text)]
+        return transcript
+    groups: list[list[Word]] = [[transcript.words[0]]]
+    for w in transcript.words[1:]:
+        if w.start - groups[-1][-1].end >= SEGMENT_PAUSE_S:
+            groups.append([])
+        groups[-1].append(w)
+    segments = []
+    for group in groups:
+        lo = _frames(group[0].start, seconds_per_frame)
+        hi = max(lo + 1, _frames(group[-1].end, seconds_per_frame))
+        prob = no_speech_prob(evidence[lo:hi])
+        if _is_speech(prob, threshold):
+            segments.append(_segment(group, prob))
+    if len(segments) < len(groups):
+        _keep_segments(transcript, segments)
+    transcript.segments = segments
+    return transcript
+
+
+def _keep_segments(transcript: Transcript, segments: list[Segment]) -> None:
+    """Reduce a transcript to the words (and characters) of ``segments``."""
+    transcript.words = [w for s in segments for w in s.words]
+    transcript.text = " ".join(s.text for s in segments)
+    spans = [(s.start, s.end) for s in segments]
+    transcript.chars = [c for c in transcript.chars if any(a <= c.start < b or a < c.end <= b for a, b in spans)]
+    transcript.alternatives = [Alternative(transcript.text)] if transcript.alternatives else []
+
+
+def merge(
+    name: str,
+    parts: Sequence[tuple[Transcript, float, float | None, np.ndarray]],
+    duration: float,
+    threshold: float | None,
+    model: str | None = None,
+) -> Transcript:
+    """One transcript from the transcripts of an input's speech segments, each given as ``(transcript, start
+    seconds in the input, VAD speech probability, frame evidence)`` in order. Times move to input time; a
+    segment the model calls non-speech gives no words; the first failed segment fails the whole input."""
+    for t, _, _, _ in parts:
+        if t.error is not None:
+            t.audio, t.duration, t.segments = name, duration, []
+            return t
+    words: list[Word] = []
+    chars: list[Word] = []
+    segments: list[Segment] = []
+    logit = lm = 0.0
+    scored = bool(parts)
+    for t, offset, speech_prob, evidence in parts:
+        prob = no_speech_prob(evidence)
+        if not t.words or not _is_speech(prob, threshold):
+            continue
+        moved = [Word(w.word, w.start + offset, w.end + offset, w.confidence) for w in t.words]
+        words += moved
+        chars += [Word(c.word, c.start + offset, c.end + offset, c.confidence) for c in t.chars]
+        segments.append(_segment(moved, prob, speech_prob))
+        best = t.alternatives[0] if t.alternatives else None
+        if best is None or best.logit_score is None:
+            scored = False
+        else:
+            logit += best.logit_score
+            lm += best.lm_score or 0.0
+    text = " ".join(s.text for s in segments)
+    alternatives = [Alternative(text, logit if scored else None, lm if scored else None)]
+    word_timestamps = any(t.word_timestamps for t, _, _, _ in parts)
+    return Transcript(
+        audio=name,
+        text=text,
+        duration=duration,
+        words=words,
+        alternatives=alternatives,
+        word_timestamps=word_timestamps,
+        model=model,
+        chars=chars,
+        segments=segments,
+    )
+
+
+__all__ = ["frame_evidence", "merge", "no_speech_prob", "split_by_pauses"]

@@ -1,0 +1,328 @@
+"""Voice activity detection: where the speech is in an input, so that each stretch of speech is recognised on its
+own and silence and noise are never given to the model.
+
+:class:`SileroVad` runs Silero VAD (the ``silero-vad`` wheel's ONNX weights, on onnxruntime, one CPU thread) at
+8 kHz, where it gives a speech probability per 32 ms frame for half the work of 16 kHz. An input is cut into rows
+of :data:`ROW_FRAMES` frames that run as one batch; each row first sees :data:`WARMUP_FRAMES` frames of the audio
+before it, so that its recurrent state has settled by the row's first frame.
+
+:class:`Segmenter` turns the probabilities into segments, frame by frame and without looking back further than
+the open segment: speech starts at a frame at or above ``threshold`` and ends after ``min_silence_s`` below
+``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped; a segment that reaches
+``max_segment_s`` is cut at its quietest frame in its second half. :class:`SpeechFinder` drives both over
+consecutive blocks of audio at the model's rate and hands out each segment's audio (padded by ``pad_s`` on each
+side, never into its neighbours) as soon as it is closed, holding no more audio than the open segment needs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from w2vlm.errors import W2vlmError
+
+#: Seconds per VAD frame, and the rate the VAD runs at.
+FRAME_S = 0.032
+VAD_RATE = 8000
+_FRAME = 256  # samples per frame at 8 kHz
+_CONTEXT = 32  # samples of the previous frame each frame sees at 8 kHz
+ROW_FRAMES = 256
+WARMUP_FRAMES = 16
+#: How far below ``threshold`` a probability must fall to count as silence.
+NEGATIVE_MARGIN = 0.15
+#: Audio collected before the VAD runs on it (seconds; larger batches, fewer calls).
+_VAD_BLOCK_S = 120.0
+
+
+class VadUnavailable(W2vlmError, RuntimeError):
+    """Voice activity detection was asked for, but the ``vad`` extra is not installed."""
+
+
+def model_path() -> Path:
+    """The Silero VAD ONNX file inside the installed ``silero-vad`` wheel (found without importing the package,
+    whose import loads torch and changes its thread count)."""
+    spec = importlib.util.find_spec("silero_vad")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in locations:
+        path = Path(folder) / "data" / "silero_vad.onnx"
+        if path.is_file():
+            return path
+    raise VadUnavailable(
+        "voice activity detection needs the 'vad' extra (silero-vad and onnxruntime): pip install 'w2vlm[vad]'"
+    )
+
+
+def available() -> bool:
+    """Whether Silero VAD and onnxruntime are installed."""
+    try:
+        model_path()
+    except VadUnavailable:
+        return False
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class SileroVad:
+    """Speech probabilities per 32 ms frame of 8 kHz audio. One instance serves many threads."""
+
+    _shared: SileroVad | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise VadUnavailable(
+                "voice activity detection needs onnxruntime (the 'vad' extra): pip install 'w2vlm[vad]'"
+            ) from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(path or model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._rate = np.array(VAD_RATE, dtype=np.int64)
+
+    @classmethod
+    def shared(cls) -> SileroVad:
+        """One loaded VAD for the process."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for the whole frames of ``audio`` (8 kHz, a multiple of 256 samples), given the
+        ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames are used; none at an input's start)."""
+        frames = audio.size // _FRAME
+        if frames == 0:
+            return np.zeros(0, np.float32)
+        warm = 0 if before is None else min(WARMUP_FRAMES, before.size // _FRAME)
+        head = before[before.size - warm * _FRAME :] if warm else np.zeros(0, np.float32)
+        signal = np.concatenate([np.zeros(_CONTEXT, np.float32), head, audio[: frames * _FRAME]]).astype(np.float32)
+        rows = -(-frames // ROW_FRAMES)
+        steps = WARMUP_FRAMES + ROW_FRAMES
+        # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames (zeros before the start)
+        batch = np.zeros((rows, steps, _CONTEXT + _FRAME), np.float32)
+        for r in range(rows):
+            first = r * ROW_FRAMES + warm - WARMUP_FRAMES  # frame index into head+audio of the row's first step
+            for_steps = min(steps, frames + warm - first)
+            lo = max(0, first)
+            offset = lo - first
+            count = for_steps - offset
+            if count <= 0:
+                continue
+            start = lo * _FRAME  # sample index into signal (which has _CONTEXT samples in front)
+            span = signal[start : start + (count * _FRAME) + _CONTEXT]
+            windows = np.lib.stride_tricks.sliding_window_view(span, _CONTEXT + _FRAME)[::_FRAME][:count]
+            batch[r, offset : offset + count] = windows
+        state = np.zeros((2, rows, 128), np.float32)
+        out = np.empty((rows, steps), np.float32)
+        run = self.session.run
+        for t in range(steps):
+            prob, state = run(None, {"input": batch[:, t], "state": state, "sr": self._rate})
+            out[:, t] = prob[:, 0]
+        return out[:, WARMUP_FRAMES:].reshape(-1)[:frames]
+
+
+@dataclass(frozen=True)
+class VadParams:
+    """Segmentation settings (see the module docstring); times in seconds. The engine makes them from its
+    :class:`~w2vlm.engine.config.EngineConfig`, where the defaults are."""
+
+    threshold: float
+    min_speech_s: float
+    min_silence_s: float
+    pad_s: float
+    max_segment_s: float
+
+
+class Segmenter:
+    """Speech segments from a stream of frame probabilities: ``push`` them in order, then ``finish``; both return
+    the segments closed so far as ``(start frame, end frame, mean probability, cut)`` where ``cut`` says the
+    segment ended at a forced cut (it was too long) rather than in silence."""
+
+    def __init__(self, params: VadParams) -> None:
+        self.threshold = params.threshold
+        self.negative = max(0.01, params.threshold - NEGATIVE_MARGIN)
+        self.min_speech = max(1, round(params.min_speech_s / FRAME_S))
+        self.min_silence = max(1, round(params.min_silence_s / FRAME_S))
+        self.max_frames = max(2, round(params.max_segment_s / FRAME_S))
+        self.t = 0  # frames seen
+        self.start: int | None = None  # first frame of the open segment
+        self.silence: int | None = None  # first frame of the silence that may end it
+        self.buf: list[float] = []  # probabilities from the open segment's start
+
+    def push(self, probs: np.ndarray) -> list[tuple[int, int, float, bool]]:
+        out: list[tuple[int, int, float, bool]] = []
+        threshold, negative = self.threshold, self.negative
+        for p in probs.tolist():
+            t = self.t
+            self.t += 1
+            if self.start is None:
+                if p >= threshold:
+                    self.start, self.silence, self.buf = t, None, [p]
+                continue
+            self.buf.append(p)
+            if p >= threshold:
+                self.silence = None
+            elif p < negative and self.silence is None:
+                self.silence = t
+            if self.silence is not None and self.t - self.silence >= self.min_silence:
+                self._close(self.silence, False, out)
+                self.start = None
+            elif self.t - self.start >= self.max_frames:
+                self._cut(out)
+        return out
+
+    def finish(self) -> list[tuple[int, int, float, bool]]:
+        out: list[tuple[int, int, float, bool]] = []
+        if self.start is not None:
+            self._close(self.silence if self.silence is not None else self.t, False, out)
+            self.start = None
+        return out
+
+    def _close(self, end: int, cut: bool, out: list[tuple[int, int, float, bool]]) -> None:
+        assert self.start is not None
+        if end - self.start >= self.min_speech:
+            out.append((self.start, end, float(np.mean(self.buf[: end - self.start])), cut))
+
+    def _cut(self, out: list[tuple[int, int, float, bool]]) -> None:
+        """Close a segment that grew to the longest allowed at its quietest frame in its second half; the
+        speech after that frame opens the next segment."""
+        assert self.start is not None
+        half = len(self.buf) // 2
+        at = half + int(np.argmin(self.buf[half:]))
+        end = self.start + max(1, at)
+        self._close(end, True, out)
+        self.buf = self.buf[end - self.start :]
+        self.start = end
+        if self.silence is not None and self.silence < end:
+            self.silence = None
+
+
+@dataclass
+class Speech:
+    """One segment of an input: its first sample and audio at the model's rate, and its mean speech
+    probability."""
+
+    start: int
+    audio: np.ndarray
+    speech_prob: float
+
+
+class SpeechFinder:
+    """The speech segments of one input read as consecutive blocks at ``sampling_rate`` (see the module
+    docstring). ``samples`` is the input's length once :meth:`segments` is exhausted."""
+
+    def __init__(self, vad: SileroVad, sampling_rate: int, params: VadParams) -> None:
+        self.vad = vad
+        self.sr = sampling_rate
+        self.params = params
+        self.segmenter = Segmenter(params)
+        self.pad = round(params.pad_s * sampling_rate)
+        self.samples = 0
+        self.seconds_vad = 0.0  # time spent computing probabilities
+
+    def frame_sample(self, frame: int) -> int:
+        return round(frame * FRAME_S * self.sr)
+
+    def segments(self, blocks: Iterable[np.ndarray]) -> Iterator[Speech]:
+        import time
+
+        import soxr
+
+        resampler = None if self.sr == VAD_RATE else soxr.ResampleStream(self.sr, VAD_RATE, 1, dtype="float32")
+        audio = np.zeros(0, np.float32)  # model-rate audio from sample `base` on
+        base = 0
+        low = np.zeros(0, np.float32)  # 8 kHz audio not yet turned into probabilities
+        history = np.zeros(0, np.float32)  # 8 kHz audio just before `low` (warm-up of the next call)
+        pending: list[tuple[int, int, float, bool]] = []  # closed segments (frames) waiting for their audio
+        prev_end = 0  # last sample handed out
+        prev_cut = False
+        block_low = int(_VAD_BLOCK_S * VAD_RATE)
+
+        def take(final: bool) -> Iterator[Speech]:
+            nonlocal audio, base, prev_end, prev_cut
+            while pending:
+                f0, f1, prob, cut = pending[0]
+                start = self.frame_sample(f0)
+                end = self.frame_sample(f1)
+                start = start if prev_cut else max(prev_end, start - self.pad)
+                end = end if cut else end + self.pad
+                have = base + audio.size
+                if end > have and not final:
+                    return
+                end = min(end, have)
+                pending.pop(0)
+                prev_end, prev_cut = end, cut
+                if end > start:
+                    yield Speech(start, audio[start - base : end - base].copy(), prob)
+            # keep only the audio a later segment can still need
+            segmenter = self.segmenter
+            following = segmenter.start if segmenter.start is not None else segmenter.t
+            keep_from = max(prev_end, self.frame_sample(following) - self.pad)
+            if keep_from > base:
+                drop = min(keep_from - base, audio.size)
+                audio, base = audio[drop:], base + drop
+
+        def run_vad(final: bool) -> None:
+            nonlocal low, history
+            frames = low.size // _FRAME
+            if final and low.size % _FRAME:
+                low = np.concatenate([low, np.zeros(_FRAME - low.size % _FRAME, np.float32)])
+                frames = low.size // _FRAME
+            if frames == 0:
+                return
+            t0 = time.perf_counter()
+            probs = self.vad.probs(low[: frames * _FRAME], history if history.size else None)
+            self.seconds_vad += time.perf_counter() - t0
+            history = low[max(0, frames * _FRAME - WARMUP_FRAMES * _FRAME) : frames * _FRAME]
+            low = low[frames * _FRAME :]
+            pending.extend(self.segmenter.push(probs))
+
+        for block in blocks:
+            if block.size == 0:
+                continue
+            block = np.asarray(block, np.float32)
+            self.samples += block.size
+            audio = np.concatenate([audio, block]) if audio.size else block
+            converted = block if resampler is None else resampler.resample_chunk(block)
+            low = np.concatenate([low, converted]) if low.size else converted
+            if low.size >= block_low:
+                run_vad(False)
+                yield from take(False)
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            low = np.concatenate([low, tail]) if tail.size else low
+        run_vad(True)
+        pending.extend(self.segmenter.finish())
+        yield from take(True)
+
+
+def find_speech(
+    blocks: Iterable[np.ndarray], sampling_rate: int, params: VadParams, vad: SileroVad | None = None
+) -> Iterator[Speech]:
+    """The speech segments of audio given as consecutive blocks (a convenience over :class:`SpeechFinder`)."""
+    finder = SpeechFinder(vad or SileroVad.shared(), sampling_rate, params)
+    yield from finder.segments(blocks)
+
+
+__all__ = [
+    "FRAME_S",
+    "VAD_RATE",
+    "Segmenter",
+    "SileroVad",
+    "Speech",
+    "SpeechFinder",
+    "VadParams",
+    "VadUnavailable",
+    "available",
+    "find_speech",
+    "model_path",
+]
