@@ -28,10 +28,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from w2vlm.engine.alignment import greedy_words
-from w2vlm.engine.config import DTYPES, DecodeConfig, EngineConfig, available_cpus
+from w2vlm.engine.config import DTYPES, ConfigError, DecodeConfig, EngineConfig, available_cpus
 from w2vlm.errors import LanguageModelError, W2vlmError
 from w2vlm.results import Transcript
-from w2vlm.writers import expand_formats, output_paths, render, write_transcript
+from w2vlm.writers import CueStyle, expand_formats, output_paths, render, write_transcript
 
 logger = logging.getLogger("w2vlm.transcribe")
 
@@ -64,6 +64,15 @@ class TranscribeOptions:
     hotwords: list[str] = field(default_factory=list)
     n_best: int = 1
     threads: int | None = None
+    #: voice activity detection: True, False, or None (on for long inputs); the other VAD settings as in
+    #: :class:`~w2vlm.engine.config.EngineConfig` (None: its defaults)
+    vad: bool | None = None
+    vad_threshold: float | None = None
+    vad_min_speech_s: float | None = None
+    vad_min_silence_s: float | None = None
+    vad_pad_s: float | None = None
+    max_segment_s: float | None = None
+    no_speech_threshold: float | None = None
 
     def validate(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -90,6 +99,11 @@ class TranscribeOptions:
             raise TranscribeError(f"--dtype: expected one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.quantize is not None and self.dtype not in ("auto", "float32"):
             raise TranscribeError("--quantize int8 runs float32 activations; it cannot go with --dtype " + self.dtype)
+        self.engine_config()  # the VAD settings
+        try:
+            self.decode_config(False)
+        except ConfigError as exc:
+            raise TranscribeError(str(exc)) from None
 
     @property
     def greedy(self) -> bool:
@@ -98,6 +112,7 @@ class TranscribeOptions:
 
     def decode_config(self, word_timestamps: bool) -> DecodeConfig:
         """How the engine decodes for these options (the LM, when used, is the processor's)."""
+        extra = {} if self.no_speech_threshold is None else {"no_speech_threshold": self.no_speech_threshold}
         return DecodeConfig(
             use_lm=not self.no_lm,
             beam_width=self.beam_width,
@@ -105,19 +120,30 @@ class TranscribeOptions:
             n_best=self.n_best,
             timestamps="word" if word_timestamps else None,
             word_confidences=word_timestamps,
+            **extra,
         )
 
     def engine_config(self) -> EngineConfig:
         """How the engine feeds the model for these options."""
         budget = self.threads or available_cpus()
-        return EngineConfig(
-            device=self.device,
-            dtype=self.dtype,
-            quantize=self.quantize,
-            chunk_length_s=self.chunk_length_s,
-            batch_size=self.batch_size,
-            decode_threads=max(1, budget - budget // 2),
-        )
+        vad = {
+            name: getattr(self, name)
+            for name in ("vad_threshold", "vad_min_speech_s", "vad_min_silence_s", "vad_pad_s", "max_segment_s")
+            if getattr(self, name) is not None
+        }
+        try:
+            return EngineConfig(
+                device=self.device,
+                dtype=self.dtype,
+                quantize=self.quantize,
+                chunk_length_s=self.chunk_length_s,
+                batch_size=self.batch_size,
+                decode_threads=max(1, budget - budget // 2),
+                vad=self.vad,
+                **vad,
+            )
+        except ConfigError as exc:
+            raise TranscribeError(str(exc)) from None
 
     def model_dtype(self) -> str | None:
         """The dtype to load the model in (``auto``: bf16/fp16 on CUDA, float32 on a CPU)."""
@@ -346,6 +372,7 @@ def run(
     stdout: TextIO | None = None,
     console: Any = None,
     progress: bool | None = None,
+    cue_style: CueStyle | None = None,
 ) -> RunSummary:
     """Everything ``w2vlm transcribe`` does after parsing its options.
 
@@ -427,11 +454,11 @@ def run(
                 continue
             assert result.transcript is not None
             if output_dir is not None:
-                job = writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats)
+                job = writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats, cue_style)
             else:  # stdout: written here, in input order
                 job = Future()
                 try:
-                    _to_stdout(out, result.transcript, formats[0], several)
+                    _to_stdout(out, result.transcript, formats[0], several, cue_style)
                     job.set_result(None)
                 except W2vlmError as exc:
                     job.set_exception(exc)
@@ -442,7 +469,7 @@ def run(
     return summary
 
 
-def _to_stdout(out: TextIO, transcript: Transcript, fmt: str, several: bool) -> None:
+def _to_stdout(out: TextIO, transcript: Transcript, fmt: str, several: bool, style: CueStyle | None) -> None:
     if fmt == "txt" and several:
         out.write(f"{transcript.audio}\t{transcript.text}\n")
     elif fmt == "json" and several:
@@ -450,7 +477,7 @@ def _to_stdout(out: TextIO, transcript: Transcript, fmt: str, several: bool) -> 
 
         out.write(json.dumps(json.loads(render(transcript, "json")), ensure_ascii=False) + "\n")
     else:
-        text = render(transcript, fmt)
+        text = render(transcript, fmt, style)
         if several and fmt in ("srt", "vtt", "tsv"):
             out.write(f"==> {transcript.audio} <==\n")
         out.write(text if text.endswith("\n") or not text else text + "\n")

@@ -15,7 +15,7 @@ import numpy as np
 
 from w2vlm.engine.alignment import char_spans_from_beam, greedy_words
 from w2vlm.engine.config import DecodeConfig
-from w2vlm.engine.segments import frame_evidence
+from w2vlm.engine.segments import frame_evidence, merge, split_by_pauses
 from w2vlm.engine.windows import join
 from w2vlm.results import Alternative, Transcript, Word
 
@@ -82,6 +82,30 @@ class TranscriptDecoder:
                 out.append(self.from_beams(name, b, config, lp))
             except Exception as exc:
                 out.append(failed(name, exc, self.model_name))
+        return out
+
+    def transcribe_parts(
+        self,
+        items: Sequence[tuple[str, Sequence[tuple[float, float | None, np.ndarray]], float]],
+        config: DecodeConfig,
+        threads: int,
+    ) -> list[Transcript]:
+        """Transcripts of inputs given as ``(name, parts, seconds)`` with the parts of
+        :meth:`w2vlm.engine.Engine.segment_log_probs` (all parts decoded together): the same transcripts as
+        :meth:`w2vlm.engine.Engine.transcribe` makes."""
+        flat = [(k, part) for k, (_, parts, _) in enumerate(items) for part in parts]
+        texts = self.decode([items[k][0] for k, _ in flat], [part[2] for _, part in flat], config, threads)
+        decoded: list[list[Any]] = [[] for _ in items]
+        for (k, (offset, prob, lp)), transcript in zip(flat, texts):
+            decoded[k].append((transcript, offset, prob, frame_evidence(lp, self.blank)))
+        out = []
+        for (name, parts, seconds), got in zip(items, decoded):
+            if len(parts) == 1 and parts[0][1] is None:  # a whole input
+                transcript, _, _, evidence = got[0]
+                transcript.duration = seconds
+                out.append(split_by_pauses(transcript, evidence, self.seconds_per_frame, config.no_speech_threshold))
+            else:
+                out.append(merge(name, got, seconds, config.no_speech_threshold, self.model_name))
         return out
 
     def _safe(self, fn: Any, name: str, *args: Any) -> Transcript:

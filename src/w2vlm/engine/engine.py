@@ -329,7 +329,10 @@ class _Run:
                     streams[i].feed(payload)
                 else:  # end
                     inc = streams.pop(i, None) or Incremental(decoding, self.decode, self.names[i], engine.vocab)
-                    self.finish(i, self.with_segments(inc.finish(), inc.evidence()), secs)
+                    outcome = inc.finish()
+                    if self.decode is None and isinstance(outcome, np.ndarray):
+                        outcome = [(0.0, None, outcome)]
+                    self.finish(i, self.with_segments(outcome, inc.evidence()), secs)
             if whole and self.decode is not None:
                 names = [self.names[i] for i, _, _ in whole]
                 texts = decoding.decode(names, [lp for _, lp, _ in whole], self.decode, engine.decode_threads)
@@ -340,14 +343,19 @@ class _Run:
                         touched.append(i)
                     else:
                         self.finish(i, self.with_segments(transcript, frame_evidence(lp, decoding.blank)), place)
-            elif whole:  # log-probabilities wanted (inputs are never segmented then)
-                for i, lp, secs in whole:
-                    self.finish(i, lp, secs)
+            elif whole:  # log-probabilities wanted: (start seconds, speech probability, log-probabilities) parts
+                for i, lp, place in whole:
+                    if isinstance(place, tuple):
+                        segments.setdefault(i, {})[place[0]] = (place[1], place[2], lp)
+                        touched.append(i)
+                    else:
+                        self.finish(i, [(0.0, None, lp)], place)
             for i in dict.fromkeys(touched):
                 if i in expected and i in segments and len(segments[i]) == expected[i][0]:
                     count, secs = expected.pop(i)
-                    parts = segments.pop(i)
-                    self.finish(i, self.merged(i, [parts[k] for k in range(count)], secs), secs)
+                    done = segments.pop(i)
+                    parts = [done[k] for k in range(count)]
+                    self.finish(i, parts if self.decode is None else self.merged(i, parts, secs), secs)
             self.add_time("decode", time.perf_counter() - t0)
         self.results.put(("end", None))
 
@@ -475,9 +483,27 @@ class Engine:
         allow_urls: bool = False,
     ) -> Iterator[tuple[np.ndarray | None, float, BaseException | None]]:
         """Per input, in input order: ``(log-probabilities (frames, vocab), audio seconds, None)``, or
-        ``(None, 0.0, exception)`` for an input that failed. The acoustic half of :meth:`transcribe` (without
-        voice activity detection: each input's frames are all there, in one matrix)."""
-        yield from self._run(inputs, None, names, (config or self.config).with_(vad=False), allow_urls)
+        ``(None, 0.0, exception)`` for an input that failed (without voice activity detection: each input's
+        frames are all there, in one matrix)."""
+        for parts, seconds, error in self._run(
+            inputs, None, names, (config or self.config).with_(vad=False), allow_urls
+        ):
+            yield (parts[0][2] if parts else None), seconds, error
+
+    def segment_log_probs(
+        self,
+        inputs: Sequence[Any],
+        *,
+        names: Sequence[str] | None = None,
+        config: EngineConfig | None = None,
+        allow_urls: bool = False,
+    ) -> Iterator[tuple[list[tuple[float, float | None, np.ndarray]] | None, float, BaseException | None]]:
+        """The acoustic half of :meth:`transcribe`: per input, in input order, ``(parts, audio seconds, None)``
+        or ``(None, 0.0, exception)``. ``parts`` are ``(start seconds, speech probability, log-probabilities)``:
+        an input's speech segments when it uses voice activity detection (none when it has no speech), else one
+        part ``(0.0, None, all its frames)``. :func:`w2vlm.engine.decoding.TranscriptDecoder.transcribe_parts`
+        makes the same transcript of them as :meth:`transcribe`."""
+        yield from self._run(inputs, None, names, config or self.config, allow_urls)
 
     def stream_log_probs(
         self, item: Any, config: EngineConfig | None = None, *, allow_urls: bool = False

@@ -1,0 +1,91 @@
+"""The command line's Typer app, the options several commands share, and their common set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+
+#: ``w2vlm train``'s exit status when it saved and stopped because of ``--max-memory`` (EX_TEMPFAIL: run it
+#: again with ``--resume``).
+EXIT_MEMORY = 75
+
+app = typer.Typer(
+    name="w2vlm",
+    help="Speech recognition with wav2vec2-family CTC models and n-gram LM beam search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# Options shared by several commands: declared once so that their flags and help read the same everywhere.
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  \\[default: the embedded model]"),
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype", help="auto, float32, float16 or bfloat16; auto: bfloat16 (or float16) on CUDA, float32 on a CPU."
+    ),
+]
+QuantizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--quantize", help="int8: 8-bit weights (dynamic int8 on CPU, bitsandbytes on CUDA).  \\[default: none]"
+    ),
+]
+ManifestArgument = Annotated[
+    str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
+]
+DecodeThreadsOption = Annotated[int | None, typer.Option("--threads", help="Decoding threads.  \\[default: all CPUs]")]
+CacheDirOption = Annotated[
+    str | None, typer.Option("--cache-dir", help="Logits cache folder.  \\[default: ~/.cache/w2vlm/logits]")
+]
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached logits.")]
+NoNormalizeOption = Annotated[
+    bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
+]
+TableQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")]
+
+
+@app.callback()
+def _root() -> None:
+    """Speech recognition with wav2vec2-family CTC models and n-gram LM beam search."""
+
+
+@contextlib.contextmanager
+def model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
+    """Set-up shared by the commands that run a model: quiet hub progress bars, passive OpenMP waiting, and
+    w2vlm's log records shown on stderr (at ``level``) while the command runs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+    # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
+    # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    log = logging.getLogger("w2vlm")
+    handler = None
+    before = log.level
+    if not log.handlers:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, show_time=False, level=level)  # type: ignore[arg-type]
+        log.addHandler(handler)
+        if log.getEffectiveLevel() > level:
+            log.setLevel(level)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            log.setLevel(before)
+
+
+def main() -> None:
+    """Entry point of the ``w2vlm`` console script."""
+    app()

@@ -1,0 +1,370 @@
+"""``w2vlm build-lm``, ``train`` and ``average``: making models and language models."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from w2vlm.cli.app import (
+    EXIT_MEMORY,
+    DeviceOption,
+    ManifestArgument,
+    app,
+)
+
+
+@app.command("build-lm")
+def build_lm_command(
+    text_files: Annotated[list[str], typer.Argument(help="UTF-8 text files (plain or .gz), one sentence a line.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="ARPA file to write (.arpa or .arpa.gz).")],
+    order: Annotated[int, typer.Option("--order", "-n", help="N-gram order.")] = 3,
+    prune: Annotated[
+        str | None,
+        typer.Option(
+            "--prune",
+            help="Count thresholds per order like lmplz, e.g. '0 0 1' or '0,0,1': n-grams (order >= 2) seen "
+            "at most that many times are dropped; the last value applies to higher orders.",
+        ),
+    ] = None,
+    vocab_limit: Annotated[
+        int | None,
+        typer.Option("--vocab-limit", help="Keep only the K most frequent words; the others become <unk>."),
+    ] = None,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize/--no-normalize", help="Reduce the text to the model's characters (default a-z, ')."),
+    ] = True,
+    allowed_chars: Annotated[
+        str | None,
+        typer.Option("--allowed-chars", help="Characters words may contain (default: a-z and ')."),
+    ] = None,
+    alphabet: Annotated[
+        str | None,
+        typer.Option("--alphabet", help="Take the allowed characters from a model's vocab.json/alphabet.json."),
+    ] = None,
+    heldout: Annotated[
+        list[str] | None,
+        typer.Option("--heldout", help="Held-out text to report perplexity on (repeatable)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
+) -> None:
+    """Build a modified Kneser-Ney n-gram LM (ARPA + unigrams.txt) from text, without KenLM."""
+    import re
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.lm import allowed_chars_from_file, build_lm
+
+    err = Console(stderr=True)
+    try:
+        thresholds = None
+        if prune:
+            parts = [p for p in re.split(r"[,\s]+", prune.strip()) if p]
+            if not all(p.isdigit() for p in parts):
+                raise typer.BadParameter(f"expected non-negative integers like '0 0 1', got {prune!r}")
+            thresholds = [int(p) for p in parts]
+        chars: str | None = allowed_chars
+        if alphabet is not None:
+            if allowed_chars is not None:
+                raise typer.BadParameter("give either --alphabet or --allowed-chars, not both")
+            chars = allowed_chars_from_file(alphabet)
+        stage_names = {
+            "read": "Reading text",
+            "estimate": "Estimating",
+            "write": "Writing ARPA",
+            "heldout": "Scoring held-out",
+        }
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=quiet or not sys.stderr.isatty(),
+            transient=True,
+        ) as bar:
+            tasks: dict[str, int] = {}
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                size = total if total > 0 else None  # None: a pulsing bar
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage_names.get(stage, stage), total=size)
+                bar.update(tasks[stage], completed=done, total=size)
+
+            stats = build_lm(
+                text_files,
+                output,
+                order=order,
+                prune=thresholds,
+                vocab_limit=vocab_limit,
+                normalize=normalize,
+                allowed_chars=chars,
+                heldout_files=heldout or None,
+                progress=on_progress,
+            )
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if quiet:
+        return
+    out = Console()
+    table = Table(title=f"{stats.order}-gram modified Kneser-Ney LM", show_header=True, title_justify="left")
+    table.add_column("order", justify="right")
+    table.add_column("n-grams", justify="right")
+    table.add_column("D1", justify="right")
+    table.add_column("D2", justify="right")
+    table.add_column("D3+", justify="right")
+    for n, (count, d) in enumerate(zip(stats.ngram_counts, stats.discounts, strict=True), start=1):
+        table.add_row(str(n), f"{count:,}", f"{d[0]:.3f}", f"{d[1]:.3f}", f"{d[2]:.3f}")
+    out.print(table)
+    out.print(
+        f"text: {stats.num_sentences:,} sentences, {stats.num_words:,} words, vocabulary {stats.vocab_size:,}"
+        + (f" ({stats.num_unk:,} words mapped to <unk>)" if stats.num_unk else "")
+    )
+    if stats.heldout_perplexity is not None:
+        out.print(
+            f"held-out perplexity: {stats.heldout_perplexity:.2f} over {stats.heldout_tokens:,} tokens "
+            f"(OOV rate {100 * (stats.heldout_oov_rate or 0):.2f}%)"
+        )
+    out.print(f"wrote {stats.arpa_path} and {stats.unigrams_path} in {stats.seconds:.1f} s")
+
+
+@app.command("train")
+def train_command(
+    manifest: ManifestArgument,
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder to write the trained model to (hub layout).")],
+    dev: Annotated[str | None, typer.Option("--dev", help="Dev manifest: greedy WER/CER after every epoch.")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="Start from this model folder (hub layout) instead of from scratch."),
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="Model from scratch: conformer (Wav2Vec2-BERT on log-mel features, 5.2 M parameters), small or "
+            "medium (wav2vec2 on the waveform, 2.0 M / 6.1 M), tiny or tiny-conformer (tests).",
+        ),
+    ] = "small",
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 10,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many updates.")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Training budget in seconds; the LR decay follows it too.")
+    ] = None,
+    stop_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-after",
+            help="End this run after so many seconds (model and checkpoint saved); --resume goes on with the "
+            "same schedule. For machines lent in slices.",
+        ),
+    ] = None,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio seconds per batch.")] = 320.0,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps.")] = 500,
+    mask_time_prob: Annotated[
+        float | None,
+        typer.Option("--mask-time-prob", help="SpecAugment time-mask probability (model default if unset)."),
+    ] = None,
+    config_settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A model config setting, KEY=VALUE (repeatable), e.g. --set hidden_dropout=0 --set layerdrop=0.05; "
+            "VALUE is read as JSON (numbers, true/false), else as a string. Applies from scratch and to --init-from.",
+            show_default=False,
+        ),
+    ] = None,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="Skip training clips longer than this.")] = 20.0,
+    sortagrad: Annotated[
+        bool,
+        typer.Option(
+            "--sortagrad/--no-sortagrad",
+            help="First epoch shortest-first (helps CTC find alignments from scratch; off suits fine-tuning).",
+        ),
+    ] = True,
+    pad_blank_weight: Annotated[
+        float,
+        typer.Option(
+            "--pad-blank-weight",
+            help="Weight of a loss teaching padded frames to say blank, so padded batches decode untrimmed (0: off).",
+        ),
+    ] = 0.2,
+    pad_multiple: Annotated[
+        float,
+        typer.Option(
+            "--pad-multiple",
+            help="Pad each batch to a multiple of this many seconds, with clips of one padded length a batch: "
+            "batch shapes repeat, so CPU kernels built for a shape are reused. 0: pad to the longest clip.",
+        ),
+    ] = 0.5,
+    device: DeviceOption = "auto",
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16.")
+    ] = True,
+    save_every: Annotated[
+        int, typer.Option("--save-every", help="Checkpoint every N steps (0: per epoch only).")
+    ] = 1000,
+    snapshot_every: Annotated[
+        int,
+        typer.Option(
+            "--snapshot-every",
+            help="Also keep the weights every N steps as a model folder of its own, OUTPUT.snapshots/step-NNNNNNN "
+            "(hub layout), to pick from or average (0: off; the checkpoint keeps only the latest).",
+        ),
+    ] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from OUTPUT.checkpoint if it exists, where it stopped (mid-epoch too, same batch order).",
+        ),
+    ] = False,
+    lm: Annotated[
+        str | None,
+        typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),
+    ] = None,
+    save_dtype: Annotated[str, typer.Option("--save-dtype", help="float32, float16 or bfloat16.")] = "float32",
+    max_memory: Annotated[
+        float | None,
+        typer.Option(
+            "--max-memory",
+            help="GB of resident memory (not counting --audio-cache files) to stay under: past it the allocator's "
+            "free pages are handed back (jemalloc or glibc); if that is not enough, the run saves and stops with "
+            "exit code 75, and --resume goes on.",
+        ),
+    ] = None,
+    audio_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--audio-cache",
+            help="Folder to keep the decoded audio of the manifests in (one int16 file each, made on first use, "
+            "remade when an audio file changes). It is memory-mapped: later runs and --resume start without "
+            "decoding, and the audio sits in the page cache, which the system can reclaim, not in process memory.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialization, shuffling and masks.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (log lines only).")] = False,
+) -> None:
+    """Train (or fine-tune) a wav2vec2 CTC model on a manifest; saves it in the hub layout."""
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.train import TrainConfig, parse_config_overrides, train
+
+    err = Console(stderr=True)
+    log = logging.getLogger("w2vlm")
+    if not log.handlers:
+        log.addHandler(RichHandler(console=err, show_path=False))
+        log.setLevel(logging.INFO)
+    try:
+        overrides = parse_config_overrides(config_settings or [])
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    cfg = TrainConfig(
+        manifest=Path(manifest),
+        output_dir=Path(output),
+        dev_manifest=Path(dev) if dev else None,
+        init_from=Path(init_from) if init_from else None,
+        preset=preset,
+        epochs=epochs,
+        max_steps=max_steps,
+        time_limit_s=time_limit,
+        stop_after_s=stop_after,
+        batch_seconds=batch_seconds,
+        learning_rate=lr,
+        warmup_steps=warmup,
+        mask_time_prob=mask_time_prob,
+        max_duration_s=max_duration,
+        sortagrad=sortagrad,
+        pad_blank_weight=pad_blank_weight,
+        pad_multiple_s=pad_multiple,
+        device=device,
+        amp=amp,
+        save_every=save_every,
+        snapshot_every=snapshot_every,
+        resume=resume,
+        lm_dir=Path(lm) if lm else None,
+        save_dtype=save_dtype,
+        audio_cache=Path(audio_cache) if audio_cache else None,
+        max_memory_gb=max_memory,
+        seed=seed,
+        config_overrides=overrides,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    try:
+        result = train(cfg)
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out = Console()
+    out.print(
+        f"trained {result.steps} steps ({result.epochs_completed} epochs) on {result.audio_hours:.2f} h "
+        f"of audio in {result.train_seconds:.0f} s; saved {result.output_dir}"
+    )
+    if result.dev is not None:
+        out.print(
+            f"dev greedy WER {100 * result.dev.wer:.2f}%  CER {100 * result.dev.cer:.2f}% "
+            f"({result.dev.utterances} utterances)"
+        )
+    if result.stopped_for == "memory":
+        err.print(f"stopped: over --max-memory {max_memory:g} GB; --resume goes on", highlight=False)
+        raise typer.Exit(EXIT_MEMORY)
+
+
+@app.command("average")
+def average_command(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model folders of one architecture, or folders of them (e.g. OUTPUT.snapshots from "
+            "`w2vlm train --snapshot-every`), taken in name order."
+        ),
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="Model folder to write.")],
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="Comma-separated weight per model folder, e.g. 1,3.  \\[default: equal]"),
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option("--last", help="Average only the last N model folders.  \\[default: all]")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Average the weights of model folders (checkpoint averaging, or a soup of consecutive runs).
+
+    Float tensors become the weighted mean; the other files come from the last model folder."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.average import average_models, model_folders
+    from w2vlm.errors import W2vlmError
+
+    err = Console(stderr=True)
+    parsed: list[float] | None = None
+    if weights is not None:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected comma-separated numbers such as 1,3; got {weights!r}", param_hint="'--weights'"
+            ) from None
+    try:
+        folders = model_folders(models, last)
+        out = average_models(folders, output, weights=parsed, overwrite=overwrite)
+    except W2vlmError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    Console().print(f"averaged {len(folders)} models into {escape(str(out))}", highlight=False)

@@ -1,0 +1,371 @@
+"""``w2vlm transcribe`` and ``serve``: speech to text on files, on Ray, and over HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from w2vlm.cli.app import (
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    QuantizeOption,
+    app,
+    model_command,
+)
+
+
+@app.command("transcribe")
+def transcribe_command(
+    audio: Annotated[
+        list[str] | None,
+        typer.Argument(help="Audio files and/or folders (walked recursively for audio files).", show_default=False),
+    ] = None,
+    model: ModelOption = None,
+    lm: Annotated[
+        str | None,
+        typer.Option(
+            "--lm",
+            help="N-gram LM file (.arpa, .arpa.gz, or KenLM .bin) replacing the model's own; a unigrams.txt "
+            "beside it is used.  \\[default: the model's language_model/]",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Folder for the outputs, named after each input's stem (sub-folders of input folders are "
+            "mirrored).  \\[default: none: print to stdout]",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--output-format",
+            "-f",
+            help="txt, json, srt, vtt, tsv, or all (all needs --output-dir); with --ray: jsonl or parquet.  "
+            "\\[default: txt; jsonl with --ray]",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="At most this many audio windows per model forward pass; batches are formed from windows of "
+            "similar length within a budget of padded audio.  \\[default: the budget alone]",
+        ),
+    ] = None,
+    chunk_length: Annotated[
+        float | None,
+        typer.Option(
+            "--chunk-length",
+            help="Window length in seconds for long audio (with 1/6 of it as context on each side).  "
+            "\\[default: whole files up to 60 s, 30 s windows beyond]",
+        ),
+    ] = None,
+    beam_width: Annotated[
+        int | None,
+        typer.Option("--beam-width", help="Beams kept per frame.  \\[default: 100]"),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option("--alpha", help="LM weight.  \\[default: the LM's attrs.json, else 0.5]"),
+    ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option("--beta", help="Word insertion bonus.  \\[default: the LM's attrs.json, else 1.5]"),
+    ] = None,
+    hotwords: Annotated[
+        str | None,
+        typer.Option(
+            "--hotwords",
+            help="Words or phrases to favour: a file with one a line, or a comma-separated list.  \\[default: none]",
+        ),
+    ] = None,
+    word_timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--word-timestamps",
+            help="Word start/end times (and confidences) in json, srt, vtt and tsv outputs.  \\[default: off]",
+        ),
+    ] = False,
+    n_best: Annotated[
+        int, typer.Option("--n-best", help="Hypotheses to keep; more than 1 adds 'alternatives' to json.")
+    ] = 1,
+    quantize: QuantizeOption = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="CPU threads in all, split between torch and the decoder, which run at the same time (at "
+            "least one each).  \\[default: the available CPUs]",
+        ),
+    ] = None,
+    no_lm: Annotated[
+        bool,
+        typer.Option(
+            "--no-lm",
+            help="Ignore the LM: greedy decoding, or a beam search without LM when --beam-width, --hotwords "
+            "or --n-best > 1 ask for one.  \\[default: off]",
+        ),
+    ] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="Skip inputs whose outputs all exist already (resume a run).  \\[default: off]"
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.  \\[default: off]")
+    ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Run on Ray Data: the model in an actor pool, LM decoding in CPU tasks, records written to "
+            "--output-dir as JSON lines or Parquet (re-runs skip finished inputs). The input may also be one "
+            "JSONL/CSV manifest.  \\[default: off]",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to run on with --ray: 'auto' (the one started by `ray start` here), HOST:6379 or "
+            "ray://HOST:10001.  \\[default: $RAY_ADDRESS, else a local Ray started for the job]",
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option("--ray-workers", help="Acoustic model actors with --ray.  \\[default: the GPUs, else CPUs / 2]"),
+    ] = None,
+) -> None:
+    """Transcribe audio files (exit code 1 if any input failed)."""
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+    from w2vlm.transcribe import TranscribeOptions, describe_summary, parse_hotwords, run
+    from w2vlm.writers import FORMATS
+
+    err = Console(stderr=True)
+    audio = list(audio or [])
+    settings = {
+        "model": model,
+        "lm": lm,
+        "no_lm": no_lm,
+        "device": device,
+        "dtype": dtype,
+        "quantize": quantize,
+        "batch_size": batch_size,
+        "chunk_length_s": chunk_length,
+        "beam_width": beam_width,
+        "alpha": alpha,
+        "beta": beta,
+        "n_best": n_best,
+    }
+    if ray:
+        _transcribe_on_ray(
+            audio,
+            ray_address,
+            ray_workers,
+            output_dir,
+            output_format,
+            word_timestamps,
+            quiet,
+            err,
+            hotwords=hotwords,
+            **settings,
+        )
+        return
+    if ray_workers is not None or ray_address is not None:
+        raise typer.BadParameter("only goes with --ray", param_hint="'--ray-workers' / '--ray-address'")
+    if not audio:
+        raise typer.BadParameter("give at least one audio file or folder", param_hint="'AUDIO...'")
+    output_format = output_format or "txt"
+    if output_format not in (*FORMATS, "all"):
+        raise typer.BadParameter(
+            f"expected one of {', '.join(FORMATS)}, all; got {output_format!r}", param_hint="'--output-format'"
+        )
+    if quantize is not None and quantize != "int8":
+        raise typer.BadParameter(f"expected int8; got {quantize!r}", param_hint="'--quantize'")
+    for name, value in (("--batch-size", batch_size), ("--n-best", n_best), ("--beam-width", beam_width)):
+        if value is not None and value < 1:
+            raise typer.BadParameter(f"must be at least 1; got {value}", param_hint=f"'{name}'")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter(f"must be at least 1; got {threads}", param_hint="'--threads'")
+    if chunk_length is not None and not chunk_length > 0:
+        raise typer.BadParameter(
+            f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
+        )
+    with model_command(err):
+        try:
+            options = TranscribeOptions(**settings, hotwords=parse_hotwords(hotwords), threads=threads)  # type: ignore[arg-type]
+            summary = run(
+                audio,
+                options,
+                output_dir=output_dir,
+                output_format=output_format,
+                skip_existing=skip_existing,
+                word_timestamps=word_timestamps,
+                console=err,
+                progress=False if quiet else None,
+            )
+        except W2vlmError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    if not quiet:
+        err.print(describe_summary(summary), highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _transcribe_on_ray(
+    audio: list[str],
+    address: str | None,
+    workers: int | None,
+    output_dir: str | None,
+    output_format: str | None,
+    word_timestamps: bool,
+    quiet: bool,
+    err: object,
+    **options: object,
+) -> None:
+    """``w2vlm transcribe --ray``: the job on Ray Data (see :mod:`w2vlm.distributed`)."""
+    from rich.markup import escape
+
+    from w2vlm.errors import W2vlmError
+
+    if not audio:
+        raise typer.BadParameter("give at least one audio file, folder or manifest", param_hint="'AUDIO...'")
+    fmt = {"json": "jsonl", None: "jsonl"}.get(output_format, output_format)
+    if fmt not in ("jsonl", "parquet"):
+        raise typer.BadParameter(f"with --ray: expected jsonl or parquet; got {output_format!r}", param_hint="'-f'")
+    if output_dir is None:
+        raise typer.BadParameter("--ray writes its records to a folder: give --output-dir", param_hint="'--ray'")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter(f"must be at least 1; got {workers}", param_hint="'--ray-workers'")
+    with model_command(err, logging.INFO):
+        try:
+            from w2vlm.distributed import transcribe as transcribe_on_ray
+            from w2vlm.transcribe import TranscribeOptions, parse_hotwords
+
+            hot = options.pop("hotwords")
+            opts = TranscribeOptions(**options, hotwords=parse_hotwords(hot))  # type: ignore[arg-type]
+            summary = transcribe_on_ray(
+                audio,
+                output_dir,
+                options=opts,
+                address=address,
+                workers=workers,
+                output_format=fmt,
+                word_timestamps=word_timestamps,
+                progress=not quiet,
+            )
+        except W2vlmError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+            raise typer.Exit(1) from None
+    for name, message in summary.failed:
+        err.print(f"[red]failed:[/] {escape(name)}: {escape(message)}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+    if not quiet:
+        err.print(  # type: ignore[attr-defined]
+            f"{summary.ok} transcribed, {len(summary.failed)} failed, {summary.skipped} skipped (done before) of "
+            f"{summary.total}; {summary.audio_seconds:.1f} s of audio in {summary.seconds:.1f} s "
+            f"({summary.speed:.1f} audio-s/s, {summary.workers} model worker(s) on {summary.device}); "
+            f"records in {summary.output_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+def serve_command(
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="W2VLM_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on /v1 endpoints (also read from W2VLM_API_KEY).",
+        ),
+    ] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option("--model-name", help="Model id listed by /v1/models (default: the model folder's name)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Decoding threads.")] = 2,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Requests that may wait for a worker; more get 503.")
+    ] = 64,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload size limit in MB.")] = 25.0,
+    upload_timeout: Annotated[
+        float, typer.Option("--upload-timeout", help="Seconds a client may take to send its upload (else 408).")
+    ] = 120.0,
+    stream_chunk: Annotated[
+        float, typer.Option("--stream-chunk", help="Seconds of audio per window when a request asks to stream.")
+    ] = 10.0,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", help="The model's language (ISO-639-1); requests for another get 400."),
+    ] = None,
+    beam_width: Annotated[int, typer.Option("--beam-width", help="Beam search width.")] = 100,
+    low_confidence: Annotated[
+        float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
+    ] = 0.5,
+    device: DeviceOption = "auto",
+    quantize: QuantizeOption = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from w2vlm.errors import W2vlmError
+
+    err = Console(stderr=True)
+    try:
+        from w2vlm.server import ServerSettings, serve
+    except ImportError as exc:
+        err.print(f"[bold red]error:[/] the server needs its extra: pip install 'w2vlm[server]' ({exc})")
+        raise typer.Exit(1) from None
+    log = logging.getLogger("w2vlm")
+    if not log.handlers:
+        log.addHandler(RichHandler(console=err, show_path=False))
+        log.setLevel(logging.INFO)
+    try:
+        settings = ServerSettings(
+            api_key=api_key or None,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            upload_timeout_s=upload_timeout,
+            stream_chunk_s=stream_chunk,
+            workers=workers,
+            max_queue=max_queue,
+            language=language.lower() if language else None,
+            low_confidence=low_confidence,
+            decoder_kwargs={"beam_width": beam_width},
+        )
+        if model_name:
+            settings.model_id = model_name
+        serve(
+            model,
+            host=host,
+            port=port,
+            settings=settings,
+            device=device,
+            quantize=quantize,
+            log_level=log_level,
+        )
+    except (W2vlmError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
