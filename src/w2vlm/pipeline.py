@@ -8,6 +8,10 @@ then decoded as a whole by the LM beam search, so the LM state runs across windo
 block by block when windowed, so memory holds a few windows of audio plus the log-probabilities (about 23 MB
 per hour for a 32-token vocabulary).
 
+Inputs longer than 10 s are cut into speech segments by voice activity detection (``vad``, with the
+``vad_parameters`` of :class:`~w2vlm.engine.config.EngineConfig` without their ``vad_`` prefix), each
+recognised on its own; ``return_timestamps="segment"`` gives them as ``chunks``.
+
 Word timestamps come from the decoder's word frames; character timestamps from the decoder's token spans.
 """
 
@@ -44,7 +48,18 @@ _DECODER_KWARGS = {
     "unk_score_offset",
     "lm_score_boundary",
     "num_threads",
+    "no_speech_threshold",
 }
+#: ``vad_parameters`` keys and the engine settings they set
+_VAD_PARAMETERS = {
+    "threshold": "vad_threshold",
+    "min_speech_s": "vad_min_speech_s",
+    "min_silence_s": "vad_min_silence_s",
+    "pad_s": "vad_pad_s",
+    "max_segment_s": "max_segment_s",
+    "above_s": "vad_above_s",
+}
+TIMESTAMPS = (None, False, "word", "char", "segment")
 
 
 def pipeline(
@@ -61,6 +76,8 @@ def pipeline(
     decoder_kwargs: dict[str, Any] | None = None,
     return_timestamps: str | bool | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    vad: bool | None = None,
+    vad_parameters: dict[str, float] | None = None,
     **kwargs: Any,
 ) -> AutomaticSpeechRecognitionPipeline:
     """Build an ASR pipeline like transformers' ``pipeline("automatic-speech-recognition", ...)``.
@@ -72,6 +89,9 @@ def pipeline(
     ``chunk_length_s``/``stride_length_s``/``batch_size``/``decoder_kwargs``/``return_timestamps``: defaults
     for every call (each call may override them). ``batch_size``: at most this many windows per forward pass
     (default: as many as fit a budget of padded audio; windows of similar length are batched together).
+    ``vad``: voice activity detection on (True), off (False) or for inputs longer than 10 s (None);
+    ``vad_parameters``: ``threshold``, ``min_speech_s``, ``min_silence_s``, ``pad_s``, ``max_segment_s``,
+    ``above_s`` (see :class:`~w2vlm.engine.config.EngineConfig`).
     """
     if task not in SUPPORTED_TASKS:
         raise ValueError(f"task: {task!r} is not supported; w2vlm provides 'automatic-speech-recognition'")
@@ -116,6 +136,8 @@ def pipeline(
         batch_size=batch_size,
         decoder_kwargs=decoder_kwargs,
         return_timestamps=return_timestamps,
+        vad=vad,
+        vad_parameters=vad_parameters,
     )
 
 
@@ -168,6 +190,8 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
         batch_size: int | None = None,
         decoder_kwargs: dict[str, Any] | None = None,
         return_timestamps: str | bool | None = None,
+        vad: bool | None = None,
+        vad_parameters: dict[str, float] | None = None,
     ) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -184,7 +208,9 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
                 f"model/processor mismatch: the model outputs {vocab} tokens but the decoder's alphabet has "
                 f"{labels} labels"
             )
-        super().__init__(model, processor.feature_extractor, EngineConfig(), processor.decoder)
+        super().__init__(
+            model, processor.feature_extractor, vad_config(EngineConfig(), vad, vad_parameters), processor.decoder
+        )
         self.last_timings: dict[str, float] = {}
 
     @property
@@ -204,30 +230,34 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
         batch_size: int | None = None,
         decoder_kwargs: dict[str, Any] | None = None,
         allow_urls: bool = False,
+        vad: bool | None = None,
+        vad_parameters: dict[str, float] | None = None,
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """Transcribe one input (path, bytes, array, ``{"array"|"raw", "sampling_rate"}`` dict, file object)
         or a list of them. Returns ``{"text"}`` (a list of such dicts for a list), plus ``"chunks"`` =
-        ``[{"text", "timestamp": (start_s, end_s)}]`` with ``return_timestamps="word"`` or ``"char"``.
+        ``[{"text", "timestamp": (start_s, end_s)}]`` with ``return_timestamps="word"`` or ``"char"``, or the
+        speech segments with ``"segment"`` (each also with ``speech_prob`` and ``no_speech_prob``). ``vad``,
+        ``vad_parameters``: this call's voice activity detection (default: the pipeline's).
         An input that cannot be read or decoded raises its error (a :class:`~w2vlm.errors.W2vlmError`)."""
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         timestamps = self.return_timestamps if return_timestamps is None else return_timestamps
         if timestamps is True:
             timestamps = "word"
-        if timestamps not in (None, False, "word", "char"):
-            raise ValueError(f"return_timestamps: expected 'word', 'char' or None; got {timestamps!r}")
+        if timestamps not in TIMESTAMPS:
+            raise ValueError(f"return_timestamps: expected 'word', 'char', 'segment' or None; got {timestamps!r}")
         dec_kwargs = dict(self.decoder_kwargs)
         dec_kwargs.update(_check_decoder_kwargs(decoder_kwargs))
         bs = self.batch_size if batch_size is None else batch_size
         if bs is not None and bs < 1:
             raise ValueError(f"batch_size: must be >= 1; got {bs}")
         config = _call_config(
-            self.engine.config,
+            vad_config(self.engine.config, vad, vad_parameters),
             self.chunk_length_s if chunk_length_s is None else chunk_length_s,
             self.stride_length_s if stride_length_s is None else stride_length_s,
             bs,
         )
-        decode = decode_config_from_kwargs(dec_kwargs, timestamps or None)
+        decode = decode_config_from_kwargs(dec_kwargs, timestamps if timestamps in ("word", "char") else None)
         before = dict(self.engine.timings)
         outputs = []
         for transcript in self.engine.transcribe(items, decode, config=config, allow_urls=allow_urls):
@@ -246,6 +276,16 @@ def decode_config_from_kwargs(kwargs: dict[str, Any], timestamps: str | None = N
     if isinstance(hotwords, str):
         hotwords = [hotwords]
     return DecodeConfig(hotwords=tuple(hotwords or ()), timestamps=timestamps, **fields)
+
+
+def vad_config(base: EngineConfig, vad: bool | None, parameters: dict[str, float] | None) -> EngineConfig:
+    """``base`` with the pipeline's ``vad`` (None: unchanged) and ``vad_parameters``."""
+    changes: dict[str, Any] = {} if vad is None else {"vad": vad}
+    for key, value in (parameters or {}).items():
+        if key not in _VAD_PARAMETERS:
+            raise ValueError(f"vad_parameters: unknown key {key!r}; expected some of {sorted(_VAD_PARAMETERS)}")
+        changes[_VAD_PARAMETERS[key]] = value
+    return base.with_(**changes) if changes else base
 
 
 def _call_config(
@@ -270,6 +310,16 @@ def _as_dict(transcript: Transcript, timestamps: str | None) -> dict[str, Any]:
         out["chunks"] = [{"text": w.word, "timestamp": (round(w.start, 3), round(w.end, 3))} for w in transcript.words]
     elif timestamps == "char":
         out["chunks"] = [{"text": c.word, "timestamp": (round(c.start, 3), round(c.end, 3))} for c in transcript.chars]
+    elif timestamps == "segment":
+        out["chunks"] = [
+            {
+                "text": s.text,
+                "timestamp": (round(s.start, 3), round(s.end, 3)),
+                "speech_prob": s.speech_prob,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in transcript.segments
+        ]
     return out
 
 

@@ -103,7 +103,7 @@ class TranscribeOptions:
         try:
             self.decode_config(False)
         except ConfigError as exc:
-            raise TranscribeError(str(exc)) from None
+            raise TranscribeError(_flag_names(str(exc))) from None
 
     @property
     def greedy(self) -> bool:
@@ -143,11 +143,28 @@ class TranscribeOptions:
                 **vad,
             )
         except ConfigError as exc:
-            raise TranscribeError(str(exc)) from None
+            raise TranscribeError(_flag_names(str(exc))) from None
 
     def model_dtype(self) -> str | None:
         """The dtype to load the model in (``auto``: bf16/fp16 on CUDA, float32 on a CPU)."""
         return None if self.quantize is not None else self.dtype
+
+
+#: the command line's names of engine settings, for error messages
+_FLAGS = {
+    "vad_threshold": "--vad-threshold",
+    "vad_min_speech_s": "--min-speech",
+    "vad_min_silence_s": "--min-silence",
+    "vad_pad_s": "--speech-pad",
+    "max_segment_s": "--max-segment",
+    "no_speech_threshold": "--no-speech-threshold",
+}
+
+
+def _flag_names(message: str) -> str:
+    for name, flag in _FLAGS.items():
+        message = message.replace(f"{name}:", f"{flag}:")
+    return message
 
 
 def parse_hotwords(value: str | None) -> list[str]:

@@ -53,6 +53,46 @@ NoNormalizeOption = Annotated[
     bool, typer.Option("--no-normalize", help="Score texts as they are (no lowercasing, punctuation kept).")
 ]
 TableQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")]
+# voice activity detection and the no-speech gate (transcribe and serve); defaults: w2vlm.engine.config
+VadOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--vad/--no-vad",
+        help="Cut inputs into speech segments with Silero VAD (the 'vad' extra) and recognise each on its own; "
+        "silence and noise are skipped.  \\[default: on for inputs longer than 10 s]",
+        show_default=False,
+    ),
+]
+VadThresholdOption = Annotated[
+    float | None, typer.Option("--vad-threshold", help="Speech probability that starts speech.  \\[default: 0.5]")
+]
+MinSpeechOption = Annotated[
+    float | None, typer.Option("--min-speech", help="Shortest speech segment kept, in seconds.  \\[default: 0.25]")
+]
+MinSilenceOption = Annotated[
+    float | None,
+    typer.Option("--min-silence", help="Silence that ends a speech segment, in seconds.  \\[default: 0.3]"),
+]
+SpeechPadOption = Annotated[
+    float | None,
+    typer.Option("--speech-pad", help="Audio kept on each side of a speech segment, in seconds.  \\[default: 0.2]"),
+]
+MaxSegmentOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-segment",
+        help="Longest speech segment in seconds; longer speech is cut at its quietest point.  \\[default: the "
+        "model's max_segment_s, else 20]",
+    ),
+]
+NoSpeechThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--no-speech-threshold",
+        help="Segments whose no-speech probability (from the model's own posteriors) is above this give no "
+        "words; 1 keeps every word.  \\[default: 0.5]",
+    ),
+]
 
 
 @app.callback()

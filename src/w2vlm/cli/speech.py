@@ -10,11 +10,19 @@ import typer
 from w2vlm.cli.app import (
     DeviceOption,
     DtypeOption,
+    MaxSegmentOption,
+    MinSilenceOption,
+    MinSpeechOption,
     ModelOption,
+    NoSpeechThresholdOption,
     QuantizeOption,
+    SpeechPadOption,
+    VadOption,
+    VadThresholdOption,
     app,
     model_command,
 )
+from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S
 
 
 @app.command("transcribe")
@@ -144,6 +152,22 @@ def transcribe_command(
         int | None,
         typer.Option("--ray-workers", help="Acoustic model actors with --ray.  \\[default: the GPUs, else CPUs / 2]"),
     ] = None,
+    vad: VadOption = None,
+    vad_threshold: VadThresholdOption = None,
+    min_speech: MinSpeechOption = None,
+    min_silence: MinSilenceOption = None,
+    speech_pad: SpeechPadOption = None,
+    max_segment: MaxSegmentOption = None,
+    no_speech_threshold: NoSpeechThresholdOption = None,
+    max_cue_duration: Annotated[
+        float, typer.Option("--max-cue-duration", help="Longest subtitle cue (srt, vtt, tsv rows), in seconds.")
+    ] = CUE_MAX_S,
+    max_line_width: Annotated[
+        int, typer.Option("--max-line-width", help="Characters per subtitle line (srt, vtt).")
+    ] = CUE_LINE_WIDTH,
+    max_line_count: Annotated[
+        int, typer.Option("--max-line-count", help="Lines per subtitle cue (srt, vtt).")
+    ] = CUE_LINES,
 ) -> None:
     """Transcribe audio files (exit code 1 if any input failed)."""
 
@@ -152,7 +176,7 @@ def transcribe_command(
 
     from w2vlm.errors import W2vlmError
     from w2vlm.transcribe import TranscribeOptions, describe_summary, parse_hotwords, run
-    from w2vlm.writers import FORMATS
+    from w2vlm.writers import FORMATS, CueStyle
 
     err = Console(stderr=True)
     audio = list(audio or [])
@@ -169,6 +193,13 @@ def transcribe_command(
         "alpha": alpha,
         "beta": beta,
         "n_best": n_best,
+        "vad": vad,
+        "vad_threshold": vad_threshold,
+        "vad_min_speech_s": min_speech,
+        "vad_min_silence_s": min_silence,
+        "vad_pad_s": speech_pad,
+        "max_segment_s": max_segment,
+        "no_speech_threshold": no_speech_threshold,
     }
     if ray:
         _transcribe_on_ray(
@@ -206,6 +237,7 @@ def transcribe_command(
         )
     with model_command(err):
         try:
+            style = CueStyle(max_cue_duration, max_line_width, max_line_count)
             options = TranscribeOptions(**settings, hotwords=parse_hotwords(hotwords), threads=threads)  # type: ignore[arg-type]
             summary = run(
                 audio,
@@ -216,6 +248,7 @@ def transcribe_command(
                 word_timestamps=word_timestamps,
                 console=err,
                 progress=False if quiet else None,
+                cue_style=style,
             )
         except W2vlmError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
