@@ -115,6 +115,10 @@ class ServerSettings:
     #: longest upload decoded, in seconds (stricter than load_audio's own limit)
     max_audio_s: float = limits.SERVER_MAX_AUDIO_DURATION_S
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: voice activity detection (True, False, None: for uploads longer than 10 s) and its settings, as
+    #: :func:`w2vlm.pipeline`'s ``vad`` and ``vad_parameters``; used when the server builds its pipeline
+    vad: bool | None = None
+    vad_parameters: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -221,13 +225,26 @@ class Transcriber:
     def stream(
         self, data: bytes, hotwords: list[str], chunk_length_s: float, cancelled: threading.Event
     ) -> Iterator[dict[str, Any]]:
-        """OpenAI's streaming events: ``transcript.text.delta`` as words become settled while windows of
-        ``chunk_length_s`` are decoded, then ``transcript.text.done`` with the final text.
+        """OpenAI's streaming events: ``transcript.text.delta`` as text is recognised, then
+        ``transcript.text.done`` with the final text.
 
-        After each window, a word is settled when every hypothesis the beam search still holds begins with
-        it (the common prefix of all beams, cut at a word boundary); a delta is sent only when the settled
-        text extends what was sent. The ``done`` event's text is the authoritative transcript."""
+        An upload cut into speech segments (voice activity detection) sends each segment's text as soon as the
+        segment is recognised. Otherwise windows of ``chunk_length_s`` are decoded in turn and, after each, a
+        word is settled when every hypothesis the beam search still holds begins with it (the common prefix of
+        all beams, cut at a word boundary); a delta is sent only when the settled text extends what was sent.
+        The ``done`` event's text is the authoritative transcript."""
         audio = self.load(data)
+        engine = self.pipe.engine
+        if engine.inputs.uses_vad(audio.size / self.sampling_rate, engine.config):
+            decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=False)
+            texts = []
+            for segment in engine.stream_segments(audio, decode):
+                if cancelled.is_set():
+                    return
+                yield {"type": "transcript.text.delta", "delta": (" " if texts else "") + segment.text}
+                texts.append(segment.text)
+            yield {"type": "transcript.text.done", "text": " ".join(texts)}
+            return
         decoding = self.processor.stream(**self._decode_kwargs(hotwords))  # all beams, not just the best
         sent = ""
         config = self.pipe.engine.config.with_(chunk_length_s=chunk_length_s)
@@ -387,7 +404,14 @@ def create_app(
     if isinstance(model, AutomaticSpeechRecognitionPipeline):
         pipe = model
     else:
-        pipe = pipeline("automatic-speech-recognition", model=model, device=device, quantize=quantize)
+        pipe = pipeline(
+            "automatic-speech-recognition",
+            model=model,
+            device=device,
+            quantize=quantize,
+            vad=settings.vad,
+            vad_parameters=settings.vad_parameters,
+        )
     state = _ServerState(Transcriber(pipe, settings.decoder_kwargs, settings.max_audio_s), settings)
 
     @contextlib.asynccontextmanager

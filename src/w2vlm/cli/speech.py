@@ -358,6 +358,13 @@ def serve_command(
     device: DeviceOption = "auto",
     quantize: QuantizeOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    vad: VadOption = None,
+    vad_threshold: VadThresholdOption = None,
+    min_speech: MinSpeechOption = None,
+    min_silence: MinSilenceOption = None,
+    speech_pad: SpeechPadOption = None,
+    max_segment: MaxSegmentOption = None,
+    no_speech_threshold: NoSpeechThresholdOption = None,
 ) -> None:
     """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
 
@@ -386,7 +393,20 @@ def serve_command(
             max_queue=max_queue,
             language=language.lower() if language else None,
             low_confidence=low_confidence,
-            decoder_kwargs={"beam_width": beam_width},
+            decoder_kwargs={"beam_width": beam_width}
+            | ({} if no_speech_threshold is None else {"no_speech_threshold": no_speech_threshold}),
+            vad=vad,
+            vad_parameters={
+                key: value
+                for key, value in (
+                    ("threshold", vad_threshold),
+                    ("min_speech_s", min_speech),
+                    ("min_silence_s", min_silence),
+                    ("pad_s", speech_pad),
+                    ("max_segment_s", max_segment),
+                )
+                if value is not None
+            },
         )
         if model_name:
             settings.model_id = model_name

@@ -43,7 +43,7 @@ from w2vlm.engine.inputs import InputInfo, InputReader
 from w2vlm.engine.model_runner import ModelRunner
 from w2vlm.engine.segments import frame_evidence, merge, split_by_pauses
 from w2vlm.engine.windows import Stitcher, Window, join
-from w2vlm.results import Transcript
+from w2vlm.results import Segment, Transcript
 
 logger = logging.getLogger("w2vlm.engine")
 
@@ -518,6 +518,47 @@ class Engine:
             (lp,) = self.runner.forward([self.runner.prepare(audio)]).result()
             stitcher.add(window, lp)
             yield from stitcher.ready()
+
+    def stream_segments(
+        self,
+        item: Any,
+        decode: DecodeConfig | None = None,
+        config: EngineConfig | None = None,
+        *,
+        allow_urls: bool = False,
+    ) -> Iterator[Segment]:
+        """One input's speech segments in order, each as soon as it is recognised (in this thread): the
+        segments :meth:`transcribe` gives, for live updates of a long input. An input that does not use voice
+        activity detection is recognised whole and its segments come at the end."""
+        if self.decoding is None:
+            raise ConfigError("this engine has no decoder: it gives log-probabilities only (log_probs())")
+        decode = decode or DecodeConfig()
+        config = config or self.config
+        name = _name(item, 0)
+        info = InputInfo()
+        parts: list[tuple[float, float | None, np.ndarray]] = []
+        for start, audio, right, _last, prob in self.inputs.units(item, name, config, allow_urls, info):
+            (lp,) = self.runner.forward([self.runner.prepare(audio)]).result()
+            if prob is None:  # a window of an input without VAD: stitched, decoded at the end
+                parts.append((start / self.sampling_rate, right, lp))
+                continue
+            items = [(name, [(start / self.sampling_rate, prob, lp)], 0.0)]
+            (transcript,) = self.decoding.transcribe_parts(items, decode, self.decode_threads)
+            if transcript.exception is not None:
+                raise transcript.exception
+            yield from transcript.segments
+        if parts:
+            stitcher = Stitcher(self.runner.ratio)
+            for index, (start_s, right, lp) in enumerate(parts):
+                start = round(start_s * self.sampling_rate)
+                stitcher.add(Window(0, index, start, 0, int(right), index == len(parts) - 1), lp)
+            whole = join(stitcher.ready(), self.vocab)
+            (transcript,) = self.decoding.transcribe_parts(
+                [(name, [(0.0, None, whole)], info.samples / self.sampling_rate)], decode, self.decode_threads
+            )
+            if transcript.exception is not None:
+                raise transcript.exception
+            yield from transcript.segments
 
     def _run(
         self,
