@@ -534,10 +534,11 @@ def words_in_gaps(timeline: Sequence[dict[str, Any]], words: Sequence[Sequence[A
     return count
 
 
-def same_segments(a: list[list[Any]], b: list[list[Any]], tol: float = 0.02) -> tuple[bool, float]:
-    """Whether two segment lists have the same texts and times within ``tol``; the largest time difference."""
+def same_segments(a: list[list[Any]], b: list[list[Any]], tol: float = 0.02) -> tuple[bool, float | None]:
+    """Whether two segment lists have the same texts and times within ``tol``; the largest time difference
+    (None when the texts differ)."""
     if len(a) != len(b) or any(x[2] != y[2] for x, y in zip(a, b)):
-        return False, float("inf")
+        return False, None
     diff = max((abs(x[i] - y[i]) for x, y in zip(a, b) for i in (0, 1)), default=0.0)
     return diff <= tol, diff
 
@@ -547,6 +548,10 @@ def same_segments(a: list[list[Any]], b: list[list[Any]], tol: float = 0.02) -> 
 
 def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f} s"
 
 
 def _pct(x: float | None) -> str:
@@ -599,6 +604,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"test set: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 60:.1f} min ({manifest})")
     files = {m: long_file(args.data, manifest, utterances, m, args.seed) for m in minutes if "long" not in skip}
     infos = {m: json.loads(p.with_suffix(".json").read_text()) for m, p in files.items()}
+    report["files"] = {
+        f"{m:g}": {
+            "path": str(p),
+            "duration": infos[m]["duration"],
+            "utterances": len(infos[m]["utterances"]),
+            "gaps": infos[m]["gaps"],
+        }
+        for m, p in files.items()
+    }
     clips = nonspeech_files(args.data, args.nonspeech_seconds, args.seed) if "nonspeech" not in skip else {}
     warmup = utterances[0].audio
 
@@ -661,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
                     "words": len(r["text"].split()),
                     "words_in_gaps": words_in_gaps(tl, r["words"]),
                     "segments": len(r["segments"]),
-                    "longest_segment_s": max(seg_lengths, default=0.0),
+                    "longest_segment_s": round(max(seg_lengths, default=0.0), 3),
                 }
                 report["long"].setdefault(cname, {})[f"{m:g}"] = entry
                 log(
@@ -790,7 +804,7 @@ def print_report(report: dict[str, Any], files: dict[float, Path], clips: dict[s
                 continue
             log(
                 f"{surface:>10} {r['seconds']:>8.1f} {r['segments']:>5} {r['same_text']!s:>11} "
-                f"{r['same_segments']!s:>11}  {r['max_time_diff_s']:.3f} s"
+                f"{r['same_segments']!s:>11}  {_seconds(r['max_time_diff_s'])}"
             )
             if not (r["same_text"] and r["same_segments"]):
                 all_same = False
