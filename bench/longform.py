@@ -421,6 +421,7 @@ def work_consistency(job: dict[str, Any]) -> dict[str, Any]:
 
     def cli() -> dict[str, Any]:
         cmd = [sys.executable, "-c", "from w2vlm.cli import main; main()", "transcribe", path, "-f", "json", "-q"]
+        cmd += cli_vad_args(job.get("vad"))  # the default (None) for the consistency check: no option
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
             raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
