@@ -1,0 +1,825 @@
+"""Long files as accurate as short ones, and no words from silence (issue 30).
+
+    python bench/longform.py                     # 10- and 60-minute files, non-speech clips, surfaces
+    python bench/longform.py --quick             # 2- and 10-minute files
+    python bench/longform.py --minutes 30 --configs off --skip consistency --json longform.json
+
+Data (made once under ``.data/longform/``, seeded; ``--data`` to put it elsewhere):
+
+* **Long files**: utterances of the recipe's held-out synthetic test set (``.data/speech/test``, made with
+  ``bench/accuracy.py``'s ``make_test_set`` when missing) in a random order, joined with random 0.3-2 s gaps
+  (a -70 dBFS noise floor; every fourth gap digital zero), written as 16 kHz mono 16-bit wav piece by piece
+  (the 60-minute file is never in memory whole). Beside each file a JSON holds its timeline: per utterance
+  its id, reference text, start and end in seconds. A file longer than the test set (41 minutes) uses
+  utterances more than once, each pass in a fresh order.
+* **Non-speech clips**, 60 s each: digital silence, white noise (-20 dBFS), pink noise (-20 dBFS), 50 Hz mains
+  hum with harmonics, clicks on a -70 dBFS floor, and music without voice (synthesized chords, bass and melody).
+
+Measurements, each configuration in a subprocess of its own (model loaded as ``w2vlm transcribe`` loads it,
+default decoding: beam search with the embedded LM), so that its peak memory (``ru_maxrss``) is its own:
+
+1. **Reference**: every utterance the long files use, transcribed one by one (each clip an input of its own,
+   VAD off); WER/CER of the concatenated references against the concatenated hypotheses, per long file.
+2. **Long files**, transcribed whole, once per configuration (``--configs``: ``default`` = the engine's
+   defaults, VAD on for long inputs; ``off`` = VAD off): WER/CER against the reference texts and the ratio to
+   the one-by-one WER, words placed in the gaps between utterances, segments, end-to-end seconds (model load
+   excluded) and audio-s/s, the VAD's share of the end-to-end time, peak memory.
+3. **Non-speech**: the words each configuration outputs on each clip.
+4. **Consistency**: one ``--consistency-minutes`` long file through the command line
+   (``w2vlm transcribe FILE -f json``), ``w2vlm.pipeline(...)``, the server (FastAPI app in-process) and Ray
+   (``w2vlm.distributed``), all with their defaults: the same text and segments as the command line?
+
+Targets (issue 30): WER within 10 % relative of one by one with the defaults; 0 words on silence, white and pink
+noise and hum; VAD time <= 5 % of end-to-end time; peak memory on the longest file <= 1.25x that on the
+shortest; the four surfaces agree. The machine is shared: its load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = ROOT / ".data" / "longform"
+TEST_MANIFEST = ROOT / ".data" / "speech" / "test" / "manifest.jsonl"
+SR = 16000
+#: bump when the generated data would change, so that cached files are made again
+DATA_VERSION = 1
+GAP_S = (0.3, 2.0)
+GAP_FLOOR_DBFS = -70.0
+ZERO_GAP_EVERY = 4
+NONSPEECH = ("silence", "white", "pink", "hum", "clicks", "music")
+#: non-speech clips that must give no words at all (the issue's target); clicks and music are reported only
+SILENT_TARGET = ("silence", "white", "pink", "hum")
+TARGET_WER_RATIO = 1.10
+TARGET_VAD_SHARE = 0.05
+TARGET_MEMORY_RATIO = 1.25
+#: a hypothesis word whose middle lies this far outside every utterance counts as a word in a gap
+GAP_MARGIN_S = 0.25
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------- the planned VAD API, in one place
+# Issue 30's engine API, being built: EngineConfig(vad=True|False|None, vad_threshold, vad_min_speech_s,
+# vad_min_silence_s, vad_pad_s, max_segment_s), `w2vlm transcribe --vad/--no-vad`, Transcript.segments as a list
+# of Segment(start, end, text, words, speech_prob, confidence) and engine.timings["vad"]. Everything this
+# benchmark needs of it is here; without it the "off" configuration runs on the current engine.
+
+
+def vad_supported() -> bool:
+    """Whether the engine has the VAD settings yet."""
+    from w2vlm.engine import EngineConfig
+
+    return "vad" in getattr(EngineConfig, "__dataclass_fields__", {})
+
+
+def with_vad(config: Any, vad: bool | None) -> Any:
+    """``config`` (an EngineConfig) with VAD on, off, or the default (None: on for long inputs)."""
+    if vad_supported():
+        return config.with_(vad=vad)
+    if vad:
+        raise RuntimeError("this engine has no VAD yet (EngineConfig has no 'vad' field)")
+    return config
+
+
+def cli_vad_args(vad: bool | None) -> list[str]:
+    """``w2vlm transcribe`` options for a VAD setting (none for the default)."""
+    return [] if vad is None else ["--vad" if vad else "--no-vad"]
+
+
+def transcript_segments(transcript: Any) -> list[list[Any]]:
+    """``[start, end, text]`` of a Transcript's segments (a list field planned; a method today)."""
+    segments = transcript.segments
+    if callable(segments):
+        segments = segments()
+    return [[float(s.start), float(s.end), s.text] for s in segments]
+
+
+def vad_seconds(timings: dict[str, float]) -> float | None:
+    """Seconds the engine spent in the VAD (None when it has no VAD stage)."""
+    return timings.get("vad")
+
+
+def segments_from_words(segments: Any, words: Sequence[tuple[str, float, float]]) -> list[list[Any]]:
+    """A surface's own ``segments`` (dicts with start, end, text) when it gives them, else segments made from
+    its words the way Transcript makes them today (the pipeline's chunks and Ray's records have only words)."""
+    if segments is not None:
+        return [[float(s["start"]), float(s["end"]), s["text"]] for s in segments]
+    from w2vlm.results import Word, segment_words
+
+    return [[s.start, s.end, s.text] for s in segment_words([Word(w, a, b) for w, a, b in words])]
+
+
+# ------------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Utterance:
+    id: str
+    text: str
+    audio: str
+    duration: float
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        audio = Path(rec["audio"])
+        audio = audio if audio.is_absolute() else path.parent / audio
+        out.append(Utterance(str(rec.get("id") or audio.stem), rec["text"], str(audio), float(rec["duration"])))
+    return out
+
+
+def test_manifest(path: Path | None) -> Path:
+    """The held-out test set: ``path``, or the recipe's, made by bench/accuracy.py when missing."""
+    if path is not None:
+        return path
+    if not TEST_MANIFEST.is_file():
+        sys.path.insert(0, str(BENCH))
+        from accuracy import make_test_set
+
+        log("making the synthetic test set (recipes/embedded corpus.py + synth.py with espeak-ng) ...")
+        make_test_set(0)
+    return TEST_MANIFEST
+
+
+def _floor(rng: np.random.Generator, n: int, dbfs: float = GAP_FLOOR_DBFS) -> np.ndarray:
+    return (rng.standard_normal(n) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def _gaps(seed: int) -> Iterator[tuple[float, bool]]:
+    """(seconds, digital zero?) of successive gaps."""
+    rng = np.random.default_rng(seed)
+    i = 0
+    while True:
+        yield float(rng.uniform(*GAP_S)), i % ZERO_GAP_EVERY == ZERO_GAP_EVERY - 1
+        i += 1
+
+
+def _order(count: int, seed: int) -> Iterator[int]:
+    """Indices of ``count`` utterances, each pass in a fresh random order."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from (int(i) for i in rng.permutation(count))
+
+
+def make_long_file(utterances: Sequence[Utterance], path: Path, seconds: float, seed: int) -> dict[str, Any]:
+    """Write ``path`` (16 kHz mono 16-bit wav, at most ``seconds`` long): a gap, then utterance + gap while the
+    next pair fits. Returns the timeline also written beside it as ``path.json``."""
+    import soundfile as sf
+
+    rng = np.random.default_rng([seed, 1])
+    gaps = _gaps(seed)
+    order = _order(len(utterances), seed + 2)
+    timeline: list[dict[str, Any]] = []
+    zero_gaps = floor_gaps = 0
+    limit = round(seconds * SR)
+    tmp = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(str(tmp), "w", samplerate=SR, channels=1, subtype="PCM_16", format="WAV") as out:
+        pos = 0
+
+        def gap(length: float, zero: bool) -> None:
+            nonlocal pos, zero_gaps, floor_gaps
+            n = round(length * SR)
+            out.write(np.zeros(n, np.float32) if zero else _floor(rng, n))
+            pos += n
+            zero_gaps += zero
+            floor_gaps += not zero
+
+        gap(*next(gaps))
+        while True:
+            utt = utterances[next(order)]
+            audio, rate = sf.read(utt.audio, dtype="float32", always_2d=True)
+            if rate != SR or audio.shape[1] != 1:
+                raise ValueError(f"{utt.audio}: expected 16 kHz mono, got {rate} Hz, {audio.shape[1]} channels")
+            length, zero = next(gaps)
+            if timeline and pos + audio.shape[0] + round(length * SR) > limit:
+                break
+            out.write(audio[:, 0])
+            timeline.append(
+                {
+                    "id": utt.id,
+                    "text": utt.text,
+                    "start": pos / SR,
+                    "end": (pos + audio.shape[0]) / SR,
+                    "audio": utt.audio,
+                }
+            )
+            pos += audio.shape[0]
+            gap(length, zero)
+    tmp.replace(path)
+    info = {
+        "version": DATA_VERSION,
+        "seed": seed,
+        "seconds_asked": seconds,
+        "duration": pos / SR,
+        "sampling_rate": SR,
+        "gap_s": list(GAP_S),
+        "gap_floor_dbfs": GAP_FLOOR_DBFS,
+        "gaps": {"noise_floor": floor_gaps, "digital_zero": zero_gaps},
+        "utterances": timeline,
+    }
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    return info
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
+def long_file(data: Path, manifest: Path, utterances: Sequence[Utterance], minutes: float, seed: int) -> Path:
+    """The cached ``minutes``-long file (made when missing or made from other data)."""
+    path = data / f"long-{minutes:g}min-seed{seed}.wav"
+    meta = path.with_suffix(".json")
+    source = {"manifest": str(manifest), "manifest_sha1": _sha1(manifest)}
+    if path.is_file() and meta.is_file():
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if info.get("version") == DATA_VERSION and info.get("source") == source:
+            return path
+    t = time.perf_counter()
+    info = make_long_file(utterances, path, minutes * 60, seed + round(minutes * 60))
+    info["source"] = source
+    meta.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    log(
+        f"made {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {info['duration'] / 60:.1f} min, "
+        f"{len(info['utterances'])} utterances, {time.perf_counter() - t:.1f} s"
+    )
+    return path
+
+
+def _pink(rng: np.random.Generator, n: int) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    spectrum[1:] /= np.sqrt(freqs[1:])
+    spectrum[0] = 0
+    return np.fft.irfft(spectrum, n)
+
+
+def _music(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Chords (I-vi-IV-V and friends), a bass an octave below and a melody, each note a few harmonics with
+    a quick attack and an exponential decay."""
+    out = np.zeros(n)
+    roots = [0, 9, 5, 7, 2, 4]  # semitones above C4
+    t0 = 0
+    while t0 < n:
+        length = int(rng.uniform(0.6, 1.6) * SR)
+        root = roots[int(rng.integers(len(roots)))]
+        minor = root in (9, 2, 4)
+        chord = [root, root + (3 if minor else 4), root + 7]
+        t = np.arange(min(length, n - t0)) / SR
+        env = np.minimum(t / 0.01, 1.0) * np.exp(-t * rng.uniform(1.5, 3.5))
+        notes = [(s, 0.3, 0) for s in chord] + [(root - 12, 0.4, 0)]  # (semitones, level, first sample)
+        for k in range(int(rng.integers(2, 5))):  # melody notes over the chord
+            notes.append((chord[int(rng.integers(3))] + 12, 0.25, int(k * len(t) / 4)))
+        for semis, amp, start in notes:
+            f = 261.63 * 2 ** (semis / 12)
+            tt = t[: len(t) - start]
+            wave = sum(np.sin(2 * np.pi * f * h * tt) / h**1.5 for h in (1, 2, 3, 4))
+            out[t0 + start : t0 + start + len(tt)] += amp * env[: len(tt)] * wave
+        t0 += length
+    return out
+
+
+def nonspeech_clip(kind: str, seconds: float, seed: int) -> np.ndarray:
+    """One non-speech clip as float32 in [-1, 1]."""
+    rng = np.random.default_rng([seed, NONSPEECH.index(kind)])
+    n = round(seconds * SR)
+    t = np.arange(n) / SR
+
+    def at_rms(x: np.ndarray, dbfs: float) -> np.ndarray:
+        return x * (10 ** (dbfs / 20) / max(float(np.sqrt(np.mean(x**2))), 1e-12))
+
+    if kind == "silence":
+        x = np.zeros(n)
+    elif kind == "white":
+        x = at_rms(rng.standard_normal(n), -20)
+    elif kind == "pink":
+        x = at_rms(_pink(rng, n), -20)
+    elif kind == "hum":  # mains hum: odd harmonics stronger, as from a transformer or a ground loop
+        harmonics = {1: 1.0, 2: 0.3, 3: 0.6, 4: 0.1, 5: 0.3, 7: 0.15, 9: 0.08}
+        x = sum(a * np.sin(2 * np.pi * 50 * h * t + rng.uniform(0, 2 * np.pi)) for h, a in harmonics.items())
+        x = at_rms(np.asarray(x), -20) + _floor(rng, n)
+    elif kind == "clicks":
+        x = _floor(rng, n).astype(np.float64)
+        pos = 0
+        while True:
+            pos += int(rng.exponential(0.4) * SR) + SR // 50
+            if pos >= n - SR // 100:
+                break
+            k = np.arange(SR // 200)  # 5 ms decaying burst, random polarity and level
+            x[pos : pos + k.size] += (
+                rng.choice([-1, 1]) * rng.uniform(0.1, 0.5) * np.exp(-k / 12) * (rng.standard_normal(k.size) * 0.3 + 1)
+            )
+    elif kind == "music":
+        x = at_rms(_music(rng, n), -20) + _floor(rng, n)
+    else:
+        raise ValueError(f"unknown non-speech kind {kind!r}")
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+def nonspeech_files(data: Path, seconds: float, seed: int) -> dict[str, Path]:
+    """The cached non-speech clips (made when missing)."""
+    import soundfile as sf
+
+    folder = data / "nonspeech"
+    stamp = folder / "version.json"
+    want = {"version": DATA_VERSION, "seconds": seconds, "seed": seed}
+    paths = {kind: folder / f"{kind}-{seconds:g}s.wav" for kind in NONSPEECH}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want and all(p.is_file() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, path in paths.items():
+        sf.write(str(path), nonspeech_clip(kind, seconds, seed), SR, subtype="PCM_16")
+    stamp.write_text(json.dumps(want))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------- workers
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def work_transcribe(job: dict[str, Any]) -> dict[str, Any]:
+    """Load the model as ``w2vlm transcribe`` does, transcribe ``job["inputs"]`` in one engine call."""
+    t = time.perf_counter()
+    from w2vlm.transcribe import TranscribeOptions, Transcriber
+
+    transcriber = Transcriber(TranscribeOptions())
+    engine = transcriber.engine
+    config = with_vad(engine.config, job["vad"])
+    decode = transcriber.options.decode_config(False)
+    # first-call costs (threads, allocator, loading the VAD) out of the timing: a short clip, VAD on unless off
+    warm = with_vad(engine.config, True) if job["vad"] is not False and vad_supported() else config
+    list(engine.transcribe([job["warmup"]], decode, config=warm))
+    load_s = time.perf_counter() - t
+    load_rss = _maxrss_mb()
+    before = dict(engine.timings)
+    results = []
+    t = time.perf_counter()
+    for tr in engine.transcribe(job["inputs"], decode, config=config):
+        r: dict[str, Any] = {"audio": tr.audio, "text": tr.text, "duration": tr.duration, "error": tr.error}
+        if job.get("detail"):
+            r["segments"] = transcript_segments(tr)
+            r["words"] = [[w.word, round(w.start, 3), round(w.end, 3)] for w in tr.words]
+        results.append(r)
+    seconds = time.perf_counter() - t
+    timings = {k: v - before.get(k, 0.0) for k, v in engine.timings.items()}
+    return {
+        "results": results,
+        "seconds": seconds,
+        "load_seconds": load_s,
+        "timings": timings,
+        "vad_seconds": vad_seconds(timings),
+        "load_maxrss_mb": load_rss,
+        "maxrss_mb": _maxrss_mb(),
+        "torch_threads": getattr(transcriber, "torch_threads", None),
+    }
+
+
+def work_consistency(job: dict[str, Any]) -> dict[str, Any]:
+    """One file through the command line, the pipeline, the server and Ray, each with its defaults."""
+    path = job["file"]
+    out: dict[str, Any] = {}
+
+    def attempt(name: str, body: Callable[[], dict[str, Any]]) -> None:
+        t = time.perf_counter()
+        try:
+            out[name] = body()
+        except Exception as exc:  # a surface that cannot run here is reported, not fatal
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        out[name]["seconds"] = time.perf_counter() - t
+        log(f"  {name}: {out[name]['seconds']:.1f} s{'; ' + out[name]['error'] if 'error' in out[name] else ''}")
+
+    def cli() -> dict[str, Any]:
+        cmd = [sys.executable, "-c", "from w2vlm.cli import main; main()", "transcribe", path, "-f", "json", "-q"]
+        cmd += cli_vad_args(job.get("vad"))  # the default (None) for the consistency check: no option
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        body = json.loads(proc.stdout)
+        return {"text": body["text"], "segments": segments_from_words(body.get("segments"), [])}
+
+    attempt("cli", cli)
+
+    import w2vlm
+
+    pipe = w2vlm.pipeline("automatic-speech-recognition")
+
+    def pipeline() -> dict[str, Any]:
+        r = pipe(path, return_timestamps="word")
+        words = [(c["text"], *c["timestamp"]) for c in r.get("chunks", [])]
+        return {"text": r["text"], "segments": segments_from_words(r.get("segments"), words)}
+
+    attempt("pipeline", pipeline)
+
+    def server() -> dict[str, Any]:
+        from fastapi.testclient import TestClient
+
+        from w2vlm.server import ServerSettings, create_app
+
+        settings = ServerSettings()
+        with TestClient(create_app(pipe, settings)) as client:
+            r = client.post(
+                "/v1/audio/transcriptions",
+                data={
+                    "model": settings.model_id,
+                    "response_format": "verbose_json",
+                    "timestamp_granularities[]": "segment",
+                },
+                files={"file": (Path(path).name, Path(path).read_bytes(), "audio/wav")},
+            )
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:500]}")
+        body = r.json()
+        return {"text": body["text"], "segments": segments_from_words(body.get("segments"), [])}
+
+    attempt("server", server)
+
+    def ray_run() -> dict[str, Any]:
+        import ray
+
+        from w2vlm.distributed import read_results, transcribe
+        from w2vlm.transcribe import TranscribeOptions
+
+        folder = tempfile.mkdtemp(prefix="w2vlm-longform-ray-")
+        try:
+            transcribe([path], folder, options=TranscribeOptions(), workers=1, word_timestamps=True)
+            (record,) = read_results(folder).values()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(folder, ignore_errors=True)
+        if record.get("status") != "ok":
+            raise RuntimeError(record.get("error"))
+        words = [(w["word"], w["start"], w["end"]) for w in record.get("words") or []]
+        return {"text": record["text"], "segments": segments_from_words(record.get("segments"), words)}
+
+    attempt("ray", ray_run)
+    return out
+
+
+def worker_main(job_path: str, out_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    result = work_consistency(job) if job["kind"] == "consistency" else work_transcribe(job)
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+def run_worker(job: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
+    """Run a job in a fresh Python process and return what it wrote."""
+    job_path, out_path = work / f"{name}.job.json", work / f"{name}.out.json"
+    job_path.write_text(json.dumps(job))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", str(job_path), str(out_path)], check=False
+    )
+    if proc.returncode or not out_path.is_file():
+        raise RuntimeError(f"worker {name} failed (exit {proc.returncode})")
+    return json.loads(out_path.read_text())
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+
+
+def error_rates(refs: Sequence[str], hyp: str) -> dict[str, Any]:
+    import jiwer
+
+    ref = " ".join(refs)
+    words = jiwer.process_words(ref, hyp)
+    return {
+        "wer": words.wer,
+        "cer": jiwer.cer(ref, hyp),
+        "ref_words": words.hits + words.substitutions + words.deletions,
+        "substitutions": words.substitutions,
+        "deletions": words.deletions,
+        "insertions": words.insertions,
+    }
+
+
+def words_in_gaps(timeline: Sequence[dict[str, Any]], words: Sequence[Sequence[Any]]) -> int:
+    """Hypothesis words whose middle is more than GAP_MARGIN_S away from every utterance."""
+    starts = [u["start"] for u in timeline]
+    count = 0
+    for _, a, b in words:
+        mid = (a + b) / 2
+        i = bisect.bisect_right(starts, mid + GAP_MARGIN_S) - 1
+        if i < 0 or mid > timeline[i]["end"] + GAP_MARGIN_S:
+            count += 1
+    return count
+
+
+def same_segments(a: list[list[Any]], b: list[list[Any]], tol: float = 0.02) -> tuple[bool, float | None]:
+    """Whether two segment lists have the same texts and times within ``tol``; the largest time difference
+    (None when the texts differ)."""
+    if len(a) != len(b) or any(x[2] != y[2] for x, y in zip(a, b)):
+        return False, None
+    diff = max((abs(x[i] - y[i]) for x, y in zip(a, b) for i in (0, 1)), default=0.0)
+    return diff <= tol, diff
+
+
+# ----------------------------------------------------------------------------------------------------- main
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f} s"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", default=None, help="lengths of the long files, comma-separated (default 10,60)")
+    ap.add_argument("--quick", action="store_true", help="2- and 10-minute files")
+    ap.add_argument(
+        "--configs",
+        default=None,
+        help="default (the engine's defaults: VAD on for long inputs), off (VAD off), on; "
+        "comma-separated (default: default,off; off alone while the engine has no VAD)",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--manifest", type=Path, default=None, help="held-out manifest (default: the recipe's test set)")
+    ap.add_argument("--data", type=Path, default=DATA, help="where the generated files are kept")
+    ap.add_argument("--nonspeech-seconds", type=float, default=60.0)
+    ap.add_argument("--consistency-minutes", type=float, default=2.0)
+    ap.add_argument("--skip", default="", help="comma-separated: long, nonspeech, consistency")
+    ap.add_argument("--json", type=Path, default=None, help="write every figure here")
+    ap.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker_main(*args.worker)
+
+    minutes = [float(m) for m in (args.minutes or ("2,10" if args.quick else "10,60")).split(",")]
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    has_vad = vad_supported()
+    names = [c.strip() for c in (args.configs or ("default,off" if has_vad else "off")).split(",") if c.strip()]
+    configs: dict[str, bool | None] = {}
+    for name in names:
+        if name not in ("default", "off", "on"):
+            ap.error(f"--configs: expected default, off or on; got {name!r}")
+        configs[name] = {"default": None, "off": False, "on": True}[name]
+    if not has_vad:
+        log("the engine has no VAD yet (EngineConfig has no 'vad'): 'off' and 'default' are the current engine")
+    report: dict[str, Any] = {
+        "load_average": os.getloadavg()[0],
+        "cpus": len(os.sched_getaffinity(0)),
+        "vad_supported": has_vad,
+        "minutes": minutes,
+        "configs": names,
+    }
+
+    manifest = test_manifest(args.manifest)
+    utterances = read_manifest(manifest)
+    log(f"test set: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 60:.1f} min ({manifest})")
+    files = {m: long_file(args.data, manifest, utterances, m, args.seed) for m in minutes if "long" not in skip}
+    infos = {m: json.loads(p.with_suffix(".json").read_text()) for m, p in files.items()}
+    report["files"] = {
+        f"{m:g}": {
+            "path": str(p),
+            "duration": infos[m]["duration"],
+            "utterances": len(infos[m]["utterances"]),
+            "gaps": infos[m]["gaps"],
+        }
+        for m, p in files.items()
+    }
+    clips = nonspeech_files(args.data, args.nonspeech_seconds, args.seed) if "nonspeech" not in skip else {}
+    warmup = utterances[0].audio
+
+    with tempfile.TemporaryDirectory(prefix="w2vlm-bench-longform-") as tmp:
+        work = Path(tmp)
+        # 1. one by one
+        if files:
+            used = list(dict.fromkeys(u["audio"] for info in infos.values() for u in info["utterances"]))
+            log(f"one by one: {len(used)} utterances ...")
+            ref = run_worker({"kind": "transcribe", "inputs": used, "vad": False, "warmup": warmup}, work, "ref")
+            hyps = {r["audio"]: r["text"] for r in ref["results"]}
+            audio_s = sum(r["duration"] for r in ref["results"])
+            report["one_by_one"] = {
+                "utterances": len(used),
+                "audio_seconds": audio_s,
+                "seconds": ref["seconds"],
+                "audio_s_per_s": audio_s / ref["seconds"],
+                "maxrss_mb": ref["maxrss_mb"],
+                "failed": sum(r["error"] is not None for r in ref["results"]),
+                "per_file": {},
+            }
+            for m, info in infos.items():
+                tl = info["utterances"]
+                rates = error_rates([u["text"] for u in tl], " ".join(hyps[u["audio"]] for u in tl))
+                report["one_by_one"]["per_file"][f"{m:g}"] = rates
+            log(
+                f"  {audio_s / 60:.1f} min in {ref['seconds']:.1f} s ({audio_s / ref['seconds']:.1f} audio-s/s), "
+                f"peak {ref['maxrss_mb']:.0f} MB"
+            )
+
+        # 2. long files, 3. non-speech
+        report["long"] = {}
+        report["nonspeech"] = {}
+        for cname, vad in configs.items():
+            for m, path in files.items():
+                log(f"{m:g}-minute file, {cname} ...")
+                job = {"kind": "transcribe", "inputs": [str(path)], "vad": vad, "warmup": warmup, "detail": True}
+                got = run_worker(job, work, f"long-{m:g}-{cname}")
+                (r,) = got["results"]
+                info = infos[m]
+                tl = info["utterances"]
+                rates = error_rates([u["text"] for u in tl], r["text"])
+                base = report["one_by_one"]["per_file"][f"{m:g}"]["wer"]
+                seg_lengths = [b - a for a, b, _ in r["segments"]]
+                vad_s = got["vad_seconds"]
+                entry = {
+                    **rates,
+                    "one_by_one_wer": base,
+                    "wer_ratio": rates["wer"] / base if base else None,
+                    "error": r["error"],
+                    "audio_seconds": r["duration"],
+                    "seconds": got["seconds"],
+                    "audio_s_per_s": r["duration"] / got["seconds"],
+                    "load_seconds": got["load_seconds"],
+                    "vad_seconds": vad_s,
+                    "vad_share": None if vad_s is None else vad_s / got["seconds"],
+                    "stage_seconds": {k: round(v, 3) for k, v in got["timings"].items()},
+                    "maxrss_mb": got["maxrss_mb"],
+                    "load_maxrss_mb": got["load_maxrss_mb"],
+                    "words": len(r["text"].split()),
+                    "words_in_gaps": words_in_gaps(tl, r["words"]),
+                    "segments": len(r["segments"]),
+                    "longest_segment_s": round(max(seg_lengths, default=0.0), 3),
+                }
+                report["long"].setdefault(cname, {})[f"{m:g}"] = entry
+                log(
+                    f"  WER {_pct(rates['wer'])} (one by one {_pct(base)}), {got['seconds']:.1f} s, "
+                    f"peak {got['maxrss_mb']:.0f} MB"
+                )
+            if clips:
+                log(f"non-speech clips, {cname} ...")
+                job = {
+                    "kind": "transcribe",
+                    "inputs": [str(p) for p in clips.values()],
+                    "vad": vad,
+                    "warmup": warmup,
+                    "detail": True,
+                }
+                got = run_worker(job, work, f"nonspeech-{cname}")
+                report["nonspeech"][cname] = {
+                    kind: {
+                        "words": len(r["text"].split()),
+                        "text": r["text"],
+                        "segments": len(r["segments"]),
+                        "error": r["error"],
+                    }
+                    for kind, r in zip(clips, got["results"])
+                }
+
+        # 4. consistency
+        if "consistency" not in skip:
+            path = long_file(args.data, manifest, utterances, args.consistency_minutes, args.seed)
+            log(f"consistency on {path.name}: command line, pipeline, server, Ray ...")
+            got = run_worker({"kind": "consistency", "file": str(path)}, work, "consistency")
+            cli = got.get("cli", {})
+            rows = {}
+            for surface, r in got.items():
+                row: dict[str, Any] = {"seconds": r.get("seconds"), "error": r.get("error")}
+                if "error" not in r and "error" not in cli:
+                    same, diff = same_segments(cli["segments"], r["segments"])
+                    row.update(
+                        text=r["text"],
+                        segments=len(r["segments"]),
+                        same_text=r["text"] == cli["text"],
+                        same_segments=same,
+                        max_time_diff_s=diff,
+                    )
+                rows[surface] = row
+            report["consistency"] = {"file": str(path), "surfaces": rows}
+
+    print_report(report, files, clips)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+def print_report(report: dict[str, Any], files: dict[float, Path], clips: dict[str, Path]) -> None:
+    log("")
+    targets: list[tuple[str, bool | None]] = []
+    ran = set(report["long"]) | set(report["nonspeech"])
+    main_cfg = next((c for c in ("default", "on", "off") if c in ran), "default")
+    if "one_by_one" in report:
+        o = report["one_by_one"]
+        log(
+            f"one by one: {o['utterances']} utterances, {o['audio_seconds'] / 60:.1f} min, "
+            f"{o['audio_s_per_s']:.1f} audio-s/s, peak {o['maxrss_mb']:.0f} MB"
+        )
+        head = (
+            f"{'file':>8} {'config':>8} {'WER':>8} {'CER':>8} {'1-by-1':>8} {'ratio':>6} {'gap w':>6} "
+            f"{'segs':>5} {'longest':>8} {'e2e s':>7} {'aud-s/s':>8} {'VAD %':>6} {'peak MB':>8} {'+MB':>5}"
+        )
+        log(head)
+        for cname, per in report["long"].items():
+            for m, e in per.items():
+                share = "-" if e["vad_share"] is None else f"{100 * e['vad_share']:.1f}"
+                ratio = "-" if e["wer_ratio"] is None else f"{e['wer_ratio']:.2f}"
+                log(
+                    f"{m + ' min':>8} {cname:>8} {_pct(e['wer']):>8} {_pct(e['cer']):>8} "
+                    f"{_pct(e['one_by_one_wer']):>8} {ratio:>6} {e['words_in_gaps']:>6} {e['segments']:>5} "
+                    f"{e['longest_segment_s']:>7.1f}s {e['seconds']:>7.1f} {e['audio_s_per_s']:>8.1f} {share:>6} "
+                    f"{e['maxrss_mb']:>8.0f} {e['maxrss_mb'] - e['load_maxrss_mb']:>5.0f}"
+                )
+        log(
+            "  (gap w: words placed between utterances; longest: longest segment; e2e: model load excluded; "
+            "+MB: peak memory over that after loading)"
+        )
+        per = report["long"].get(main_cfg, {})
+        for m, e in per.items():
+            ok = None if e["wer_ratio"] is None else e["wer_ratio"] <= TARGET_WER_RATIO
+            targets.append((f"{m} min ({main_cfg}): WER <= {TARGET_WER_RATIO:.2f}x one by one", ok))
+        for m, e in per.items():
+            ok = None if e["vad_share"] is None else e["vad_share"] <= TARGET_VAD_SHARE
+            targets.append((f"{m} min ({main_cfg}): VAD time <= {100 * TARGET_VAD_SHARE:.0f}% of end to end", ok))
+        if len(per) > 1:
+            peaks = {float(m): e["maxrss_mb"] for m, e in per.items()}
+            lo, hi = min(peaks), max(peaks)
+            ratio = peaks[hi] / peaks[lo]
+            targets.append(
+                (
+                    f"memory bounded ({main_cfg}): peak {hi:g} min / {lo:g} min = {ratio:.2f} <= "
+                    f"{TARGET_MEMORY_RATIO:.2f}",
+                    ratio <= TARGET_MEMORY_RATIO,
+                )
+            )
+    if report["nonspeech"]:
+        cfgs = list(report["nonspeech"])
+        log("")
+        log(f"{'clip':>8} " + " ".join(f"{c + ' words':>14}" for c in cfgs) + "   text")
+        for kind in clips:
+            row = [report["nonspeech"][c][kind] for c in cfgs]
+            text = next((r["text"] for r in row if r["text"]), "")
+            log(f"{kind:>8} " + " ".join(f"{r['words']:>14}" for r in row) + f"   {text[:60]!r}")
+        ns = report["nonspeech"].get(main_cfg, {})
+        if ns:
+            words = {k: ns[k]["words"] for k in SILENT_TARGET if k in ns}
+            targets.append(
+                (f"0 words on {', '.join(words)} ({main_cfg}): {sum(words.values())} words", sum(words.values()) == 0)
+            )
+    if "consistency" in report:
+        c = report["consistency"]
+        log("")
+        log(f"consistency on {Path(c['file']).name}:")
+        log(f"{'surface':>10} {'seconds':>8} {'segs':>5} {'text = CLI':>11} {'segs = CLI':>11}  max time diff")
+        all_same: bool | None = True
+        for surface, r in c["surfaces"].items():
+            if r.get("error"):
+                log(f"{surface:>10} {r['seconds'] or 0:>8.1f}  error: {r['error']}")
+                all_same = None if all_same else all_same
+                continue
+            log(
+                f"{surface:>10} {r['seconds']:>8.1f} {r['segments']:>5} {r['same_text']!s:>11} "
+                f"{r['same_segments']!s:>11}  {_seconds(r['max_time_diff_s'])}"
+            )
+            if not (r["same_text"] and r["same_segments"]):
+                all_same = False
+        targets.append(("CLI, pipeline, server and Ray give the same text and segments", all_same))
+    if targets:
+        log("")
+        log("targets (issue 30):")
+        for label, ok in targets:
+            log(f"  {label}: {_mark(ok)}")
+    log(
+        f"load average {report['load_average']:.2f} at the start, {os.getloadavg()[0]:.2f} now, on "
+        f"{report['cpus']} CPUs; VAD in the engine: {'yes' if report['vad_supported'] else 'not yet'}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

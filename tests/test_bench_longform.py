@@ -1,0 +1,84 @@
+"""bench/longform.py's data: a long file's audio matches its timeline, gaps are as documented, clips as named."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sf = pytest.importorskip("soundfile")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import longform  # noqa: E402
+
+
+@pytest.fixture()
+def utterances(tmp_path: Path) -> list[longform.Utterance]:
+    """Five 1-3 s tone clips (16-bit wav) in a manifest, as the test set's."""
+    lines = []
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        seconds = 1.0 + 0.5 * i
+        t = np.arange(round(seconds * 16000)) / 16000
+        audio = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+        sf.write(str(tmp_path / f"u{i}.wav"), audio, 16000, subtype="PCM_16")
+        lines.append(json.dumps({"audio": f"u{i}.wav", "text": f"words of utterance {i}", "duration": seconds}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return longform.read_manifest(tmp_path / "manifest.jsonl")
+
+
+def test_long_file_matches_its_timeline(tmp_path: Path, utterances: list[longform.Utterance]) -> None:
+    path = tmp_path / "long.wav"
+    info = longform.make_long_file(utterances, path, 20.0, seed=3)
+    assert json.loads(path.with_suffix(".json").read_text())["utterances"] == info["utterances"]
+    audio, rate = sf.read(str(path), dtype="int16")
+    assert rate == 16000 and audio.ndim == 1
+    assert audio.size == round(info["duration"] * 16000)
+    assert 20.0 - 3.0 - 2.0 <= info["duration"] <= 20.0  # stops when the next utterance and gap would not fit
+    timeline = info["utterances"]
+    by_id = {u.id: u for u in utterances}
+    assert len(timeline) > len(utterances)  # a 20 s file uses the 10 s of clips more than once
+    edges = [0.0]
+    for u in timeline:
+        clip, _ = sf.read(by_id[u["id"]].audio, dtype="int16")
+        start, end = round(u["start"] * 16000), round(u["end"] * 16000)
+        assert np.array_equal(audio[start:end], clip)  # the clip itself, sample for sample
+        assert u["text"] == by_id[u["id"]].text
+        edges += [u["start"], u["end"]]
+    edges.append(info["duration"])
+    gaps = list(zip(edges[::2], edges[1::2]))
+    assert len(gaps) == len(timeline) + 1
+    for i, (a, b) in enumerate(gaps):
+        assert 0.3 - 1e-3 <= b - a <= 2.0 + 1e-3
+        gap = audio[round(a * 16000) : round(b * 16000)].astype(np.float64) / 32768
+        if i % 4 == 3:
+            assert not gap.any()  # digital zero
+        else:
+            dbfs = 20 * np.log10(np.sqrt(np.mean(gap**2)))
+            assert -71.5 < dbfs < -68.5  # the noise floor, not zero
+    assert info["gaps"] == {"noise_floor": len(gaps) - len(gaps) // 4, "digital_zero": len(gaps) // 4}
+    # seeded: the same file again
+    again = longform.make_long_file(utterances, tmp_path / "again.wav", 20.0, seed=3)
+    assert again["utterances"] == info["utterances"]
+    assert sf.read(str(tmp_path / "again.wav"), dtype="int16")[0].tobytes() == audio.tobytes()
+
+
+def test_nonspeech_clips_levels() -> None:
+    clips = {kind: longform.nonspeech_clip(kind, 2.0, seed=0) for kind in longform.NONSPEECH}
+    assert all(c.size == 32000 and c.dtype == np.float32 for c in clips.values())
+    assert not clips["silence"].any()
+    for kind in ("white", "pink", "hum", "music"):
+        rms = 20 * np.log10(np.sqrt(np.mean(clips[kind].astype(np.float64) ** 2)))
+        assert abs(rms - -20.0) < 0.5, kind
+    spectrum = np.abs(np.fft.rfft(clips["hum"]))
+    assert np.argmax(spectrum) == 100  # 50 Hz over 2 s: bin 100
+    assert np.abs(clips["clicks"]).max() > 0.05 and np.median(np.abs(clips["clicks"])) < 1e-3
+
+
+def test_words_in_gaps() -> None:
+    timeline = [{"start": 1.0, "end": 2.0}, {"start": 3.0, "end": 4.0}]
+    words = [["a", 1.1, 1.3], ["b", 2.1, 2.3], ["c", 2.5, 2.6], ["d", 0.1, 0.2], ["e", 4.5, 4.7]]
+    assert longform.words_in_gaps(timeline, words) == 3  # c (2.55), d (0.15) and e (4.6); b is within the margin
