@@ -82,27 +82,19 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-# ------------------------------------------------------------------------------- the planned VAD API, in one place
-# Issue 30's engine API, being built: EngineConfig(vad=True|False|None, vad_threshold, vad_min_speech_s,
-# vad_min_silence_s, vad_pad_s, max_segment_s), `w2vlm transcribe --vad/--no-vad`, Transcript.segments as a list
-# of Segment(start, end, text, words, speech_prob, confidence) and engine.timings["vad"]. Everything this
-# benchmark needs of it is here; without it the "off" configuration runs on the current engine.
+# ------------------------------------------------------------------------------------- the VAD API, in one place
 
 
 def vad_supported() -> bool:
-    """Whether the engine has the VAD settings yet."""
-    from w2vlm.engine import EngineConfig
+    """Whether the VAD extra is installed (the engine falls back to windows without it)."""
+    from w2vlm.engine.vad import available
 
-    return "vad" in getattr(EngineConfig, "__dataclass_fields__", {})
+    return available()
 
 
 def with_vad(config: Any, vad: bool | None) -> Any:
     """``config`` (an EngineConfig) with VAD on, off, or the default (None: on for long inputs)."""
-    if vad_supported():
-        return config.with_(vad=vad)
-    if vad:
-        raise RuntimeError("this engine has no VAD yet (EngineConfig has no 'vad' field)")
-    return config
+    return config.with_(vad=vad)
 
 
 def cli_vad_args(vad: bool | None) -> list[str]:
@@ -111,15 +103,12 @@ def cli_vad_args(vad: bool | None) -> list[str]:
 
 
 def transcript_segments(transcript: Any) -> list[list[Any]]:
-    """``[start, end, text]`` of a Transcript's segments (a list field planned; a method today)."""
-    segments = transcript.segments
-    if callable(segments):
-        segments = segments()
-    return [[float(s.start), float(s.end), s.text] for s in segments]
+    """``[start, end, text]`` of a Transcript's segments."""
+    return [[float(s.start), float(s.end), s.text] for s in transcript.segments]
 
 
 def vad_seconds(timings: dict[str, float]) -> float | None:
-    """Seconds the engine spent in the VAD (None when it has no VAD stage)."""
+    """Seconds the engine spent in the VAD (None when it did not run)."""
     return timings.get("vad")
 
 
@@ -435,9 +424,9 @@ def work_consistency(job: dict[str, Any]) -> dict[str, Any]:
     pipe = w2vlm.pipeline("automatic-speech-recognition")
 
     def pipeline() -> dict[str, Any]:
-        r = pipe(path, return_timestamps="word")
-        words = [(c["text"], *c["timestamp"]) for c in r.get("chunks", [])]
-        return {"text": r["text"], "segments": segments_from_words(r.get("segments"), words)}
+        r = pipe(path, return_timestamps="segment")
+        segments = [{"start": c["timestamp"][0], "end": c["timestamp"][1], "text": c["text"]} for c in r["chunks"]]
+        return {"text": r["text"], "segments": segments_from_words(segments, [])}
 
     attempt("pipeline", pipeline)
 
