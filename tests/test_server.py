@@ -581,3 +581,40 @@ def test_settled_prefix_of_streaming() -> None:
     assert _settled_prefix(["the cat"]) == "the "  # "cat" may still become "cats"
     assert _settled_prefix(["ab c", "ab"]) == ""
     assert _settled_prefix([]) == "" and _settled_prefix(["word"]) == ""
+
+
+def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_prob() -> None:
+    """With voice activity detection (an upload longer than 10 s), each speech segment's text is sent as soon
+    as it is recognised; the deltas make the final text, which is the non-streamed transcript's."""
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+
+    import w2vlm
+
+    pytest.importorskip("onnxruntime")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    clips = [sf.read(examples / f"{n}.wav", dtype="float32")[0] for n in ("children", "cottages", "elizabeth")]
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([gap, *(x for clip in clips for x in (clip, gap)), gap])  # ~12 s
+    buf = io.BytesIO()
+    sf.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    pipe = w2vlm.pipeline("automatic-speech-recognition")
+    settings = ServerSettings(model_id=MODEL_ID)
+    with TestClient(create_app(pipe, settings)) as client:
+        form = {"model": MODEL_ID, "response_format": "verbose_json", "timestamp_granularities[]": "segment"}
+        body = client.post("/v1/audio/transcriptions", data=form, files={"file": ("a.wav", data)}).json()
+        with client.stream(
+            "POST",
+            "/v1/audio/transcriptions",
+            data={"model": MODEL_ID, "stream": "true"},
+            files={"file": ("a.wav", data)},
+        ) as r:
+            events = [json.loads(line[len("data: ") :]) for line in r.iter_lines() if line.startswith("data: ")]
+    segments = body["segments"]
+    assert len(segments) == len(clips)
+    assert all(0.0 <= s["no_speech_prob"] < 0.5 for s in segments)
+    deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
+    assert len(deltas) == len(segments)  # one event a segment
+    assert [d.strip() for d in deltas] == [s["text"] for s in segments]
+    assert events[-1] == {"type": "transcript.text.done", "text": body["text"]} and "".join(deltas) == body["text"]
