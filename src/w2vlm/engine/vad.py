@@ -29,8 +29,8 @@ from w2vlm.errors import W2vlmError
 #: Seconds per VAD frame, and the rate the VAD runs at.
 FRAME_S = 0.032
 VAD_RATE = 8000
-_FRAME = 256  # samples per frame at 8 kHz
-_CONTEXT = 32  # samples of the previous frame each frame sees at 8 kHz
+#: the rates Silero VAD runs at: samples per frame, and samples of the previous frame each frame sees
+_RATES = {8000: (256, 32), 16000: (512, 64)}
 ROW_FRAMES = 256
 WARMUP_FRAMES = 16
 #: How far below ``threshold`` a probability must fall to count as silence.
@@ -72,7 +72,7 @@ class SileroVad:
     _shared: SileroVad | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, rate: int = VAD_RATE) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -86,7 +86,11 @@ class SileroVad:
         self.session = ort.InferenceSession(
             str(path or model_path()), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self._rate = np.array(VAD_RATE, dtype=np.int64)
+        if rate not in _RATES:
+            raise ValueError(f"rate: Silero VAD runs at {sorted(_RATES)} Hz; got {rate}")
+        self.rate = rate
+        self.frame, self.context = _RATES[rate]
+        self._rate = np.array(rate, dtype=np.int64)
 
     @classmethod
     def shared(cls) -> SileroVad:
@@ -97,18 +101,21 @@ class SileroVad:
             return cls._shared
 
     def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities for the whole frames of ``audio`` (8 kHz, a multiple of 256 samples), given the
-        ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames are used; none at an input's start)."""
-        frames = audio.size // _FRAME
+        """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
+        given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames are used; none at an
+        input's start)."""
+        frame_len, context_len = self.frame, self.context
+        frames = audio.size // frame_len
         if frames == 0:
             return np.zeros(0, np.float32)
-        warm = 0 if before is None else min(WARMUP_FRAMES, before.size // _FRAME)
-        head = before[before.size - warm * _FRAME :] if warm else np.zeros(0, np.float32)
-        signal = np.concatenate([np.zeros(_CONTEXT, np.float32), head, audio[: frames * _FRAME]]).astype(np.float32)
+        warm = 0 if before is None else min(WARMUP_FRAMES, before.size // frame_len)
+        head = before[before.size - warm * frame_len :] if warm else np.zeros(0, np.float32)
+        parts = [np.zeros(context_len, np.float32), head, audio[: frames * frame_len]]
+        signal = np.concatenate(parts).astype(np.float32)
         rows = -(-frames // ROW_FRAMES)
         steps = WARMUP_FRAMES + ROW_FRAMES
         # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames (zeros before the start)
-        batch = np.zeros((rows, steps, _CONTEXT + _FRAME), np.float32)
+        batch = np.zeros((rows, steps, context_len + frame_len), np.float32)
         for r in range(rows):
             first = r * ROW_FRAMES + warm - WARMUP_FRAMES  # frame index into head+audio of the row's first step
             for_steps = min(steps, frames + warm - first)
@@ -117,9 +124,9 @@ class SileroVad:
             count = for_steps - offset
             if count <= 0:
                 continue
-            start = lo * _FRAME  # sample index into signal (which has _CONTEXT samples in front)
-            span = signal[start : start + (count * _FRAME) + _CONTEXT]
-            windows = np.lib.stride_tricks.sliding_window_view(span, _CONTEXT + _FRAME)[::_FRAME][:count]
+            start = lo * frame_len  # sample index into signal (which has context_len samples in front)
+            span = signal[start : start + (count * frame_len) + context_len]
+            windows = np.lib.stride_tricks.sliding_window_view(span, context_len + frame_len)[::frame_len][:count]
             batch[r, offset : offset + count] = windows
         state = np.zeros((2, rows, 128), np.float32)
         out = np.empty((rows, steps), np.float32)
@@ -237,7 +244,8 @@ class SpeechFinder:
 
         import soxr
 
-        resampler = None if self.sr == VAD_RATE else soxr.ResampleStream(self.sr, VAD_RATE, 1, dtype="float32")
+        rate, frame_len = self.vad.rate, self.vad.frame
+        resampler = None if self.sr == rate else soxr.ResampleStream(self.sr, rate, 1, dtype="float32")
         audio = np.zeros(0, np.float32)  # model-rate audio from sample `base` on
         base = 0
         low = np.zeros(0, np.float32)  # 8 kHz audio not yet turned into probabilities
@@ -245,7 +253,7 @@ class SpeechFinder:
         pending: list[tuple[int, int, float, bool]] = []  # closed segments (frames) waiting for their audio
         prev_end = 0  # last sample handed out
         prev_cut = False
-        block_low = int(_VAD_BLOCK_S * VAD_RATE)
+        block_low = int(_VAD_BLOCK_S * rate)
 
         def take(final: bool) -> Iterator[Speech]:
             nonlocal audio, base, prev_end, prev_cut
@@ -273,17 +281,17 @@ class SpeechFinder:
 
         def run_vad(final: bool) -> None:
             nonlocal low, history
-            frames = low.size // _FRAME
-            if final and low.size % _FRAME:
-                low = np.concatenate([low, np.zeros(_FRAME - low.size % _FRAME, np.float32)])
-                frames = low.size // _FRAME
+            frames = low.size // frame_len
+            if final and low.size % frame_len:
+                low = np.concatenate([low, np.zeros(frame_len - low.size % frame_len, np.float32)])
+                frames = low.size // frame_len
             if frames == 0:
                 return
             t0 = time.perf_counter()
-            probs = self.vad.probs(low[: frames * _FRAME], history if history.size else None)
+            probs = self.vad.probs(low[: frames * frame_len], history if history.size else None)
             self.seconds_vad += time.perf_counter() - t0
-            history = low[max(0, frames * _FRAME - WARMUP_FRAMES * _FRAME) : frames * _FRAME]
-            low = low[frames * _FRAME :]
+            history = low[max(0, frames * frame_len - WARMUP_FRAMES * frame_len) : frames * frame_len]
+            low = low[frames * frame_len :]
             pending.extend(self.segmenter.push(probs))
 
         for block in blocks:
