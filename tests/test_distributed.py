@@ -19,7 +19,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from w2vlm.cli import app
-from w2vlm.distributed import DistributedError, list_inputs, read_results, transcribe
+from w2vlm.distributed import DistributedError, list_inputs, pack_parts, read_results, transcribe, unpack_parts
 from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber, run
 from w2vlm.writers import segment_record
 
@@ -213,6 +213,24 @@ def test_cli_ray_bad_options(args, message, tmp_path):
     result = runner.invoke(app, ["transcribe", str(EXAMPLES / "children.wav"), *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_parts_travel_between_the_stages_unchanged():
+    rng = np.random.default_rng(0)
+    segmented = [(0.5, 0.9, rng.standard_normal((7, 5)).astype(np.float32)), (3.25, 0.75, np.zeros((0, 5)))]
+    whole = [(0.0, None, rng.standard_normal((4, 5)))]
+    outputs = [(segmented, 16.0, None), (whole, 2.0, None), ([], 12.0, None), (None, 0.0, OSError("unreadable"))]
+    names = np.array(["a", "b", "c", "d"], dtype=object)
+    batch = {"id": names, "audio": names, "path": names, "reference": np.array([""] * 4, dtype=object)}
+    rows = pack_parts(batch, outputs, 0.02).to_pylist()
+    assert [r["error"] for r in rows] == ["", "", "", "OSError: unreadable"]
+    assert [r["duration"] for r in rows] == [16.0, 2.0, 12.0, 0.0]
+    for row, (parts, _, _) in zip(rows, outputs):
+        got = unpack_parts(row)
+        assert len(got) == len(parts or [])
+        for (start, prob, lp), (start2, prob2, lp2) in zip(got, parts or []):
+            assert (start, prob) == (start2, prob2) and lp.dtype == np.float32
+            np.testing.assert_array_equal(lp, lp2.astype(np.float32))
 
 
 def test_read_results_skips_damaged_files(tmp_path):

@@ -3,15 +3,20 @@
 The job is a Ray Data pipeline of two stages:
 
 1. **Acoustic model** in an actor pool (``workers`` actors, each holding the model once; one GPU each when
-   the cluster has GPUs, else CPU): audio file → logits (the same windowing and batching as
-   ``w2vlm transcribe``).
-2. **Decoding** in CPU tasks: logits → transcript with the model's LM (or ``--lm``, ``--no-lm``), hotwords
-   and n-best, by the same code as ``w2vlm transcribe`` (:class:`w2vlm.engine.decoding.TranscriptDecoder`), so the
-   transcripts are the same. Each worker process loads the decoder (and LM) once and keeps it.
+   the cluster has GPUs, else CPU): audio file → log-probabilities by
+   :meth:`w2vlm.engine.Engine.segment_log_probs`, with the same voice activity detection, windowing and batching
+   as ``w2vlm transcribe`` (inputs longer than 10 s cut into speech segments unless the options' ``vad`` says
+   otherwise). Each input's parts (speech segments, or all its frames) go to the next stage in one row of an
+   Arrow table (:func:`pack_parts`).
+2. **Decoding** in CPU tasks: parts → transcript with the model's LM (or ``--lm``, ``--no-lm``), hotwords
+   and n-best, by the same code as ``w2vlm transcribe``
+   (:meth:`w2vlm.engine.decoding.TranscriptDecoder.transcribe_parts`), so the transcripts and their segments are
+   the same. Each worker process loads the decoder (and LM) once and keeps it.
 
 Results are written by Ray's own writers into ``output_dir`` as JSON lines (``*.json``) or Parquet files,
 one record per input: ``id``, ``audio``, ``status`` ("ok" or "failed"), ``error`` ("" when ok), ``text``,
-``duration``, ``words`` (word, start, end, confidence), ``reference`` (a manifest's text, if any) and
+``duration``, ``segments`` (start, end, text, speech_prob, no_speech_prob, confidence, as in the json output of
+``w2vlm transcribe``), ``words`` (word, start, end, confidence), ``reference`` (a manifest's text, if any) and
 ``model``. A file that cannot be read or decoded becomes a "failed" record with its error; the job goes on.
 
 Re-running the same job skips the inputs that already have an "ok" record in ``output_dir`` (failed ones
@@ -469,9 +474,10 @@ def transcribe(
     """Transcribe a manifest or files/folders on Ray Data, writing records to ``output_dir``.
 
     ``options``: what to load and how to decode, as for ``w2vlm transcribe`` (model, lm/no_lm, alpha, beta,
-    beam width, hotwords, n-best, chunk length, device, quantize). ``address``: a Ray cluster ("auto",
-    "HOST:6379", "ray://HOST:10001"); None starts a local instance (an already initialised Ray is used as
-    it is). ``workers``: acoustic model actors (default: the cluster's GPUs, else one per two CPUs).
+    beam width, hotwords, n-best, chunk length, device, quantize, voice activity detection, no-speech
+    threshold). ``address``: a Ray cluster ("auto", "HOST:6379", "ray://HOST:10001"); None starts a local
+    instance (an already initialised Ray is used as it is). ``workers``: acoustic model actors (default: the
+    cluster's GPUs, else one per two CPUs).
     ``output_format``: "jsonl" or "parquet". ``files_per_batch``: inputs per model/decoding call.
     """
     options = options or TranscribeOptions()
@@ -577,6 +583,8 @@ __all__ = [
     "WorkItem",
     "decode_stage",
     "list_inputs",
+    "pack_parts",
     "read_results",
     "transcribe",
+    "unpack_parts",
 ]
