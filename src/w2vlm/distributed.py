@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from w2vlm.engine.config import DecodeConfig
 from w2vlm.engine.decoding import describe, failed
 from w2vlm.errors import W2vlmError
 from w2vlm.results import Transcript
@@ -357,7 +358,9 @@ def _decoder_for(options: TranscribeOptions, model_name: str, seconds_per_frame:
     return _DECODERS[key]
 
 
-def _transcripts(decoder: Any, items: list[tuple[str, Parts, float]], config: Any, threads: int) -> list[Transcript]:
+def _transcripts(
+    decoder: Any, items: list[tuple[str, Parts, float]], config: DecodeConfig, threads: int
+) -> list[Transcript]:
     """``decoder.transcribe_parts`` of the items in one call; should it fail, item by item, so that only the
     items that fail get an error."""
     try:
