@@ -13,12 +13,15 @@ pytest.importorskip("transformers")
 pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
+import numpy as np
 import ray
+import soundfile as sf
 from typer.testing import CliRunner
 
 from w2vlm.cli import app
-from w2vlm.distributed import DistributedError, list_inputs, read_results, transcribe
-from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber
+from w2vlm.distributed import DistributedError, list_inputs, pack_parts, read_results, transcribe, unpack_parts
+from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber, run
+from w2vlm.writers import segment_record
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 runner = CliRunner()
@@ -39,9 +42,28 @@ def local_ray():
     ray.shutdown()
 
 
+def join_examples(path: Path, gap_s: float = 1.0) -> Path:
+    """The example clips one after another with ``gap_s`` of silence between them: a 16 s file, long enough for
+    voice activity detection (on by default past 10 s)."""
+    clips = [sf.read(str(f), dtype="float32") for f in sorted(EXAMPLES.glob("*.wav"))]
+    rate = clips[0][1]
+    gap = np.zeros(round(gap_s * rate), np.float32)
+    audio = np.concatenate([x for data, _ in clips for x in (data, gap)][:-1])
+    sf.write(str(path), audio, rate)
+    return path
+
+
+def cli_json(audio: Path, out: Path, options: TranscribeOptions, word_timestamps: bool = False) -> dict:
+    """What ``w2vlm transcribe AUDIO -f json -o OUT`` writes for ``audio`` with ``options``."""
+    summary = run([str(audio)], options, output_dir=str(out), output_format="json", word_timestamps=word_timestamps)
+    assert summary.done == 1 and not summary.failed
+    return json.loads((out / f"{audio.stem}.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """12 example copies in a folder tree, a corrupt file, and a manifest that also names a missing file."""
+    """12 example copies in a folder tree, a long file of all examples, a corrupt file, and a manifest that also
+    names a missing file."""
     root = tmp_path_factory.mktemp("corpus")
     audio = root / "audio"
     wavs = sorted(EXAMPLES.glob("*.wav"))
@@ -51,16 +73,32 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(wavs[i % len(wavs)], dst)
         files.append(dst)
+    long = join_examples(audio / "long.wav")
     bad = audio / "corrupt.wav"
     bad.write_bytes(b"RIFF not really a wave file")
     lines = [{"id": f"utt{i:02d}", "audio": str(f.relative_to(root)), "text": "x"} for i, f in enumerate(files)]
+    lines.append({"id": "long", "audio": str(long.relative_to(root))})
     lines.append({"id": "corrupt", "audio": str(bad.relative_to(root))})  # no text: fine for transcription
     lines.append({"id": "missing", "audio": "audio/missing.wav"})
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
     plain = Transcriber(TranscribeOptions())
-    expected = {str(r.file.path): r.transcript.text for r in plain.transcribe([InputFile(f) for f in files])}
-    return {"root": root, "files": files, "bad": bad, "manifest": manifest, "expected": expected}
+    results = {str(r.file.path): r.transcript for r in plain.transcribe([InputFile(f) for f in [*files, long]])}
+    expected = {name: t.text for name, t in results.items()}
+    # the long file: cut into speech segments, each recognised on its own, as the command line writes them
+    segments = [segment_record(s) for s in results[str(long)].segments]
+    assert len(segments) == 4 and all(s["speech_prob"] is not None for s in segments)
+    written = cli_json(long, root / "cli", TranscribeOptions())
+    assert written["text"] == expected[str(long)] and written["segments"] == segments
+    return {
+        "root": root,
+        "files": files,
+        "long": long,
+        "long_segments": segments,
+        "bad": bad,
+        "manifest": manifest,
+        "expected": expected,
+    }
 
 
 def test_list_inputs(corpus, tmp_path):
@@ -70,7 +108,7 @@ def test_list_inputs(corpus, tmp_path):
     assert all(Path(it.path).is_absolute() for it in items)
     from_folder = list_inputs([corpus["root"] / "audio", tmp_path / "nope.wav"])
     ids = [it.id for it in from_folder]
-    assert len(ids) == 14 and ids[-1] == str(tmp_path / "nope.wav")
+    assert len(ids) == 15 and ids[-1] == str(tmp_path / "nope.wav")
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": "a", "audio": "x.wav"}\n{"id": "a", "audio": "y.wav"}\n')
     with pytest.raises(DistributedError, match="'a' is given twice"):
@@ -83,19 +121,26 @@ def test_job_matches_the_cli_records_failures_and_resumes(local_ray, corpus, tmp
     out = tmp_path / "out"
     summary = transcribe(corpus["manifest"], out, workers=2, files_per_batch=4)
     assert summary.workers == 2 and summary.device == "cpu"
-    assert summary.total == 14 and summary.ok == 12 and summary.skipped == 0
+    assert summary.total == 15 and summary.ok == 13 and summary.skipped == 0
     assert sorted(name for name, _ in summary.failed) == ["corrupt", "missing"]
     results = read_results(out)
-    assert len(results) == 14
+    assert len(results) == 15
     for i, f in enumerate(corpus["files"]):
         rec = results[f"utt{i:02d}"]
         assert rec["status"] == "ok" and rec["error"] == ""
         assert rec["text"] == corpus["expected"][str(f)]  # the same transcript as the plain CLI engine
         assert rec["reference"] == "x" and rec["duration"] > 0
         assert [w["word"] for w in rec["words"]] == rec["text"].split()
+        assert [s["text"] for s in rec["segments"]] == [rec["text"]]  # a short clip: one segment, no VAD
+        assert rec["segments"][0]["speech_prob"] is None and rec["segments"][0]["confidence"] is None
+    # the long file: the same speech segments and text as the engine and the command line's json
+    assert results["long"]["status"] == "ok"
+    assert results["long"]["text"] == corpus["expected"][str(corpus["long"])]
+    assert results["long"]["segments"] == corpus["long_segments"]
     assert results["corrupt"]["status"] == "failed" and "not a readable audio file" in results["corrupt"]["error"]
     assert results["missing"]["status"] == "failed" and "missing.wav" in results["missing"]["error"]
-    assert summary.audio_seconds == pytest.approx(sum(results[f"utt{i:02d}"]["duration"] for i in range(12)))
+    ok_ids = [f"utt{i:02d}" for i in range(12)] + ["long"]
+    assert summary.audio_seconds == pytest.approx(sum(results[k]["duration"] for k in ok_ids))
 
     # a re-run skips the finished inputs and tries the failed ones again; once the file is there it succeeds
     files_before = sorted(p.name for p in out.iterdir())
@@ -104,7 +149,7 @@ def test_job_matches_the_cli_records_failures_and_resumes(local_ray, corpus, tmp
         again = transcribe(corpus["manifest"], out, workers=1)
     finally:
         (corpus["root"] / "audio" / "missing.wav").unlink()
-    assert again.skipped == 12 and again.ok == 1 and [n for n, _ in again.failed] == ["corrupt"]
+    assert again.skipped == 13 and again.ok == 1 and [n for n, _ in again.failed] == ["corrupt"]
     assert len(list(out.iterdir())) > len(files_before)
     results = read_results(out)
     assert results["missing"]["status"] == "ok"
@@ -124,14 +169,33 @@ def test_cli_ray_parquet(local_ray, corpus, tmp_path):
     assert "corrupt.wav" in result.output
     tables = [pq.read_table(p) for p in out.glob("*.parquet")]
     rows = [r for t in tables for r in t.to_pylist()]
-    assert len(rows) == 13
+    assert len(rows) == 14
     by_id = {r["id"]: r for r in rows}
-    for f in corpus["files"]:
+    for f in [*corpus["files"], corpus["long"]]:
         assert by_id[str(f)]["text"] == corpus["expected"][str(f)]
+    assert by_id[str(corpus["long"])]["segments"] == corpus["long_segments"]
     # everything done: a re-run has nothing to do and exits 0
     result = runner.invoke(app, ["transcribe", str(folder / "sub"), "--ray", "-o", str(out), "-f", "parquet"])
     assert result.exit_code == 0, result.output
     assert "0 transcribed, 0 failed, 4 skipped" in " ".join(result.output.split())
+
+
+def test_without_vad_the_same_as_the_cli(local_ray, corpus, tmp_path):
+    # no VAD: the long file decoded whole, its segments cut at pauses; word times and confidences too
+    options = TranscribeOptions(vad=False)
+    long = corpus["long"]
+    written = cli_json(long, tmp_path / "cli", options, word_timestamps=True)
+    assert len(written["segments"]) > 1 and all(s["speech_prob"] is None for s in written["segments"])
+    assert all(s["confidence"] is not None for s in written["segments"])
+    out = tmp_path / "out"
+    summary = transcribe([long], out, options=options, workers=1, output_format="parquet", word_timestamps=True)
+    assert summary.ok == 1 and not summary.failed
+    rec = read_results(out)[str(long)]
+    assert rec["text"] == written["text"] and rec["segments"] == written["segments"]
+    assert [(w["word"], w["start"], w["end"]) for w in rec["words"]] == [
+        (w["word"], w["start"], w["end"]) for w in written["words"]
+    ]
+    assert [round(w["confidence"], 4) for w in rec["words"]] == [w["confidence"] for w in written["words"]]
 
 
 @pytest.mark.parametrize(
@@ -149,6 +213,24 @@ def test_cli_ray_bad_options(args, message, tmp_path):
     result = runner.invoke(app, ["transcribe", str(EXAMPLES / "children.wav"), *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_parts_travel_between_the_stages_unchanged():
+    rng = np.random.default_rng(0)
+    segmented = [(0.5, 0.9, rng.standard_normal((7, 5)).astype(np.float32)), (3.25, 0.75, np.zeros((0, 5)))]
+    whole = [(0.0, None, rng.standard_normal((4, 5)))]
+    outputs = [(segmented, 16.0, None), (whole, 2.0, None), ([], 12.0, None), (None, 0.0, OSError("unreadable"))]
+    names = np.array(["a", "b", "c", "d"], dtype=object)
+    batch = {"id": names, "audio": names, "path": names, "reference": np.array([""] * 4, dtype=object)}
+    rows = pack_parts(batch, outputs, 0.02).to_pylist()
+    assert [r["error"] for r in rows] == ["", "", "", "OSError: unreadable"]
+    assert [r["duration"] for r in rows] == [16.0, 2.0, 12.0, 0.0]
+    for row, (parts, _, _) in zip(rows, outputs):
+        got = unpack_parts(row)
+        assert len(got) == len(parts or [])
+        for (start, prob, lp), (start2, prob2, lp2) in zip(got, parts or []):
+            assert (start, prob) == (start2, prob2) and lp.dtype == np.float32
+            np.testing.assert_array_equal(lp, lp2.astype(np.float32))
 
 
 def test_read_results_skips_damaged_files(tmp_path):

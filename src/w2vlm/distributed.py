@@ -3,15 +3,20 @@
 The job is a Ray Data pipeline of two stages:
 
 1. **Acoustic model** in an actor pool (``workers`` actors, each holding the model once; one GPU each when
-   the cluster has GPUs, else CPU): audio file → logits (the same windowing and batching as
-   ``w2vlm transcribe``).
-2. **Decoding** in CPU tasks: logits → transcript with the model's LM (or ``--lm``, ``--no-lm``), hotwords
-   and n-best, by the same code as ``w2vlm transcribe`` (:class:`w2vlm.engine.decoding.TranscriptDecoder`), so the
-   transcripts are the same. Each worker process loads the decoder (and LM) once and keeps it.
+   the cluster has GPUs, else CPU): audio file → log-probabilities by
+   :meth:`w2vlm.engine.Engine.segment_log_probs`, with the same voice activity detection, windowing and batching
+   as ``w2vlm transcribe`` (inputs longer than 10 s cut into speech segments unless the options' ``vad`` says
+   otherwise). Each input's parts (speech segments, or all its frames) go to the next stage in one row of an
+   Arrow table (:func:`pack_parts`).
+2. **Decoding** in CPU tasks: parts → transcript with the model's LM (or ``--lm``, ``--no-lm``), hotwords
+   and n-best, by the same code as ``w2vlm transcribe``
+   (:meth:`w2vlm.engine.decoding.TranscriptDecoder.transcribe_parts`), so the transcripts and their segments are
+   the same. Each worker process loads the decoder (and LM) once and keeps it.
 
 Results are written by Ray's own writers into ``output_dir`` as JSON lines (``*.json``) or Parquet files,
 one record per input: ``id``, ``audio``, ``status`` ("ok" or "failed"), ``error`` ("" when ok), ``text``,
-``duration``, ``words`` (word, start, end, confidence), ``reference`` (a manifest's text, if any) and
+``duration``, ``segments`` (start, end, text, speech_prob, no_speech_prob, confidence, as in the json output of
+``w2vlm transcribe``), ``words`` (word, start, end, confidence), ``reference`` (a manifest's text, if any) and
 ``model``. A file that cannot be read or decoded becomes a "failed" record with its error; the job goes on.
 
 Re-running the same job skips the inputs that already have an "ok" record in ``output_dir`` (failed ones
@@ -38,10 +43,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from w2vlm.engine.decoding import describe
+from w2vlm.engine.config import DecodeConfig
+from w2vlm.engine.decoding import describe, failed
 from w2vlm.errors import W2vlmError
 from w2vlm.results import Transcript
 from w2vlm.transcribe import TranscribeOptions, build_processor
+from w2vlm.writers import segment_record
 
 logger = logging.getLogger("w2vlm.distributed")
 
@@ -131,10 +138,21 @@ def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
 
 
 def _schema() -> Any:
+    """The records' schema (the same for JSON lines and Parquet)."""
     import pyarrow as pa
 
     word = pa.struct(
         [("word", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("confidence", pa.float64())]
+    )
+    segment = pa.struct(
+        [
+            ("start", pa.float64()),
+            ("end", pa.float64()),
+            ("text", pa.string()),
+            ("speech_prob", pa.float64()),
+            ("no_speech_prob", pa.float64()),
+            ("confidence", pa.float64()),
+        ]
     )
     return pa.schema(
         [
@@ -144,6 +162,7 @@ def _schema() -> Any:
             ("error", pa.string()),
             ("text", pa.string()),
             ("duration", pa.float64()),
+            ("segments", pa.list_(segment)),
             ("words", pa.list_(word)),
             ("reference", pa.string()),
             ("model", pa.string()),
@@ -202,6 +221,86 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+# ------------------------------------------------------------------------------------------------ parts
+
+#: An input's parts as :meth:`w2vlm.engine.Engine.segment_log_probs` gives them: (start seconds, speech
+#: probability or None, (frames, vocab) log-probabilities).
+Parts = list[tuple[float, float | None, np.ndarray]]
+
+
+def _parts_schema() -> Any:
+    """Between the stages, one row per input: its parts' float32 log-probabilities, one after another, in one
+    binary value ``log_probs`` (``vocab`` values a frame), and per part its frames, start (seconds) and speech
+    probability (null without VAD). An input without speech has no parts; a failed one has its ``error``."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("audio", pa.string()),
+            ("path", pa.string()),
+            ("reference", pa.string()),
+            ("log_probs", pa.large_binary()),
+            ("vocab", pa.int64()),
+            ("part_frames", pa.list_(pa.int64())),
+            ("part_starts", pa.list_(pa.float64())),
+            ("part_speech_probs", pa.list_(pa.float64())),
+            ("seconds_per_frame", pa.float64()),
+            ("duration", pa.float64()),
+            ("error", pa.string()),
+        ]
+    )
+
+
+def pack_parts(
+    batch: dict[str, Any],
+    outputs: Sequence[tuple[Parts | None, float, BaseException | None]],
+    seconds_per_frame: float,
+) -> Any:
+    """The acoustic stage's table: ``batch``'s work items with their ``segment_log_probs`` outputs."""
+    import pyarrow as pa
+
+    blobs: list[bytes] = []
+    vocabs: list[int] = []
+    frames: list[list[int]] = []
+    starts: list[list[float]] = []
+    probs: list[list[float | None]] = []
+    errors: list[str] = []
+    for parts, _, error in outputs:
+        parts = parts if error is None and parts is not None else []
+        mats = [np.ascontiguousarray(lp, dtype=np.float32) for _, _, lp in parts]
+        blobs.append(b"".join(m.tobytes() for m in mats))
+        vocabs.append(mats[0].shape[1] if mats else 0)
+        frames.append([m.shape[0] for m in mats])
+        starts.append([float(start) for start, _, _ in parts])
+        probs.append([None if prob is None else float(prob) for _, prob, _ in parts])
+        errors.append(describe(error) if error is not None else "")
+    columns = {
+        **{k: [str(x) for x in batch[k]] for k in ("id", "audio", "path", "reference")},
+        "log_probs": blobs,
+        "vocab": vocabs,
+        "part_frames": frames,
+        "part_starts": starts,
+        "part_speech_probs": probs,
+        "seconds_per_frame": [float(seconds_per_frame)] * len(outputs),
+        "duration": [float(secs) for _, secs, _ in outputs],
+        "error": errors,
+    }
+    return pa.table(columns, schema=_parts_schema())
+
+
+def unpack_parts(row: dict[str, Any]) -> Parts:
+    """One input's parts from a row of the acoustic stage's table (see :func:`pack_parts`)."""
+    flat = np.frombuffer(row["log_probs"], dtype=np.float32)
+    vocab = int(row["vocab"])
+    parts: Parts = []
+    at = 0
+    for n, start, prob in zip(row["part_frames"], row["part_starts"], row["part_speech_probs"]):
+        parts.append((float(start), None if prob is None else float(prob), flat[at : at + n * vocab].reshape(n, vocab)))
+        at += n * vocab
+    return parts
+
+
 # ------------------------------------------------------------------------------------------------ stages
 
 
@@ -230,22 +329,11 @@ class AcousticStage:
         config = self.options.engine_config().with_(workers=max(1, self.threads))
         self.engine = Engine(model, load_feature_extractor(folder), None, config)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        """A batch of work items → a pyarrow table of their parts (see :func:`_parts_schema`) or errors."""
         paths = [str(p) for p in batch["path"]]
-        outputs = list(self.engine.log_probs(paths))
-        logits = [lp for lp, _, _ in outputs]
-        errors = [describe(error) if error is not None else "" for _, _, error in outputs]
-        spf = self.engine.runner.ratio / self.engine.sampling_rate
-        empty = np.zeros((0, 0), np.float32)
-        return {
-            **{k: batch[k] for k in ("id", "audio", "path", "reference")},
-            "logits": np.array([(lg if lg is not None else empty).tobytes() for lg in logits], dtype=object),
-            "frames": np.array([lg.shape[0] if lg is not None else 0 for lg in logits], dtype=np.int64),
-            "vocab": np.array([lg.shape[1] if lg is not None else 0 for lg in logits], dtype=np.int64),
-            "seconds_per_frame": np.full(len(paths), spf),
-            "duration": np.array([secs for _, secs, _ in outputs], dtype=np.float64),
-            "error": np.array(errors, dtype=object),
-        }
+        outputs = list(self.engine.segment_log_probs(paths))
+        return pack_parts(batch, outputs, self.engine.seconds_per_frame)
 
 
 def _acoustic_stage(options: dict[str, Any], threads: int) -> type[AcousticStage]:
@@ -270,50 +358,70 @@ def _decoder_for(options: TranscribeOptions, model_name: str, seconds_per_frame:
     return _DECODERS[key]
 
 
-def decode_stage(
-    batch: dict[str, np.ndarray], *, options: dict[str, Any], model_name: str, word_timestamps: bool, threads: int
-) -> Any:
-    """Ray Data task: logits of a batch → result records (a pyarrow table with the results' schema)."""
+def _transcripts(
+    decoder: Any, items: list[tuple[str, Parts, float]], config: DecodeConfig, threads: int
+) -> list[Transcript]:
+    """``decoder.transcribe_parts`` of the items in one call; should it fail, item by item, so that only the
+    items that fail get an error."""
+    try:
+        return decoder.transcribe_parts(items, config, threads)
+    except Exception:
+        pass
+    out = []
+    for item in items:
+        try:
+            out += decoder.transcribe_parts([item], config, threads)
+        except Exception as exc:
+            out.append(failed(item[0], exc))
+    return out
+
+
+def _record_words(t: Transcript) -> list[dict[str, Any]]:
+    return [
+        {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": w.confidence}
+        for w in t.words
+    ]
+
+
+def decode_stage(batch: Any, *, options: dict[str, Any], model_name: str, word_timestamps: bool, threads: int) -> Any:
+    """Ray Data task: the acoustic stage's table of a batch (:func:`pack_parts`) → result records (a pyarrow
+    table with the results' schema), made by :meth:`~w2vlm.engine.decoding.TranscriptDecoder.transcribe_parts`
+    as ``w2vlm transcribe`` makes them."""
     import pyarrow as pa
 
     opts = TranscribeOptions(**options)
-    n = len(batch["id"])
-    errors = [str(e) for e in batch["error"]]
+    rows = batch.to_pylist()
+    n = len(rows)
+    errors = [str(r["error"] or "") for r in rows]
     texts = [""] * n
+    segments: list[list[dict[str, Any]]] = [[] for _ in range(n)]
     words: list[list[dict[str, Any]]] = [[] for _ in range(n)]
     ok = [i for i in range(n) if not errors[i]]
     if ok:
-        spf = float(batch["seconds_per_frame"][ok[0]])
+        spf = float(rows[ok[0]]["seconds_per_frame"])
         try:
             decoder = _decoder_for(opts, model_name, spf)
-            mats = [
-                np.frombuffer(batch["logits"][i], dtype=np.float32).reshape(
-                    int(batch["frames"][i]), int(batch["vocab"][i])
-                )
-                for i in ok
-            ]
-            names = [str(batch["audio"][i]) for i in ok]
-            outcomes = decoder.decode(names, mats, opts.decode_config(word_timestamps), threads)
+            items = [(str(rows[i]["audio"]), unpack_parts(rows[i]), float(rows[i]["duration"])) for i in ok]
+            outcomes = _transcripts(decoder, items, opts.decode_config(word_timestamps), threads)
         except Exception as exc:  # the decoder itself could not be built: every item of the batch failed
-            outcomes = [Transcript(audio="", text="", duration=0.0, error=describe(exc)) for _ in ok]
+            outcomes = [failed("", exc) for _ in ok]
         for i, outcome in zip(ok, outcomes):
             if outcome.error is not None:
                 errors[i] = outcome.error
                 continue
             texts[i] = outcome.text
-            words[i] = [
-                {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": w.confidence}
-                for w in outcome.words
-            ]
+            segments[i] = [segment_record(s) for s in outcome.segments]
+            words[i] = _record_words(outcome)
     columns = {
-        "id": [str(x) for x in batch["id"]],
-        "audio": [str(x) for x in batch["audio"]],
+        "id": [str(r["id"]) for r in rows],
+        "audio": [str(r["audio"]) for r in rows],
         "status": ["failed" if e else "ok" for e in errors],
         "error": errors,
         "text": texts,
-        "duration": [float(d) for d in batch["duration"]],
+        "duration": [float(r["duration"]) for r in rows],
+        "segments": segments,
         "words": words,
-        "reference": [str(x) for x in batch["reference"]],
+        "reference": [str(r["reference"]) for r in rows],
         "model": [model_name] * n,
     }
     return pa.table(columns, schema=_schema())
@@ -369,9 +477,10 @@ def transcribe(
     """Transcribe a manifest or files/folders on Ray Data, writing records to ``output_dir``.
 
     ``options``: what to load and how to decode, as for ``w2vlm transcribe`` (model, lm/no_lm, alpha, beta,
-    beam width, hotwords, n-best, chunk length, device, quantize). ``address``: a Ray cluster ("auto",
-    "HOST:6379", "ray://HOST:10001"); None starts a local instance (an already initialised Ray is used as
-    it is). ``workers``: acoustic model actors (default: the cluster's GPUs, else one per two CPUs).
+    beam width, hotwords, n-best, chunk length, device, quantize, voice activity detection, no-speech
+    threshold). ``address``: a Ray cluster ("auto", "HOST:6379", "ray://HOST:10001"); None starts a local
+    instance (an already initialised Ray is used as it is). ``workers``: acoustic model actors (default: the
+    cluster's GPUs, else one per two CPUs).
     ``output_format``: "jsonl" or "parquet". ``files_per_batch``: inputs per model/decoding call.
     """
     options = options or TranscribeOptions()
@@ -443,7 +552,7 @@ def transcribe(
         decode_stage,
         fn_kwargs={"options": opts, "model_name": model_name, "word_timestamps": word_timestamps, "threads": 1},
         batch_size=files_per_batch,
-        batch_format="numpy",
+        batch_format="pyarrow",
         num_cpus=1,
         runtime_env={"env_vars": dict(WORKER_ENV)},
     )
@@ -477,6 +586,8 @@ __all__ = [
     "WorkItem",
     "decode_stage",
     "list_inputs",
+    "pack_parts",
     "read_results",
     "transcribe",
+    "unpack_parts",
 ]
