@@ -10,6 +10,16 @@ from typing import Annotated
 
 import typer
 
+from w2vlm.engine.config import (
+    DEFAULT_MAX_SEGMENT_S,
+    DEFAULT_NO_SPEECH_THRESHOLD,
+    DEFAULT_VAD_ABOVE_S,
+    DEFAULT_VAD_MIN_SILENCE_S,
+    DEFAULT_VAD_MIN_SPEECH_S,
+    DEFAULT_VAD_PAD_S,
+    DEFAULT_VAD_THRESHOLD,
+)
+
 #: ``w2vlm train``'s exit status when it saved and stopped because of ``--max-memory`` (EX_TEMPFAIL: run it
 #: again with ``--resume``).
 EXIT_MEMORY = 75
@@ -59,30 +69,42 @@ VadOption = Annotated[
     typer.Option(
         "--vad/--no-vad",
         help="Cut inputs into speech segments with Silero VAD (the 'vad' extra) and recognise each on its own; "
-        "silence and noise are skipped.  \\[default: on for inputs longer than 10 s]",
+        f"silence and noise are skipped.  \\[default: on for inputs longer than {DEFAULT_VAD_ABOVE_S:g} s]",
         show_default=False,
     ),
 ]
 VadThresholdOption = Annotated[
-    float | None, typer.Option("--vad-threshold", help="Speech probability that starts speech.  \\[default: 0.5]")
+    float | None,
+    typer.Option(
+        "--vad-threshold", help=f"Speech probability that starts speech.  \\[default: {DEFAULT_VAD_THRESHOLD:g}]"
+    ),
 ]
 MinSpeechOption = Annotated[
-    float | None, typer.Option("--min-speech", help="Shortest speech segment kept, in seconds.  \\[default: 0.25]")
+    float | None,
+    typer.Option(
+        "--min-speech", help=f"Shortest speech segment kept, in seconds.  \\[default: {DEFAULT_VAD_MIN_SPEECH_S:g}]"
+    ),
 ]
 MinSilenceOption = Annotated[
     float | None,
-    typer.Option("--min-silence", help="Silence that ends a speech segment, in seconds.  \\[default: 0.3]"),
+    typer.Option(
+        "--min-silence",
+        help=f"Silence that ends a speech segment, in seconds.  \\[default: {DEFAULT_VAD_MIN_SILENCE_S:g}]",
+    ),
 ]
 SpeechPadOption = Annotated[
     float | None,
-    typer.Option("--speech-pad", help="Audio kept on each side of a speech segment, in seconds.  \\[default: 0.2]"),
+    typer.Option(
+        "--speech-pad",
+        help=f"Audio kept on each side of a speech segment, in seconds.  \\[default: {DEFAULT_VAD_PAD_S:g}]",
+    ),
 ]
 MaxSegmentOption = Annotated[
     float | None,
     typer.Option(
         "--max-segment",
         help="Longest speech segment in seconds; longer speech is cut at its quietest point.  \\[default: the "
-        "model's max_segment_s, else 20]",
+        f"model's max_segment_s, else {DEFAULT_MAX_SEGMENT_S:g}]",
     ),
 ]
 NoSpeechThresholdOption = Annotated[
@@ -90,7 +112,7 @@ NoSpeechThresholdOption = Annotated[
     typer.Option(
         "--no-speech-threshold",
         help="Segments whose no-speech probability (from the model's own posteriors) is above this give no "
-        "words; 1 keeps every word.  \\[default: 0.5]",
+        f"words; 1 keeps every word.  \\[default: {DEFAULT_NO_SPEECH_THRESHOLD:g}]",
     ),
 ]
 

@@ -36,9 +36,9 @@ CONFIDENCE_BEAMS = 16
 #: Voice activity detection is on (``vad=None``) for inputs longer than this (seconds).
 DEFAULT_VAD_ABOVE_S = 10.0
 #: Speech probability threshold, shortest speech and silence, and padding around each segment (seconds).
-DEFAULT_VAD_THRESHOLD = 0.5
+DEFAULT_VAD_THRESHOLD = 0.25
 DEFAULT_VAD_MIN_SPEECH_S = 0.25
-DEFAULT_VAD_MIN_SILENCE_S = 0.3
+DEFAULT_VAD_MIN_SILENCE_S = 0.5
 DEFAULT_VAD_PAD_S = 0.2
 #: Longest speech segment for a model that does not say what it was trained on (its config's
 #: ``max_segment_s``); longer speech is cut at its quietest point.
