@@ -72,8 +72,9 @@ def transcribe_command(
         float | None,
         typer.Option(
             "--chunk-length",
-            help="Window length in seconds for long audio (with 1/6 of it as context on each side).  "
-            "\\[default: whole files up to 60 s, 30 s windows beyond]",
+            help="Cut long audio into fixed windows of this many seconds (with 1/6 of it as context on each side) "
+            "instead of speech segments.  \\[default: speech segments beyond 10 s; with --no-vad whole files up "
+            "to 60 s, 30 s windows beyond]",
         ),
     ] = None,
     beam_width: Annotated[
