@@ -11,7 +11,9 @@ the open segment: speech starts at a frame at or above ``threshold`` and ends af
 ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped; a segment that reaches
 ``max_segment_s`` is cut at its quietest frame in its second half. :class:`SpeechFinder` drives both over
 consecutive blocks of audio at the model's rate and hands out each segment's audio (padded by ``pad_s`` on each
-side, never into its neighbours) as soon as it is closed, holding no more audio than the open segment needs.
+side, never into its neighbours) as soon as it is closed, holding no more audio than the open segment needs. It
+runs the VAD on whole rows at the same places of the input however the input is read, so the segments do not
+depend on the blocks.
 """
 
 from __future__ import annotations
@@ -98,13 +100,19 @@ class SileroVad:
 
     def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """Probabilities for the whole frames of ``audio`` (8 kHz, a multiple of 256 samples), given the
-        ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames are used; none at an input's start)."""
+        ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames and the ``_CONTEXT`` samples before
+        them are used; none at an input's start). With that much ``before``, a call that starts at a whole row of
+        an input gives the probabilities of one call over the whole input."""
         frames = audio.size // _FRAME
         if frames == 0:
             return np.zeros(0, np.float32)
         warm = 0 if before is None else min(WARMUP_FRAMES, before.size // _FRAME)
         head = before[before.size - warm * _FRAME :] if warm else np.zeros(0, np.float32)
-        signal = np.concatenate([np.zeros(_CONTEXT, np.float32), head, audio[: frames * _FRAME]]).astype(np.float32)
+        lead = np.zeros(_CONTEXT, np.float32)  # what the first step sees of the audio before it
+        if before is not None:
+            known = before[: before.size - warm * _FRAME][-_CONTEXT:]
+            lead[_CONTEXT - known.size :] = known
+        signal = np.concatenate([lead, head, audio[: frames * _FRAME]]).astype(np.float32)
         rows = -(-frames // ROW_FRAMES)
         steps = WARMUP_FRAMES + ROW_FRAMES
         # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames (zeros before the start)
@@ -277,13 +285,16 @@ class SpeechFinder:
             if final and low.size % _FRAME:
                 low = np.concatenate([low, np.zeros(_FRAME - low.size % _FRAME, np.float32)])
                 frames = low.size // _FRAME
+            if not final:  # whole rows: the rows fall at the same places of the input whatever the blocks
+                frames -= frames % ROW_FRAMES
             if frames == 0:
                 return
+            done = frames * _FRAME
             t0 = time.perf_counter()
-            probs = self.vad.probs(low[: frames * _FRAME], history if history.size else None)
+            probs = self.vad.probs(low[:done], history if history.size else None)
             self.seconds_vad += time.perf_counter() - t0
-            history = low[max(0, frames * _FRAME - WARMUP_FRAMES * _FRAME) : frames * _FRAME]
-            low = low[frames * _FRAME :]
+            history = np.concatenate([history, low[:done]])[-(WARMUP_FRAMES * _FRAME + _CONTEXT) :]
+            low = low[done:]
             pending.extend(self.segmenter.push(probs))
 
         for block in blocks:
