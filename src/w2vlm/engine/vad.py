@@ -11,9 +11,9 @@ the open segment: speech starts at a frame at or above ``threshold`` and ends af
 ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped; a segment that reaches
 ``max_segment_s`` is cut at its quietest frame in its second half. :class:`SpeechFinder` drives both over
 consecutive blocks of audio at the model's rate and hands out each segment's audio (padded by ``pad_s`` on each
-side, never into its neighbours) as soon as it is closed, holding no more audio than the open segment needs. It
-runs the VAD on whole rows at the same places of the input however the input is read, so the segments do not
-depend on the blocks.
+side, never into its neighbours: a gap shorter than two pads is split in the middle) as soon as it is closed,
+holding no more audio than the open segment needs. It runs the VAD on whole rows at the same places of the input
+however the input is read, so the segments do not depend on the blocks.
 """
 
 from __future__ import annotations
@@ -257,24 +257,32 @@ class SpeechFinder:
 
         def take(final: bool) -> Iterator[Speech]:
             nonlocal audio, base, prev_end, prev_cut
+            segmenter = self.segmenter
             while pending:
                 f0, f1, prob, cut = pending[0]
                 start = self.frame_sample(f0)
-                end = self.frame_sample(f1)
                 start = start if prev_cut else max(prev_end, start - self.pad)
-                end = end if cut else end + self.pad
+                end = self.frame_sample(f1)
+                if not cut:  # padded, but at most half way to the next segment
+                    following = pending[1][0] if len(pending) > 1 else segmenter.start
+                    if following is not None:
+                        end += min(self.pad, (self.frame_sample(following) - end) // 2)
+                    elif final or self.frame_sample(segmenter.t) >= end + 2 * self.pad:
+                        end += self.pad
+                    else:
+                        break  # a segment may still start less than two pads after this one
                 have = base + audio.size
                 if end > have and not final:
-                    return
+                    break
                 end = min(end, have)
                 pending.pop(0)
                 prev_end, prev_cut = end, cut
                 if end > start:
                     yield Speech(start, audio[start - base : end - base].copy(), prob)
-            # keep only the audio a later segment can still need
-            segmenter = self.segmenter
-            following = segmenter.start if segmenter.start is not None else segmenter.t
-            keep_from = max(prev_end, self.frame_sample(following) - self.pad)
+            # keep only the audio a segment can still need
+            first = segmenter.t if segmenter.start is None else segmenter.start
+            first = pending[0][0] if pending else first
+            keep_from = max(prev_end, self.frame_sample(first) - self.pad)
             if keep_from > base:
                 drop = min(keep_from - base, audio.size)
                 audio, base = audio[drop:], base + drop
