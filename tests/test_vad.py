@@ -5,12 +5,16 @@ segmented path with the embedded default model."""
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from w2vlm.engine import vad
 from w2vlm.engine.segments import frame_evidence, merge, no_speech_prob, split_by_pauses
 from w2vlm.engine.vad import FRAME_S, NEGATIVE_MARGIN, Segmenter, VadParams
 from w2vlm.results import Alternative, Transcript, Word
@@ -302,3 +306,323 @@ def test_segment_confidence_is_the_mean_word_confidence() -> None:
     out = merge("f", [(_transcript(words), 0.0, 0.9, _evidence(5, {(0, 5): 1.0}))], 3.0, 0.5)
     assert out.segments[0].confidence == pytest.approx(0.75)
     assert out.segments[0].no_speech_prob == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ Silero VAD
+
+needs_vad = pytest.mark.skipif(not vad.available(), reason="the 'vad' extra (silero-vad, onnxruntime) is not installed")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[np.ndarray]:
+    """The example recordings (16 kHz), in a fixed order."""
+    import soundfile as sf
+
+    out = []
+    for path in sorted(EXAMPLES.glob("*.wav")):
+        audio, rate = sf.read(str(path), dtype="float32")
+        assert rate == RATE
+        out.append(audio)
+    assert len(out) == 4
+    return out
+
+
+@pytest.fixture(scope="module")
+def silero() -> vad.SileroVad:
+    if not vad.available():
+        pytest.skip("the 'vad' extra is not installed")
+    return vad.SileroVad.shared()
+
+
+def _speech_span(clip: np.ndarray) -> tuple[int, int]:
+    """Where a clip's speech is (samples): the first and last 32 ms frame within 25 dB of its loudest one."""
+    frames = clip[: clip.size // 512 * 512].reshape(-1, 512)
+    level = 20 * np.log10(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)) + 1e-12)
+    loud = np.flatnonzero(level > level.max() - 25)
+    return int(loud[0]) * 512, (int(loud[-1]) + 1) * 512
+
+
+def _to_vad_rate(audio: np.ndarray) -> np.ndarray:
+    import soxr
+
+    low = soxr.resample(audio, RATE, vad.VAD_RATE).astype(np.float32)
+    return low[: low.size // 256 * 256]
+
+
+def _reference_probs(silero: vad.SileroVad, low: np.ndarray) -> np.ndarray:
+    """Silero VAD run as it is meant to be run: frame by frame, its state carried from the input's start."""
+    state = np.zeros((2, 1, 128), np.float32)
+    context = np.zeros(32, np.float32)
+    rate = np.array(vad.VAD_RATE, np.int64)
+    out = []
+    for k in range(low.size // 256):
+        frame = low[k * 256 : (k + 1) * 256]
+        prob, state = silero.session.run(
+            None, {"input": np.concatenate([context, frame])[None], "state": state, "sr": rate}
+        )
+        out.append(float(prob[0, 0]))
+        context = frame[-32:]
+    return np.array(out, np.float32)
+
+
+def _joined(clips: list[np.ndarray], gaps: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """``gaps[0], clips[0], gaps[1], clips[1], ..., gaps[-1]`` and each clip's speech span in the result."""
+    parts: list[np.ndarray] = []
+    spans = []
+    at = 0
+    for gap, clip in zip(gaps, clips):
+        at += gap.size
+        lo, hi = _speech_span(clip)
+        spans.append((at + lo, at + hi))
+        parts += [gap, clip]
+        at += clip.size
+    parts += gaps[len(clips) :]
+    return np.concatenate(parts).astype(np.float32), spans
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * RATE), np.float32)
+
+
+def _noise_floor(seconds: float, seed: int, level: float = 1e-3) -> np.ndarray:
+    return (level * np.random.default_rng(seed).standard_normal(round(seconds * RATE))).astype(np.float32)
+
+
+@needs_vad
+def test_probabilities_are_high_in_speech_and_low_in_silence(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+    for clip in clips:
+        low = _to_vad_rate(np.concatenate([_silence(1.0), clip, _silence(1.5)]))
+        probs = silero.probs(low)
+        assert probs.dtype == np.float32 and probs.shape == (low.size // 256,)
+        assert ((probs >= 0) & (probs <= 1)).all()
+        lo, hi = _speech_span(clip)
+        first = math.ceil((RATE + lo) / 512)  # frames (32 ms) wholly inside the speech
+        last = (RATE + hi) // 512
+        inside = probs[first:last]
+        assert inside.mean() > 0.75 and (inside > 0.5).mean() > 0.9
+        assert probs[: RATE // 512 - 2].max() < 0.05  # digital silence before the clip
+        after = math.ceil((RATE + clip.size) / 512) + 10  # from 0.3 s after its end
+        assert probs[after:].max() < 0.1
+
+
+@needs_vad
+def test_probabilities_of_short_inputs(silero: vad.SileroVad) -> None:
+    assert silero.probs(np.zeros(255, np.float32)).size == 0
+    assert silero.probs(np.zeros(256 * 3 + 100, np.float32)).size == 3  # whole frames only
+
+
+@needs_vad
+def test_batched_probabilities_follow_a_continuous_run(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+    """probs() runs rows of 256 frames as one batch, each warmed up on the audio before it; its decisions are
+    those of one continuous frame-by-frame run with the state carried through the whole input."""
+    audio, _ = _joined(clips * 2, [_silence(1.0)] * 9)
+    low = _to_vad_rate(audio)
+    probs = silero.probs(low)
+    reference = _reference_probs(silero, low)
+    assert probs.size == reference.size > 2 * vad.ROW_FRAMES  # several rows
+    assert ((probs > 0.5) == (reference > 0.5)).mean() >= 0.95
+    assert np.abs(probs - reference).mean() < 0.05
+    # a call that starts at a whole row, given the audio before it, gives the same probabilities as one call
+    for row in (1, 2):
+        at = row * vad.ROW_FRAMES * 256
+        np.testing.assert_array_equal(silero.probs(low[at:], low[:at]), probs[row * vad.ROW_FRAMES :])
+    # the first row starts at the input's start, like the reference (after warm-up frames of zeros)
+    first = slice(0, vad.ROW_FRAMES)
+    assert np.abs(probs[first] - reference[first]).max() < 0.1
+
+
+# ------------------------------------------------------------------------------------------------ SpeechFinder
+
+DEFAULT_PARAMS = VadParams(threshold=0.5, min_speech_s=0.25, min_silence_s=0.3, pad_s=0.2, max_segment_s=20.0)
+
+
+def _find(
+    silero: vad.SileroVad, blocks: list[np.ndarray], params: VadParams = DEFAULT_PARAMS
+) -> tuple[list[vad.Speech], vad.SpeechFinder]:
+    finder = vad.SpeechFinder(silero, RATE, params)
+    return list(finder.segments(iter(blocks))), finder
+
+
+def _random_blocks(audio: np.ndarray, seed: int, most: int = 20_000) -> list[np.ndarray]:
+    """``audio`` cut at random places (some blocks empty, some a single sample)."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    at = 0
+    while at < audio.size:
+        size = int(rng.choice([0, 1, int(rng.integers(2, most))]))
+        blocks.append(audio[at : at + size])
+        at += size
+    return blocks
+
+
+def _summary(found: list[vad.Speech]) -> list[tuple[int, int, float]]:
+    return [(s.start, s.audio.size, s.speech_prob) for s in found]
+
+
+@pytest.fixture(scope="module")
+def layout(clips: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The example clips between digital silences and noise floors, and where their speech is."""
+    gaps = [_silence(1.5), _noise_floor(1.2, 1), _silence(2.0), _noise_floor(1.0, 2), _silence(1.0)]
+    return _joined(clips, gaps)
+
+
+@needs_vad
+def test_one_segment_per_clip_near_its_speech(
+    silero: vad.SileroVad, layout: tuple[np.ndarray, list[tuple[int, int]]]
+) -> None:
+    audio, spans = layout
+    found, finder = _find(silero, [audio])
+    assert finder.samples == audio.size
+    assert len(found) == len(spans)
+    pad = round(DEFAULT_PARAMS.pad_s * RATE)
+    for speech, (lo, hi) in zip(found, spans):
+        np.testing.assert_array_equal(speech.audio, audio[speech.start : speech.start + speech.audio.size])
+        start, end = speech.start + pad, speech.start + speech.audio.size - pad  # without the padding
+        assert abs(start - lo) <= 0.3 * RATE and abs(end - hi) <= 0.3 * RATE
+        assert speech.start <= lo and hi <= speech.start + speech.audio.size  # all of the speech is in it
+        assert 0.7 < speech.speech_prob <= 1.0
+    for a, b in itertools.pairwise(found):
+        assert a.start + a.audio.size <= b.start
+
+
+@needs_vad
+def test_segments_do_not_depend_on_the_blocks(
+    silero: vad.SileroVad, layout: tuple[np.ndarray, list[tuple[int, int]]]
+) -> None:
+    audio, _ = layout
+    whole, _ = _find(silero, [audio])
+    for seed in (1, 2):
+        blocks = _random_blocks(audio, seed)
+        found, finder = _find(silero, blocks)
+        assert finder.samples == audio.size
+        assert _summary(found) == _summary(whole)
+        for a, b in zip(found, whole):
+            np.testing.assert_array_equal(a.audio, b.audio)
+
+
+@needs_vad
+def test_padding_never_reaches_into_a_neighbour(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+    # speech trimmed to its loud part, 0.4 s apart: more than min_silence, less than two pads
+    speech = [clip[slice(*_speech_span(clip))] for clip in clips[2:]]
+    for pad_s in (0.2, 0.5):
+        audio, spans = _joined(speech, [_silence(0.5), _silence(0.4), _silence(0.5)])
+        params = VadParams(0.5, 0.25, 0.3, pad_s, 20.0)
+        found, _ = _find(silero, [audio], params)
+        assert len(found) == 2
+        first, second = found
+        assert first.start + first.audio.size <= second.start
+        assert first.start + first.audio.size <= spans[1][0]  # the first has none of the second's speech
+        assert second.start <= spans[1][0] and spans[1][1] <= second.start + second.audio.size
+
+
+@needs_vad
+@pytest.mark.parametrize(
+    "kind",
+    ["silence", "white noise", "quiet white noise", "50 Hz hum"],
+)
+def test_no_speech_in_thirty_seconds_of(silero: vad.SileroVad, kind: str) -> None:
+    n = 30 * RATE
+    rng = np.random.default_rng(7)
+    audio = {
+        "silence": np.zeros(n),
+        "white noise": 0.1 * rng.standard_normal(n),
+        "quiet white noise": 0.003 * rng.standard_normal(n),
+        "50 Hz hum": 0.3 * np.sin(2 * np.pi * 50 * np.arange(n) / RATE),
+    }[kind].astype(np.float32)
+    found, finder = _find(silero, [audio[i : i + 48_000] for i in range(0, n, 48_000)])
+    assert found == [] and finder.samples == n
+
+
+@needs_vad
+def test_inputs_shorter_than_a_frame(silero: vad.SileroVad) -> None:
+    found, finder = _find(silero, [np.zeros(100, np.float32)])
+    assert found == [] and finder.samples == 100
+    found, finder = _find(silero, [])
+    assert found == [] and finder.samples == 0
+
+
+def _long_input(clips: list[np.ndarray], seconds: float, seed: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """About ``seconds`` of the clips in random order between random gaps, with stretches of clips read
+    back to back (one long stretch of speech, which max_segment_s cuts)."""
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    gaps: list[np.ndarray] = []
+    total = 0
+    while total < seconds * RATE:
+        run = int(rng.integers(8, 14)) if rng.random() < 0.1 else 1
+        for k in range(run):
+            gap = _silence(0.05) if k else _noise_floor(float(rng.uniform(0.6, 2.0)), int(rng.integers(1 << 30)))
+            clip = clips[int(rng.integers(len(clips)))]
+            clip = clip[slice(*_speech_span(clip))] if run > 1 else clip
+            gaps.append(gap)
+            chosen.append(clip)
+            total += gap.size + clip.size
+    gaps.append(_silence(1.0))
+    return _joined(chosen, gaps)
+
+
+def _watched(finder: vad.SpeechFinder, blocks: list[np.ndarray], sizes: list[int]) -> list[tuple[int, int, float]]:
+    """The finder's segments of ``blocks`` as (start, length, speech probability); ``sizes`` gets the size of the
+    audio the finder holds as each block is read."""
+
+    def feed() -> Iterator[np.ndarray]:
+        for block in blocks:
+            held = segments.gi_frame.f_locals["audio"]
+            sizes.append(held.size)
+            yield block
+
+    segments = finder.segments(feed())
+    out = []
+    for speech in segments:
+        out.append((speech.start, speech.audio.size, speech.speech_prob))  # the audio is not kept
+        assert speech.audio.size <= (DEFAULT_PARAMS.max_segment_s + 2 * DEFAULT_PARAMS.pad_s) * RATE
+    return out
+
+
+def _covered(found: list[tuple[int, int, float]], spans: list[tuple[int, int]]) -> bool:
+    """Whether every speech span lies within the segments, give or take 0.1 s at its edges."""
+    mask = np.zeros(max(hi for _, hi in spans) + 1, bool)
+    for start, size, _ in found:
+        mask[start : start + size] = True
+    edge = RATE // 10
+    return all(mask[lo + edge : hi - edge].all() for lo, hi in spans)
+
+
+@needs_vad
+def test_ten_minutes_in_small_blocks_hold_bounded_audio(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+    audio, spans = _long_input(clips, 600, seed=3)
+    block = RATE  # one second
+    finder = vad.SpeechFinder(silero, RATE, DEFAULT_PARAMS)
+    held: list[int] = []
+    found = _watched(finder, [audio[i : i + block] for i in range(0, audio.size, block)], held)
+    assert finder.samples == audio.size
+    # the audio waiting for the VAD, the open segment and its padding, one block: never the whole input
+    bound = (vad._VAD_BLOCK_S + DEFAULT_PARAMS.max_segment_s + DEFAULT_PARAMS.pad_s) * RATE + 2 * block
+    assert len(held) == -(-audio.size // block) and max(held) <= bound < audio.size / 3
+    assert _covered(found, spans)
+    for (start, size, _), (following, _, _) in itertools.pairwise(found):
+        assert start + size <= following
+    assert max(size for _, size, _ in found) > 0.9 * DEFAULT_PARAMS.max_segment_s * RATE  # long speech was cut
+    # the same segments as from the input in one block
+    whole, _ = _find(silero, [audio])
+    assert _summary(whole) == found
+
+
+@needs_vad
+def test_the_vad_runs_on_batches_and_drops_what_it_no_longer_needs(
+    silero: vad.SileroVad, clips: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vad, "_VAD_BLOCK_S", 4.0)  # the VAD runs every 4 s of audio
+    audio, spans = _long_input(clips, 90, seed=5)
+    block = RATE // 2
+    finder = vad.SpeechFinder(silero, RATE, DEFAULT_PARAMS)
+    held: list[int] = []
+    found = _watched(finder, [audio[i : i + block] for i in range(0, audio.size, block)], held)
+    bound = (4.0 + DEFAULT_PARAMS.max_segment_s + DEFAULT_PARAMS.pad_s) * RATE + 2 * block
+    assert max(held) <= bound
+    assert _covered(found, spans)
+    # the same segments as from the input in one block, or in random blocks
+    assert _summary(_find(silero, [audio])[0]) == found
+    assert _summary(_find(silero, _random_blocks(audio, 9, most=3 * RATE))[0]) == found
