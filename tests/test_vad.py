@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from w2vlm.engine import vad
+from w2vlm.engine import DecodeConfig, Engine, EngineConfig, vad
+from w2vlm.engine.config import DEFAULT_MAX_SEGMENT_S
+from w2vlm.engine.inputs import READ_BLOCK_S, InputInfo, InputReader
 from w2vlm.engine.segments import frame_evidence, merge, no_speech_prob, split_by_pauses
 from w2vlm.engine.vad import FRAME_S, NEGATIVE_MARGIN, Segmenter, VadParams
 from w2vlm.results import Alternative, Transcript, Word
@@ -626,3 +628,188 @@ def test_the_vad_runs_on_batches_and_drops_what_it_no_longer_needs(
     # the same segments as from the input in one block, or in random blocks
     assert _summary(_find(silero, [audio])[0]) == found
     assert _summary(_find(silero, _random_blocks(audio, 9, most=3 * RATE))[0]) == found
+
+
+# ------------------------------------------------------------------------------------------------ InputReader
+
+
+def test_which_inputs_use_vad(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    reader = InputReader(RATE, 320)
+    auto = EngineConfig()
+    assert not reader.uses_vad(auto.vad_above_s, auto)  # up to vad_above_s: the whole input
+    assert reader.uses_vad(auto.vad_above_s + 0.1, auto) == vad.available()
+    assert not reader.uses_vad(600.0, auto.with_(chunk_length_s=5.0))  # windows asked for
+    assert reader.uses_vad(1.0, auto.with_(vad=True))
+    assert not reader.uses_vad(600.0, auto.with_(vad=False))
+    assert reader.uses_vad(4.0, auto.with_(vad_above_s=3.0)) == vad.available()
+
+    monkeypatch.setattr(vad, "available", lambda: False)  # without the extra: windows, with one warning
+    with caplog.at_level("WARNING", logger="w2vlm.engine"):
+        assert not reader.uses_vad(600.0, auto)
+        assert not reader.uses_vad(600.0, auto)
+    assert sum("voice activity detection is off" in r.getMessage() for r in caplog.records) == 1
+
+    assert reader.vad_params(auto).max_segment_s == DEFAULT_MAX_SEGMENT_S
+    assert InputReader(RATE, 320, 12.0).vad_params(auto).max_segment_s == 12.0  # the model's own
+    assert InputReader(RATE, 320, 12.0).vad_params(auto.with_(max_segment_s=5.0)).max_segment_s == 5.0
+
+
+@needs_vad
+def test_units_are_speech_segments_for_long_inputs(clips: list[np.ndarray], tmp_path: Path) -> None:
+    import soundfile as sf
+
+    reader = InputReader(RATE, 320)
+    config = EngineConfig()
+    short = clips[0]
+    info = InputInfo()
+    (unit,) = reader.units(short, "short", config, info=info)
+    assert unit[0] == 0 and unit[2:] == (0, True, None) and unit[1] is short
+    assert not info.segmented and info.samples == short.size
+
+    # longer than the file reader's blocks and than what the VAD collects before it runs
+    audio, spans = _long_input(clips, 130, seed=11)
+    assert audio.size > READ_BLOCK_S * RATE
+    path = tmp_path / "long.wav"
+    sf.write(str(path), audio, RATE, subtype="FLOAT")
+    from_file, from_array = InputInfo(), InputInfo()
+    units = list(reader.units(str(path), "long.wav", config, info=from_file))
+    assert from_file.segmented and from_file.samples == audio.size and from_file.vad_seconds > 0
+    assert all(right == 0 and not last and prob is not None and prob > 0.5 for _, _, right, last, prob in units)
+    assert _covered([(start, a.size, 0.0) for start, a, *_ in units], spans)
+    # the file, read block by block, gives what the same audio in memory gives
+    same = list(reader.units(audio, "array", config, info=from_array))
+    assert [(u[0], u[1].size, u[4]) for u in units] == [(u[0], u[1].size, u[4]) for u in same]
+    assert from_array.samples == audio.size
+    for (start, piece, *_), (_, other, *_) in zip(units, same):
+        np.testing.assert_array_equal(piece, other)
+        np.testing.assert_array_equal(piece, audio[start : start + piece.size])
+
+
+# ------------------------------------------------------------------------------------------------ the engine
+
+
+@pytest.fixture(scope="module")
+def default_engine() -> Engine:
+    """The embedded default model's engine, on the CPU."""
+    pytest.importorskip("torch")
+    pytest.importorskip("w2vlm.decoder")
+    if not vad.available():
+        pytest.skip("the 'vad' extra is not installed")
+    from w2vlm.errors import ModelError
+    from w2vlm.pipeline import pipeline
+
+    try:
+        return pipeline("automatic-speech-recognition", device="cpu").engine
+    except ModelError as exc:
+        pytest.skip(f"no embedded default model: {exc}")
+
+
+@pytest.fixture(scope="module")
+def joined(clips: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
+    """The four clips with a second of silence before, between and after them (about 18 s), and where each clip
+    begins (seconds)."""
+    gap = _silence(1.0)
+    starts = []
+    at = gap.size
+    for clip in clips:
+        starts.append(at / RATE)
+        at += clip.size + gap.size
+    return np.concatenate([gap] + [x for clip in clips for x in (clip, gap)]), starts
+
+
+NON_SPEECH = {
+    "white noise": (0.1 * np.random.default_rng(12).standard_normal(12 * RATE)).astype(np.float32),
+    "silence": np.zeros(12 * RATE, np.float32),
+}
+
+
+@pytest.fixture(scope="module")
+def one_by_one(default_engine: Engine, clips: list[np.ndarray]) -> list[Transcript]:
+    out = list(default_engine.transcribe(clips))
+    assert all(t.error is None and t.text for t in out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def by_mode(default_engine: Engine, joined: tuple[np.ndarray, list[float]]) -> dict[str, list[Transcript]]:
+    """Transcripts of the joined clips and the non-speech inputs with VAD on (by default) and off."""
+    inputs = [joined[0], *NON_SPEECH.values()]
+    return {
+        "vad": list(default_engine.transcribe(inputs)),
+        "no vad": list(default_engine.transcribe(inputs, config=default_engine.config.with_(vad=False))),
+    }
+
+
+def test_long_input_with_vad_reads_as_the_clips_one_by_one(
+    by_mode: dict[str, list[Transcript]],
+    one_by_one: list[Transcript],
+    joined: tuple[np.ndarray, list[float]],
+    clips: list[np.ndarray],
+) -> None:
+    audio, starts = joined
+    out = by_mode["vad"][0]
+    assert out.error is None and out.duration == pytest.approx(audio.size / RATE)
+    assert out.text == " ".join(t.text for t in one_by_one)
+    assert len(out.segments) == len(clips)
+    assert [w.word for w in out.words] == [w.word for s in out.segments for w in s.words]
+    for segment, alone, start, clip in zip(out.segments, one_by_one, starts, clips):
+        assert segment.text == alone.text
+        assert segment.speech_prob is not None and 0.5 < segment.speech_prob <= 1.0
+        assert segment.no_speech_prob is not None and segment.no_speech_prob < 0.5
+        end = start + clip.size / RATE
+        assert start - 0.3 <= segment.start < segment.end <= end + 0.3
+        for w, w1 in zip(segment.words, alone.words):  # in file time: the clip's times, moved by its start
+            assert segment.start <= w.start <= w.end <= segment.end
+            assert w.start == pytest.approx(w1.start + start, abs=0.06)
+            assert w.end == pytest.approx(w1.end + start, abs=0.06)
+
+
+def test_long_input_without_vad_has_segments_at_pauses(
+    by_mode: dict[str, list[Transcript]], joined: tuple[np.ndarray, list[float]], clips: list[np.ndarray]
+) -> None:
+    out = by_mode["no vad"][0]
+    assert out.error is None and out.text
+    assert len(out.segments) == len(clips)  # a second between clips is a pause
+    assert " ".join(s.text for s in out.segments) == out.text
+    for segment, start, clip in zip(out.segments, joined[1], clips):
+        assert segment.speech_prob is None
+        assert segment.no_speech_prob is not None and segment.no_speech_prob < 0.5
+        assert start - 0.1 <= segment.start < segment.end <= start + clip.size / RATE + 0.1
+
+
+@pytest.mark.parametrize("mode", ["vad", "no vad"])
+def test_no_words_from_non_speech(by_mode: dict[str, list[Transcript]], mode: str) -> None:
+    for name, out in zip(NON_SPEECH, by_mode[mode][1:]):
+        assert (out.error, out.text, out.words, out.segments) == (None, "", [], []), name
+        assert out.duration == pytest.approx(12.0)
+
+
+def test_segment_log_probs_and_transcribe_parts_make_the_same_transcripts(
+    default_engine: Engine,
+    by_mode: dict[str, list[Transcript]],
+    joined: tuple[np.ndarray, list[float]],
+    clips: list[np.ndarray],
+) -> None:
+    inputs = [joined[0], *NON_SPEECH.values(), clips[0]]
+    names = [f"input {i}" for i in range(len(inputs))]
+    got = list(default_engine.segment_log_probs(inputs, names=names))
+    assert all(error is None for _, _, error in got)
+    (speech, noise, silence, short) = [parts for parts, _, _ in got]
+    assert len(speech) == len(clips) and all(prob is not None for _, prob, _ in speech)
+    for (offset, _, _), segment, start in zip(speech, by_mode["vad"][0].segments, joined[1]):
+        assert start - 0.3 <= offset <= segment.start  # where each segment's audio begins in the input
+    assert noise == [] and silence == []
+    assert len(short) == 1 and short[0][:2] == (0.0, None)  # a short input: all its frames, no VAD
+
+    items = [(name, parts, seconds) for name, (parts, seconds, _) in zip(names, got)]
+    decoded = default_engine.decoding.transcribe_parts(items, DecodeConfig(), default_engine.decode_threads)
+    expected = [*by_mode["vad"], *default_engine.transcribe([clips[0]])]
+    for a, b in zip(decoded, expected):
+        assert a.text == b.text and a.duration == pytest.approx(b.duration)
+        assert [(w.word, w.start, w.end) for w in a.words] == [(w.word, w.start, w.end) for w in b.words]
+        assert [(s.start, s.end, s.text, s.speech_prob) for s in a.segments] == [
+            (s.start, s.end, s.text, s.speech_prob) for s in b.segments
+        ]
+        # the same frames, but computed in other batches (other padding): equal up to rounding
+        for s, s1 in zip(a.segments, b.segments):
+            assert s.no_speech_prob == pytest.approx(s1.no_speech_prob, abs=1e-4)
