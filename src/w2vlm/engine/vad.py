@@ -11,7 +11,9 @@ the open segment: speech starts at a frame at or above ``threshold`` and ends af
 ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped; a segment that reaches
 ``max_segment_s`` is cut at its quietest frame in its second half. :class:`SpeechFinder` drives both over
 consecutive blocks of audio at the model's rate and hands out each segment's audio (padded by ``pad_s`` on each
-side, never into its neighbours) as soon as it is closed, holding no more audio than the open segment needs.
+side, never into its neighbours: a gap shorter than two pads is split in the middle) as soon as it is closed,
+holding no more audio than the open segment needs. It runs the VAD on whole rows at the same places of the input
+however the input is read, so the segments do not depend on the blocks.
 """
 
 from __future__ import annotations
@@ -102,16 +104,20 @@ class SileroVad:
 
     def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
-        given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames are used; none at an
-        input's start)."""
+        given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames and the :attr:`context`
+        samples before them are used; none at an input's start). With that much ``before``, a call that starts at
+        a whole row of an input gives the probabilities of one call over the whole input."""
         frame_len, context_len = self.frame, self.context
         frames = audio.size // frame_len
         if frames == 0:
             return np.zeros(0, np.float32)
         warm = 0 if before is None else min(WARMUP_FRAMES, before.size // frame_len)
         head = before[before.size - warm * frame_len :] if warm else np.zeros(0, np.float32)
-        parts = [np.zeros(context_len, np.float32), head, audio[: frames * frame_len]]
-        signal = np.concatenate(parts).astype(np.float32)
+        lead = np.zeros(context_len, np.float32)  # what the first step sees of the audio before it
+        if before is not None:
+            known = before[: before.size - warm * frame_len][-context_len:]
+            lead[context_len - known.size :] = known
+        signal = np.concatenate([lead, head, audio[: frames * frame_len]]).astype(np.float32)
         rows = -(-frames // ROW_FRAMES)
         steps = WARMUP_FRAMES + ROW_FRAMES
         # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames (zeros before the start)
@@ -257,24 +263,32 @@ class SpeechFinder:
 
         def take(final: bool) -> Iterator[Speech]:
             nonlocal audio, base, prev_end, prev_cut
+            segmenter = self.segmenter
             while pending:
                 f0, f1, prob, cut = pending[0]
                 start = self.frame_sample(f0)
-                end = self.frame_sample(f1)
                 start = start if prev_cut else max(prev_end, start - self.pad)
-                end = end if cut else end + self.pad
+                end = self.frame_sample(f1)
+                if not cut:  # padded, but at most half way to the next segment
+                    following = pending[1][0] if len(pending) > 1 else segmenter.start
+                    if following is not None:
+                        end += min(self.pad, (self.frame_sample(following) - end) // 2)
+                    elif final or self.frame_sample(segmenter.t) >= end + 2 * self.pad:
+                        end += self.pad
+                    else:
+                        break  # a segment may still start less than two pads after this one
                 have = base + audio.size
                 if end > have and not final:
-                    return
+                    break
                 end = min(end, have)
                 pending.pop(0)
                 prev_end, prev_cut = end, cut
                 if end > start:
                     yield Speech(start, audio[start - base : end - base].copy(), prob)
-            # keep only the audio a later segment can still need
-            segmenter = self.segmenter
-            following = segmenter.start if segmenter.start is not None else segmenter.t
-            keep_from = max(prev_end, self.frame_sample(following) - self.pad)
+            # keep only the audio a segment can still need
+            first = segmenter.t if segmenter.start is None else segmenter.start
+            first = pending[0][0] if pending else first
+            keep_from = max(prev_end, self.frame_sample(first) - self.pad)
             if keep_from > base:
                 drop = min(keep_from - base, audio.size)
                 audio, base = audio[drop:], base + drop
@@ -285,13 +299,16 @@ class SpeechFinder:
             if final and low.size % frame_len:
                 low = np.concatenate([low, np.zeros(frame_len - low.size % frame_len, np.float32)])
                 frames = low.size // frame_len
+            if not final:  # whole rows: the rows fall at the same places of the input whatever the blocks
+                frames -= frames % ROW_FRAMES
             if frames == 0:
                 return
+            done = frames * frame_len
             t0 = time.perf_counter()
-            probs = self.vad.probs(low[: frames * frame_len], history if history.size else None)
+            probs = self.vad.probs(low[:done], history if history.size else None)
             self.seconds_vad += time.perf_counter() - t0
-            history = low[max(0, frames * frame_len - WARMUP_FRAMES * frame_len) : frames * frame_len]
-            low = low[frames * frame_len :]
+            history = np.concatenate([history, low[:done]])[-(WARMUP_FRAMES * frame_len + self.vad.context) :]
+            low = low[done:]
             pending.extend(self.segmenter.push(probs))
 
         for block in blocks:
