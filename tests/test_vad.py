@@ -814,3 +814,17 @@ def test_segment_log_probs_and_transcribe_parts_make_the_same_transcripts(
         # the same frames, but computed in other batches (other padding): equal up to rounding
         for s, s1 in zip(a.segments, b.segments):
             assert s.no_speech_prob == pytest.approx(s1.no_speech_prob, abs=1e-4)
+
+
+@needs_vad
+@pytest.mark.parametrize("config", [{"vad": True}, {"vad": False}, {"vad": False, "chunk_length_s": 4.0}])
+def test_stream_segments_are_the_transcripts_segments(
+    default_engine: Engine, joined: tuple[np.ndarray, list[float]], config: dict
+) -> None:
+    audio, _ = joined
+    cfg = default_engine.config.with_(**config)
+    (whole,) = default_engine.transcribe([audio], config=cfg)
+    streamed = list(default_engine.stream_segments(audio, config=cfg))
+    assert whole.segments and [(s.start, s.end, s.text) for s in streamed] == [
+        (s.start, s.end, s.text) for s in whole.segments
+    ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from w2vlm.engine.alignment import char_spans_from_beam, greedy_words
 from w2vlm.engine.config import DecodeConfig
-from w2vlm.engine.segments import frame_evidence, merge, split_by_pauses
+from w2vlm.engine.segments import DecodedPart, assemble, frame_evidence
 from w2vlm.engine.windows import join
 from w2vlm.results import Alternative, Transcript, Word
 
@@ -94,19 +94,30 @@ class TranscriptDecoder:
         :meth:`w2vlm.engine.Engine.segment_log_probs` (all parts decoded together): the same transcripts as
         :meth:`w2vlm.engine.Engine.transcribe` makes."""
         flat = [(k, part) for k, (_, parts, _) in enumerate(items) for part in parts]
-        texts = self.decode([items[k][0] for k, _ in flat], [part[2] for _, part in flat], config, threads)
-        decoded: list[list[Any]] = [[] for _ in items]
-        for (k, (offset, prob, lp)), transcript in zip(flat, texts):
-            decoded[k].append((transcript, offset, prob, frame_evidence(lp, self.blank)))
-        out = []
-        for (name, parts, seconds), got in zip(items, decoded):
-            if len(parts) == 1 and parts[0][1] is None:  # a whole input
-                transcript, _, _, evidence = got[0]
-                transcript.duration = seconds
-                out.append(split_by_pauses(transcript, evidence, self.seconds_per_frame, config.no_speech_threshold))
-            else:
-                out.append(merge(name, got, seconds, config.no_speech_threshold, self.model_name))
-        return out
+        done = self.decode_parts([items[k][0] for k, _ in flat], [part for _, part in flat], config, threads)
+        decoded: list[list[DecodedPart]] = [[] for _ in items]
+        for (k, _), part in zip(flat, done):
+            decoded[k].append(part)
+        return [self.assemble(name, got, seconds, config) for (name, _, seconds), got in zip(items, decoded)]
+
+    def decode_parts(
+        self,
+        names: Sequence[str],
+        parts: Sequence[tuple[float, float | None, np.ndarray]],
+        config: DecodeConfig,
+        threads: int,
+    ) -> list[DecodedPart]:
+        """``(start seconds, speech probability, log-probabilities)`` parts (of any inputs) decoded together,
+        each with the model's evidence of speech over its frames."""
+        texts = self.decode(names, [lp for _, _, lp in parts], config, threads)
+        return [
+            (transcript, offset, prob, frame_evidence(lp, self.blank))
+            for (offset, prob, lp), transcript in zip(parts, texts)
+        ]
+
+    def assemble(self, name: str, parts: Sequence[DecodedPart], seconds: float, config: DecodeConfig) -> Transcript:
+        """One input's transcript from its decoded parts (see :func:`w2vlm.engine.segments.assemble`)."""
+        return assemble(name, parts, seconds, self.seconds_per_frame, config.no_speech_threshold, self.model_name)
 
     def _safe(self, fn: Any, name: str, *args: Any) -> Transcript:
         try:

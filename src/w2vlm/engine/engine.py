@@ -41,7 +41,6 @@ from w2vlm.engine.config import (
 from w2vlm.engine.decoding import Incremental, TranscriptDecoder, failed
 from w2vlm.engine.inputs import InputInfo, InputReader
 from w2vlm.engine.model_runner import ModelRunner
-from w2vlm.engine.segments import frame_evidence, merge, split_by_pauses
 from w2vlm.engine.windows import Stitcher, Window, join
 from w2vlm.results import Segment, Transcript
 
@@ -292,8 +291,11 @@ class _Run:
         engine = self.engine
         decoding = engine.decoding
         streams: dict[int, Incremental] = {}
-        segments: dict[int, dict[int, Any]] = {}  # an input's decoded segments by index
-        expected: dict[int, tuple[int, float]] = {}  # an input's segment count and seconds, once read
+        # per input: its parts by index (decoded, or log-probabilities when no decoding is wanted), and how
+        # many it has and its seconds once known (one part for a whole or windowed input, its speech segments
+        # for one cut by the VAD)
+        parts: dict[int, dict[int, Any]] = {}
+        expected: dict[int, tuple[int, float]] = {}
         stop = False
         while not stop:
             ready = [self.get(self.to_decode)]
@@ -306,21 +308,21 @@ class _Run:
                 ready.pop()
                 stop = True
             t0 = time.perf_counter()
-            whole: list[tuple[int, np.ndarray, Any]] = []  # (input, log-probabilities, seconds or segment place)
+            todo: list[tuple[int, int, tuple[float, float | None, np.ndarray]]] = []  # (input, index, part)
             touched: list[int] = []
             for kind, i, payload, secs in ready:
                 if kind == "whole":
-                    whole.append((i, payload, secs))
+                    todo.append((i, 0, (0.0, None, payload)))
+                    expected[i] = (1, secs)
                 elif kind == "segment":
                     index, offset, speech_prob, lp = payload
-                    whole.append((i, lp, (index, offset, speech_prob)))
+                    todo.append((i, index, (offset, speech_prob, lp)))
                 elif kind == "segments":
                     expected[i] = (payload, secs)
-                    segments.setdefault(i, {})
                     touched.append(i)
                 elif kind == "error":
                     streams.pop(i, None)
-                    segments.pop(i, None)
+                    parts.pop(i, None)
                     expected.pop(i, None)
                     self.finish(i, payload, secs)
                 elif kind == "piece":
@@ -330,47 +332,35 @@ class _Run:
                 else:  # end
                     inc = streams.pop(i, None) or Incremental(decoding, self.decode, self.names[i], engine.vocab)
                     outcome = inc.finish()
-                    if self.decode is None and isinstance(outcome, np.ndarray):
-                        outcome = [(0.0, None, outcome)]
-                    self.finish(i, self.with_segments(outcome, inc.evidence()), secs)
-            if whole and self.decode is not None:
-                names = [self.names[i] for i, _, _ in whole]
-                texts = decoding.decode(names, [lp for _, lp, _ in whole], self.decode, engine.decode_threads)
-                for (i, lp, place), transcript in zip(whole, texts):
-                    if isinstance(place, tuple):
-                        evidence = frame_evidence(lp, decoding.blank)
-                        segments.setdefault(i, {})[place[0]] = (transcript, place[1], place[2], evidence)
-                        touched.append(i)
-                    else:
-                        self.finish(i, self.with_segments(transcript, frame_evidence(lp, decoding.blank)), place)
-            elif whole:  # log-probabilities wanted: (start seconds, speech probability, log-probabilities) parts
-                for i, lp, place in whole:
-                    if isinstance(place, tuple):
-                        segments.setdefault(i, {})[place[0]] = (place[1], place[2], lp)
-                        touched.append(i)
-                    else:
-                        self.finish(i, [(0.0, None, lp)], place)
+                    if isinstance(outcome, BaseException):
+                        self.finish(i, outcome, secs)
+                        continue
+                    parts[i] = {
+                        0: (0.0, None, outcome) if self.decode is None else (outcome, 0.0, None, inc.evidence())
+                    }
+                    expected[i] = (1, secs)
+                    touched.append(i)
+            if todo:
+                raw = [part for _, _, part in todo]
+                decoded = (
+                    raw
+                    if self.decode is None
+                    else decoding.decode_parts(
+                        [self.names[i] for i, _, _ in todo], raw, self.decode, engine.decode_threads
+                    )
+                )
+                for (i, index, _), part in zip(todo, decoded):
+                    parts.setdefault(i, {})[index] = part
+                    touched.append(i)
             for i in dict.fromkeys(touched):
-                if i in expected and i in segments and len(segments[i]) == expected[i][0]:
+                if i in expected and len(parts.get(i, ())) == expected[i][0]:
                     count, secs = expected.pop(i)
-                    done = segments.pop(i)
-                    parts = [done[k] for k in range(count)]
-                    self.finish(i, parts if self.decode is None else self.merged(i, parts, secs), secs)
+                    done = parts.pop(i, {})
+                    got = [done[k] for k in range(count)]
+                    outcome = got if self.decode is None else decoding.assemble(self.names[i], got, secs, self.decode)
+                    self.finish(i, outcome, secs)
             self.add_time("decode", time.perf_counter() - t0)
         self.results.put(("end", None))
-
-    def with_segments(self, outcome: Any, evidence: np.ndarray | None) -> Any:
-        """A whole input's transcript with segments at its pauses (non-speech ones left out)."""
-        if self.decode is None or evidence is None or not isinstance(outcome, Transcript):
-            return outcome
-        spf = self.engine.seconds_per_frame
-        return split_by_pauses(outcome, evidence, spf, self.decode.no_speech_threshold)
-
-    def merged(self, i: int, parts: list[Any], seconds: float) -> Transcript:
-        """One transcript from input ``i``'s decoded speech segments."""
-        assert self.decode is not None
-        model_name = self.engine.decoding.model_name if self.engine.decoding else None
-        return merge(self.names[i], parts, seconds, self.decode.no_speech_threshold, model_name)
 
     def finish(self, i: int, outcome: Any, seconds: float) -> None:
         """Hand input ``i``'s outcome (a transcript, log-probabilities or an exception) to the consumer."""
@@ -536,29 +526,30 @@ class Engine:
         config = config or self.config
         name = _name(item, 0)
         info = InputInfo()
-        parts: list[tuple[float, float | None, np.ndarray]] = []
-        for start, audio, right, _last, prob in self.inputs.units(item, name, config, allow_urls, info):
+        stitcher = Stitcher(self.runner.ratio)  # the windows of an input without VAD
+        pieces: list[np.ndarray] = []
+        for index, (start, audio, right, last, prob) in enumerate(
+            self.inputs.units(item, name, config, allow_urls, info)
+        ):
             (lp,) = self.runner.forward([self.runner.prepare(audio)]).result()
-            if prob is None:  # a window of an input without VAD: stitched, decoded at the end
-                parts.append((start / self.sampling_rate, right, lp))
+            if prob is None:  # decoded whole at the end
+                stitcher.add(Window(0, index, start, audio.size, right, last), lp)
+                pieces += stitcher.ready()
                 continue
-            items = [(name, [(start / self.sampling_rate, prob, lp)], 0.0)]
-            (transcript,) = self.decoding.transcribe_parts(items, decode, self.decode_threads)
-            if transcript.exception is not None:
-                raise transcript.exception
-            yield from transcript.segments
-        if parts:
-            stitcher = Stitcher(self.runner.ratio)
-            for index, (start_s, right, lp) in enumerate(parts):
-                start = round(start_s * self.sampling_rate)
-                stitcher.add(Window(0, index, start, 0, int(right), index == len(parts) - 1), lp)
-            whole = join(stitcher.ready(), self.vocab)
-            (transcript,) = self.decoding.transcribe_parts(
-                [(name, [(0.0, None, whole)], info.samples / self.sampling_rate)], decode, self.decode_threads
-            )
-            if transcript.exception is not None:
-                raise transcript.exception
-            yield from transcript.segments
+            yield from self._transcribe_one(name, [(start / self.sampling_rate, prob, lp)], 0.0, decode).segments
+        if not info.segmented:
+            whole = [(0.0, None, join(pieces, self.vocab))]
+            yield from self._transcribe_one(name, whole, info.samples / self.sampling_rate, decode).segments
+
+    def _transcribe_one(
+        self, name: str, parts: list[tuple[float, float | None, np.ndarray]], seconds: float, decode: DecodeConfig
+    ) -> Transcript:
+        """One input's transcript from its parts, in this thread; raises the input's error."""
+        assert self.decoding is not None
+        (transcript,) = self.decoding.transcribe_parts([(name, parts, seconds)], decode, self.decode_threads)
+        if transcript.exception is not None:
+            raise transcript.exception
+        return transcript
 
     def _run(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,6 @@ class InputReader:
         self.sampling_rate = sampling_rate
         self.ratio = ratio
         self.model_max_segment_s = model_max_segment_s
-        self._vad: Any = None
-        self._lock = threading.Lock()
         self._warned = False
 
     def vad_params(self, config: EngineConfig) -> Any:
@@ -63,12 +60,9 @@ class InputReader:
     def vad_model(self) -> Any:
         """The loaded voice activity detector (raises :class:`~w2vlm.engine.vad.VadUnavailable` without the
         ``vad`` extra)."""
-        with self._lock:
-            if self._vad is None:
-                from w2vlm.engine.vad import SileroVad
+        from w2vlm.engine.vad import SileroVad
 
-                self._vad = SileroVad.shared()
-            return self._vad
+        return SileroVad.shared()
 
     def uses_vad(self, duration_s: float, config: EngineConfig) -> bool:
         """Whether an input of ``duration_s`` seconds is cut into speech segments under ``config``."""

@@ -14,11 +14,17 @@ cut at pauses of :data:`~w2vlm.results.SEGMENT_PAUSE_S`.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 
-from w2vlm.results import SEGMENT_PAUSE_S, Alternative, Segment, Transcript, Word
+from w2vlm.results import Alternative, Segment, Transcript, Word, segment_words
+
+#: one decoded speech segment (or a whole input): its transcript, start seconds in the input, VAD speech
+#: probability (None: not a VAD segment) and frame evidence (:func:`frame_evidence`)
+DecodedPart = tuple[Transcript, float, float | None, np.ndarray]
 
 
 def frame_evidence(log_probs: np.ndarray, blank: int) -> np.ndarray:
@@ -65,11 +71,8 @@ def split_by_pauses(
         if transcript.text.strip() and not transcript.words:  # no word times: one segment over the input
             transcript.segments = [Segment(0.0, transcript.duration, transcript.text)]
         return transcript
-    groups: list[list[Word]] = [[transcript.words[0]]]
-    for w in transcript.words[1:]:
-        if w.start - groups[-1][-1].end >= SEGMENT_PAUSE_S:
-            groups.append([])
-        groups[-1].append(w)
+    # the words between pauses (results.segment_words without its cue limits)
+    groups = [seg.words for seg in segment_words(transcript.words, max_s=math.inf, max_chars=sys.maxsize)]
     segments = []
     for group in groups:
         lo = _frames(group[0].start, seconds_per_frame)
@@ -92,9 +95,26 @@ def _keep_segments(transcript: Transcript, segments: list[Segment]) -> None:
     transcript.alternatives = [Alternative(transcript.text)] if transcript.alternatives else []
 
 
+def assemble(
+    name: str,
+    parts: Sequence[DecodedPart],
+    seconds: float,
+    seconds_per_frame: float,
+    threshold: float | None,
+    model: str | None = None,
+) -> Transcript:
+    """One input's transcript from its decoded parts: a whole input (one part without a speech probability)
+    split at its pauses (:func:`split_by_pauses`), or its VAD speech segments joined (:func:`merge`)."""
+    if len(parts) == 1 and parts[0][2] is None:
+        transcript, _, _, evidence = parts[0]
+        transcript.duration = seconds
+        return split_by_pauses(transcript, evidence, seconds_per_frame, threshold)
+    return merge(name, parts, seconds, threshold, model)
+
+
 def merge(
     name: str,
-    parts: Sequence[tuple[Transcript, float, float | None, np.ndarray]],
+    parts: Sequence[DecodedPart],
     duration: float,
     threshold: float | None,
     model: str | None = None,
@@ -141,4 +161,4 @@ def merge(
     )
 
 
-__all__ = ["frame_evidence", "merge", "no_speech_prob", "split_by_pauses"]
+__all__ = ["DecodedPart", "assemble", "frame_evidence", "merge", "no_speech_prob", "split_by_pauses"]

@@ -236,7 +236,6 @@ class SpeechFinder:
     def __init__(self, vad: SileroVad, sampling_rate: int, params: VadParams) -> None:
         self.vad = vad
         self.sr = sampling_rate
-        self.params = params
         self.segmenter = Segmenter(params)
         self.pad = round(params.pad_s * sampling_rate)
         self.samples = 0
@@ -330,14 +329,6 @@ class SpeechFinder:
         yield from take(True)
 
 
-def find_speech(
-    blocks: Iterable[np.ndarray], sampling_rate: int, params: VadParams, vad: SileroVad | None = None
-) -> Iterator[Speech]:
-    """The speech segments of audio given as consecutive blocks (a convenience over :class:`SpeechFinder`)."""
-    finder = SpeechFinder(vad or SileroVad.shared(), sampling_rate, params)
-    yield from finder.segments(blocks)
-
-
 __all__ = [
     "FRAME_S",
     "VAD_RATE",
@@ -348,6 +339,5 @@ __all__ = [
     "VadParams",
     "VadUnavailable",
     "available",
-    "find_speech",
     "model_path",
 ]
