@@ -186,3 +186,25 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
     with pytest.raises(W2vlmError, match="could not write the txt output"):
         write_transcript(_transcript(), tmp_path / "a", ["txt"])
+
+
+def test_cues_are_even_not_a_stray_word() -> None:
+    # 12 words of 7 characters: 95 characters do not fit one 84-character cue; greedy cutting would leave one
+    # word alone in the second cue, even cutting gives two cues of six words
+    words = [Word(f"word{i:03d}", 0.5 * i, 0.5 * i + 0.4) for i in range(12)]
+    cues = segment_words(words)
+    assert [len(c.words) for c in cues] == [6, 6]
+    assert all(len(c.text) <= CUE_LINE_WIDTH * CUE_LINES for c in cues)
+    # random words: every cue within the limits (or a lone word), words kept in order, no more cues than needed
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        t, words = 0.0, []
+        for i in range(rng.randint(1, 40)):
+            t += rng.uniform(0.0, 0.5)
+            words.append(Word("w" * rng.randint(1, 30) + str(i), t, t + rng.uniform(0.05, 1.5)))
+            t = words[-1].end
+        cues = segment_words(words, max_s=5.0, max_chars=40)
+        assert [w for c in cues for w in c.words] == words
+        assert all(len(c.words) == 1 or (c.end - c.start <= 5.0 and len(c.text) <= 40) for c in cues)

@@ -29,6 +29,7 @@ import numpy as np
 
 from w2vlm.engine import DecodeConfig, Engine, EngineConfig
 from w2vlm.engine.alignment import char_spans_from_beam, ctc_align
+from w2vlm.engine.config import ConfigError
 from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES, inputs_to_logits_ratio
 from w2vlm.errors import DecoderInputError, ModelError
 from w2vlm.results import Transcript
@@ -283,7 +284,7 @@ def vad_config(base: EngineConfig, vad: bool | None, parameters: dict[str, float
     changes: dict[str, Any] = {} if vad is None else {"vad": vad}
     for key, value in (parameters or {}).items():
         if key not in _VAD_PARAMETERS:
-            raise ValueError(f"vad_parameters: unknown key {key!r}; expected some of {sorted(_VAD_PARAMETERS)}")
+            raise ConfigError(f"vad_parameters: unknown key {key!r}; expected some of {sorted(_VAD_PARAMETERS)}")
         changes[_VAD_PARAMETERS[key]] = value
     return base.with_(**changes) if changes else base
 

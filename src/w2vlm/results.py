@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, pairwise
 
 SEGMENT_PAUSE_S = 0.8
 CUE_MAX_S = 7.0
@@ -109,25 +110,56 @@ def segment_words(
     max_s: float = CUE_MAX_S,
     max_chars: int = CUE_LINE_WIDTH * CUE_LINES,
 ) -> list[Segment]:
-    """Group words into cues (pauses, length and duration limits); a text without word times becomes one cue
-    over the whole duration."""
+    """Group words into cues: a new cue after a pause of :data:`SEGMENT_PAUSE_S`; words between pauses that
+    pass ``max_s`` seconds or ``max_chars`` characters are cut into as few cues as the limits need, of even
+    length where the limits allow (no cue of one stray word). A text without word times becomes one cue over
+    the whole duration."""
     if not words:
         return [Segment(0.0, duration, text)] if text.strip() else []
-    segments: list[Segment] = []
-    current: list[Word] = []
-    chars = 0
+    runs: list[list[Word]] = [[words[0]]]
+    for w in words[1:]:
+        if w.start - runs[-1][-1].end >= SEGMENT_PAUSE_S:
+            runs.append([])
+        runs[-1].append(w)
+    out: list[Segment] = []
+    for run in runs:
+        cues = _greedy_cues(run, max_s, max_chars)
+        if len(cues) > 1:
+            cues = _even_cues(run, len(cues), max_s, max_chars) or cues
+        out += [_segment(c) for c in cues]
+    return out
+
+
+def _fits(words: Sequence[Word], max_s: float, max_chars: int) -> bool:
+    return len(words) == 1 or (
+        words[-1].end - words[0].start <= max_s and sum(len(w.word) for w in words) + len(words) - 1 <= max_chars
+    )
+
+
+def _greedy_cues(words: list[Word], max_s: float, max_chars: int) -> list[list[Word]]:
+    """Words in order, each cue as long as the limits allow."""
+    cues: list[list[Word]] = [[]]
     for w in words:
-        if current:
-            pause = w.start - current[-1].end
-            too_long = w.end - current[0].start > max_s
-            too_wide = chars + 1 + len(w.word) > max_chars
-            if pause >= SEGMENT_PAUSE_S or too_long or too_wide:
-                segments.append(_segment(current))
-                current, chars = [], 0
-        chars += len(w.word) + (1 if current else 0)
-        current.append(w)
-    segments.append(_segment(current))
-    return segments
+        if cues[-1] and not _fits([*cues[-1], w], max_s, max_chars):
+            cues.append([])
+        cues[-1].append(w)
+    return cues
+
+
+def _even_cues(words: list[Word], count: int, max_s: float, max_chars: int) -> list[list[Word]] | None:
+    """``words`` in ``count`` cues of about the same number of characters, or None when such cues would pass
+    the limits."""
+    ends = list(accumulate(len(w.word) + 1 for w in words))  # characters up to and with each word's space
+    cuts = [0]
+    for j in range(1, count):
+        target = ends[-1] * j / count
+        cut = min(range(len(ends) - 1), key=lambda b: abs(ends[b] - target)) + 1
+        if cut <= cuts[-1]:
+            return None
+        cuts.append(cut)
+    cuts.append(len(words))
+    cues = [words[a:b] for a, b in pairwise(cuts)]
+    return cues if all(_fits(c, max_s, max_chars) for c in cues) else None
 
 
 def _segment(words: list[Word]) -> Segment:
