@@ -21,7 +21,6 @@ from w2vlm.eval import (
     normalize_text,
     read_manifest,
     word_errors,
-    write_json_atomic,
 )
 
 jiwer = pytest.importorskip("jiwer")
@@ -224,14 +223,6 @@ def test_model_cache_key_follows_weights_and_settings(tiny_ctc_dir: Path, tmp_pa
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     assert model_cache_key(copy) != key
-
-
-def test_write_json_atomic(tmp_path: Path) -> None:
-    path = write_json_atomic(tmp_path / "out" / "r.json", {"a": [1, "é"]})
-    assert json.loads(path.read_text(encoding="utf-8")) == {"a": [1, "é"]}
-    write_json_atomic(path, {"b": 2})
-    assert json.loads(path.read_text(encoding="utf-8")) == {"b": 2}
-    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
 
 
 # ----------------------------------------------------------------------------------- evaluate (tiny model)

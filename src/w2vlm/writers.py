@@ -14,10 +14,7 @@ of at most ``line_width`` characters.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from w2vlm.errors import W2vlmError
+from w2vlm.fileio import atomic_write_text
 from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Segment, Transcript
 
 #: Formats a transcript can be written in, in the order "all" writes them.
@@ -195,21 +193,6 @@ def expand_formats(fmt: str | Iterable[str]) -> list[str]:
 def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     """``{format: base.<format>}`` where ``base`` is the output folder joined with the input's stem."""
     return {fmt: base.with_name(base.name + "." + fmt) for fmt in formats}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_transcript(

@@ -108,8 +108,8 @@ def eval_command(
         evaluate,
         summary_table,
         worst_utterances,
-        write_json_atomic,
     )
+    from w2vlm.fileio import atomic_write_json
 
     err = Console(stderr=True)
     try:
@@ -134,7 +134,7 @@ def eval_command(
                 group_by=by or (),
             )
         if output:
-            write_json_atomic(output, report.to_dict())
+            atomic_write_json(output, report.to_dict())
     except W2vlmError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -218,7 +218,8 @@ def tune_command(
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.eval import AcousticSettings, write_json_atomic
+    from w2vlm.eval import AcousticSettings
+    from w2vlm.fileio import atomic_write_json
     from w2vlm.tune import parse_values, plot_wer, results_table, tune, write_attrs
 
     err = Console(stderr=True)
@@ -244,7 +245,7 @@ def tune_command(
                 progress=bar.update_stage,
             )
         if output:
-            write_json_atomic(output, report.to_dict())
+            atomic_write_json(output, report.to_dict())
         if plot:
             plot_wer(report, plot)
         attrs_path = (
