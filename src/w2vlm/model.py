@@ -7,11 +7,13 @@ dynamic int8 linear layers on CPU (torch's eager dynamic quantization), bitsandb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +207,21 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+@contextlib.contextmanager
+def _no_transformers_progress_bars() -> Iterator[None]:
+    """transformers draws a tqdm bar ("Loading weights") on stderr while it loads; w2vlm's commands show
+    their own progress, so it is switched off while a model loads (and put back as it was)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     path_or_hub_id: str | os.PathLike | None = None,
     device: str | int | torch.device | None = "auto",
@@ -253,7 +270,8 @@ def load_model(
     if quantize == "int8" and dev.type == "cuda":
         kwargs.update(_bnb_kwargs(dev))
     try:
-        model = AutoModelForCTC.from_pretrained(str(folder), config=config, **kwargs)
+        with _no_transformers_progress_bars():
+            model = AutoModelForCTC.from_pretrained(str(folder), config=config, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise ModelError(

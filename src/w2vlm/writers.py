@@ -78,6 +78,11 @@ def vtt_time(seconds: float) -> str:
     return _clock(seconds, ".")
 
 
+def segment_line(segment: Segment) -> str:
+    """``[MM:SS.mmm --> MM:SS.mmm] text`` (hours when needed): one segment as ``--verbose`` prints it."""
+    return f"[{_clock(segment.start, '.', False)} --> {_clock(segment.end, '.', False)}] {segment.text}"
+
+
 def _round(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(float(x), digits)
 
@@ -175,8 +180,10 @@ def render(transcript: Transcript, fmt: str, style: CueStyle | None = None) -> s
 
 
 def expand_formats(fmt: str | Iterable[str]) -> list[str]:
-    """``"all"`` → every format; a name or a list of names → validated list (duplicates removed)."""
+    """``"all"`` → every format; a name, a comma-separated list (``"srt,vtt"``) or a list of names → the
+    validated formats in the order given, each once."""
     names = [fmt] if isinstance(fmt, str) else list(fmt)
+    names = [part.strip() for name in names for part in name.split(",")]
     out: list[str] = []
     for name in names:
         for part in FORMATS if name == "all" else (name,):

@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 from w2vlm.cli.app import (
+    AlphaOption,
+    BeamWidthOption,
+    BetaOption,
     CacheDirOption,
     DecodeThreadsOption,
     DeviceOption,
@@ -16,9 +19,11 @@ from w2vlm.cli.app import (
     NoNormalizeOption,
     QuantizeOption,
     TableQuietOption,
+    UnkScoreOffsetOption,
     app,
     model_command,
 )
+from w2vlm.defaults import DEFAULT_BEAM_WIDTH
 
 
 def _eval_progress(console: object, quiet: bool) -> object:
@@ -61,22 +66,17 @@ def eval_command(
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write the full report (per-utterance errors) as JSON.")
     ] = None,
-    beam_width: Annotated[int, typer.Option("--beam-width", help="Beams kept per frame.")] = 100,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="LM weight.  \\[default: the LM's attrs.json]")] = None,
-    beta: Annotated[
-        float | None, typer.Option("--beta", help="Word insertion bonus.  \\[default: the LM's attrs.json]")
-    ] = None,
-    unk_score_offset: Annotated[
-        float | None,
-        typer.Option("--unk-score-offset", help="Penalty of out-of-vocabulary words.  \\[default: attrs.json]"),
-    ] = None,
+    beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
     threads: DecodeThreadsOption = None,
     device: DeviceOption = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
     quantize: QuantizeOption = None,
     chunk_length: Annotated[
         float | None,
-        typer.Option("--chunk-length", help="Window length in seconds for long audio.  \\[default: auto]"),
+        typer.Option("--chunk-length", help="Window length in seconds for long audio.  [default: auto]"),
     ] = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -180,7 +180,7 @@ def tune_command(
     beam_width: Annotated[str, typer.Option("--beam-width", help="Beam widths to try, e.g. '50,100'.")] = "100",
     unk_score_offset: Annotated[
         str | None,
-        typer.Option("--unk-score-offset", help="OOV penalties to try, as --alpha.  \\[default: the LM's]"),
+        typer.Option("--unk-score-offset", help="OOV penalties to try, as --alpha.  [default: the LM's]"),
     ] = None,
     random_search: Annotated[
         int | None,
@@ -291,27 +291,27 @@ def visualize_command(
     model: ModelOption = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", help="Write a PNG here.  \\[default: print a terminal rendering]"),
+        typer.Option("--output", "-o", help="Write a PNG here.  [default: print a terminal rendering]"),
     ] = None,
     start: Annotated[float, typer.Option("--start", help="Seconds into the file to start from.")] = 0.0,
     duration: Annotated[
         float | None,
-        typer.Option("--duration", help="Seconds to show.  \\[default: the rest of the file, at most 60]"),
+        typer.Option("--duration", help="Seconds to show.  [default: the rest of the file, at most 60]"),
     ] = None,
     pad_to: Annotated[
         float | None,
         typer.Option(
             "--pad-to",
-            help="Length in seconds of the padded-batch view.  \\[default: 1.5 x the input, at least +1 s]",
+            help="Length in seconds of the padded-batch view.  [default: 1.5 x the input, at least +1 s]",
         ),
     ] = None,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Show greedy decoding only.")] = False,
-    beam_width: Annotated[int, typer.Option("--beam-width", help="Beams kept per frame by the LM search.")] = 100,
+    beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="Words below this confidence are marked.")
     ] = 0.5,
     width: Annotated[
-        int | None, typer.Option("--width", help="Terminal rendering width in columns.  \\[default: the terminal's]")
+        int | None, typer.Option("--width", help="Terminal rendering width in columns.  [default: the terminal's]")
     ] = None,
     device: DeviceOption = "auto",
 ) -> None:

@@ -336,10 +336,10 @@ def average_command(
     output: Annotated[str, typer.Option("--output", "-o", help="Model folder to write.")],
     weights: Annotated[
         str | None,
-        typer.Option("--weights", help="Comma-separated weight per model folder, e.g. 1,3.  \\[default: equal]"),
+        typer.Option("--weights", help="Comma-separated weight per model folder, e.g. 1,3.  [default: equal]"),
     ] = None,
     last: Annotated[
-        int | None, typer.Option("--last", help="Average only the last N model folders.  \\[default: all]")
+        int | None, typer.Option("--last", help="Average only the last N model folders.  [default: all]")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
