@@ -502,7 +502,9 @@ def test_unk_score_offset_reaches_the_lm(tiny_ctc_dir: Path, tmp_path: Path) -> 
         TranscribeOptions(no_lm=True, unk_score_offset=-3.0).validate()
 
 
-@pytest.mark.parametrize("command", ["transcribe", "serve", "eval", "tune", "build-lm", "train", "visualize", "average"])
+@pytest.mark.parametrize(
+    "command", ["transcribe", "serve", "eval", "tune", "build-lm", "train", "visualize", "average"]
+)
 def test_help_fits_80_columns_and_shows_flags_as_flags(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], terminal_width=80, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output

@@ -1012,7 +1012,7 @@ def summary_table(report: EvalReport) -> Any:
             str(words.deletions),
             str(words.insertions),
             str(words.reference_length),
-            "-" if value is None else f"{value:.4f}",
+            "-" if value is None else f"{value:.3g}",  # greedy decoding: 1e-4 and less
         )
     return table
 

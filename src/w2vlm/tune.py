@@ -531,7 +531,7 @@ def results_table(report: TuneReport, top: int = 10) -> Any:
         f"(greedy WER {100 * report.greedy_wer:.2f}%)",
         title_justify="left",
     )
-    for col in ("rank", "alpha", "beta", "beam", "unk offset", "WER %", "CER %", "s"):
+    for col in ("rank", "alpha", "beta", "beam", "unk offset", "WER %", "CER %", "ms"):
         table.add_column(col, justify="right")
     ranked = report.ranked()
     shown = ranked[:top]
@@ -548,6 +548,6 @@ def results_table(report: TuneReport, top: int = 10) -> Any:
             f"{s.unk_score_offset:g}",
             f"{100 * trial.wer:.2f}",
             f"{100 * trial.cer:.2f}",
-            f"{trial.seconds:.2f}",
+            f"{1000 * trial.seconds:.1f}",
         )
     return table

@@ -145,17 +145,20 @@ def eval_command(
             out.print(breakdown_table(report, group_by))
         rtf = report.rtf
         if rtf.get("acoustic") is not None:
-            out.print(f"acoustic model RTF {rtf['acoustic']:.4f} (on {report.computed_audio_seconds:.1f} s computed)")
+            out.print(f"acoustic model RTF {rtf['acoustic']:.3g} (on {report.computed_audio_seconds:.1f} s computed)")
         cached = sum(1 for u in report.utterances if u.cached)
         if cached:
             out.print(f"{cached} of {len(report.utterances)} utterances' logits came from the cache")
         for u in worst_utterances(report, show):
-            out.print(f"[bold]{escape(u.id)}[/]  ref: {escape(u.reference)}", highlight=False)
+            # soft_wrap: a line longer than the terminal (or than 80 columns when piped) is not broken inside
+            # a path or a word
+            out.print(f"[bold]{escape(u.id)}[/]  ref: {escape(u.reference)}", highlight=False, soft_wrap=True)
             for system, hyp in u.hypotheses.items():
                 name = SYSTEM_NAMES.get(system, system)
-                out.print(f"  {name}: {escape(hyp.text)}  ({hyp.words.errors} word errors)", highlight=False)
+                line = f"  {name}: {escape(hyp.text)}  ({hyp.words.errors} word errors)"
+                out.print(line, highlight=False, soft_wrap=True)
         if output:
-            out.print(f"wrote {output}")
+            out.print(f"wrote {output}", soft_wrap=True)
     for u in report.failed:
         err.print(f"[red]failed:[/] {escape(u.id)}: {escape(str(u.error))}", highlight=False, soft_wrap=True)
     if report.failed:
