@@ -521,3 +521,17 @@ def test_verbose_prints_segments_on_stderr(tiny_ctc_dir: Path, audio_dir: Path) 
     lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert lines and all(" --> " in line and "] " in line for line in lines)
     assert result.stdout.count("\t") == 2  # stdout: the transcripts as without --verbose
+
+
+def test_language_reported_and_checked(tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    from w2vlm.model import write_model_card
+
+    result = invoke(audio_dir / "one.wav", "--model", tiny_ctc_dir, "-f", "json", "--language", "de")
+    assert result.exit_code == 0 and json.loads(result.stdout)["language"] == "de"
+    model = tmp_path / "m"
+    shutil.copytree(tiny_ctc_dir, model)
+    write_model_card(model, language="en", title="m")
+    result = invoke(audio_dir / "one.wav", "--model", model, "-f", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["language"] == "en"
+    result = invoke(audio_dir / "one.wav", "--model", model, "--language", "de")
+    assert result.exit_code == 1 and "transcribes 'en'" in result.stderr

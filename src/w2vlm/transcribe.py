@@ -67,6 +67,8 @@ class TranscribeOptions:
     alpha: float | None = None
     beta: float | None = None
     unk_score_offset: float | None = None
+    #: the model's language (ISO 639): reported in the outputs, checked against the model card's
+    language: str | None = None
     hotwords: list[str] = field(default_factory=list)
     n_best: int = 1
     threads: int | None = None
@@ -345,9 +347,10 @@ class Transcriber:
         import torch
 
         from w2vlm.engine import Engine
-        from w2vlm.model import load_model, resolve_model_path
+        from w2vlm.model import load_model, resolve_language, resolve_model_path
 
         self.folder = resolve_model_path(options.model)
+        self.language = resolve_language(options.language, self.folder)
         self.model_name = options.model if options.model is not None else "w2vlm embedded default"
         processor = build_processor(self.folder, options)
         engine_config = options.engine_config()
@@ -389,6 +392,7 @@ class Transcriber:
                 continue
             transcript.word_timestamps = word_timestamps
             transcript.audio = file.name
+            transcript.language = self.language
             yield FileResult(file, transcript=transcript, audio_seconds=transcript.duration)
 
 

@@ -107,6 +107,8 @@ def to_json(t: Transcript, style: CueStyle) -> str:
     data: dict[str, Any] = {"audio": t.audio, "text": t.text, "duration": _round(t.duration)}
     if t.model is not None:
         data["model"] = t.model
+    if t.language is not None:
+        data["language"] = t.language
     data["segments"] = [segment_record(s) for s in t.segments]
     if t.word_timestamps:
         data["words"] = [

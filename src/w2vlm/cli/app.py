@@ -82,6 +82,14 @@ BetaOption = Annotated[
     float | None,
     typer.Option("--beta", help=f"Word insertion bonus.  [default: the LM's attrs.json, else {DEFAULT_BETA:g}]"),
 ]
+LanguageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--language",
+        help="The model's language (ISO 639, e.g. en), reported in the outputs; a model whose card names "
+        "another is refused.  [default: the model card's (README.md)]",
+    ),
+]
 TableQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")]
 # voice activity detection and the no-speech gate (transcribe and serve); defaults: w2vlm.engine.config
 VadOption = Annotated[

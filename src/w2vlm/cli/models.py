@@ -231,6 +231,14 @@ def train_command(
         str | None,
         typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),
     ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            help="The model's language (ISO 639, e.g. en), recorded in its model card (README.md).  "
+            "[default: --init-from's, else none]",
+        ),
+    ] = None,
     save_dtype: Annotated[str, typer.Option("--save-dtype", help="float32, float16 or bfloat16.")] = "float32",
     max_memory: Annotated[
         float | None,
@@ -297,6 +305,7 @@ def train_command(
         snapshot_every=snapshot_every,
         resume=resume,
         lm_dir=Path(lm) if lm else None,
+        language=language,
         save_dtype=save_dtype,
         audio_cache=Path(audio_cache) if audio_cache else None,
         max_memory_gb=max_memory,

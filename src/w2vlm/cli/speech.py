@@ -13,6 +13,7 @@ from w2vlm.cli.app import (
     BetaOption,
     DeviceOption,
     DtypeOption,
+    LanguageOption,
     MaxSegmentOption,
     MinSilenceOption,
     MinSpeechOption,
@@ -93,6 +94,7 @@ def transcribe_command(
     alpha: AlphaOption = None,
     beta: BetaOption = None,
     unk_score_offset: UnkScoreOffsetOption = None,
+    language: LanguageOption = None,
     hotwords: Annotated[
         str | None,
         typer.Option(
@@ -202,6 +204,7 @@ def transcribe_command(
         "alpha": alpha,
         "beta": beta,
         "unk_score_offset": unk_score_offset,
+        "language": language,
         "n_best": n_best,
         "vad": vad,
         "vad_threshold": vad_threshold,
@@ -362,10 +365,7 @@ def serve_command(
     stream_chunk: Annotated[
         float, typer.Option("--stream-chunk", help="Seconds of audio per window when a request asks to stream.")
     ] = 10.0,
-    language: Annotated[
-        str | None,
-        typer.Option("--language", help="The model's language (ISO-639-1); requests for another get 400."),
-    ] = None,
+    language: LanguageOption = None,
     beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
@@ -384,7 +384,6 @@ def serve_command(
     """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
 
     from rich.console import Console
-    from rich.logging import RichHandler
 
     from w2vlm.errors import W2vlmError
 
@@ -394,46 +393,43 @@ def serve_command(
     except ImportError as exc:
         err.print(f"[bold red]error:[/] the server needs its extra: pip install 'w2vlm[server]' ({exc})")
         raise typer.Exit(1) from None
-    log = logging.getLogger("w2vlm")
-    if not log.handlers:
-        log.addHandler(RichHandler(console=err, show_path=False))
-        log.setLevel(logging.INFO)
-    try:
-        settings = ServerSettings(
-            api_key=api_key or None,
-            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            upload_timeout_s=upload_timeout,
-            stream_chunk_s=stream_chunk,
-            workers=workers,
-            max_queue=max_queue,
-            language=language.lower() if language else None,
-            low_confidence=low_confidence,
-            decoder_kwargs={"beam_width": beam_width}
-            | ({} if no_speech_threshold is None else {"no_speech_threshold": no_speech_threshold}),
-            vad=vad,
-            vad_parameters={
-                key: value
-                for key, value in (
-                    ("threshold", vad_threshold),
-                    ("min_speech_s", min_speech),
-                    ("min_silence_s", min_silence),
-                    ("pad_s", speech_pad),
-                    ("max_segment_s", max_segment),
-                )
-                if value is not None
-            },
-        )
-        if model_name:
-            settings.model_id = model_name
-        serve(
-            model,
-            host=host,
-            port=port,
-            settings=settings,
-            device=device,
-            quantize=quantize,
-            log_level=log_level,
-        )
-    except (W2vlmError, ValueError) as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    with model_command(err, logging.INFO):  # w2vlm's log records on stderr while the server runs
+        try:
+            settings = ServerSettings(
+                api_key=api_key or None,
+                max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                upload_timeout_s=upload_timeout,
+                stream_chunk_s=stream_chunk,
+                workers=workers,
+                max_queue=max_queue,
+                language=language,
+                low_confidence=low_confidence,
+                decoder_kwargs={"beam_width": beam_width}
+                | ({} if no_speech_threshold is None else {"no_speech_threshold": no_speech_threshold}),
+                vad=vad,
+                vad_parameters={
+                    key: value
+                    for key, value in (
+                        ("threshold", vad_threshold),
+                        ("min_speech_s", min_speech),
+                        ("min_silence_s", min_silence),
+                        ("pad_s", speech_pad),
+                        ("max_segment_s", max_segment),
+                    )
+                    if value is not None
+                },
+            )
+            if model_name:
+                settings.model_id = model_name
+            serve(
+                model,
+                host=host,
+                port=port,
+                settings=settings,
+                device=device,
+                quantize=quantize,
+                log_level=log_level,
+            )
+        except (W2vlmError, ValueError) as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
