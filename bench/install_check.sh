@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Tries every `pip install` line of the README's code blocks as written, each in a fresh venv, from this
-# checkout, then the main job (and the extra's own job for the server and Ray lines) with what that line
+# Tries every `pip install` line of the README's code blocks as written, each in a fresh venv, from a copy of
+# this checkout's HEAD (git archive: edits made while it runs do not disturb it), then the main job (and the extra's own job for the server and Ray lines) with what that line
 # installed. Slow (a fresh torch each time; pip's cache helps): run on demand, not in CI.
 # Usage: bash bench/install_check.sh [WORKDIR]   (default: a temporary folder, removed at the end)
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${1:-$(mktemp -d)}"
 py="${PYTHON:-python3}"
+mkdir -p "$work/src" && git -C "$repo" archive HEAD | tar -x -C "$work/src"
+repo="$work/src"
 mapfile -t lines < <(awk '/^```/{code=!code; next} code && /^pip install/' "$repo/README.md" | sed 's/ *#.*$//' | sort -u)
 status=0
 for i in "${!lines[@]}"; do
