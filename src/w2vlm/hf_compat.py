@@ -8,7 +8,8 @@ After ``w2vlm.install()``, code written for transformers runs unchanged on w2vlm
   ``transformers.models.wav2vec2_with_lm.Wav2Vec2ProcessorWithLM`` and its output class);
 - ``transformers.pipeline("automatic-speech-recognition", model=folder_or_hub_id)`` on a model with an LM
   (``alphabet.json`` + ``language_model/``) gives transformers' pipeline with w2vlm's decoder as its
-  ``decoder`` (``type == "ctc_with_lm"``), whether or not pyctcdecode and kenlm are installed.
+  ``decoder`` (``type == "ctc_with_lm"``), whether or not pyctcdecode and kenlm are installed; without
+  ``task``, such a model is taken as ``automatic-speech-recognition`` (no hub query, so it works offline).
 
 Models without an LM, other tasks and explicitly given ``decoder=`` objects are left to transformers.
 ``install()`` is idempotent; :func:`uninstall` puts transformers' own objects back. Call it before
@@ -146,6 +147,9 @@ def _lm_pipeline(original: Any) -> Any:
             decoder = lm_decoder_for(model, **hub)
             if decoder is not None:
                 kwargs["decoder"] = decoder
+                # a model with an n-gram LM is a speech recognizer: no hub query to infer the task (which
+                # transformers cannot do offline)
+                task = ASR_TASK
         pipe = original(task, model, *args, **kwargs)
         if decoder is not None and getattr(pipe, "type", None) in ("ctc", "ctc_with_lm"):
             # transformers 5 replaces a given decoder by pyctcdecode's when that is installed: keep w2vlm's
