@@ -17,9 +17,7 @@ import types
 from typing import Any
 
 import numpy as np
-
-LIBRISPEECH_DUMMY = "hf-internal-testing/librispeech_asr_dummy"
-DATASET_ROWS = 73
+from hf_fixtures import DATASET_ROWS, LIBRISPEECH_DUMMY
 
 
 class _Rows:

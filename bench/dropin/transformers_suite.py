@@ -102,7 +102,7 @@ def prepare(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join([str(workdir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "PYTHONPATH": os.pathsep.join([str(workdir), str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             "PYTHONDONTWRITEBYTECODE": "1",
             "HOME": str(home),
             "HF_HUB_CACHE": str(cache),
