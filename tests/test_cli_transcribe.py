@@ -535,3 +535,20 @@ def test_language_reported_and_checked(tiny_ctc_dir: Path, audio_dir: Path, tmp_
     assert result.exit_code == 0 and json.loads(result.stdout)["language"] == "en"
     result = invoke(audio_dir / "one.wav", "--model", model, "--language", "de")
     assert result.exit_code == 1 and "transcribes 'en'" in result.stderr
+
+
+def test_lm_options_reach_serve_and_visualize(tiny_ctc_dir: Path) -> None:
+    from w2vlm.cli.app import lm_processor
+    from w2vlm.transcribe import TranscribeError
+
+    assert lm_processor(str(tiny_ctc_dir), None, None, None, None) is None  # the model's own processor
+    processor = lm_processor(str(tiny_ctc_dir), None, 0.25, 3.0, -4.0)
+    lm = processor.decoder.language_model
+    assert (lm.alpha, lm.beta, lm.unk_score_offset) == (0.25, 3.0, -4.0)
+    with pytest.raises(TranscribeError, match="--alpha"):
+        lm_processor(str(tiny_ctc_dir), None, float("nan"), None, None)
+    pytest.importorskip("fastapi")
+    from w2vlm.server import ServerSettings, create_app
+
+    app = create_app(str(tiny_ctc_dir), ServerSettings(), device="cpu", processor=processor)
+    assert app.state.w2vlm.transcriber.pipe.decoder.language_model.alpha == 0.25

@@ -209,7 +209,7 @@ def _dtype_kwarg() -> str:
 
 
 @contextlib.contextmanager
-def _no_transformers_progress_bars() -> Iterator[None]:
+def quiet_transformers_progress() -> Iterator[None]:
     """transformers draws a tqdm bar ("Loading weights") on stderr while it loads; w2vlm's commands show
     their own progress, so it is switched off while a model loads (and put back as it was)."""
     from transformers.utils import logging as hf_logging
@@ -271,7 +271,7 @@ def load_model(
     if quantize == "int8" and dev.type == "cuda":
         kwargs.update(_bnb_kwargs(dev))
     try:
-        with _no_transformers_progress_bars():
+        with quiet_transformers_progress():
             model = AutoModelForCTC.from_pretrained(str(folder), config=config, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):

@@ -398,9 +398,11 @@ def create_app(
     *,
     device: str = "auto",
     quantize: str | None = None,
+    processor: Any = None,
 ) -> Any:
     """The FastAPI app. ``model``: a model folder / hub id / None (embedded default), or an already built
-    :func:`w2vlm.pipeline` object."""
+    :func:`w2vlm.pipeline` object; ``processor``: the processor to build the pipeline with (default: the
+    model's)."""
     from w2vlm.pipeline import AutomaticSpeechRecognitionPipeline, pipeline
 
     settings = settings or ServerSettings()
@@ -410,6 +412,7 @@ def create_app(
         pipe = pipeline(
             "automatic-speech-recognition",
             model=model,
+            processor=processor,
             device=device,
             quantize=quantize,
             vad=settings.vad,
@@ -828,8 +831,10 @@ def serve(
     device: str = "auto",
     quantize: str | None = None,
     log_level: str = "info",
+    processor: Any = None,
 ) -> None:
-    """Load the model and run the server with uvicorn until interrupted."""
+    """Load the model and run the server with uvicorn until interrupted (``processor``: one with another LM
+    or other LM weights; default: the model's own)."""
     import uvicorn
 
     if settings is None:
@@ -837,6 +842,6 @@ def serve(
     if model is not None and settings.model_id == "w2vlm":
         text = os.fspath(model)
         settings.model_id = (Path(text).resolve().name if Path(text).exists() else text) or "w2vlm"
-    app = create_app(model, settings, device=device, quantize=quantize)
+    app = create_app(model, settings, device=device, quantize=quantize, processor=processor)
     logger.info("serving %s on http://%s:%d", settings.model_id, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -65,7 +65,7 @@ import numpy as np
 from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import AudioError, ManifestError, ModelError, W2vlmError
 from w2vlm.features import FbankInputs, WaveformInputs, model_inputs_for
-from w2vlm.model import check_language, model_language, write_model_card
+from w2vlm.model import check_language, model_language, quiet_transformers_progress, write_model_card
 
 logger = logging.getLogger("w2vlm.train")
 
@@ -845,7 +845,8 @@ def save_hub_layout(
         import copy
 
         to_save = copy.deepcopy(model).to(dtype)
-    to_save.save_pretrained(str(tmp), safe_serialization=True)
+    with quiet_transformers_progress():  # transformers' "Writing model shards" bar; the run logs its own
+        to_save.save_pretrained(str(tmp), safe_serialization=True)
     extractor.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     special = tmp / "special_tokens_map.json"

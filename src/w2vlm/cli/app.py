@@ -90,6 +90,14 @@ LanguageOption = Annotated[
         "another is refused.  [default: the model card's (README.md)]",
     ),
 ]
+LmFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--lm",
+        help="N-gram LM file (.arpa, .arpa.gz, or KenLM .bin) replacing the model's own; a unigrams.txt "
+        "beside it is used.  [default: the model's language_model/]",
+    ),
+]
 TableQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")]
 # voice activity detection and the no-speech gate (transcribe and serve); defaults: w2vlm.engine.config
 VadOption = Annotated[
@@ -187,6 +195,25 @@ def model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
         if handler is not None:
             log.removeHandler(handler)
             log.setLevel(before)
+
+
+def lm_processor(
+    model: str | None,
+    lm: str | None,
+    alpha: float | None,
+    beta: float | None,
+    unk_score_offset: float | None,
+) -> object | None:
+    """The model's processor with the LM the LM options ask for (another LM file, other weights), built
+    once as ``transcribe`` builds it; None when no LM option is given (the model's own processor)."""
+    if lm is None and alpha is None and beta is None and unk_score_offset is None:
+        return None
+    from w2vlm.model import resolve_model_path
+    from w2vlm.transcribe import TranscribeOptions, build_processor
+
+    options = TranscribeOptions(model=model, lm=lm, alpha=alpha, beta=beta, unk_score_offset=unk_score_offset)
+    options.validate()
+    return build_processor(resolve_model_path(model), options)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from w2vlm.cli.app import (
     CacheDirOption,
     DecodeThreadsOption,
     DeviceOption,
+    LmFileOption,
     ManifestArgument,
     ModelOption,
     NoCacheOption,
@@ -21,6 +22,7 @@ from w2vlm.cli.app import (
     TableQuietOption,
     UnkScoreOffsetOption,
     app,
+    lm_processor,
     model_command,
 )
 from w2vlm.defaults import DEFAULT_BEAM_WIDTH
@@ -310,6 +312,10 @@ def visualize_command(
     ] = None,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Show greedy decoding only.")] = False,
     beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
+    lm: LmFileOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="Words below this confidence are marked.")
     ] = 0.5,
@@ -342,11 +348,14 @@ def visualize_command(
         raise typer.BadParameter(f"expected a .png file name; got {output!r}", param_hint="'--output'")
     with model_command(err):
         try:
+            from w2vlm.pipeline import pipeline
             from w2vlm.visualize import analyze, render_png, render_terminal
 
+            processor = None if no_lm else lm_processor(model, lm, alpha, beta, unk_score_offset)
+            pipe = pipeline("automatic-speech-recognition", model=model, processor=processor, device=device)
             vis = analyze(
                 audio,
-                model,
+                pipe=pipe,
                 start_s=start,
                 duration_s=duration,
                 pad_to_s=pad_to,

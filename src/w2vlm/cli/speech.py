@@ -14,6 +14,7 @@ from w2vlm.cli.app import (
     DeviceOption,
     DtypeOption,
     LanguageOption,
+    LmFileOption,
     MaxSegmentOption,
     MinSilenceOption,
     MinSpeechOption,
@@ -25,6 +26,7 @@ from w2vlm.cli.app import (
     VadOption,
     VadThresholdOption,
     app,
+    lm_processor,
     model_command,
 )
 from w2vlm.defaults import DEFAULT_BEAM_WIDTH
@@ -41,14 +43,7 @@ def transcribe_command(
         ),
     ] = None,
     model: ModelOption = None,
-    lm: Annotated[
-        str | None,
-        typer.Option(
-            "--lm",
-            help="N-gram LM file (.arpa, .arpa.gz, or KenLM .bin) replacing the model's own; a unigrams.txt "
-            "beside it is used.  [default: the model's language_model/]",
-        ),
-    ] = None,
+    lm: LmFileOption = None,
     output_dir: Annotated[
         str | None,
         typer.Option(
@@ -367,6 +362,10 @@ def serve_command(
     ] = 10.0,
     language: LanguageOption = None,
     beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
+    lm: LmFileOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
     ] = 0.5,
@@ -423,6 +422,7 @@ def serve_command(
                 settings.model_id = model_name
             serve(
                 model,
+                processor=lm_processor(model, lm, alpha, beta, unk_score_offset),
                 host=host,
                 port=port,
                 settings=settings,
