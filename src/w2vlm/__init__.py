@@ -24,6 +24,7 @@ __all__ = [
     "W2vlmError",
     "Wav2Vec2ProcessorWithLM",
     "__version__",
+    "default_model_dir",
     "install",
     "load_audio",
     "load_model",
@@ -36,6 +37,7 @@ _LAZY = {
     "pipeline": "w2vlm.pipeline",
     "Wav2Vec2ProcessorWithLM": "w2vlm.processor",
     "load_model": "w2vlm.model",
+    "default_model_dir": "w2vlm.model",  # the embedded model's folder
     "load_audio": "w2vlm.audio",
     # w2vlm.install(): transformers' AutoProcessor / pipeline use w2vlm's processor and LM decoding
     "install": "w2vlm.hf_compat",
