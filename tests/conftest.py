@@ -5,15 +5,18 @@ Everything here is generated locally by the fixtures themselves; nothing is down
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "dropin"))
+from hf_fixtures import make_fake_hf_cache  # noqa: F401  the hub cache layout (one implementation)
 
 # ----------------------------------------------------------------------------------------------------------
 # audio
@@ -296,26 +299,6 @@ def build_tiny_ctc_checkpoint(
             json.dumps({"alpha": 0.5, "beta": 1.5, "unk_score_offset": -10.0, "score_boundary": True})
         )
     return out_dir
-
-
-def make_fake_hf_cache(cache_dir: Path, repo_id: str, src: Path, commit: str | None = None) -> Path:
-    """Lay ``src``'s files out as huggingface_hub's cache does (blobs/, snapshots/<commit>/, refs/main), so
-    that hub-id loading can be tested offline. Returns the snapshot folder."""
-    commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
-    repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
-    snap = repo_dir / "snapshots" / commit
-    for file in sorted(p for p in Path(src).rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        rel = file.relative_to(src)
-        target = snap / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(Path(*[".."] * (len(rel.parts) + 1), "blobs", blob.name))
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    return snap
 
 
 @pytest.fixture

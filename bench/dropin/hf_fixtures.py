@@ -110,12 +110,13 @@ def write_feature_extractor_repo(folder: Path, kind: str) -> None:
     extractor.save_pretrained(str(folder))
 
 
-def _cache_repo(cache: Path, repo_id: str, src: Path) -> Path:
-    """Lay ``src`` out as huggingface_hub's cache does (blobs, snapshots/<commit>, refs/main)."""
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+def make_fake_hf_cache(cache_dir: Path, repo_id: str, src: Path, commit: str | None = None) -> Path:
+    """Lay ``src``'s files out as huggingface_hub's cache does (blobs/, snapshots/<commit>/, refs/main), so
+    that hub-id loading works offline. Returns the snapshot folder. (tests/conftest.py uses it too.)"""
+    commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
+    repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snap = repo_dir / "snapshots" / commit
-    for file in sorted(p for p in src.rglob("*") if p.is_file()):
+    for file in sorted(p for p in Path(src).rglob("*") if p.is_file()):
         data = file.read_bytes()
         blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ def build_pyctcdecode_cache(cache: Path) -> None:
         for repo_id in (DECODER_REPO, PROCESSOR_REPO):
             src = Path(tmp) / repo_id.replace("/", "--")
             write_decoder_files(src)
-            _cache_repo(cache, repo_id, src)
+            make_fake_hf_cache(cache, repo_id, src)
 
 
 def build_hub_cache(cache: Path) -> dict[str, Path]:
@@ -152,6 +153,6 @@ def build_hub_cache(cache: Path) -> dict[str, Path]:
         for repo_id, build in builders.items():
             src = Path(tmp) / repo_id.replace("/", "--")
             build(src)
-            out[repo_id] = _cache_repo(cache, repo_id, src)
+            out[repo_id] = make_fake_hf_cache(cache, repo_id, src)
             shutil.rmtree(src)
     return out

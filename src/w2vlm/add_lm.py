@@ -12,7 +12,6 @@ run leaves no half-made model.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -117,7 +116,7 @@ def add_lm(
 def _write_decoder_files(folder: Path) -> None:
     """``alphabet.json`` from the tokenizer, ``language_model/attrs.json`` with the default weights, and the
     processor class that makes transformers and w2vlm load the LM with the model."""
-    from w2vlm.fileio import atomic_write_json
+    from w2vlm.fileio import atomic_write_json, read_json_object
     from w2vlm.processor import load_tokenizer, tokenizer_labels
 
     labels = tokenizer_labels(load_tokenizer(folder))
@@ -132,10 +131,7 @@ def _write_decoder_files(folder: Path) -> None:
     config = folder / "preprocessor_config.json"
     if not config.is_file():
         raise ModelError(f"{config}: missing; the model folder has no feature extractor configuration")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config}: not valid JSON ({exc})") from None
+    data = read_json_object(config, ModelError)
     data["processor_class"] = "Wav2Vec2ProcessorWithLM"
     atomic_write_json(config, data)
 

@@ -40,7 +40,7 @@ import numpy as np
 from w2vlm.defaults import DEFAULT_BEAM_WIDTH, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
 from w2vlm.engine.alignment import greedy_words
 from w2vlm.errors import LanguageModelError, ManifestError, ModelError
-from w2vlm.fileio import atomic_open
+from w2vlm.fileio import atomic_open, read_json_object
 
 logger = logging.getLogger("w2vlm.eval")
 
@@ -363,12 +363,7 @@ def load_language_model(lm: str | os.PathLike[str]) -> Any:
     attrs: dict[str, Any] = {}
     attrs_file = p.parent / "attrs.json"
     if attrs_file.is_file():
-        try:
-            attrs = json.loads(attrs_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise LanguageModelError(f"{attrs_file}: not valid JSON ({exc})") from None
-        if not isinstance(attrs, dict):
-            raise LanguageModelError(f"{attrs_file}: expected a JSON object")
+        attrs = read_json_object(attrs_file, LanguageModelError)
         attrs = {k: v for k, v in attrs.items() if k in ("alpha", "beta", "unk_score_offset", "score_boundary")}
     return LanguageModel(p, unigrams, **attrs)
 

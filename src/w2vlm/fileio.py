@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_json", "atomic_write_text", "current_umask"]
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "current_umask",
+    "read_json_object",
+]
 
 _umask_lock = threading.Lock()
 
@@ -84,6 +91,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_open(path, "w", newline="") as f:
         f.write(text)
     return Path(path)
+
+
+def read_json_object(path: str | os.PathLike[str], error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in ``path``; a file that cannot be read, is not JSON or holds something other than an
+    object raises ``error`` naming the file and the problem."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:

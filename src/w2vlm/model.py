@@ -8,7 +8,6 @@ dynamic int8 linear layers on CPU (torch's eager dynamic quantization), bitsandb
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from w2vlm.errors import ModelError
+from w2vlm.fileio import read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -88,11 +88,8 @@ def check_model_dir(path: Path, need_weights: bool = True) -> Path:
     config = path / "config.json"
     if not config.is_file():
         raise ModelError(f"{path}: not a model folder: config.json is missing")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or "model_type" not in data:
+    data = read_json_object(config, ModelError)
+    if "model_type" not in data:
         raise ModelError(f"{config}: no 'model_type' field; expected a transformers model config")
     if need_weights and not any((path / name).is_file() for name in WEIGHT_FILES):
         raise ModelError(

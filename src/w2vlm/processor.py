@@ -535,13 +535,13 @@ def check_feature_extractor(feature_extractor: Any) -> None:
 def _record_processor_class(config: Path) -> None:
     if not config.is_file():
         return
-    data = json.loads(config.read_text(encoding="utf-8"))
+    from w2vlm.fileio import atomic_write_json, read_json_object
+
+    data = read_json_object(config, ModelError)
     if data.get("processor_class") == PROCESSOR_CLASS_NAME:
         return
     data["processor_class"] = PROCESSOR_CLASS_NAME
-    tmp = config.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(config)
+    atomic_write_json(config, dict(sorted(data.items())))
 
 
 # -------------------------------------------------------------------------------------------------- loaders

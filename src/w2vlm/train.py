@@ -65,6 +65,7 @@ import numpy as np
 from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import AudioError, ManifestError, ModelError, W2vlmError
 from w2vlm.features import FbankInputs, WaveformInputs, model_inputs_for
+from w2vlm.fileio import read_json_object
 from w2vlm.model import check_language, model_language, quiet_transformers_progress, write_model_card
 
 logger = logging.getLogger("w2vlm.train")
@@ -855,7 +856,7 @@ def save_hub_layout(
         tokens = {n: str(getattr(tokenizer, n)) for n in names if getattr(tokenizer, n, None) is not None}
         special.write_text(json.dumps(tokens, indent=2) + "\n")
     pp_path = tmp / "preprocessor_config.json"
-    pp = json.loads(pp_path.read_text())
+    pp = read_json_object(pp_path, ModelError)
     pp["processor_class"] = "Wav2Vec2ProcessorWithLM" if lm_dir else "Wav2Vec2Processor"
     pp_path.write_text(json.dumps(pp, indent=2, sort_keys=True) + "\n")
     if lm_dir is not None:
@@ -1048,7 +1049,7 @@ def _load_start(cfg: TrainConfig, work: Path) -> tuple[Any, Any, Any, dict[str, 
         vocab_file = src / "vocab.json"
         if not vocab_file.is_file():
             raise ModelError(f"init_from: {vocab_file} not found (a CTC character vocabulary is needed)")
-        vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+        vocab = read_json_object(vocab_file, ModelError)
         tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(src))
         extractor = AutoFeatureExtractor.from_pretrained(str(src))
         overrides: dict[str, Any] = {"ctc_zero_infinity": True}

@@ -265,16 +265,13 @@ def collect_inputs(
 
 
 def _read_lm_attrs(folder: Path) -> dict[str, Any]:
-    import json
 
     attrs_file = folder / "language_model" / "attrs.json"
     if not attrs_file.is_file():
         return {}
-    try:
-        data = json.loads(attrs_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LanguageModelError(f"{attrs_file}: not valid JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
+    from w2vlm.fileio import read_json_object
+
+    return read_json_object(attrs_file, LanguageModelError)
 
 
 def _lm_overrides(options: TranscribeOptions) -> dict[str, float]:

@@ -12,7 +12,6 @@ set and report on a separate test set: the best setting of a set is an optimisti
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from w2vlm.errors import LanguageModelError, W2vlmError
-from w2vlm.fileio import atomic_path, atomic_write_json
+from w2vlm.fileio import atomic_path, atomic_write_json, read_json_object
 
 logger = logging.getLogger("w2vlm.tune")
 
@@ -432,12 +431,7 @@ def write_attrs(target: str | os.PathLike[str], setting: Setting, *, include_unk
     path = lm_dir / "attrs.json"
     attrs: dict[str, Any] = {}
     if path.is_file():
-        try:
-            attrs = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise LanguageModelError(f"{path}: not valid JSON ({exc}); fix or remove it first") from None
-        if not isinstance(attrs, dict):
-            raise LanguageModelError(f"{path}: expected a JSON object, got {type(attrs).__name__}")
+        attrs = read_json_object(path, LanguageModelError)
     attrs["alpha"] = setting.alpha
     attrs["beta"] = setting.beta
     if include_unk:
