@@ -32,14 +32,16 @@ def run(args: argparse.Namespace, multiple: int) -> float:
     from transformers import AutoModelForCTC
 
     from w2vlm.features import model_inputs_for
-    from w2vlm.train import MODEL_PRESETS, TrainConfig, _make_processor, build_config, cpu_has_native_bf16, train_step
+    from w2vlm.train import MODEL_PRESETS, TrainConfig, build_config, cpu_has_native_bf16
+    from w2vlm.train.export import make_processor
+    from w2vlm.train.loop import train_step
 
     vocab = json.loads((ROOT / "src" / "w2vlm" / "assets" / "model" / "vocab.json").read_text())
     torch.manual_seed(0)
     model = AutoModelForCTC.from_config(build_config(vocab, args.preset))
     model.train()
     with tempfile.TemporaryDirectory() as work:  # the preset's feature extractor, as `w2vlm train` makes it
-        extractor, _ = _make_processor(vocab, Path(work), MODEL_PRESETS[args.preset]["family"])
+        extractor, _ = make_processor(vocab, Path(work), MODEL_PRESETS[args.preset]["family"])
     inputs = model_inputs_for(model, extractor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = cpu_has_native_bf16()

@@ -11,17 +11,9 @@ import pytest
 
 from conftest import write_audio_file
 from w2vlm.errors import ManifestError
-from w2vlm.eval import (
-    ErrorCounts,
-    LogitsCache,
-    char_errors,
-    corpus_errors,
-    greedy_decode,
-    model_cache_key,
-    normalize_text,
-    read_manifest,
-    word_errors,
-)
+from w2vlm.eval import LogitsCache, greedy_decode, model_cache_key
+from w2vlm.manifest import read_manifest
+from w2vlm.metrics import ErrorCounts, char_errors, corpus_errors, normalize_text, word_errors
 
 jiwer = pytest.importorskip("jiwer")
 

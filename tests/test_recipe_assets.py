@@ -64,7 +64,8 @@ def test_examples_greedy_transcription_is_close() -> None:
     pytest.importorskip("transformers")
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-    from w2vlm.train import Tokenizer, error_rates
+    from w2vlm.metrics import error_rates
+    from w2vlm.train import Tokenizer
 
     model = AutoModelForCTC.from_pretrained(str(MODEL), dtype=torch.float32).eval()
     extractor = AutoFeatureExtractor.from_pretrained(str(MODEL))

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import model_weights
 from w2vlm.errors import ManifestError, ModelError
+from w2vlm.metrics import error_rates
 from w2vlm.model import model_language
 from w2vlm.train import (
     DEFAULT_VOCAB,
@@ -21,14 +22,12 @@ from w2vlm.train import (
     TrainConfig,
     alphabet_labels,
     build_config,
-    edit_distance,
-    error_rates,
-    padding_blank_loss,
     parse_config_overrides,
     read_audio_int16,
     read_manifest,
     train,
 )
+from w2vlm.train.loop import padding_blank_loss
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -36,15 +35,12 @@ pytest.importorskip("transformers")
 SR = 16000
 
 
-def test_edit_distance_and_error_rates() -> None:
-    assert edit_distance("kitten", "sitting") == 3
-    assert edit_distance([], ["a"]) == 1
-    assert edit_distance(["a", "b"], ["a", "b"]) == 0
+def test_error_rates_of_dev_scores() -> None:
     wer, cer = error_rates(["the cat sat", "a dog"], ["the cat sat", "a dog"])
     assert (wer, cer) == (0.0, 0.0)
     wer, cer = error_rates(["the cat sat"], ["the hat"])
     assert wer == pytest.approx(2 / 3)
-    assert cer == pytest.approx(edit_distance("the cat sat", "the hat") / len("the cat sat"))
+    assert cer == pytest.approx(5 / len("the cat sat"))  # c->h, and " sat" deleted
     with pytest.raises(ValueError):
         error_rates(["a"], [])
 
@@ -248,7 +244,7 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
     import os
     import signal
 
-    import w2vlm.train as train_mod
+    import w2vlm.train.loop as train_mod
 
     kw: dict = {"epochs": 2, "batch_seconds": 1.0, "dev_manifest": None, "save_every": 2, "pad_extra_prob": 0.5}
     whole = train(_config(tiny_manifest, tmp_path / "whole", **kw))
@@ -444,7 +440,7 @@ def test_train_step_skips_a_non_finite_gradient_and_keeps_the_weights(
 ) -> None:
     from transformers import Wav2Vec2ForCTC
 
-    import w2vlm.train as train_mod
+    import w2vlm.train.loop as train_mod
 
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "tiny")).train()
@@ -491,7 +487,7 @@ def test_padding_blank_loss_is_the_blank_nll_of_padded_frames() -> None:
 def test_training_adds_the_padding_loss_and_extra_padding(
     tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import w2vlm.train as train_mod
+    import w2vlm.train.loop as train_mod
 
     # (batch width in samples, longest row in samples, padded logit frames, loss value) per step
     seen: list[tuple[int, int, int, float]] = []
@@ -593,7 +589,7 @@ def test_unknown_preset_is_named() -> None:
 def test_cpu_autocast_only_where_the_cpu_has_bf16(
     tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool
 ) -> None:
-    import w2vlm.train as train_mod
+    import w2vlm.train.loop as train_mod
 
     monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: native_bf16)
     losses: list[float] = []
@@ -643,7 +639,7 @@ def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_
     samples than their size suggests (8 kHz wav resampled to 16 kHz, FLAC) make it grow without losing any.
     Through an audio cache the same clips come out of the cache file."""
     sf = pytest.importorskip("soundfile")
-    from w2vlm.train import _initial_samples
+    from w2vlm.train.data import initial_samples
 
     rng = np.random.default_rng(11)
     (tmp_path / "wav").mkdir()
@@ -676,7 +672,7 @@ def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_
         np.testing.assert_array_equal(got, expected)
     assert len(store.audio) == int(store.lengths.sum())
     # the premise: the estimate from the files' sizes was too small, so the buffer had to grow
-    assert _initial_samples(read_manifest(manifest)) < int(store.lengths.sum())
+    assert initial_samples(read_manifest(manifest)) < int(store.lengths.sum())
 
 
 def _load_store(manifest: Path, cache: Path | None, max_duration_s: float = 20.0) -> AudioStore:
@@ -691,7 +687,7 @@ def _clip(store: AudioStore, i: int) -> np.ndarray:
 def test_audio_cache_is_made_once_then_read_from_its_file(
     tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import w2vlm.train as train_module
+    import w2vlm.train.data as train_module
 
     cache = tmp_path / "cache"
     plain = _load_store(tiny_manifest, None)
@@ -779,7 +775,8 @@ def test_training_through_the_audio_cache_matches_training_without(tiny_manifest
 def test_max_memory_releases_free_pages_then_stops_and_resume_goes_on(
     tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import w2vlm.train as train_module
+    import w2vlm.train.loop as train_module
+    import w2vlm.train.memory as memory_module
 
     whole = train(_config(tiny_manifest, tmp_path / "whole", epochs=6, batch_seconds=1.5, dev_manifest=None))
     assert whole.steps > 12 and whole.stopped_for is None
@@ -800,8 +797,9 @@ def test_max_memory_releases_free_pages_then_stops_and_resume_goes_on(
         held["gb"] += 0.1
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "resident_memory_gb", lambda: held["gb"])
-    monkeypatch.setattr(train_module, "release_free_memory", fake_release)
+    for module in (train_module, memory_module):
+        monkeypatch.setattr(module, "resident_memory_gb", lambda: held["gb"])
+    monkeypatch.setattr(memory_module, "release_free_memory", fake_release)
     monkeypatch.setattr(train_module, "train_step", growing_step)
     out = tmp_path / "model"
     with caplog.at_level("INFO", logger="w2vlm"):
@@ -839,10 +837,12 @@ def test_max_memory_already_exceeded_after_loading_is_not_enforced(
 ) -> None:
     """A restart could not get under a limit the loaded data already passes: warn and train on, instead of
     stopping at once (a `--resume` loop would never end)."""
-    import w2vlm.train as train_module
+    import w2vlm.train.loop as train_module
+    import w2vlm.train.memory as memory_module
 
-    monkeypatch.setattr(train_module, "resident_memory_gb", lambda: 3.0)
-    monkeypatch.setattr(train_module, "release_free_memory", lambda: None)
+    for module in (train_module, memory_module):
+        monkeypatch.setattr(module, "resident_memory_gb", lambda: 3.0)
+    monkeypatch.setattr(memory_module, "release_free_memory", lambda: None)
     with caplog.at_level("WARNING", logger="w2vlm"):
         result = train(_config(tiny_manifest, tmp_path / "m", epochs=4, dev_manifest=None, max_memory_gb=2.0))
     assert result.stopped_for is None and result.epochs_completed == 4
@@ -854,7 +854,8 @@ def test_free_memory_is_given_back_once_after_loading_the_data(
 ) -> None:
     """The arrays freed while decoding the audio (and writing the cache) go back to the system before the first
     step, with or without --max-memory, and the log says how much that was."""
-    import w2vlm.train as train_module
+    import w2vlm.train.loop as train_module
+    import w2vlm.train.memory as memory_module
 
     held = {"gb": 5.0}
     calls: list[int] = []
@@ -871,8 +872,9 @@ def test_free_memory_is_given_back_once_after_loading_the_data(
         steps.append(None)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "resident_memory_gb", lambda: held["gb"])
-    monkeypatch.setattr(train_module, "release_free_memory", fake_release)
+    for module in (train_module, memory_module):
+        monkeypatch.setattr(module, "resident_memory_gb", lambda: held["gb"])
+    monkeypatch.setattr(memory_module, "release_free_memory", fake_release)
     monkeypatch.setattr(train_module, "train_step", counting_step)
     with caplog.at_level("INFO", logger="w2vlm"):
         result = train(_config(tiny_manifest, tmp_path / "m", epochs=2, dev_manifest=None, log_every=1))
@@ -898,7 +900,7 @@ def test_release_free_memory_gives_pages_back(tmp_path: Path) -> None:
 
     script = (
         "import numpy as np\n"
-        "from w2vlm.train import release_free_memory, resident_memory_gb\n"
+        "from w2vlm.train.memory import release_free_memory, resident_memory_gb\n"
         "xs = [np.ones(1_000_000 + 997 * i) for i in range(40)]\n"  # ~320 MB in large blocks
         "del xs\n"
         "before = resident_memory_gb()\n"

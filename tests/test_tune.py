@@ -93,7 +93,7 @@ def test_grid_and_random_settings() -> None:
 
 def test_search_scores_equal_independent_decoding(confusable: dict) -> None:
     from w2vlm.decoder import build_ctcdecoder
-    from w2vlm.eval import normalize_text
+    from w2vlm.metrics import normalize_text
 
     settings = grid_settings([0.0, 0.5, 1.5], [0.0, 2.0], [16], [-10.0])
     trials = search(confusable["decoder"], confusable["logits"], confusable["texts"], settings, num_threads=2)

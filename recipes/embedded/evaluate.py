@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from w2vlm.decoder import build_ctcdecoder, load_unigrams
-    from w2vlm.train import alphabet_labels, error_rates
+    from w2vlm.metrics import error_rates
+    from w2vlm.train import alphabet_labels
 
     vocab = json.loads((args.model / "vocab.json").read_text(encoding="utf-8"))
     t0 = time.time()

@@ -40,6 +40,14 @@ AudioInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | d
 _URL_PREFIXES = ("http://", "https://", "ftp://")
 
 
+#: File extensions of audio, as folders are walked for it by ``transcribe``, ``eval`` and the manifests (a
+#: file named explicitly is tried whatever its name).
+_EXTENSION_NAMES = (
+    "wav wave flac mp3 ogg oga opus spx m4a m4b aac wma aif aiff aifc au snd caf amr 3gp webm mka mkv mp4 mov avi wv"
+)
+AUDIO_EXTENSIONS = frozenset("." + name for name in _EXTENSION_NAMES.split())
+
+
 def is_url(value: object) -> bool:
     """True for strings that look like an http(s)/ftp URL."""
     return isinstance(value, str) and value.lower().startswith(_URL_PREFIXES)

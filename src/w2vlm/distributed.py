@@ -105,7 +105,7 @@ def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     audio files and folders (walked recursively, as ``w2vlm transcribe`` does). Ids are the manifest's ids
     (else the audio path relative to the manifest) or the file paths as given; paths that do not exist are
     kept as inputs and end as failed records."""
-    from w2vlm.eval import read_manifest
+    from w2vlm.manifest import read_manifest
     from w2vlm.transcribe import collect_inputs
 
     raw = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)

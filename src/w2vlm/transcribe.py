@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
+from w2vlm.audio import AUDIO_EXTENSIONS
 from w2vlm.engine.alignment import greedy_words
 from w2vlm.engine.config import DTYPES, ConfigError, DecodeConfig, EngineConfig, available_cpus
 from w2vlm.errors import LanguageModelError, W2vlmError
@@ -38,11 +39,6 @@ from w2vlm.writers import CueStyle, expand_formats, output_paths, render, write_
 
 logger = logging.getLogger("w2vlm.transcribe")
 
-#: File extensions picked up when a folder is walked (a file named explicitly is tried whatever its name).
-_EXTENSION_NAMES = (
-    "wav wave flac mp3 ogg oga opus spx m4a m4b aac wma aif aiff aifc au snd caf amr 3gp webm mka mkv mp4 mov avi wv"
-)
-AUDIO_EXTENSIONS = frozenset("." + name for name in _EXTENSION_NAMES.split())
 #: the input name that stands for standard input
 STDIN = "-"
 

@@ -209,7 +209,8 @@ def search(
     """Decode all utterances with each setting (on ``num_threads`` native threads, default all CPUs) and
     score them against ``references``."""
     from w2vlm.decoder.decoder import to_log_probs
-    from w2vlm.eval import DecodeSettings, corpus_errors, decode_lm, normalize_text
+    from w2vlm.eval import DecodeSettings, decode_lm
+    from w2vlm.metrics import corpus_errors, normalize_text
 
     if decoder.language_model is None:
         raise LanguageModelError("tuning needs a decoder with a language model")
@@ -273,14 +274,9 @@ def tune(
     current and the best setting are scored after the search (``report.heldout``); its failed files are
     listed in ``report.failed`` too, with ``"set": "heldout"``.
     """
-    from w2vlm.eval import (
-        collect_logits,
-        corpus_errors,
-        greedy_decode,
-        load_eval_decoder,
-        normalize_text,
-        read_manifest,
-    )
+    from w2vlm.eval import collect_logits, greedy_decode, load_eval_decoder
+    from w2vlm.manifest import read_manifest
+    from w2vlm.metrics import corpus_errors, normalize_text
     from w2vlm.model import resolve_model_path
 
     timings: dict[str, float] = {}
