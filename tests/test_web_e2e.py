@@ -94,9 +94,11 @@ def browser(clip: tuple[Path, np.ndarray]) -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def page(browser: Any, live: LiveServer) -> Iterator[Any]:
-    context = browser.new_context()
+def open_page(browser: Any, live: LiveServer, init_script: str | None = None) -> Iterator[Any]:
+    # the Clipboard API is granted, as a user who allowed it would; the fallback is tested by removing the API
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"], accept_downloads=True)
+    if init_script:
+        context.add_init_script(init_script)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -105,6 +107,11 @@ def page(browser: Any, live: LiveServer) -> Iterator[Any]:
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any, live: LiveServer) -> Iterator[Any]:
+    yield from open_page(browser, live)
 
 
 def test_upload_transcribe_click_to_play(page: Any, pipe: Any, clip: tuple[Path, np.ndarray]) -> None:
@@ -169,3 +176,63 @@ def test_record_in_the_browser_and_transcribe(page: Any, live: LiveServer) -> No
     seconds = float(meta.split(" s of audio")[0])
     assert 1.0 < seconds < 4.0  # about the 2 s recorded, decoded by the server from the browser's webm/opus
     assert httpx.get(f"{live.url}/health").json()["served"] == before + 1
+
+
+# ------------------------------------------------------------------------------------- the finished page
+
+
+def transcribe_on_page(page: Any) -> None:
+    page.fill("#api-key", API_KEY)
+    page.click("#transcribe-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')")
+
+
+def server_response(live: LiveServer, path: Path, fmt: str) -> Any:
+    import httpx
+
+    data = {"model": "tiny-web", "response_format": fmt}
+    if fmt == "verbose_json":
+        data["timestamp_granularities[]"] = ["word", "segment"]
+    r = httpx.post(
+        f"{live.url}/v1/audio/transcriptions",
+        files={"file": (path.name, path.read_bytes())},
+        data=data,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return r.json() if fmt == "verbose_json" else r.text
+
+
+def test_no_player_and_no_result_before_a_file(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    for hidden in ("#source-row", "#player", "#result-panel", "#copy-button", "#download-srt"):
+        assert page.locator(hidden).is_hidden(), hidden
+    assert page.locator("#transcribe-button").is_disabled()
+    # the hidden attribute wins over every display rule of the style sheet
+    assert page.evaluate("getComputedStyle(document.getElementById('source-row')).display") == "none"
+    page.set_input_files("#file-input", str(clip[0]))
+    assert page.locator("#player").is_visible()
+    assert page.locator("#result-panel").is_hidden()  # a file alone is not a result
+
+
+def test_an_error_or_a_new_file_replaces_the_transcript(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    page.set_input_files("#file-input", str(clip[0]))
+    transcribe_on_page(page)
+    assert page.locator("#transcript .word").count() > 0
+    assert page.locator("#result-panel").is_visible()
+
+    page.fill("#api-key", "wrong-key")
+    page.click("#transcribe-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('error')")
+    assert "401" in page.locator("#status").text_content()
+    assert page.locator("#result-panel").is_hidden()
+    assert page.locator("#transcript .word").count() == 0
+    assert page.locator("#timings tbody tr").count() == 0
+    assert page.locator("#copy-button").is_hidden() and page.locator("#download-txt").is_hidden()
+
+    transcribe_on_page(page)
+    assert page.locator("#result-panel").is_visible() and page.locator("#transcript .word").count() > 0
+    page.set_input_files("#file-input", str(clip[0]))  # a new file: the old transcript goes
+    assert page.locator("#result-panel").is_hidden()
+    assert page.locator("#transcript .word").count() == 0
+    assert page.locator("#status").text_content() == "ready"

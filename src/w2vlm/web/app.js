@@ -19,7 +19,9 @@
   const resultMeta = $("result-meta");
   const timingsBody = document.querySelector("#timings tbody");
 
-  const state = { blob: null, filename: null, objectUrl: null, model: null, threshold: 0.5, words: [] };
+  // result: the transcript shown, with what made it (the audio, its name, the hotwords); null while none is shown.
+  // audioId counts the audio chosen, so that an answer about earlier audio is dropped.
+  const state = { blob: null, filename: null, objectUrl: null, model: null, threshold: 0.5, result: null, audioId: 0 };
   let recorder = null;
   let recordTimer = null;
 
@@ -53,7 +55,19 @@
     }
   }
 
+  // no transcript on the page: before the first result, after an error, and when other audio is chosen
+  function clearResult() {
+    state.result = null;
+    resultPanel.hidden = true;
+    transcriptBox.replaceChildren();
+    delete transcriptBox.dataset.text;
+    timingsBody.replaceChildren();
+    resultMeta.textContent = "";
+  }
+
   function useAudio(blob, filename) {
+    clearResult();
+    state.audioId += 1;
     if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
     state.blob = blob;
     state.filename = filename;
@@ -68,6 +82,7 @@
   fileInput.addEventListener("change", () => {
     const file = fileInput.files && fileInput.files[0];
     if (file) useAudio(file, file.name);
+    fileInput.value = ""; // choosing the same file again is a change too
   });
 
   async function startRecording() {
@@ -115,16 +130,17 @@
 
   async function transcribe() {
     if (!state.blob) return;
+    const audioId = state.audioId;
+    const source = { blob: state.blob, filename: state.filename, hotwords: hotwordsInput.value.trim() };
     transcribeButton.disabled = true;
     setStatus("transcribing…");
     const form = new FormData();
-    form.append("file", state.blob, state.filename);
+    form.append("file", source.blob, source.filename);
     form.append("model", state.model || "w2vlm");
     form.append("response_format", "verbose_json");
     form.append("timestamp_granularities[]", "word");
     form.append("timestamp_granularities[]", "segment");
-    const hotwords = hotwordsInput.value.trim();
-    if (hotwords) form.append("prompt", hotwords);
+    if (source.hotwords) form.append("prompt", source.hotwords);
     const t0 = performance.now();
     try {
       const response = await fetch("/v1/audio/transcriptions", {
@@ -133,19 +149,26 @@
         headers: authHeaders(),
       });
       const body = await response.json().catch(() => null);
+      if (audioId !== state.audioId) return; // other audio was chosen meanwhile
       if (!response.ok) {
-        const message = body && body.error ? body.error.message : response.statusText;
-        setStatus("error " + response.status + ": " + message, true);
+        clearResult(); // an error replaces the transcript it would otherwise seem to be about
+        setStatus("error " + response.status + ": " + errorMessage(body, response), true);
         return;
       }
       const seconds = (performance.now() - t0) / 1000;
-      render(body, seconds);
+      render(body, seconds, source);
       setStatus("done in " + seconds.toFixed(2) + " s");
     } catch (err) {
+      if (audioId !== state.audioId) return;
+      clearResult();
       setStatus("request failed: " + err, true);
     } finally {
       transcribeButton.disabled = false;
     }
+  }
+
+  function errorMessage(body, response) {
+    return body && body.error ? body.error.message : response.statusText;
   }
 
   transcribeButton.addEventListener("click", transcribe);
@@ -157,20 +180,20 @@
     }
   });
 
-  function render(result, seconds) {
-    state.words = result.words || [];
-    transcriptBox.replaceChildren();
-    timingsBody.replaceChildren();
+  function render(result, seconds, source) {
+    clearResult();
+    const words = result.words || [];
+    state.result = { body: result, blob: source.blob, filename: source.filename, hotwords: source.hotwords };
     resultMeta.textContent =
-      fmt(result.duration) + " s of audio · " + state.words.length + " words · " + seconds.toFixed(2) + " s";
-    if (!state.words.length) {
+      fmt(result.duration) + " s of audio · " + words.length + " words · " + seconds.toFixed(2) + " s";
+    if (!words.length) {
       const empty = document.createElement("p");
       empty.className = "muted";
       empty.id = "empty-transcript";
       empty.textContent = result.text ? result.text : "(no speech recognised)";
       transcriptBox.appendChild(empty);
     }
-    state.words.forEach((w, i) => {
+    words.forEach((w, i) => {
       const low = typeof w.confidence === "number" && w.confidence < state.threshold;
       const conf = typeof w.confidence === "number" ? Math.round(w.confidence * 100) + "%" : "n/a";
       const span = document.createElement("span");
