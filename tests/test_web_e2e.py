@@ -236,3 +236,25 @@ def test_an_error_or_a_new_file_replaces_the_transcript(page: Any, clip: tuple[P
     assert page.locator("#result-panel").is_hidden()
     assert page.locator("#transcript .word").count() == 0
     assert page.locator("#status").text_content() == "ready"
+
+
+def test_favicon(page: Any, live: LiveServer) -> None:
+    import httpx
+
+    href = page.eval_on_selector("link[rel=icon]", "link => link.href")
+    for url in (href, f"{live.url}/favicon.ico"):
+        r = httpx.get(url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), url
+        assert b"<svg" in r.content
+    # the browser can draw it
+    size = page.evaluate(
+        """async (url) => {
+            const img = new Image();
+            img.src = url;
+            await img.decode();
+            return [img.naturalWidth, img.naturalHeight];
+        }""",
+        href,
+    )
+    assert size[0] > 0 and size[1] > 0
+    assert "/favicon.ico" not in httpx.get(f"{live.url}/openapi.json").json()["paths"]
