@@ -7,6 +7,7 @@ Skipped with the reason when either is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -258,3 +259,92 @@ def test_favicon(page: Any, live: LiveServer) -> None:
     )
     assert size[0] > 0 and size[1] > 0
     assert "/favicon.ico" not in httpx.get(f"{live.url}/openapi.json").json()["paths"]
+
+
+def test_copy_to_the_clipboard(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    page.set_input_files("#file-input", str(clip[0]))
+    transcribe_on_page(page)
+    text = page.locator("#transcript").get_attribute("data-text")
+    assert text
+    page.evaluate("navigator.clipboard.writeText('something else')")
+    page.focus("#copy-button")
+    page.keyboard.press("Enter")  # by keyboard
+    page.wait_for_function("document.getElementById('copy-status').textContent !== ''")
+    assert page.locator("#copy-status").is_visible()
+    assert "copied" in page.locator("#copy-status").text_content().lower()
+    assert page.evaluate("navigator.clipboard.readText()") == text
+
+
+def test_copy_without_the_clipboard_api_selects_the_text(
+    browser: Any, live: LiveServer, clip: tuple[Path, np.ndarray]
+) -> None:
+    no_api = "Object.defineProperty(Navigator.prototype, 'clipboard', {get: () => undefined});"
+    for page in open_page(browser, live, no_api):
+        assert page.evaluate("navigator.clipboard") is None
+        page.set_input_files("#file-input", str(clip[0]))
+        transcribe_on_page(page)
+        text = page.locator("#transcript").get_attribute("data-text")
+        page.click("#copy-button")
+        page.wait_for_function("document.getElementById('copy-status').textContent !== ''")
+        assert page.locator("#copy-text").is_visible()
+        selected = page.evaluate(
+            "(() => { const t = document.activeElement; return t.value.slice(t.selectionStart, t.selectionEnd); })()"
+        )
+        assert selected == text
+        # a new result hides the selection box again
+        page.set_input_files("#file-input", str(clip[0]))
+        assert page.locator("#copy-text").is_hidden()
+
+
+def test_downloads(page: Any, live: LiveServer, clip: tuple[Path, np.ndarray]) -> None:
+    import httpx
+
+    path = clip[0]
+    page.set_input_files("#file-input", str(path))
+    transcribe_on_page(page)
+    text = page.locator("#transcript").get_attribute("data-text")
+    expected = {
+        "txt": server_response(live, path, "text"),
+        "srt": server_response(live, path, "srt"),
+        "vtt": server_response(live, path, "vtt"),
+    }
+    assert expected["txt"] == text + "\n"
+    verbose = server_response(live, path, "verbose_json")
+    assert verbose["text"] == text
+
+    def download(ext: str) -> tuple[str, str]:
+        with page.expect_download() as info:
+            page.click(f"#download-{ext}")
+        d = info.value
+        return d.suggested_filename, Path(d.path()).read_text(encoding="utf-8")
+
+    # a subtitle request the server refuses: its error is shown, the transcript stays, and nothing is cached
+    page.fill("#api-key", "wrong-key")
+    page.click("#download-srt")
+    page.wait_for_function("document.getElementById('status').textContent.includes('401')")
+    assert page.locator("#status").text_content().startswith("speech.srt: error 401")
+    assert page.locator("#result-panel").is_visible() and not page.locator("#download-srt").is_disabled()
+    page.fill("#api-key", API_KEY)
+
+    served = httpx.get(f"{live.url}/health").json()["served"]
+    for ext in ("txt", "srt", "vtt", "json"):
+        for _ in range(2):  # a second click uses what the first fetched
+            name, content = download(ext)
+            assert name == f"speech.{ext}"
+            if ext == "json":
+                assert json.loads(content) == verbose
+            else:
+                assert content == expected[ext], ext
+    # srt and vtt: one request each, the server's own cues; txt and json: none (the page's result)
+    assert httpx.get(f"{live.url}/health").json()["served"] == served + 2
+
+    # by keyboard: the buttons follow each other in the tab order
+    page.focus("#copy-button")
+    order = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id"))
+    assert order == ["download-txt", "download-srt", "download-vtt", "download-json"]
+    with page.expect_download() as info:
+        page.keyboard.press("Enter")
+    assert info.value.suggested_filename == "speech.json"

@@ -18,12 +18,17 @@
   const transcriptBox = $("transcript");
   const resultMeta = $("result-meta");
   const timingsBody = document.querySelector("#timings tbody");
+  const copyButton = $("copy-button");
+  const copyStatus = $("copy-status");
+  const copyText = $("copy-text");
+  const downloadButtons = document.querySelectorAll("#result-actions button[data-format]");
 
   // result: the transcript shown, with what made it (the audio, its name, the hotwords); null while none is shown.
   // audioId counts the audio chosen, so that an answer about earlier audio is dropped.
   const state = { blob: null, filename: null, objectUrl: null, model: null, threshold: 0.5, result: null, audioId: 0 };
   let recorder = null;
   let recordTimer = null;
+  let copyTimer = null;
 
   function setStatus(text, isError) {
     statusLine.textContent = text;
@@ -63,6 +68,10 @@
     delete transcriptBox.dataset.text;
     timingsBody.replaceChildren();
     resultMeta.textContent = "";
+    copyText.hidden = true;
+    copyText.value = "";
+    clearTimeout(copyTimer);
+    copyStatus.textContent = "";
   }
 
   function useAudio(blob, filename) {
@@ -183,7 +192,14 @@
   function render(result, seconds, source) {
     clearResult();
     const words = result.words || [];
-    state.result = { body: result, blob: source.blob, filename: source.filename, hotwords: source.hotwords };
+    // subtitles: fetched from the server (its own cues) on the first click, kept here for the next
+    state.result = {
+      body: result,
+      blob: source.blob,
+      filename: source.filename,
+      hotwords: source.hotwords,
+      subtitles: {},
+    };
     resultMeta.textContent =
       fmt(result.duration) + " s of audio · " + words.length + " words · " + seconds.toFixed(2) + " s";
     if (!words.length) {
@@ -224,6 +240,130 @@
     transcriptBox.dataset.text = result.text;
     resultPanel.hidden = false;
   }
+
+  // ---------------------------------------------------------------------------------------- copy and download
+
+  function flashCopyStatus(text) {
+    copyStatus.textContent = text;
+    clearTimeout(copyTimer);
+    copyTimer = setTimeout(() => {
+      copyStatus.textContent = "";
+    }, 4000);
+  }
+
+  // without the Clipboard API (an http page not on localhost, an old browser): show the text selected, ready
+  // for Ctrl+C, and try the old copy command on it
+  function copyBySelecting(text) {
+    copyText.value = text;
+    copyText.hidden = false;
+    copyText.focus();
+    copyText.select();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch (e) {
+      copied = false;
+    }
+    flashCopyStatus(copied ? "Copied ✓" : "Text selected: press Ctrl+C (⌘C) to copy");
+  }
+
+  async function copyTranscript() {
+    if (!state.result) return;
+    const result = state.result;
+    const text = result.body.text || "";
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      try {
+        await navigator.clipboard.writeText(text);
+        if (result === state.result) flashCopyStatus("Copied ✓");
+        return;
+      } catch (e) {
+        /* refused (permissions, focus): select the text instead */
+      }
+    }
+    if (result === state.result) copyBySelecting(text);
+  }
+
+  copyButton.addEventListener("click", copyTranscript);
+
+  function stem(filename) {
+    const base = (filename || "").replace(/^.*[\\/]/, "");
+    const dot = base.lastIndexOf(".");
+    return (dot > 0 ? base.slice(0, dot) : base) || "transcript";
+  }
+
+  function saveFile(content, type, name) {
+    const url = URL.createObjectURL(new Blob([content], { type: type }));
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    link.hidden = true;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  // srt and vtt: the server's own cues for the same audio and hotwords (one cue-making implementation, in
+  // Python), requested once a result; concurrent clicks share the request
+  function fetchSubtitles(result, format) {
+    if (!result.subtitles[format]) {
+      const form = new FormData();
+      form.append("file", result.blob, result.filename);
+      form.append("model", state.model || "w2vlm");
+      form.append("response_format", format);
+      if (result.hotwords) form.append("prompt", result.hotwords);
+      result.subtitles[format] = fetch("/v1/audio/transcriptions", {
+        method: "POST",
+        body: form,
+        headers: authHeaders(),
+      })
+        .then(async (response) => {
+          if (!response.ok) {
+            const body = await response.json().catch(() => null);
+            throw new Error("error " + response.status + ": " + errorMessage(body, response));
+          }
+          return response.text();
+        })
+        .catch((err) => {
+          delete result.subtitles[format]; // not kept: the next click asks again
+          throw err;
+        });
+    }
+    return result.subtitles[format];
+  }
+
+  async function download(format, button) {
+    const result = state.result;
+    if (!result) return;
+    const name = stem(result.filename) + "." + format;
+    if (format === "txt") {
+      saveFile(result.body.text + "\n", "text/plain;charset=utf-8", name);
+      return;
+    }
+    if (format === "json") {
+      saveFile(JSON.stringify(result.body, null, 2) + "\n", "application/json", name);
+      return;
+    }
+    button.disabled = true;
+    const waiting = setTimeout(() => setStatus("making " + name + "…"), 300);
+    try {
+      const text = await fetchSubtitles(result, format);
+      if (result !== state.result) return; // other audio was chosen meanwhile
+      saveFile(text, format === "vtt" ? "text/vtt;charset=utf-8" : "application/x-subrip;charset=utf-8", name);
+      setStatus("saved " + name);
+    } catch (err) {
+      if (result === state.result) setStatus(name + ": " + (err.message || err), true);
+    } finally {
+      clearTimeout(waiting);
+      button.disabled = false;
+    }
+  }
+
+  downloadButtons.forEach((button) => {
+    button.addEventListener("click", () => download(button.dataset.format, button));
+  });
+
+  // ------------------------------------------------------------------------------------------- playback
 
   function playFrom(start) {
     player.currentTime = start;
