@@ -348,3 +348,31 @@ def test_downloads(page: Any, live: LiveServer, clip: tuple[Path, np.ndarray]) -
     with page.expect_download() as info:
         page.keyboard.press("Enter")
     assert info.value.suggested_filename == "speech.json"
+
+
+def test_keyboard_file_choice_and_word_playback(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    page.focus("body")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file-input"
+    # the focused (visually hidden) input shows its focus on the visible button
+    outline = page.evaluate("getComputedStyle(document.querySelector('label[for=file-input]')).outlineStyle")
+    assert outline not in ("none", "")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(clip[0]))
+    assert page.locator("#source-name").text_content().startswith("speech.wav")
+    transcribe_on_page(page)
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    words = page.locator("#transcript .word")
+    k = words.count() // 2
+    start = float(words.nth(k).get_attribute("data-start"))
+    # one tab stop for the transcript: Tab from the last download button lands on the first word
+    page.focus("#download-json")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.index") == "0"
+    for _ in range(k):
+        page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.dataset.index") == str(k)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {start}) < 0.25")
+    assert "current" in words.nth(k).get_attribute("class")

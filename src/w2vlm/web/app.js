@@ -224,7 +224,12 @@
       time.className = "t";
       time.textContent = fmt(w.start);
       span.appendChild(time);
+      // one tab stop for the whole transcript (the first word); arrow keys move between words
+      span.tabIndex = i === 0 ? 0 : -1;
+      span.setAttribute("role", "button");
+      span.setAttribute("aria-label", w.word + ", " + fmt(w.start) + " s");
       span.addEventListener("click", () => playFrom(w.start));
+      span.addEventListener("keydown", (event) => onWordKey(event, span));
       transcriptBox.appendChild(span);
       transcriptBox.appendChild(document.createTextNode(" "));
 
@@ -370,6 +375,24 @@
     const played = player.play();
     if (played && played.catch) played.catch(() => {});
     highlight(start);
+  }
+
+  function onWordKey(event, span) {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      playFrom(Number(span.dataset.start));
+      return;
+    }
+    const spans = Array.from(transcriptBox.querySelectorAll(".word"));
+    const i = spans.indexOf(span);
+    const moves = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0 };
+    moves.End = spans.length - 1;
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    const next = spans[Math.max(0, Math.min(spans.length - 1, moves[event.key]))];
+    span.tabIndex = -1;
+    next.tabIndex = 0;
+    next.focus();
   }
 
   function highlight(time) {
