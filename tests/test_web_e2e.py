@@ -7,6 +7,7 @@ Skipped with the reason when either is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -94,9 +95,11 @@ def browser(clip: tuple[Path, np.ndarray]) -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def page(browser: Any, live: LiveServer) -> Iterator[Any]:
-    context = browser.new_context()
+def open_page(browser: Any, live: LiveServer, init_script: str | None = None) -> Iterator[Any]:
+    # the Clipboard API is granted, as a user who allowed it would; the fallback is tested by removing the API
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"], accept_downloads=True)
+    if init_script:
+        context.add_init_script(init_script)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -105,6 +108,11 @@ def page(browser: Any, live: LiveServer) -> Iterator[Any]:
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any, live: LiveServer) -> Iterator[Any]:
+    yield from open_page(browser, live)
 
 
 def test_upload_transcribe_click_to_play(page: Any, pipe: Any, clip: tuple[Path, np.ndarray]) -> None:
@@ -169,3 +177,202 @@ def test_record_in_the_browser_and_transcribe(page: Any, live: LiveServer) -> No
     seconds = float(meta.split(" s of audio")[0])
     assert 1.0 < seconds < 4.0  # about the 2 s recorded, decoded by the server from the browser's webm/opus
     assert httpx.get(f"{live.url}/health").json()["served"] == before + 1
+
+
+# ------------------------------------------------------------------------------------- the finished page
+
+
+def transcribe_on_page(page: Any) -> None:
+    page.fill("#api-key", API_KEY)
+    page.click("#transcribe-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')")
+
+
+def server_response(live: LiveServer, path: Path, fmt: str) -> Any:
+    import httpx
+
+    data = {"model": "tiny-web", "response_format": fmt}
+    if fmt == "verbose_json":
+        data["timestamp_granularities[]"] = ["word", "segment"]
+    r = httpx.post(
+        f"{live.url}/v1/audio/transcriptions",
+        files={"file": (path.name, path.read_bytes())},
+        data=data,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return r.json() if fmt == "verbose_json" else r.text
+
+
+def test_no_player_and_no_result_before_a_file(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    for hidden in ("#source-row", "#player", "#result-panel", "#copy-button", "#download-srt"):
+        assert page.locator(hidden).is_hidden(), hidden
+    assert page.locator("#transcribe-button").is_disabled()
+    # the hidden attribute wins over every display rule of the style sheet
+    assert page.evaluate("getComputedStyle(document.getElementById('source-row')).display") == "none"
+    page.set_input_files("#file-input", str(clip[0]))
+    assert page.locator("#player").is_visible()
+    assert page.locator("#result-panel").is_hidden()  # a file alone is not a result
+
+
+def test_an_error_or_a_new_file_replaces_the_transcript(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    page.set_input_files("#file-input", str(clip[0]))
+    transcribe_on_page(page)
+    assert page.locator("#transcript .word").count() > 0
+    assert page.locator("#result-panel").is_visible()
+
+    page.fill("#api-key", "wrong-key")
+    page.click("#transcribe-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('error')")
+    assert "401" in page.locator("#status").text_content()
+    assert page.locator("#result-panel").is_hidden()
+    assert page.locator("#transcript .word").count() == 0
+    assert page.locator("#timings tbody tr").count() == 0
+    assert page.locator("#copy-button").is_hidden() and page.locator("#download-txt").is_hidden()
+
+    transcribe_on_page(page)
+    assert page.locator("#result-panel").is_visible() and page.locator("#transcript .word").count() > 0
+    page.set_input_files("#file-input", str(clip[0]))  # a new file: the old transcript goes
+    assert page.locator("#result-panel").is_hidden()
+    assert page.locator("#transcript .word").count() == 0
+    assert page.locator("#status").text_content() == "ready"
+
+
+def test_favicon(page: Any, live: LiveServer) -> None:
+    import httpx
+
+    href = page.eval_on_selector("link[rel=icon]", "link => link.href")
+    for url in (href, f"{live.url}/favicon.ico"):
+        r = httpx.get(url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), url
+        assert b"<svg" in r.content
+    # the browser can draw it
+    size = page.evaluate(
+        """async (url) => {
+            const img = new Image();
+            img.src = url;
+            await img.decode();
+            return [img.naturalWidth, img.naturalHeight];
+        }""",
+        href,
+    )
+    assert size[0] > 0 and size[1] > 0
+    assert "/favicon.ico" not in httpx.get(f"{live.url}/openapi.json").json()["paths"]
+
+
+def test_copy_to_the_clipboard(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    page.set_input_files("#file-input", str(clip[0]))
+    transcribe_on_page(page)
+    text = page.locator("#transcript").get_attribute("data-text")
+    assert text
+    page.evaluate("navigator.clipboard.writeText('something else')")
+    page.focus("#copy-button")
+    page.keyboard.press("Enter")  # by keyboard
+    page.wait_for_function("document.getElementById('copy-status').textContent !== ''")
+    assert page.locator("#copy-status").is_visible()
+    assert "copied" in page.locator("#copy-status").text_content().lower()
+    assert page.evaluate("navigator.clipboard.readText()") == text
+
+
+def test_copy_without_the_clipboard_api_selects_the_text(
+    browser: Any, live: LiveServer, clip: tuple[Path, np.ndarray]
+) -> None:
+    no_api = "Object.defineProperty(Navigator.prototype, 'clipboard', {get: () => undefined});"
+    for page in open_page(browser, live, no_api):
+        assert page.evaluate("navigator.clipboard") is None
+        page.set_input_files("#file-input", str(clip[0]))
+        transcribe_on_page(page)
+        text = page.locator("#transcript").get_attribute("data-text")
+        page.click("#copy-button")
+        page.wait_for_function("document.getElementById('copy-status').textContent !== ''")
+        assert page.locator("#copy-text").is_visible()
+        selected = page.evaluate(
+            "(() => { const t = document.activeElement; return t.value.slice(t.selectionStart, t.selectionEnd); })()"
+        )
+        assert selected == text
+        # a new result hides the selection box again
+        page.set_input_files("#file-input", str(clip[0]))
+        assert page.locator("#copy-text").is_hidden()
+
+
+def test_downloads(page: Any, live: LiveServer, clip: tuple[Path, np.ndarray]) -> None:
+    import httpx
+
+    path = clip[0]
+    page.set_input_files("#file-input", str(path))
+    transcribe_on_page(page)
+    text = page.locator("#transcript").get_attribute("data-text")
+    expected = {
+        "txt": server_response(live, path, "text"),
+        "srt": server_response(live, path, "srt"),
+        "vtt": server_response(live, path, "vtt"),
+    }
+    assert expected["txt"] == text + "\n"
+    verbose = server_response(live, path, "verbose_json")
+    assert verbose["text"] == text
+
+    def download(ext: str) -> tuple[str, str]:
+        with page.expect_download() as info:
+            page.click(f"#download-{ext}")
+        d = info.value
+        return d.suggested_filename, Path(d.path()).read_text(encoding="utf-8")
+
+    # a subtitle request the server refuses: its error is shown, the transcript stays, and nothing is cached
+    page.fill("#api-key", "wrong-key")
+    page.click("#download-srt")
+    page.wait_for_function("document.getElementById('status').textContent.includes('401')")
+    assert page.locator("#status").text_content().startswith("speech.srt: error 401")
+    assert page.locator("#result-panel").is_visible() and not page.locator("#download-srt").is_disabled()
+    page.fill("#api-key", API_KEY)
+
+    served = httpx.get(f"{live.url}/health").json()["served"]
+    for ext in ("txt", "srt", "vtt", "json"):
+        for _ in range(2):  # a second click uses what the first fetched
+            name, content = download(ext)
+            assert name == f"speech.{ext}"
+            if ext == "json":
+                assert json.loads(content) == verbose
+            else:
+                assert content == expected[ext], ext
+    # srt and vtt: one request each, the server's own cues; txt and json: none (the page's result)
+    assert httpx.get(f"{live.url}/health").json()["served"] == served + 2
+
+    # by keyboard: the buttons follow each other in the tab order
+    page.focus("#copy-button")
+    order = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id"))
+    assert order == ["download-txt", "download-srt", "download-vtt", "download-json"]
+    with page.expect_download() as info:
+        page.keyboard.press("Enter")
+    assert info.value.suggested_filename == "speech.json"
+
+
+def test_keyboard_file_choice_and_word_playback(page: Any, clip: tuple[Path, np.ndarray]) -> None:
+    page.focus("body")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file-input"
+    # the focused (visually hidden) input shows its focus on the visible button
+    outline = page.evaluate("getComputedStyle(document.querySelector('label[for=file-input]')).outlineStyle")
+    assert outline not in ("none", "")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(clip[0]))
+    assert page.locator("#source-name").text_content().startswith("speech.wav")
+    transcribe_on_page(page)
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    words = page.locator("#transcript .word")
+    k = words.count() // 2
+    start = float(words.nth(k).get_attribute("data-start"))
+    # one tab stop for the transcript: Tab from the last download button lands on the first word
+    page.focus("#download-json")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.index") == "0"
+    for _ in range(k):
+        page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.dataset.index") == str(k)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {start}) < 0.25")
+    assert "current" in words.nth(k).get_attribute("class")

@@ -55,7 +55,12 @@ from w2vlm.writers import render as render_format
 logger = logging.getLogger("w2vlm.server")
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+WEB_FILES = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
@@ -515,6 +520,11 @@ def create_app(
         if name not in WEB_FILES:
             raise ApiError(404, f"no such file: /web/{name}", code="not_found")
         return FileResponse(WEB_DIR / name, media_type=WEB_FILES[name])
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # the page links /web/favicon.svg; this is for browsers and tools that ask for /favicon.ico anyway
+        return FileResponse(WEB_DIR / "favicon.svg", media_type=WEB_FILES["favicon.svg"])
 
     @app.post("/v1/audio/transcriptions", openapi_extra=TRANSCRIPTION_REQUEST_SCHEMA)
     async def transcriptions(request: Request) -> Response:

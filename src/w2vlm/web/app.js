@@ -18,10 +18,17 @@
   const transcriptBox = $("transcript");
   const resultMeta = $("result-meta");
   const timingsBody = document.querySelector("#timings tbody");
+  const copyButton = $("copy-button");
+  const copyStatus = $("copy-status");
+  const copyText = $("copy-text");
+  const downloadButtons = document.querySelectorAll("#result-actions button[data-format]");
 
-  const state = { blob: null, filename: null, objectUrl: null, model: null, threshold: 0.5, words: [] };
+  // result: the transcript shown, with what made it (the audio, its name, the hotwords); null while none is shown.
+  // audioId counts the audio chosen, so that an answer about earlier audio is dropped.
+  const state = { blob: null, filename: null, objectUrl: null, model: null, threshold: 0.5, result: null, audioId: 0 };
   let recorder = null;
   let recordTimer = null;
+  let copyTimer = null;
 
   function setStatus(text, isError) {
     statusLine.textContent = text;
@@ -53,7 +60,23 @@
     }
   }
 
+  // no transcript on the page: before the first result, after an error, and when other audio is chosen
+  function clearResult() {
+    state.result = null;
+    resultPanel.hidden = true;
+    transcriptBox.replaceChildren();
+    delete transcriptBox.dataset.text;
+    timingsBody.replaceChildren();
+    resultMeta.textContent = "";
+    copyText.hidden = true;
+    copyText.value = "";
+    clearTimeout(copyTimer);
+    copyStatus.textContent = "";
+  }
+
   function useAudio(blob, filename) {
+    clearResult();
+    state.audioId += 1;
     if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
     state.blob = blob;
     state.filename = filename;
@@ -68,6 +91,7 @@
   fileInput.addEventListener("change", () => {
     const file = fileInput.files && fileInput.files[0];
     if (file) useAudio(file, file.name);
+    fileInput.value = ""; // choosing the same file again is a change too
   });
 
   async function startRecording() {
@@ -115,16 +139,17 @@
 
   async function transcribe() {
     if (!state.blob) return;
+    const audioId = state.audioId;
+    const source = { blob: state.blob, filename: state.filename, hotwords: hotwordsInput.value.trim() };
     transcribeButton.disabled = true;
     setStatus("transcribing…");
     const form = new FormData();
-    form.append("file", state.blob, state.filename);
+    form.append("file", source.blob, source.filename);
     form.append("model", state.model || "w2vlm");
     form.append("response_format", "verbose_json");
     form.append("timestamp_granularities[]", "word");
     form.append("timestamp_granularities[]", "segment");
-    const hotwords = hotwordsInput.value.trim();
-    if (hotwords) form.append("prompt", hotwords);
+    if (source.hotwords) form.append("prompt", source.hotwords);
     const t0 = performance.now();
     try {
       const response = await fetch("/v1/audio/transcriptions", {
@@ -133,19 +158,26 @@
         headers: authHeaders(),
       });
       const body = await response.json().catch(() => null);
+      if (audioId !== state.audioId) return; // other audio was chosen meanwhile
       if (!response.ok) {
-        const message = body && body.error ? body.error.message : response.statusText;
-        setStatus("error " + response.status + ": " + message, true);
+        clearResult(); // an error replaces the transcript it would otherwise seem to be about
+        setStatus("error " + response.status + ": " + errorMessage(body, response), true);
         return;
       }
       const seconds = (performance.now() - t0) / 1000;
-      render(body, seconds);
+      render(body, seconds, source);
       setStatus("done in " + seconds.toFixed(2) + " s");
     } catch (err) {
+      if (audioId !== state.audioId) return;
+      clearResult();
       setStatus("request failed: " + err, true);
     } finally {
       transcribeButton.disabled = false;
     }
+  }
+
+  function errorMessage(body, response) {
+    return body && body.error ? body.error.message : response.statusText;
   }
 
   transcribeButton.addEventListener("click", transcribe);
@@ -157,20 +189,27 @@
     }
   });
 
-  function render(result, seconds) {
-    state.words = result.words || [];
-    transcriptBox.replaceChildren();
-    timingsBody.replaceChildren();
+  function render(result, seconds, source) {
+    clearResult();
+    const words = result.words || [];
+    // subtitles: fetched from the server (its own cues) on the first click, kept here for the next
+    state.result = {
+      body: result,
+      blob: source.blob,
+      filename: source.filename,
+      hotwords: source.hotwords,
+      subtitles: {},
+    };
     resultMeta.textContent =
-      fmt(result.duration) + " s of audio · " + state.words.length + " words · " + seconds.toFixed(2) + " s";
-    if (!state.words.length) {
+      fmt(result.duration) + " s of audio · " + words.length + " words · " + seconds.toFixed(2) + " s";
+    if (!words.length) {
       const empty = document.createElement("p");
       empty.className = "muted";
       empty.id = "empty-transcript";
       empty.textContent = result.text ? result.text : "(no speech recognised)";
       transcriptBox.appendChild(empty);
     }
-    state.words.forEach((w, i) => {
+    words.forEach((w, i) => {
       const low = typeof w.confidence === "number" && w.confidence < state.threshold;
       const conf = typeof w.confidence === "number" ? Math.round(w.confidence * 100) + "%" : "n/a";
       const span = document.createElement("span");
@@ -185,7 +224,12 @@
       time.className = "t";
       time.textContent = fmt(w.start);
       span.appendChild(time);
+      // one tab stop for the whole transcript (the first word); arrow keys move between words
+      span.tabIndex = i === 0 ? 0 : -1;
+      span.setAttribute("role", "button");
+      span.setAttribute("aria-label", w.word + ", " + fmt(w.start) + " s");
       span.addEventListener("click", () => playFrom(w.start));
+      span.addEventListener("keydown", (event) => onWordKey(event, span));
       transcriptBox.appendChild(span);
       transcriptBox.appendChild(document.createTextNode(" "));
 
@@ -202,11 +246,153 @@
     resultPanel.hidden = false;
   }
 
+  // ---------------------------------------------------------------------------------------- copy and download
+
+  function flashCopyStatus(text) {
+    copyStatus.textContent = text;
+    clearTimeout(copyTimer);
+    copyTimer = setTimeout(() => {
+      copyStatus.textContent = "";
+    }, 4000);
+  }
+
+  // without the Clipboard API (an http page not on localhost, an old browser): show the text selected, ready
+  // for Ctrl+C, and try the old copy command on it
+  function copyBySelecting(text) {
+    copyText.value = text;
+    copyText.hidden = false;
+    copyText.focus();
+    copyText.select();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch (e) {
+      copied = false;
+    }
+    flashCopyStatus(copied ? "Copied ✓" : "Text selected: press Ctrl+C (⌘C) to copy");
+  }
+
+  async function copyTranscript() {
+    if (!state.result) return;
+    const result = state.result;
+    const text = result.body.text || "";
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      try {
+        await navigator.clipboard.writeText(text);
+        if (result === state.result) flashCopyStatus("Copied ✓");
+        return;
+      } catch (e) {
+        /* refused (permissions, focus): select the text instead */
+      }
+    }
+    if (result === state.result) copyBySelecting(text);
+  }
+
+  copyButton.addEventListener("click", copyTranscript);
+
+  function stem(filename) {
+    const base = (filename || "").replace(/^.*[\\/]/, "");
+    const dot = base.lastIndexOf(".");
+    return (dot > 0 ? base.slice(0, dot) : base) || "transcript";
+  }
+
+  function saveFile(content, type, name) {
+    const url = URL.createObjectURL(new Blob([content], { type: type }));
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    link.hidden = true;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  // srt and vtt: the server's own cues for the same audio and hotwords (one cue-making implementation, in
+  // Python), requested once a result; concurrent clicks share the request
+  function fetchSubtitles(result, format) {
+    if (!result.subtitles[format]) {
+      const form = new FormData();
+      form.append("file", result.blob, result.filename);
+      form.append("model", state.model || "w2vlm");
+      form.append("response_format", format);
+      if (result.hotwords) form.append("prompt", result.hotwords);
+      result.subtitles[format] = fetch("/v1/audio/transcriptions", {
+        method: "POST",
+        body: form,
+        headers: authHeaders(),
+      })
+        .then(async (response) => {
+          if (!response.ok) {
+            const body = await response.json().catch(() => null);
+            throw new Error("error " + response.status + ": " + errorMessage(body, response));
+          }
+          return response.text();
+        })
+        .catch((err) => {
+          delete result.subtitles[format]; // not kept: the next click asks again
+          throw err;
+        });
+    }
+    return result.subtitles[format];
+  }
+
+  async function download(format, button) {
+    const result = state.result;
+    if (!result) return;
+    const name = stem(result.filename) + "." + format;
+    if (format === "txt") {
+      saveFile(result.body.text + "\n", "text/plain;charset=utf-8", name);
+      return;
+    }
+    if (format === "json") {
+      saveFile(JSON.stringify(result.body, null, 2) + "\n", "application/json", name);
+      return;
+    }
+    button.disabled = true;
+    const waiting = setTimeout(() => setStatus("making " + name + "…"), 300);
+    try {
+      const text = await fetchSubtitles(result, format);
+      if (result !== state.result) return; // other audio was chosen meanwhile
+      saveFile(text, format === "vtt" ? "text/vtt;charset=utf-8" : "application/x-subrip;charset=utf-8", name);
+      setStatus("saved " + name);
+    } catch (err) {
+      if (result === state.result) setStatus(name + ": " + (err.message || err), true);
+    } finally {
+      clearTimeout(waiting);
+      button.disabled = false;
+    }
+  }
+
+  downloadButtons.forEach((button) => {
+    button.addEventListener("click", () => download(button.dataset.format, button));
+  });
+
+  // ------------------------------------------------------------------------------------------- playback
+
   function playFrom(start) {
     player.currentTime = start;
     const played = player.play();
     if (played && played.catch) played.catch(() => {});
     highlight(start);
+  }
+
+  function onWordKey(event, span) {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      playFrom(Number(span.dataset.start));
+      return;
+    }
+    const spans = Array.from(transcriptBox.querySelectorAll(".word"));
+    const i = spans.indexOf(span);
+    const moves = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0 };
+    moves.End = spans.length - 1;
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    const next = spans[Math.max(0, Math.min(spans.length - 1, moves[event.key]))];
+    span.tabIndex = -1;
+    next.tabIndex = 0;
+    next.focus();
   }
 
   function highlight(time) {
