@@ -11,7 +11,8 @@ import pytest
 
 from conftest import write_audio_file
 from w2vlm.errors import ManifestError
-from w2vlm.eval import LogitsCache, greedy_decode, model_cache_key
+from w2vlm.eval import greedy_decode
+from w2vlm.logits_cache import LogitsCache, model_cache_key
 from w2vlm.manifest import read_manifest
 from w2vlm.metrics import ErrorCounts, char_errors, corpus_errors, normalize_text, word_errors
 
@@ -244,7 +245,8 @@ def eval_set(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_evaluate_records_failures_and_matches_pipeline(tiny_ctc_dir: Path, eval_set: dict[str, Path]) -> None:
-    from w2vlm.eval import AcousticSettings, evaluate
+    from w2vlm.eval import evaluate
+    from w2vlm.logits_cache import AcousticSettings
     from w2vlm.pipeline import pipeline
     from w2vlm.processor import load_tokenizer
 
@@ -293,7 +295,8 @@ def test_evaluate_records_failures_and_matches_pipeline(tiny_ctc_dir: Path, eval
 
 
 def test_breakdown_by_manifest_field_adds_up_to_the_totals(tiny_ctc_dir: Path, eval_set: dict[str, Path]) -> None:
-    from w2vlm.eval import AcousticSettings, evaluate
+    from w2vlm.eval import evaluate
+    from w2vlm.logits_cache import AcousticSettings
 
     lines = [json.loads(x) for x in eval_set["manifest"].read_text(encoding="utf-8").splitlines()]
     for i, rec in enumerate(lines):
@@ -332,8 +335,9 @@ def test_breakdown_by_manifest_field_adds_up_to_the_totals(tiny_ctc_dir: Path, e
 
 
 def test_cached_logits_skip_the_acoustic_model(tiny_ctc_dir: Path, eval_set: dict[str, Path], monkeypatch) -> None:
-    from w2vlm import eval as eval_module
-    from w2vlm.eval import AcousticSettings, DecodeSettings, collect_logits, evaluate
+    from w2vlm import logits_cache as eval_module
+    from w2vlm.eval import DecodeSettings, evaluate
+    from w2vlm.logits_cache import AcousticSettings, collect_logits
     from w2vlm.processor import Wav2Vec2ProcessorWithLM
 
     kwargs = dict(cache_dir=eval_set["cache"], acoustic=AcousticSettings(device="cpu"))
@@ -369,7 +373,8 @@ def test_cached_logits_skip_the_acoustic_model(tiny_ctc_dir: Path, eval_set: dic
 
 def test_evaluate_without_lm_and_with_external_lm(tiny_ctc_dir: Path, eval_set: dict[str, Path], tmp_path) -> None:
     from conftest import write_arpa
-    from w2vlm.eval import AcousticSettings, evaluate
+    from w2vlm.eval import evaluate
+    from w2vlm.logits_cache import AcousticSettings
 
     kwargs = dict(cache_dir=eval_set["cache"], acoustic=AcousticSettings(device="cpu"))
     greedy_only = evaluate(eval_set["good"], tiny_ctc_dir, use_lm=False, **kwargs)  # type: ignore[arg-type]

@@ -213,7 +213,8 @@ def tune_set(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_tune_on_model(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
-    from w2vlm.eval import AcousticSettings, DecodeSettings, evaluate
+    from w2vlm.eval import DecodeSettings, evaluate
+    from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import tune
 
     common = dict(cache_dir=tune_set["cache"], acoustic=AcousticSettings(device="cpu"))
@@ -242,7 +243,7 @@ def test_tune_on_model(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
 
 
 def test_tune_random_search(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
-    from w2vlm.eval import AcousticSettings
+    from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import tune
 
     report = tune(
@@ -304,7 +305,8 @@ def test_cli_tune(tiny_ctc_dir: Path, tune_set: dict[str, Path], tmp_path: Path)
 
 
 def test_tune_scores_heldout_set(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
-    from w2vlm.eval import AcousticSettings, DecodeSettings, evaluate
+    from w2vlm.eval import DecodeSettings, evaluate
+    from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import tune
 
     common = dict(cache_dir=tune_set["cache"], acoustic=AcousticSettings(device="cpu"))

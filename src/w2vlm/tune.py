@@ -274,7 +274,8 @@ def tune(
     current and the best setting are scored after the search (``report.heldout``); its failed files are
     listed in ``report.failed`` too, with ``"set": "heldout"``.
     """
-    from w2vlm.eval import collect_logits, greedy_decode, load_eval_decoder
+    from w2vlm.eval import greedy_decode, load_eval_decoder
+    from w2vlm.logits_cache import collect_logits
     from w2vlm.manifest import read_manifest
     from w2vlm.metrics import corpus_errors, normalize_text
     from w2vlm.model import resolve_model_path

@@ -102,16 +102,9 @@ def eval_command(
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.eval import (
-        SYSTEM_NAMES,
-        AcousticSettings,
-        DecodeSettings,
-        breakdown_table,
-        evaluate,
-        summary_table,
-        worst_utterances,
-    )
+    from w2vlm.eval import SYSTEM_NAMES, DecodeSettings, breakdown_table, evaluate, summary_table, worst_utterances
     from w2vlm.fileio import atomic_write_json
+    from w2vlm.logits_cache import AcousticSettings
 
     err = Console(stderr=True)
     try:
@@ -223,8 +216,8 @@ def tune_command(
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.eval import AcousticSettings
     from w2vlm.fileio import atomic_write_json
+    from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import parse_values, plot_wer, results_table, tune, write_attrs
 
     err = Console(stderr=True)

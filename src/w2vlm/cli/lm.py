@@ -198,7 +198,7 @@ def add_lm_command(
         raise typer.BadParameter("--alpha/--beta are the values tried on --dev; give --dev too", param_hint="'--dev'")
     with model_command(err):
         try:
-            from w2vlm.eval import AcousticSettings
+            from w2vlm.logits_cache import AcousticSettings
 
             with lm_progress(err, quiet) as on_progress:
                 result = add_lm(
