@@ -66,7 +66,7 @@ def test_decode_beams_batch_is_decode_beams_exactly(hello_path, seeds, threads, 
 
 
 def test_model_container_and_reached_into_attributes(hello_path):
-    import kenlm
+    kenlm = pytest.importorskip("kenlm")
 
     km = kenlm.Model(hello_path)
     dec = BeamSearchDecoderCTC(Alphabet.build_alphabet(WORDS_LABELS), LanguageModel(km, UNIGRAMS))
