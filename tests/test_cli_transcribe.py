@@ -454,3 +454,101 @@ def test_cuda_without_cuda_is_one_error_line(tiny_ctc_dir: Path, audio_dir: Path
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "CUDA is not available" in lines[0]
+
+
+# ------------------------------------------------------------------------- command-line habits (issue 33)
+
+
+def test_version() -> None:
+    import w2vlm
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"w2vlm {w2vlm.__version__}\n"
+
+
+def test_several_formats_in_one_run(tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(audio_dir / "one.wav", "--model", tiny_ctc_dir, "-o", out, "-f", "srt, vtt,json,srt")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["one.json", "one.srt", "one.vtt"]
+    bad = invoke(audio_dir / "one.wav", "--model", tiny_ctc_dir, "-o", out, "-f", "srt,docx")
+    assert bad.exit_code == 2 and "'docx'" in bad.stderr
+
+
+def test_standard_input(tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    data = (audio_dir / "two.flac").read_bytes()
+    expected = pipeline_text(tiny_ctc_dir, audio_dir / "two.flac")["text"]
+    result = CliRunner().invoke(app, ["transcribe", "-", "--model", str(tiny_ctc_dir), "-f", "json"], input=data)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["audio"] == "-" and record["text"] == expected
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["transcribe", "-", "--model", str(tiny_ctc_dir), "-o", str(out)], input=data)
+    assert result.exit_code == 0 and (out / "stdin.txt").read_text() == expected + "\n"
+    # not audio: the error names standard input, not the temporary file it was copied to
+    result = CliRunner().invoke(app, ["transcribe", "-", "--model", str(tiny_ctc_dir)], input=b"not audio\n")
+    assert result.exit_code == 1
+    assert "error: -: " in result.stderr and "w2vlm-stdin" not in result.stderr
+
+
+def test_unk_score_offset_reaches_the_lm(tiny_ctc_dir: Path, tmp_path: Path) -> None:
+    from w2vlm.transcribe import TranscribeError, TranscribeOptions, build_processor
+
+    processor = build_processor(tiny_ctc_dir, TranscribeOptions(unk_score_offset=-3.5))
+    lm = processor.decoder.language_model
+    if lm is not None:
+        assert lm.unk_score_offset == -3.5
+    with pytest.raises(TranscribeError, match="--unk-score-offset"):
+        TranscribeOptions(no_lm=True, unk_score_offset=-3.0).validate()
+
+
+@pytest.mark.parametrize(
+    "command", ["transcribe", "serve", "eval", "tune", "build-lm", "add-lm", "train", "visualize", "average"]
+)
+def test_help_fits_80_columns_and_shows_flags_as_flags(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert "<bool>" not in result.stdout and "\\[" not in result.stdout
+    assert not [line for line in lines if line.rstrip().endswith("…")]  # nothing cut off
+
+
+def test_verbose_prints_segments_on_stderr(tiny_ctc_dir: Path, audio_dir: Path) -> None:
+    result = invoke(audio_dir / "one.wav", audio_dir / "two.flac", "--model", tiny_ctc_dir, "--verbose", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"==> {audio_dir / 'one.wav'} <==" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert lines and all(" --> " in line and "] " in line for line in lines)
+    assert result.stdout.count("\t") == 2  # stdout: the transcripts as without --verbose
+
+
+def test_language_reported_and_checked(tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    from w2vlm.model import write_model_card
+
+    result = invoke(audio_dir / "one.wav", "--model", tiny_ctc_dir, "-f", "json", "--language", "de")
+    assert result.exit_code == 0 and json.loads(result.stdout)["language"] == "de"
+    model = tmp_path / "m"
+    shutil.copytree(tiny_ctc_dir, model)
+    write_model_card(model, language="en", title="m")
+    result = invoke(audio_dir / "one.wav", "--model", model, "-f", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["language"] == "en"
+    result = invoke(audio_dir / "one.wav", "--model", model, "--language", "de")
+    assert result.exit_code == 1 and "transcribes 'en'" in result.stderr
+
+
+def test_lm_options_reach_serve_and_visualize(tiny_ctc_dir: Path) -> None:
+    from w2vlm.cli.app import lm_processor
+    from w2vlm.transcribe import TranscribeError
+
+    assert lm_processor(str(tiny_ctc_dir), None, None, None, None) is None  # the model's own processor
+    processor = lm_processor(str(tiny_ctc_dir), None, 0.25, 3.0, -4.0)
+    lm = processor.decoder.language_model
+    assert (lm.alpha, lm.beta, lm.unk_score_offset) == (0.25, 3.0, -4.0)
+    with pytest.raises(TranscribeError, match="--alpha"):
+        lm_processor(str(tiny_ctc_dir), None, float("nan"), None, None)
+    pytest.importorskip("fastapi")
+    from w2vlm.server import ServerSettings, create_app
+
+    app = create_app(str(tiny_ctc_dir), ServerSettings(), device="cpu", processor=processor)
+    assert app.state.w2vlm.transcriber.pipe.decoder.language_model.alpha == 0.25

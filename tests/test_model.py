@@ -219,3 +219,35 @@ def test_int8_cuda_needs_bitsandbytes() -> None:
         pytest.skip("bitsandbytes is installed")
     with pytest.raises(ModelError, match=r"needs bitsandbytes; install it with pip install 'w2vlm\[gpu\]'"):
         _bnb_kwargs(torch.device("cuda"))
+
+
+# ------------------------------------------------------------------------------ the model card's language
+
+
+def test_model_language_from_the_card(tmp_path: Path) -> None:
+    from w2vlm.errors import ModelError
+    from w2vlm.model import model_language, resolve_language, same_language, write_model_card
+
+    assert model_language(tmp_path) is None and resolve_language(None, tmp_path) is None
+    assert resolve_language("PT-BR", tmp_path) == "pt-br"  # no card: the setting, checked
+    write_model_card(tmp_path, language="en", title="m")
+    assert model_language(tmp_path) == "en"
+    assert resolve_language(None, tmp_path) == "en" and resolve_language("en-GB", tmp_path) == "en-gb"
+    with pytest.raises(ModelError, match="transcribes 'en'"):
+        resolve_language("de", tmp_path)
+    with pytest.raises(ModelError, match="ISO 639"):
+        resolve_language("english", tmp_path)
+    assert same_language("en_US", "en") and not same_language("en", "de")
+    # hub cards: a list of one language counts, several or broken metadata leave it unknown
+    (tmp_path / "README.md").write_text("---\nlanguage:\n- fr\n---\n# m\n")
+    assert model_language(tmp_path) == "fr"
+    (tmp_path / "README.md").write_text("---\nlanguage: [fr, de]\n---\n")
+    assert model_language(tmp_path) is None
+    (tmp_path / "README.md").write_text("---\nlanguage: [fr\n---\n")
+    assert model_language(tmp_path) is None
+
+
+def test_the_embedded_model_is_english() -> None:
+    from w2vlm.model import default_model_dir, model_language
+
+    assert model_language(default_model_dir()) == "en"

@@ -256,9 +256,10 @@ def test_pipeline_decoder_kwargs(asr) -> None:
     expected = asr.processor.decode(logits, beam_width=4, alpha=0.0, beta=0.0).text
     assert asr(audio, decoder_kwargs={"beam_width": 4, "alpha": 0.0, "beta": 0.0})["text"] == expected
     assert asr(audio)["text"] == asr.processor.decode(logits).text
-    from w2vlm.errors import DecoderInputError
+    from w2vlm.errors import UnexpectedArgumentError, W2vlmError
 
-    with pytest.raises(DecoderInputError, match=r"decoder_kwargs: unknown keys \['beam_size'\]"):
+    assert issubclass(UnexpectedArgumentError, TypeError) and issubclass(UnexpectedArgumentError, W2vlmError)
+    with pytest.raises(TypeError, match=r"decoder_kwargs: unknown keys \['beam_size'\]"):
         asr(audio, decoder_kwargs={"beam_size": 3})
 
 

@@ -82,6 +82,22 @@ def test_examples_greedy_transcription_is_close() -> None:
     assert cer < 0.6, list(zip(refs, hyps, strict=True))
 
 
+def test_example_logits_are_the_models() -> None:
+    # the README's decoder example decodes examples/children.logits.npy: it must be what the model gives
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import numpy as np
+
+    from w2vlm import Wav2Vec2ProcessorWithLM, load_model
+
+    processor = Wav2Vec2ProcessorWithLM.from_pretrained(str(MODEL))
+    model = load_model(str(MODEL))
+    inputs = processor(_read(EXAMPLES / "children.wav"), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0].numpy()
+    np.testing.assert_allclose(np.load(EXAMPLES / "children.logits.npy"), logits, atol=1e-3)
+
+
 def test_padded_batch_decodes_like_single_clips() -> None:
     # transformers users decode a padded batch's logits as they are; the padded frames must say blank
     torch = pytest.importorskip("torch")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import socket
 import threading
 import time
@@ -618,3 +619,20 @@ def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_
     assert len(deltas) == len(segments)  # one event a segment
     assert [d.strip() for d in deltas] == [s["text"] for s in segments]
     assert events[-1] == {"type": "transcript.text.done", "text": body["text"]} and "".join(deltas) == body["text"]
+
+
+def test_the_model_cards_language_is_served(tiny_ctc_dir: Path, tmp_path: Path, clips: dict) -> None:
+    from w2vlm.errors import ModelError
+    from w2vlm.model import write_model_card
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_ctc_dir, model)
+    write_model_card(model, language="en", title="m")
+    with LiveServer(create_app(str(model), ServerSettings(model_id=MODEL_ID), device="cpu")) as live:
+        _, data = clips["c"]
+        ok = post(live, data, headers={}, response_format="verbose_json")
+        assert ok.status_code == 200 and ok.json()["language"] == "en"
+        err = assert_openai_error(post(live, data, headers={}, language="fr"), 400, "language")
+        assert err["code"] == "unsupported_language"
+    with pytest.raises(ModelError, match="transcribes 'en'"):
+        create_app(str(model), ServerSettings(model_id=MODEL_ID, language="de"), device="cpu")

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import model_weights
 from w2vlm.errors import ManifestError, ModelError
+from w2vlm.model import model_language
 from w2vlm.train import (
     DEFAULT_VOCAB,
     AudioStore,
@@ -207,6 +208,14 @@ def test_stop_after_pauses_and_resume_finishes_the_same_schedule(tiny_manifest: 
     done = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True))
     assert done.epochs_completed == 3 and done.steps == whole.steps
     assert json.loads((out / "training_info.json").read_text())["paused"] is False
+    assert model_language(out) is None  # no --language given, and trained from scratch
+
+
+def test_language_recorded_in_the_model_card(tiny_manifest: Path, tmp_path: Path) -> None:
+    first = train(_config(tiny_manifest, tmp_path / "a", epochs=1, dev_manifest=None, language="EN")).output_dir
+    assert model_language(first) == "en"
+    second = train(_config(tiny_manifest, tmp_path / "b", epochs=1, dev_manifest=None, init_from=first))
+    assert model_language(second.output_dir) == "en"  # inherited from --init-from
 
 
 def test_snapshot_every_keeps_loadable_copies_of_the_weights(tiny_manifest: Path, tmp_path: Path) -> None:

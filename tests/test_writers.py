@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from w2vlm.errors import W2vlmError
+from w2vlm.fileio import atomic_write_text
 from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Alternative, Transcript, Word, segment_words
 from w2vlm.writers import (
     FORMATS,
     CueStyle,
-    atomic_write_text,
     expand_formats,
     render,
     srt_time,

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.copy2(f, lm / f.name)
         attrs = {"alpha": args.alpha, "beta": args.beta, "unk_score_offset": -10.0, "score_boundary": True}
         (lm / "attrs.json").write_text(json.dumps(attrs, indent=2) + "\n")
-        save_hub_layout(model, extractor, tokenizer, args.out, lm_dir=lm, extra=info)
+        save_hub_layout(model, extractor, tokenizer, args.out, lm_dir=lm, extra=info, language="en")
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()}
     print(json.dumps(sizes, indent=1))
 

@@ -24,9 +24,12 @@ __all__ = [
     "W2vlmError",
     "Wav2Vec2ProcessorWithLM",
     "__version__",
+    "default_model_dir",
+    "install",
     "load_audio",
     "load_model",
     "pipeline",
+    "uninstall",
 ]
 
 # The transformers-style API imports torch/transformers: load it on first use so `import w2vlm` stays light.
@@ -34,7 +37,11 @@ _LAZY = {
     "pipeline": "w2vlm.pipeline",
     "Wav2Vec2ProcessorWithLM": "w2vlm.processor",
     "load_model": "w2vlm.model",
+    "default_model_dir": "w2vlm.model",  # the embedded model's folder
     "load_audio": "w2vlm.audio",
+    # w2vlm.install(): transformers' AutoProcessor / pipeline use w2vlm's processor and LM decoding
+    "install": "w2vlm.hf_compat",
+    "uninstall": "w2vlm.hf_compat",
 }
 
 

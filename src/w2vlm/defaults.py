@@ -8,7 +8,8 @@ DEFAULT_BEAM_WIDTH = 100
 DEFAULT_PRUNE_LOGP = -10.0
 DEFAULT_MIN_TOKEN_LOGP = -5.0
 DEFAULT_HOTWORD_WEIGHT = 10.0
-# language model fusion: weight of the LM, bonus per word, offset for unknown words, score <s> / </s>
+# language model fusion (also the LM's weights when its attrs.json does not give them): weight of the LM,
+# bonus per word, offset for unknown words, score <s> / </s>
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.5
 DEFAULT_UNK_SCORE_OFFSET = -10.0

@@ -166,6 +166,7 @@ def _schema() -> Any:
             ("words", pa.list_(word)),
             ("reference", pa.string()),
             ("model", pa.string()),
+            ("language", pa.string()),
         ]
     )
 
@@ -423,6 +424,7 @@ def decode_stage(batch: Any, *, options: dict[str, Any], model_name: str, word_t
         "words": words,
         "reference": [str(r["reference"]) for r in rows],
         "model": [model_name] * n,
+        "language": [opts.language] * n,
     }
     return pa.table(columns, schema=_schema())
 
@@ -491,10 +493,11 @@ def transcribe(
         raise DistributedError(f"workers: must be at least 1; got {workers}")
     if files_per_batch < 1:
         raise DistributedError(f"files per batch: must be at least 1; got {files_per_batch}")
-    from w2vlm.model import resolve_model_path
+    from w2vlm.model import resolve_language, resolve_model_path
 
     model_name = options.model if options.model is not None else "w2vlm embedded default"
     folder = resolve_model_path(options.model)  # fail early, on the driver, when the model cannot be found
+    options = dataclasses.replace(options, language=resolve_language(options.language, folder))
     if options.model is not None and Path(options.model).expanduser().exists():
         options = dataclasses.replace(options, model=str(folder.resolve()))
     if options.lm is not None:

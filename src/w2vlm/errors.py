@@ -40,5 +40,15 @@ class ModelError(W2vlmError):
     """An acoustic model that cannot be found or loaded."""
 
 
+class ProcessorComponentError(W2vlmError, ValueError):
+    """A processor given a component of the wrong kind (e.g. a feature extractor that is not a wav2vec2 one);
+    a ``ValueError`` as transformers raises."""
+
+
+class UnexpectedArgumentError(W2vlmError, TypeError):
+    """An unknown keyword argument (e.g. in ``decoder_kwargs``); a ``TypeError`` as Python and transformers
+    raise for one."""
+
+
 class ManifestError(W2vlmError, ValueError):
     """A training or evaluation manifest (JSONL of audio path + text) that is missing or malformed."""

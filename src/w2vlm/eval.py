@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ import numpy as np
 from w2vlm.defaults import DEFAULT_BEAM_WIDTH, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
 from w2vlm.engine.alignment import greedy_words
 from w2vlm.errors import LanguageModelError, ManifestError, ModelError
+from w2vlm.fileio import atomic_open
 
 logger = logging.getLogger("w2vlm.eval")
 
@@ -456,20 +456,13 @@ class LogitsCache:
 
     def put(self, audio_key: str, logits: np.ndarray, duration_s: float) -> None:
         path = self._path(audio_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    logits=np.asarray(logits, dtype=np.float32),
-                    duration_s=np.float64(duration_s),
-                    model_key=np.str_(self.model_key),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.savez(
+                f,
+                logits=np.asarray(logits, dtype=np.float32),
+                duration_s=np.float64(duration_s),
+                model_key=np.str_(self.model_key),
+            )
 
 
 # ------------------------------------------------------------------------------------------ acoustic model
@@ -994,22 +987,6 @@ def check_group_by(
 # -------------------------------------------------------------------------------------------------- output
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place."""
-    p = Path(path).expanduser()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
 SYSTEM_NAMES = {"greedy": "greedy", "lm": "beam + LM"}
 
 
@@ -1033,7 +1010,7 @@ def summary_table(report: EvalReport) -> Any:
             str(words.deletions),
             str(words.insertions),
             str(words.reference_length),
-            "-" if value is None else f"{value:.4f}",
+            "-" if value is None else f"{value:.3g}",  # greedy decoding: 1e-4 and less
         )
     return table
 

@@ -7,11 +7,13 @@ dynamic int8 linear layers on CPU (torch's eager dynamic quantization), bitsandb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ WEIGHT_FILES = (
 
 #: Files fetched for a hub id: everything the model, feature extractor, tokenizer and decoder need.
 HUB_ALLOW_PATTERNS = [
+    "README.md",  # the model card: its metadata names the model's language
     "*.json",
     "*.safetensors",
     "pytorch_model*.bin",
@@ -205,6 +208,21 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+@contextlib.contextmanager
+def quiet_transformers_progress() -> Iterator[None]:
+    """transformers draws a tqdm bar ("Loading weights") on stderr while it loads; w2vlm's commands show
+    their own progress, so it is switched off while a model loads (and put back as it was)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     path_or_hub_id: str | os.PathLike | None = None,
     device: str | int | torch.device | None = "auto",
@@ -253,7 +271,8 @@ def load_model(
     if quantize == "int8" and dev.type == "cuda":
         kwargs.update(_bnb_kwargs(dev))
     try:
-        model = AutoModelForCTC.from_pretrained(str(folder), config=config, **kwargs)
+        with quiet_transformers_progress():
+            model = AutoModelForCTC.from_pretrained(str(folder), config=config, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise ModelError(
@@ -345,3 +364,78 @@ def model_memory_bytes(model: Any) -> int:
         if bias is not None:
             total += bias.numel() * bias.element_size()
     return total
+
+
+# ------------------------------------------------------------------------------------------- model card
+
+#: the model card of a folder in the hub layout; its YAML front matter says, among others, the language
+MODEL_CARD = "README.md"
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}([-_][a-z0-9]{2,8})?")
+
+
+def check_language(code: str, what: str = "language") -> str:
+    """``code`` lower-cased if it looks like an ISO 639 code (``en``, ``pt-br``); else a ModelError."""
+    value = code.strip().lower()
+    if not _LANGUAGE_CODE.fullmatch(value):
+        raise ModelError(f"{what}: expected an ISO 639 language code like 'en'; got {code!r}")
+    return value
+
+
+def model_language(folder: str | os.PathLike) -> str | None:
+    """The language of the model in ``folder`` as its model card (``README.md``, hub metadata) gives it:
+    ``language: en`` or a list of one code. None when the card is missing, names several languages, or
+    names none."""
+    card = Path(folder) / MODEL_CARD
+    if not card.is_file():
+        return None
+    try:
+        from huggingface_hub import metadata_load
+
+        meta = metadata_load(card) or {}
+    except Exception as exc:  # a card with broken YAML still leaves a usable model
+        logger.warning("%s: unreadable metadata (%s); the model's language is unknown", card, exc)
+        return None
+    value = meta.get("language")
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_language(value)
+    except ModelError:
+        logger.warning("%s: language %r is not an ISO 639 code; ignored", card, value)
+        return None
+
+
+def write_model_card(folder: str | os.PathLike, *, language: str | None, title: str, body: str = "") -> Path:
+    """Write ``folder/README.md``: hub metadata (language, library, task) and a short description."""
+    from huggingface_hub import ModelCardData
+
+    from w2vlm.fileio import atomic_write_text
+
+    data = ModelCardData(
+        language=check_language(language) if language else None,
+        library_name="w2vlm",
+        pipeline_tag="automatic-speech-recognition",
+        tags=["ctc", "wav2vec2", "n-gram"],
+    )
+    text = f"---\n{data.to_yaml()}\n---\n\n# {title}\n" + (f"\n{body.strip()}\n" if body.strip() else "")
+    return atomic_write_text(Path(folder) / MODEL_CARD, text)
+
+
+def resolve_language(requested: str | None, folder: str | os.PathLike, flag: str = "--language") -> str | None:
+    """The language a model transcribes: ``requested`` (checked) or, if None, its model card's. A request
+    for another language than the card names (``pt`` for an ``en`` model) is a ModelError; a region
+    (``en-gb`` for ``en``) is accepted."""
+    own = model_language(folder)
+    if requested is None:
+        return own
+    language = check_language(requested, flag)
+    if own is not None and not same_language(language, own):
+        raise ModelError(f"{flag} {language}: the model in {folder} transcribes {own!r} (its README.md says so)")
+    return language
+
+
+def same_language(a: str, b: str) -> bool:
+    """Whether two language codes name the same language (regions aside: ``en-gb`` and ``en``)."""
+    return re.split(r"[-_]", a.lower(), maxsplit=1)[0] == re.split(r"[-_]", b.lower(), maxsplit=1)[0]

@@ -31,7 +31,7 @@ from w2vlm.engine import DecodeConfig, Engine, EngineConfig
 from w2vlm.engine.alignment import char_spans_from_beam, ctc_align
 from w2vlm.engine.config import ConfigError
 from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES, inputs_to_logits_ratio
-from w2vlm.errors import DecoderInputError, ModelError
+from w2vlm.errors import ModelError, UnexpectedArgumentError
 from w2vlm.results import Transcript
 
 logger = logging.getLogger("w2vlm.pipeline")
@@ -336,8 +336,8 @@ def _labels(decoder: Any) -> list[str]:
 def _check_decoder_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
     kwargs = dict(kwargs or {})
     unknown = set(kwargs) - _DECODER_KWARGS
-    if unknown:
-        raise DecoderInputError(
+    if unknown:  # a TypeError, as transformers' pipeline gives (decode_beams() got an unexpected keyword)
+        raise UnexpectedArgumentError(
             f"decoder_kwargs: unknown keys {sorted(unknown)}; expected some of {sorted(_DECODER_KWARGS)}"
         )
     return kwargs

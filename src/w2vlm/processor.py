@@ -16,22 +16,26 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from w2vlm.errors import DecoderInputError, ModelError, VocabularyMismatchError
+from w2vlm.defaults import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
+from w2vlm.errors import (
+    DecoderInputError,
+    ModelError,
+    ProcessorComponentError,
+    UnexpectedArgumentError,
+    VocabularyMismatchError,
+)
+from w2vlm.processor_output import Wav2Vec2DecoderWithLMOutput
 
 logger = logging.getLogger("w2vlm.processor")
 
-# pyctcdecode's defaults, which transformers' processor uses when a keyword is None
-DEFAULT_BEAM_WIDTH = 100
-DEFAULT_PRUNE_LOGP = -10.0
-DEFAULT_MIN_TOKEN_LOGP = -5.0
-DEFAULT_HOTWORD_WEIGHT = 10.0
+#: the class name written as ``processor_class`` (what transformers' AutoProcessor resolves)
+PROCESSOR_CLASS_NAME = "Wav2Vec2ProcessorWithLM"
 
 _BLANK_TOKEN = re.compile(r"^[<\[]pad[>\]]$", re.IGNORECASE)
 _UNK_TOKEN = re.compile(r"^[<\[]unk[>\]]$", re.IGNORECASE)
@@ -39,50 +43,21 @@ UNK_LABEL = "⁇"
 
 _LM_PARAM_NAMES = ("alpha", "beta", "unk_score_offset", "lm_score_boundary")
 
+#: ``from_pretrained`` keywords that set the language model's parameters (transformers' names)
+LM_OVERRIDE_KEYWORDS = ("alpha", "beta", "unk_score_offset", "score_boundary")
+#: ``from_pretrained`` keywords of transformers' loaders (AutoProcessor, pipelines) that w2vlm accepts and ignores
+IGNORED_LOADER_KEYWORDS = frozenset(
+    {"trust_remote_code", "_from_auto", "_from_pipeline", "force_download", "proxies", "use_fast", "resume_download"}
+)
+#: feature extractor classes transformers' processor accepts (by name; transformers is imported lazily)
+FEATURE_EXTRACTOR_CLASSES = ("Wav2Vec2FeatureExtractor", "SeamlessM4TFeatureExtractor")
+
 #: Files of the hub layout a processor needs (fetched for hub ids).
 PROCESSOR_ALLOW_PATTERNS = [
     "*.json",
     "*.txt",
     "language_model/*",
 ]
-
-
-@dataclass
-class Wav2Vec2DecoderWithLMOutput(Mapping):
-    """Output of :meth:`Wav2Vec2ProcessorWithLM.batch_decode` / ``decode`` (fields as in transformers).
-
-    ``text``: the transcription(s); ``logit_score``: acoustic log-score of the beam; ``lm_score``: logit score
-    plus the weighted LM and word-insertion scores; ``word_offsets``: ``[{"word", "start_offset",
-    "end_offset"}]`` in logit frames when ``output_word_offsets=True``. Lists per batch item for
-    ``batch_decode``; with ``n_best > 1`` each entry is itself a list over the n best beams.
-    Accessible as attributes, as a mapping (``out["text"]``, only fields that are set) and by position.
-    """
-
-    text: Any = None
-    logit_score: Any = None
-    lm_score: Any = None
-    word_offsets: Any = None
-    char_offsets: Any = field(default=None, repr=False)
-
-    def _set_items(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    def __getitem__(self, key: str | int) -> Any:
-        if isinstance(key, int):
-            return self.to_tuple()[key]
-        items = self._set_items()
-        if key not in items:
-            raise KeyError(key)
-        return items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._set_items())
-
-    def __len__(self) -> int:
-        return len(self._set_items())
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(self._set_items().values())
 
 
 def tokenizer_labels(tokenizer: Any) -> list[str]:
@@ -159,6 +134,7 @@ class Wav2Vec2ProcessorWithLM:
     tokenizer_class = "Wav2Vec2CTCTokenizer"
 
     def __init__(self, feature_extractor: Any, tokenizer: Any, decoder: Any) -> None:
+        check_feature_extractor(feature_extractor)
         missing = missing_alphabet_tokens(decoder, tokenizer)
         if missing:
             raise VocabularyMismatchError(
@@ -171,6 +147,12 @@ class Wav2Vec2ProcessorWithLM:
         self.decoder = decoder
         self.current_processor = feature_extractor
         self._base_lm_params = self._read_lm_params()
+
+    @property
+    def language_model(self) -> Any:
+        """The decoder's language model (None without one): ``alpha``, ``beta``, ``unk_score_offset``,
+        ``score_boundary`` as in transformers' ``processor.language_model``."""
+        return getattr(self.decoder, "language_model", None)
 
     @staticmethod
     def get_missing_alphabet_tokens(decoder: Any, tokenizer: Any) -> set[str]:
@@ -194,9 +176,15 @@ class Wav2Vec2ProcessorWithLM:
         """Load from a folder in the hub layout or a hub id (cache/offline honoured).
 
         ``decoder_overrides``: ``alpha``, ``beta``, ``unk_score_offset``, ``score_boundary`` (or
-        ``lm_score_boundary``) replace the values of ``language_model/attrs.json``. A folder without
-        ``alphabet.json`` gets a decoder without LM over the tokenizer's vocabulary (with a warning).
+        ``lm_score_boundary``) replace the values of ``language_model/attrs.json``; they are kept as given, as
+        transformers does (``score_boundary=-7.0`` stays -7.0, and counts as true when decoding). A folder
+        without ``alphabet.json`` gets a decoder without LM over the tokenizer's vocabulary (with a warning).
+        The keywords transformers' loaders pass (``trust_remote_code``, ``_from_auto``, ...) are accepted and
+        ignored; any other keyword raises ``TypeError``.
         """
+        unknown = set(decoder_overrides) - {*LM_OVERRIDE_KEYWORDS, "lm_score_boundary", *IGNORED_LOADER_KEYWORDS}
+        if unknown:
+            raise UnexpectedArgumentError(f"from_pretrained() got unexpected keyword arguments {sorted(unknown)}")
         folder = _resolve_folder(
             pretrained_model_name_or_path,
             revision=revision,
@@ -208,12 +196,13 @@ class Wav2Vec2ProcessorWithLM:
         tokenizer = load_tokenizer(folder)
         decoder = load_decoder(folder, tokenizer)
         overrides = _lm_overrides(decoder_overrides)
-        unknown = set(decoder_overrides) - {"alpha", "beta", "unk_score_offset", "score_boundary"}
-        unknown -= {"lm_score_boundary"}
-        if unknown:
-            raise TypeError(f"from_pretrained() got unexpected keyword arguments {sorted(unknown)}")
-        if overrides:
-            decoder.reset_params(**overrides)
+        language_model = getattr(decoder, "language_model", None)
+        if overrides and language_model is None:
+            logger.warning("%s has no language model: %s ignored", folder, ", ".join(sorted(overrides)))
+        elif overrides:
+            # set as given (no conversion), as transformers sets them on pyctcdecode's LanguageModel
+            for name, value in overrides.items():
+                setattr(language_model, name, value)
         return cls(feature_extractor=feature_extractor, tokenizer=tokenizer, decoder=decoder)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
@@ -225,15 +214,17 @@ class Wav2Vec2ProcessorWithLM:
         if out.is_file():
             raise ModelError(f"{out}: save_pretrained needs a directory, and this is a file")
         out.mkdir(parents=True, exist_ok=True)
+        # As transformers' processors do: the components record the processor's class in memory (transformers
+        # 4.x keeps it there) and so in the files they write, so a reload equals the original.
+        for component in (self.feature_extractor, self.tokenizer):
+            setter = getattr(component, "_set_processor_class", None)
+            if callable(setter):
+                setter(PROCESSOR_CLASS_NAME)
         written = list(self.feature_extractor.save_pretrained(str(out)))
         written += list(self.tokenizer.save_pretrained(str(out)))
-        pre = out / "preprocessor_config.json"
-        if pre.is_file():
-            data = json.loads(pre.read_text(encoding="utf-8"))
-            data["processor_class"] = "Wav2Vec2ProcessorWithLM"
-            tmp = pre.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            tmp.replace(pre)
+        # transformers 5 feature extractors keep no processor class; the file still names it, for AutoProcessor
+        # and the pipeline (which read it there to find the language model)
+        _record_processor_class(out / "preprocessor_config.json")
         self.decoder.save_to_dir(str(out))
         written += [str(out / "alphabet.json"), str(out / "language_model")]
         return written
@@ -521,14 +512,36 @@ def _word_offsets(frames: list) -> list[dict[str, Any]]:
 
 
 def _lm_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name in ("alpha", "beta", "unk_score_offset"):
-        if kwargs.get(name) is not None:
-            out[name] = kwargs[name]
-    boundary = kwargs.get("lm_score_boundary", kwargs.get("score_boundary"))
-    if boundary is not None:
-        out["lm_score_boundary"] = bool(boundary)
+    """The language model attributes ``from_pretrained``'s keywords set, values as given."""
+    out = {name: kwargs[name] for name in LM_OVERRIDE_KEYWORDS if kwargs.get(name) is not None}
+    if kwargs.get("lm_score_boundary") is not None:
+        out.setdefault("score_boundary", kwargs["lm_score_boundary"])
     return out
+
+
+def check_feature_extractor(feature_extractor: Any) -> None:
+    """Raise :class:`ProcessorComponentError` (a ``ValueError``, as transformers raises) unless the feature
+    extractor is a ``Wav2Vec2FeatureExtractor`` or a ``SeamlessM4TFeatureExtractor`` (or a subclass)."""
+    import transformers
+
+    accepted = tuple(getattr(transformers, name) for name in FEATURE_EXTRACTOR_CLASSES if hasattr(transformers, name))
+    if not isinstance(feature_extractor, accepted):
+        raise ProcessorComponentError(
+            f"feature_extractor: expected one of {', '.join(FEATURE_EXTRACTOR_CLASSES)}; "
+            f"got {type(feature_extractor).__name__}"
+        )
+
+
+def _record_processor_class(config: Path) -> None:
+    if not config.is_file():
+        return
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if data.get("processor_class") == PROCESSOR_CLASS_NAME:
+        return
+    data["processor_class"] = PROCESSOR_CLASS_NAME
+    tmp = config.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(config)
 
 
 # -------------------------------------------------------------------------------------------------- loaders

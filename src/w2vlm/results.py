@@ -86,6 +86,8 @@ class Transcript:
     exception: BaseException | None = field(default=None, repr=False, compare=False)
     #: the stretches of speech, in order (the words of all of them are ``words``)
     segments: list[Segment] = field(default_factory=list)
+    #: the model's language (ISO 639) when known: its model card's or the one the caller set
+    language: str | None = None
 
     def cues(self, max_s: float = CUE_MAX_S, max_chars: int = CUE_LINE_WIDTH * CUE_LINES) -> list[Segment]:
         """Subtitle cues: each segment, split where a cue would pass ``max_s`` seconds or ``max_chars``

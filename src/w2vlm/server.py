@@ -47,6 +47,7 @@ from starlette.responses import StreamingResponse
 
 from w2vlm import limits
 from w2vlm.errors import W2vlmError
+from w2vlm.model import check_language, resolve_language, same_language
 from w2vlm.pipeline import decode_config_from_kwargs
 from w2vlm.results import Transcript
 from w2vlm.writers import render as render_format
@@ -121,6 +122,8 @@ class ServerSettings:
     vad_parameters: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.language is not None:
+            self.language = check_language(self.language, "language")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1; got {self.workers}")
         if self.max_queue < 0:
@@ -395,9 +398,11 @@ def create_app(
     *,
     device: str = "auto",
     quantize: str | None = None,
+    processor: Any = None,
 ) -> Any:
     """The FastAPI app. ``model``: a model folder / hub id / None (embedded default), or an already built
-    :func:`w2vlm.pipeline` object."""
+    :func:`w2vlm.pipeline` object; ``processor``: the processor to build the pipeline with (default: the
+    model's)."""
     from w2vlm.pipeline import AutomaticSpeechRecognitionPipeline, pipeline
 
     settings = settings or ServerSettings()
@@ -407,11 +412,15 @@ def create_app(
         pipe = pipeline(
             "automatic-speech-recognition",
             model=model,
+            processor=processor,
             device=device,
             quantize=quantize,
             vad=settings.vad,
             vad_parameters=settings.vad_parameters,
         )
+    folder = getattr(pipe.model, "name_or_path", None)
+    if folder and Path(folder).is_dir():  # the model card's language, or the setting checked against it
+        settings.language = resolve_language(settings.language, folder)
     state = _ServerState(Transcriber(pipe, settings.decoder_kwargs, settings.max_audio_s), settings)
 
     @contextlib.asynccontextmanager
@@ -702,12 +711,11 @@ def create_app(
             )
         language = text_field(form, "language")
         if language is not None:
-            language = language.strip().lower()
-            if not re.fullmatch(r"[a-z]{2,3}([-_][a-z0-9]{2,8})?", language):
-                raise ApiError(
-                    400, f"'language': expected an ISO-639-1 code like 'en'; got {language!r}", param="language"
-                )
-            if settings.language and language.split("-")[0].split("_")[0] != settings.language:
+            try:
+                language = check_language(language, "'language'")
+            except W2vlmError as exc:
+                raise ApiError(400, str(exc), param="language") from None
+            if settings.language and not same_language(language, settings.language):
                 raise ApiError(
                     400,
                     f"'language': this server's model transcribes {settings.language!r}; got {language!r}",
@@ -823,8 +831,10 @@ def serve(
     device: str = "auto",
     quantize: str | None = None,
     log_level: str = "info",
+    processor: Any = None,
 ) -> None:
-    """Load the model and run the server with uvicorn until interrupted."""
+    """Load the model and run the server with uvicorn until interrupted (``processor``: one with another LM
+    or other LM weights; default: the model's own)."""
     import uvicorn
 
     if settings is None:
@@ -832,6 +842,6 @@ def serve(
     if model is not None and settings.model_id == "w2vlm":
         text = os.fspath(model)
         settings.model_id = (Path(text).resolve().name if Path(text).exists() else text) or "w2vlm"
-    app = create_app(model, settings, device=device, quantize=quantize)
+    app = create_app(model, settings, device=device, quantize=quantize, processor=processor)
     logger.info("serving %s on http://%s:%d", settings.model_id, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -62,8 +62,10 @@ from typing import Any
 
 import numpy as np
 
+from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import AudioError, ManifestError, ModelError, W2vlmError
 from w2vlm.features import FbankInputs, WaveformInputs, model_inputs_for
+from w2vlm.model import check_language, model_language, quiet_transformers_progress, write_model_card
 
 logger = logging.getLogger("w2vlm.train")
 
@@ -216,6 +218,8 @@ class TrainConfig:
     snapshot_every: int = 0
     resume: bool = False
     lm_dir: Path | None = None
+    #: the model's language (ISO 639), written to its model card; None: --init-from's, else not recorded
+    language: str | None = None
     save_dtype: str = "float32"
     log_every: int = 50
     sortagrad: bool = True
@@ -229,6 +233,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise :class:`ModelError` naming the first setting out of its range (and its ``w2vlm train`` option)."""
+        if self.language is not None:
+            self.language = check_language(self.language, "--language")
         # (field, command-line option or "", value, whether it must be > 0 rather than >= 0)
         bounds: list[tuple[str, str, float | None, bool]] = [
             ("epochs", "--epochs", self.epochs, True),
@@ -817,8 +823,10 @@ def save_hub_layout(
     lm_dir: Path | None = None,
     save_dtype: str = "float32",
     extra: dict[str, Any] | None = None,
+    language: str | None = None,
 ) -> Path:
-    """Write model + processor files (and alphabet.json + language_model/ when lm_dir is given).
+    """Write model + processor files (and alphabet.json + language_model/ when lm_dir is given), and a model
+    card (README.md) whose metadata records ``language``.
 
     The folder is written under a temporary name and renamed into place.
     """
@@ -837,7 +845,8 @@ def save_hub_layout(
         import copy
 
         to_save = copy.deepcopy(model).to(dtype)
-    to_save.save_pretrained(str(tmp), safe_serialization=True)
+    with quiet_transformers_progress():  # transformers' "Writing model shards" bar; the run logs its own
+        to_save.save_pretrained(str(tmp), safe_serialization=True)
     extractor.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     special = tmp / "special_tokens_map.json"
@@ -854,9 +863,8 @@ def save_hub_layout(
         shutil.copytree(lm_dir, tmp / "language_model")
         attrs = tmp / "language_model" / "attrs.json"
         if not attrs.exists():
-            attrs.write_text(
-                json.dumps({"alpha": 0.5, "beta": 1.5, "unk_score_offset": -10.0, "score_boundary": True}) + "\n"
-            )
+            defaults = {"alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA, "unk_score_offset": DEFAULT_UNK_SCORE_OFFSET}
+            attrs.write_text(json.dumps(defaults | {"score_boundary": True}) + "\n")
         vocab = tokenizer.get_vocab()
         (tmp / "alphabet.json").write_text(
             json.dumps({"labels": alphabet_labels(vocab), "is_bpe": False}, ensure_ascii=False) + "\n",
@@ -864,6 +872,14 @@ def save_hub_layout(
         )
     if extra:
         (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    write_model_card(
+        tmp,
+        language=language,
+        title=out_dir.name,
+        body="A CTC speech recognition model trained with `w2vlm train`"
+        + (" (with an n-gram LM in `language_model/`)" if lm_dir is not None else "")
+        + ". Transcribe with `w2vlm transcribe --model <this folder> audio.wav`.",
+    )
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old-save")
         if old.exists():
@@ -1083,6 +1099,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     import torch
 
     cfg.check()
+    language = cfg.language
+    if language is None and cfg.init_from is not None:
+        language = model_language(cfg.init_from)
     t_start = time.time()
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -1195,7 +1214,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     def save_snapshot() -> None:
         info = {"steps": step, "epoch": epoch, "train_seconds": round(elapsed_before + time.time() - t_train, 1),
                 "snapshot_of": str(out_dir)}  # fmt: skip
-        save_hub_layout(model, extractor, hf_tokenizer, snap_root / f"step-{step:07d}", None, cfg.save_dtype, info)
+        save_hub_layout(
+            model, extractor, hf_tokenizer, snap_root / f"step-{step:07d}", None, cfg.save_dtype, info, language
+        )
 
     t_train = time.time()
     last_loss = float("nan")
@@ -1310,7 +1331,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         "dev": dataclasses.asdict(dev_result) if dev_result else None,
     }
     model.cpu()
-    save_hub_layout(model, extractor, hf_tokenizer, out_dir, cfg.lm_dir, cfg.save_dtype, extra=info)
+    save_hub_layout(model, extractor, hf_tokenizer, out_dir, cfg.lm_dir, cfg.save_dtype, extra=info, language=language)
     logger.info("saved %s (%.0fs in all)", out_dir, time.time() - t_start)
     return TrainResult(
         output_dir=out_dir,

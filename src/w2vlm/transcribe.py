@@ -15,15 +15,18 @@ Decoding modes: beam search with the model's LM (or ``lm_path``); beam search wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
@@ -40,6 +43,8 @@ _EXTENSION_NAMES = (
     "wav wave flac mp3 ogg oga opus spx m4a m4b aac wma aif aiff aifc au snd caf amr 3gp webm mka mkv mp4 mov avi wv"
 )
 AUDIO_EXTENSIONS = frozenset("." + name for name in _EXTENSION_NAMES.split())
+#: the input name that stands for standard input
+STDIN = "-"
 
 
 class TranscribeError(W2vlmError, ValueError):
@@ -61,6 +66,9 @@ class TranscribeOptions:
     beam_width: int | None = None
     alpha: float | None = None
     beta: float | None = None
+    unk_score_offset: float | None = None
+    #: the model's language (ISO 639): reported in the outputs, checked against the model card's
+    language: str | None = None
     hotwords: list[str] = field(default_factory=list)
     n_best: int = 1
     threads: int | None = None
@@ -89,9 +97,12 @@ class TranscribeOptions:
             raise TranscribeError(f"--quantize: expected int8; got {self.quantize!r}")
         if self.no_lm and self.lm is not None:
             raise TranscribeError("--lm and --no-lm: give one or the other")
-        if self.no_lm and (self.alpha is not None or self.beta is not None):
-            raise TranscribeError("--alpha/--beta weight the language model; they cannot go with --no-lm")
-        for name, value in (("--alpha", self.alpha), ("--beta", self.beta)):
+        if self.no_lm and (self.alpha is not None or self.beta is not None or self.unk_score_offset is not None):
+            raise TranscribeError(
+                "--alpha/--beta/--unk-score-offset weight the language model; they cannot go with --no-lm"
+            )
+        weights = (("--alpha", self.alpha), ("--beta", self.beta), ("--unk-score-offset", self.unk_score_offset))
+        for name, value in weights:
             if value is not None and not np.isfinite(value):
                 raise TranscribeError(f"{name}: must be a finite number; got {value}")
 
@@ -194,11 +205,22 @@ class InputFile:
 
     path: Path
     relative: Path = Path()
+    #: how the input is named in messages and outputs (``-`` for standard input); the path by default
+    name: str = ""
+    #: the stem of its output files (``stdin`` for standard input); the file's stem by default
+    stem: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or str(self.path)
+        self.stem = self.stem or self.path.stem
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputFile], list[tuple[str, str]]]:
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike], stdin_file: Path | None = None
+) -> tuple[list[InputFile], list[tuple[str, str]]]:
     """Files named on the command line and the audio files found in folders (recursively, sorted, hidden
-    files skipped); returns (files, [(input, problem)]) with each file once."""
+    files skipped); returns (files, [(input, problem)]) with each file once. ``-`` stands for standard
+    input, whose bytes the caller has copied to ``stdin_file``."""
     files: list[InputFile] = []
     errors: list[tuple[str, str]] = []
     seen: set[Path] = set()
@@ -211,7 +233,14 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputFile]
 
     for raw in inputs:
         path = Path(raw).expanduser()
-        if path.is_dir():
+        if str(raw) == STDIN:
+            if stdin_file is None:
+                errors.append((STDIN, "standard input cannot be read here (not with --ray)"))
+            elif any(f.name == STDIN for f in files):
+                errors.append((STDIN, "standard input given more than once"))
+            else:
+                files.append(InputFile(stdin_file, name=STDIN, stem="stdin"))
+        elif path.is_dir():
             found = sorted(
                 p
                 for p in path.rglob("*")
@@ -248,6 +277,12 @@ def _read_lm_attrs(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _lm_overrides(options: TranscribeOptions) -> dict[str, float]:
+    """The LM settings given on the command line (those not given keep the LM's attrs.json values)."""
+    given = {"alpha": options.alpha, "beta": options.beta, "unk_score_offset": options.unk_score_offset}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def build_processor(folder: Path, options: TranscribeOptions) -> Any:
     """The model folder's processor with the decoder the options ask for (its LM, another LM, or none)."""
     from w2vlm.decoder import Alphabet, BeamSearchDecoderCTC, LanguageModel, load_alphabet_json, load_unigrams
@@ -259,11 +294,12 @@ def build_processor(folder: Path, options: TranscribeOptions) -> Any:
     )
 
     if not options.no_lm and options.lm is None:
-        overrides = {k: v for k, v in (("alpha", options.alpha), ("beta", options.beta)) if v is not None}
+        overrides = _lm_overrides(options)
         processor = Wav2Vec2ProcessorWithLM.from_pretrained(folder, **overrides)
         if overrides and not getattr(processor.decoder, "language_model", None):
             raise TranscribeError(
-                f"--alpha/--beta: {folder} has no language model (language_model/) to weight; pass --lm"
+                f"--{'/--'.join(k.replace('_', '-') for k in overrides)}: {folder} has no language model "
+                "(language_model/) to weight; pass --lm"
             )
         return processor
     feature_extractor = load_feature_extractor(folder)
@@ -281,10 +317,7 @@ def build_processor(folder: Path, options: TranscribeOptions) -> Any:
         unigrams_file = lm_path.parent / "unigrams.txt"
         unigrams = load_unigrams(unigrams_file) if unigrams_file.is_file() else None
         attrs = {k: v for k, v in _read_lm_attrs(folder).items() if k in ("alpha", "beta", "unk_score_offset")}
-        if options.alpha is not None:
-            attrs["alpha"] = options.alpha
-        if options.beta is not None:
-            attrs["beta"] = options.beta
+        attrs.update(_lm_overrides(options))
         lm = LanguageModel(str(lm_path), unigrams, **attrs)
         logger.info("language model %s (%s backend, %d-gram)", lm_path, lm.backend, lm.order)
     decoder = BeamSearchDecoderCTC(alphabet, lm)
@@ -314,9 +347,10 @@ class Transcriber:
         import torch
 
         from w2vlm.engine import Engine
-        from w2vlm.model import load_model, resolve_model_path
+        from w2vlm.model import load_model, resolve_language, resolve_model_path
 
         self.folder = resolve_model_path(options.model)
+        self.language = resolve_language(options.language, self.folder)
         self.model_name = options.model if options.model is not None else "w2vlm embedded default"
         processor = build_processor(self.folder, options)
         engine_config = options.engine_config()
@@ -353,9 +387,12 @@ class Transcriber:
             if on_audio is not None:
                 on_audio(transcript.duration)
             if transcript.error is not None:
-                yield FileResult(file, error=transcript.error, audio_seconds=transcript.duration)
+                error = transcript.error.replace(str(file.path), file.name)  # standard input: "-", not its copy
+                yield FileResult(file, error=error, audio_seconds=transcript.duration)
                 continue
             transcript.word_timestamps = word_timestamps
+            transcript.audio = file.name
+            transcript.language = self.language
             yield FileResult(file, transcript=transcript, audio_seconds=transcript.duration)
 
 
@@ -390,10 +427,14 @@ def run(
     console: Any = None,
     progress: bool | None = None,
     cue_style: CueStyle | None = None,
+    stdin: BinaryIO | None = None,
+    verbose: bool = False,
 ) -> RunSummary:
     """Everything ``w2vlm transcribe`` does after parsing its options.
 
-    Problems with single inputs go to ``console`` (a rich Console on stderr) as one line each and count as
+    ``verbose``: print each input's segments with their times on ``console`` as the input is done. An
+    input ``-`` is read from ``stdin`` (default: the process's standard input). Problems with single
+    inputs go to ``console`` (a rich Console on stderr) as one line each and count as
     failed; problems that stop the whole run (bad options, a model that cannot be loaded) raise
     :class:`~w2vlm.errors.W2vlmError`.
     """
@@ -402,12 +443,45 @@ def run(
     out = stdout or sys.stdout
     err = console or Console(stderr=True)
     formats = expand_formats(output_format)
-    summary = RunSummary()
     if output_dir is None and len(formats) > 1:
-        raise TranscribeError("--output-format all writes several files per input: it needs --output-dir")
+        raise TranscribeError(f"--output-format {','.join(formats)}: several files per input: it needs --output-dir")
     options.validate()
+    with contextlib.ExitStack() as stack:
+        stdin_file = None
+        if STDIN in [str(raw) for raw in inputs]:
+            stdin_file = stack.enter_context(_spooled_stdin(stdin))
+        return _run(inputs, options, stdin_file, output_dir, formats, skip_existing, word_timestamps, out, err,
+                    progress, cue_style, verbose)  # fmt: skip
 
-    files, problems = collect_inputs(inputs)
+
+@contextlib.contextmanager
+def _spooled_stdin(stdin: BinaryIO | None) -> Iterator[Path]:
+    """Standard input copied to a temporary file (in blocks: memory stays small however long the audio),
+    removed afterwards; the audio format is found from the bytes."""
+    source = stdin if stdin is not None else sys.stdin.buffer
+    with tempfile.TemporaryDirectory(prefix="w2vlm-stdin-") as folder:
+        path = Path(folder) / "stdin"
+        with open(path, "wb") as f:
+            shutil.copyfileobj(source, f, 1 << 20)
+        yield path
+
+
+def _run(
+    inputs: Sequence[str],
+    options: TranscribeOptions,
+    stdin_file: Path | None,
+    output_dir: str | None,
+    formats: list[str],
+    skip_existing: bool,
+    word_timestamps: bool,
+    out: TextIO,
+    err: Any,
+    progress: bool | None,
+    cue_style: CueStyle | None,
+    verbose: bool,
+) -> RunSummary:
+    summary = RunSummary()
+    files, problems = collect_inputs(inputs, stdin_file)
     for raw, problem in problems:
         _error(err, raw, problem)
     summary.failed += len(problems)
@@ -419,12 +493,12 @@ def run(
     claimed: dict[Path, Path] = {}
     for f in files:
         if output_dir is not None:
-            base = Path(output_dir).expanduser() / f.relative / f.path.stem
+            base = Path(output_dir).expanduser() / f.relative / f.stem
             if base in claimed:
-                _error(err, str(f.path), f"its outputs would overwrite those of {claimed[base]} ({base}.*); skipped")
+                _error(err, f.name, f"its outputs would overwrite those of {claimed[base]} ({base}.*); skipped")
                 summary.failed += 1
                 continue
-            claimed[base] = f.path
+            claimed[base] = Path(f.name)
             if skip_existing and all(p.is_file() for p in output_paths(base, formats).values()):
                 summary.skipped += 1
                 continue
@@ -456,7 +530,7 @@ def run(
             try:
                 future.result()
             except W2vlmError as exc:
-                _error(err, str(result.file.path), str(exc))
+                _error(err, result.file.name, str(exc))
                 summary.failed += 1
                 continue
             summary.done += 1
@@ -466,10 +540,12 @@ def run(
         for result in transcriber.transcribe(todo, bar.advance, word_timestamps=word_timestamps):
             bar.file_done(result)
             if result.error is not None:
-                _error(err, str(result.file.path), result.error)
+                _error(err, result.file.name, result.error)
                 summary.failed += 1
                 continue
             assert result.transcript is not None
+            if verbose:
+                _print_segments(bar, result, several)
             if output_dir is not None:
                 job = writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats, cue_style)
             else:  # stdout: written here, in input order
@@ -499,6 +575,19 @@ def _to_stdout(out: TextIO, transcript: Transcript, fmt: str, several: bool, sty
             out.write(f"==> {transcript.audio} <==\n")
         out.write(text if text.endswith("\n") or not text else text + "\n")
     out.flush()
+
+
+def _print_segments(bar: _progress_bar, result: FileResult, several: bool) -> None:
+    """``--verbose``: the input's segments with their times, on stderr (above the progress bar)."""
+    from rich.text import Text
+
+    from w2vlm.writers import segment_line
+
+    assert result.transcript is not None
+    if several:
+        bar.console.print(Text(f"==> {result.file.name} <==", style="bold"), highlight=False)
+    for segment in result.transcript.segments:
+        bar.console.print(Text(segment_line(segment)), highlight=False, soft_wrap=True)
 
 
 def _duration_or_zero(path: Path) -> float:
@@ -571,7 +660,7 @@ class _progress_bar:
 
     def file_done(self, result: FileResult) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, description=f"{result.file.path.name[:40]}")
+            self.progress.update(self.task, description=f"{Path(result.file.name).name[:40]}")
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:

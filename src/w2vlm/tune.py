@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from w2vlm.errors import LanguageModelError, W2vlmError
+from w2vlm.fileio import atomic_path, atomic_write_json
 
 logger = logging.getLogger("w2vlm.tune")
 
@@ -444,14 +444,7 @@ def write_attrs(target: str | os.PathLike[str], setting: Setting, *, include_unk
         attrs["unk_score_offset"] = setting.unk_score_offset
     attrs.setdefault("unk_score_offset", setting.unk_score_offset)
     attrs.setdefault("score_boundary", True)
-    fd, tmp = tempfile.mkstemp(prefix="attrs.json.", suffix=".tmp", dir=lm_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(attrs, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, attrs, indent=None)
     logger.info("wrote %s: %s", path, attrs)
     return path
 
@@ -524,15 +517,8 @@ def plot_wer(report: TuneReport, path: str | os.PathLike[str]) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 
@@ -545,7 +531,7 @@ def results_table(report: TuneReport, top: int = 10) -> Any:
         f"(greedy WER {100 * report.greedy_wer:.2f}%)",
         title_justify="left",
     )
-    for col in ("rank", "alpha", "beta", "beam", "unk offset", "WER %", "CER %", "s"):
+    for col in ("rank", "alpha", "beta", "beam", "unk offset", "WER %", "CER %", "ms"):
         table.add_column(col, justify="right")
     ranked = report.ranked()
     shown = ranked[:top]
@@ -562,6 +548,6 @@ def results_table(report: TuneReport, top: int = 10) -> Any:
             f"{s.unk_score_offset:g}",
             f"{100 * trial.wer:.2f}",
             f"{100 * trial.cer:.2f}",
-            f"{trial.seconds:.2f}",
+            f"{1000 * trial.seconds:.1f}",
         )
     return table

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from w2vlm.errors import AudioError, W2vlmError
+from w2vlm.fileio import atomic_path
 
 logger = logging.getLogger("w2vlm.visualize")
 
@@ -469,13 +470,8 @@ def render_png(vis: Visualization, path: str | os.PathLike, *, low_confidence: f
         aspect=10,
     )
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -14,10 +14,7 @@ of at most ``line_width`` characters.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from w2vlm.errors import W2vlmError
+from w2vlm.fileio import atomic_write_text
 from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Segment, Transcript
 
 #: Formats a transcript can be written in, in the order "all" writes them.
@@ -80,6 +78,11 @@ def vtt_time(seconds: float) -> str:
     return _clock(seconds, ".")
 
 
+def segment_line(segment: Segment) -> str:
+    """``[MM:SS.mmm --> MM:SS.mmm] text`` (hours when needed): one segment as ``--verbose`` prints it."""
+    return f"[{_clock(segment.start, '.', False)} --> {_clock(segment.end, '.', False)}] {segment.text}"
+
+
 def _round(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(float(x), digits)
 
@@ -104,6 +107,8 @@ def to_json(t: Transcript, style: CueStyle) -> str:
     data: dict[str, Any] = {"audio": t.audio, "text": t.text, "duration": _round(t.duration)}
     if t.model is not None:
         data["model"] = t.model
+    if t.language is not None:
+        data["language"] = t.language
     data["segments"] = [segment_record(s) for s in t.segments]
     if t.word_timestamps:
         data["words"] = [
@@ -177,8 +182,10 @@ def render(transcript: Transcript, fmt: str, style: CueStyle | None = None) -> s
 
 
 def expand_formats(fmt: str | Iterable[str]) -> list[str]:
-    """``"all"`` → every format; a name or a list of names → validated list (duplicates removed)."""
+    """``"all"`` → every format; a name, a comma-separated list (``"srt,vtt"``) or a list of names → the
+    validated formats in the order given, each once."""
     names = [fmt] if isinstance(fmt, str) else list(fmt)
+    names = [part.strip() for name in names for part in name.split(",")]
     out: list[str] = []
     for name in names:
         for part in FORMATS if name == "all" else (name,):
@@ -195,21 +202,6 @@ def expand_formats(fmt: str | Iterable[str]) -> list[str]:
 def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     """``{format: base.<format>}`` where ``base`` is the output folder joined with the input's stem."""
     return {fmt: base.with_name(base.name + "." + fmt) for fmt in formats}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_transcript(

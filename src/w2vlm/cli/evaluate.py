@@ -7,18 +7,25 @@ from typing import Annotated
 import typer
 
 from w2vlm.cli.app import (
+    AlphaOption,
+    BeamWidthOption,
+    BetaOption,
     CacheDirOption,
     DecodeThreadsOption,
     DeviceOption,
+    LmFileOption,
     ManifestArgument,
     ModelOption,
     NoCacheOption,
     NoNormalizeOption,
     QuantizeOption,
     TableQuietOption,
+    UnkScoreOffsetOption,
     app,
+    lm_processor,
     model_command,
 )
+from w2vlm.defaults import DEFAULT_BEAM_WIDTH
 
 
 def _eval_progress(console: object, quiet: bool) -> object:
@@ -61,22 +68,17 @@ def eval_command(
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write the full report (per-utterance errors) as JSON.")
     ] = None,
-    beam_width: Annotated[int, typer.Option("--beam-width", help="Beams kept per frame.")] = 100,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="LM weight.  \\[default: the LM's attrs.json]")] = None,
-    beta: Annotated[
-        float | None, typer.Option("--beta", help="Word insertion bonus.  \\[default: the LM's attrs.json]")
-    ] = None,
-    unk_score_offset: Annotated[
-        float | None,
-        typer.Option("--unk-score-offset", help="Penalty of out-of-vocabulary words.  \\[default: attrs.json]"),
-    ] = None,
+    beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
     threads: DecodeThreadsOption = None,
     device: DeviceOption = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
     quantize: QuantizeOption = None,
     chunk_length: Annotated[
         float | None,
-        typer.Option("--chunk-length", help="Window length in seconds for long audio.  \\[default: auto]"),
+        typer.Option("--chunk-length", help="Window length in seconds for long audio.  [default: auto]"),
     ] = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -108,8 +110,8 @@ def eval_command(
         evaluate,
         summary_table,
         worst_utterances,
-        write_json_atomic,
     )
+    from w2vlm.fileio import atomic_write_json
 
     err = Console(stderr=True)
     try:
@@ -134,7 +136,7 @@ def eval_command(
                 group_by=by or (),
             )
         if output:
-            write_json_atomic(output, report.to_dict())
+            atomic_write_json(output, report.to_dict())
     except W2vlmError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -145,17 +147,20 @@ def eval_command(
             out.print(breakdown_table(report, group_by))
         rtf = report.rtf
         if rtf.get("acoustic") is not None:
-            out.print(f"acoustic model RTF {rtf['acoustic']:.4f} (on {report.computed_audio_seconds:.1f} s computed)")
+            out.print(f"acoustic model RTF {rtf['acoustic']:.3g} (on {report.computed_audio_seconds:.1f} s computed)")
         cached = sum(1 for u in report.utterances if u.cached)
         if cached:
             out.print(f"{cached} of {len(report.utterances)} utterances' logits came from the cache")
         for u in worst_utterances(report, show):
-            out.print(f"[bold]{escape(u.id)}[/]  ref: {escape(u.reference)}", highlight=False)
+            # soft_wrap: a line longer than the terminal (or than 80 columns when piped) is not broken inside
+            # a path or a word
+            out.print(f"[bold]{escape(u.id)}[/]  ref: {escape(u.reference)}", highlight=False, soft_wrap=True)
             for system, hyp in u.hypotheses.items():
                 name = SYSTEM_NAMES.get(system, system)
-                out.print(f"  {name}: {escape(hyp.text)}  ({hyp.words.errors} word errors)", highlight=False)
+                line = f"  {name}: {escape(hyp.text)}  ({hyp.words.errors} word errors)"
+                out.print(line, highlight=False, soft_wrap=True)
         if output:
-            out.print(f"wrote {output}")
+            out.print(f"wrote {output}", soft_wrap=True)
     for u in report.failed:
         err.print(f"[red]failed:[/] {escape(u.id)}: {escape(str(u.error))}", highlight=False, soft_wrap=True)
     if report.failed:
@@ -180,7 +185,7 @@ def tune_command(
     beam_width: Annotated[str, typer.Option("--beam-width", help="Beam widths to try, e.g. '50,100'.")] = "100",
     unk_score_offset: Annotated[
         str | None,
-        typer.Option("--unk-score-offset", help="OOV penalties to try, as --alpha.  \\[default: the LM's]"),
+        typer.Option("--unk-score-offset", help="OOV penalties to try, as --alpha.  [default: the LM's]"),
     ] = None,
     random_search: Annotated[
         int | None,
@@ -218,7 +223,8 @@ def tune_command(
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.eval import AcousticSettings, write_json_atomic
+    from w2vlm.eval import AcousticSettings
+    from w2vlm.fileio import atomic_write_json
     from w2vlm.tune import parse_values, plot_wer, results_table, tune, write_attrs
 
     err = Console(stderr=True)
@@ -244,7 +250,7 @@ def tune_command(
                 progress=bar.update_stage,
             )
         if output:
-            write_json_atomic(output, report.to_dict())
+            atomic_write_json(output, report.to_dict())
         if plot:
             plot_wer(report, plot)
         attrs_path = (
@@ -290,27 +296,31 @@ def visualize_command(
     model: ModelOption = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", help="Write a PNG here.  \\[default: print a terminal rendering]"),
+        typer.Option("--output", "-o", help="Write a PNG here.  [default: print a terminal rendering]"),
     ] = None,
     start: Annotated[float, typer.Option("--start", help="Seconds into the file to start from.")] = 0.0,
     duration: Annotated[
         float | None,
-        typer.Option("--duration", help="Seconds to show.  \\[default: the rest of the file, at most 60]"),
+        typer.Option("--duration", help="Seconds to show.  [default: the rest of the file, at most 60]"),
     ] = None,
     pad_to: Annotated[
         float | None,
         typer.Option(
             "--pad-to",
-            help="Length in seconds of the padded-batch view.  \\[default: 1.5 x the input, at least +1 s]",
+            help="Length in seconds of the padded-batch view.  [default: 1.5 x the input, at least +1 s]",
         ),
     ] = None,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Show greedy decoding only.")] = False,
-    beam_width: Annotated[int, typer.Option("--beam-width", help="Beams kept per frame by the LM search.")] = 100,
+    beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
+    lm: LmFileOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="Words below this confidence are marked.")
     ] = 0.5,
     width: Annotated[
-        int | None, typer.Option("--width", help="Terminal rendering width in columns.  \\[default: the terminal's]")
+        int | None, typer.Option("--width", help="Terminal rendering width in columns.  [default: the terminal's]")
     ] = None,
     device: DeviceOption = "auto",
 ) -> None:
@@ -338,11 +348,14 @@ def visualize_command(
         raise typer.BadParameter(f"expected a .png file name; got {output!r}", param_hint="'--output'")
     with model_command(err):
         try:
+            from w2vlm.pipeline import pipeline
             from w2vlm.visualize import analyze, render_png, render_terminal
 
+            processor = None if no_lm else lm_processor(model, lm, alpha, beta, unk_score_offset)
+            pipe = pipeline("automatic-speech-recognition", model=model, processor=processor, device=device)
             vis = analyze(
                 audio,
-                model,
+                pipe=pipe,
                 start_s=start,
                 duration_s=duration,
                 pad_to_s=pad_to,

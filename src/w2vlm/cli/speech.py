@@ -8,8 +8,13 @@ from typing import Annotated
 import typer
 
 from w2vlm.cli.app import (
+    AlphaOption,
+    BeamWidthOption,
+    BetaOption,
     DeviceOption,
     DtypeOption,
+    LanguageOption,
+    LmFileOption,
     MaxSegmentOption,
     MinSilenceOption,
     MinSpeechOption,
@@ -17,11 +22,14 @@ from w2vlm.cli.app import (
     NoSpeechThresholdOption,
     QuantizeOption,
     SpeechPadOption,
+    UnkScoreOffsetOption,
     VadOption,
     VadThresholdOption,
     app,
+    lm_processor,
     model_command,
 )
+from w2vlm.defaults import DEFAULT_BEAM_WIDTH
 from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S
 
 
@@ -29,24 +37,20 @@ from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S
 def transcribe_command(
     audio: Annotated[
         list[str] | None,
-        typer.Argument(help="Audio files and/or folders (walked recursively for audio files).", show_default=False),
-    ] = None,
-    model: ModelOption = None,
-    lm: Annotated[
-        str | None,
-        typer.Option(
-            "--lm",
-            help="N-gram LM file (.arpa, .arpa.gz, or KenLM .bin) replacing the model's own; a unigrams.txt "
-            "beside it is used.  \\[default: the model's language_model/]",
+        typer.Argument(
+            help="Audio files and/or folders (walked recursively for audio files); - reads standard input.",
+            show_default=False,
         ),
     ] = None,
+    model: ModelOption = None,
+    lm: LmFileOption = None,
     output_dir: Annotated[
         str | None,
         typer.Option(
             "--output-dir",
             "-o",
             help="Folder for the outputs, named after each input's stem (sub-folders of input folders are "
-            "mirrored).  \\[default: none: print to stdout]",
+            "mirrored).  [default: none: print to stdout]",
         ),
     ] = None,
     output_format: Annotated[
@@ -54,8 +58,9 @@ def transcribe_command(
         typer.Option(
             "--output-format",
             "-f",
-            help="txt, json, srt, vtt, tsv, or all (all needs --output-dir); with --ray: jsonl or parquet.  "
-            "\\[default: txt; jsonl with --ray]",
+            help="txt, json, srt, vtt or tsv; several comma-separated (srt,vtt,json) or all need --output-dir; "
+            "with --ray: jsonl or parquet.  "
+            "[default: txt; jsonl with --ray]",
         ),
     ] = None,
     device: DeviceOption = "auto",
@@ -65,7 +70,7 @@ def transcribe_command(
         typer.Option(
             "--batch-size",
             help="At most this many audio windows per model forward pass; batches are formed from windows of "
-            "similar length within a budget of padded audio.  \\[default: the budget alone]",
+            "similar length within a budget of padded audio.  [default: the budget alone]",
         ),
     ] = None,
     chunk_length: Annotated[
@@ -73,34 +78,30 @@ def transcribe_command(
         typer.Option(
             "--chunk-length",
             help="Cut long audio into fixed windows of this many seconds (with 1/6 of it as context on each side) "
-            "instead of speech segments.  \\[default: speech segments beyond 10 s; with --no-vad whole files up "
+            "instead of speech segments.  [default: speech segments beyond 10 s; with --no-vad whole files up "
             "to 60 s, 30 s windows beyond]",
         ),
     ] = None,
     beam_width: Annotated[
         int | None,
-        typer.Option("--beam-width", help="Beams kept per frame.  \\[default: 100]"),
+        typer.Option("--beam-width", help=f"Beams kept per frame.  [default: {DEFAULT_BEAM_WIDTH}]"),
     ] = None,
-    alpha: Annotated[
-        float | None,
-        typer.Option("--alpha", help="LM weight.  \\[default: the LM's attrs.json, else 0.5]"),
-    ] = None,
-    beta: Annotated[
-        float | None,
-        typer.Option("--beta", help="Word insertion bonus.  \\[default: the LM's attrs.json, else 1.5]"),
-    ] = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
+    language: LanguageOption = None,
     hotwords: Annotated[
         str | None,
         typer.Option(
             "--hotwords",
-            help="Words or phrases to favour: a file with one a line, or a comma-separated list.  \\[default: none]",
+            help="Words or phrases to favour: a file with one a line, or a comma-separated list.  [default: none]",
         ),
     ] = None,
     word_timestamps: Annotated[
         bool,
         typer.Option(
             "--word-timestamps",
-            help="Word start/end times (and confidences) in json, srt, vtt and tsv outputs.  \\[default: off]",
+            help="Word start/end times (and confidences) in json, srt, vtt and tsv outputs.  [default: off]",
         ),
     ] = False,
     n_best: Annotated[
@@ -112,7 +113,7 @@ def transcribe_command(
         typer.Option(
             "--threads",
             help="CPU threads in all, split between torch and the decoder, which run at the same time (at "
-            "least one each).  \\[default: the available CPUs]",
+            "least one each).  [default: the available CPUs]",
         ),
     ] = None,
     no_lm: Annotated[
@@ -120,17 +121,21 @@ def transcribe_command(
         typer.Option(
             "--no-lm",
             help="Ignore the LM: greedy decoding, or a beam search without LM when --beam-width, --hotwords "
-            "or --n-best > 1 ask for one.  \\[default: off]",
+            "or --n-best > 1 ask for one.  [default: off]",
         ),
     ] = False,
     skip_existing: Annotated[
         bool,
         typer.Option(
-            "--skip-existing", help="Skip inputs whose outputs all exist already (resume a run).  \\[default: off]"
+            "--skip-existing", help="Skip inputs whose outputs all exist already (resume a run).  [default: off]"
         ),
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.  \\[default: off]")
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.  [default: off]")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Print each input's segments with their times on stderr as it is done."),
     ] = False,
     ray: Annotated[
         bool,
@@ -138,7 +143,7 @@ def transcribe_command(
             "--ray",
             help="Run on Ray Data: the model in an actor pool, LM decoding in CPU tasks, records written to "
             "--output-dir as JSON lines or Parquet (re-runs skip finished inputs). The input may also be one "
-            "JSONL/CSV manifest.  \\[default: off]",
+            "JSONL/CSV manifest.  [default: off]",
         ),
     ] = False,
     ray_address: Annotated[
@@ -146,12 +151,12 @@ def transcribe_command(
         typer.Option(
             "--ray-address",
             help="Ray cluster to run on with --ray: 'auto' (the one started by `ray start` here), HOST:6379 or "
-            "ray://HOST:10001.  \\[default: $RAY_ADDRESS, else a local Ray started for the job]",
+            "ray://HOST:10001.  [default: $RAY_ADDRESS, else a local Ray started for the job]",
         ),
     ] = None,
     ray_workers: Annotated[
         int | None,
-        typer.Option("--ray-workers", help="Acoustic model actors with --ray.  \\[default: the GPUs, else CPUs / 2]"),
+        typer.Option("--ray-workers", help="Acoustic model actors with --ray.  [default: the GPUs, else CPUs / 2]"),
     ] = None,
     vad: VadOption = None,
     vad_threshold: VadThresholdOption = None,
@@ -177,7 +182,7 @@ def transcribe_command(
 
     from w2vlm.errors import W2vlmError
     from w2vlm.transcribe import TranscribeOptions, describe_summary, parse_hotwords, run
-    from w2vlm.writers import FORMATS, CueStyle
+    from w2vlm.writers import CueStyle, expand_formats
 
     err = Console(stderr=True)
     audio = list(audio or [])
@@ -193,6 +198,8 @@ def transcribe_command(
         "beam_width": beam_width,
         "alpha": alpha,
         "beta": beta,
+        "unk_score_offset": unk_score_offset,
+        "language": language,
         "n_best": n_best,
         "vad": vad,
         "vad_threshold": vad_threshold,
@@ -202,6 +209,10 @@ def transcribe_command(
         "max_segment_s": max_segment,
         "no_speech_threshold": no_speech_threshold,
     }
+    if ray and verbose:
+        raise typer.BadParameter(
+            "prints as inputs are done here; with --ray read the records", param_hint="'--verbose'"
+        )
     if ray:
         _transcribe_on_ray(
             audio,
@@ -221,10 +232,10 @@ def transcribe_command(
     if not audio:
         raise typer.BadParameter("give at least one audio file or folder", param_hint="'AUDIO...'")
     output_format = output_format or "txt"
-    if output_format not in (*FORMATS, "all"):
-        raise typer.BadParameter(
-            f"expected one of {', '.join(FORMATS)}, all; got {output_format!r}", param_hint="'--output-format'"
-        )
+    try:
+        expand_formats(output_format)
+    except W2vlmError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("output format: "), param_hint="'--output-format'") from None
     if quantize is not None and quantize != "int8":
         raise typer.BadParameter(f"expected int8; got {quantize!r}", param_hint="'--quantize'")
     for name, value in (("--batch-size", batch_size), ("--n-best", n_best), ("--beam-width", beam_width)):
@@ -250,6 +261,7 @@ def transcribe_command(
                 console=err,
                 progress=False if quiet else None,
                 cue_style=style,
+                verbose=verbose,
             )
         except W2vlmError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -348,11 +360,12 @@ def serve_command(
     stream_chunk: Annotated[
         float, typer.Option("--stream-chunk", help="Seconds of audio per window when a request asks to stream.")
     ] = 10.0,
-    language: Annotated[
-        str | None,
-        typer.Option("--language", help="The model's language (ISO-639-1); requests for another get 400."),
-    ] = None,
-    beam_width: Annotated[int, typer.Option("--beam-width", help="Beam search width.")] = 100,
+    language: LanguageOption = None,
+    beam_width: BeamWidthOption = DEFAULT_BEAM_WIDTH,
+    lm: LmFileOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unk_score_offset: UnkScoreOffsetOption = None,
     low_confidence: Annotated[
         float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
     ] = 0.5,
@@ -370,7 +383,6 @@ def serve_command(
     """Run the OpenAI-compatible transcription server (POST /v1/audio/transcriptions) with a web page at /."""
 
     from rich.console import Console
-    from rich.logging import RichHandler
 
     from w2vlm.errors import W2vlmError
 
@@ -380,46 +392,44 @@ def serve_command(
     except ImportError as exc:
         err.print(f"[bold red]error:[/] the server needs its extra: pip install 'w2vlm[server]' ({exc})")
         raise typer.Exit(1) from None
-    log = logging.getLogger("w2vlm")
-    if not log.handlers:
-        log.addHandler(RichHandler(console=err, show_path=False))
-        log.setLevel(logging.INFO)
-    try:
-        settings = ServerSettings(
-            api_key=api_key or None,
-            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            upload_timeout_s=upload_timeout,
-            stream_chunk_s=stream_chunk,
-            workers=workers,
-            max_queue=max_queue,
-            language=language.lower() if language else None,
-            low_confidence=low_confidence,
-            decoder_kwargs={"beam_width": beam_width}
-            | ({} if no_speech_threshold is None else {"no_speech_threshold": no_speech_threshold}),
-            vad=vad,
-            vad_parameters={
-                key: value
-                for key, value in (
-                    ("threshold", vad_threshold),
-                    ("min_speech_s", min_speech),
-                    ("min_silence_s", min_silence),
-                    ("pad_s", speech_pad),
-                    ("max_segment_s", max_segment),
-                )
-                if value is not None
-            },
-        )
-        if model_name:
-            settings.model_id = model_name
-        serve(
-            model,
-            host=host,
-            port=port,
-            settings=settings,
-            device=device,
-            quantize=quantize,
-            log_level=log_level,
-        )
-    except (W2vlmError, ValueError) as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    with model_command(err, logging.INFO):  # w2vlm's log records on stderr while the server runs
+        try:
+            settings = ServerSettings(
+                api_key=api_key or None,
+                max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                upload_timeout_s=upload_timeout,
+                stream_chunk_s=stream_chunk,
+                workers=workers,
+                max_queue=max_queue,
+                language=language,
+                low_confidence=low_confidence,
+                decoder_kwargs={"beam_width": beam_width}
+                | ({} if no_speech_threshold is None else {"no_speech_threshold": no_speech_threshold}),
+                vad=vad,
+                vad_parameters={
+                    key: value
+                    for key, value in (
+                        ("threshold", vad_threshold),
+                        ("min_speech_s", min_speech),
+                        ("min_silence_s", min_silence),
+                        ("pad_s", speech_pad),
+                        ("max_segment_s", max_segment),
+                    )
+                    if value is not None
+                },
+            )
+            if model_name:
+                settings.model_id = model_name
+            serve(
+                model,
+                processor=lm_processor(model, lm, alpha, beta, unk_score_offset),
+                host=host,
+                port=port,
+                settings=settings,
+                device=device,
+                quantize=quantize,
+                log_level=log_level,
+            )
+        except (W2vlmError, ValueError) as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None

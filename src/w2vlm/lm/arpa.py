@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from w2vlm.errors import LanguageModelError
+from w2vlm.fileio import atomic_open, atomic_write_text
 from w2vlm.lm.corpus import BOS, EOS, UNK
 from w2vlm.lm.kneser_ney import NGramModel
 
@@ -38,11 +37,6 @@ def _fmt(x: np.ndarray) -> list[str]:
     return [f"{v:.6f}" for v in x.tolist()]
 
 
-def _atomic_open(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
 def write_arpa(
     model: NGramModel, path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
 ) -> Path:
@@ -50,19 +44,10 @@ def write_arpa(
     temporary name in the same folder and renamed, so a reader never sees a partial file."""
     out = Path(path)
     total = sum(model.ngram_counts)
-    fd, tmp = _atomic_open(out)
-    try:
-        raw = os.fdopen(fd, "wb")
-        with raw:
-            stream = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) if out.suffix == ".gz" else raw
-            with stream:
-                _write_body(model, stream, progress, total)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out, "wb") as raw:
+        stream = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) if out.suffix == ".gz" else raw
+        with stream:
+            _write_body(model, stream, progress, total)
     logger.info("wrote %s (%s n-grams)", out, model.ngram_counts)
     return out
 
@@ -116,16 +101,7 @@ def write_unigrams(model: NGramModel, path: str | os.PathLike[str]) -> Path:
     words = [w for w in model.vocab.words if w not in special]
     if not words:
         raise LanguageModelError(f"{out}: the model has no words to list")
-    fd, tmp = _atomic_open(out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(words) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(out, "\n".join(words) + "\n")
     return out
 
 
