@@ -494,10 +494,10 @@ def test_garbage_collection_keeps_results_identical(tmp_path_factory, seed, chun
     for prune_history in (False, True):
         o_whole = dec._options(100, -10.0, -5.0, prune_history, None, 10.0)
         o_whole.gc_min_nodes = 1 << 30
-        whole = _core.decode(dec._native_alphabet, dec._native_lm(), o_whole, x)
+        whole = _core.decode(dec._native_alphabet, dec.native_lm(), o_whole, x)
         o_gc = dec._options(100, -10.0, -5.0, prune_history, ["cold world"], 0.0)
         o_gc.gc_min_nodes = gc_min
-        search = _core.BeamSearch(dec._native_alphabet, dec._native_lm(), o_gc)
+        search = _core.BeamSearch(dec._native_alphabet, dec.native_lm(), o_gc)
         for a in range(0, len(x), chunk):
             search.advance(dec._native_alphabet, np.ascontiguousarray(x[a : a + chunk]))
         streamed = search.finalize()

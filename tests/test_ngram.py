@@ -214,7 +214,10 @@ def test_language_model_params_and_dir_roundtrip(tmp_path):
     with pytest.raises(LanguageModelError, match="unknown language model parameters"):
         lm.reset_params(gamma=1.0)
     with pytest.raises(LanguageModelError, match="score_boundary must be a bool"):
-        LanguageModel(str(p), score_boundary=1)
+        LanguageModel(str(p), score_boundary="yes")
+    with pytest.raises(LanguageModelError, match="score_boundary must be a bool"):
+        lm.reset_params(score_boundary=1)  # pyctcdecode's reset_params takes bools only
+    assert LanguageModel(str(p), score_boundary=-7.0).score_boundary == -7.0  # kept as given, used as a truth value
     out = tmp_path / "saved"
     lm.save_to_dir(out)
     assert sorted(x.name for x in out.iterdir()) == ["attrs.json", "tiny.arpa", "unigrams.txt"]
@@ -222,7 +225,7 @@ def test_language_model_params_and_dir_roundtrip(tmp_path):
     assert back.serializable_attrs == lm.serializable_attrs
     assert back.unigrams == ["hello", "world"]
     (out / "second.arpa").write_text(TINY)
-    with pytest.raises(LanguageModelError, match="exactly one language model file"):
+    with pytest.raises(LanguageModelError, match="one language model file"):
         LanguageModel.load_from_dir(out)
     (out / "second.arpa").unlink()
     (out / "attrs.json").write_text('{"alpha": 1, "bogus": 2}')

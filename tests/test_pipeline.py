@@ -297,6 +297,7 @@ def test_pipeline_bad_inputs(asr, tmp_path: Path) -> None:
 
 
 def test_char_alignment_matches_decoder_char_frames(asr) -> None:
+    from w2vlm.decoder import BeamSearchDecoderCTC
     from w2vlm.pipeline import char_spans_from_beam
 
     labels = list(asr.decoder.alphabet.labels)
@@ -309,7 +310,9 @@ def test_char_alignment_matches_decoder_char_frames(asr) -> None:
             row[tok] += 6.0
             rows.append(row)
     logits = np.asarray(rows, dtype=np.float32)
-    beam = asr.decoder.decode_beams(logits)[0]
+    # the alignment is the best path; the decoder gives pyctcdecode's spans (the path merged last) unless asked
+    decoder = BeamSearchDecoderCTC(asr.decoder.alphabet, asr.decoder.language_model, best_path_frames=True)
+    beam = decoder.decode_beams(logits)[0]
     assert beam.char_frames, "the decoder reports token frames"
     from_decoder = char_spans_from_beam(beam, logits, labels)
     from_alignment = char_spans_from_beam(tuple(beam), logits, labels)  # a plain tuple has no char_frames

@@ -8,10 +8,12 @@ DEFAULT_BEAM_WIDTH = 100
 DEFAULT_PRUNE_LOGP = -10.0
 DEFAULT_MIN_TOKEN_LOGP = -5.0
 DEFAULT_HOTWORD_WEIGHT = 10.0
-# the LM's weights when its attrs.json does not give them
+# language model fusion (also the LM's weights when its attrs.json does not give them): weight of the LM,
+# bonus per word, offset for unknown words, score <s> / </s>
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.5
 DEFAULT_UNK_SCORE_OFFSET = -10.0
+DEFAULT_SCORE_BOUNDARY = True
 
 
 def available_cpus() -> int:

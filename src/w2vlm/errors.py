@@ -15,6 +15,11 @@ class DecoderInputError(W2vlmError, ValueError):
     """Logits or decoding parameters that the decoder cannot use (shape, values, vocabulary size)."""
 
 
+class DecoderReleasedError(W2vlmError, KeyError):
+    """A decoder whose language model was released with ``cleanup()`` / ``clear_class_models()`` (pyctcdecode
+    raises ``KeyError`` then)."""
+
+
 class AlphabetError(W2vlmError, ValueError):
     """Labels that do not form a valid CTC alphabet (duplicates, several blanks, ...)."""
 

@@ -7,17 +7,29 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 
 namespace w2vlm {
 
 namespace {
 
-constexpr double kLn10 = 2.302585092994045684;
+// pyctcdecode turns log10 into ln with the factor 1 / log10(e), computed in double as it does
+const double kLogBaseChange = 1.0 / std::log10(2.718281828459045235360287);
 constexpr int kAvgTokenLen = 6;
+constexpr size_t kMaxFused = 16;  // language models fused in one decoding, at most
 const std::string kBpeMark = "\xE2\x96\x81";  // U+2581 '▁'
 
+// written as pyctcdecode writes it (log(1 + x), not log1p), for the same bits
 inline double log_sum_exp(double a, double b) {
-  return a >= b ? a + std::log1p(std::exp(b - a)) : b + std::log1p(std::exp(a - b));
+  return a >= b ? a + std::log(1.0 + std::exp(b - a)) : b + std::log(1.0 + std::exp(a - b));
+}
+
+// mean of per-LM terms as pyctcdecode takes it: a sum from the first term on, divided by the count
+inline double mean_of(const double* v, size_t n) {
+  if (n == 1) return v[0];
+  double s = v[0];
+  for (size_t i = 1; i < n; ++i) s += v[i];
+  return s / static_cast<double>(n);
 }
 
 bool starts_with(const std::string& s, const std::string& p) { return s.size() >= p.size() && s.compare(0, p.size(), p) == 0; }
@@ -137,19 +149,20 @@ LanguageModel::LanguageModel(std::shared_ptr<const LMBackend> lm, const std::vec
 // ---------------------------------------------------------------------------------------------------------------
 struct BeamSearch::Impl {
   std::shared_ptr<const Alphabet> alpha_;
-  std::shared_ptr<const LanguageModel> lm_;
+  LMList lms_;
+  size_t K_ = 0;                  // number of fused LMs
+  std::vector<LMParams> params_;  // one per LM
   DecodeOptions o_;
   const HotwordAutomaton* hw_ = nullptr;
   int hist_len_ = 1;
-  double lm_scale_ = 0.0;  // alpha * ln(10)
 
   struct PartialNode {
     int32_t parent;
     int32_t token;
-    int32_t trie;     // node in the unigram trie, or -1
-    int32_t nchars;   // characters in the partial word
-    float lm_partial; // score term while this partial word is open
-    uint64_t chash;   // hash of the token sequence (stable across garbage collection)
+    int32_t trie;      // node in the unigram trie of the first LM, or -1 (the others': ptries_)
+    int32_t nchars;    // characters in the partial word
+    double lm_partial; // score term while this partial word is open
+    uint64_t chash;    // hash of the token sequence (stable across garbage collection)
   };
   struct TextNode {
     int32_t parent;
@@ -158,7 +171,7 @@ struct BeamSearch::Impl {
     double score;     // accumulated LM (alpha/beta scaled) + completed hotword score
     uint64_t hist;    // hash of the last hist_len_ words (prune_history)
     int32_t depth;    // words from the root
-    LMState state;
+    LMState state;    // context of the first LM (the others': tstates_)
   };
   struct AlignNode {
     int32_t parent;
@@ -184,6 +197,9 @@ struct BeamSearch::Impl {
 
   std::vector<PartialNode> partials_;
   IdMap partial_map_;
+  // with several LMs, the trie nodes and states of LMs 1..K-1, K-1 per partial / text node, in node order
+  std::vector<int32_t> ptries_;
+  std::vector<LMState> tstates_;
   // the stable prefix moved out of the trees by collect()
   std::vector<std::string> committed_words_;
   std::vector<uint64_t> committed_chash_;
@@ -203,15 +219,49 @@ struct BeamSearch::Impl {
   uint32_t gen_ = 0;
   int64_t frame_ = 0;
 
-  Impl(std::shared_ptr<const Alphabet> a, std::shared_ptr<const LanguageModel> lm, DecodeOptions o)
-      : alpha_(std::move(a)), lm_(std::move(lm)), o_(std::move(o)) {
+  Impl(std::shared_ptr<const Alphabet> a, LMList lms, DecodeOptions o)
+      : alpha_(std::move(a)), lms_(std::move(lms)), o_(std::move(o)) {
+    for (const auto& lm : lms_)
+      if (!lm) throw InputError("a language model of the fusion is None");
+    K_ = lms_.size();
+    if (K_ > kMaxFused)
+      throw InputError(std::to_string(K_) + " language models fused; at most " + std::to_string(kMaxFused));
     hw_ = (o_.hotwords && !o_.hotwords->empty()) ? o_.hotwords.get() : nullptr;
-    hist_len_ = lm_ ? std::max(1, lm_->order() - 1) : 1;
-    lm_scale_ = o_.alpha * kLn10;
+    int order = 0;
+    for (const auto& lm : lms_) order = std::max(order, lm->order());
+    hist_len_ = std::max(1, order - 1);
+    if (o_.lm_params.empty()) {
+      params_.assign(K_, LMParams{o_.alpha, o_.beta, o_.unk_score_offset, o_.score_boundary});
+    } else if (o_.lm_params.size() != K_) {
+      throw InputError("the options hold parameters for " + std::to_string(o_.lm_params.size()) +
+                       " language models, the decoder fuses " + std::to_string(K_));
+    } else {
+      params_ = o_.lm_params;
+    }
     if (o_.beam_width < 1) throw InputError("beam_width must be >= 1");
-    if (lm_ && o_.has_start_state) lm_->ngram().check_state(o_.start_state, "lm_start_state");
+    if (o_.has_start_state) {
+      if (o_.start_state.size() != K_)
+        throw InputError("lm_start_state holds " + std::to_string(o_.start_state.size()) +
+                         " LM states; the decoder has " + std::to_string(K_) + " language model(s)");
+      for (size_t i = 0; i < K_; ++i) lms_[i]->ngram().check_state(o_.start_state[i], "lm_start_state");
+    }
     gc_threshold_ = static_cast<size_t>(std::max(16, o_.gc_min_nodes));
     reset();
+  }
+
+  // pyctcdecode's word term: alpha * log10 score * (1 / log10 e) + beta, in that order; alpha = 0 switches the
+  // LM off, even for words of probability 0 (-inf)
+  static double word_term(const LMParams& p, double p10) {
+    return (p.alpha == 0.0 ? 0.0 : p.alpha * p10 * kLogBaseChange) + p.beta;
+  }
+  LMState& state_of(int32_t text, size_t i) {
+    return i == 0 ? texts_[static_cast<size_t>(text)].state : tstates_[static_cast<size_t>(text) * (K_ - 1) + i - 1];
+  }
+  const LMState& state_of(int32_t text, size_t i) const {
+    return i == 0 ? texts_[static_cast<size_t>(text)].state : tstates_[static_cast<size_t>(text) * (K_ - 1) + i - 1];
+  }
+  int32_t trie_of(int32_t partial, size_t i) const {
+    return i == 0 ? partials_[static_cast<size_t>(partial)].trie : ptries_[static_cast<size_t>(partial) * (K_ - 1) + i - 1];
   }
 
   void reset() {
@@ -225,7 +275,11 @@ struct BeamSearch::Impl {
     committed_words_.clear();
     committed_chash_.clear();
     committed_tokens_.clear();
-    partials_.push_back(PartialNode{-1, -1, lm_ && lm_->has_trie() ? lm_->trie().root() : -1, 0, 0.f, 0x51ED27A3ULL});
+    ptries_.clear();
+    tstates_.clear();
+    auto root_trie = [&](size_t i) { return lms_[i]->has_trie() ? lms_[i]->trie().root() : -1; };
+    partials_.push_back(PartialNode{-1, -1, K_ ? root_trie(0) : -1, 0, 0.0, 0x51ED27A3ULL});
+    for (size_t i = 1; i < K_; ++i) ptries_.push_back(root_trie(i));
     // empty text
     TextNode root{};
     root.parent = -1;
@@ -233,16 +287,18 @@ struct BeamSearch::Impl {
     root.hw = hw_ ? hw_->step_space(hw_->root()) : 0;
     root.score = 0.0;
     root.hist = 0x9E3779B97F4A7C15ULL;
-    if (lm_) {
+    texts_.push_back(root);
+    if (K_ > 1) tstates_.resize(K_ - 1);
+    for (size_t i = 0; i < K_; ++i) {
+      LMState& st = state_of(0, i);
       if (o_.has_start_state) {
-        root.state = o_.start_state;
-      } else if (o_.score_boundary) {
-        lm_->ngram().begin_sentence_state(root.state);
+        st = o_.start_state[i];
+      } else if (params_[i].score_boundary) {
+        lms_[i]->ngram().begin_sentence_state(st);
       } else {
-        lm_->ngram().null_state(root.state);
+        lms_[i]->ngram().null_state(st);
       }
     }
-    texts_.push_back(root);
     aligns_.push_back(AlignNode{-1, -1, -1, -1, 0});  // sentinel root
     beams_.clear();
     Beam b{};
@@ -259,30 +315,33 @@ struct BeamSearch::Impl {
     beams_.push_back(b);
   }
 
-  // alpha-scaled LM log-probability; alpha = 0 switches the LM off, even for words of probability 0 (-inf)
-  double lm_term(double p10) const { return lm_scale_ == 0.0 ? 0.0 : lm_scale_ * p10; }
-
   // ---- nodes -------------------------------------------------------------------------------------------------
   int32_t extend_partial(int32_t parent, int32_t token) {
     const uint64_t key = pair_key(parent, token);
     const int32_t found = partial_map_.find(key);
     if (found >= 0) return found;
     const PartialNode& p = partials_[static_cast<size_t>(parent)];
-    int32_t trie = p.trie;
-    int32_t nchars = p.nchars;
-    for (uint32_t cp : alpha_->clean_cps(token)) {
-      if (lm_ && lm_->has_trie()) trie = lm_->trie().child(trie, cp);
-      ++nchars;
+    const std::vector<uint32_t>& cps = alpha_->clean_cps(token);
+    const int32_t nchars = p.nchars + static_cast<int32_t>(cps.size());
+    double unk[kMaxFused];
+    int32_t tries[kMaxFused];
+    for (size_t i = 0; i < K_; ++i) {
+      const LanguageModel& lm = *lms_[i];
+      int32_t trie = trie_of(parent, i);
+      if (lm.has_trie())
+        for (uint32_t cp : cps) trie = lm.trie().child(trie, cp);
+      tries[i] = trie;
+      // pyctcdecode's partial-word score: the offset unless a known word starts so, scaled past 6 characters
+      const bool oov = !lm.has_trie() || trie < 0;
+      double u = oov ? params_[i].unk_score_offset : 0.0;
+      if (nchars > kAvgTokenLen) u = u * nchars / kAvgTokenLen;
+      unk[i] = u;
     }
-    float lp = 0.f;
-    if (lm_) {
-      const bool oov = !lm_->has_trie() || trie < 0;
-      double unk = oov ? o_.unk_score_offset : 0.0;
-      if (nchars > kAvgTokenLen) unk = unk * nchars / kAvgTokenLen;
-      lp = static_cast<float>(unk);
-    }
+    const double lp = K_ ? mean_of(unk, K_) : 0.0;
     const int32_t id = static_cast<int32_t>(partials_.size());
-    partials_.push_back(PartialNode{parent, token, trie, nchars, lp, hash_combine(p.chash, static_cast<uint64_t>(token) + 1)});
+    partials_.push_back(PartialNode{parent, token, K_ ? tries[0] : -1, nchars, lp,
+                                    hash_combine(p.chash, static_cast<uint64_t>(token) + 1)});
+    for (size_t i = 1; i < K_; ++i) ptries_.push_back(tries[i]);
     partial_map_.insert(key, id);
     return id;
   }
@@ -318,21 +377,12 @@ struct BeamSearch::Impl {
     n.parent = text;
     n.word = partial;
     n.score = parent.score;
-    if (lm_) {
-      const LMBackend& g = lm_->ngram();
-      const PartialNode& pn = partials_[static_cast<size_t>(partial)];
-      int64_t wid = lm_->has_trie() ? lm_->trie().word_at(pn.trie) : -1;
-      bool known = wid >= 0;
-      const std::string word = (!known || g.needs_text()) ? word_string(partial) : std::string();
-      if (!known) {
-        // not a known unigram; the LM may still have it (pyctcdecode scores it, with the OOV offset unless
-        // there is no unigram list to check against)
-        wid = g.word_id(word);
-        known = lm_->num_unigrams() == 0 && g.contains(word);
-      }
-      double p10 = g.score_word(parent.state, static_cast<uint32_t>(wid), word, n.state);
-      if (!known) p10 += o_.unk_score_offset;
-      n.score += lm_term(p10) + o_.beta;
+    LMState states[kMaxFused];
+    if (K_) {
+      double terms[kMaxFused];
+      for (size_t i = 0; i < K_; ++i) terms[i] = word_score(i, state_of(text, i), partial, false, states[i]);
+      n.score += mean_of(terms, K_);
+      n.state = states[0];
     }
     n.hw = 0;
     if (hw_) {
@@ -342,9 +392,41 @@ struct BeamSearch::Impl {
     n.depth = parent.depth + 1;
     const int32_t id = static_cast<int32_t>(texts_.size());
     texts_.push_back(n);
+    for (size_t i = 1; i < K_; ++i) tstates_.push_back(states[i]);
     texts_.back().hist = text_hist(id);
     text_map_.insert(key, id);
     return id;
+  }
+
+  // LM i's term for the word `partial` (0: pyctcdecode's empty word at the end) after context `in`; with `last`
+  // the end of the sentence is scored with it, in one term, as pyctcdecode does
+  double word_score(size_t i, const LMState& in, int32_t partial, bool last, LMState& out) const {
+    const LanguageModel& lm = *lms_[i];
+    const LMParams& pr = params_[i];
+    const LMBackend& g = lm.ngram();
+    int64_t wid = -1;
+    bool known = false;
+    std::string word;
+    if (partial != 0) {
+      wid = lm.has_trie() ? lm.trie().word_at(trie_of(partial, i)) : -1;
+      known = wid >= 0;
+      if (!known || g.needs_text()) word = word_string(partial);
+      if (!known) {
+        // not a known unigram; the LM may still have it (pyctcdecode scores it, with the OOV offset unless
+        // there is no unigram list to check against)
+        wid = g.word_id(word);
+        known = lm.num_unigrams() == 0 && g.contains(word);
+      }
+    } else {
+      wid = LMBackend::kUnk;
+    }
+    double p10 = g.score_word(in, static_cast<uint32_t>(wid), word, out);
+    if (!known) p10 += pr.unk_score_offset;
+    if (last && pr.score_boundary) {
+      LMState end;
+      p10 = p10 + g.score_word(out, g.eos(), "</s>", end);
+    }
+    return word_term(pr, p10);
   }
 
   // prune_history key: hash of the last hist_len_ words of a text (continuing into committed words), by content
@@ -461,10 +543,12 @@ struct BeamSearch::Impl {
       PartialNode n = partials_[i];
       if (n.parent >= 0) n.parent = pmap[static_cast<size_t>(n.parent)];
       partials_[w] = n;
+      for (size_t k = 0; k + 1 < K_; ++k) ptries_[w * (K_ - 1) + k] = ptries_[i * (K_ - 1) + k];
       if (w > 0) partial_map_.insert(pair_key(n.parent, n.token), static_cast<int32_t>(w));
       ++w;
     }
     partials_.resize(w);
+    if (K_ > 1) ptries_.resize(w * (K_ - 1));
     w = 0;
     text_map_.clear();
     for (size_t i = 0; i < texts_.size(); ++i) {
@@ -478,11 +562,13 @@ struct BeamSearch::Impl {
         n.word = pmap[static_cast<size_t>(n.word)];
       }
       texts_[w] = n;
+      for (size_t k = 0; k + 1 < K_; ++k) tstates_[w * (K_ - 1) + k] = tstates_[i * (K_ - 1) + k];
       texts_[w].hist = text_hist(static_cast<int32_t>(w));
       if (w > 0) text_map_.insert(pair_key(n.parent, n.word), static_cast<int32_t>(w));
       ++w;
     }
     texts_.resize(w);
+    if (K_ > 1) tstates_.resize(w * (K_ - 1));
     for (Beam& b : beams_) {
       b.align = amap[static_cast<size_t>(b.align)];
       b.text = tmap[static_cast<size_t>(b.text)];
@@ -491,6 +577,8 @@ struct BeamSearch::Impl {
     aligns_.shrink_to_fit();
     texts_.shrink_to_fit();
     partials_.shrink_to_fit();
+    ptries_.shrink_to_fit();
+    tstates_.shrink_to_fit();
   }
 
   double partial_term(int32_t partial, int32_t hw_state) const {
@@ -530,10 +618,8 @@ struct BeamSearch::Impl {
       if (s.text == nb.text && s.partial == nb.partial && s.last == nb.last) {
         Beam& e = next_[static_cast<size_t>(s.idx)];
         const double merged = log_sum_exp(e.logit, nb.logit);
-        if (nb.logit > e.logit) {
-          // keep the alignment (frames) of the more probable path
-          e = nb;
-        }
+        // frames: of the beam merged last (pyctcdecode), or of the more probable path
+        if (!o_.best_path_frames || nb.logit > e.logit) e = nb;
         e.logit = merged;
         return static_cast<size_t>(s.idx);
       }
@@ -542,7 +628,8 @@ struct BeamSearch::Impl {
   }
 
   // ---- one frame ---------------------------------------------------------------------------------------------
-  void step(const float* row, int32_t t) {
+  template <class T>
+  void step(const T* row, int32_t t) {
     const int32_t V = static_cast<int32_t>(alpha_->size());
     const int32_t blank = alpha_->blank();
     const bool bpe = alpha_->is_bpe();
@@ -612,7 +699,8 @@ struct BeamSearch::Impl {
   void score_prune_and_swap() {
     double best = -std::numeric_limits<double>::infinity();
     for (Beam& b : next_) {
-      b.score = b.logit + texts_[static_cast<size_t>(b.text)].score + partial_term(b.partial, b.hw);
+      // as pyctcdecode adds them: acoustic + (LM and hotwords of the text + the open word's term)
+      b.score = b.logit + (texts_[static_cast<size_t>(b.text)].score + partial_term(b.partial, b.hw));
       if (b.score > best) best = b.score;
     }
     select(best, false);
@@ -670,7 +758,8 @@ struct BeamSearch::Impl {
     }
   }
 
-  void advance(const float* lp, int64_t frames) {
+  template <class T>
+  void advance(const T* lp, int64_t frames) {
     const size_t V = alpha_->size();
     for (int64_t f = 0; f < frames; ++f) {
       step(lp + static_cast<size_t>(f) * V, static_cast<int32_t>(frame_));
@@ -739,20 +828,18 @@ struct BeamSearch::Impl {
     close();
     const size_t nw = std::min(spans.size(), wstr.size());
     for (size_t i = 0; i < nw; ++i) h.words.push_back(WordSpan{wstr[i], spans[i].first, spans[i].second});
-    if (lm_) {
-      h.lm_state = texts_[static_cast<size_t>(final_text)].state;
-      h.has_lm_state = true;
-    }
+    for (size_t i = 0; i < K_; ++i) h.lm_state.push_back(state_of(final_text, i));
     return h;
   }
 
   std::vector<Hypothesis> finalize() {
-    // end of utterance: the open partial word becomes a word, then </s> is scored. Beams are visited best
-    // first; when several end in the same text, the last one visited decides how the text was split between
-    // finished words and the open word (this is what pyctcdecode does, and it matters in compat mode below).
+    // end of utterance: the open partial word becomes a word, scored together with </s> (one term, as pyctcdecode
+    // does). Beams are visited best first; when several end in the same text, the last one visited decides how
+    // the text was split between finished words and the open word, as in pyctcdecode (it matters for the score
+    // of a beam that ended in a delimiter: pyctcdecode scores its empty open word as an unknown word).
     next_.clear();
     merge_reset(beams_.size());
-    std::vector<uint8_t> ended_with_delimiter;
+    std::vector<std::pair<int32_t, int32_t>> src;  // (text, open word) of the beam merged last into each result
     for (const Beam& b : beams_) {
       Beam nb = b;
       if (b.partial != 0) {
@@ -762,30 +849,36 @@ struct BeamSearch::Impl {
       nb.partial = 0;
       nb.last = -1;
       const size_t idx = push_candidate(nb);
-      if (idx == ended_with_delimiter.size())
-        ended_with_delimiter.push_back(b.partial == 0);
+      if (idx == src.size())
+        src.emplace_back(b.text, b.partial);
       else
-        ended_with_delimiter[idx] = b.partial == 0;
+        src[idx] = {b.text, b.partial};
     }
     double best = -std::numeric_limits<double>::infinity();
     for (size_t i = 0; i < next_.size(); ++i) {
       Beam& b = next_[i];
       const TextNode& tn = texts_[static_cast<size_t>(b.text)];
-      double s = b.logit + tn.score;
-      if (lm_) {
-        const LMBackend& g = lm_->ngram();
-        LMState after_unk, out;
-        if (o_.pyctcdecode_eos && ended_with_delimiter[i]) {
-          // pyctcdecode scores the (empty) open word of such a beam as an unknown word before </s>
-          double p10 = g.score_word(tn.state, LMBackend::kUnk, "", after_unk) + o_.unk_score_offset;
-          if (o_.score_boundary) p10 += g.score_word(after_unk, g.eos(), "</s>", out);
-          s += lm_term(p10) + o_.beta;
-        } else if (o_.score_boundary) {
-          s += lm_term(g.score_word(tn.state, g.eos(), "</s>", out));
+      double s = tn.score;
+      if (K_) {
+        const int32_t prev = src[i].first, open = src[i].second;
+        double terms[kMaxFused];
+        LMState out;
+        for (size_t k = 0; k < K_; ++k) {
+          if (open != 0 || o_.pyctcdecode_eos) {
+            terms[k] = word_score(k, state_of(prev, k), open, true, out);
+          } else {  // the text ended in a delimiter: only </s>
+            const LMParams& pr = params_[k];
+            const LMBackend& g = lms_[k]->ngram();
+            terms[k] = pr.score_boundary && pr.alpha != 0.0
+                           ? pr.alpha * g.score_word(state_of(prev, k), g.eos(), "</s>", out) * kLogBaseChange
+                           : 0.0;
+          }
         }
+        const double hw_gain = (open != 0 && hw_) ? hw_->completed(tn.hw) : 0.0;
+        s = texts_[static_cast<size_t>(prev)].score + mean_of(terms, K_) + hw_gain;
       }
-      b.score = s;
-      best = std::max(best, s);
+      b.score = b.logit + s;
+      best = std::max(best, b.score);
     }
     select(best, true);
     const size_t n = o_.n_best < 0 ? beams_.size() : std::min(beams_.size(), static_cast<size_t>(o_.n_best));
@@ -796,12 +889,12 @@ struct BeamSearch::Impl {
   }
 };
 
-BeamSearch::BeamSearch(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
-                       DecodeOptions opts)
-    : impl_(std::make_unique<Impl>(std::move(alphabet), std::move(lm), std::move(opts))) {}
+BeamSearch::BeamSearch(std::shared_ptr<const Alphabet> alphabet, LMList lms, DecodeOptions opts)
+    : impl_(std::make_unique<Impl>(std::move(alphabet), std::move(lms), std::move(opts))) {}
 BeamSearch::~BeamSearch() = default;
 
 void BeamSearch::advance(const float* log_probs, int64_t frames) { impl_->advance(log_probs, frames); }
+void BeamSearch::advance(const double* log_probs, int64_t frames) { impl_->advance(log_probs, frames); }
 
 std::vector<Hypothesis> BeamSearch::finalize() const {
   // finalisation changes the working buffers, not the search: run it on a copy of the beams
@@ -856,18 +949,26 @@ void to_log_probs(const float* x, int64_t frames, size_t vocab, std::vector<floa
   }
 }
 
-std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
-                               const DecodeOptions& opts, const float* log_probs, int64_t frames) {
-  BeamSearch s(std::move(alphabet), std::move(lm), opts);
+template <class T>
+std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, const LMList& lms, const DecodeOptions& opts,
+                               const T* log_probs, int64_t frames) {
+  BeamSearch s(std::move(alphabet), lms, opts);
   s.advance(log_probs, frames);
   return s.finalize();
 }
+template std::vector<Hypothesis> decode<float>(std::shared_ptr<const Alphabet>, const LMList&, const DecodeOptions&,
+                                               const float*, int64_t);
+template std::vector<Hypothesis> decode<double>(std::shared_ptr<const Alphabet>, const LMList&, const DecodeOptions&,
+                                                const double*, int64_t);
 
-std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet,
-                                                  std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
-                                                  const std::vector<const float*>& log_probs,
+template <class T>
+std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet, const LMList& lms,
+                                                  const DecodeOptions& opts, const std::vector<const T*>& log_probs,
                                                   const std::vector<int64_t>& frames, int num_threads,
                                                   bool normalize) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (normalize) throw InputError("decode_batch normalizes float32 inputs only");
+  }
   const size_t n = log_probs.size();
   std::vector<std::vector<Hypothesis>> out(n);
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -886,12 +987,14 @@ std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet
       if (k >= n) return;
       const size_t i = order[k];
       try {
-        if (normalize) {
-          to_log_probs(log_probs[i], frames[i], alphabet->size(), scratch);
-          out[i] = decode(alphabet, lm, opts, scratch.data(), frames[i]);
-        } else {
-          out[i] = decode(alphabet, lm, opts, log_probs[i], frames[i]);
+        if constexpr (std::is_same_v<T, float>) {
+          if (normalize) {
+            to_log_probs(log_probs[i], frames[i], alphabet->size(), scratch);
+            out[i] = decode(alphabet, lms, opts, scratch.data(), frames[i]);
+            continue;
+          }
         }
+        out[i] = decode(alphabet, lms, opts, log_probs[i], frames[i]);
       } catch (...) {
         std::lock_guard<std::mutex> g(err_mu);
         if (!err) err = std::current_exception();
@@ -909,5 +1012,14 @@ std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet
   if (err) std::rethrow_exception(err);
   return out;
 }
+
+template std::vector<std::vector<Hypothesis>> decode_batch<float>(std::shared_ptr<const Alphabet>, const LMList&,
+                                                                 const DecodeOptions&,
+                                                                 const std::vector<const float*>&,
+                                                                 const std::vector<int64_t>&, int, bool);
+template std::vector<std::vector<Hypothesis>> decode_batch<double>(std::shared_ptr<const Alphabet>, const LMList&,
+                                                                  const DecodeOptions&,
+                                                                  const std::vector<const double*>&,
+                                                                  const std::vector<int64_t>&, int, bool);
 
 }  // namespace w2vlm

@@ -6,7 +6,10 @@
 //   alpha * ln(10) * (log10 p(word | history) [+ unk_score_offset if OOV]) + beta
 // partial words get unk_score_offset (scaled up past 6 characters) unless they are a prefix of a known word;
 // beams with equal (text, partial word, last token) are merged by log-sum-exp; beams worse than the best by more
-// than beam_prune_logp are dropped and the best beam_width kept.
+// than beam_prune_logp are dropped and the best beam_width kept. The arithmetic is pyctcdecode's, operation for
+// operation (same formulas, same order of additions), so that double log-probabilities give the same scores to
+// the last bit. Several LMs may be fused at once: each scores words and partial words with its own parameters,
+// and a hypothesis gets the mean of their terms (pyctcdecode's MultiLanguageModel).
 //
 // Representation: a beam never holds a string. Text is a node in a hash-consed tree of words (so equal texts
 // are equal ids and the LM score of a text is computed once), the partial word a node in a hash-consed tree of
@@ -66,15 +69,32 @@ class LanguageModel {
   bool has_trie_ = false;
 };
 
+// Fusion parameters of one LM.
+struct LMParams {
+  double alpha = 0.5;
+  double beta = 1.5;
+  double unk_score_offset = -10.0;
+  bool score_boundary = true;
+};
+
+// The LMs fused in one decoding (empty: none).
+using LMList = std::vector<std::shared_ptr<const LanguageModel>>;
+
 struct DecodeOptions {
   int beam_width = 100;
   double beam_prune_logp = -10.0;
   double token_min_logp = -5.0;
   bool prune_history = false;
+  // parameters of a single LM, or of every LM of a fusion when lm_params is empty
   double alpha = 0.5;
   double beta = 1.5;
   double unk_score_offset = -10.0;
   bool score_boundary = true;
+  // one entry per fused LM (overrides the four fields above)
+  std::vector<LMParams> lm_params;
+  // When two beams merge, keep the frames of the more probable one (true), or of the one merged last, as
+  // pyctcdecode does (false).
+  bool best_path_frames = false;
   // Score the end of a hypothesis whose last emission was a word delimiter the way pyctcdecode does (as an
   // unknown empty word before </s>), so that transcripts are the same as pyctcdecode's. False scores only </s>.
   bool pyctcdecode_eos = true;
@@ -84,7 +104,7 @@ struct DecodeOptions {
   int gc_min_nodes = 1 << 15;
   std::shared_ptr<const HotwordAutomaton> hotwords;
   bool has_start_state = false;
-  LMState start_state;
+  std::vector<LMState> start_state;  // one per fused LM
 };
 
 struct WordSpan {
@@ -105,20 +125,20 @@ struct Hypothesis {
   std::vector<TokenSpan> tokens;
   double logit_score = 0.0;  // acoustic log-probability of the merged alignments
   double score = 0.0;        // logit_score + LM and hotword terms: the ranking score
-  LMState lm_state;          // LM context after the last word (before </s>)
-  bool has_lm_state = false;
+  std::vector<LMState> lm_state;  // per LM: the context after the last word (before </s>); empty without LM
 };
 
 // One decoding in progress. Feed frames with advance() (any number of chunks), then finalize().
 class BeamSearch {
  public:
-  BeamSearch(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm, DecodeOptions opts);
+  BeamSearch(std::shared_ptr<const Alphabet> alphabet, LMList lms, DecodeOptions opts);
   ~BeamSearch();
   BeamSearch(const BeamSearch&) = delete;
   BeamSearch& operator=(const BeamSearch&) = delete;
 
   // log_probs: frames x vocab, row-major, already log-softmaxed.
   void advance(const float* log_probs, int64_t frames);
+  void advance(const double* log_probs, int64_t frames);
   // Results of ending the utterance now (does not change the search state: more frames may follow).
   std::vector<Hypothesis> finalize() const;
   // Best hypothesis so far without end-of-utterance scoring (for partial results while streaming).
@@ -130,8 +150,9 @@ class BeamSearch {
   std::unique_ptr<Impl> impl_;
 };
 
-std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm,
-                               const DecodeOptions& opts, const float* log_probs, int64_t frames);
+template <class T>
+std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, const LMList& lms, const DecodeOptions& opts,
+                               const T* log_probs, int64_t frames);
 
 // Raw model outputs (frames x vocab) to clipped log-probabilities (probabilities are logged, logits
 // log-softmaxed), into `out`.
@@ -139,9 +160,9 @@ void to_log_probs(const float* x, int64_t frames, size_t vocab, std::vector<floa
 
 // Decode several utterances on `num_threads` threads (0 = hardware concurrency). With `normalize`, the inputs
 // are raw logits/probabilities, converted by each worker (no serial pre-pass).
-std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet,
-                                                  std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
-                                                  const std::vector<const float*>& log_probs,
+template <class T>
+std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet, const LMList& lms,
+                                                  const DecodeOptions& opts, const std::vector<const T*>& log_probs,
                                                   const std::vector<int64_t>& frames, int num_threads,
                                                   bool normalize = false);
 

@@ -24,6 +24,7 @@ using namespace nb::literals;
 using namespace w2vlm;
 
 using LogProbs = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using LogProbs64 = nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
@@ -60,7 +61,23 @@ auto load_guarded(const std::string& path, F&& f) -> decltype(f()) {
   }
 }
 
-void check_width(const LogProbs& a, const Alphabet& alphabet) {
+// None, one LanguageModel, or a sequence of them (fused)
+LMList lm_list(nb::handle lm) {
+  LMList out;
+  if (lm.is_none()) return out;
+  if (nb::isinstance<LanguageModel>(lm)) {
+    out.push_back(nb::cast<std::shared_ptr<const LanguageModel>>(lm));
+    return out;
+  }
+  for (nb::handle item : lm) {
+    if (!nb::isinstance<LanguageModel>(item)) throw InputError("lm must be None, a LanguageModel or a list of them");
+    out.push_back(nb::cast<std::shared_ptr<const LanguageModel>>(item));
+  }
+  return out;
+}
+
+template <class A>
+void check_width(const A& a, const Alphabet& alphabet) {
   if (a.shape(1) != alphabet.size())
     throw InputError("log-probabilities have " + std::to_string(a.shape(1)) + " columns but the alphabet has " +
                      std::to_string(alphabet.size()) + " labels");
@@ -326,6 +343,16 @@ NB_MODULE(_core, m) {
       .def(nb::init<std::shared_ptr<const LMBackend>, const std::vector<std::string>&, bool>(), "ngram"_a,
            "unigrams"_a, "use_lm_vocab"_a)
       .def_prop_ro("num_unigrams", &LanguageModel::num_unigrams)
+      .def_prop_ro("has_trie", &LanguageModel::has_trie)
+      .def(
+          "is_prefix",
+          [](const LanguageModel& lm, const std::string& text) {
+            if (!lm.has_trie()) return false;
+            int32_t node = lm.trie().root();
+            for (uint32_t cp : utf8_codepoints(text)) node = lm.trie().child(node, cp);
+            return node >= 0;
+          },
+          "text"_a, "True if a known word starts with `text` (the decoder's partial-word check).")
       .def_prop_ro("order", &LanguageModel::order);
 
   nb::class_<HotwordAutomaton>(m, "HotwordAutomaton")
@@ -349,11 +376,29 @@ NB_MODULE(_core, m) {
       .def_rw("hotwords", &DecodeOptions::hotwords, nb::arg("hotwords").none())
       .def(
           "set_start_state",
-          [](DecodeOptions& o, const LMState* s) {
-            o.has_start_state = s != nullptr;
-            if (s) o.start_state = *s;
+          [](DecodeOptions& o, nb::handle s) {
+            o.start_state.clear();
+            o.has_start_state = !s.is_none();
+            if (s.is_none()) return;
+            if (nb::isinstance<LMState>(s)) {
+              o.start_state.push_back(nb::cast<LMState>(s));
+              return;
+            }
+            for (nb::handle item : s) {
+              if (!nb::isinstance<LMState>(item))
+                throw InputError("lm_start_state must be an LMState or a list of them (one per fused LM)");
+              o.start_state.push_back(nb::cast<LMState>(item));
+            }
           },
-          "state"_a.none());
+          "state"_a.none())
+      .def_rw("best_path_frames", &DecodeOptions::best_path_frames)
+      .def(
+          "set_lm_params",
+          [](DecodeOptions& o, const std::vector<std::tuple<double, double, double, bool>>& params) {
+            o.lm_params.clear();
+            for (const auto& [a, b, u, sb] : params) o.lm_params.push_back(LMParams{a, b, u, sb});
+          },
+          "params"_a, "Per-LM (alpha, beta, unk_score_offset, score_boundary) of a fusion.");
 
   nb::class_<Hypothesis>(m, "Hypothesis")
       .def_ro("text", &Hypothesis::text)
@@ -372,51 +417,82 @@ NB_MODULE(_core, m) {
                      return out;
                    })
       .def_prop_ro("lm_state", [](const Hypothesis& h) -> nb::object {
-        if (!h.has_lm_state) return nb::none();
-        return nb::cast(h.lm_state);
+        if (h.lm_state.empty()) return nb::none();
+        if (h.lm_state.size() == 1) return nb::cast(h.lm_state[0]);
+        nb::list out;  // several fused LMs: one state each, as pyctcdecode's MultiLanguageModel
+        for (const auto& st : h.lm_state) out.append(nb::cast(st));
+        return out;
       });
 
-  m.def(
-      "decode",
-      [](std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
-         LogProbs lp) {
-        check_width(lp, *alphabet);
-        const float* data = lp.data();
-        const int64_t frames = static_cast<int64_t>(lp.shape(0));
-        nb::gil_scoped_release r;
-        return decode(alphabet, lm, opts, data, frames);
-      },
-      "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a);
-
-  m.def(
-      "decode_batch",
-      [](std::shared_ptr<const Alphabet> alphabet, std::shared_ptr<const LanguageModel> lm, const DecodeOptions& opts,
-         std::vector<LogProbs> lps, int num_threads, bool normalize) {
-        std::vector<const float*> ptrs;
-        std::vector<int64_t> frames;
-        for (const auto& a : lps) {
-          check_width(a, *alphabet);
-          ptrs.push_back(a.data());
-          frames.push_back(static_cast<int64_t>(a.shape(0)));
-        }
-        nb::gil_scoped_release r;
-        return decode_batch(alphabet, lm, opts, ptrs, frames, num_threads, normalize);
-      },
-      "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0, "normalize"_a = false);
+  auto def_decode = [&m](auto tag) {
+    using T = decltype(tag);
+    using Arr = nb::ndarray<const T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+    m.def(
+        "decode",
+        [](std::shared_ptr<const Alphabet> alphabet, nb::handle lm, const DecodeOptions& opts, Arr lp) {
+          check_width(lp, *alphabet);
+          const LMList lms = lm_list(lm);
+          const T* data = lp.data();
+          const int64_t frames = static_cast<int64_t>(lp.shape(0));
+          nb::gil_scoped_release r;
+          return decode(alphabet, lms, opts, data, frames);
+        },
+        "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a);
+    m.def(
+        "decode_batch",
+        [](std::shared_ptr<const Alphabet> alphabet, nb::handle lm, const DecodeOptions& opts, std::vector<Arr> lps,
+           int num_threads, bool normalize) {
+          const LMList lms = lm_list(lm);
+          std::vector<const T*> ptrs;
+          std::vector<int64_t> frames;
+          for (const auto& a : lps) {
+            check_width(a, *alphabet);
+            ptrs.push_back(a.data());
+            frames.push_back(static_cast<int64_t>(a.shape(0)));
+          }
+          nb::gil_scoped_release r;
+          return decode_batch(alphabet, lms, opts, ptrs, frames, num_threads, normalize);
+        },
+        "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0, "normalize"_a = false);
+  };
+  // float32 first: a float64 array then takes the second overload, not a conversion
+  def_decode(float{});
+  def_decode(double{});
 
   nb::class_<BeamSearch>(m, "BeamSearch", "A decoding in progress: feed chunks of frames, finalize at any time.")
-      .def(nb::init<std::shared_ptr<const Alphabet>, std::shared_ptr<const LanguageModel>, DecodeOptions>(),
-           "alphabet"_a, "lm"_a.none(), "options"_a)
+      .def(
+          "__init__",
+          [](BeamSearch* self, std::shared_ptr<const Alphabet> alphabet, nb::handle lm, DecodeOptions opts) {
+            new (self) BeamSearch(std::move(alphabet), lm_list(lm), std::move(opts));
+          },
+          "alphabet"_a, "lm"_a.none(), "options"_a)
       .def(
           "advance",
-          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs lp) {
+          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs lp, bool normalize) {
             check_width(lp, *alphabet);
             const float* data = lp.data();
             const int64_t frames = static_cast<int64_t>(lp.shape(0));
             nb::gil_scoped_release r;
+            if (normalize) {  // raw logits / probabilities, converted as decode_batch converts them
+              std::vector<float> lps;
+              to_log_probs(data, frames, alphabet->size(), lps);
+              s.advance(lps.data(), frames);
+            } else {
+              s.advance(data, frames);
+            }
+          },
+          "alphabet"_a, "log_probs"_a, "normalize"_a = false)
+      .def(
+          "advance",
+          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs64 lp, bool normalize) {
+            if (normalize) throw InputError("advance normalizes float32 inputs only");
+            check_width(lp, *alphabet);
+            const double* data = lp.data();
+            const int64_t frames = static_cast<int64_t>(lp.shape(0));
+            nb::gil_scoped_release r;
             s.advance(data, frames);
           },
-          "alphabet"_a, "log_probs"_a)
+          "alphabet"_a, "log_probs"_a, "normalize"_a = false)
       .def("finalize",
            [](const BeamSearch& s) {
              nb::gil_scoped_release r;

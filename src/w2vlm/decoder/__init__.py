@@ -9,16 +9,11 @@ from __future__ import annotations
 
 from w2vlm._core import LMState, NGramLM
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
-from w2vlm.decoder.decoder import (
-    BeamSearchDecoderCTC,
-    DecoderStream,
-    OutputBeam,
-    OutputBeamMPSafe,
-    build_ctcdecoder,
-    load_alphabet_json,
-    to_log_probs,
-)
-from w2vlm.decoder.language_model import LanguageModel, load_kenlm_binary, load_ngram, load_unigrams
+from w2vlm.decoder.beams import OutputBeam, OutputBeamMPSafe
+from w2vlm.decoder.decoder import BeamSearchDecoderCTC, DecoderStream, build_ctcdecoder, load_alphabet_json
+from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel
+from w2vlm.decoder.logits import to_log_probs
+from w2vlm.decoder.ngram_files import load_kenlm_binary, load_ngram, load_unigrams
 
 __all__ = [
     "Alphabet",
@@ -26,6 +21,7 @@ __all__ = [
     "DecoderStream",
     "LMState",
     "LanguageModel",
+    "MultiLanguageModel",
     "NGramLM",
     "OutputBeam",
     "OutputBeamMPSafe",

@@ -24,7 +24,9 @@ def _is_bpe(labels: Sequence[str]) -> bool:
     return any(s.startswith("##") or s.startswith(BPE_TOKEN) for s in labels)
 
 
-def _normalize_regular(labels: list[str]) -> list[str]:
+def normalize_regular_labels(labels: Sequence[str]) -> list[str]:
+    """Labels of a character alphabet in decoder form: "|" becomes the delimiter " ", a pad label or "_" the
+    blank "" (appended when there is none), an unknown label "⁇"."""
     out = list(labels)
     if "|" in out and " " not in out:
         out[out.index("|")] = " "
@@ -57,7 +59,9 @@ def _convert_bpe_style(token: str) -> str:
     return BPE_TOKEN + token
 
 
-def _normalize_bpe(labels: list[str]) -> list[str]:
+def normalize_bpe_labels(labels: Sequence[str]) -> list[str]:
+    """Labels of a BPE alphabet in decoder form: "##x" pieces become "x" and other pieces "▁x", a pad label the
+    blank "" (appended when there is none), an unknown label "▁⁇▁"."""
     out = list(labels)
     if any(s.startswith("##") for s in labels):
         out = [_convert_bpe_style(c) for c in out]
@@ -132,7 +136,7 @@ class Alphabet:
         _verify(labels, False)
         is_bpe = _is_bpe(labels)
         _verify(labels, is_bpe)
-        normalized = _normalize_bpe(list(labels)) if is_bpe else _normalize_regular(list(labels))
+        normalized = normalize_bpe_labels(labels) if is_bpe else normalize_regular_labels(labels)
         _verify(normalized, is_bpe)
         return cls(normalized, is_bpe)
 

@@ -8,182 +8,35 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import numpy as np
 
 from w2vlm import _core, limits
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
-from w2vlm.decoder.confidence import word_confidences
-from w2vlm.decoder.language_model import (
-    DEFAULT_ALPHA,
-    DEFAULT_BETA,
-    DEFAULT_SCORE_BOUNDARY,
-    DEFAULT_UNK_SCORE_OFFSET,
-    LanguageModel,
-)
+from w2vlm.decoder.beams import OutputBeam, OutputBeamMPSafe, mp_safe, output_beam, with_confidence
+from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel
+from w2vlm.decoder.logits import check_logits, to_log_probs
 from w2vlm.defaults import (
+    DEFAULT_ALPHA,
     DEFAULT_BEAM_WIDTH,
+    DEFAULT_BETA,
     DEFAULT_HOTWORD_WEIGHT,
     DEFAULT_MIN_TOKEN_LOGP,
     DEFAULT_PRUNE_LOGP,
+    DEFAULT_SCORE_BOUNDARY,
+    DEFAULT_UNK_SCORE_OFFSET,
     available_cpus,
 )
-from w2vlm.errors import AlphabetError, DecoderInputError, LanguageModelError
+from w2vlm.errors import AlphabetError, DecoderInputError, DecoderReleasedError, LanguageModelError
 
 logger = logging.getLogger("w2vlm.decoder")
-
-MIN_TOKEN_CLIP_P = 1e-15
-_LOG_MIN_P = float(np.log(MIN_TOKEN_CLIP_P))
 
 ALPHABET_FILENAME = "alphabet.json"
 LANGUAGE_MODEL_DIRNAME = "language_model"
 
 Hotwords = Union[Iterable[str], Iterable[tuple[str, float]], dict[str, float], str, None]  # noqa: UP007
-Frames = tuple[int, int]
-
-
-class _ConfidenceContext:
-    """Computes the word confidences of all beams of one decoding, once, on first use."""
-
-    def __init__(
-        self, beams: list[Any], log_probs: np.ndarray, labels: list[str], lm: Any = None, normalized: bool = True
-    ) -> None:
-        self.beams = beams
-        self.log_probs = log_probs  # logits when not ``normalized``: log-softmaxed on first use
-        self.normalized = normalized
-        self.labels = labels
-        self.lm = lm
-        self._values: list[list[float]] | None = None
-
-    def get(self, index: int) -> list[float]:
-        if self._values is None:
-            lp = self.log_probs if self.normalized else to_log_probs(self.log_probs, len(self.labels))
-            self._values = word_confidences(self.beams, lp, self.labels, self.lm)
-            self.log_probs = None  # type: ignore[assignment]
-        return self._values[index]
-
-
-class _BeamExtras:
-    """Attributes shared by both result tuples."""
-
-    _confidence: tuple[_ConfidenceContext, int] | None = None
-    _char_source: tuple[Any, list[str]] | None = None  # (native hypothesis, labels), converted on first use
-    _char_frames: list[tuple[str, Frames]] | None = None
-
-    @property
-    def char_frames(self) -> list[tuple[str, Frames]]:
-        """Each emitted token (character, delimiter or BPE piece) with its frame span, in order."""
-        if self._char_frames is None:
-            if self._char_source is None:
-                self._char_frames = []
-            else:
-                hyp, labels = self._char_source
-                self._char_frames = [(labels[t], (s, e)) for t, s, e in hyp.tokens]
-                self._char_source = None
-        return self._char_frames
-
-    @char_frames.setter
-    def char_frames(self, value: list[tuple[str, Frames]]) -> None:
-        self._char_frames = list(value)
-        self._char_source = None
-
-    @property
-    def word_confidences(self) -> list[float]:
-        """Confidence in [0, 1] of each word (see :func:`w2vlm.decoder.confidence.word_confidences`)."""
-        if self._confidence is None:
-            return []
-        ctx, i = self._confidence
-        return ctx.get(i)
-
-    @property
-    def words(self) -> list[dict[str, Any]]:
-        """Words with frame spans and confidences: [{"word", "start", "end", "confidence"}, ...]."""
-        conf = self.word_confidences
-        return [
-            {"word": w, "start": s, "end": e, "confidence": conf[i] if i < len(conf) else None}
-            for i, (w, (s, e)) in enumerate(self.text_frames)  # type: ignore[attr-defined]
-        ]
-
-    def __getstate__(self) -> dict[str, Any]:
-        self.char_frames  # noqa: B018 - materialise before pickling
-        state = dict(self.__dict__)
-        state.pop("_char_source", None)
-        if state.pop("_confidence", None) is not None:
-            state["_fixed_confidences"] = self.word_confidences
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        fixed = state.pop("_fixed_confidences", None)
-        self.__dict__.update(state)
-        if fixed is not None:
-            ctx = _ConfidenceContext([], np.zeros((0, 0)), [])
-            ctx._values = [fixed]
-            self._confidence = (ctx, 0)
-
-
-class OutputBeam(_BeamExtras, tuple):
-    """One hypothesis. A tuple ``(text, last_lm_state, text_frames, logit_score, lm_score)`` as in pyctcdecode,
-    with named attributes and more: ``char_frames`` (each emitted token with its frame span).
-
-    Frame spans are ``(start, end)`` with ``end`` exclusive, in logit frames.
-    """
-
-    def __new__(
-        cls,
-        text: str,
-        last_lm_state: Any,
-        text_frames: list[tuple[str, Frames]],
-        logit_score: float,
-        lm_score: float,
-        char_frames: list[tuple[str, Frames]] | None = None,
-    ) -> OutputBeam:
-        self = super().__new__(cls, (text, last_lm_state, text_frames, logit_score, lm_score))
-        if char_frames is not None:
-            self.char_frames = char_frames
-        return self
-
-    text = property(lambda self: self[0], doc="The transcript.")
-    last_lm_state = property(lambda self: self[1], doc="LM state after the last word (to continue decoding).")
-    text_frames = property(lambda self: self[2], doc="[(word, (start_frame, end_frame)), ...]")
-    word_frames = text_frames
-    logit_score = property(lambda self: self[3], doc="Acoustic log-probability of the hypothesis.")
-    lm_score = property(lambda self: self[4], doc="Ranking score: acoustic + LM + hotword terms.")
-
-    def __getnewargs__(self) -> tuple[Any, ...]:  # pickling
-        return (*tuple(self), self.char_frames)
-
-    def __repr__(self) -> str:
-        return (
-            f"OutputBeam(text={self.text!r}, logit_score={self.logit_score:.3f}, lm_score={self.lm_score:.3f}, "
-            f"text_frames={self.text_frames!r})"
-        )
-
-
-class OutputBeamMPSafe(_BeamExtras, tuple):
-    """pyctcdecode's batch result: a tuple ``(text, text_frames, logit_score, lm_score)`` (no LM state)."""
-
-    def __new__(
-        cls,
-        text: str,
-        text_frames: list[tuple[str, Frames]],
-        logit_score: float,
-        lm_score: float,
-        char_frames: list[tuple[str, Frames]] | None = None,
-    ) -> OutputBeamMPSafe:
-        self = super().__new__(cls, (text, text_frames, logit_score, lm_score))
-        if char_frames is not None:
-            self.char_frames = char_frames
-        return self
-
-    text = property(lambda self: self[0])
-    text_frames = property(lambda self: self[1])
-    word_frames = text_frames
-    logit_score = property(lambda self: self[2])
-    lm_score = property(lambda self: self[3])
-
-    def __getnewargs__(self) -> tuple[Any, ...]:
-        return (*tuple(self), self.char_frames)
+AnyLanguageModel = Union[LanguageModel, MultiLanguageModel]  # noqa: UP007
 
 
 def _normalize_hotwords(hotwords: Hotwords, weight: float) -> tuple[tuple[str, float], ...]:
@@ -224,86 +77,48 @@ def _normalize_hotwords(hotwords: Hotwords, weight: float) -> tuple[tuple[str, f
     return tuple(out)
 
 
-def check_logits(logits: Any, vocab_size: int) -> np.ndarray:
-    """Validate a (frames, vocab) matrix of logits or probabilities: a float array (no copy when possible)."""
-    try:
-        a = np.asarray(logits)
-    except Exception as e:  # e.g. a CUDA tensor
-        raise DecoderInputError(
-            f"logits must be array-like (numpy, CPU tensor), got {type(logits).__name__}: {e}"
-        ) from None
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise DecoderInputError(f"logits must be a numeric array, got dtype {a.dtype}")
-    if a.ndim != 2:
-        raise DecoderInputError(
-            f"Input logits have {a.ndim} dimensions (shape {a.shape}), but need 2: (time, vocabulary)"
-        )
-    if a.shape[1] != vocab_size:
-        raise DecoderInputError(
-            f"Input logits shape is {a.shape}, but vocabulary is size {vocab_size}. "
-            "Need logits of shape: (time, vocabulary)"
-        )
-    if a.shape[0] == 0:
-        return np.zeros((0, vocab_size), dtype=np.float32)
-    a = a.astype(np.float64 if a.dtype == np.float64 else np.float32, copy=False)
-    bad = np.isnan(a) | np.isposinf(a)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        raise DecoderInputError(
-            f"logits contain {'NaN' if np.isnan(a[row, col]) else '+inf'} at frame {row}, column {col} "
-            f"({int(bad.any(axis=1).sum())} bad frames in all)"
-        )
-    finite_rows = np.isfinite(a).any(axis=1)
-    if not finite_rows.all():
-        row = int(np.argmin(finite_rows))
-        raise DecoderInputError(f"logits frame {row} is -inf in every column")
-    return a
-
-
-def to_log_probs(logits: Any, vocab_size: int) -> np.ndarray:
-    """Validate a (frames, vocab) matrix and return float32 log-probabilities, C-contiguous.
-
-    Rows that are probabilities (all values in [0, 1], rows summing to 1) are logged; anything else is taken
-    as logits and log-softmaxed. Values are clipped at log(1e-15) like pyctcdecode.
-    """
-    a = check_logits(logits, vocab_size)
-    if a.shape[0] == 0:
-        return a
-    sums = a.sum(axis=1, dtype=np.float64)
-    if a.min() >= 0.0 and a.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
-        with np.errstate(divide="ignore"):
-            out = np.log(np.clip(a, MIN_TOKEN_CLIP_P, 1.0))
-    else:
-        m = a.max(axis=1, keepdims=True)
-        shifted = a - m
-        with np.errstate(divide="ignore", under="ignore"):
-            out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        np.clip(out, _LOG_MIN_P, 0.0, out=out)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
 class BeamSearchDecoderCTC:
     """CTC beam search decoder with optional n-gram LM fusion and hotwords (pyctcdecode-compatible).
 
     All decoding runs in native code with the GIL released; one decoder (and its LM) can be used from many
     threads at once, and :meth:`decode_batch` spreads a batch over a native thread pool.
+
+    As in pyctcdecode, the language model lives in the class-level ``model_container`` under the decoder's
+    ``_model_key`` (code written for pyctcdecode, transformers' included, reaches it there); :meth:`cleanup` and
+    :meth:`clear_class_models` release it. ``best_path_frames=True`` gives word and token spans from the more
+    probable of two merging paths instead of pyctcdecode's (the path merged last).
     """
 
+    #: language models of all decoders, by ``_model_key`` (pyctcdecode's registry)
+    model_container: ClassVar[dict[bytes, AnyLanguageModel | None]] = {}
+    _ALPHABET_SERIALIZED_FILENAME = ALPHABET_FILENAME
+    _LANGUAGE_MODEL_SERIALIZED_DIRECTORY = LANGUAGE_MODEL_DIRNAME
+
     def __init__(
-        self, alphabet: Alphabet, language_model: LanguageModel | None = None, *, pyctcdecode_eos: bool = True
+        self,
+        alphabet: Alphabet,
+        language_model: AnyLanguageModel | None = None,
+        *,
+        pyctcdecode_eos: bool = True,
+        best_path_frames: bool = False,
     ) -> None:
         if not isinstance(alphabet, Alphabet):
             raise AlphabetError(f"alphabet must be a w2vlm Alphabet, got {type(alphabet).__name__}")
-        if language_model is not None and not isinstance(language_model, LanguageModel):
+        if language_model is not None and not isinstance(language_model, (LanguageModel, MultiLanguageModel)):
             raise LanguageModelError(
-                f"language_model must be a w2vlm LanguageModel or None, got {type(language_model).__name__}"
+                "language_model must be a w2vlm LanguageModel, MultiLanguageModel or None, got "
+                f"{type(language_model).__name__}"
             )
         self._alphabet = alphabet
         self._native_alphabet = _core.Alphabet(alphabet.labels, alphabet.is_bpe)
-        self._language_model = language_model
+        self._model_key = os.urandom(16)
+        BeamSearchDecoderCTC.model_container[self._model_key] = language_model
         #: score a hypothesis ending in a word delimiter as pyctcdecode does (same transcripts); False: only </s>
         self.pyctcdecode_eos = bool(pyctcdecode_eos)
+        #: spans of the more probable path when beams merge (False: pyctcdecode's, the path merged last)
+        self.best_path_frames = bool(best_path_frames)
         self._idx2vocab = dict(enumerate(alphabet.labels))
+        self._is_bpe = alphabet.is_bpe
         self._labels = alphabet.labels
         self._hotword_cache: OrderedDict[Any, _core.HotwordAutomaton] = OrderedDict()
 
@@ -313,12 +128,27 @@ class BeamSearchDecoderCTC:
         return self._alphabet
 
     @property
-    def language_model(self) -> LanguageModel | None:
-        return self._language_model
+    def language_model(self) -> AnyLanguageModel | None:
+        """The decoder's language model (from ``model_container``)."""
+        try:
+            return BeamSearchDecoderCTC.model_container[self._model_key]
+        except KeyError:
+            raise DecoderReleasedError(
+                "this decoder's language model was released (cleanup() or clear_class_models()); "
+                "build or load the decoder again"
+            ) from None
 
-    @property
-    def model(self) -> LanguageModel | None:  # transformers reads decoder.model_container[...]; keep a handle
-        return self._language_model
+    _language_model = language_model  # pyctcdecode's name
+    model = language_model
+
+    @classmethod
+    def clear_class_models(cls) -> None:
+        """Release the language models of all decoders (pyctcdecode's class-level registry)."""
+        BeamSearchDecoderCTC.model_container = {}
+
+    def cleanup(self) -> None:
+        """Release this decoder's language model from the class-level registry."""
+        BeamSearchDecoderCTC.model_container.pop(self._model_key, None)
 
     def reset_params(
         self,
@@ -327,12 +157,12 @@ class BeamSearchDecoderCTC:
         unk_score_offset: float | None = None,
         lm_score_boundary: bool | None = None,
     ) -> None:
-        """Change LM fusion parameters in place (no effect without a language model)."""
-        if self._language_model is None:
+        """Change LM fusion parameters in place, values kept as given (no effect without a language model, nor,
+        as in pyctcdecode, on a MultiLanguageModel)."""
+        lm = self.language_model
+        if lm is None:
             return
-        self._language_model.reset_params(
-            alpha=alpha, beta=beta, unk_score_offset=unk_score_offset, score_boundary=lm_score_boundary
-        )
+        lm.reset_params(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset, score_boundary=lm_score_boundary)
 
     # -- options ----------------------------------------------------------------------------------
     def _hotword_automaton(self, hotwords: Hotwords, weight: float) -> _core.HotwordAutomaton | None:
@@ -370,6 +200,7 @@ class BeamSearchDecoderCTC:
         hotword_weight: float,
         lm_start_state: Any = None,
         n_best: int | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> _core.DecodeOptions:
         if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
             raise DecoderInputError(f"beam_width must be a positive integer, got {beam_width!r}")
@@ -395,19 +226,24 @@ class BeamSearchDecoderCTC:
         o.token_min_logp = float(token_min_logp)
         o.prune_history = bool(prune_history)
         o.pyctcdecode_eos = self.pyctcdecode_eos
-        lm = self._language_model
+        o.best_path_frames = self.best_path_frames
+        lm = self.language_model
         if lm is not None:
-            o.alpha = lm.alpha
-            o.beta = lm.beta
-            o.unk_score_offset = lm.unk_score_offset
-            o.score_boundary = lm.score_boundary
+            params = lm.fusion_params_list() if isinstance(lm, MultiLanguageModel) else [lm.fusion_params()]
+            if overrides:  # per call, for every fused LM
+                names = ("alpha", "beta", "unk_score_offset", "score_boundary")
+                params = [tuple(overrides.get(n, v) for n, v in zip(names, p)) for p in params]
+            o.set_lm_params(params)
         o.hotwords = self._hotword_automaton(hotwords, float(hotword_weight))
         if lm_start_state is not None:
-            if not isinstance(lm_start_state, _core.LMState):
+            n = len(lm.native_models()) if lm is not None else 0
+            states = lm_start_state if isinstance(lm_start_state, (list, tuple)) else [lm_start_state]
+            if not all(isinstance(x, _core.LMState) for x in states) or len(states) != n:
                 raise DecoderInputError(
-                    f"lm_start_state must be the last_lm_state of a w2vlm result, got {type(lm_start_state).__name__}"
+                    "lm_start_state must be the last_lm_state of a w2vlm result of this decoder (a list of "
+                    f"{n} states with a MultiLanguageModel), got {type(lm_start_state).__name__}"
                 )
-            o.set_start_state(lm_start_state)
+            o.set_start_state(list(states))
         if n_best is not None:
             o.n_best = int(n_best)
         return o
@@ -429,61 +265,94 @@ class BeamSearchDecoderCTC:
     ) -> _core.DecodeOptions:
         """Native options for one call, for :meth:`decode_beams_with`. The LM fusion parameters default to
         the language model's own; values given here apply to this call only (the shared LM is not changed)."""
-        o = self._options(
-            beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight, n_best=n_best
+        overrides: dict[str, Any] = {}
+        for name, value in (("alpha", alpha), ("beta", beta), ("unk_score_offset", unk_score_offset)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise DecoderInputError(f"{name} must be a number, got {value!r}")
+            overrides[name] = float(value)
+        if score_boundary is not None:
+            overrides["score_boundary"] = bool(score_boundary)
+        return self._options(
+            beam_width,
+            beam_prune_logp,
+            token_min_logp,
+            prune_history,
+            hotwords,
+            hotword_weight,
+            n_best=n_best,
+            overrides=overrides,
         )
-        if self._language_model is not None:
-            for name, value in (("alpha", alpha), ("beta", beta), ("unk_score_offset", unk_score_offset)):
-                if value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-                    raise DecoderInputError(f"{name} must be a finite number, got {value!r}")
-                if not np.isfinite(value) or abs(float(value)) > limits.MAX_ABS_WEIGHT:
-                    raise DecoderInputError(
-                        f"{name} must be finite and at most {limits.MAX_ABS_WEIGHT:g} in magnitude "
-                        f"(w2vlm.limits.MAX_ABS_WEIGHT), got {value!r}"
-                    )
-                setattr(o, name, float(value))
-            if score_boundary is not None:
-                o.score_boundary = bool(score_boundary)
-        return o
 
     def decode_beams_with(
         self, options: _core.DecodeOptions, log_probs_list: Sequence[Any], num_threads: int | None = None
     ) -> list[list[OutputBeam]]:
         """Beams (best first) of several (frames, vocab) matrices with options from :meth:`options`, decoded in
         parallel on ``num_threads`` native threads (logits are normalised there too)."""
-        arrays, results = self._batch_arrays(log_probs_list, options, num_threads, raw=True)
-        out = []
-        for hyps, raw in zip(results, arrays):
-            beams = [self._to_output(h) for h in hyps]
-            out.append(self._with_confidence(beams, raw, normalized=False))
-        return out
+        return [
+            self._beams(hyps, m, norm) for hyps, (m, norm) in zip(*self._search(log_probs_list, options, num_threads))
+        ]
 
-    def _native_lm(self) -> _core.LanguageModel | None:
-        return None if self._language_model is None else self._language_model.native
+    def native_lm(self) -> list[_core.LanguageModel] | None:
+        """The native models the search fuses (None without a language model)."""
+        lm = self.language_model
+        return None if lm is None else lm.native_models()
 
     def _to_output(self, h: _core.Hypothesis) -> OutputBeam:
-        out = OutputBeam(h.text, h.lm_state, [(w, (s, e)) for w, s, e in h.words], h.logit_score, h.score)
-        out._char_source = (h, self._labels)
-        return out
+        return output_beam(h, self._labels)
 
-    @staticmethod
-    def _mp_safe(b: OutputBeam) -> OutputBeamMPSafe:
-        out = OutputBeamMPSafe(b.text, b.text_frames, b.logit_score, b.lm_score)
-        out._char_source, out._char_frames = b._char_source, b._char_frames
-        out._confidence = b._confidence
-        return out
-
-    def _with_confidence(
-        self, beams: list[OutputBeam], log_probs: np.ndarray, normalized: bool = True
-    ) -> list[OutputBeam]:
-        ctx = _ConfidenceContext(beams, log_probs, self._alphabet.labels, self._language_model, normalized)
-        for i, b in enumerate(beams):
-            b._confidence = (ctx, i)
-        return beams
+    def _beams(self, hyps: list[_core.Hypothesis], matrix: np.ndarray, normalized: bool) -> list[OutputBeam]:
+        lm = self.language_model
+        beams = [output_beam(h, self._labels) for h in hyps]
+        return with_confidence(beams, matrix, self._labels, lm if isinstance(lm, LanguageModel) else None, normalized)
 
     # -- decoding ---------------------------------------------------------------------------------
+    def _prepare(self, logits: Any) -> tuple[np.ndarray, bool]:
+        """(matrix for the search, whether it is already log-probabilities). float64 inputs are normalised
+        here with pyctcdecode's formulas, in double; others go to the search as float32 and are normalised
+        there. Single and batch decodings take the same path, so they give the same bits."""
+        a = check_logits(logits, len(self._alphabet))
+        if a.dtype == np.float64:
+            return to_log_probs(a, len(self._alphabet)), True
+        return np.ascontiguousarray(a, dtype=np.float32), False
+
+    def _search(
+        self, logits_list: Any, options: _core.DecodeOptions, num_threads: int | None
+    ) -> tuple[list[list[_core.Hypothesis]], list[tuple[np.ndarray, bool]]]:
+        if isinstance(logits_list, np.ndarray) and logits_list.ndim != 3:
+            raise DecoderInputError(
+                f"logits_list must be a list of (time, vocabulary) matrices or a (batch, time, vocabulary) array, "
+                f"got an array of shape {logits_list.shape}"
+            )
+        prepared = []
+        for i, x in enumerate(logits_list):
+            try:
+                prepared.append(self._prepare(x))
+            except DecoderInputError as e:
+                raise DecoderInputError(f"logits_list[{i}]: {e}") from None
+        if num_threads is None:
+            num_threads = available_cpus()
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+            raise DecoderInputError(f"num_threads must be a positive integer, got {num_threads!r}")
+        if num_threads > limits.MAX_THREADS:
+            raise DecoderInputError(
+                f"num_threads is {num_threads}; at most {limits.MAX_THREADS} (w2vlm.limits.MAX_THREADS)"
+            )
+        results: list[list[_core.Hypothesis]] = [[] for _ in prepared]
+        lm = self.native_lm()
+        for normalized in (False, True):  # float32 (normalised natively) and float64 (log-probabilities) apart
+            idx = [i for i, (_, n) in enumerate(prepared) if n == normalized]
+            if not idx:
+                continue
+            arrays = [prepared[i][0] for i in idx]
+            out = _core.decode_batch(
+                self._native_alphabet, lm, options, arrays, int(num_threads), normalize=not normalized
+            )
+            for i, hyps in zip(idx, out):
+                results[i] = hyps
+        return results, prepared
+
     def decode_beams(
         self,
         logits: Any,
@@ -496,7 +365,6 @@ class BeamSearchDecoderCTC:
         lm_start_state: Any = None,
     ) -> list[OutputBeam]:
         """Decode one (frames, vocab) matrix; all final beams, best first."""
-        lp = to_log_probs(logits, len(self._alphabet))
         o = self._options(
             beam_width,
             beam_prune_logp,
@@ -506,8 +374,8 @@ class BeamSearchDecoderCTC:
             hotword_weight,
             lm_start_state,
         )
-        hyps = _core.decode(self._native_alphabet, self._native_lm(), o, lp)
-        return self._with_confidence([self._to_output(h) for h in hyps], lp)
+        results, prepared = self._search([logits], o, 1)
+        return self._beams(results[0], *prepared[0])
 
     def decode(
         self,
@@ -520,7 +388,6 @@ class BeamSearchDecoderCTC:
         lm_start_state: Any = None,
     ) -> str:
         """Decode one (frames, vocab) matrix to its best transcript."""
-        lp = to_log_probs(logits, len(self._alphabet))
         o = self._options(
             beam_width,
             beam_prune_logp,
@@ -531,52 +398,8 @@ class BeamSearchDecoderCTC:
             lm_start_state,
             n_best=1,
         )
-        hyps = _core.decode(self._native_alphabet, self._native_lm(), o, lp)
+        hyps = self._search([logits], o, 1)[0][0]
         return hyps[0].text if hyps else ""
-
-    def _batch(
-        self,
-        logits_list: Any,
-        options: _core.DecodeOptions,
-        num_threads: int | None,
-    ) -> list[list[_core.Hypothesis]]:
-        return self._batch_arrays(logits_list, options, num_threads)[1]
-
-    def _batch_arrays(
-        self,
-        logits_list: Any,
-        options: _core.DecodeOptions,
-        num_threads: int | None,
-        raw: bool = False,
-    ) -> tuple[list[np.ndarray], list[list[_core.Hypothesis]]]:
-        if isinstance(logits_list, np.ndarray) and logits_list.ndim != 3:
-            raise DecoderInputError(
-                f"logits_list must be a list of (time, vocabulary) matrices or a (batch, time, vocabulary) array, "
-                f"got an array of shape {logits_list.shape}"
-            )
-        arrays = []
-        for i, x in enumerate(logits_list):
-            try:
-                if raw:  # validated here (as the float32 the workers read), normalised by them in parallel
-                    a = check_logits(x, len(self._alphabet))
-                    a32 = np.ascontiguousarray(a, dtype=np.float32)
-                    arrays.append(a32 if a32 is a else check_logits(a32, len(self._alphabet)))
-                else:
-                    arrays.append(to_log_probs(x, len(self._alphabet)))
-            except DecoderInputError as e:
-                raise DecoderInputError(f"logits_list[{i}]: {e}") from None
-        if num_threads is None:
-            num_threads = available_cpus()
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-            raise DecoderInputError(f"num_threads must be a positive integer, got {num_threads!r}")
-        if num_threads > limits.MAX_THREADS:
-            raise DecoderInputError(
-                f"num_threads is {num_threads}; at most {limits.MAX_THREADS} (w2vlm.limits.MAX_THREADS)"
-            )
-        num_threads = int(num_threads)
-        return arrays, _core.decode_batch(
-            self._native_alphabet, self._native_lm(), options, arrays, num_threads, normalize=raw
-        )
 
     def decode_batch(
         self,
@@ -597,7 +420,7 @@ class BeamSearchDecoderCTC:
         if pool is not None:
             logger.debug("decode_batch: the pool argument is not used; decoding on native threads")
         o = self._options(beam_width, beam_prune_logp, token_min_logp, True, hotwords, hotword_weight, n_best=1)
-        return [h[0].text if h else "" for h in self._batch_arrays(logits_list, o, num_threads, raw=True)[1]]
+        return [h[0].text if h else "" for h in self._search(logits_list, o, num_threads)[0]]
 
     def decode_beams_batch(
         self,
@@ -615,16 +438,16 @@ class BeamSearchDecoderCTC:
         if pool is not None:
             logger.debug("decode_beams_batch: the pool argument is not used; decoding on native threads")
         o = self._options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight)
-        arrays, results = self._batch_arrays(logits_list, o, num_threads)
-        return [
-            [self._mp_safe(b) for b in self._with_confidence([self._to_output(h) for h in hyps], lp)]
-            for hyps, lp in zip(results, arrays)
-        ]
+        results, prepared = self._search(logits_list, o, num_threads)
+        return [[mp_safe(b) for b in self._beams(hyps, *prep)] for hyps, prep in zip(results, prepared)]
 
     def attach_confidences(self, beams: list[OutputBeam], logits: np.ndarray) -> list[OutputBeam]:
         """Give beams from :meth:`stream_with` their ``word_confidences`` (computed on first use from the
         logits or log-probabilities they were decoded from)."""
-        return self._with_confidence(beams, logits, normalized=False)
+        lm = self.language_model
+        return with_confidence(
+            beams, logits, self._labels, lm if isinstance(lm, LanguageModel) else None, normalized=False
+        )
 
     def stream_with(self, options: _core.DecodeOptions) -> DecoderStream:
         """An incremental decoding with options from :meth:`options`."""
@@ -660,8 +483,9 @@ class BeamSearchDecoderCTC:
         tmp = d / (ALPHABET_FILENAME + ".tmp")
         tmp.write_text(self._alphabet.dumps(), encoding="utf-8")
         os.replace(tmp, d / ALPHABET_FILENAME)
-        if self._language_model is not None:
-            self._language_model.save_to_dir(d / LANGUAGE_MODEL_DIRNAME)
+        lm = self.language_model
+        if lm is not None:
+            lm.save_to_dir(d / LANGUAGE_MODEL_DIRNAME)
 
     @staticmethod
     def parse_directory_contents(filepath: str | os.PathLike[str]) -> dict[str, str | None]:
@@ -711,7 +535,7 @@ class DecoderStream:
 
     def __init__(self, decoder: BeamSearchDecoderCTC, options: _core.DecodeOptions) -> None:
         self._decoder = decoder
-        self._search = _core.BeamSearch(decoder._native_alphabet, decoder._native_lm(), options)
+        self._search = _core.BeamSearch(decoder._native_alphabet, decoder.native_lm(), options)
 
     @property
     def frames_seen(self) -> int:
@@ -719,8 +543,8 @@ class DecoderStream:
 
     def feed(self, logits: Any) -> None:
         """Add a chunk of (frames, vocab) logits or probabilities."""
-        lp = to_log_probs(logits, len(self._decoder.alphabet))
-        self._search.advance(self._decoder._native_alphabet, lp)
+        matrix, normalized = self._decoder._prepare(logits)
+        self._search.advance(self._decoder._native_alphabet, matrix, normalize=not normalized)
 
     def partial(self) -> OutputBeam:
         """The best hypothesis so far (the last word may still change)."""
@@ -741,8 +565,12 @@ def build_ctcdecoder(
     lm_score_boundary: bool = DEFAULT_SCORE_BOUNDARY,
     *,
     pyctcdecode_eos: bool = True,
+    best_path_frames: bool = False,
 ) -> BeamSearchDecoderCTC:
     """Build a decoder from labels and (optionally) an ARPA LM, as pyctcdecode's function of the same name.
+
+    ``best_path_frames=True``: word and token spans of the more probable of two merging paths (see
+    :class:`BeamSearchDecoderCTC`).
 
     ``pyctcdecode_eos=False`` scores the end of a hypothesis that ends in a word delimiter with ``</s>`` only,
     instead of pyctcdecode's unknown-empty-word penalty (more accurate; transcripts then differ from
@@ -762,7 +590,7 @@ def build_ctcdecoder(
             unk_score_offset=unk_score_offset,
             score_boundary=lm_score_boundary,
         )
-    return BeamSearchDecoderCTC(alphabet, lm, pyctcdecode_eos=pyctcdecode_eos)
+    return BeamSearchDecoderCTC(alphabet, lm, pyctcdecode_eos=pyctcdecode_eos, best_path_frames=best_path_frames)
 
 
 def load_alphabet_json(path: str | os.PathLike[str]) -> Alphabet:

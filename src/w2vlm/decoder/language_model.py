@@ -1,179 +1,109 @@
-"""N-gram language models for shallow fusion: loading, parameters and the hub's ``language_model/`` layout."""
+"""Language models for shallow fusion, with pyctcdecode's attributes: one n-gram LM (:class:`LanguageModel`) or
+several fused at once (:class:`MultiLanguageModel`), their parameters and the hub's ``language_model/`` layout."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
 import shutil
-import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from w2vlm import _core, limits
+from w2vlm import _core
+from w2vlm.decoder.ngram_files import (
+    ATTRS_FILENAME,
+    LM_SUFFIXES,
+    UNIGRAMS_FILENAME,
+    kenlm_backend,
+    lm_file_kind,
+    load_kenlm_binary,
+    load_ngram,
+    load_unigrams,
+)
+from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import LanguageModelError
+
+__all__ = [
+    "ATTRS_FILENAME",
+    "LM_SUFFIXES",
+    "UNIGRAMS_FILENAME",
+    "LanguageModel",
+    "MultiLanguageModel",
+    "NGramModelFile",
+    "kenlm_backend",
+    "load_kenlm_binary",
+    "load_ngram",
+    "load_unigrams",
+]
 
 logger = logging.getLogger("w2vlm.decoder")
 
-ATTRS_FILENAME = "attrs.json"
-UNIGRAMS_FILENAME = "unigrams.txt"
-LM_SUFFIXES = (".arpa", ".arpa.gz", ".bin", ".binary")
-_KENLM_MAGIC = b"mmap lm "
+#: the fusion parameters, in the order of ``attrs.json`` and of :meth:`LanguageModel.fusion_params`
+PARAM_NAMES = ("alpha", "beta", "unk_score_offset", "score_boundary")
+#: partial words longer than this many characters get a proportionally larger unknown-word offset
+AVG_TOKEN_LEN = 6
 
-DEFAULT_ALPHA = 0.5
-DEFAULT_BETA = 1.5
-DEFAULT_UNK_SCORE_OFFSET = -10.0
-DEFAULT_SCORE_BOUNDARY = True
+FusionParams = tuple[float, float, float, bool]
 
 
-def _lm_file_kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".arpa.gz") or name.endswith(".gz"):
-        return "arpa.gz"
-    if name.endswith(".bin") or name.endswith(".binary"):
-        return "binary"
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head.startswith(_KENLM_MAGIC):
-        return "binary"
-    if head[:2] == b"\x1f\x8b":
-        return "arpa.gz"
-    return "arpa"
-
-
-def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> _core.LMBackend:
-    """Load an n-gram LM file: ARPA (plain or .gz) or a KenLM binary, natively.
-
-    ``binary_backend`` picks the reader of KenLM binaries: ``"native"`` (w2vlm's own reader; if it cannot read
-    the file, e.g. a binary built without vocabulary strings, and the ``kenlm`` module is installed, KenLM
-    serves it instead) or ``"kenlm"`` (always KenLM's Python module).
-    """
-    if binary_backend not in ("native", "kenlm"):
-        raise LanguageModelError(f"binary_backend must be 'native' or 'kenlm', got {binary_backend!r}")
-    p = Path(path)
-    if not p.exists():
-        raise LanguageModelError(f"{p}: language model file not found")
-    if p.is_dir():
-        raise LanguageModelError(f"{p}: is a directory, expected an .arpa/.arpa.gz/.bin file")
-    size = p.stat().st_size
-    if size > limits.MAX_LM_FILE_BYTES:
-        raise LanguageModelError(
-            f"{p}: the file has {size:,} bytes, more than the {limits.MAX_LM_FILE_BYTES:,} accepted "
-            "(w2vlm.limits.MAX_LM_FILE_BYTES)"
-        )
-    kind = _lm_file_kind(p)
-    if kind == "binary":
-        return kenlm_backend(p) if binary_backend == "kenlm" else load_kenlm_binary(p)
-    if kind == "arpa.gz":
-        try:
-            chunks: list[bytes] = []
-            total = 0
-            with gzip.open(p, "rb") as f:
-                while total <= limits.MAX_LM_FILE_BYTES and (chunk := f.read(1 << 24)):
-                    chunks.append(chunk)
-                    total += len(chunk)
-            data = b"".join(chunks)
-            del chunks
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise LanguageModelError(f"{p}: cannot decompress the gzipped ARPA file: {e}") from None
-        except MemoryError:
-            raise LanguageModelError(f"{p}: out of memory while decompressing the gzipped ARPA file") from None
-        if len(data) > limits.MAX_LM_FILE_BYTES:
-            raise LanguageModelError(
-                f"{p}: decompresses to more than {limits.MAX_LM_FILE_BYTES:,} bytes (w2vlm.limits.MAX_LM_FILE_BYTES)"
-            )
-        lm = _core.NGramLM.from_arpa_bytes(data, str(p))
-    else:
-        lm = _core.NGramLM.from_arpa_file(str(p))
-    for w in lm.warnings:
-        logger.warning("%s: %s", p, w)
-    logger.info("%s: loaded natively (%d-gram, %s n-grams)", p, lm.order, "/".join(map(str, lm.counts)))
-    return lm
-
-
-def load_kenlm_binary(path: str | os.PathLike[str], fallback: bool = True) -> _core.LMBackend:
-    """Read a KenLM binary (probing or trie, quantized or not) with w2vlm's native reader, no KenLM needed.
-
-    With ``fallback``, binaries the native reader cannot use are served by the ``kenlm`` module when it is
-    installed.
-    """
-    p = Path(path)
-    try:
-        lm = _core.KenlmBinaryLM.from_file(str(p))
-    except LanguageModelError as e:
-        if not fallback:
-            raise
-        try:
-            import kenlm  # noqa: F401
-        except ImportError:
-            raise e from None
-        logger.warning("%s; serving it through the kenlm module instead", e)
-        try:
-            return kenlm_backend(p)
-        except LanguageModelError:
-            raise e from None
-    logger.info(
-        "%s: KenLM binary read natively (%s, %d-gram, %s n-grams)",
-        p,
-        lm.model_type_name,
-        lm.order,
-        "/".join(map(str, lm.counts)),
-    )
-    return lm
-
-
-def kenlm_backend(model: Any) -> _core.KenlmBackend:
-    """An LM served by KenLM's Python module (``pip install w2vlm[kenlm]``): a path or a ``kenlm.Model``."""
-    try:
-        import kenlm
-    except ImportError:
-        raise LanguageModelError(
-            f"{model}: KenLM binary language models need the kenlm module (pip install 'w2vlm[kenlm]'), "
-            "or pass the ARPA file the binary was built from"
-        ) from None
-    if isinstance(model, (str, os.PathLike)):
-        try:
-            model = kenlm.Model(str(model))
-        except (OSError, RuntimeError) as e:
-            raise LanguageModelError(f"{model}: KenLM could not load this file: {e}") from None
-    logger.info("%s: served by the kenlm module (%d-gram)", getattr(model, "path", model), model.order)
-    return _core.KenlmBackend(model, kenlm.State)
-
-
-def load_unigrams(path: str | os.PathLike[str]) -> list[str]:
-    """Read a ``unigrams.txt`` (one word a line)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LanguageModelError(f"{p}: unigrams file not found") from None
-    except UnicodeDecodeError as e:
-        raise LanguageModelError(f"{p}: unigrams file is not UTF-8 text ({e})") from None
-    return [w for w in (line.strip() for line in text.splitlines()) if w]
-
-
-def _check_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _number(name: str, value: Any) -> float:
+    """A fusion weight as given: any real number, infinities and NaN included (pyctcdecode accepts them)."""
+    if isinstance(value, bool) or (not isinstance(value, (int, float)) and not hasattr(value, "__float__")):
         raise LanguageModelError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    v = float(value)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise LanguageModelError(f"{name} must be finite, got {value!r}")
-    if abs(v) > limits.MAX_ABS_WEIGHT:
-        raise LanguageModelError(
-            f"{name} is {value!r}; at most {limits.MAX_ABS_WEIGHT:g} in magnitude (w2vlm.limits.MAX_ABS_WEIGHT)"
-        )
-    return v
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LanguageModelError(f"{name} must be a number, got {type(value).__name__} ({value!r})") from None
+
+
+def _flag(name: str, value: Any) -> Any:
+    """A switch as given; its truth value is used (a string is refused: "false" would be true)."""
+    if isinstance(value, (str, bytes)):
+        raise LanguageModelError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+class NGramModelFile:
+    """What ``LanguageModel._kenlm_model`` is when w2vlm read the file itself: the n-gram model with the parts of
+    ``kenlm.Model`` that code reaches for (``path`` as bytes, ``order``, ``in``, ``score``)."""
+
+    def __init__(self, ngram: _core.LMBackend, path: Path | None) -> None:
+        self._ngram = ngram
+        self._path = path
+
+    @property
+    def path(self) -> bytes | None:
+        return None if self._path is None else os.fsencode(self._path)
+
+    @property
+    def order(self) -> int:
+        return int(self._ngram.order)
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and word in self._ngram
+
+    def score(self, sentence: str, bos: bool = True, eos: bool = True) -> float:
+        """Total log10 probability of a whitespace-separated sentence (``kenlm.Model.score``)."""
+        if not hasattr(self._ngram, "score"):
+            raise LanguageModelError("score() is available for models read natively (ARPA or KenLM binary)")
+        return float(self._ngram.score(sentence, bos, eos))
+
+    def __repr__(self) -> str:
+        return f"NGramModelFile(path={self._path!s}, order={self.order})"
 
 
 class LanguageModel:
     """An n-gram LM with the fusion parameters of pyctcdecode's ``LanguageModel``.
 
-    ``kenlm_model`` may be a path to an ARPA file (plain or .gz), a loaded :class:`w2vlm._core.NGramLM`, or a
-    ``kenlm.Model`` (its file is read natively). ``unigrams`` are the known words: partial words that are not
-    a prefix of one of them get ``unk_score_offset``. When no unigrams are given, the LM's own vocabulary is
-    used (pyctcdecode would penalise every partial word instead).
+    ``kenlm_model`` may be a path to an ARPA file (plain or .gz) or a KenLM binary, a loaded
+    :class:`w2vlm._core.NGramLM`, or a ``kenlm.Model`` (its file is read natively). ``unigrams`` are the known
+    words: partial words that are not a prefix of one of them get ``unk_score_offset``. When no unigrams are
+    given, the LM's own vocabulary is used (pyctcdecode would penalise every partial word instead).
+
+    ``alpha``, ``beta``, ``unk_score_offset`` and ``score_boundary`` are plain attributes, kept as given (set them
+    directly, as transformers does, or with :meth:`reset_params`); they are read at each decoding.
     """
 
     def __init__(
@@ -186,8 +116,11 @@ class LanguageModel:
         score_boundary: bool = DEFAULT_SCORE_BOUNDARY,
     ) -> None:
         self._path: Path | None = None
+        self._kenlm_model: Any = None
         if isinstance(kenlm_model, _core.LMBackend):
             ngram = kenlm_model
+            raw = getattr(kenlm_model, "path", None)
+            self._path = Path(raw) if isinstance(raw, str) and raw else None
         elif isinstance(kenlm_model, (str, os.PathLike)):
             self._path = Path(kenlm_model)
             ngram = load_ngram(self._path)
@@ -195,12 +128,13 @@ class LanguageModel:
             # a kenlm.Model: read its file natively (faster, no GIL); KenLM serves it only if that fails
             raw = kenlm_model.path
             self._path = Path(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            self._kenlm_model = kenlm_model
             native: _core.LMBackend | None = None
             if self._path.exists():
                 try:
                     native = (
                         load_kenlm_binary(self._path, fallback=False)
-                        if _lm_file_kind(self._path) == "binary"
+                        if lm_file_kind(self._path) == "binary"
                         else load_ngram(self._path)
                     )
                 except LanguageModelError as e:
@@ -211,6 +145,8 @@ class LanguageModel:
                 f"kenlm_model must be a path, a w2vlm NGramLM or a kenlm.Model, got {type(kenlm_model).__name__}"
             )
         self._ngram = ngram
+        if self._kenlm_model is None:
+            self._kenlm_model = NGramModelFile(ngram, self._path)
         self._unigrams: list[str] | None = None if unigrams is None else [str(u) for u in unigrams]
         if self._unigrams is not None:
             if len(self._unigrams) < 1000:
@@ -224,12 +160,12 @@ class LanguageModel:
                 )
         else:
             self._native = _core.LanguageModel(ngram, [], True)
-        self.alpha = _check_float("alpha", alpha)
-        self.beta = _check_float("beta", beta)
-        self.unk_score_offset = _check_float("unk_score_offset", unk_score_offset)
-        if not isinstance(score_boundary, bool):
-            raise LanguageModelError(f"score_boundary must be a bool, got {type(score_boundary).__name__}")
+        self._known: set[str] | None = None
+        self.alpha = alpha
+        self.beta = beta
+        self.unk_score_offset = unk_score_offset
         self.score_boundary = score_boundary
+        self.fusion_params()  # refuses values that are not numbers now rather than at the first decoding
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -255,16 +191,38 @@ class LanguageModel:
 
     @property
     def unigrams(self) -> list[str]:
-        """The known words used for partial-word checks."""
-        if self._unigrams is not None:
-            return sorted({u for u in self._unigrams if u in self._ngram})
-        if not isinstance(self._ngram, (_core.NGramLM, _core.KenlmBinaryLM)):
-            return []
-        return sorted(w for w in self._ngram.vocab() if w not in ("<unk>", "<s>", "</s>"))
+        """The known words used for partial-word checks, sorted."""
+        return sorted(self._unigram_set)
+
+    @property
+    def _unigram_set(self) -> set[str]:
+        """pyctcdecode's name: the known words (the given unigrams that the LM has; without unigrams, the LM's
+        vocabulary, which is what w2vlm then checks partial words against)."""
+        if self._known is None:
+            if self._unigrams is not None:
+                self._known = {u for u in self._unigrams if u in self._ngram}
+            elif isinstance(self._ngram, (_core.NGramLM, _core.KenlmBinaryLM)):
+                self._known = {w for w in self._ngram.vocab() if w not in ("<unk>", "<s>", "</s>")}
+            else:
+                self._known = set()
+        return set(self._known)
 
     @property
     def native(self) -> _core.LanguageModel:
         return self._native
+
+    def fusion_params(self) -> FusionParams:
+        """(alpha, beta, unk_score_offset, score_boundary) as the search uses them now."""
+        return (
+            _number("alpha", self.alpha),
+            _number("beta", self.beta),
+            _number("unk_score_offset", self.unk_score_offset),
+            bool(_flag("score_boundary", self.score_boundary)),
+        )
+
+    def native_models(self) -> list[_core.LanguageModel]:
+        """The native models the search fuses: this one."""
+        return [self._native]
 
     def get_start_state(self) -> _core.LMState:
         """LM state at the start of an utterance (after ``<s>`` when score_boundary is on)."""
@@ -276,30 +234,36 @@ class LanguageModel:
             raise LanguageModelError("score() is available for models read natively (ARPA or KenLM binary)")
         return float(self._ngram.score(text, bos, eos))
 
+    def score_partial_token(self, partial_token: str) -> float:
+        """The search's term for an unfinished word: 0 if a known word starts with it, else ``unk_score_offset``
+        (times len / 6 past 6 characters)."""
+        if not isinstance(partial_token, str):
+            raise LanguageModelError(f"partial_token must be a str, got {type(partial_token).__name__}")
+        unk = 0.0 if self._native.is_prefix(partial_token) else _number("unk_score_offset", self.unk_score_offset)
+        if len(partial_token) > AVG_TOKEN_LEN:
+            unk = unk * len(partial_token) / AVG_TOKEN_LEN
+        return unk
+
     def reset_params(self, **params: Any) -> None:
-        """Change alpha, beta, unk_score_offset or score_boundary."""
-        allowed = {"alpha", "beta", "unk_score_offset", "score_boundary"}
-        unknown = set(params) - allowed
+        """Change alpha, beta, unk_score_offset or score_boundary (values kept as given; None leaves one as is)."""
+        unknown = set(params) - set(PARAM_NAMES)
         if unknown:
-            raise LanguageModelError(f"unknown language model parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise LanguageModelError(
+                f"unknown language model parameters {sorted(unknown)}; allowed: {list(PARAM_NAMES)}"
+            )
         for name in ("alpha", "beta", "unk_score_offset"):
             if params.get(name) is not None:
-                setattr(self, name, _check_float(name, params[name]))
-        if params.get("score_boundary") is not None:
-            if not isinstance(params["score_boundary"], bool):
-                raise LanguageModelError(
-                    f"score_boundary must be a bool, got {type(params['score_boundary']).__name__}"
-                )
-            self.score_boundary = params["score_boundary"]
+                _number(name, params[name])
+                setattr(self, name, params[name])
+        sb = params.get("score_boundary")
+        if sb is not None:
+            if not isinstance(sb, bool):
+                raise LanguageModelError(f"score_boundary must be a bool, got {type(sb).__name__}")
+            self.score_boundary = sb
 
     @property
     def serializable_attrs(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "unk_score_offset": self.unk_score_offset,
-            "score_boundary": self.score_boundary,
-        }
+        return {name: getattr(self, name) for name in PARAM_NAMES}
 
     # -- hub layout -------------------------------------------------------------------------------
     def save_to_dir(self, filepath: str | os.PathLike[str]) -> None:
@@ -317,21 +281,24 @@ class LanguageModel:
             os.replace(tmp, target)
 
     @staticmethod
-    def parse_directory_contents(filepath: str | os.PathLike[str]) -> dict[str, str | None]:
-        """Find ``attrs.json``, ``unigrams.txt`` and the one LM file of a ``language_model/`` directory."""
+    def parse_directory_contents(filepath: str | os.PathLike[str]) -> dict[str, str]:
+        """Check a ``language_model/`` directory: exactly ``attrs.json``, ``unigrams.txt`` and one LM file
+        (hidden entries and ``__*`` ignored), as pyctcdecode requires."""
         d = Path(filepath)
         if not d.is_dir():
             raise LanguageModelError(f"{d}: language model directory not found")
         contents = sorted(c.name for c in d.iterdir() if not c.name.startswith((".", "__")))
         lm_files = [c for c in contents if c.lower().endswith(LM_SUFFIXES)]
-        if len(lm_files) != 1:
+        others = set(contents) - set(lm_files) - {ATTRS_FILENAME, UNIGRAMS_FILENAME}
+        missing = [n for n in (ATTRS_FILENAME, UNIGRAMS_FILENAME) if n not in contents]
+        if len(lm_files) != 1 or missing or others:
             raise LanguageModelError(
-                f"{d}: expected exactly one language model file ({', '.join(LM_SUFFIXES)}), found "
-                f"{lm_files or 'none'} among {contents}"
+                f"{d}: expected {ATTRS_FILENAME}, {UNIGRAMS_FILENAME} and one language model file "
+                f"({', '.join(LM_SUFFIXES)}); found {contents}"
             )
         return {
-            "json_attrs": str(d / ATTRS_FILENAME) if ATTRS_FILENAME in contents else None,
-            "unigrams": str(d / UNIGRAMS_FILENAME) if UNIGRAMS_FILENAME in contents else None,
+            "json_attrs": str(d / ATTRS_FILENAME),
+            "unigrams": str(d / UNIGRAMS_FILENAME),
             "kenlm": str(d / lm_files[0]),
         }
 
@@ -339,29 +306,77 @@ class LanguageModel:
     def load_from_dir(cls, filepath: str | os.PathLike[str], unigram_encoding: str | None = None) -> LanguageModel:
         """Load a ``language_model/`` directory of the hub layout."""
         files = cls.parse_directory_contents(filepath)
-        attrs: dict[str, Any] = {}
-        if files["json_attrs"] is not None:
-            try:
-                attrs = json.loads(Path(files["json_attrs"]).read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise LanguageModelError(f"{files['json_attrs']}: not valid JSON ({e})") from None
-            if not isinstance(attrs, dict):
-                raise LanguageModelError(f"{files['json_attrs']}: expected a JSON object")
-            unknown = set(attrs) - {"alpha", "beta", "unk_score_offset", "score_boundary"}
-            if unknown:
-                raise LanguageModelError(
-                    f"{files['json_attrs']}: unknown keys {sorted(unknown)}; expected alpha, beta, "
-                    "unk_score_offset, score_boundary"
-                )
-        unigrams = None
-        if files["unigrams"] is not None:
-            p = Path(files["unigrams"])
-            unigrams = (
-                load_unigrams(p)
-                if unigram_encoding is None
-                else [w.strip() for w in p.read_text(encoding=unigram_encoding).splitlines() if w.strip()]
+        try:
+            attrs = json.loads(Path(files["json_attrs"]).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LanguageModelError(f"{files['json_attrs']}: not valid JSON ({e})") from None
+        if not isinstance(attrs, dict):
+            raise LanguageModelError(f"{files['json_attrs']}: expected a JSON object")
+        unknown = set(attrs) - set(PARAM_NAMES)
+        if unknown:
+            raise LanguageModelError(
+                f"{files['json_attrs']}: unknown keys {sorted(unknown)}; expected {', '.join(PARAM_NAMES)}"
             )
-        return cls(files["kenlm"], unigrams, **attrs)
+        p = Path(files["unigrams"])
+        unigrams: list[str] | None = (
+            load_unigrams(p)
+            if unigram_encoding is None
+            else [w.strip() for w in p.read_text(encoding=unigram_encoding).splitlines() if w.strip()]
+        )
+        return cls(files["kenlm"], unigrams or None, **attrs)
+
+
+class MultiLanguageModel:
+    """Several n-gram LMs fused at once, as pyctcdecode's ``MultiLanguageModel``: every LM scores each word and
+    each unfinished word with its own parameters (alpha, beta, unknown-word offset, sentence boundaries, known
+    words) and a hypothesis gets the mean of their terms. The search fuses them natively."""
+
+    def __init__(self, language_models: Sequence[LanguageModel]) -> None:
+        models = list(language_models)
+        if len(models) < 2:
+            raise LanguageModelError("MultiLanguageModel needs at least 2 language models")
+        bad = [type(m).__name__ for m in models if not isinstance(m, LanguageModel)]
+        if bad:
+            raise LanguageModelError(f"MultiLanguageModel takes w2vlm LanguageModel objects, got {bad[0]}")
+        self._language_models = models
+
+    @property
+    def language_models(self) -> list[LanguageModel]:
+        return list(self._language_models)
+
+    @property
+    def order(self) -> int:
+        """The highest order of the fused LMs."""
+        return max(lm.order for lm in self._language_models)
+
+    def native_models(self) -> list[_core.LanguageModel]:
+        return [lm.native for lm in self._language_models]
+
+    def fusion_params_list(self) -> list[FusionParams]:
+        return [lm.fusion_params() for lm in self._language_models]
+
+    def get_start_state(self) -> list[_core.LMState]:
+        """One start state per LM."""
+        return [lm.get_start_state() for lm in self._language_models]
+
+    def score_partial_token(self, partial_token: str) -> float:
+        """Mean of the LMs' terms for an unfinished word."""
+        values = [lm.score_partial_token(partial_token) for lm in self._language_models]
+        return _mean(values)
+
+    def reset_params(self, **params: Any) -> None:
+        """pyctcdecode's MultiLanguageModel ignores parameter changes; so does this one (set them on the LMs)."""
+
+    def save_to_dir(self, filepath: str | os.PathLike[str]) -> None:
+        raise NotImplementedError("a MultiLanguageModel cannot be saved (pyctcdecode cannot either)")
+
+
+def _mean(values: Sequence[float]) -> float:
+    """The mean as the search takes it: a sum from the first value on, divided by the count."""
+    total = values[0]
+    for v in values[1:]:
+        total += v
+    return total / len(values)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,0 +1,147 @@
+"""Reading n-gram LM files (ARPA, gzipped ARPA, KenLM binaries) and unigram lists into native models."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+from w2vlm import _core, limits
+from w2vlm.errors import LanguageModelError
+
+logger = logging.getLogger("w2vlm.decoder")
+
+ATTRS_FILENAME = "attrs.json"
+UNIGRAMS_FILENAME = "unigrams.txt"
+LM_SUFFIXES = (".arpa", ".arpa.gz", ".bin", ".binary")
+_KENLM_MAGIC = b"mmap lm "
+
+
+def lm_file_kind(path: Path) -> str:
+    """ "arpa", "arpa.gz" or "binary" (a KenLM binary), from the name and the first bytes."""
+    name = path.name.lower()
+    if name.endswith(".arpa.gz") or name.endswith(".gz"):
+        return "arpa.gz"
+    if name.endswith(".bin") or name.endswith(".binary"):
+        return "binary"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(_KENLM_MAGIC):
+        return "binary"
+    if head[:2] == b"\x1f\x8b":
+        return "arpa.gz"
+    return "arpa"
+
+
+def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> _core.LMBackend:
+    """Load an n-gram LM file: ARPA (plain or .gz) or a KenLM binary, natively.
+
+    ``binary_backend`` picks the reader of KenLM binaries: ``"native"`` (w2vlm's own reader; if it cannot read
+    the file, e.g. a binary built without vocabulary strings, and the ``kenlm`` module is installed, KenLM
+    serves it instead) or ``"kenlm"`` (always KenLM's Python module).
+    """
+    if binary_backend not in ("native", "kenlm"):
+        raise LanguageModelError(f"binary_backend must be 'native' or 'kenlm', got {binary_backend!r}")
+    p = Path(path)
+    if not p.exists():
+        raise LanguageModelError(f"{p}: language model file not found")
+    if p.is_dir():
+        raise LanguageModelError(f"{p}: is a directory, expected an .arpa/.arpa.gz/.bin file")
+    size = p.stat().st_size
+    if size > limits.MAX_LM_FILE_BYTES:
+        raise LanguageModelError(
+            f"{p}: the file has {size:,} bytes, more than the {limits.MAX_LM_FILE_BYTES:,} accepted "
+            "(w2vlm.limits.MAX_LM_FILE_BYTES)"
+        )
+    kind = lm_file_kind(p)
+    if kind == "binary":
+        return kenlm_backend(p) if binary_backend == "kenlm" else load_kenlm_binary(p)
+    if kind == "arpa.gz":
+        try:
+            chunks: list[bytes] = []
+            total = 0
+            with gzip.open(p, "rb") as f:
+                while total <= limits.MAX_LM_FILE_BYTES and (chunk := f.read(1 << 24)):
+                    chunks.append(chunk)
+                    total += len(chunk)
+            data = b"".join(chunks)
+            del chunks
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise LanguageModelError(f"{p}: cannot decompress the gzipped ARPA file: {e}") from None
+        except MemoryError:
+            raise LanguageModelError(f"{p}: out of memory while decompressing the gzipped ARPA file") from None
+        if len(data) > limits.MAX_LM_FILE_BYTES:
+            raise LanguageModelError(
+                f"{p}: decompresses to more than {limits.MAX_LM_FILE_BYTES:,} bytes (w2vlm.limits.MAX_LM_FILE_BYTES)"
+            )
+        lm = _core.NGramLM.from_arpa_bytes(data, str(p))
+    else:
+        lm = _core.NGramLM.from_arpa_file(str(p))
+    for w in lm.warnings:
+        logger.warning("%s: %s", p, w)
+    logger.info("%s: loaded natively (%d-gram, %s n-grams)", p, lm.order, "/".join(map(str, lm.counts)))
+    return lm
+
+
+def load_kenlm_binary(path: str | os.PathLike[str], fallback: bool = True) -> _core.LMBackend:
+    """Read a KenLM binary (probing or trie, quantized or not) with w2vlm's native reader, no KenLM needed.
+
+    With ``fallback``, binaries the native reader cannot use are served by the ``kenlm`` module when it is
+    installed.
+    """
+    p = Path(path)
+    try:
+        lm = _core.KenlmBinaryLM.from_file(str(p))
+    except LanguageModelError as e:
+        if not fallback:
+            raise
+        try:
+            import kenlm  # noqa: F401
+        except ImportError:
+            raise e from None
+        logger.warning("%s; serving it through the kenlm module instead", e)
+        try:
+            return kenlm_backend(p)
+        except LanguageModelError:
+            raise e from None
+    logger.info(
+        "%s: KenLM binary read natively (%s, %d-gram, %s n-grams)",
+        p,
+        lm.model_type_name,
+        lm.order,
+        "/".join(map(str, lm.counts)),
+    )
+    return lm
+
+
+def kenlm_backend(model: Any) -> _core.KenlmBackend:
+    """An LM served by KenLM's Python module (``pip install w2vlm[kenlm]``): a path or a ``kenlm.Model``."""
+    try:
+        import kenlm
+    except ImportError:
+        raise LanguageModelError(
+            f"{model}: KenLM binary language models need the kenlm module (pip install 'w2vlm[kenlm]'), "
+            "or pass the ARPA file the binary was built from"
+        ) from None
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            model = kenlm.Model(str(model))
+        except (OSError, RuntimeError) as e:
+            raise LanguageModelError(f"{model}: KenLM could not load this file: {e}") from None
+    logger.info("%s: served by the kenlm module (%d-gram)", getattr(model, "path", model), model.order)
+    return _core.KenlmBackend(model, kenlm.State)
+
+
+def load_unigrams(path: str | os.PathLike[str]) -> list[str]:
+    """Read a ``unigrams.txt`` (one word a line)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LanguageModelError(f"{p}: unigrams file not found") from None
+    except UnicodeDecodeError as e:
+        raise LanguageModelError(f"{p}: unigrams file is not UTF-8 text ({e})") from None
+    return [w for w in (line.strip() for line in text.splitlines()) if w]
