@@ -366,16 +366,19 @@ def test_stream_equals_whole(tmp_path_factory, seed, cuts):
     dec = build_ctcdecoder(WORDS_LABELS, str(p))
     x = emissions("hello world hello cold", WORDS_LABELS, noise=2.0, seed=seed)
     whole = dec.decode_beams(x)
-    stream = dec.stream()
+    stream = dec.stream(prune_history=False)  # decode_beams' setting
+    default = dec.stream()  # decode()'s setting
     bounds = sorted({0, len(x), *[c % (len(x) + 1) for c in cuts]})
     for a, b in itertools.pairwise(bounds):
         stream.feed(x[a:b])
+        default.feed(x[a:b])
         assert isinstance(stream.partial().text, str)
     assert stream.frames_seen == len(x)
     streamed = stream.finalize()
     assert [b.text for b in streamed] == [b.text for b in whole]
     assert [b.lm_score for b in streamed] == pytest.approx([b.lm_score for b in whole])
     assert [b.text_frames for b in streamed] == [b.text_frames for b in whole]
+    assert default.finalize()[0].text == dec.decode(x)
 
 
 def test_lm_start_state_continues_context(hello_decoder):

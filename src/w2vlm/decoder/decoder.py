@@ -458,12 +458,14 @@ class BeamSearchDecoderCTC:
         beam_width: int = DEFAULT_BEAM_WIDTH,
         beam_prune_logp: float = DEFAULT_PRUNE_LOGP,
         token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP,
-        prune_history: bool = False,
+        prune_history: bool = True,
         hotwords: Hotwords = None,
         hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
         lm_start_state: Any = None,
     ) -> DecoderStream:
-        """Start an incremental decoding: feed chunks of frames, read partial results, finalize."""
+        """Start an incremental decoding: feed chunks of frames, read partial results, finalize. With the
+        defaults the best beam's text is :meth:`decode`'s (the same pruning of LM history);
+        ``prune_history=False`` gives :meth:`decode_beams`' beams."""
         o = self._options(
             beam_width,
             beam_prune_logp,
