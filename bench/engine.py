@@ -175,7 +175,8 @@ def ceiling(files: list[Path], work: Path, repeats: int, device: str) -> dict[st
     """``w2vlm transcribe DIR -o OUT --no-lm`` with a near-free model: audio-s/s, fastest of ``repeats``."""
     from rich.console import Console
 
-    from w2vlm.transcribe import TranscribeOptions, Transcriber, run
+    from w2vlm.transcribe import TranscribeOptions, Transcriber
+    from w2vlm.transcribe_run import run
 
     folder = random_model(work / "nearfree", "nearfree")
     best = None

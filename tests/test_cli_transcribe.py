@@ -427,7 +427,8 @@ def test_progress_bar_shows_audio_seconds_per_second(tiny_ctc_dir: Path, audio_d
 
     from rich.console import Console
 
-    from w2vlm.transcribe import TranscribeOptions, describe_summary, run
+    from w2vlm.transcribe import TranscribeOptions
+    from w2vlm.transcribe_run import describe_summary, run
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)

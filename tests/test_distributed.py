@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from w2vlm.cli import app
 from w2vlm.distributed import DistributedError, list_inputs, pack_parts, read_results, transcribe, unpack_parts
-from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber, run
+from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber
+from w2vlm.transcribe_run import run
 from w2vlm.writers import segment_record
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -181,7 +181,8 @@ def transcribe_command(
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.transcribe import TranscribeOptions, describe_summary, parse_hotwords, run
+    from w2vlm.transcribe import TranscribeOptions, parse_hotwords
+    from w2vlm.transcribe_run import describe_summary, run
     from w2vlm.writers import CueStyle, expand_formats
 
     err = Console(stderr=True)
