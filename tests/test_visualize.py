@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from conftest import build_tiny_ctc_checkpoint, make_sine, write_audio_file
 from w2vlm.cli import app
 from w2vlm.eval import greedy_decode
-from w2vlm.visualize import analyze, render_png, render_terminal
+from w2vlm.visualize import analyze
+from w2vlm.visualize_render import render_png, render_terminal
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "children.wav"
 runner = CliRunner()

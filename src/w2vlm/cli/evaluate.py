@@ -342,7 +342,8 @@ def visualize_command(
     with model_command(err):
         try:
             from w2vlm.pipeline import pipeline
-            from w2vlm.visualize import analyze, render_png, render_terminal
+            from w2vlm.visualize import analyze
+            from w2vlm.visualize_render import render_png, render_terminal
 
             processor = None if no_lm else lm_processor(model, lm, alpha, beta, unk_score_offset)
             pipe = pipeline("automatic-speech-recognition", model=model, processor=processor, device=device)
