@@ -68,14 +68,15 @@ def score(manifest: Path, args: argparse.Namespace, check_targets: bool = True) 
     """Greedy (and beam + LM) scores of one manifest, printed; returns the summary dict."""
     from rich.console import Console
 
-    from w2vlm.eval import DecodeSettings, breakdown_table, evaluate
+    from w2vlm.engine.config import DecodeConfig
+    from w2vlm.eval import breakdown_table, evaluate
 
     t0 = time.perf_counter()
     report = evaluate(
         manifest,
         args.model,
         use_lm=not args.no_lm,
-        decode=DecodeSettings(beam_width=args.beam_width),
+        decode=DecodeConfig(beam_width=args.beam_width),
         use_cache=False,
         group_by=args.by,
     )

@@ -336,7 +336,8 @@ def test_breakdown_by_manifest_field_adds_up_to_the_totals(tiny_ctc_dir: Path, e
 
 def test_cached_logits_skip_the_acoustic_model(tiny_ctc_dir: Path, eval_set: dict[str, Path], monkeypatch) -> None:
     from w2vlm import logits_cache as eval_module
-    from w2vlm.eval import DecodeSettings, evaluate
+    from w2vlm.engine.config import DecodeConfig
+    from w2vlm.eval import evaluate
     from w2vlm.logits_cache import AcousticSettings, collect_logits
     from w2vlm.processor import Wav2Vec2ProcessorWithLM
 
@@ -358,7 +359,7 @@ def test_cached_logits_skip_the_acoustic_model(tiny_ctc_dir: Path, eval_set: dic
     third = evaluate(
         eval_set["good"],
         tiny_ctc_dir,
-        decode=DecodeSettings(alpha=3.0, beta=0.0, beam_width=16),
+        decode=DecodeConfig(alpha=3.0, beta=0.0, beam_width=16),
         **kwargs,  # type: ignore[arg-type]
     )
     assert third.decode_settings["alpha"] == 3.0 and third.decode_settings["beam_width"] == 16

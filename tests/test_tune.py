@@ -213,7 +213,8 @@ def tune_set(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_tune_on_model(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
-    from w2vlm.eval import DecodeSettings, evaluate
+    from w2vlm.engine.config import DecodeConfig
+    from w2vlm.eval import evaluate
     from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import tune
 
@@ -232,7 +233,7 @@ def test_tune_on_model(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
         ev = evaluate(
             tune_set["good"],
             tiny_ctc_dir,
-            decode=DecodeSettings(beam_width=s.beam_width, alpha=s.alpha, beta=s.beta),
+            decode=DecodeConfig(beam_width=s.beam_width, alpha=s.alpha, beta=s.beta),
             **common,  # type: ignore[arg-type]
         )
         assert ev.wer("lm") == pytest.approx(trial.wer)
@@ -305,7 +306,8 @@ def test_cli_tune(tiny_ctc_dir: Path, tune_set: dict[str, Path], tmp_path: Path)
 
 
 def test_tune_scores_heldout_set(tiny_ctc_dir: Path, tune_set: dict[str, Path]) -> None:
-    from w2vlm.eval import DecodeSettings, evaluate
+    from w2vlm.engine.config import DecodeConfig
+    from w2vlm.eval import evaluate
     from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import tune
 
@@ -328,7 +330,7 @@ def test_tune_scores_heldout_set(tiny_ctc_dir: Path, tune_set: dict[str, Path]) 
         ev = evaluate(
             tune_set["all"],
             tiny_ctc_dir,
-            decode=DecodeSettings(beam_width=s.beam_width, alpha=s.alpha, beta=s.beta),
+            decode=DecodeConfig(beam_width=s.beam_width, alpha=s.alpha, beta=s.beta),
             **common,  # type: ignore[arg-type]
         )
         assert held[key]["wer"] == pytest.approx(ev.wer("lm"))

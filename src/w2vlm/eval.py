@@ -26,14 +26,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from w2vlm.defaults import DEFAULT_BEAM_WIDTH, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP
 from w2vlm.engine.alignment import greedy_words
+from w2vlm.engine.config import DecodeConfig
 from w2vlm.errors import LanguageModelError, ManifestError, ModelError
 from w2vlm.fileio import read_json_object
 from w2vlm.logits_cache import AcousticSettings, collect_logits
@@ -108,19 +108,6 @@ def load_language_model(lm: str | os.PathLike[str]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
-
-
-@dataclass
-class DecodeSettings:
-    """Beam search settings; ``alpha``/``beta``/``unk_score_offset`` None keep the LM's own (attrs.json)."""
-
-    beam_width: int = DEFAULT_BEAM_WIDTH
-    beam_prune_logp: float = DEFAULT_PRUNE_LOGP
-    token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP
-    alpha: float | None = None
-    beta: float | None = None
-    unk_score_offset: float | None = None
-    num_threads: int | None = None
 
 
 @dataclass
@@ -341,27 +328,26 @@ class EvalReport:
         }
 
 
-def decode_lm(decoder: Any, logits_list: Sequence[np.ndarray], settings: DecodeSettings | None = None) -> list[str]:
-    """Beam search + LM transcripts of many utterances on the decoder's native threads (longest first, so
-    that the threads finish together).
+def decode_lm(
+    decoder: Any,
+    logits_list: Sequence[np.ndarray],
+    config: DecodeConfig | None = None,
+    num_threads: int | None = None,
+) -> list[str]:
+    """Beam search + LM transcripts of many utterances on ``num_threads`` native threads (longest first, so
+    that the threads finish together), decoded as ``config`` says (the engine's configuration; its
+    ``alpha``/``beta``/``unk_score_offset`` apply to this call only, the shared LM is not changed).
 
-    The search is the one of ``decode_beams`` (no history pruning), so the transcripts are the pipeline's
-    and ``w2vlm transcribe``'s; only the best beam is built.
+    With the default configuration the search is the one of ``decode_beams`` (no history pruning), so the
+    transcripts are the pipeline's and ``w2vlm transcribe``'s; only the best beam is built.
     """
-    settings = settings or DecodeSettings()
-    lm_weights = {}
-    if decoder.language_model is not None:  # for this call only: the shared LM is not changed
-        lm_weights = {"alpha": settings.alpha, "beta": settings.beta, "unk_score_offset": settings.unk_score_offset}
-    options = decoder.options(
-        beam_width=settings.beam_width,
-        beam_prune_logp=settings.beam_prune_logp,
-        token_min_logp=settings.token_min_logp,
-        prune_history=False,  # as in decode_beams / the pipeline
-        n_best=1,
-        **lm_weights,
-    )
+    kwargs = (config or DecodeConfig()).search_kwargs() | {"n_best": 1}
+    if decoder.language_model is None:
+        for key in ("alpha", "beta", "unk_score_offset", "score_boundary"):
+            kwargs.pop(key)
+    options = decoder.options(**kwargs)
     order = sorted(range(len(logits_list)), key=lambda i: -logits_list[i].shape[0])
-    beams = decoder.decode_beams_with(options, [logits_list[i] for i in order], settings.num_threads)
+    beams = decoder.decode_beams_with(options, [logits_list[i] for i in order], num_threads)
     out = [""] * len(logits_list)
     for i, best in zip(order, beams, strict=True):
         out[i] = best[0].text if best else ""
@@ -374,7 +360,8 @@ def evaluate(
     *,
     lm: str | os.PathLike[str] | None = None,
     use_lm: bool = True,
-    decode: DecodeSettings | None = None,
+    decode: DecodeConfig | None = None,
+    num_threads: int | None = None,
     acoustic: AcousticSettings | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
@@ -392,7 +379,7 @@ def evaluate(
     """
     from w2vlm.model import resolve_model_path
 
-    decode = decode or DecodeSettings()
+    decode = decode or DecodeConfig()
     timings: dict[str, float] = {}
     items = read_manifest(manifest)
     groups = check_group_by(items, group_by, manifest)
@@ -425,7 +412,7 @@ def evaluate(
         if progress:
             progress("lm", 0, 1)
         t0 = time.perf_counter()
-        texts["lm"] = decode_lm(decoder, [r.logits for r in ok], decode)  # type: ignore[misc]
+        texts["lm"] = decode_lm(decoder, [r.logits for r in ok], decode, num_threads)  # type: ignore[misc]
         timings["lm"] = time.perf_counter() - t0
         if progress:
             progress("lm", 1, 1)
@@ -455,7 +442,9 @@ def evaluate(
 
     # the weights in effect: this run's where given, else the LM's own
     lm_params = dict(decoder.language_model.serializable_attrs) if has_lm else {}
-    settings = {k: v for k, v in asdict(decode).items() if k not in ("alpha", "beta", "unk_score_offset")}
+    search = decode.search_kwargs()
+    settings: dict[str, Any] = {k: search[k] for k in ("beam_width", "beam_prune_logp", "token_min_logp")}
+    settings["num_threads"] = num_threads
     for name in ("alpha", "beta", "unk_score_offset"):
         if has_lm and getattr(decode, name) is not None:
             lm_params[name] = getattr(decode, name)

@@ -209,7 +209,8 @@ def search(
     """Decode all utterances with each setting (on ``num_threads`` native threads, default all CPUs) and
     score them against ``references``."""
     from w2vlm.decoder.decoder import to_log_probs
-    from w2vlm.eval import DecodeSettings, decode_lm
+    from w2vlm.engine.config import DecodeConfig
+    from w2vlm.eval import decode_lm
     from w2vlm.metrics import corpus_errors, normalize_text
 
     if decoder.language_model is None:
@@ -227,15 +228,15 @@ def search(
         hyps = decode_lm(
             decoder,
             log_probs,
-            DecodeSettings(
+            DecodeConfig(
                 beam_width=setting.beam_width,
                 beam_prune_logp=beam_prune_logp,
                 token_min_logp=token_min_logp,
                 alpha=setting.alpha,
                 beta=setting.beta,
                 unk_score_offset=setting.unk_score_offset,
-                num_threads=num_threads,
             ),
+            num_threads,
         )
         seconds = time.perf_counter() - t0
         words, chars = corpus_errors(refs, [norm(h) for h in hyps])

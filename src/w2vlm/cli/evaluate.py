@@ -101,8 +101,9 @@ def eval_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from w2vlm.engine.config import DecodeConfig
     from w2vlm.errors import W2vlmError
-    from w2vlm.eval import SYSTEM_NAMES, DecodeSettings, breakdown_table, evaluate, summary_table, worst_utterances
+    from w2vlm.eval import SYSTEM_NAMES, breakdown_table, evaluate, summary_table, worst_utterances
     from w2vlm.fileio import atomic_write_json
     from w2vlm.logits_cache import AcousticSettings
 
@@ -114,13 +115,8 @@ def eval_command(
                 model,
                 lm=lm,
                 use_lm=not no_lm,
-                decode=DecodeSettings(
-                    beam_width=beam_width,
-                    alpha=alpha,
-                    beta=beta,
-                    unk_score_offset=unk_score_offset,
-                    num_threads=threads,
-                ),
+                decode=DecodeConfig(beam_width=beam_width, alpha=alpha, beta=beta, unk_score_offset=unk_score_offset),
+                num_threads=threads,
                 acoustic=AcousticSettings(device=device, dtype=dtype, quantize=quantize, chunk_length_s=chunk_length),
                 cache_dir=cache_dir,
                 use_cache=not no_cache,
