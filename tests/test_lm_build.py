@@ -427,10 +427,15 @@ def test_cli_build_lm(corpus: dict, tmp_path: Path) -> None:
             "0 0 1",
             "--heldout",
             str(corpus["held_path"]),
+            "--memory",
+            "64K",
+            "-T",
+            str(tmp_path / "spill"),
         ],
     )
     assert res.exit_code == 0, res.output
     assert "held-out perplexity" in res.output
+    assert "spilled" in res.output and list((tmp_path / "spill").iterdir()) == []
     arpa = Arpa(out)
     assert arpa.order == 3 and (out.parent / "unigrams.txt").exists()
     res = runner.invoke(app, ["build-lm", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "x.arpa")])
