@@ -125,6 +125,22 @@ def build_lm_command(
         list[str] | None,
         typer.Option("--heldout", help="Held-out text to report perplexity on (repeatable)."),
     ] = None,
+    memory: Annotated[
+        str,
+        typer.Option(
+            "--memory",
+            "-S",
+            help="Memory budget of n-gram counting, like lmplz -S (e.g. 1G, 512M, 50%); when full, sorted runs "
+            "are spilled to --temp-dir and merged.",
+        ),
+    ] = "1G",
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Counting threads.  [default: CPU count, at most 4]")
+    ] = None,
+    temp_dir: Annotated[
+        str | None,
+        typer.Option("--temp-dir", "-T", help="Folder for spilled runs (removed after).  [default: system temp]"),
+    ] = None,
     quiet: LmQuietOption = False,
 ) -> None:
     """Build a modified Kneser-Ney n-gram LM (ARPA + unigrams.txt) from text, without KenLM."""
@@ -150,12 +166,17 @@ def build_lm_command(
                 allowed_chars=chars,
                 heldout_files=heldout or None,
                 progress=on_progress,
+                memory=memory,
+                threads=threads,
+                temp_dir=temp_dir,
             )
     except W2vlmError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if not quiet:
         print_lm_stats(stats)
+        if stats.spill_runs:
+            print(f"counting spilled {stats.spill_runs} sorted runs to disk (budget --memory {memory})")
         print(f"wrote {stats.arpa_path} and {stats.unigrams_path} in {stats.seconds:.1f} s")
 
 

@@ -1,8 +1,9 @@
 """Building n-gram language models from text (``w2vlm build-lm``).
 
-Interpolated modified Kneser-Ney estimation in numpy (no KenLM needed), with count pruning and a vocabulary
-limit, text normalization matched to a character CTC vocabulary, and ARPA output (plus ``unigrams.txt``)
-that KenLM, pyctcdecode and w2vlm's decoder load.
+Interpolated modified Kneser-Ney estimation (no KenLM needed; counting with a memory budget, spilling sorted
+runs to disk, in the native module ``w2vlm._lmbuild``), with count pruning and a vocabulary limit, text
+normalization matched to a character CTC vocabulary, and ARPA output (plus ``unigrams.txt``) that KenLM,
+pyctcdecode and w2vlm's decoder load.
 
 >>> from w2vlm.lm import build_lm
 >>> stats = build_lm(["corpus.txt"], "lm/3gram.arpa", order=3, prune=[0, 0, 1])  # doctest: +SKIP
@@ -20,11 +21,13 @@ from pathlib import Path
 from w2vlm.errors import LanguageModelError
 from w2vlm.lm.arpa import unigrams_from_arpa, write_arpa, write_unigrams
 from w2vlm.lm.corpus import Corpus, Vocabulary, read_corpus
-from w2vlm.lm.kneser_ney import NGramModel, estimate_kneser_ney
+from w2vlm.lm.kneser_ney import NGramModel, estimate_kneser_ney, prune_thresholds
 from w2vlm.lm.normalize import DEFAULT_ALLOWED_CHARS, TextNormalizer, allowed_chars_from_file, normalize_text
+from w2vlm.lm.scalable import DEFAULT_MEMORY, estimate_scalable, parse_memory, spill_directory
 
 __all__ = [
     "DEFAULT_ALLOWED_CHARS",
+    "DEFAULT_MEMORY",
     "Corpus",
     "LMStats",
     "NGramModel",
@@ -34,6 +37,7 @@ __all__ = [
     "build_lm",
     "estimate_kneser_ney",
     "normalize_text",
+    "parse_memory",
     "read_corpus",
     "unigrams_from_arpa",
     "write_arpa",
@@ -64,6 +68,7 @@ class LMStats:
     heldout_tokens: int | None = None
     heldout_oov_rate: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    spill_runs: int = 0  # sorted runs written to disk while counting (0: counted within the budget)
 
 
 def _normalizer(normalize: bool, allowed_chars: str | Iterable[str] | os.PathLike[str] | None) -> TextNormalizer | None:
@@ -84,6 +89,9 @@ def build_lm(
     allowed_chars: str | Iterable[str] | os.PathLike[str] | None = None,
     heldout_files: Sequence[str | os.PathLike[str]] | None = None,
     progress: ProgressCallback | None = None,
+    memory: str | int = DEFAULT_MEMORY,
+    threads: int | None = None,
+    temp_dir: str | os.PathLike[str] | None = None,
 ) -> LMStats:
     """Estimate an interpolated modified Kneser-Ney n-gram model from text and write it as ARPA.
 
@@ -102,6 +110,11 @@ def build_lm(
             to take them from; default lowercase a-z and the apostrophe.
         heldout_files: text to report the model's perplexity on (same normalization).
         progress: optional ``progress(stage, done, total)`` callback.
+        memory: the budget of the n-gram counting hash tables, like lmplz ``-S`` (``"1G"``, ``"512M"``,
+            ``"50%"`` of physical memory, or bytes); when full they are sorted and spilled to ``temp_dir`` and
+            merged afterwards. The estimate itself adds about 30-60 bytes per distinct n-gram.
+        threads: counting threads (default: the CPU count, at most 4).
+        temp_dir: where spilled runs and the sorted tables go (default the system temp folder); removed after.
 
     Raises:
         LanguageModelError: a missing, empty, binary or non-UTF-8 input file, text with no usable words,
@@ -133,21 +146,43 @@ def build_lm(
         len(corpus.vocab) - 3,
     )
     t1 = time.perf_counter()
-    if progress is not None:
-        progress("estimate", 0, 0)  # total 0: no measure of progress
-    model = estimate_kneser_ney(corpus, order=order, prune=prune)
-    if progress is not None:
-        progress("estimate", 1, 1)
-    timings["estimate"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
+    thresholds = prune_thresholds(prune, order)
+    budget = parse_memory(memory)
+    n_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
+    if n_threads < 1:
+        raise LanguageModelError(f"threads: expected >= 1, got {threads}")
+    runs = 0
+    with spill_directory(temp_dir) as spill:
+        if order * len(corpus.vocab).bit_length() <= 128:
 
-    def write_progress(done: int, total: int) -> None:
-        if progress is not None:
-            progress("write", done, total)
+            def est_progress(done: int, total: int) -> None:
+                if progress is not None:
+                    progress("estimate", done, total)
 
-    arpa_path = write_arpa(model, out, progress=write_progress)
-    unigrams_path = write_unigrams(model, out.parent / "unigrams.txt")
-    timings["write"] = time.perf_counter() - t2
+            model = estimate_scalable(corpus, order, thresholds, spill, budget, n_threads, est_progress)
+            runs = model.spill_runs
+            timings["estimate"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            if progress is not None:
+                progress("write", 0, 0)
+            arpa_path = model.write_arpa(out, temp_dir=temp_dir)
+            ngram_model: NGramModel | None = None
+        else:  # keys wider than 128 bits: the in-memory estimator
+            logger.info("order %d over %d words: in-memory estimation", order, len(corpus.vocab))
+            ngram_model = estimate_kneser_ney(corpus, order=order, prune=prune)
+            model = ngram_model  # type: ignore[assignment]
+            timings["estimate"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+
+            def write_progress(done: int, total: int) -> None:
+                if progress is not None:
+                    progress("write", done, total)
+
+            arpa_path = write_arpa(ngram_model, out, progress=write_progress)
+        unigrams_path = write_unigrams(model, out.parent / "unigrams.txt")  # type: ignore[arg-type]
+        timings["write"] = time.perf_counter() - t2
+        if heldout_files and ngram_model is None:
+            ngram_model = model.to_ngram_model()  # type: ignore[union-attr]
     stats = LMStats(
         order=order,
         ngram_counts=model.ngram_counts,
@@ -160,11 +195,13 @@ def build_lm(
         unigrams_path=unigrams_path,
         seconds=0.0,
         timings=timings,
+        spill_runs=runs,
     )
     if heldout_files:
         t3 = time.perf_counter()
-        held = read_corpus(heldout_files, norm, vocab=model.vocab)
-        ppl, n = model.perplexity(held)
+        assert ngram_model is not None
+        held = read_corpus(heldout_files, norm, vocab=ngram_model.vocab)
+        ppl, n = ngram_model.perplexity(held)
         stats.heldout_perplexity = ppl
         stats.heldout_tokens = n
         stats.heldout_oov_rate = held.num_unk / max(held.num_words, 1)

@@ -49,15 +49,19 @@ class Vocabulary:
 class Corpus:
     """A token stream: ``tokens[i]`` is a word id; every sentence is ``<s> ... </s>``.
 
-    ``sentence_id[i]`` numbers the sentence that position ``i`` belongs to.
+    :attr:`sentence_id` numbers the sentence that each position belongs to.
     """
 
     tokens: np.ndarray  # int32
-    sentence_id: np.ndarray  # int32
     vocab: Vocabulary
     num_sentences: int
     num_words: int  # running words, without <s> and </s>
     num_unk: int  # running words mapped to <unk>
+
+    @property
+    def sentence_id(self) -> np.ndarray:
+        """int32 sentence number of every position (computed on demand: 4 bytes a token)."""
+        return (np.cumsum(self.tokens == BOS_ID, dtype=np.int32) - 1).astype(np.int32, copy=False)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -121,6 +125,27 @@ def _iter_chunks(path: Path, progress: ProgressFn | None, done_before: int, tota
         raise LanguageModelError(f"text file {path}: cannot be read ({e})") from None
 
 
+_LINE = "\x00"  # line-break marker word (NUL never reaches here: such files are rejected)
+
+
+def _tokenize(text: str, word_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Word ids (new words get the next ids) and the word count of every non-empty line of ``text``."""
+    words = text.replace("\n", " \x00 ").split()
+    new = set(words).difference(word_index)
+    new.discard(_LINE)
+    for w in new:  # raw ids; the vocabulary is renumbered by count (then alphabetically) afterwards
+        word_index[w] = len(word_index)
+    word_index[_LINE] = -1
+    try:
+        ids = np.fromiter(map(word_index.__getitem__, words), dtype=np.int32, count=len(words))
+    finally:
+        del word_index[_LINE]
+    breaks = np.flatnonzero(ids < 0)
+    bounds = np.concatenate(([-1], breaks, [len(ids)]))
+    lens = np.diff(bounds) - 1
+    return ids[ids >= 0], lens[lens > 0].astype(np.int64)
+
+
 def read_corpus(
     paths: Iterable[str | os.PathLike[str]],
     normalizer: TextNormalizer | None = None,
@@ -158,16 +183,10 @@ def read_corpus(
         for chunk in _iter_chunks(path, progress, done, total):
             if not nonblank and chunk.strip():
                 nonblank = True
-            if normalizer is not None:
-                lines = normalizer.split_lines(chunk)
-            else:
-                lines = [words for words in (ln.split() for ln in chunk.split("\n")) if words]
-            if not lines:
+            text = normalizer.clean(chunk) if normalizer is not None else chunk
+            arr, lens = _tokenize(text, word_index)
+            if len(arr) == 0:
                 continue
-            setdefault = word_index.setdefault
-            ids = [setdefault(w, len(word_index)) for ln in lines for w in ln]
-            arr = np.fromiter(ids, dtype=np.int32, count=len(ids))
-            lens = np.fromiter((len(ln) for ln in lines), dtype=np.int64, count=len(lines))
             if normalizer is None:
                 # Sentence markers written into the text are dropped (each line gets its own).
                 marker = (arr == BOS_ID) | (arr == EOS_ID)
@@ -176,8 +195,7 @@ def read_corpus(
                     keep = ~marker
                     arr = arr[keep]
                     lens = np.bincount(sent[keep], minlength=len(lens)).astype(np.int64)
-                    arr_lens = lens > 0
-                    lens = lens[arr_lens]
+                    lens = lens[lens > 0]
             id_chunks.append(arr)
             len_chunks.append(lens)
             file_words += len(arr)
@@ -234,11 +252,9 @@ def _assemble(ids: np.ndarray, lens: np.ndarray, words: list[str]) -> Corpus:
     tokens[starts] = BOS_ID
     tokens[starts + lens + 1] = EOS_ID
     tokens[is_word] = ids
-    sentence_id = np.repeat(np.arange(n_sent, dtype=np.int32), sent_len)
     counts = np.bincount(tokens, minlength=len(words)).astype(np.int64)
     return Corpus(
         tokens=tokens,
-        sentence_id=sentence_id,
         vocab=Vocabulary(words=words, counts=counts),
         num_sentences=n_sent,
         num_words=len(ids),

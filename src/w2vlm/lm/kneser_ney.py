@@ -33,7 +33,7 @@ import numpy as np
 from w2vlm.errors import LanguageModelError
 from w2vlm.lm.corpus import BOS_ID, Corpus, Vocabulary
 
-__all__ = ["NGramModel", "NGramTable", "estimate_kneser_ney", "kn_discounts"]
+__all__ = ["NGramModel", "NGramTable", "estimate_kneser_ney", "kn_discounts", "prune_thresholds"]
 
 logger = logging.getLogger("w2vlm.lm.kneser_ney")
 
@@ -210,16 +210,8 @@ class NGramModel:
         return float(10 ** (-s[pred].sum() / n)), n
 
 
-def estimate_kneser_ney(corpus: Corpus, order: int = 3, prune: Sequence[int] | None = None) -> NGramModel:
-    """Estimate an interpolated modified Kneser-Ney model of ``order`` from ``corpus``.
-
-    Args:
-        prune: count thresholds per order (lmplz ``--prune`` semantics): n-grams of order n >= 2 with a raw
-            count <= prune[n-1] are dropped; the last value applies to higher orders; 0 keeps everything;
-            the unigram threshold must be 0.
-    """
-    if order < 1:
-        raise LanguageModelError(f"order: expected >= 1, got {order}")
+def prune_thresholds(prune: Sequence[int] | None, order: int) -> list[int]:
+    """The pruning count of every order 1..order from lmplz-style ``prune`` values (validated)."""
     thresholds = [0] * order
     if prune:
         p = [int(x) for x in prune]
@@ -232,6 +224,20 @@ def estimate_kneser_ney(corpus: Corpus, order: int = 3, prune: Sequence[int] | N
         if len(p) > order:
             raise LanguageModelError(f"prune: expected at most {order} thresholds for order {order}, got {p}")
         thresholds = p + [p[-1]] * (order - len(p))
+    return thresholds
+
+
+def estimate_kneser_ney(corpus: Corpus, order: int = 3, prune: Sequence[int] | None = None) -> NGramModel:
+    """Estimate an interpolated modified Kneser-Ney model of ``order`` from ``corpus``.
+
+    Args:
+        prune: count thresholds per order (lmplz ``--prune`` semantics): n-grams of order n >= 2 with a raw
+            count <= prune[n-1] are dropped; the last value applies to higher orders; 0 keeps everything;
+            the unigram threshold must be 0.
+    """
+    if order < 1:
+        raise LanguageModelError(f"order: expected >= 1, got {order}")
+    thresholds = prune_thresholds(prune, order)
     vocab = corpus.vocab
     v = len(vocab)
     full = _count(corpus.tokens, corpus.sentence_id, order, v)

@@ -96,6 +96,17 @@ class TextNormalizer:
         # letters/digits as word characters this is done with plain replacements, otherwise with a regex.
         self._simple_words = all(c.isalnum() for c in chars if c != "'")
         self._edge_apostrophe = re.compile(r"(?<!\w)'+|'+(?!\w)")
+        # ASCII text takes a bytes path (one 256-byte translation table) when every ASCII character maps to
+        # one ASCII character.
+        ascii_map = []
+        for o in range(128):
+            c = chr(o)
+            c = c.lower() if case == "lower" else c.upper() if case == "upper" else c
+            r = c if c in self._known and ord(c) not in self._table else self._table.get(ord(c), c)
+            ascii_map.append(r)
+        self._bytes_table: bytes | None = None
+        if all(len(r) == 1 and r.isascii() for r in ascii_map):
+            self._bytes_table = "".join(ascii_map).encode("ascii") + bytes(range(128, 256))
 
     def _translation_for(self, c: str) -> str:
         if c in self.allowed:
@@ -114,7 +125,28 @@ class TextNormalizer:
             return stripped
         return " "
 
+    def clean(self, text: str) -> str:
+        """The text reduced to the allowed characters, spaces and line breaks (spaces not collapsed)."""
+        return self._clean(text)
+
+    def _clean_ascii(self, text: str) -> str:
+        assert self._bytes_table is not None
+        data = text.encode("ascii").translate(self._bytes_table)
+        if self._keep_apostrophe and b"'" in data:
+            if self._simple_words:
+                data = b"\n" + data + b"\n"
+                while b" '" in data or b"\n'" in data:
+                    data = data.replace(b" '", b" ").replace(b"\n'", b"\n")
+                while b"' " in data or b"'\n" in data:
+                    data = data.replace(b"' ", b" ").replace(b"'\n", b"\n")
+                data = data[1:-1]
+            else:
+                return self._edge_apostrophe.sub("", data.decode("ascii"))
+        return data.decode("ascii")
+
     def _clean(self, text: str) -> str:
+        if self._bytes_table is not None and text.isascii():
+            return self._clean_ascii(text)
         if self.case == "lower":
             text = text.lower()
         elif self.case == "upper":
