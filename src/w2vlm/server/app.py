@@ -54,7 +54,7 @@ from w2vlm.writers import render as render_format
 
 logger = logging.getLogger("w2vlm.server")
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 WEB_FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
