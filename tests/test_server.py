@@ -576,12 +576,12 @@ def test_cli_serve_runs_a_server(tiny_ctc_dir: Path, clips: dict) -> None:
 
 
 def test_settled_prefix_of_streaming() -> None:
-    from w2vlm.server import _settled_prefix
+    from w2vlm.server import settled_prefix
 
-    assert _settled_prefix(["the cat sat", "the cat sad"]) == "the cat "
-    assert _settled_prefix(["the cat"]) == "the "  # "cat" may still become "cats"
-    assert _settled_prefix(["ab c", "ab"]) == ""
-    assert _settled_prefix([]) == "" and _settled_prefix(["word"]) == ""
+    assert settled_prefix(["the cat sat", "the cat sad"]) == "the cat "
+    assert settled_prefix(["the cat"]) == "the "  # "cat" may still become "cats"
+    assert settled_prefix(["ab c", "ab"]) == ""
+    assert settled_prefix([]) == "" and settled_prefix(["word"]) == ""
 
 
 def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_prob() -> None:

@@ -1,0 +1,185 @@
+"""The server's response bodies: json, text, srt, vtt and verbose_json transcripts, server-sent events, and
+OpenAI-style errors ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import StreamingResponse
+
+from w2vlm.results import Transcript
+from w2vlm.writers import render as render_format
+
+if TYPE_CHECKING:
+    from w2vlm.server.forms import TranscriptionRequest
+    from w2vlm.server.transcriber import StreamSlot
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI's JSON error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def audio_error(exc: Exception, filename: str) -> ApiError:
+    """400 for an upload the loader refused, its message naming the uploaded file instead of its bytes."""
+    text = str(exc)
+    message = text.replace("<bytes input>", filename) if "<bytes input>" in text else f"{filename}: {text}"
+    return ApiError(400, message, param="file", code="invalid_audio")
+
+
+def internal_error(exc: Exception) -> ApiError:
+    return ApiError(500, f"internal server error ({type(exc).__name__})", type="server_error")
+
+
+# ------------------------------------------------------------------------------------------------ formats
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def verbose_json(
+    transcript: Transcript, language: str, granularities: set[str], token_ids: Callable[[str], list[int]]
+) -> dict[str, Any]:
+    """OpenAI's ``verbose_json`` body with the transcript's segments. Segment fields whisper has and CTC lacks
+    are filled with what they mean here: ``avg_logprob`` is the mean log word confidence, ``no_speech_prob``
+    the model's evidence against speech (:mod:`w2vlm.engine.segments`), ``temperature`` 0 (no sampling),
+    ``seek`` the start in 10 ms frames."""
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": language,
+        "duration": round(transcript.duration, 3),
+        "text": transcript.text,
+        "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)},
+    }
+    if "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": i,
+                "seek": round(seg.start * 100),
+                "start": seg.start,
+                "end": seg.end,
+                "text": seg.text,
+                "tokens": token_ids(seg.text),
+                "temperature": 0.0,
+                "avg_logprob": float(
+                    np.mean([math.log(max(w.confidence, 1e-6)) for w in seg.words if w.confidence is not None])
+                )
+                if any(w.confidence is not None for w in seg.words)
+                else 0.0,
+                "compression_ratio": compression_ratio(seg.text),
+                "no_speech_prob": round(seg.no_speech_prob, 4) if seg.no_speech_prob is not None else 0.0,
+            }
+            for i, seg in enumerate(transcript.segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": w.confidence}
+            for w in transcript.words
+        ]
+    return body
+
+
+def render(req: TranscriptionRequest, transcript: Transcript, token_ids: Callable[[str], list[int]]) -> Response:
+    """The transcript in the request's ``response_format``."""
+    fmt = req.response_format
+    if fmt == "json":
+        return JSONResponse(
+            {"text": transcript.text, "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)}}
+        )
+    if fmt == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(render_format(transcript, "srt"))
+    if fmt == "vtt":
+        return PlainTextResponse(render_format(transcript, "vtt"), media_type="text/vtt")
+    return JSONResponse(verbose_json(transcript, req.language, req.granularities, token_ids))
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+class SlotStreamingResponse(StreamingResponse):
+    """A streaming response that releases its request's slot when it ends, even if it never started."""
+
+    def __init__(self, content: Any, slot: StreamSlot, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.close()
+
+
+def sse_response(
+    events: Callable[[], Iterator[tuple[str, Any]]], executor: Executor, slot: StreamSlot
+) -> SlotStreamingResponse:
+    """Server-sent events: ``events()`` runs on ``executor`` and gives ``("event", body)`` or ``("error",
+    body)`` pairs, each sent as a ``data:`` line as soon as it comes; an error marks the slot failed."""
+    return SlotStreamingResponse(
+        _sse_body(events, executor, slot),
+        slot,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _sse_body(
+    events: Callable[[], Iterator[tuple[str, Any]]], executor: Executor, slot: StreamSlot
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for item in events():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+
+    loop.run_in_executor(executor, produce)
+    try:
+        while True:
+            kind, payload = await queue.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                slot.ok = False
+            yield f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+    finally:
+        slot.cancelled.set()

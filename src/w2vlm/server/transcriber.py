@@ -1,0 +1,235 @@
+"""Transcription on worker threads: the :class:`Transcriber` (audio bytes → transcript or streaming events on a
+loaded pipeline) and the :class:`ServerState` around it (the thread pool, admission counts, statistics).
+
+Decoding runs on a thread pool of ``workers`` threads (the model forward and the native beam search release
+the GIL), never on the event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from w2vlm import limits
+from w2vlm.errors import W2vlmError
+from w2vlm.pipeline import decode_config_from_kwargs
+from w2vlm.results import Transcript
+from w2vlm.server.responses import audio_error, internal_error
+from w2vlm.server.settings import MAX_HOTWORDS, ServerSettings
+
+if TYPE_CHECKING:
+    from w2vlm.server.forms import TranscriptionRequest
+
+logger = logging.getLogger("w2vlm.server")
+
+
+class Transcriber:
+    """Audio bytes → transcript with word timings and confidences, on a loaded w2vlm pipeline.
+
+    Thread-safe: the server calls it from several worker threads at once.
+    """
+
+    def __init__(
+        self, pipe: Any, decoder_kwargs: dict[str, Any] | None = None, max_audio_s: float | None = None
+    ) -> None:
+        from w2vlm.processor import decoder_labels
+
+        self.pipe = pipe
+        self.max_audio_s = limits.SERVER_MAX_AUDIO_DURATION_S if max_audio_s is None else float(max_audio_s)
+        self.processor = pipe.processor
+        self.sampling_rate = int(pipe.sampling_rate)
+        self.seconds_per_frame = pipe.ratio / pipe.sampling_rate
+        self.decoder_kwargs = dict(decoder_kwargs or {})
+        kwargs = {k: v for k, v in self.decoder_kwargs.items() if k != "num_threads"}
+        self.decode = decode_config_from_kwargs(kwargs).with_(timestamps="word")
+        labels = [str(x) for x in decoder_labels(self.processor.decoder)]
+        self.alphabet = {ch for label in labels for ch in label if label.strip()}
+        self.lowercase = not any(ch.isupper() for ch in self.alphabet)
+
+    def hotwords_from_prompt(self, prompt: str | None) -> list[str]:
+        """Hotwords from OpenAI's ``prompt``: comma/semicolon/newline-separated phrases when it has such
+        separators, else its words; reduced to the alphabet's characters (lowercased for lowercase models)."""
+        if not prompt:
+            return []
+        parts = re.split(r"[,;\n]+", prompt) if re.search(r"[,;\n]", prompt) else prompt.split()
+        out: list[str] = []
+        for part in parts:
+            text = part.lower() if self.lowercase else part
+            kept = "".join(ch if (ch in self.alphabet or ch.isspace()) else " " for ch in text)
+            phrase = " ".join(kept.split())
+            if phrase and phrase not in out:
+                out.append(phrase)
+        return out[:MAX_HOTWORDS]
+
+    def load(self, data: bytes) -> np.ndarray:
+        from w2vlm.audio import load_audio
+
+        return load_audio(data, self.sampling_rate, max_duration_s=self.max_audio_s)
+
+    def _decode_kwargs(self, hotwords: list[str]) -> dict[str, Any]:
+        kwargs = dict(self.decoder_kwargs)
+        if hotwords:
+            kwargs["hotwords"] = hotwords
+        return kwargs
+
+    def transcribe(self, data: bytes, hotwords: list[str], confidences: bool = True) -> Transcript:
+        """Decode an upload on the engine; ``confidences=False`` skips the word confidences (they cost about
+        as much as the beam search itself), leaving them None."""
+        audio = self.load(data)
+        decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=confidences)
+        (transcript,) = self.pipe.engine.transcribe([audio], decode, names=["upload"])
+        if transcript.exception is not None:
+            raise transcript.exception
+        return transcript
+
+    def stream(
+        self, data: bytes, hotwords: list[str], chunk_length_s: float, cancelled: threading.Event
+    ) -> Iterator[dict[str, Any]]:
+        """OpenAI's streaming events: ``transcript.text.delta`` as text is recognised, then
+        ``transcript.text.done`` with the final text.
+
+        An upload cut into speech segments (voice activity detection) sends each segment's text as soon as the
+        segment is recognised. Otherwise windows of ``chunk_length_s`` are decoded in turn and, after each, a
+        word is settled when every hypothesis the beam search still holds begins with it (the common prefix of
+        all beams, cut at a word boundary); a delta is sent only when the settled text extends what was sent.
+        The ``done`` event's text is the authoritative transcript."""
+        audio = self.load(data)
+        engine = self.pipe.engine
+        if engine.inputs.uses_vad(audio.size / self.sampling_rate, engine.config):
+            decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=False)
+            texts = []
+            for segment in engine.stream_segments(audio, decode):
+                if cancelled.is_set():
+                    return
+                yield {"type": "transcript.text.delta", "delta": (" " if texts else "") + segment.text}
+                texts.append(segment.text)
+            yield {"type": "transcript.text.done", "text": " ".join(texts)}
+            return
+        decoding = self.processor.stream(**self._decode_kwargs(hotwords))  # all beams, not just the best
+        sent = ""
+        config = self.pipe.engine.config.with_(chunk_length_s=chunk_length_s)
+        for piece in self.pipe.engine.stream_log_probs(audio, config):
+            if cancelled.is_set():
+                return
+            decoding.feed(piece)
+            settled = settled_prefix([b.text for b in decoding.finalize()])
+            if len(settled) > len(sent) and settled.startswith(sent):
+                yield {"type": "transcript.text.delta", "delta": settled[len(sent) :]}
+                sent = settled
+        finals = decoding.finalize()
+        text = finals[0].text if finals else ""
+        if len(text) > len(sent) and text.startswith(sent):
+            yield {"type": "transcript.text.delta", "delta": text[len(sent) :]}
+        elif not text.startswith(sent):
+            logger.warning("streamed words were revised at the end: sent %r, final %r", sent, text)
+        yield {"type": "transcript.text.done", "text": text}
+
+
+def settled_prefix(texts: list[str]) -> str:
+    """The words (with their trailing space) that all ``texts`` begin with."""
+    if not texts:
+        return ""
+    common = min(texts, key=len)
+    for t in texts:
+        n = 0
+        for a, b in zip(common, t):
+            if a != b:
+                break
+            n += 1
+        common = common[:n]
+    # the last word of a hypothesis may still grow: only words followed by a space are settled
+    return common[: common.rfind(" ") + 1]
+
+
+class ServerState:
+    """The transcriber, its worker threads and the server's counts (``app.state.w2vlm``)."""
+
+    def __init__(self, transcriber: Transcriber, settings: ServerSettings) -> None:
+        self.transcriber = transcriber
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="w2vlm-decode")
+        self.admitted = 0  # requests inside the server (changed on the event loop only)
+        self.decoding = 0  # requests on a worker thread (changed under the lock)
+        self.lock = threading.Lock()
+        self.served = 0
+        self.failed = 0
+        self.rejected = 0
+        self.started = time.time()
+
+    @contextlib.contextmanager
+    def decoding_slot(self) -> Iterator[None]:
+        with self.lock:
+            self.decoding += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.decoding -= 1
+
+    @property
+    def capacity(self) -> int:
+        return self.settings.capacity
+
+    def token_ids(self, text: str) -> list[int]:
+        tokenizer = getattr(self.transcriber.processor, "tokenizer", None)
+        if tokenizer is None:
+            return []
+        try:
+            return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+        except Exception:  # a tokenizer that cannot encode text: the field stays empty
+            logger.debug("tokenizer could not encode %r", text, exc_info=True)
+            return []
+
+    def transcribe(self, req: TranscriptionRequest) -> Transcript:
+        """Decode a request's upload (on a worker thread)."""
+        with self.decoding_slot():
+            try:
+                # only verbose_json shows confidences (words) or uses them (segments' avg_logprob)
+                wants_confidences = req.response_format == "verbose_json"
+                return self.transcriber.transcribe(req.data, req.hotwords, wants_confidences)
+            except W2vlmError as exc:
+                raise audio_error(exc, req.filename) from exc
+
+    def stream_events(self, req: TranscriptionRequest, cancelled: threading.Event) -> Iterator[tuple[str, Any]]:
+        """A streaming request's events as ``("event", body)`` pairs, or a last ``("error", body)`` (on a
+        worker thread); nothing once ``cancelled`` is set."""
+        try:
+            if cancelled.is_set():
+                return
+            with self.decoding_slot():
+                chunk_s = self.settings.stream_chunk_s
+                for event in self.transcriber.stream(req.data, req.hotwords, chunk_s, cancelled):
+                    yield "event", event
+        except W2vlmError as exc:
+            yield "error", audio_error(exc, req.filename).body()
+        except Exception as exc:
+            logger.exception("streaming transcription failed")
+            yield "error", internal_error(exc).body()
+
+
+class StreamSlot:
+    """A streaming request's place in the server: released once, when its response ends (or never starts)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.cancelled = threading.Event()
+        self.ok = True
+        self.closed = False
+
+    def close(self) -> None:
+        self.cancelled.set()  # a producer still running stops at its next window
+        if self.closed:
+            return
+        self.closed = True
+        self.state.admitted -= 1
+        if self.ok:
+            self.state.served += 1
+        else:
+            self.state.failed += 1
