@@ -210,6 +210,7 @@ struct BeamSearch::Impl {
   std::vector<Beam> beams_, next_;
   std::vector<int32_t> order_;
   std::vector<int32_t> cands_;
+  std::vector<int32_t> cand_buf_;
   // per-frame merge table: (text, partial, last) -> index in next_
   struct MergeSlot {
     int32_t text, partial, last, idx;
@@ -628,17 +629,54 @@ struct BeamSearch::Impl {
   }
 
   // ---- one frame ---------------------------------------------------------------------------------------------
+  // Candidates of a frame: the tokens with log-prob >= token_min_logp, in order, into cands_; returns the argmax
+  // (the first maximum; token 0 when row[0] is NaN), as the plain loop
+  //   for v: { if (row[v] > row[best]) best = v; if (row[v] >= token_min_logp) cands_.push_back(v); }
+  // computes it, in passes the compiler vectorises (a large vocabulary costs a fraction of a nanosecond a token).
+  template <class T>
+  int32_t select_candidates(const T* row, int32_t V) {
+    constexpr int32_t L = 16;
+    T lanes[L];
+    for (int32_t j = 0; j < L; ++j) lanes[j] = -std::numeric_limits<T>::infinity();
+    int32_t v = 0;
+    for (; v + L <= V; v += L)
+      for (int32_t j = 0; j < L; ++j) lanes[j] = row[v + j] > lanes[j] ? row[v + j] : lanes[j];
+    T mx = -std::numeric_limits<T>::infinity();
+    for (int32_t j = 0; j < L; ++j) mx = lanes[j] > mx ? lanes[j] : mx;
+    for (; v < V; ++v) mx = row[v] > mx ? row[v] : mx;
+    int32_t best = 0;
+    if (!std::isnan(row[0]))
+      while (best < V - 1 && !(row[best] == mx)) ++best;  // a row of NaN and -inf ends at V - 1: the loop's too
+    if (std::isnan(row[0]) || !(row[best] == mx)) best = row_argmax_plain(row, V);
+    // row[v] >= token_min_logp (a double) <=> row[v] >= the smallest T not below it
+    const double tml = o_.token_min_logp;
+    T thr = static_cast<T>(tml);
+    if (static_cast<double>(thr) < tml) thr = std::nextafter(thr, std::numeric_limits<T>::infinity());
+    cand_buf_.resize(static_cast<size_t>(V));
+    int32_t* out = cand_buf_.data();
+    int32_t n = 0;
+    for (int32_t u = 0; u < V; ++u) {
+      out[n] = u;
+      n += row[u] >= thr ? 1 : 0;
+    }
+    cands_.assign(out, out + n);
+    return best;
+  }
+
+  template <class T>
+  static int32_t row_argmax_plain(const T* row, int32_t V) {
+    int32_t best = 0;
+    for (int32_t v = 0; v < V; ++v)
+      if (row[v] > row[best]) best = v;
+    return best;
+  }
+
   template <class T>
   void step(const T* row, int32_t t) {
     const int32_t V = static_cast<int32_t>(alpha_->size());
     const int32_t blank = alpha_->blank();
     const bool bpe = alpha_->is_bpe();
-    cands_.clear();
-    int32_t best = 0;
-    for (int32_t v = 0; v < V; ++v) {
-      if (row[v] > row[best]) best = v;
-      if (row[v] >= o_.token_min_logp) cands_.push_back(v);
-    }
+    const int32_t best = select_candidates(row, V);
     if (std::find(cands_.begin(), cands_.end(), best) == cands_.end()) {
       cands_.push_back(best);
       std::sort(cands_.begin(), cands_.end());
