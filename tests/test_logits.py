@@ -98,3 +98,29 @@ def test_bad_values_are_named(dtype):
         _core.log_probs(y)
     with pytest.raises(DecoderInputError, match=r"^logits frame 1 is -inf in every column$"):
         _core.scan_logits(y)
+
+
+def test_batch_normalises_on_workers_like_single_calls():
+    from w2vlm.decoder import build_ctcdecoder
+
+    labels = ["", " ", "a", "b", "c", "d"] + [f"x{i}" for i in range(60)]
+    dec = build_ctcdecoder(labels)
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(0, 4, (int(rng.integers(1, 80)), len(labels))) for _ in range(9)]
+    xs = [x.astype(np.float32) if i % 2 else x for i, x in enumerate(xs)]
+    xs[4] = np.exp(xs[4]) / np.exp(xs[4]).sum(axis=1, keepdims=True)  # probabilities
+    xs[5] = np.asfortranarray(xs[5])
+    single = [[(b[0], b[-2], b[-1]) for b in dec.decode_beams(x)] for x in xs]
+    for nt in (1, 2, 3):
+        batch = dec.decode_beams_batch(None, xs, num_threads=nt)
+        assert [[(b[0], b[-2], b[-1]) for b in bs] for bs in batch] == single
+    bad = list(xs)
+    bad[6] = xs[6].copy()
+    bad[6][3, 7] = np.nan
+    bad[2] = xs[2].copy()
+    bad[2][0] = -np.inf
+    for nt in (1, 3):
+        with pytest.raises(DecoderInputError, match=r"^logits_list\[2\]: logits frame 0 is -inf in every column$"):
+            dec.decode_beams_batch(None, bad, num_threads=nt)
+    with pytest.raises(DecoderInputError, match=r"^logits_list\[0\]: logits contain NaN at frame 3, column 7"):
+        dec.decode_beams(bad[6])
