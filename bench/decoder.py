@@ -83,6 +83,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "ARPA's unigram section by its own rule; 'auto' (default): unigrams.txt beside the LM if present, "
         "else none",
     )
+    ap.add_argument(
+        "--vocab",
+        type=int,
+        default=0,
+        help="pad the vocabulary to N labels (like a BPE model's ~1,000) with multi-letter pieces whose logits are "
+        "noise like the other non-winning labels' (default 0: the 32 characters)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=BENCH / ".cache")
     ap.add_argument("--max-diffs", type=int, default=15, help="differing utterances to print per setting")
@@ -107,6 +114,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if a not in ANCHORS:
             ap.error(f"--anchors: unknown anchor {a!r}; expected some of {', '.join(ANCHORS)}")
     return args
+
+
+def pad_vocabulary(em: Emissions, size: int, cache_dir: Path, seed: int) -> Emissions:
+    """The same utterances over ``size`` labels: the characters, then multi-letter pieces ("aa", "ab", ...)
+    whose logits are N(0, 1) noise like the losing characters' (a piece almost never wins a frame), so that
+    the vocabulary's cost shows with the same texts."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = (a + b for a in letters for b in letters)
+    pieces3 = (a + b + c for a in letters for b in letters for c in letters)
+    have = set(em.labels)
+    extra: list[str] = []
+    for p in (*pieces, *pieces3):
+        if len(em.labels) + len(extra) >= size:
+            break
+        if p not in have:
+            extra.append(p)
+    path = cache_dir / f"{em.path.stem if em.path else 'emissions'}-vocab{size}-seed{seed}.npz"
+    if path.exists():
+        return Emissions.load(path)
+    rng = np.random.default_rng(seed + 1)
+    noise = [rng.normal(0.0, 1.0, (x.shape[0], len(extra))).astype(np.float32) for x in em.logits]
+    logits = [np.concatenate([x, z], axis=1) for x, z in zip(em.logits, noise)]
+    out = Emissions(labels=em.labels + extra, logits=logits, references=em.references)
+    out.save(path)
+    return out
 
 
 def lm_summary(path: Path) -> str:
@@ -521,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     # Always simulate at least 100 utterances (same cache for --quick and full runs); use the first N.
     em = load_or_generate(args.text, max(args.utterances, 100), args.cache_dir, seed=args.seed)
     args.utterances = min(args.utterances, len(em.logits))
+    if args.vocab > len(em.labels):
+        em = pad_vocabulary(em, args.vocab, args.cache_dir, args.seed)
     frames = sum(x.shape[0] for x in em.logits[: args.utterances])
     print(f"emissions: {em.path} ({time.perf_counter() - t0:.1f} s)")
     print(

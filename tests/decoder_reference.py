@@ -124,3 +124,19 @@ def exhaustive_best(
         if total > best_total:
             best_text, best_total = text, total
     return best_text, acoustic[best_text], best_total, dict(acoustic)
+
+
+def numpy_log_probs(a: np.ndarray) -> np.ndarray:
+    """The log-probabilities w2vlm computed in numpy before the native log-softmax (pyctcdecode's formulas): the
+    bits the native one must give, for a valid float32/float64 (frames, vocab) matrix."""
+    sums = a.sum(axis=1, dtype=np.float64)
+    if a.min() >= 0.0 and a.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
+        with np.errstate(divide="ignore"):
+            out = np.log(np.clip(a, 1e-15, 1.0))
+    else:
+        m = a.max(axis=1, keepdims=True)
+        shifted = a - m
+        with np.errstate(divide="ignore", under="ignore"):
+            out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        np.clip(out, float(np.log(1e-15)), 0.0, out=out)
+    return np.ascontiguousarray(out, dtype=a.dtype)

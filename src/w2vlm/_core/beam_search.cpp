@@ -210,6 +210,7 @@ struct BeamSearch::Impl {
   std::vector<Beam> beams_, next_;
   std::vector<int32_t> order_;
   std::vector<int32_t> cands_;
+  std::vector<int32_t> cand_buf_;
   // per-frame merge table: (text, partial, last) -> index in next_
   struct MergeSlot {
     int32_t text, partial, last, idx;
@@ -628,17 +629,54 @@ struct BeamSearch::Impl {
   }
 
   // ---- one frame ---------------------------------------------------------------------------------------------
+  // Candidates of a frame: the tokens with log-prob >= token_min_logp, in order, into cands_; returns the argmax
+  // (the first maximum; token 0 when row[0] is NaN), as the plain loop
+  //   for v: { if (row[v] > row[best]) best = v; if (row[v] >= token_min_logp) cands_.push_back(v); }
+  // computes it, in passes the compiler vectorises (a large vocabulary costs a fraction of a nanosecond a token).
+  template <class T>
+  int32_t select_candidates(const T* row, int32_t V) {
+    constexpr int32_t L = 16;
+    T lanes[L];
+    for (int32_t j = 0; j < L; ++j) lanes[j] = -std::numeric_limits<T>::infinity();
+    int32_t v = 0;
+    for (; v + L <= V; v += L)
+      for (int32_t j = 0; j < L; ++j) lanes[j] = row[v + j] > lanes[j] ? row[v + j] : lanes[j];
+    T mx = -std::numeric_limits<T>::infinity();
+    for (int32_t j = 0; j < L; ++j) mx = lanes[j] > mx ? lanes[j] : mx;
+    for (; v < V; ++v) mx = row[v] > mx ? row[v] : mx;
+    int32_t best = 0;
+    if (!std::isnan(row[0]))
+      while (best < V - 1 && !(row[best] == mx)) ++best;  // a row of NaN and -inf ends at V - 1: the loop's too
+    if (std::isnan(row[0]) || !(row[best] == mx)) best = row_argmax_plain(row, V);
+    // row[v] >= token_min_logp (a double) <=> row[v] >= the smallest T not below it
+    const double tml = o_.token_min_logp;
+    T thr = static_cast<T>(tml);
+    if (static_cast<double>(thr) < tml) thr = std::nextafter(thr, std::numeric_limits<T>::infinity());
+    cand_buf_.resize(static_cast<size_t>(V));
+    int32_t* out = cand_buf_.data();
+    int32_t n = 0;
+    for (int32_t u = 0; u < V; ++u) {
+      out[n] = u;
+      n += row[u] >= thr ? 1 : 0;
+    }
+    cands_.assign(out, out + n);
+    return best;
+  }
+
+  template <class T>
+  static int32_t row_argmax_plain(const T* row, int32_t V) {
+    int32_t best = 0;
+    for (int32_t v = 0; v < V; ++v)
+      if (row[v] > row[best]) best = v;
+    return best;
+  }
+
   template <class T>
   void step(const T* row, int32_t t) {
     const int32_t V = static_cast<int32_t>(alpha_->size());
     const int32_t blank = alpha_->blank();
     const bool bpe = alpha_->is_bpe();
-    cands_.clear();
-    int32_t best = 0;
-    for (int32_t v = 0; v < V; ++v) {
-      if (row[v] > row[best]) best = v;
-      if (row[v] >= o_.token_min_logp) cands_.push_back(v);
-    }
+    const int32_t best = select_candidates(row, V);
     if (std::find(cands_.begin(), cands_.end(), best) == cands_.end()) {
       cands_.push_back(best);
       std::sort(cands_.begin(), cands_.end());
@@ -913,41 +951,71 @@ Hypothesis BeamSearch::best_partial() const {
 
 int64_t BeamSearch::frames_seen() const { return impl_->frame_; }
 
-void to_log_probs(const float* x, int64_t frames, size_t vocab, std::vector<float>& out) {
-  // same rule as the Python side: rows that are probabilities are logged, anything else log-softmaxed;
-  // clipped at log(1e-15) like pyctcdecode
-  const size_t n = static_cast<size_t>(frames) * vocab;
-  out.resize(n);
-  const float floor = static_cast<float>(std::log(1e-15));
-  bool probs = n > 0;
-  for (int64_t t = 0; t < frames && probs; ++t) {
-    double sum = 0.0;
-    for (size_t v = 0; v < vocab; ++v) {
-      const float a = x[static_cast<size_t>(t) * vocab + v];
-      if (!(a >= 0.f && a <= 1.f)) {
-        probs = false;
-        break;
-      }
-      sum += a;
-    }
-    if (probs && std::fabs(sum - 1.0) > 1e-3) probs = false;
-  }
-  for (int64_t t = 0; t < frames; ++t) {
-    const float* r = x + static_cast<size_t>(t) * vocab;
-    float* o = out.data() + static_cast<size_t>(t) * vocab;
-    if (probs) {
-      for (size_t v = 0; v < vocab; ++v) o[v] = std::max(floor, std::log(std::max(r[v], 1e-15f)));
-      continue;
-    }
-    float m = r[0];
-    for (size_t v = 1; v < vocab; ++v) m = std::max(m, r[v]);
-    double z = 0.0;
-    for (size_t v = 0; v < vocab; ++v) z += std::exp(static_cast<double>(r[v]) - m);
-    const double lz = std::log(z);
-    for (size_t v = 0; v < vocab; ++v)
-      o[v] = std::min(0.f, std::max(floor, static_cast<float>(static_cast<double>(r[v]) - m - lz)));
+namespace {
+
+template <class T>
+void advance_normalized(BeamSearch& search, const RawLogits& x, const LogitsScan& scan) {
+  // a few frames at a time, so that the normalised rows stay in cache and memory does not grow with the input
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(16384 / std::max<size_t>(x.vocab, 1)));
+  std::vector<T> rows(static_cast<size_t>(std::min(chunk, x.frames)) * x.vocab), tmp;
+  for (int64_t t0 = 0; t0 < x.frames; t0 += chunk) {
+    const int64_t n = std::min(chunk, x.frames - t0);
+    normalize_rows<T>(x, scan, t0, n, rows.data(), tmp);
+    search.advance(rows.data(), n);
   }
 }
+
+// Run fn(i) for i in `order` on up to num_threads threads; rethrow the exception of the smallest failing index.
+template <class F>
+void parallel_for(const std::vector<size_t>& order, int num_threads, F&& fn) {
+  const size_t n = order.size();
+  std::vector<std::exception_ptr> errors(n);
+  std::atomic<size_t> next{0};
+  auto worker = [&]() {
+    while (true) {
+      const size_t k = next.fetch_add(1);
+      if (k >= n) return;
+      try {
+        fn(order[k]);
+      } catch (...) {
+        errors[order[k]] = std::current_exception();
+      }
+    }
+  };
+  if (num_threads <= 1 || n <= 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(static_cast<size_t>(num_threads));
+    for (int k = 0; k < num_threads; ++k) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+  }
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// thread count and order (longest utterances first, so that no thread is left with a long one at the end)
+std::vector<size_t> batch_order(const std::vector<int64_t>& frames, int& num_threads) {
+  const size_t n = frames.size();
+  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  num_threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(num_threads), std::max<size_t>(n, 1)));
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return frames[a] > frames[b]; });
+  return order;
+}
+
+}  // namespace
+
+void BeamSearch::advance(const RawLogits& x, const LogitsScan& scan) {
+  if (x.f64) {
+    advance_normalized<double>(*this, x, scan);
+  } else {
+    advance_normalized<float>(*this, x, scan);
+  }
+}
+
+void BeamSearch::advance(const RawLogits& x) { advance(x, scan_logits(x)); }
 
 template <class T>
 std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, const LMList& lms, const DecodeOptions& opts,
@@ -964,62 +1032,46 @@ template std::vector<Hypothesis> decode<double>(std::shared_ptr<const Alphabet>,
 template <class T>
 std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet, const LMList& lms,
                                                   const DecodeOptions& opts, const std::vector<const T*>& log_probs,
-                                                  const std::vector<int64_t>& frames, int num_threads,
-                                                  bool normalize) {
-  if constexpr (!std::is_same_v<T, float>) {
-    if (normalize) throw InputError("decode_batch normalizes float32 inputs only");
-  }
-  const size_t n = log_probs.size();
-  std::vector<std::vector<Hypothesis>> out(n);
-  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  num_threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(num_threads), std::max<size_t>(n, 1)));
-  // longest utterances first, so that no thread is left with a long one at the end
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < n; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return frames[a] > frames[b]; });
-  std::atomic<size_t> next{0};
-  std::exception_ptr err;
-  std::mutex err_mu;
-  auto worker = [&]() {
-    std::vector<float> scratch;
-    while (true) {
-      const size_t k = next.fetch_add(1);
-      if (k >= n) return;
-      const size_t i = order[k];
-      try {
-        if constexpr (std::is_same_v<T, float>) {
-          if (normalize) {
-            to_log_probs(log_probs[i], frames[i], alphabet->size(), scratch);
-            out[i] = decode(alphabet, lms, opts, scratch.data(), frames[i]);
-            continue;
-          }
-        }
-        out[i] = decode(alphabet, lms, opts, log_probs[i], frames[i]);
-      } catch (...) {
-        std::lock_guard<std::mutex> g(err_mu);
-        if (!err) err = std::current_exception();
-      }
-    }
-  };
-  if (num_threads <= 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(num_threads));
-    for (int k = 0; k < num_threads; ++k) pool.emplace_back(worker);
-    for (auto& th : pool) th.join();
-  }
-  if (err) std::rethrow_exception(err);
+                                                  const std::vector<int64_t>& frames, int num_threads) {
+  std::vector<std::vector<Hypothesis>> out(log_probs.size());
+  const auto order = batch_order(frames, num_threads);
+  parallel_for(order, num_threads, [&](size_t i) { out[i] = decode(alphabet, lms, opts, log_probs[i], frames[i]); });
   return out;
 }
 
 template std::vector<std::vector<Hypothesis>> decode_batch<float>(std::shared_ptr<const Alphabet>, const LMList&,
                                                                  const DecodeOptions&,
                                                                  const std::vector<const float*>&,
-                                                                 const std::vector<int64_t>&, int, bool);
+                                                                 const std::vector<int64_t>&, int);
 template std::vector<std::vector<Hypothesis>> decode_batch<double>(std::shared_ptr<const Alphabet>, const LMList&,
                                                                   const DecodeOptions&,
                                                                   const std::vector<const double*>&,
-                                                                  const std::vector<int64_t>&, int, bool);
+                                                                  const std::vector<int64_t>&, int);
+
+std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet, const LMList& lms,
+                                                  const DecodeOptions& opts, const std::vector<RawLogits>& inputs,
+                                                  int num_threads) {
+  const size_t n = inputs.size();
+  std::vector<int64_t> frames(n);
+  for (size_t i = 0; i < n; ++i) frames[i] = inputs[i].frames;
+  const auto order = batch_order(frames, num_threads);
+  // every input is checked before any is decoded (the scan is cheap next to the search)
+  std::vector<LogitsScan> scans(n);
+  parallel_for(order, num_threads, [&](size_t i) {
+    try {
+      scans[i] = scan_logits(inputs[i]);
+    } catch (const InputError& e) {
+      throw InputError("logits_list[" + std::to_string(i) + "]: " + e.what());
+    }
+  });
+  std::vector<std::vector<Hypothesis>> out(n);
+  parallel_for(order, num_threads, [&](size_t i) {
+    BeamSearch search(alphabet, lms, opts);
+    search.advance(inputs[i], scans[i]);
+    scans[i] = LogitsScan{};
+    out[i] = search.finalize();
+  });
+  return out;
+}
 
 }  // namespace w2vlm

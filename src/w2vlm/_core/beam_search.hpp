@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "hotwords.hpp"
+#include "logits.hpp"
 #include "ngram.hpp"
 
 namespace w2vlm {
@@ -139,6 +140,9 @@ class BeamSearch {
   // log_probs: frames x vocab, row-major, already log-softmaxed.
   void advance(const float* log_probs, int64_t frames);
   void advance(const double* log_probs, int64_t frames);
+  // Raw model outputs (logits or probabilities), validated and normalised here, a few frames at a time.
+  void advance(const RawLogits& x);
+  void advance(const RawLogits& x, const LogitsScan& scan);
   // Results of ending the utterance now (does not change the search state: more frames may follow).
   std::vector<Hypothesis> finalize() const;
   // Best hypothesis so far without end-of-utterance scoring (for partial results while streaming).
@@ -154,16 +158,17 @@ template <class T>
 std::vector<Hypothesis> decode(std::shared_ptr<const Alphabet> alphabet, const LMList& lms, const DecodeOptions& opts,
                                const T* log_probs, int64_t frames);
 
-// Raw model outputs (frames x vocab) to clipped log-probabilities (probabilities are logged, logits
-// log-softmaxed), into `out`.
-void to_log_probs(const float* x, int64_t frames, size_t vocab, std::vector<float>& out);
-
-// Decode several utterances on `num_threads` threads (0 = hardware concurrency). With `normalize`, the inputs
-// are raw logits/probabilities, converted by each worker (no serial pre-pass).
+// Decode several utterances on `num_threads` threads (0 = hardware concurrency).
 template <class T>
 std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet, const LMList& lms,
                                                   const DecodeOptions& opts, const std::vector<const T*>& log_probs,
-                                                  const std::vector<int64_t>& frames, int num_threads,
-                                                  bool normalize = false);
+                                                  const std::vector<int64_t>& frames, int num_threads);
+
+// The same from raw model outputs: each worker validates and normalises the utterances it takes. All inputs are
+// checked before any is decoded; an invalid one fails the batch with the message of the first (by index),
+// prefixed "logits_list[i]: ".
+std::vector<std::vector<Hypothesis>> decode_batch(std::shared_ptr<const Alphabet> alphabet, const LMList& lms,
+                                                  const DecodeOptions& opts, const std::vector<RawLogits>& inputs,
+                                                  int num_threads);
 
 }  // namespace w2vlm

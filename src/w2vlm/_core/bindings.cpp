@@ -17,7 +17,15 @@
 #include "beam_search.hpp"
 #include "hotwords.hpp"
 #include "kenlm_binary.hpp"
+#include "logits.hpp"
 #include "ngram.hpp"
+
+// numpy's ufunc object, for its inner loops only (no numpy C API is called: nothing to import)
+#define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
+#define NO_IMPORT_ARRAY
+#define NO_IMPORT_UFUNC
+#include <numpy/ndarraytypes.h>
+#include <numpy/ufuncobject.h>
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -25,6 +33,8 @@ using namespace w2vlm;
 
 using LogProbs = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using LogProbs64 = nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+// raw model outputs: float32 or float64, any row stride
+using AnyLogits = nb::ndarray<nb::ro, nb::ndim<2>, nb::device::cpu>;
 
 namespace {
 
@@ -81,6 +91,79 @@ void check_width(const A& a, const Alphabet& alphabet) {
   if (a.shape(1) != alphabet.size())
     throw InputError("log-probabilities have " + std::to_string(a.shape(1)) + " columns but the alphabet has " +
                      std::to_string(alphabet.size()) + " labels");
+}
+
+// A view of the caller's float32/float64 matrix whose rows are contiguous (the Python side converts anything else)
+RawLogits raw_logits(const AnyLogits& a, size_t vocab) {
+  RawLogits x;
+  if (a.dtype() == nb::dtype<float>()) {
+    x.f64 = false;
+  } else if (a.dtype() == nb::dtype<double>()) {
+    x.f64 = true;
+  } else {
+    throw InputError("logits must be float32 or float64 here (the Python side converts other types)");
+  }
+  if (a.shape(1) != vocab)
+    throw InputError("logits have " + std::to_string(a.shape(1)) + " columns but the alphabet has " +
+                     std::to_string(vocab) + " labels");
+  if (a.shape(1) > 1 && a.shape(0) > 0 && a.stride(1) != 1)
+    throw InputError("logits rows must be contiguous (the Python side copies other layouts)");
+  x.data = a.data();
+  x.frames = static_cast<int64_t>(a.shape(0));
+  x.vocab = a.shape(1);
+  x.row_stride = x.frames > 1 ? static_cast<int64_t>(a.stride(0)) : static_cast<int64_t>(x.vocab);
+  return x;
+}
+
+// numpy's exp, log and add loops for float32 and float64, so that the native log-softmax computes numpy's bits
+// (numpy chose them for this CPU). Checked against numpy on a few values; on any doubt, libm is used instead.
+bool load_numpy_kernels() {
+  try {
+    nb::module_ np = nb::module_::import_("numpy");
+    auto find = [&](const char* name, int typenum) {
+      UfuncKernel k;
+      nb::object uf = np.attr(name);
+      if (!nb::isinstance(uf, np.attr("ufunc"))) return k;
+      const auto* u = reinterpret_cast<const PyUFuncObject*>(uf.ptr());
+      for (int i = 0; i < u->ntypes; ++i) {
+        bool all = true;
+        for (int j = 0; j < u->nargs; ++j) all = all && u->types[i * u->nargs + j] == typenum;
+        if (all) {
+          k.fn = reinterpret_cast<UfuncLoop>(u->functions[i]);
+          k.data = u->data ? u->data[i] : nullptr;
+          break;
+        }
+      }
+      return k;
+    };
+    NumpyKernels k;
+    const int types[2] = {NPY_FLOAT, NPY_DOUBLE};
+    for (int i = 0; i < 2; ++i) {
+      k.exp[i] = find("exp", types[i]);
+      k.log[i] = find("log", types[i]);
+      k.add[i] = find("add", types[i]);
+      if (!k.exp[i].fn || !k.log[i].fn || !k.add[i].fn) return false;
+    }
+    // self-check: numpy's own answers on a few values
+    const double probe[4] = {-0.7, 1.3, -20.25, 3.5};
+    double mine[4], sum = 0;
+    char* args[2] = {reinterpret_cast<char*>(const_cast<double*>(probe)), reinterpret_cast<char*>(mine)};
+    const intptr_t dims[1] = {4};
+    const intptr_t steps[2] = {sizeof(double), sizeof(double)};
+    k.exp[1].fn(args, dims, steps, k.exp[1].data);
+    char* rargs[3] = {reinterpret_cast<char*>(&sum), reinterpret_cast<char*>(mine), reinterpret_cast<char*>(&sum)};
+    const intptr_t rsteps[3] = {0, sizeof(double), 0};
+    k.add[1].fn(rargs, dims, rsteps, k.add[1].data);
+    nb::object a = np.attr("array")(nb::make_tuple(probe[0], probe[1], probe[2], probe[3]));
+    nb::object e = np.attr("exp")(a);
+    if (nb::cast<double>(e.attr("sum")()) != sum) return false;
+    for (int i = 0; i < 4; ++i)
+      if (nb::cast<double>(e[nb::int_(i)]) != mine[i]) return false;
+    set_numpy_kernels(k);
+    return true;
+  } catch (const nb::python_error&) {
+    return false;
+  }
 }
 
 // An LM served by KenLM's Python module (for KenLM binary files). KenLM states live as Python objects, interned
@@ -212,6 +295,8 @@ nb::list vocab_of(const std::vector<std::string>& words) {
 
 NB_MODULE(_core, m) {
   m.doc() = "w2vlm native core: CTC beam search with n-gram LM fusion";
+  // whether the log-softmax runs on numpy's kernels (false: libm, possibly not numpy's last bit)
+  m.attr("numpy_kernels") = load_numpy_kernels();
 
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
@@ -441,7 +526,7 @@ NB_MODULE(_core, m) {
     m.def(
         "decode_batch",
         [](std::shared_ptr<const Alphabet> alphabet, nb::handle lm, const DecodeOptions& opts, std::vector<Arr> lps,
-           int num_threads, bool normalize) {
+           int num_threads) {
           const LMList lms = lm_list(lm);
           std::vector<const T*> ptrs;
           std::vector<int64_t> frames;
@@ -451,13 +536,65 @@ NB_MODULE(_core, m) {
             frames.push_back(static_cast<int64_t>(a.shape(0)));
           }
           nb::gil_scoped_release r;
-          return decode_batch(alphabet, lms, opts, ptrs, frames, num_threads, normalize);
+          return decode_batch(alphabet, lms, opts, ptrs, frames, num_threads);
         },
-        "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0, "normalize"_a = false);
+        "alphabet"_a, "lm"_a.none(), "options"_a, "log_probs"_a, "num_threads"_a = 0);
   };
   // float32 first: a float64 array then takes the second overload, not a conversion
   def_decode(float{});
   def_decode(double{});
+
+  m.def(
+      "decode_logits_batch",
+      [](std::shared_ptr<const Alphabet> alphabet, nb::handle lm, const DecodeOptions& opts,
+         std::vector<AnyLogits> logits, int num_threads) {
+        const LMList lms = lm_list(lm);
+        std::vector<RawLogits> inputs;
+        for (size_t i = 0; i < logits.size(); ++i) {
+          try {
+            inputs.push_back(raw_logits(logits[i], alphabet->size()));
+          } catch (const InputError& e) {
+            throw InputError("logits_list[" + std::to_string(i) + "]: " + e.what());
+          }
+        }
+        nb::gil_scoped_release r;
+        return decode_batch(alphabet, lms, opts, inputs, num_threads);
+      },
+      "alphabet"_a, "lm"_a.none(), "options"_a, "logits"_a, "num_threads"_a = 0,
+      "Decode raw model outputs (float32/float64 logits or probabilities, read in place): each worker thread "
+      "validates and normalises the utterances it decodes.");
+  m.def(
+      "scan_logits",
+      [](AnyLogits logits) {
+        const RawLogits x = raw_logits(logits, logits.shape(1));
+        nb::gil_scoped_release r;
+        return scan_logits(x).probabilities;
+      },
+      "logits"_a,
+      "Validate raw model outputs (DecoderInputError for NaN, +inf or a frame that is -inf everywhere); True when "
+      "they are probabilities.");
+  m.def(
+      "log_probs",
+      [](AnyLogits logits) -> nb::object {
+        const RawLogits x = raw_logits(logits, logits.shape(1));
+        auto run = [&](auto tag) -> nb::object {
+          using T = decltype(tag);
+          auto* buf = new std::vector<T>(static_cast<size_t>(x.frames) * x.vocab);
+          nb::capsule owner(buf, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+          {
+            nb::gil_scoped_release r;
+            const LogitsScan s = scan_logits(x);
+            std::vector<T> tmp;
+            normalize_rows<T>(x, s, 0, x.frames, buf->data(), tmp);
+          }
+          return nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<2>>(
+              buf->data(), {static_cast<size_t>(x.frames), x.vocab}, owner));
+        };
+        return x.f64 ? run(double{}) : run(float{});
+      },
+      "logits"_a,
+      "Log-probabilities (same dtype, C-contiguous) of raw model outputs, validated: probabilities are logged, "
+      "logits log-softmaxed, clipped at log(1e-15), with numpy's kernels (pyctcdecode's bits).");
 
   nb::class_<BeamSearch>(m, "BeamSearch", "A decoding in progress: feed chunks of frames, finalize at any time.")
       .def(
@@ -468,31 +605,32 @@ NB_MODULE(_core, m) {
           "alphabet"_a, "lm"_a.none(), "options"_a)
       .def(
           "advance",
-          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs lp, bool normalize) {
+          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs lp) {
             check_width(lp, *alphabet);
             const float* data = lp.data();
             const int64_t frames = static_cast<int64_t>(lp.shape(0));
             nb::gil_scoped_release r;
-            if (normalize) {  // raw logits / probabilities, converted as decode_batch converts them
-              std::vector<float> lps;
-              to_log_probs(data, frames, alphabet->size(), lps);
-              s.advance(lps.data(), frames);
-            } else {
-              s.advance(data, frames);
-            }
+            s.advance(data, frames);
           },
-          "alphabet"_a, "log_probs"_a, "normalize"_a = false)
+          "alphabet"_a, "log_probs"_a)
       .def(
           "advance",
-          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs64 lp, bool normalize) {
-            if (normalize) throw InputError("advance normalizes float32 inputs only");
+          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs64 lp) {
             check_width(lp, *alphabet);
             const double* data = lp.data();
             const int64_t frames = static_cast<int64_t>(lp.shape(0));
             nb::gil_scoped_release r;
             s.advance(data, frames);
           },
-          "alphabet"_a, "log_probs"_a, "normalize"_a = false)
+          "alphabet"_a, "log_probs"_a)
+      .def(
+          "advance_logits",
+          [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, AnyLogits logits) {
+            const RawLogits x = raw_logits(logits, alphabet->size());
+            nb::gil_scoped_release r;
+            s.advance(x);
+          },
+          "alphabet"_a, "logits"_a, "Feed raw model outputs (validated and normalised natively).")
       .def("finalize",
            [](const BeamSearch& s) {
              nb::gil_scoped_release r;

@@ -16,7 +16,7 @@ from w2vlm import _core, limits
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
 from w2vlm.decoder.beams import OutputBeam, OutputBeamMPSafe, mp_safe, output_beam, with_confidence
 from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel
-from w2vlm.decoder.logits import check_logits, to_log_probs
+from w2vlm.decoder.logits import as_logits, to_log_probs  # noqa: F401  (to_log_probs: imported from here too)
 from w2vlm.defaults import (
     DEFAULT_ALPHA,
     DEFAULT_BEAM_WIDTH,
@@ -309,13 +309,10 @@ class BeamSearchDecoderCTC:
 
     # -- decoding ---------------------------------------------------------------------------------
     def _prepare(self, logits: Any) -> tuple[np.ndarray, bool]:
-        """(matrix for the search, whether it is already log-probabilities). float64 inputs are normalised
-        here with pyctcdecode's formulas, in double; others go to the search as float32 and are normalised
-        there. Single and batch decodings take the same path, so they give the same bits."""
-        a = check_logits(logits, len(self._alphabet))
-        if a.dtype == np.float64:
-            return to_log_probs(a, len(self._alphabet)), True
-        return np.ascontiguousarray(a, dtype=np.float32), False
+        """(matrix for the search, False: not yet log-probabilities). The search checks and normalises it on its
+        worker threads, float64 in double with pyctcdecode's formulas, float32 in float32; single and batch
+        decodings take the same path, so they give the same bits."""
+        return as_logits(logits, len(self._alphabet)), False
 
     def _search(
         self, logits_list: Any, options: _core.DecodeOptions, num_threads: int | None
@@ -339,18 +336,9 @@ class BeamSearchDecoderCTC:
             raise DecoderInputError(
                 f"num_threads is {num_threads}; at most {limits.MAX_THREADS} (w2vlm.limits.MAX_THREADS)"
             )
-        results: list[list[_core.Hypothesis]] = [[] for _ in prepared]
-        lm = self.native_lm()
-        for normalized in (False, True):  # float32 (normalised natively) and float64 (log-probabilities) apart
-            idx = [i for i, (_, n) in enumerate(prepared) if n == normalized]
-            if not idx:
-                continue
-            arrays = [prepared[i][0] for i in idx]
-            out = _core.decode_batch(
-                self._native_alphabet, lm, options, arrays, int(num_threads), normalize=not normalized
-            )
-            for i, hyps in zip(idx, out):
-                results[i] = hyps
+        results = _core.decode_logits_batch(
+            self._native_alphabet, self.native_lm(), options, [m for m, _ in prepared], int(num_threads)
+        )
         return results, prepared
 
     def decode_beams(
@@ -545,8 +533,8 @@ class DecoderStream:
 
     def feed(self, logits: Any) -> None:
         """Add a chunk of (frames, vocab) logits or probabilities."""
-        matrix, normalized = self._decoder._prepare(logits)
-        self._search.advance(self._decoder._native_alphabet, matrix, normalize=not normalized)
+        matrix, _ = self._decoder._prepare(logits)
+        self._search.advance_logits(self._decoder._native_alphabet, matrix)
 
     def partial(self) -> OutputBeam:
         """The best hypothesis so far (the last word may still change)."""
