@@ -227,6 +227,23 @@ def prune_thresholds(prune: Sequence[int] | None, order: int) -> list[int]:
     return thresholds
 
 
+def unigram_probs(adjusted: np.ndarray, discounts: Sequence[float]) -> np.ndarray:
+    """Interpolated modified Kneser-Ney unigram probabilities (linear, float64) from the adjusted unigram
+    counts and the order's three discounts; the leftover mass is spread evenly over every word but ``<s>``,
+    which gets 0."""
+    dvec = np.array((0.0, *discounts))
+    predictable = np.ones(len(adjusted), bool)
+    predictable[BOS_ID] = False
+    total = float(adjusted[predictable].sum())
+    if total <= 0:
+        raise LanguageModelError("text files: no words to estimate a language model from")
+    disc = dvec[np.minimum(adjusted, 3)]
+    gamma = float((disc * (adjusted > 0))[predictable].sum() / total)
+    prob = np.maximum(adjusted - disc, 0) / total + gamma / int(predictable.sum())
+    prob[BOS_ID] = 0.0
+    return prob
+
+
 def estimate_kneser_ney(corpus: Corpus, order: int = 3, prune: Sequence[int] | None = None) -> NGramModel:
     """Estimate an interpolated modified Kneser-Ney model of ``order`` from ``corpus``.
 
@@ -270,19 +287,7 @@ def estimate_kneser_ney(corpus: Corpus, order: int = 3, prune: Sequence[int] | N
     # Probabilities, bottom up (linear domain, float64). prob[n-1][j] valid where keep[n-1][j].
     prob: list[np.ndarray] = []
     backoff_lin: list[np.ndarray] = []
-    f1 = full[0]
-    dvec = np.array((0.0, *discounts[0]))
-    a1 = f1.adjusted
-    predictable = np.ones(v, bool)
-    predictable[BOS_ID] = False
-    total1 = float(a1[predictable].sum())
-    if total1 <= 0:
-        raise LanguageModelError("text files: no words to estimate a language model from")
-    disc1 = dvec[np.minimum(a1, 3)]
-    gamma1 = float((disc1 * (a1 > 0))[predictable].sum() / total1)
-    p1 = np.maximum(a1 - disc1, 0) / total1 + gamma1 / int(predictable.sum())
-    p1[BOS_ID] = 0.0
-    prob.append(p1)
+    prob.append(unigram_probs(full[0].adjusted, discounts[0]))
 
     for n in range(2, order + 1):
         f = full[n - 1]

@@ -30,7 +30,7 @@ import numpy as np
 from w2vlm.errors import LanguageModelError
 from w2vlm.fileio import atomic_open, atomic_path
 from w2vlm.lm.corpus import BOS_ID, EOS_ID, Corpus, Vocabulary
-from w2vlm.lm.kneser_ney import LOG10_ZERO, NGramModel, NGramTable, kn_discounts
+from w2vlm.lm.kneser_ney import LOG10_ZERO, NGramModel, NGramTable, kn_discounts, unigram_probs
 
 __all__ = ["DEFAULT_MEMORY", "ScalableModel", "estimate_scalable", "parse_memory"]
 
@@ -319,17 +319,7 @@ def estimate_scalable(
         progress(3, 4)
 
     # Probabilities bottom up (linear domain, float64).
-    a1 = adjusted[0]
-    dvec = np.array((0.0, *discounts[0]))
-    predictable = np.ones(v, bool)
-    predictable[BOS_ID] = False
-    total1 = float(a1[predictable].sum())
-    if total1 <= 0:
-        raise LanguageModelError("text files: no words to estimate a language model from")
-    disc1 = dvec[np.minimum(a1, 3)]
-    gamma1 = float((disc1 * (a1 > 0))[predictable].sum() / total1)
-    prob = np.maximum(a1 - disc1, 0) / total1 + gamma1 / int(predictable.sum())
-    prob[BOS_ID] = 0.0
+    prob = unigram_probs(adjusted[0], discounts[0])
     log10_prob: list[np.ndarray] = []
     log10_backoff: list[np.ndarray] = []
     has_backoff: list[np.ndarray] = []
