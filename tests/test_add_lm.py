@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,26 @@ def test_cli_tunes_alpha_and_beta_on_a_dev_manifest(bare_model: Path, text_file:
     bad_args = ["add-lm", str(bare_model), str(text_file), "-o", str(tmp_path / "x"), "--alpha", "1"]
     bad = CliRunner().invoke(app, bad_args)
     assert bad.exit_code == 2 and "--dev" in bad.stderr
+
+
+def test_cli_counts_within_a_memory_budget_like_build_lm(bare_model: Path, tmp_path: Path) -> None:
+    """--memory/--threads/--temp-dir reach the counting: a tiny budget spills sorted runs into the given folder
+    (left empty after) and writes the same LM as the default budget."""
+    text = tmp_path / "big.txt"
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 6))) for _ in range(400)]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(3000)]
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    base = ["add-lm", str(bare_model), str(text), "-n", "3", "-q"]
+    small = [*base, "-o", str(tmp_path / "small"), "--memory", "64K", "--threads", "2", "--temp-dir", str(spill)]
+    for args in (small, [*base, "-o", str(tmp_path / "default")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert list(spill.iterdir()) == []
+    arpa = [(tmp_path / name / "language_model" / "lm.arpa").read_bytes() for name in ("small", "default")]
+    assert arpa[0] == arpa[1]
+    spilled = add_lm(bare_model, [text], tmp_path / "api", order=3, memory="64K", threads=1)
+    assert spilled.lm_stats.spill_runs > 0
+    assert (tmp_path / "api" / "language_model" / "lm.arpa").read_bytes() == arpa[1]

@@ -58,12 +58,17 @@ def add_lm(
     betas: str | Sequence[float] | None = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    memory: str | int | None = None,
+    threads: int | None = None,
+    temp_dir: str | os.PathLike[str] | None = None,
     tune_options: dict[str, Any] | None = None,
 ) -> AddLmResult:
     """Copy ``model`` (a folder, a hub id, or None for the embedded model) to ``output`` with an n-gram LM
     estimated from ``texts``; see the module docstring. ``alphas``/``betas`` are the grid searched on
-    ``dev_manifest`` (default: :mod:`w2vlm.tune`'s); ``tune_options`` go to :func:`w2vlm.tune.tune` as they are
-    (``acoustic``, ``cache_dir``, ``num_threads``, ...)."""
+    ``dev_manifest`` (default: :mod:`w2vlm.tune`'s). ``memory``, ``threads`` and ``temp_dir`` are
+    :func:`w2vlm.lm.build_lm`'s counting budget, threads and spill folder (None: its defaults); ``threads`` also
+    decodes while tuning. ``tune_options`` go to :func:`w2vlm.tune.tune` as they are (``acoustic``,
+    ``cache_dir``, ``num_threads``, ...)."""
     from w2vlm.lm import build_lm
     from w2vlm.model import resolve_language, resolve_model_path
 
@@ -96,13 +101,18 @@ def add_lm(
             normalize=normalize,
             allowed_chars=vocab,
             progress=progress,
+            threads=threads,
+            temp_dir=temp_dir,
+            **({} if memory is None else {"memory": memory}),
         )
         _write_decoder_files(tmp)
         _record_language(tmp, language, source)
         alpha, beta, report = DEFAULT_ALPHA, DEFAULT_BETA, None
         if dev_manifest is not None:
-            alpha, beta, report = _tune(tmp, dev_manifest, alphas, betas, progress, tune_options or {})
-        _check_loads(tmp)
+            options = {"num_threads": threads, **(tune_options or {})}
+            alpha, beta, report = _tune(tmp, dev_manifest, alphas, betas, progress, options)
+        else:  # tuning has loaded the model and the written LM already
+            _check_loads(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from w2vlm.cli.app import DecodeThreadsOption, DeviceOption, LanguageOption, app
+from w2vlm.cli.app import DeviceOption, LanguageOption, app
+from w2vlm.lm import DEFAULT_MEMORY
 
 # options both commands take
 OrderOption = Annotated[int, typer.Option("--order", "-n", help="N-gram order.")]
@@ -35,6 +36,19 @@ NormalizeOption = Annotated[
 ]
 TextFilesArgument = Annotated[list[str], typer.Argument(help="UTF-8 text files (plain or .gz), one sentence a line.")]
 LmQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")]
+MemoryOption = Annotated[
+    str,
+    typer.Option(
+        "--memory",
+        "-S",
+        help="Memory budget of n-gram counting, like lmplz -S (e.g. 1G, 512M, 50%); when full, sorted runs "
+        "are spilled to --temp-dir and merged.",
+    ),
+]
+TempDirOption = Annotated[
+    str | None,
+    typer.Option("--temp-dir", "-T", help="Folder for spilled runs (removed after).  [default: system temp]"),
+]
 
 _STAGES = {
     "read": "Reading text",
@@ -125,22 +139,11 @@ def build_lm_command(
         list[str] | None,
         typer.Option("--heldout", help="Held-out text to report perplexity on (repeatable)."),
     ] = None,
-    memory: Annotated[
-        str,
-        typer.Option(
-            "--memory",
-            "-S",
-            help="Memory budget of n-gram counting, like lmplz -S (e.g. 1G, 512M, 50%); when full, sorted runs "
-            "are spilled to --temp-dir and merged.",
-        ),
-    ] = "1G",
+    memory: MemoryOption = DEFAULT_MEMORY,
     threads: Annotated[
         int | None, typer.Option("--threads", help="Counting threads.  [default: CPU count, at most 4]")
     ] = None,
-    temp_dir: Annotated[
-        str | None,
-        typer.Option("--temp-dir", "-T", help="Folder for spilled runs (removed after).  [default: system temp]"),
-    ] = None,
+    temp_dir: TempDirOption = None,
     quiet: LmQuietOption = False,
 ) -> None:
     """Build a modified Kneser-Ney n-gram LM (ARPA + unigrams.txt) from text, without KenLM."""
@@ -201,7 +204,12 @@ def add_lm_command(
         str | None, typer.Option("--beta", help="Word insertion bonuses tried with --dev, as --alpha.")
     ] = None,
     device: DeviceOption = "auto",
-    threads: DecodeThreadsOption = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="Threads for counting n-grams and for decoding with --dev.  [default: CPUs]"),
+    ] = None,
+    memory: MemoryOption = DEFAULT_MEMORY,
+    temp_dir: TempDirOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
     quiet: LmQuietOption = False,
 ) -> None:
@@ -236,7 +244,10 @@ def add_lm_command(
                     betas=beta,
                     overwrite=overwrite,
                     progress=on_progress,
-                    tune_options={"acoustic": AcousticSettings(device=device), "num_threads": threads},
+                    memory=memory,
+                    threads=threads,
+                    temp_dir=temp_dir,
+                    tune_options={"acoustic": AcousticSettings(device=device)},
                 )
         except W2vlmError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
