@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import shutil
 import socket
 import threading
@@ -584,6 +585,17 @@ def test_settled_prefix_of_streaming() -> None:
     assert settled_prefix([]) == "" and settled_prefix(["word"]) == ""
 
 
+def _close(a: Any, b: Any) -> bool:
+    """JSON values equal, floats to within a relative 1e-6."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_prob() -> None:
     """With voice activity detection (an upload longer than 10 s), each speech segment's text is sent as soon
     as it is recognised; the deltas make the final text, which is the non-streamed transcript's."""
@@ -619,6 +631,26 @@ def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_
     assert len(deltas) == len(segments)  # one event a segment
     assert [d.strip() for d in deltas] == [s["text"] for s in segments]
     assert events[-1] == {"type": "transcript.text.done", "text": body["text"]} and "".join(deltas) == body["text"]
+
+    # verbose_json streamed (the web page): each delta carries its segment with words and confidences, and the
+    # done event is the whole verbose_json body, equal to the one not streamed
+    both = {**form, "timestamp_granularities[]": ["word", "segment"]}
+    with TestClient(create_app(pipe, settings)) as client:
+        full = client.post("/v1/audio/transcriptions", data=both, files={"file": ("a.wav", data)}).json()
+        with client.stream(
+            "POST", "/v1/audio/transcriptions", data={**both, "stream": "true"}, files={"file": ("a.wav", data)}
+        ) as r:
+            detailed = [json.loads(line[len("data: ") :]) for line in r.iter_lines() if line.startswith("data: ")]
+    parts = [e["segment"] for e in detailed if e["type"] == "transcript.text.delta"]
+    assert [p["id"] for p in parts] == list(range(len(clips)))
+    # the same up to float rounding: streamed segments run through the model one by one, not in one batch
+    assert _close([{k: v for k, v in p.items() if k != "words"} for p in parts], full["segments"])
+    assert _close([w for p in parts for w in p["words"]], full["words"])
+    assert all(isinstance(w["confidence"], float) for w in full["words"])
+    done = detailed[-1]
+    assert done.pop("type") == "transcript.text.done" and done["text"] == full["text"]
+    assert done == {**full, "segments": done["segments"], "words": done["words"]}
+    assert done["segments"] == [{k: v for k, v in p.items() if k != "words"} for p in parts]
 
 
 def test_the_model_cards_language_is_served(tiny_ctc_dir: Path, tmp_path: Path, clips: dict) -> None:

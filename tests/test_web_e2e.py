@@ -376,3 +376,51 @@ def test_keyboard_file_choice_and_word_playback(page: Any, clip: tuple[Path, np.
     page.keyboard.press("Enter")
     page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {start}) < 0.25")
     assert "current" in words.nth(k).get_attribute("class")
+
+
+# ------------------------------------------------------------------------------------------------- streaming
+
+# records, for each word span added to the transcript, what the status line said at that moment
+WATCH_WORDS = """
+window.addEventListener('DOMContentLoaded', () => {
+  window.__wordsAdded = [];
+  new MutationObserver((records) => {
+    for (const r of records) for (const n of r.addedNodes)
+      if (n.classList && n.classList.contains('word'))
+        window.__wordsAdded.push(document.getElementById('status').textContent);
+  }).observe(document.getElementById('transcript'), {childList: true});
+});
+"""
+
+
+def test_a_long_upload_shows_each_speech_segment_as_it_is_recognised(browser: Any, tmp_path: Path) -> None:
+    """Over 10 s (voice activity detection): the words of each segment appear while the rest is still being
+    recognised, then the final result (the server's verbose_json) replaces them, the same words."""
+    import httpx
+    import soundfile as sf
+
+    import w2vlm
+
+    pytest.importorskip("onnxruntime")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    clips = [sf.read(examples / f"{n}.wav", dtype="float32")[0] for n in ("children", "cottages", "elizabeth")]
+    gap = np.zeros(16000, np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, np.concatenate([gap, *(x for c in clips for x in (c, gap)), gap]), 16000, subtype="PCM_16")
+    pipe = w2vlm.pipeline("automatic-speech-recognition")
+    with LiveServer(create_app(pipe, ServerSettings(model_id="tiny-web"))) as live:
+        for page in open_page(browser, live, WATCH_WORDS):
+            page.set_input_files("#file-input", str(path))
+            page.click("#transcribe-button")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('done')")
+            live_words = [s for s in page.evaluate("window.__wordsAdded") if s.startswith("transcribing")]
+            shown = page.eval_on_selector_all("#transcript .word", "spans => spans.map(s => s.firstChild.textContent)")
+            downloaded = page.evaluate("document.getElementById('transcript').dataset.text")
+        form = {"model": "tiny-web", "response_format": "verbose_json", "timestamp_granularities[]": "word"}
+        with open(path, "rb") as f:
+            body = httpx.post(f"{live.url}/v1/audio/transcriptions", data=form, files={"file": f}, timeout=60).json()
+    assert [w["word"] for w in body["words"]] == shown and downloaded == body["text"]
+    # every word was shown before the end, segment by segment (a later segment's words arrive after the status
+    # says how far recognition got), then once more in the final result
+    assert len(live_words) == len(shown) > 0
+    assert any("s recognised" in status for status in live_words)

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.responses import StreamingResponse
 
-from w2vlm.results import Transcript
+from w2vlm.results import Segment, Transcript, Word
 from w2vlm.writers import render as render_format
 
 if TYPE_CHECKING:
@@ -86,30 +86,37 @@ def verbose_json(
         "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)},
     }
     if "segment" in granularities:
-        body["segments"] = [
-            {
-                "id": i,
-                "seek": round(seg.start * 100),
-                "start": seg.start,
-                "end": seg.end,
-                "text": seg.text,
-                "tokens": token_ids(seg.text),
-                "temperature": 0.0,
-                "avg_logprob": float(
-                    np.mean([math.log(max(w.confidence, 1e-6)) for w in seg.words if w.confidence is not None])
-                )
-                if any(w.confidence is not None for w in seg.words)
-                else 0.0,
-                "compression_ratio": compression_ratio(seg.text),
-                "no_speech_prob": round(seg.no_speech_prob, 4) if seg.no_speech_prob is not None else 0.0,
-            }
-            for i, seg in enumerate(transcript.segments)
-        ]
+        body["segments"] = [segment_body(seg, i, set(), token_ids) for i, seg in enumerate(transcript.segments)]
     if "word" in granularities:
-        body["words"] = [
-            {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": w.confidence}
-            for w in transcript.words
-        ]
+        body["words"] = [word_body(w) for w in transcript.words]
+    return body
+
+
+def word_body(word: Word) -> dict[str, Any]:
+    """A word of ``verbose_json``: text, start and end (seconds), confidence."""
+    return {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3), "confidence": word.confidence}
+
+
+def segment_body(
+    seg: Segment, index: int, granularities: set[str], token_ids: Callable[[str], list[int]]
+) -> dict[str, Any]:
+    """A segment of ``verbose_json`` (whisper's fields, see :func:`verbose_json`); with ``"word"`` in
+    ``granularities`` also its words (as a streaming event carries them)."""
+    known = [w.confidence for w in seg.words if w.confidence is not None]
+    body: dict[str, Any] = {
+        "id": index,
+        "seek": round(seg.start * 100),
+        "start": seg.start,
+        "end": seg.end,
+        "text": seg.text,
+        "tokens": token_ids(seg.text),
+        "temperature": 0.0,
+        "avg_logprob": float(np.mean([math.log(max(c, 1e-6)) for c in known])) if known else 0.0,
+        "compression_ratio": compression_ratio(seg.text),
+        "no_speech_prob": round(seg.no_speech_prob, 4) if seg.no_speech_prob is not None else 0.0,
+    }
+    if "word" in granularities:
+        body["words"] = [word_body(w) for w in seg.words]
     return body
 
 

@@ -20,8 +20,8 @@ import numpy as np
 from w2vlm import limits
 from w2vlm.errors import W2vlmError
 from w2vlm.pipeline import decode_config_from_kwargs
-from w2vlm.results import Transcript
-from w2vlm.server.responses import audio_error, internal_error
+from w2vlm.results import Segment, Transcript
+from w2vlm.server.responses import audio_error, internal_error, segment_body, verbose_json
 from w2vlm.server.settings import MAX_HOTWORDS, ServerSettings
 
 if TYPE_CHECKING:
@@ -90,7 +90,12 @@ class Transcriber:
         return transcript
 
     def stream(
-        self, data: bytes, hotwords: list[str], chunk_length_s: float, cancelled: threading.Event
+        self,
+        data: bytes,
+        hotwords: list[str],
+        chunk_length_s: float,
+        cancelled: threading.Event,
+        detail: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """OpenAI's streaming events: ``transcript.text.delta`` as text is recognised, then
         ``transcript.text.done`` with the final text.
@@ -99,18 +104,33 @@ class Transcriber:
         segment is recognised. Otherwise windows of ``chunk_length_s`` are decoded in turn and, after each, a
         word is settled when every hypothesis the beam search still holds begins with it (the common prefix of
         all beams, cut at a word boundary); a delta is sent only when the settled text extends what was sent.
-        The ``done`` event's text is the authoritative transcript."""
+        The ``done`` event's text is the authoritative transcript.
+
+        ``detail`` (a ``verbose_json`` request): every upload goes segment by segment (one that is not cut into
+        segments comes as one at the end), each delta also carries its :class:`~w2vlm.results.Segment` under
+        ``"segment"`` (with word confidences), and the done event the whole :class:`Transcript` under
+        ``"transcript"``; :class:`ServerState` turns both into JSON."""
         audio = self.load(data)
         engine = self.pipe.engine
-        if engine.inputs.uses_vad(audio.size / self.sampling_rate, engine.config):
-            decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=False)
-            texts = []
+        seconds = audio.size / self.sampling_rate
+        if detail or engine.inputs.uses_vad(seconds, engine.config):
+            decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=detail)
+            segments: list[Segment] = []
             for segment in engine.stream_segments(audio, decode):
                 if cancelled.is_set():
                     return
-                yield {"type": "transcript.text.delta", "delta": (" " if texts else "") + segment.text}
-                texts.append(segment.text)
-            yield {"type": "transcript.text.done", "text": " ".join(texts)}
+                delta = (" " if segments else "") + segment.text
+                event: dict[str, Any] = {"type": "transcript.text.delta", "delta": delta}
+                if detail:
+                    event["segment"] = segment
+                yield event
+                segments.append(segment)
+            text = " ".join(s.text for s in segments)
+            done: dict[str, Any] = {"type": "transcript.text.done", "text": text}
+            if detail:
+                words = [w for s in segments for w in s.words]
+                done["transcript"] = Transcript("upload", text, seconds, words=words, segments=segments)
+            yield done
             return
         decoding = self.processor.stream(**self._decode_kwargs(hotwords))  # all beams, not just the best
         sent = ""
@@ -205,7 +225,15 @@ class ServerState:
                 return
             with self.decoding_slot():
                 chunk_s = self.settings.stream_chunk_s
-                for event in self.transcriber.stream(req.data, req.hotwords, chunk_s, cancelled):
+                detail = req.response_format == "verbose_json"
+                index = 0
+                for event in self.transcriber.stream(req.data, req.hotwords, chunk_s, cancelled, detail):
+                    if "segment" in event:
+                        event["segment"] = segment_body(event["segment"], index, req.granularities, self.token_ids)
+                        index += 1
+                    if "transcript" in event:
+                        body = verbose_json(event.pop("transcript"), req.language, req.granularities, self.token_ids)
+                        event.update(body)
                     yield "event", event
         except W2vlmError as exc:
             yield "error", audio_error(exc, req.filename).body()

@@ -21,6 +21,7 @@
   const copyButton = $("copy-button");
   const copyStatus = $("copy-status");
   const copyText = $("copy-text");
+  const resultActions = $("result-actions");
   const downloadButtons = document.querySelectorAll("#result-actions button[data-format]");
 
   // result: the transcript shown, with what made it (the audio, its name, the hotwords); null while none is shown.
@@ -137,6 +138,8 @@
     else startRecording();
   });
 
+  // The request streams (server-sent events): each speech segment's words are shown as soon as the server has
+  // recognised them, and the last event is the whole verbose_json result, which replaces them.
   async function transcribe() {
     if (!state.blob) return;
     const audioId = state.audioId;
@@ -149,30 +152,74 @@
     form.append("response_format", "verbose_json");
     form.append("timestamp_granularities[]", "word");
     form.append("timestamp_granularities[]", "segment");
+    form.append("stream", "true");
     if (source.hotwords) form.append("prompt", source.hotwords);
     const t0 = performance.now();
+    const failed = (text) => {
+      clearResult(); // an error replaces the transcript it would otherwise seem to be about
+      setStatus(text, true);
+    };
     try {
       const response = await fetch("/v1/audio/transcriptions", {
         method: "POST",
         body: form,
         headers: authHeaders(),
       });
-      const body = await response.json().catch(() => null);
       if (audioId !== state.audioId) return; // other audio was chosen meanwhile
       if (!response.ok) {
-        clearResult(); // an error replaces the transcript it would otherwise seem to be about
-        setStatus("error " + response.status + ": " + errorMessage(body, response), true);
+        const body = await response.json().catch(() => null);
+        if (audioId === state.audioId) failed("error " + response.status + ": " + errorMessage(body, response));
         return;
       }
-      const seconds = (performance.now() - t0) / 1000;
-      render(body, seconds, source);
-      setStatus("done in " + seconds.toFixed(2) + " s");
+      let live = null; // the words shown so far, before the final result
+      let finished = false;
+      await readEvents(response, audioId, (event) => {
+        if (event.error) {
+          failed("error: " + event.error.message);
+          finished = true;
+        } else if (event.type === "transcript.text.delta" && event.segment) {
+          if (!live) live = startResult(source);
+          addWords(event.segment.words || []);
+          setStatus("transcribing… " + fmt(event.segment.end) + " s recognised");
+        } else if (event.type === "transcript.text.done") {
+          const result = Object.assign({}, event);
+          delete result.type;
+          const seconds = (performance.now() - t0) / 1000;
+          render(result, seconds, source);
+          setStatus("done in " + seconds.toFixed(2) + " s");
+          finished = true;
+        }
+      });
+      if (audioId === state.audioId && !finished) failed("the server ended the answer before the transcript");
     } catch (err) {
       if (audioId !== state.audioId) return;
-      clearResult();
-      setStatus("request failed: " + err, true);
+      failed("request failed: " + err);
     } finally {
       transcribeButton.disabled = false;
+    }
+  }
+
+  // Calls onEvent with each JSON event of a server-sent-events response; stops early when other audio is chosen.
+  async function readEvents(response, audioId, onEvent) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (audioId !== state.audioId) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+      buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        block.split("\n").forEach((line) => {
+          if (line.startsWith("data: ")) onEvent(JSON.parse(line.slice(6)));
+        });
+      }
+      if (done) return;
     }
   }
 
@@ -189,27 +236,27 @@
     }
   });
 
-  function render(result, seconds, source) {
+  // an empty result panel for the words of ``source`` that are about to come
+  function startResult(source) {
     clearResult();
-    const words = result.words || [];
     // subtitles: fetched from the server (its own cues) on the first click, kept here for the next
     state.result = {
-      body: result,
+      body: null,
       blob: source.blob,
       filename: source.filename,
       hotwords: source.hotwords,
       subtitles: {},
     };
-    resultMeta.textContent =
-      fmt(result.duration) + " s of audio · " + words.length + " words · " + seconds.toFixed(2) + " s";
-    if (!words.length) {
-      const empty = document.createElement("p");
-      empty.className = "muted";
-      empty.id = "empty-transcript";
-      empty.textContent = result.text ? result.text : "(no speech recognised)";
-      transcriptBox.appendChild(empty);
-    }
-    words.forEach((w, i) => {
+    resultPanel.hidden = false;
+    resultActions.hidden = true; // copy and download once the final result is in
+    return state.result;
+  }
+
+  // words at the end of the transcript and of the timings table
+  function addWords(words) {
+    const first = transcriptBox.querySelectorAll(".word").length;
+    words.forEach((w, k) => {
+      const i = first + k;
       const low = typeof w.confidence === "number" && w.confidence < state.threshold;
       const conf = typeof w.confidence === "number" ? Math.round(w.confidence * 100) + "%" : "n/a";
       const span = document.createElement("span");
@@ -242,8 +289,24 @@
       });
       timingsBody.appendChild(row);
     });
+  }
+
+  // the final result (a verbose_json body), in place of anything shown before
+  function render(result, seconds, source) {
+    startResult(source).body = result;
+    const words = result.words || [];
+    resultMeta.textContent =
+      fmt(result.duration) + " s of audio · " + words.length + " words · " + seconds.toFixed(2) + " s";
+    if (!words.length) {
+      const empty = document.createElement("p");
+      empty.className = "muted";
+      empty.id = "empty-transcript";
+      empty.textContent = result.text ? result.text : "(no speech recognised)";
+      transcriptBox.appendChild(empty);
+    }
+    addWords(words);
     transcriptBox.dataset.text = result.text;
-    resultPanel.hidden = false;
+    resultActions.hidden = false;
   }
 
   // ---------------------------------------------------------------------------------------- copy and download
@@ -273,7 +336,7 @@
   }
 
   async function copyTranscript() {
-    if (!state.result) return;
+    if (!state.result || !state.result.body) return;
     const result = state.result;
     const text = result.body.text || "";
     if (navigator.clipboard && navigator.clipboard.writeText) {
@@ -339,7 +402,7 @@
 
   async function download(format, button) {
     const result = state.result;
-    if (!result) return;
+    if (!result || !result.body) return;
     const name = stem(result.filename) + "." + format;
     if (format === "txt") {
       saveFile(result.body.text + "\n", "text/plain;charset=utf-8", name);
