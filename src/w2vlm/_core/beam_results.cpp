@@ -1,10 +1,9 @@
-// Results of a beam search: hypotheses (text, word and token spans read off the alignment chain), end-of-utterance
-// scoring (finalize), and the garbage collection that keeps the node trees as small as the beam. The state is in
-// beam_search_impl.hpp; the per-frame path in beam_search.cpp.
+// Results of a beam search: hypotheses (text, word and token spans read off the alignment chain), and the garbage
+// collection that keeps the node trees as small as the beam. The state is in beam_search_impl.hpp; the per-frame
+// path and the end-of-utterance scoring in beam_search.cpp.
 #include "beam_search_impl.hpp"
 
 #include <algorithm>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,62 +72,6 @@ Hypothesis BeamSearch::Impl::make_hypothesis(const Beam& b, int32_t final_text, 
   for (size_t i = 0; i < nw; ++i) h.words.push_back(WordSpan{wstr[i], spans[i].first, spans[i].second});
   for (size_t i = 0; i < K_; ++i) h.lm_state.push_back(state_of(final_text, i));
   return h;
-}
-
-std::vector<Hypothesis> BeamSearch::Impl::finalize() {
-  // end of utterance: the open partial word becomes a word, scored together with </s> (one term, as pyctcdecode
-  // does). Beams are visited best first; when several end in the same text, the last one visited decides how
-  // the text was split between finished words and the open word, as in pyctcdecode (it matters for the score
-  // of a beam that ended in a delimiter: pyctcdecode scores its empty open word as an unknown word).
-  next_.clear();
-  merge_reset(beams_.size());
-  std::vector<std::pair<int32_t, int32_t>> src;  // (text, open word) of the beam merged last into each result
-  for (const Beam& b : beams_) {
-    Beam nb = b;
-    if (b.partial != 0) {
-      nb.text = complete_word(b.text, b.partial, b.hw);
-      nb.hw = texts_[static_cast<size_t>(nb.text)].hw;
-    }
-    nb.partial = 0;
-    nb.last = -1;
-    const size_t idx = push_candidate(nb);
-    if (idx == src.size())
-      src.emplace_back(b.text, b.partial);
-    else
-      src[idx] = {b.text, b.partial};
-  }
-  double best = -std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < next_.size(); ++i) {
-    Beam& b = next_[i];
-    const TextNode& tn = texts_[static_cast<size_t>(b.text)];
-    double s = tn.score;
-    if (K_) {
-      const int32_t prev = src[i].first, open = src[i].second;
-      double terms[kMaxFused];
-      LMState out;
-      for (size_t k = 0; k < K_; ++k) {
-        if (open != 0 || o_.pyctcdecode_eos) {
-          terms[k] = word_score(k, state_of(prev, k), open, true, out);
-        } else {  // the text ended in a delimiter: only </s>
-          const LMParams& pr = params_[k];
-          const LMBackend& g = lms_[k]->ngram();
-          terms[k] = pr.score_boundary && pr.alpha != 0.0
-                         ? pr.alpha * g.score_word(state_of(prev, k), g.eos(), "</s>", out) * kLogBaseChange
-                         : 0.0;
-        }
-      }
-      const double hw_gain = (open != 0 && hw_) ? hw_->completed(tn.hw) : 0.0;
-      s = texts_[static_cast<size_t>(prev)].score + mean_of(terms, K_) + hw_gain;
-    }
-    b.score = b.logit + s;
-    best = std::max(best, b.score);
-  }
-  select(best, true);
-  const size_t n = o_.n_best < 0 ? beams_.size() : std::min(beams_.size(), static_cast<size_t>(o_.n_best));
-  std::vector<Hypothesis> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) out.push_back(make_hypothesis(beams_[i], beams_[i].text, true));
-  return out;
 }
 
 // ---- garbage collection ------------------------------------------------------------------------------------
@@ -261,15 +204,6 @@ void BeamSearch::Impl::collect() {
 }
 
 // ---- the public class --------------------------------------------------------------------------------------
-std::vector<Hypothesis> BeamSearch::finalize() const {
-  // finalisation changes the working buffers, not the search: run it on a copy of the beams
-  Impl& im = *impl_;
-  const auto saved_beams = im.beams_;
-  auto res = im.finalize();
-  im.beams_ = saved_beams;
-  return res;
-}
-
 Hypothesis BeamSearch::best_partial() const {
   const Impl& im = *impl_;
   if (im.beams_.empty()) throw InputError("the decoding has no beam left (an earlier error stopped it)");

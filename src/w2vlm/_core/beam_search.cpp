@@ -1,7 +1,8 @@
 // The beam search's construction and its per-frame path: node creation (partial words, texts and their LM
-// scores), candidate selection, expansion of beams x candidates, merging, scoring and pruning. One translation
-// unit, so that the compiler inlines across the frame loop. The state and the helpers it shares with the other
-// units are in beam_search_impl.hpp; results and garbage collection in beam_results.cpp.
+// scores), candidate selection, expansion of beams x candidates, merging, scoring and pruning, and the end of the
+// utterance (finalize), which scores and prunes with the same functions. One translation unit, so that the
+// compiler inlines across it as it did when the search was one file. The state and the helpers it shares with the
+// other units are in beam_search_impl.hpp; hypotheses and garbage collection in beam_results.cpp.
 #include "beam_search_impl.hpp"
 
 #include <algorithm>
@@ -12,7 +13,7 @@
 
 namespace w2vlm {
 
-BeamSearch::Impl::Impl(std::shared_ptr<const Alphabet> a, LMList lms, DecodeOptions o)
+inline BeamSearch::Impl::Impl(std::shared_ptr<const Alphabet> a, LMList lms, DecodeOptions o)
     : alpha_(std::move(a)), lms_(std::move(lms)), o_(std::move(o)) {
   for (const auto& lm : lms_)
     if (!lm) throw InputError("a language model of the fusion is None");
@@ -42,7 +43,7 @@ BeamSearch::Impl::Impl(std::shared_ptr<const Alphabet> a, LMList lms, DecodeOpti
   reset();
 }
 
-void BeamSearch::Impl::reset() {
+inline void BeamSearch::Impl::reset() {
   partials_.clear();
   partial_map_.clear();
   texts_.clear();
@@ -94,7 +95,7 @@ void BeamSearch::Impl::reset() {
 }
 
 // ---- nodes -------------------------------------------------------------------------------------------------
-int32_t BeamSearch::Impl::extend_partial(int32_t parent, int32_t token) {
+inline int32_t BeamSearch::Impl::extend_partial(int32_t parent, int32_t token) {
   const uint64_t key = pair_key(parent, token);
   const int32_t found = partial_map_.find(key);
   if (found >= 0) return found;
@@ -131,7 +132,7 @@ inline int32_t BeamSearch::Impl::start_partial(int32_t token) {
 }
 
 // the text `text` followed by the word `partial` (non-empty); hw_state: hotword state after the word's letters
-int32_t BeamSearch::Impl::complete_word(int32_t text, int32_t partial, int32_t hw_state) {
+inline int32_t BeamSearch::Impl::complete_word(int32_t text, int32_t partial, int32_t hw_state) {
   const uint64_t key = pair_key(text, partial);
   const int32_t found = text_map_.find(key);
   if (found >= 0) return found;
@@ -163,7 +164,8 @@ int32_t BeamSearch::Impl::complete_word(int32_t text, int32_t partial, int32_t h
 
 // LM i's term for the word `partial` (0: pyctcdecode's empty word at the end) after context `in`; with `last`
 // the end of the sentence is scored with it, in one term, as pyctcdecode does
-double BeamSearch::Impl::word_score(size_t i, const LMState& in, int32_t partial, bool last, LMState& out) const {
+inline double BeamSearch::Impl::word_score(size_t i, const LMState& in, int32_t partial, bool last,
+                                           LMState& out) const {
   const LanguageModel& lm = *lms_[i];
   const LMParams& pr = params_[i];
   const LMBackend& g = lm.ngram();
@@ -300,7 +302,7 @@ inline void BeamSearch::Impl::score_prune_and_swap() {
 }
 
 // keep beams within beam_prune_logp of the best, best beam_width of them, sorted; then materialise alignments
-void BeamSearch::Impl::select(double best, bool final_step) {
+inline void BeamSearch::Impl::select(double best, bool final_step) {
   const double floor = best + o_.beam_prune_logp;
   order_.clear();
   for (int32_t i = 0; i < static_cast<int32_t>(next_.size()); ++i) {
@@ -361,6 +363,63 @@ inline void BeamSearch::Impl::advance(const T* lp, int64_t frames) {
   }
 }
 
+// ---- end of utterance --------------------------------------------------------------------------------------
+inline std::vector<Hypothesis> BeamSearch::Impl::finalize() {
+  // end of utterance: the open partial word becomes a word, scored together with </s> (one term, as pyctcdecode
+  // does). Beams are visited best first; when several end in the same text, the last one visited decides how
+  // the text was split between finished words and the open word, as in pyctcdecode (it matters for the score
+  // of a beam that ended in a delimiter: pyctcdecode scores its empty open word as an unknown word).
+  next_.clear();
+  merge_reset(beams_.size());
+  std::vector<std::pair<int32_t, int32_t>> src;  // (text, open word) of the beam merged last into each result
+  for (const Beam& b : beams_) {
+    Beam nb = b;
+    if (b.partial != 0) {
+      nb.text = complete_word(b.text, b.partial, b.hw);
+      nb.hw = texts_[static_cast<size_t>(nb.text)].hw;
+    }
+    nb.partial = 0;
+    nb.last = -1;
+    const size_t idx = push_candidate(nb);
+    if (idx == src.size())
+      src.emplace_back(b.text, b.partial);
+    else
+      src[idx] = {b.text, b.partial};
+  }
+  double best = -std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < next_.size(); ++i) {
+    Beam& b = next_[i];
+    const TextNode& tn = texts_[static_cast<size_t>(b.text)];
+    double s = tn.score;
+    if (K_) {
+      const int32_t prev = src[i].first, open = src[i].second;
+      double terms[kMaxFused];
+      LMState out;
+      for (size_t k = 0; k < K_; ++k) {
+        if (open != 0 || o_.pyctcdecode_eos) {
+          terms[k] = word_score(k, state_of(prev, k), open, true, out);
+        } else {  // the text ended in a delimiter: only </s>
+          const LMParams& pr = params_[k];
+          const LMBackend& g = lms_[k]->ngram();
+          terms[k] = pr.score_boundary && pr.alpha != 0.0
+                         ? pr.alpha * g.score_word(state_of(prev, k), g.eos(), "</s>", out) * kLogBaseChange
+                         : 0.0;
+        }
+      }
+      const double hw_gain = (open != 0 && hw_) ? hw_->completed(tn.hw) : 0.0;
+      s = texts_[static_cast<size_t>(prev)].score + mean_of(terms, K_) + hw_gain;
+    }
+    b.score = b.logit + s;
+    best = std::max(best, b.score);
+  }
+  select(best, true);
+  const size_t n = o_.n_best < 0 ? beams_.size() : std::min(beams_.size(), static_cast<size_t>(o_.n_best));
+  std::vector<Hypothesis> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(make_hypothesis(beams_[i], beams_[i].text, true));
+  return out;
+}
+
 // ---- the public class --------------------------------------------------------------------------------------
 BeamSearch::BeamSearch(std::shared_ptr<const Alphabet> alphabet, LMList lms, DecodeOptions opts)
     : impl_(std::make_unique<Impl>(std::move(alphabet), std::move(lms), std::move(opts))) {}
@@ -368,5 +427,14 @@ BeamSearch::~BeamSearch() = default;
 
 void BeamSearch::advance(const float* log_probs, int64_t frames) { impl_->advance(log_probs, frames); }
 void BeamSearch::advance(const double* log_probs, int64_t frames) { impl_->advance(log_probs, frames); }
+
+std::vector<Hypothesis> BeamSearch::finalize() const {
+  // finalisation changes the working buffers, not the search: run it on a copy of the beams
+  Impl& im = *impl_;
+  const auto saved_beams = im.beams_;
+  auto res = im.finalize();
+  im.beams_ = saved_beams;
+  return res;
+}
 
 }  // namespace w2vlm

@@ -1,11 +1,12 @@
 // Internal to the native core: the state of one beam search (BeamSearch::Impl) and the small helpers that its
 // translation units share. The search is split by concern:
-//   beam_search.cpp   construction and the per-frame path (node creation, candidate expansion, merging,
-//                     scoring, pruning): one unit, so that the compiler inlines across it
-//   beam_results.cpp  hypotheses (text, word and token spans) and finalize, garbage collection of the node trees
+//   beam_search.cpp   construction, the per-frame path (node creation, candidate expansion, merging, scoring,
+//                     pruning) and finalize: one unit, so that the compiler inlines across it
+//   beam_results.cpp  hypotheses (text, word and token spans), garbage collection of the node trees
 //   batch_decode.cpp  raw logits fed a few frames at a time, decode() and decode_batch() on a thread pool
-// Members declared inline here are defined in the one unit that calls them; those defined in this header are
-// the small helpers of the hot path that more than one unit calls.
+// Members declared inline here are defined in the one unit that calls them (as when they were all defined in
+// the class, the compiler weighs inlining them the same way); those defined in this header are the small helpers
+// of the hot path that more than one unit calls.
 #pragma once
 
 #include <algorithm>
@@ -162,8 +163,8 @@ struct BeamSearch::Impl {
   uint32_t gen_ = 0;
   int64_t frame_ = 0;
 
-  Impl(std::shared_ptr<const Alphabet> a, LMList lms, DecodeOptions o);
-  void reset();
+  inline Impl(std::shared_ptr<const Alphabet> a, LMList lms, DecodeOptions o);
+  inline void reset();
 
   // pyctcdecode's word term: alpha * log10 score * (1 / log10 e) + beta, in that order; alpha = 0 switches the
   // LM off, even for words of probability 0 (-inf)
@@ -181,14 +182,14 @@ struct BeamSearch::Impl {
   }
 
   // ---- nodes (beam_search.cpp) -------------------------------------------------------------------------------
-  int32_t extend_partial(int32_t parent, int32_t token);
+  inline int32_t extend_partial(int32_t parent, int32_t token);
   // start a partial word with `token` (BPE word start): a child of the empty partial
   inline int32_t start_partial(int32_t token);
   // the text `text` followed by the word `partial` (non-empty); hw_state: hotword state after the word's letters
-  int32_t complete_word(int32_t text, int32_t partial, int32_t hw_state);
+  inline int32_t complete_word(int32_t text, int32_t partial, int32_t hw_state);
   // LM i's term for the word `partial` (0: pyctcdecode's empty word at the end) after context `in`; with `last`
   // the end of the sentence is scored with it, in one term, as pyctcdecode does
-  double word_score(size_t i, const LMState& in, int32_t partial, bool last, LMState& out) const;
+  inline double word_score(size_t i, const LMState& in, int32_t partial, bool last, LMState& out) const;
 
   std::string word_string(int32_t partial) const {
     std::vector<int32_t> toks;
@@ -278,7 +279,7 @@ struct BeamSearch::Impl {
   }
   inline void score_prune_and_swap();
   // keep beams within beam_prune_logp of the best, best beam_width of them, sorted; then materialise alignments
-  void select(double best, bool final_step);
+  inline void select(double best, bool final_step);
   template <class T>
   inline void advance(const T* lp, int64_t frames);
 
@@ -299,9 +300,10 @@ struct BeamSearch::Impl {
   inline int32_t lca_align(int32_t a, int32_t b) const;
   void collect();
 
-  // ---- results (beam_results.cpp) ----------------------------------------------------------------------------
-  Hypothesis make_hypothesis(const Beam& b, int32_t final_text, bool final_step) const;
-  std::vector<Hypothesis> finalize();
+  // ---- results -----------------------------------------------------------------------------------------------
+  Hypothesis make_hypothesis(const Beam& b, int32_t final_text, bool final_step) const;  // beam_results.cpp
+  // end of utterance (beam_search.cpp)
+  inline std::vector<Hypothesis> finalize();
 };
 
 }  // namespace w2vlm
