@@ -36,6 +36,10 @@ using LogProbs64 = nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::devi
 // raw model outputs: float32 or float64, any row stride
 using AnyLogits = nb::ndarray<nb::ro, nb::ndim<2>, nb::device::cpu>;
 
+namespace w2vlm {
+void bind_arpa_parser(nb::module_& m);  // arpa_bindings.cpp
+}
+
 namespace {
 
 // Python text of bytes from a file (an LM's words): UTF-8, with invalid bytes written as \xNN, never an error.
@@ -388,6 +392,7 @@ NB_MODULE(_core, m) {
       .def("vocab", [](const NGramLM& lm) { return vocab_of(lm.vocab()); })
       .def("state_words", [](const NGramLM& lm, const LMState& s) { return words_of(s, lm); });
   def_native_scoring<NGramLM>(ngram_cls);
+  bind_arpa_parser(m);
 
   auto binary_cls = nb::class_<KenlmBinaryLM, LMBackend>(m, "KenlmBinaryLM",
                                       "A KenLM binary LM (probing or trie, quantized or not) read natively.")
