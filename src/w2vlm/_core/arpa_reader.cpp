@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sstream>
 #include <sys/stat.h>
 
@@ -145,6 +146,9 @@ std::shared_ptr<NGramLM> ArpaParser::finish() {
   }
   at_end();
   NGramLM& lm = *lm_;
+  std::vector<uint64_t>().swap(word_slots_);
+  lm.vocab_map_.reserve(lm.vocab_.size() * 2);
+  for (uint32_t i = 0; i < lm.vocab_.size(); ++i) lm.vocab_map_.emplace(std::string_view(lm.vocab_[i]), i);
   if (positive_) lm.warnings_.push_back(std::to_string(positive_) + " positive log10 probabilities were set to 0");
   for (auto& w : vocab_warnings_) lm.warnings_.push_back(std::move(w));
   for (size_t ni = 1; ni < dups_.size(); ++ni)
@@ -328,29 +332,61 @@ void ArpaParser::ngram_line(std::string_view t) {
     ++seen_;
     return;
   }
-  uint32_t ids[kMaxOrder];
+  Pending& g = pending_[num_pending_];
   for (int k = 1; k <= n; ++k) {
-    auto it = lm.vocab_map_.find(fields[k]);
-    const bool known = it != lm.vocab_map_.end() && it->second < num_file_ids_ && !(it->second == 0 && unk_made_up_);
-    if (!known)
+    const uint32_t id = find_word(fields[k]);
+    if (id == kNoWord || id >= num_file_ids_ || (id == 0 && unk_made_up_))
       fail("word '" + escape_bytes(fields[k]) + "' of this " + std::to_string(n) + "-gram is not among the unigrams");
-    ids[k - 1] = it->second;
+    g.ids[k - 1] = id;
   }
+  g.key = NGramLM::key_of(g.ids, n);
+  g.prob = p;
+  g.backoff = b;
   ++seen_;
-  NGramLM::Table& tab = lm.tables_[static_cast<size_t>(n) - 2];
-  if ((inserted_ + 1) > tab.slots.size() * 2 / 3) {
-    // more lines than the table was sized for (a stream, or a count the lines exceed): double it
-    NGramLM::Table bigger;
-    bigger.reserve(tab.slots.size());
-    for (const NGramLM::Entry& e : tab.slots)
-      if (e.key) bigger.insert(e.key, e.prob, e.backoff);
-    tab = std::move(bigger);
+  if (++num_pending_ == kBatch) flush();
+}
+
+uint32_t ArpaParser::find_word(std::string_view w) const {
+  const uint64_t h = std::hash<std::string_view>()(w);
+  const uint64_t tag = h >> 32;
+  for (uint64_t i = h & word_mask_;; i = (i + 1) & word_mask_) {
+    const uint64_t s = word_slots_[i];
+    if (s == 0) return kNoWord;
+    if ((s >> 32) == tag) {
+      const uint32_t id = static_cast<uint32_t>(s) - 1;
+      if (lm_->vocab_[id] == w) return id;
+    }
   }
-  if (tab.insert(NGramLM::key_of(ids, n), p, b))
-    ++inserted_;
-  else
-    ++dups_[static_cast<size_t>(n) - 1];
-  if (n >= 3) add_missing_contexts(ids, n);
+}
+
+void ArpaParser::flush() {
+  const int n = n_;
+  NGramLM& lm = *lm_;
+  NGramLM::Table& tab = lm.tables_[static_cast<size_t>(n) - 2];
+  for (size_t j = 0; j < num_pending_; ++j) {
+    __builtin_prefetch(&tab.slots[pending_[j].key & tab.mask], 1);
+    if (n >= 3) {
+      const NGramLM::Table& ctx = lm.tables_[static_cast<size_t>(n) - 3];
+      __builtin_prefetch(&ctx.slots[NGramLM::key_of(pending_[j].ids, n - 1) & ctx.mask]);
+    }
+  }
+  for (size_t j = 0; j < num_pending_; ++j) {
+    const Pending& g = pending_[j];
+    if ((inserted_ + 1) > tab.slots.size() * 2 / 3) {
+      // more lines than the table was sized for (a stream, or a count the lines exceed): double it
+      NGramLM::Table bigger;
+      bigger.reserve(tab.slots.size());
+      for (const NGramLM::Entry& e : tab.slots)
+        if (e.key) bigger.insert(e.key, e.prob, e.backoff);
+      tab = std::move(bigger);
+    }
+    if (tab.insert(g.key, g.prob, g.backoff))
+      ++inserted_;
+    else
+      ++dups_[static_cast<size_t>(n) - 1];
+    if (n >= 3) add_missing_contexts(g.ids, n);
+  }
+  num_pending_ = 0;
 }
 
 void ArpaParser::add_missing_contexts(const uint32_t* g, int n) {
@@ -376,6 +412,7 @@ void ArpaParser::add_missing_contexts(const uint32_t* g, int n) {
 
 void ArpaParser::end_section() {
   const size_t ni = static_cast<size_t>(n_) - 1;
+  if (n_ >= 2) flush();
   if (seen_ != counts_[ni])
     fail("the \\data\\ section announces " + std::to_string(counts_[ni]) + " " + std::to_string(n_) +
          "-grams but the section has " + std::to_string(seen_));
@@ -448,9 +485,17 @@ void ArpaParser::finalize_vocab() {
   std::unordered_map<std::string, uint32_t>().swap(file_words_);
   std::vector<float>().swap(file_prob_);
   std::vector<float>().swap(file_backoff_);
-  // the strings no longer move: the word map points into them
-  lm.vocab_map_.reserve(lm.vocab_.size() * 2);
-  for (uint32_t i = 0; i < lm.vocab_.size(); ++i) lm.vocab_map_.emplace(std::string_view(lm.vocab_[i]), i);
+  // the word lookup of the n-gram lines (the model's own word map is built at the end, when this one is freed)
+  size_t cap = 16;
+  while (cap < lm.vocab_.size() * 2) cap <<= 1;
+  word_slots_.assign(cap, 0);
+  word_mask_ = cap - 1;
+  for (uint32_t id = 0; id < lm.vocab_.size(); ++id) {
+    const uint64_t h = std::hash<std::string_view>()(lm.vocab_[id]);
+    uint64_t i = h & word_mask_;
+    while (word_slots_[i] != 0) i = (i + 1) & word_mask_;
+    word_slots_[i] = ((h >> 32) << 32) | (uint64_t{id} + 1);
+  }
 }
 
 std::shared_ptr<NGramLM> ArpaParser::parse_text(std::string_view text, const std::string& name) {

@@ -57,6 +57,8 @@ class ArpaParser {
   void ngram_line(std::string_view t);
   void finalize_vocab();
   void add_missing_contexts(const uint32_t* ids, int n);
+  uint32_t find_word(std::string_view w) const;  // id, or kNoWord
+  void flush();                                   // insert the pending n-grams
   void at_end();
 
   std::string name_;
@@ -88,6 +90,21 @@ class ArpaParser {
   // after finalize_vocab(): ids below this are words of the file, id 0 too unless <unk> was made up
   uint32_t num_file_ids_ = 0;
   bool unk_made_up_ = false;
+  // word -> id while the n-grams are read: open addressing, slot = (hash tag << 32) | (id + 1), 0 empty
+  static constexpr uint32_t kNoWord = 0xffffffffu;
+  std::vector<uint64_t> word_slots_;
+  uint64_t word_mask_ = 0;
+
+  // n-grams parsed but not inserted yet: inserted a batch at a time, the batch's slots prefetched first (the
+  // tables are far bigger than the caches); same order of insertion as one at a time
+  struct Pending {
+    uint64_t key;
+    float prob, backoff;
+    uint32_t ids[kMaxOrder];
+  };
+  static constexpr size_t kBatch = 32;
+  Pending pending_[kBatch];
+  size_t num_pending_ = 0;
 };
 
 }  // namespace w2vlm
