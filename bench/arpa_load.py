@@ -70,20 +70,22 @@ def main() -> None:
     ap.add_argument("--before", help="a Python with another w2vlm build to compare (e.g. main's)")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    rows = []
+    print(
+        f"{'file':<16} {'MB':>7}  {'loader':<7} {'order':>5} {'peak MB':>8} {'load MB':>8} {'s':>7}  "
+        f"{'peak/kenlm':>10} {'s/kenlm':>8}",
+        flush=True,
+    )
     for f in args.files:
         size_mb = f.stat().st_size / 2**20
         ken = best(args.kenlm_python, "kenlm", f, args.repeats)
-        cands = [("w2vlm", sys.executable)] + ([("before", args.before)] if args.before else [])
-        for label, py in cands:
-            r = best(py, "w2vlm", f, args.repeats)
-            rows.append((f.name, size_mb, label, r, ken))
-        rows.append((f.name, size_mb, "kenlm", ken, ken))
-    print(f"{'file':<16} {'MB':>7}  {'loader':<7} {'order':>5} {'peak MB':>8} {'load MB':>8} {'s':>7}  "
-          f"{'peak/kenlm':>10} {'s/kenlm':>8}")
-    for name, size_mb, label, r, ken in rows:
-        print(f"{name:<16} {size_mb:7.0f}  {label:<7} {r['order']:>5} {r['peak_mb']:8.0f} {r['load_mb']:8.0f} "
-              f"{r['s']:7.2f}  {r['peak_mb'] / ken['peak_mb']:10.2f} {r['s'] / ken['s']:8.2f}")
+        loaders = [("w2vlm", sys.executable)] + ([("before", args.before)] if args.before else [])
+        rows = [(label, best(py, "w2vlm", f, args.repeats)) for label, py in loaders]
+        for label, r in [*rows, ("kenlm", ken)]:
+            print(
+                f"{f.name:<16} {size_mb:7.0f}  {label:<7} {r['order']:>5} {r['peak_mb']:8.0f} {r['load_mb']:8.0f} "
+                f"{r['s']:7.2f}  {r['peak_mb'] / ken['peak_mb']:10.2f} {r['s'] / ken['s']:8.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,8 @@ def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> 
     kind = lm_file_kind(p)
     if kind == "binary":
         return kenlm_backend(p) if binary_backend == "kenlm" else load_kenlm_binary(p)
-    if kind == "arpa.gz":
-        lm = load_gzipped_arpa(p)
-    else:
-        lm = _core.NGramLM.from_arpa_file(str(p))
+    # both stream: the text is never held whole
+    lm = load_gzipped_arpa(p) if kind == "arpa.gz" else _core.NGramLM.from_arpa_file(str(p))
     for w in lm.warnings:
         logger.warning("%s: %s", p, w)
     logger.info("%s: loaded natively (%d-gram, %s n-grams)", p, lm.order, "/".join(map(str, lm.counts)))
