@@ -247,3 +247,25 @@ def test_streamed_counts_grow_the_tables_and_are_still_checked():
         chunked(huge, random.Random(1), None, 1000, 5000)
     with pytest.raises(LanguageModelError, match="holds at most"):
         chunked(huge, random.Random(1), len(huge), 1000, 5000)
+
+
+def test_file_of_several_blocks(tmp_path):
+    # more than one 4 MiB block of the file reader, lines cut by the blocks' ends
+    rng = random.Random(5)
+    words = [f"word{i}" for i in range(3000)]
+    uni = [f"{rng.uniform(-5, -1):.6f}\t{w}\t{rng.uniform(-1, 0):.6f}" for w in ["<unk>", "<s>", "</s>", *words]]
+    bi = sorted({f"{rng.choice(words)} {rng.choice(words)}" for _ in range(250_000)})
+    lines = ["\\data\\", f"ngram 1={len(uni)}", f"ngram 2={len(bi)}", "", "\\1-grams:", *uni, "", "\\2-grams:"]
+    lines += [f"{rng.uniform(-3, -0.1):.6f}\t{g}" for g in bi] + ["", "\\end\\", ""]
+    data = "\n".join(lines).encode()
+    assert len(data) > 4 << 20
+    p = tmp_path / "big.arpa"
+    p.write_bytes(data)
+    a = _core.NGramLM.from_arpa_file(str(p))
+    b = _core.NGramLM.from_arpa_bytes(data, "big.arpa")
+    assert (a.vocab(), list(a.counts), a.warnings) == (b.vocab(), list(b.counts), b.warnings)
+    for g in bi[::97]:
+        assert a.score(g, False, False) == b.score(g, False, False)
+    for _ in range(200):
+        s = " ".join(rng.choice(words) for _ in range(5))
+        assert a.score(s) == b.score(s)
