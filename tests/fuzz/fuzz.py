@@ -1,9 +1,10 @@
 """Seeded mutation fuzzing of w2vlm's file readers and decoder entry points.
 
 Targets: ``kenlm_binary`` (the native KenLM binary reader, then scoring and a short decode with the model),
-``arpa`` (the ARPA reader, then the same), ``audio`` (:func:`w2vlm.audio.load_audio` on encoded bytes) and
-``decoder`` (directed calls with random, often invalid, arguments: widths, weights, hotwords, logits with NaN or
-inf, LM states of another model, streams).
+``arpa`` (the ARPA reader, on the whole text and streamed in random chunks, which must give the same model or
+error; then the same), ``audio`` (:func:`w2vlm.audio.load_audio` on encoded bytes) and ``decoder`` (directed
+calls with random, often invalid, arguments: widths, weights, hotwords, logits with NaN or inf, LM states of
+another model, streams).
 
 Case ``i`` of a target is a pure function of ``(seed, target, i)``: seeds are small valid inputs, mutated 1-4
 times (bit flips, interesting integers and floats written over fields, deletions, duplications, truncation,
@@ -244,10 +245,42 @@ def _arpa_seeds() -> list[bytes]:
     return [TINY_ARPA, TINY_ARPA.replace(b"-0.5\ta\t-0.2", b"-inf\ta\t-0.2"), (DATA / "four_pruned.arpa").read_bytes()]
 
 
+def _stream_arpa(data: bytes, rng: random.Random) -> object:
+    """The streaming reader on `data` cut into random chunks, its size not given (tables grow as lines come):
+    the model, or the LanguageModelError."""
+    from w2vlm import _core
+    from w2vlm.errors import LanguageModelError
+
+    try:
+        parser = _core.ArpaParser("fuzz.arpa")
+        i = 0
+        while i < len(data):
+            n = rng.choice((1, 2, 7, 64, 4096))
+            parser.feed(data[i : i + n])
+            i += n
+        return parser.finish()
+    except LanguageModelError as e:
+        return e
+
+
 def _run_arpa(data: bytes, rng: random.Random) -> None:
     from w2vlm import _core
+    from w2vlm.errors import LanguageModelError
 
-    _exercise_lm(_core.NGramLM.from_arpa_bytes(data, "fuzz.arpa"))
+    streamed = _stream_arpa(data, rng)
+    try:
+        lm = _core.NGramLM.from_arpa_bytes(data, "fuzz.arpa")
+    except LanguageModelError as e:
+        # the same error, except where only the known size could refuse a count (the stream finds out later)
+        if "holds at most" not in str(e) and str(streamed) != str(e):
+            raise AssertionError(f"whole text: {e}; streamed in chunks: {streamed}") from None
+        raise
+    if isinstance(streamed, Exception):
+        raise AssertionError(f"the whole text loads, streamed in chunks it fails: {streamed}")
+    if (streamed.vocab(), streamed.warnings, list(streamed.counts)) != (lm.vocab(), lm.warnings, list(lm.counts)):
+        raise AssertionError("the whole text and the streamed chunks give different models")
+    _exercise_lm(lm)
+    _exercise_lm(streamed)
 
 
 def _audio_seeds() -> list[bytes]:

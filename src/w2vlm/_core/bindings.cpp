@@ -101,5 +101,6 @@ NB_MODULE(_core, m) {
   });
 
   bind_lm(m);
+  bind_arpa_parser(m);
   bind_decoder(m);
 }

@@ -18,6 +18,8 @@ namespace nb = nanobind;
 
 // LMState, LMBackend and its subclasses (KenlmBackend, NGramLM, KenlmBinaryLM)
 void bind_lm(nb::module_& m);
+// ArpaParser: the streaming ARPA reader (arpa_bindings.cpp)
+void bind_arpa_parser(nb::module_& m);
 // Alphabet, LanguageModel, HotwordAutomaton, DecodeOptions, Hypothesis, decode*, scan_logits, log_probs, BeamSearch
 void bind_decoder(nb::module_& m);
 

@@ -54,12 +54,16 @@ class LMBackend {
   virtual void check_state(const LMState& s, const char* what) const = 0;
 };
 
+class ArpaParser;
+
 class NGramLM final : public LMBackend {
  public:
   static constexpr uint32_t kUnk = 0;
 
-  // Parse an ARPA text. `name` is used in error messages (the file path).
+  // Parse an ARPA text. `name` is used in error messages (the file path). Both go through ArpaParser
+  // (arpa_reader.hpp), which also reads a text fed in chunks (a .gz decompressed block by block).
   static std::shared_ptr<NGramLM> from_arpa(std::string_view text, const std::string& name);
+  // Reads the file in blocks: the whole text is never held.
   static std::shared_ptr<NGramLM> from_arpa_file(const std::string& path);
 
   int order() const override { return order_; }
@@ -90,6 +94,7 @@ class NGramLM final : public LMBackend {
   size_t memory_bytes() const;
 
  private:
+  friend class ArpaParser;
   struct Entry {
     uint64_t key;
     float prob;
@@ -98,6 +103,12 @@ class NGramLM final : public LMBackend {
   struct Table {
     std::vector<Entry> slots;
     uint64_t mask = 0;
+    // slots of a table sized for n entries: a power of two, load below 2/3
+    static size_t capacity_for(size_t n) {
+      size_t cap = 16;
+      while (cap < n * 3 / 2 + 1) cap <<= 1;
+      return cap;
+    }
     void reserve(size_t n);
     bool insert(uint64_t key, float prob, float backoff);  // false if the key was already present
     const Entry* find(uint64_t key) const {

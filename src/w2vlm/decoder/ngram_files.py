@@ -59,31 +59,38 @@ def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> 
     kind = lm_file_kind(p)
     if kind == "binary":
         return kenlm_backend(p) if binary_backend == "kenlm" else load_kenlm_binary(p)
-    if kind == "arpa.gz":
-        try:
-            chunks: list[bytes] = []
-            total = 0
-            with gzip.open(p, "rb") as f:
-                while total <= limits.MAX_LM_FILE_BYTES and (chunk := f.read(1 << 24)):
-                    chunks.append(chunk)
-                    total += len(chunk)
-            data = b"".join(chunks)
-            del chunks
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise LanguageModelError(f"{p}: cannot decompress the gzipped ARPA file: {e}") from None
-        except MemoryError:
-            raise LanguageModelError(f"{p}: out of memory while decompressing the gzipped ARPA file") from None
-        if len(data) > limits.MAX_LM_FILE_BYTES:
-            raise LanguageModelError(
-                f"{p}: decompresses to more than {limits.MAX_LM_FILE_BYTES:,} bytes (w2vlm.limits.MAX_LM_FILE_BYTES)"
-            )
-        lm = _core.NGramLM.from_arpa_bytes(data, str(p))
-    else:
-        lm = _core.NGramLM.from_arpa_file(str(p))
+    # both stream: the text is never held whole
+    lm = load_gzipped_arpa(p) if kind == "arpa.gz" else _core.NGramLM.from_arpa_file(str(p))
     for w in lm.warnings:
         logger.warning("%s: %s", p, w)
     logger.info("%s: loaded natively (%d-gram, %s n-grams)", p, lm.order, "/".join(map(str, lm.counts)))
     return lm
+
+
+#: Bytes decompressed from a gzipped ARPA file and fed to the native parser at a time.
+GZ_BLOCK_BYTES = 4 << 20
+
+
+def load_gzipped_arpa(path: Path) -> _core.NGramLM:
+    """Decompress a gzipped ARPA file block by block into the native parser: the text is never held whole (the
+    parser keeps only the model and a line cut by a block's end; it runs with the GIL released)."""
+    parser = _core.ArpaParser(str(path))
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(GZ_BLOCK_BYTES):
+                total += len(chunk)
+                if total > limits.MAX_LM_FILE_BYTES:
+                    raise LanguageModelError(
+                        f"{path}: decompresses to more than {limits.MAX_LM_FILE_BYTES:,} bytes "
+                        "(w2vlm.limits.MAX_LM_FILE_BYTES)"
+                    )
+                parser.feed(chunk)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise LanguageModelError(f"{path}: cannot decompress the gzipped ARPA file: {e}") from None
+    except MemoryError:
+        raise LanguageModelError(f"{path}: out of memory while decompressing the gzipped ARPA file") from None
+    return parser.finish()
 
 
 def load_kenlm_binary(path: str | os.PathLike[str], fallback: bool = True) -> _core.LMBackend:
