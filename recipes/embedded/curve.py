@@ -17,7 +17,7 @@ inside the 1/2 set); the real share stays the same, so a smaller real set is see
 Usage (after ``real_speech.py --unseen-speakers``, ``kit.py synth``, ``synth.py`` and ``voices.py augment``;
 see the recipe README)::
 
-    python recipes/embedded/curve.py run [--steps 100] [--points control,all,...]   # -> .data/curve/results.json
+    python recipes/embedded/curve.py run [--steps 60] [--points espeak,all_real,...]  # -> .data/curve/results.json
     python recipes/embedded/curve.py table                                           # markdown table
 """
 
@@ -51,11 +51,11 @@ class Point:
     tts: float = 0.0
     real: float = 0.0
     real_fraction: float = 1.0
-    steps: int = -1  # -1: --steps; 0: no training (the shipped model)
+    steps: int = -1  # -1: --steps; 0: no training (the shipped model); else this budget instead of --steps
 
 
 # in the order they run (most informative first). Where real speech is in the mix it is 60 % of the audio, so
-# that the default budget (100 steps x 32 s) can see about one pass over all of it; espeak : tts stay 58 : 42
+# that a budget of 100 steps x 32 s can see about one pass over all of it (60 steps: 0.55); espeak : tts 58 : 42
 POINTS = (
     Point("shipped", 1.0, steps=0),
     Point("espeak", 1.0),
@@ -65,6 +65,7 @@ POINTS = (
     Point("real_1/2", 0.24, 0.16, 0.60, 0.5),
     Point("real_1/8", 0.24, 0.16, 0.60, 0.125),
     Point("espeak+real", 0.40, 0.0, 0.60),
+    Point("all_real_x4", 0.24, 0.16, 0.60, steps=240),  # the all_real mix with 4x the default budget
 )
 DEV_SETS = ("pocketsphinx_dev", "fsdd_unseen", "fsdd_dev", "asterisk_dev", "synth_test")
 
@@ -152,10 +153,10 @@ def check_no_dev(mix: list[dict], real_dir: Path) -> None:
     real_speech.check_disjoint([r for r in mix if r.get("id")], dev, set(unseen))
 
 
-def train(point: Point, manifest: Path, out: Path, args: argparse.Namespace) -> float:
+def train(steps: int, manifest: Path, out: Path, args: argparse.Namespace) -> float:
     """``w2vlm train`` continuing the shipped model; returns the wall seconds."""
     cmd = [str(Path(sys.executable).parent / "w2vlm"), "train", str(manifest), "-o", str(out),
-           "--init-from", str(SHIPPED), "--epochs", "1000", "--max-steps", str(args.steps),
+           "--init-from", str(SHIPPED), "--epochs", "1000", "--max-steps", str(steps),
            "--batch-seconds", str(args.batch_seconds), "--lr", str(args.lr), "--warmup", str(args.warmup),
            "--save-every", "0", "--max-duration", str(args.max_duration), "--no-sortagrad",
            "--seed", str(args.seed), "--set", "hidden_dropout=0", "--set", "feat_proj_dropout=0",
@@ -225,7 +226,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         if point.steps != 0:
             if not pools:
                 pools.update(espeak=read_abs(args.espeak), tts=read_abs(args.tts), real=read_abs(args.real_aug))
-            hours = args.steps * args.batch_seconds / 3600
+            steps = point.steps if point.steps > 0 else args.steps
+            hours = steps * args.batch_seconds / 3600
             mix, entry["mix"] = build_mix(point, pools, hours, args.seed, args.max_duration)
             check_no_dev(mix, args.real)
             tag = point.name.replace("/", "_")
@@ -233,9 +235,10 @@ def cmd_run(args: argparse.Namespace) -> None:
             manifest.parent.mkdir(exist_ok=True)
             real_speech.write_jsonl(manifest, mix)
             model = args.work / "models" / tag
-            entry["settings"] = {k: getattr(args, k) for k in ("steps", "batch_seconds", "lr", "warmup", "seed", "amp")}
+            keys = ("batch_seconds", "lr", "warmup", "seed", "amp", "threads")
+            entry["settings"] = {"steps": steps, **{k: getattr(args, k) for k in keys}}
             model.parent.mkdir(exist_ok=True)
-            entry["train_seconds"] = round(train(point, manifest, model, args), 1)
+            entry["train_seconds"] = round(train(steps, manifest, model, args), 1)
             info = json.loads((model / "training_info.json").read_text())
             entry["steps"] = info.get("steps", info.get("step"))
             print(f"  trained: {entry['steps']} steps in {entry['train_seconds']} s; mix {entry['mix']}", flush=True)
@@ -281,13 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--real-aug", type=Path, default=d / "aug_real" / "manifest.jsonl")
     r.add_argument("--synth-test", type=Path, default=ROOT / ".data" / "speech" / "test" / "manifest.jsonl")
     r.add_argument("--synth-count", type=int, default=200)
-    r.add_argument("--steps", type=int, default=100)
+    r.add_argument("--steps", type=int, default=60)
     r.add_argument("--batch-seconds", type=float, default=32.0)
     r.add_argument("--lr", type=float, default=5e-4)
     r.add_argument("--warmup", type=int, default=10)
     r.add_argument("--max-duration", type=float, default=16.0)
     r.add_argument("--seed", type=int, default=34)
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=int, default=1, help="1: best when the cores are shared")
     r.add_argument("--amp", action="store_true", help="bf16 autocast (2x slower than float32 on this CPU)")
     r.add_argument("--beam-width", type=int, default=100)
     args = ap.parse_args(argv)
