@@ -66,6 +66,8 @@ POINTS = (
     Point("real_1/8", 0.24, 0.16, 0.60, 0.125),
     Point("espeak+real", 0.40, 0.0, 0.60),
     Point("all_real_x4", 0.24, 0.16, 0.60, steps=240),  # the all_real mix with 4x the default budget
+    Point("real_1/4_x4", 0.24, 0.16, 0.60, 0.25, steps=240),
+    Point("tts_x4", 0.58, 0.42, steps=240),
 )
 DEV_SETS = ("pocketsphinx_dev", "fsdd_unseen", "fsdd_dev", "asterisk_dev", "synth_test")
 
@@ -252,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def table(results: dict[str, dict]) -> str:
     """Markdown: WER greedy / beam + LM per dev set (CER with beam + LM in brackets), one row per point."""
-    head = "| point | espeak : tts : real | real clips (min) | train s | " + " | ".join(DEV_SETS) + " |"
+    head = "| point | espeak : tts : real | real clips (min of aug. copies) | train s | " + " | ".join(DEV_SETS) + " |"
     rows = [head, "|" + " --- |" * (4 + len(DEV_SETS))]
     for name, e in results.items():
         p = e["point"]
