@@ -38,10 +38,23 @@ def _jsonl(path: Path, records: list[dict]) -> Path:
 def test_fsdd_split_keeps_takes_0_to_4_for_dev(tmp_path: Path) -> None:
     for name in ("3_jackson_0.wav", "3_jackson_4.wav", "3_jackson_5.wav", "7_theo_49.wav", "notes.wav"):
         _wav(tmp_path / name)
-    train, dev = real_speech.fsdd_manifests(tmp_path)
+    train, dev, unseen = real_speech.fsdd_manifests(tmp_path)
     assert sorted(r["id"] for r in dev) == ["fsdd/3_jackson_0", "fsdd/3_jackson_4"]
     assert sorted((r["id"], r["text"]) for r in train) == [("fsdd/3_jackson_5", "three"), ("fsdd/7_theo_49", "seven")]
     assert real_speech.fsdd_split("0_george_12.wav") == ("zero", "george", 12)
+    assert unseen == []
+
+
+def test_fsdd_unseen_speakers_are_held_out_entirely(tmp_path: Path) -> None:
+    for name in ("3_jackson_0.wav", "3_jackson_5.wav", "7_theo_0.wav", "7_theo_49.wav"):
+        _wav(tmp_path / name)
+    train, dev, unseen = real_speech.fsdd_manifests(tmp_path, {"theo"})
+    assert [r["id"] for r in train] == ["fsdd/3_jackson_5"]
+    assert [r["id"] for r in dev] == ["fsdd/3_jackson_0"]
+    assert sorted(r["id"] for r in unseen) == ["fsdd/7_theo_0", "fsdd/7_theo_49"]
+    real_speech.check_disjoint(train, dev + unseen, {"theo"})
+    with pytest.raises(ValueError, match="held out"):
+        real_speech.check_disjoint([{"audio": "/x/7_theo_30.wav", "id": "fsdd/7_theo_30"}], [], {"theo"})
 
 
 @pytest.mark.parametrize(

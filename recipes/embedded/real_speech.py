@@ -5,6 +5,8 @@ Sources:
 * Free Spoken Digit Dataset (FSDD; ``/work/shared/data/fsdd`` or ``--fsdd DIR``): 3 000 clips of single
   digits, 6 speakers, 8 kHz, named ``{digit}_{speaker}_{take}.wav``; CC BY-SA 4.0. Upstream convention:
   takes 0-4 of every speaker are the test set; they go to ``fsdd_dev`` and are never trained on.
+  ``--unseen-speakers a,b`` holds out whole speakers: all their takes go to ``fsdd_unseen`` (a dev set of
+  speakers the model never heard), none to ``fsdd_train`` or ``fsdd_dev``.
 * Asterisk core sounds (Debian ``asterisk-core-sounds-en-wav``, 8 kHz, transcripts in
   ``asterisk-core-sounds-en``'s ``core-sounds-en.txt.gz``): IVR prompts of one female voice (Allison
   Smith); CC BY-SA 3.0. A deterministic ~15 % hash slice of the prompt names is the dev set.
@@ -12,11 +14,13 @@ Sources:
   spoken card names; BSD-2 (CMU). Dev only.
 
 Writes into ``OUT`` (default ``.data/real``): ``fsdd_train.jsonl``, ``fsdd_dev.jsonl``,
-``asterisk_train.jsonl``, ``asterisk_dev.jsonl``, ``pocketsphinx_dev.jsonl`` (absolute audio paths, texts
+``asterisk_train.jsonl``, ``asterisk_dev.jsonl``, ``pocketsphinx_dev.jsonl``, ``fsdd_unseen.jsonl``
+(empty without ``--unseen-speakers``; absolute audio paths, texts
 normalized to the model alphabet) and ``sources.json`` (counts, hours, licences). It checks that no dev
 clip is in a training manifest (:func:`check_disjoint`).
 
-Usage: ``python recipes/embedded/real_speech.py [--out .data/real] [--fsdd DIR] [--debs .data/debs]``
+Usage: ``python recipes/embedded/real_speech.py [--out .data/real] [--fsdd DIR] [--debs .data/debs]
+[--unseen-speakers nicolas,theo]``
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import json
 import re
 import sys
 import wave
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,10 +73,12 @@ def fsdd_split(name: str) -> tuple[str, str, int] | None:
     return DIGITS[int(m.group(1))], m.group(2), int(m.group(3))
 
 
-def fsdd_manifests(folder: Path) -> tuple[list[dict], list[dict]]:
-    """(train, dev) records of FSDD: takes 0-4 of each speaker are dev."""
+def fsdd_manifests(folder: Path, unseen: Collection[str] = ()) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, dev, unseen) records of FSDD: takes 0-4 of each speaker are dev, every take of a speaker in
+    ``unseen`` is in the third list only."""
     train: list[dict] = []
     dev: list[dict] = []
+    held: list[dict] = []
     for path in sorted(folder.glob("*.wav")):
         parsed = fsdd_split(path.name)
         if parsed is None:
@@ -80,8 +86,8 @@ def fsdd_manifests(folder: Path) -> tuple[list[dict], list[dict]]:
         text, speaker, take = parsed
         rec = {"audio": str(path.resolve()), "text": text, "duration": round(wav_seconds(path), 3),
                "source": "fsdd", "speaker": speaker, "id": f"fsdd/{path.stem}"}  # fmt: skip
-        (dev if take in FSDD_DEV_TAKES else train).append(rec)
-    return train, dev
+        (held if speaker in unseen else dev if take in FSDD_DEV_TAKES else train).append(rec)
+    return train, dev, held
 
 
 # ---------------------------------------------------------------- Asterisk
@@ -174,11 +180,12 @@ def pocketsphinx_manifest(root: Path) -> list[dict]:
 
 TRAIN_SETS = ("fsdd_train", "asterisk_train")
 DEV_SETS = ("fsdd_dev", "asterisk_dev", "pocketsphinx_dev")
+UNSEEN_SET = "fsdd_unseen"  # whole FSDD speakers held out (--unseen-speakers); not in the GPU kit
 
 
-def check_disjoint(train: Iterable[dict], dev: Iterable[dict]) -> None:
+def check_disjoint(train: Iterable[dict], dev: Iterable[dict], unseen: Collection[str] = ()) -> None:
     """Raise ValueError if a dev clip (by id or audio path) is among the training records, or an FSDD take
-    0-4 or an Asterisk dev prompt is."""
+    0-4, a take of a speaker in ``unseen`` or an Asterisk dev prompt is."""
     dev = list(dev)
     dev_keys = {r["id"] for r in dev} | {str(Path(r["audio"]).resolve()) for r in dev}
     for r in train:
@@ -188,6 +195,8 @@ def check_disjoint(train: Iterable[dict], dev: Iterable[dict]) -> None:
         parsed = fsdd_split(Path(r["audio"]).name) if rid.startswith("fsdd/") else None
         if parsed and parsed[2] in FSDD_DEV_TAKES:
             raise ValueError(f"FSDD take {parsed[2]} (test split) in training data: {rid}")
+        if parsed and parsed[1] in unseen:
+            raise ValueError(f"FSDD speaker {parsed[1]} is held out (unseen speakers): {rid}")
         if rid.startswith("asterisk/") and asterisk_is_dev(rid.split("/", 1)[1]):
             raise ValueError(f"Asterisk dev prompt in training data: {rid}")
         if rid.startswith("pocketsphinx/"):
@@ -206,17 +215,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def build(out: Path, fsdd: Path, debs: Path) -> dict:
+def build(out: Path, fsdd: Path, debs: Path, unseen: Collection[str] = ()) -> dict:
     root = fetch_packages(debs, PACKAGES)
     sets: dict[str, list[dict]] = {}
-    sets["fsdd_train"], sets["fsdd_dev"] = fsdd_manifests(fsdd)
+    sets["fsdd_train"], sets["fsdd_dev"], sets[UNSEEN_SET] = fsdd_manifests(fsdd, unseen)
     sets["asterisk_train"], sets["asterisk_dev"], dropped = asterisk_manifests(root)
     sets["pocketsphinx_dev"] = pocketsphinx_manifest(root)
     if not sets["fsdd_train"] or not sets["asterisk_train"]:
         sys.exit(f"no FSDD clips in {fsdd} or no Asterisk prompts under {root}")
-    check_disjoint([r for s in TRAIN_SETS for r in sets[s]], [r for s in DEV_SETS for r in sets[s]])
+    dev = [r for s in (*DEV_SETS, UNSEEN_SET) for r in sets[s]]
+    check_disjoint([r for s in TRAIN_SETS for r in sets[s]], dev, unseen)
     out.mkdir(parents=True, exist_ok=True)
-    stats: dict = {"sets": {}, "licences": LICENCES, "asterisk_dropped": dropped}
+    stats: dict = {"sets": {}, "licences": LICENCES, "asterisk_dropped": dropped, "unseen_speakers": sorted(unseen)}
     for name, records in sets.items():
         write_jsonl(out / f"{name}.jsonl", records)
         stats["sets"][name] = {"utterances": len(records),
@@ -230,8 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path(".data/real"))
     ap.add_argument("--fsdd", type=Path, default=Path("/work/shared/data/fsdd"))
     ap.add_argument("--debs", type=Path, default=Path(".data/debs"))
+    ap.add_argument("--unseen-speakers", default="", help="comma-separated FSDD speakers held out entirely")
     args = ap.parse_args(argv)
-    stats = build(args.out, args.fsdd, args.debs)
+    unseen = {s.strip() for s in args.unseen_speakers.split(",") if s.strip()}
+    stats = build(args.out, args.fsdd, args.debs, unseen)
     for name, s in stats["sets"].items():
         print(f"{name:<18} {s['utterances']:>5} utterances {s['hours'] * 60:6.1f} min")
     print(f"asterisk entries without usable text or audio: {stats['asterisk_dropped']}; -> {args.out}")
