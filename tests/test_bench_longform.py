@@ -82,3 +82,37 @@ def test_words_in_gaps() -> None:
     timeline = [{"start": 1.0, "end": 2.0}, {"start": 3.0, "end": 4.0}]
     words = [["a", 1.1, 1.3], ["b", 2.1, 2.3], ["c", 2.5, 2.6], ["d", 0.1, 0.2], ["e", 4.5, 4.7]]
     assert longform.words_in_gaps(timeline, words) == 3  # c (2.55), d (0.15) and e (4.6); b is within the margin
+
+
+# ------------------------------------------------------------------ bench/longform_errors.py's bookkeeping
+
+
+def test_errors_classify_assign_and_edits() -> None:
+    import longform_errors as le
+
+    timeline = [
+        {"start": 1.0, "end": 3.0},
+        {"start": 4.0, "end": 6.0},
+        {"start": 6.5, "end": 8.0},
+        {"start": 9.0, "end": 11.0},
+        {"start": 12.0, "end": 13.0},
+    ]
+    segs = [
+        (0.9, 3.1, True),  # clean
+        (4.0, 8.1, True),  # the next two merged
+        (8.9, 9.8, True),  # split in two
+        (10.2, 11.0, True),
+        (12.0, 13.0, False),  # the no-speech gate dropped it: missed
+    ]
+    got = le.classify(timeline, segs)
+    assert [c["class"] for c in got] == ["clean", "merged", "merged", "split", "missed"]
+    assert got[0]["lead"] == pytest.approx(0.1) and got[0]["trail"] == pytest.approx(0.1)
+    assert got[3]["cut_at"] == [pytest.approx(0.8)]
+
+    words = [("a", 1.1, 1.3), ("b", 3.5, 3.6), ("c", 3.6, 3.7), ("d", 8.2, 8.3)]
+    per, gap = le.assign(timeline, words)
+    # each word goes to the nearest utterance; "b" and "c" are more than GAP_MARGIN_S from every utterance
+    assert per[0] == ["a"] and per[1] == ["b", "c"] and per[2] == ["d"] and gap == 2
+
+    assert le.edits(["a", "b", "c"], ["a", "x", "c", "d"]) == 2
+    assert le.edits([], ["x"]) == 1 and le.edits(["x"], []) == 1

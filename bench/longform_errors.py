@@ -1,0 +1,375 @@
+"""Where a long file's extra errors come from (issue 30): bench/longform.py's long files, segment by segment.
+
+    python bench/longform_errors.py                          # the 10-minute file of seed 0, the defaults
+    python bench/longform_errors.py --minutes 60 --seed 1
+    python bench/longform_errors.py --variants "default;vad_min_silence_s=0.3;oracle"
+
+Each utterance of the file's timeline (its start and end) is matched with the speech segments the VAD cut, and
+put in one class:
+
+* ``clean``: one segment holds it and no other utterance;
+* ``merged``: its segment also holds (part of) another utterance (a gap shorter than the minimum silence);
+* ``split``: two or more segments share it (a false silence, or a segment cut at ``max_segment_s``);
+* ``missed``: no segment overlaps it, or the no-speech gate removed the segment's words.
+
+Hypothesis words are given to the utterance nearest their middle (in file time), each utterance's errors are
+counted (word-level edit distance) against its reference, and the same for the utterance transcribed on its own
+(one by one, VAD off): the table gives, per class, the utterances, their reference words and both error counts.
+The difference is where the extra errors are. Words farther than ``bench/longform.py``'s ``GAP_MARGIN_S`` from
+every utterance are counted as gap words. Every variant is also decoded greedily (no LM, long file and one by
+one), so that an LM effect across merged utterances shows as a beam/greedy difference.
+
+For the clean utterances the extra errors are also given by where the segment starts and ends relative to the
+utterance (``lead``: seconds of padding before it, negative when the segment starts inside it, i.e. the VAD's onset
+came late; ``trail`` likewise after it).
+
+``--variants``: ``;``-separated, each ``default``, ``oracle`` (cut at the timeline's utterance bounds, padded by
+the default pad, at most half the gap: where the VAD's own boundaries are taken out) or ``name=value,...``
+EngineConfig VAD settings (``vad_threshold=0.15,vad_pad_s=0.3``); ``gaps=S`` in a variant also recognises the
+audio between the VAD's segments (stretches of at least S seconds) as segments of their own, kept or dropped by
+the no-speech gate: what the acoustic model makes of what the VAD left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import longform  # noqa: E402
+
+CLASSES = ("clean", "merged", "split", "missed")
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    spec = spec.strip()
+    if spec in ("default", "oracle"):
+        return spec, {}
+    changes: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, value = item.split("=")
+        changes[key.strip()] = float(value)
+    return spec, changes
+
+
+class Run:
+    def __init__(self) -> None:
+        from w2vlm.engine.config import DecodeConfig
+        from w2vlm.transcribe import TranscribeOptions, Transcriber
+
+        self.tr = Transcriber(TranscribeOptions())
+        self.engine = self.tr.engine
+        self.beam = self.tr.options.decode_config(True)
+        self.greedy = DecodeConfig(use_lm=False, greedy=True, timestamps="word")
+        self.spf = self.engine.seconds_per_frame
+
+    def parts(self, items: list[Any], config: Any) -> list[list[tuple[float, float | None, np.ndarray]]]:
+        out = []
+        for parts, _, error in self.engine.segment_log_probs(items, config=config):
+            if error is not None:
+                raise error
+            out.append(parts)
+        return out
+
+    def decode(self, parts: list[tuple[float, float | None, np.ndarray]], decode: Any) -> list[Any]:
+        """Per part: (transcript in file time words, no_speech_prob, kept by the gate)."""
+        from w2vlm.engine.segments import no_speech_prob
+
+        assert self.engine.decoding is not None
+        done = self.engine.decoding.decode_parts(["x"] * len(parts), parts, decode, self.engine.decode_threads)
+        out = []
+        for t, offset, _, evidence in done:
+            prob = no_speech_prob(evidence)
+            kept = decode.no_speech_threshold is None or prob <= decode.no_speech_threshold
+            words = [(w.word, w.start + offset, w.end + offset) for w in t.words]
+            out.append((words, prob, kept))
+        return out
+
+
+def one_by_one(run: Run, audios: list[str]) -> dict[str, dict[str, str]]:
+    parts = run.parts(audios, run.engine.config.with_(vad=False))
+    flat = [p for ps in parts for p in ps]
+    out: dict[str, dict[str, str]] = {a: {} for a in audios}
+    for mode, dec in (("beam", run.beam), ("greedy", run.greedy)):
+        got = run.decode(flat, dec)
+        for a, (words, _, kept) in zip(audios, got):
+            out[a][mode] = " ".join(w for w, _, _ in words) if kept else ""
+    return out
+
+
+def oracle_parts(run: Run, path: Path, timeline: list[dict[str, Any]]) -> list[tuple[float, float | None, np.ndarray]]:
+    """Log-probabilities of the file cut at the timeline's utterance bounds, padded like the VAD pads."""
+    import soundfile as sf
+
+    pad = run.engine.config.vad_pad_s
+    audio, sr = sf.read(str(path), dtype="float32")
+    pieces, starts = [], []
+    for i, u in enumerate(timeline):
+        before = u["start"] - (timeline[i - 1]["end"] if i else 0.0)
+        after = (timeline[i + 1]["start"] if i + 1 < len(timeline) else len(audio) / sr) - u["end"]
+        a = u["start"] - min(pad, before / 2)
+        b = u["end"] + min(pad, after / 2)
+        pieces.append({"array": audio[round(a * sr) : round(b * sr)], "sampling_rate": sr})
+        starts.append(round(a * sr) / sr)
+    parts = run.parts(pieces, run.engine.config.with_(vad=False))
+    return [(s, 1.0, ps[0][2]) for s, ps in zip(starts, parts)]
+
+
+def gap_parts(
+    run: Run, path: Path, parts: list[tuple[float, float | None, np.ndarray]], min_s: float, max_s: float = 20.0
+) -> list[tuple[float, float | None, np.ndarray]]:
+    """The audio between the VAD's segments (at least ``min_s`` long, in pieces of at most ``max_s``) as parts of
+    their own: what the acoustic model and its no-speech gate make of the audio the VAD left out."""
+    import soundfile as sf
+
+    audio, sr = sf.read(str(path), dtype="float32")
+    bounds = [(round(s * sr), round(s * sr) + round(lp.shape[0] * run.spf * sr)) for s, _, lp in parts]
+    spans, prev = [], 0
+    for a, b in [*bounds, (audio.size, audio.size)]:
+        lo, hi = prev, a
+        while hi - lo >= min_s * sr:
+            n = min(hi - lo, round(max_s * sr))
+            if hi - lo - n < min_s * sr:
+                n = hi - lo
+            spans.append((lo, lo + n))
+            lo += n
+        prev = max(prev, b)
+    if not spans:
+        return []
+    pieces = [{"array": audio[a:b], "sampling_rate": sr} for a, b in spans]
+    got = run.parts(pieces, run.engine.config.with_(vad=False))
+    return [(a / sr, 0.0, ps[0][2]) for (a, _), ps in zip(spans, got)]
+
+
+def assign(timeline: list[dict[str, Any]], words: list[tuple[str, float, float]]) -> tuple[list[list[str]], int]:
+    """Hypothesis words per utterance (nearest middle), and the words in gaps."""
+    per: list[list[str]] = [[] for _ in timeline]
+    gap = 0
+    starts = np.array([u["start"] for u in timeline])
+    ends = np.array([u["end"] for u in timeline])
+    for w, a, b in words:
+        mid = (a + b) / 2
+        dist = np.maximum(starts - mid, 0) + np.maximum(mid - ends, 0)
+        i = int(np.argmin(dist))
+        if dist[i] > longform.GAP_MARGIN_S:
+            gap += 1
+        per[i].append(w)
+    return per, gap
+
+
+def classify(timeline: list[dict[str, Any]], segs: list[tuple[float, float, bool]]) -> list[dict[str, Any]]:
+    """Per utterance: its class and the facts behind it. ``segs``: (start, end, kept) in file time."""
+    out = []
+    for i, u in enumerate(timeline):
+        over = [(a, b, k) for a, b, k in segs if min(b, u["end"]) - max(a, u["start"]) > 0.02]
+        kept = [s for s in over if s[2]]
+        info: dict[str, Any] = {"segments": len(over)}
+        if not kept:
+            info["class"] = "missed"
+        elif len(kept) > 1:
+            info["class"] = "split"
+            info["cut_at"] = [round(b - u["start"], 2) for a, b, _ in kept[:-1]]
+        else:
+            a, b, _ = kept[0]
+            others = [j for j, v in enumerate(timeline) if j != i and min(b, v["end"]) - max(a, v["start"]) > 0.02]
+            info["class"] = "merged" if others else "clean"
+            info["lead"] = round(u["start"] - a, 3)  # padding before the utterance (negative: its start is cut)
+            info["trail"] = round(b - u["end"], 3)
+            info["merged_with"] = len(others)
+        out.append(info)
+    return out
+
+
+def analyse(
+    run: Run,
+    name: str,
+    path: Path,
+    info: dict[str, Any],
+    refs: dict[str, dict[str, str]],
+    changes: dict[str, Any],
+    show: int,
+) -> dict[str, Any]:
+    timeline = info["utterances"]
+    if name == "oracle":
+        parts = oracle_parts(run, path, timeline)
+    else:
+        gaps = changes.pop("gaps", None)
+        (parts,) = run.parts([str(path)], run.engine.config.with_(vad=True, **changes))
+        if gaps:
+            parts = sorted(parts + gap_parts(run, path, parts, gaps), key=lambda p: p[0])
+    segs_time = [(s, s + lp.shape[0] * run.spf) for s, _, lp in parts]
+    result: dict[str, Any] = {"variant": name, "segments": len(parts)}
+    classes = None
+    for mode, dec in (("beam", run.beam), ("greedy", run.greedy)):
+        got = run.decode(parts, dec)
+        segs = [(a, b, kept) for (a, b), (_, _, kept) in zip(segs_time, got)]
+        if classes is None:
+            classes = classify(timeline, segs)
+            result["gated"] = sum(1 for _, _, k in segs if not k)
+            result["gated_words"] = sum(len(w) for w, _, k in got if not k)
+        words = [w for ws, _, kept in got if kept for w in ws]
+        per, gap = assign(timeline, words)
+        ref_words = 0
+        tot_long = tot_one = 0
+        table: dict[str, Counter] = defaultdict(Counter)
+        rows = []
+        for u, c, hyp in zip(timeline, classes, per):
+            ref = u["text"].split()
+            e_long = edits(ref, hyp)
+            e_one = edits(ref, refs[u["audio"]][mode].split())
+            ref_words += len(ref)
+            tot_long += e_long
+            tot_one += e_one
+            t = table[c["class"]]
+            t["utterances"] += 1
+            t["ref_words"] += len(ref)
+            t["errors_long"] += e_long
+            t["errors_one"] += e_one
+            t["worse"] += e_long > e_one
+            t["better"] += e_long < e_one
+            rows.append((e_long - e_one, u, c, " ".join(hyp), refs[u["audio"]][mode]))
+        hyp_all = " ".join(w for w, _, _ in words)
+        rates = longform.error_rates([u["text"] for u in timeline], hyp_all)
+        one_all = " ".join(refs[u["audio"]][mode] for u in timeline)
+        one_rates = longform.error_rates([u["text"] for u in timeline], one_all)
+        result[mode] = {
+            "wer": rates["wer"],
+            "one_by_one_wer": one_rates["wer"],
+            "ratio": rates["wer"] / one_rates["wer"] if one_rates["wer"] else None,
+            "ref_words": ref_words,
+            "errors_long_per_utt": tot_long,
+            "errors_one_per_utt": tot_one,
+            "gap_words": gap,
+            "classes": {k: dict(v) for k, v in table.items()},
+        }
+        if mode == "beam":
+            rows.sort(key=lambda r: -r[0])
+            result["worst"] = [
+                {
+                    "extra": d,
+                    "id": u["id"],
+                    "start": round(u["start"], 2),
+                    "end": round(u["end"], 2),
+                    **c,
+                    "ref": u["text"],
+                    "long": h,
+                    "one": o,
+                }
+                for d, u, c, h, o in rows[:show]
+                if d > 0
+            ]
+            result["utterances"] = [
+                {"id": u["id"], "extra": d, "class": c["class"], "lead": c.get("lead"), "trail": c.get("trail")}
+                for d, u, c, _, _ in rows
+            ]
+            extra_by_class = Counter()
+            for d, _, c, _, _ in rows:
+                extra_by_class[c["class"]] += d
+            result["extra_by_class"] = dict(extra_by_class)
+            # where the lead/trail padding of clean utterances lies
+            leads = [c["lead"] for c in classes if c["class"] == "clean"]
+            trails = [c["trail"] for c in classes if c["class"] == "clean"]
+            if leads:
+                result["clean_lead_s"] = [round(float(np.percentile(leads, q)), 3) for q in (0, 10, 50)]
+                result["clean_trail_s"] = [round(float(np.percentile(trails, q)), 3) for q in (0, 10, 50)]
+            result["class_counts"] = dict(Counter(c["class"] for c in classes))
+            gaps = [timeline[i + 1]["start"] - timeline[i]["end"] for i in range(len(timeline) - 1)]
+            merged_gaps = [
+                g for i, g in enumerate(gaps) if classes[i]["class"] == "merged" and classes[i + 1]["class"] == "merged"
+            ]
+            result["merged_gap_s"] = [round(g, 2) for g in sorted(merged_gaps)][:40]
+    return result
+
+
+def print_result(r: dict[str, Any]) -> None:
+    print(f"\n== {r['variant']}: {r['segments']} segments, {r['gated']} gated ({r['gated_words']} words)")
+    for mode in ("beam", "greedy"):
+        m = r[mode]
+        print(
+            f"  {mode:>6}: WER {100 * m['wer']:.2f}% vs one by one {100 * m['one_by_one_wer']:.2f}% "
+            f"(ratio {m['ratio']:.3f}); per-utterance errors {m['errors_long_per_utt']} vs {m['errors_one_per_utt']} "
+            f"of {m['ref_words']} words; gap words {m['gap_words']}"
+        )
+        print(
+            f"    {'class':>7} {'utts':>5} {'words':>6} {'err long':>9} {'err 1by1':>9} {'extra':>6} "
+            f"{'worse':>6} {'better':>6}"
+        )
+        for c in CLASSES:
+            t = m["classes"].get(c)
+            if not t:
+                continue
+            print(
+                f"    {c:>7} {t['utterances']:>5} {t['ref_words']:>6} {t['errors_long']:>9} {t['errors_one']:>9} "
+                f"{t['errors_long'] - t['errors_one']:>6} {t['worse']:>6} {t['better']:>6}"
+            )
+    rows = [u for u in r.get("utterances", []) if u["class"] == "clean"]
+    bins = ((-99, -0.3), (-0.3, -0.1), (-0.1, 0.0), (0.0, 0.1), (0.1, 99))
+    for side in ("lead", "trail"):
+        cells = []
+        for lo, hi in bins:
+            sel = [u["extra"] for u in rows if lo <= u[side] < hi]
+            label = f"<{hi:g}" if lo < -9 else (f">={lo:g}" if hi > 9 else f"[{lo:g},{hi:g})")
+            cells.append(f"{label}: {len(sel)} utts {sum(sel):+d}")
+        if rows:
+            print(f"  clean, extra errors by {side} (s): " + "; ".join(cells))
+    if "clean_lead_s" in r:
+        print(f"  clean utterances: padding before (min, p10, median) {r['clean_lead_s']}, after {r['clean_trail_s']}")
+    if r.get("merged_gap_s"):
+        print(f"  gaps inside merged segments (s): {r['merged_gap_s']}")
+    for w in r.get("worst", []):
+        extra = {k: w[k] for k in ("lead", "trail", "merged_with", "cut_at") if k in w}
+        print(f"  +{w['extra']} {w['class']} {w['id']} [{w['start']}-{w['end']}] {extra}")
+        print(f"      ref : {w['ref']}")
+        print(f"      long: {w['long']}")
+        print(f"      1by1: {w['one']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, default=longform.DATA)
+    ap.add_argument("--variants", default="default")
+    ap.add_argument("--show", type=int, default=10, help="utterances with the most extra errors to print")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    manifest = longform.test_manifest(None)
+    utterances = longform.read_manifest(manifest)
+    path = longform.long_file(args.data, manifest, utterances, args.minutes, args.seed)
+    info = json.loads(path.with_suffix(".json").read_text())
+    run = Run()
+    audios = list(dict.fromkeys(u["audio"] for u in info["utterances"]))
+    refs = one_by_one(run, audios)
+    results = []
+    for spec in args.variants.split(";"):
+        name, changes = parse_variant(spec)
+        r = analyse(run, name, path, info, refs, changes, args.show)
+        print_result(r)
+        results.append(r)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
