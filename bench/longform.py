@@ -250,7 +250,9 @@ def long_file(data: Path, manifest: Path, utterances: Sequence[Utterance], minut
     source = {"manifest": str(manifest), "manifest_sha1": _sha1(manifest)}
     if path.is_file() and meta.is_file():
         info = json.loads(meta.read_text(encoding="utf-8"))
-        if info.get("version") == DATA_VERSION and info.get("source") == source:
+        # the manifest's content decides, not the path it was read by (a symlinked .data is the same data)
+        made_from = (info.get("source") or {}).get("manifest_sha1")
+        if info.get("version") == DATA_VERSION and made_from == source["manifest_sha1"]:
             return path
     t = time.perf_counter()
     info = make_long_file(utterances, path, minutes * 60, seed + round(minutes * 60))
