@@ -45,19 +45,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import longform  # noqa: E402
+from metrics import edit_distance as edits  # noqa: E402
 
 CLASSES = ("clean", "merged", "split", "missed")
-
-
-def edits(ref: list[str], hyp: list[str]) -> int:
-    """Word-level Levenshtein distance."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
