@@ -22,7 +22,6 @@ Deterministic for a given seed, whatever the number of workers.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth import coloured_noise
-from voices import read_audio, to_rate, write_jsonl, write_wav
+from voices import merge, read_audio, to_rate, write_jsonl, write_wav
 
 SAMPLE_RATE = 16000
 FRAME = 320  # 20 ms, for the noise-floor estimate
@@ -124,19 +123,6 @@ def _render(job: dict) -> dict:
     return render(job, _RECORDS, _OUT)
 
 
-def read_records(manifests: list[Path]) -> list[dict]:
-    """Records of the manifests with absolute audio paths."""
-    out = []
-    for path in manifests:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                audio = Path(rec["audio"])
-                rec["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
-                out.append(rec)
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("manifests", type=Path, nargs="+", help="manifests of single utterances")
@@ -147,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    records = read_records(args.manifests)
+    records = merge(args.manifests, [])  # absolute audio paths
     jobs = plan(records, args.count, args.seed, args.max_seconds)
     (args.out / "wav").mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(records, args.out)) as pool:

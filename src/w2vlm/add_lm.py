@@ -69,7 +69,7 @@ def add_lm(
     :func:`w2vlm.lm.build_lm`'s counting budget, threads and spill folder (None: its defaults); ``threads`` also
     decodes while tuning. ``tune_options`` go to :func:`w2vlm.tune.tune` as they are (``acoustic``,
     ``cache_dir``, ``num_threads``, ...)."""
-    from w2vlm.lm import build_lm
+    from w2vlm.lm import DEFAULT_MEMORY, build_lm
     from w2vlm.model import resolve_language, resolve_model_path
 
     source = resolve_model_path(model)
@@ -101,9 +101,9 @@ def add_lm(
             normalize=normalize,
             allowed_chars=vocab,
             progress=progress,
+            memory=DEFAULT_MEMORY if memory is None else memory,
             threads=threads,
             temp_dir=temp_dir,
-            **({} if memory is None else {"memory": memory}),
         )
         _write_decoder_files(tmp)
         _record_language(tmp, language, source)
