@@ -48,6 +48,16 @@ void check_width(const A& a, const Alphabet& alphabet) {
                      std::to_string(alphabet.size()) + " labels");
 }
 
+// BeamSearch.advance on log-probabilities of either precision: checked here, searched with the GIL released
+template <class LP>
+void advance_checked(BeamSearch& s, const Alphabet& alphabet, const LP& lp) {
+  check_width(lp, alphabet);
+  const auto* data = lp.data();
+  const int64_t frames = static_cast<int64_t>(lp.shape(0));
+  nb::gil_scoped_release r;
+  s.advance(data, frames);
+}
+
 // A view of the caller's float32/float64 matrix whose rows are contiguous (the Python side converts anything else)
 RawLogits raw_logits(const AnyLogits& a, size_t vocab) {
   RawLogits x;
@@ -260,21 +270,13 @@ void bind_decoder(nb::module_& m) {
       .def(
           "advance",
           [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs lp) {
-            check_width(lp, *alphabet);
-            const float* data = lp.data();
-            const int64_t frames = static_cast<int64_t>(lp.shape(0));
-            nb::gil_scoped_release r;
-            s.advance(data, frames);
+            advance_checked(s, *alphabet, lp);
           },
           "alphabet"_a, "log_probs"_a)
       .def(
           "advance",
           [](BeamSearch& s, std::shared_ptr<const Alphabet> alphabet, LogProbs64 lp) {
-            check_width(lp, *alphabet);
-            const double* data = lp.data();
-            const int64_t frames = static_cast<int64_t>(lp.shape(0));
-            nb::gil_scoped_release r;
-            s.advance(data, frames);
+            advance_checked(s, *alphabet, lp);
           },
           "alphabet"_a, "log_probs"_a)
       .def(
