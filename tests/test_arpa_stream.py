@@ -269,3 +269,22 @@ def test_file_of_several_blocks(tmp_path):
     for _ in range(200):
         s = " ".join(rng.choice(words) for _ in range(5))
         assert a.score(s) == b.score(s)
+
+
+def test_tables_are_sized_by_the_counts_however_the_text_arrives():
+    # 1.5 slots per n-gram (16-byte records with a backoff, 12 at the highest order), as KenLM's probing tables:
+    # a stream that grew its tables ends at the size a file of known length reserves at once
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(200)]
+    uni = [f"-2\t{w}\t-0.5" for w in ["<unk>", "<s>", "</s>", *words]]
+    bi = sorted({f"{rng.choice(words)} {rng.choice(words)}" for _ in range(20_000)})
+    tri = sorted({f"{g} {rng.choice(words)}" for g in bi for _ in range(2)})
+    lines = ["\\data\\", f"ngram 1={len(uni)}", f"ngram 2={len(bi)}", f"ngram 3={len(tri)}", "", "\\1-grams:", *uni]
+    lines += ["", "\\2-grams:", *(f"-1\t{g}\t-0.3" for g in bi), "", "\\3-grams:", *(f"-1\t{g}" for g in tri)]
+    data = "\n".join([*lines, "", "\\end\\", ""]).encode()
+    whole = _core.NGramLM.from_arpa_bytes(data, "x.arpa")
+    streamed = chunked(data, random.Random(2), None, 1000, 5000)
+    assert streamed.memory_bytes == whole.memory_bytes
+    tables = 16 * (len(bi) * 3 // 2 + 1) + 12 * (len(tri) * 3 // 2 + 1)
+    assert tables < whole.memory_bytes < tables + 100 * len(uni)
+    assert fingerprint(streamed) == fingerprint(whole)

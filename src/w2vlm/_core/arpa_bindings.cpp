@@ -21,8 +21,8 @@ namespace {
 
 // A parser that Python threads may share: one call at a time, the GIL released while it parses.
 struct PyArpaParser {
-  PyArpaParser(const std::string& name, std::optional<uint64_t> size)
-      : name(name), parser(name, size.value_or(0), size.has_value()) {}
+  PyArpaParser(const std::string& name, std::optional<uint64_t> size, uint64_t expect_size)
+      : name(name), parser(name, size.value_or(0), size.has_value(), expect_size) {}
   std::string name;
   ArpaParser parser;
   std::mutex mu;
@@ -46,8 +46,11 @@ auto guarded(const std::string& name, F&& f) -> decltype(f()) {
 void bind_arpa_parser(nb::module_& m) {
   nb::class_<PyArpaParser>(m, "ArpaParser",
                            "An ARPA text fed in chunks of any size (feed), then the model (finish). `size` is the "
-                           "text's total length when known: counts it cannot hold are then refused up front.")
-      .def(nb::init<const std::string&, std::optional<uint64_t>>(), "name"_a, "size"_a = nb::none())
+                           "text's total length when known: counts it cannot hold are then refused up front. "
+                           "Otherwise `expect_size`, the text's likely length at most (of a .gz: a multiple of its "
+                           "compressed size), lets the tables be sized by the counts up to what it can hold.")
+      .def(nb::init<const std::string&, std::optional<uint64_t>, uint64_t>(), "name"_a, "size"_a = nb::none(),
+           "expect_size"_a = 0)
       .def(
           "feed",
           [](PyArpaParser& p, nb::bytes data) {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <sstream>
 #include <sys/stat.h>
+#include <type_traits>
 
 namespace w2vlm {
 
@@ -67,13 +68,21 @@ int header_of(std::string_view t) {
 // ("p w1 .. wn\n" with one-byte fields), the last one may lack its newline.
 uint64_t lines_in(uint64_t bytes, int n) { return bytes / (2 * static_cast<uint64_t>(n) + 2) + 1; }
 
-// Entries a table of an order with `count` n-grams is sized for (the tables' load stays below 2/3).
-size_t table_entries(uint64_t count) { return static_cast<size_t>(count + count / 8 + 16); }
+// Room a table that filled up while its section is read grows to: twice, but no further than the section's
+// count once that is in sight (the table then ends at the count's size, with no final rebuild).
+uint64_t grown(uint64_t capacity, uint64_t count) {
+  const uint64_t twice = std::max<uint64_t>(2 * capacity, 1024);
+  return capacity < count ? std::min(count, twice) : twice;
+}
 
 }  // namespace
 
-ArpaParser::ArpaParser(std::string name, uint64_t total_bytes, bool size_known)
-    : name_(std::move(name)), total_(total_bytes), size_known_(size_known), lm_(std::make_shared<NGramLM>()) {}
+ArpaParser::ArpaParser(std::string name, uint64_t total_bytes, bool size_known, uint64_t expect_bytes)
+    : name_(std::move(name)),
+      total_(total_bytes),
+      size_known_(size_known),
+      expect_bytes_(expect_bytes),
+      lm_(std::make_shared<NGramLM>()) {}
 
 void ArpaParser::fail(const std::string& msg) const {
   std::ostringstream os;
@@ -263,7 +272,7 @@ void ArpaParser::end_counts() {
   if (counts_[0] == 0) fail("the model has no unigrams");
   lm_->order_ = static_cast<int>(counts_.size());
   lm_->counts_ = counts_;
-  lm_->tables_.resize(counts_.size() - 1);
+  lm_->middle_.resize(counts_.size() > 2 ? counts_.size() - 2 : 0);
   dups_.assign(counts_.size(), 0);
 }
 
@@ -289,10 +298,13 @@ void ArpaParser::begin_section(int n) {
   inserted_ = 0;
   state_ = State::kSection;
   const uint64_t count = counts_[static_cast<size_t>(n) - 1];
-  // reserve no more than the rest of the text can hold (a stream: than 4 times what was read so far justifies);
-  // the tables grow if the lines keep coming, and the count is checked at the end of the section
-  const uint64_t can_hold = size_known_ ? lines_in(total_ - std::min(total_, offset_), n)
-                                        : std::max<uint64_t>(uint64_t{1} << 16, lines_in(4 * offset_, n));
+  // reserve no more than the rest of the text can hold (a stream: than its expected size, or 4 times what was
+  // read so far, justifies); the tables grow if the lines keep coming, and the count is checked at the end of
+  // the section
+  const uint64_t can_hold =
+      size_known_ ? lines_in(total_ - std::min(total_, offset_), n)
+                  : std::max({uint64_t{1} << 16, lines_in(4 * offset_, n),
+                              lines_in(expect_bytes_ - std::min(expect_bytes_, offset_), n)});
   const uint64_t expect_lines = std::min(count, can_hold);
   if (n == 1) {
     const size_t k = static_cast<size_t>(expect_lines);
@@ -300,8 +312,10 @@ void ArpaParser::begin_section(int n) {
     lm_->vocab_.reserve(k + 3);
     file_prob_.reserve(k);
     file_backoff_.reserve(k);
+  } else if (n < lm_->order_) {
+    lm_->middle_[static_cast<size_t>(n) - 2].reserve(expect_lines);
   } else {
-    lm_->tables_[static_cast<size_t>(n) - 2].reserve(table_entries(expect_lines));
+    lm_->longest_.reserve(expect_lines);
   }
 }
 
@@ -360,30 +374,31 @@ uint32_t ArpaParser::find_word(std::string_view w) const {
 }
 
 void ArpaParser::flush() {
+  if (n_ < lm_->order_)
+    flush_into(lm_->middle_[static_cast<size_t>(n_) - 2]);
+  else
+    flush_into(lm_->longest_);
+}
+
+template <class Table>
+void ArpaParser::flush_into(Table& tab) {
   const int n = n_;
   NGramLM& lm = *lm_;
-  NGramLM::Table& tab = lm.tables_[static_cast<size_t>(n) - 2];
   for (size_t j = 0; j < num_pending_; ++j) {
-    __builtin_prefetch(&tab.slots[pending_[j].key & tab.mask], 1);
-    if (n >= 3) {
-      const NGramLM::Table& ctx = lm.tables_[static_cast<size_t>(n) - 3];
-      __builtin_prefetch(&ctx.slots[NGramLM::key_of(pending_[j].ids, n - 1) & ctx.mask]);
-    }
+    tab.prefetch(pending_[j].key, true);
+    if (n >= 3) lm.middle_[static_cast<size_t>(n) - 3].prefetch(NGramLM::key_of(pending_[j].ids, n - 1), false);
   }
+  const uint64_t count = counts_[static_cast<size_t>(n) - 1];
   for (size_t j = 0; j < num_pending_; ++j) {
     const Pending& g = pending_[j];
-    if ((inserted_ + 1) > tab.slots.size() * 2 / 3) {
-      // more lines than the table was sized for (a stream, or a count the lines exceed): double it
-      NGramLM::Table bigger;
-      bigger.reserve(tab.slots.size());
-      for (const NGramLM::Entry& e : tab.slots)
-        if (e.key) bigger.insert(e.key, e.prob, e.backoff);
-      tab = std::move(bigger);
-    }
-    if (tab.insert(g.key, g.prob, g.backoff))
-      ++inserted_;
+    // more lines than the table was sized for (a stream, or a count the lines exceed): grow it
+    if (tab.size() == tab.capacity()) tab.resize(grown(tab.capacity(), count));
+    bool fresh;
+    if constexpr (std::is_same_v<Table, NGramLM::MiddleTable>)
+      fresh = tab.insert(ProbBackoffRecord{g.key, g.prob, g.backoff});
     else
-      ++dups_[static_cast<size_t>(n) - 1];
+      fresh = tab.insert(ProbRecord{g.key, g.prob});
+    if (!fresh) ++dups_[static_cast<size_t>(n) - 1];
     if (n >= 3) add_missing_contexts(g.ids, n);
   }
   num_pending_ = 0;
@@ -394,18 +409,11 @@ void ArpaParser::add_missing_contexts(const uint32_t* g, int n) {
   // backed-off probability and a zero backoff, as KenLM does. The lower orders' sections are complete here.
   NGramLM& lm = *lm_;
   for (int m = n - 1; m >= 2; --m) {
-    if (lm.find_ngram(g, m)) break;
+    if (lm.find_middle(g, m)) break;
     const float p = lm.backoff_score(g, m);
-    NGramLM::Table& tab = lm.tables_[static_cast<size_t>(m) - 2];
-    if ((tab.slots.size() * 2) / 3 < counts_[static_cast<size_t>(m) - 1] + added_ + 1) {
-      // grow: rebuild into a larger table
-      NGramLM::Table bigger;
-      bigger.reserve(tab.slots.size());
-      for (const NGramLM::Entry& e : tab.slots)
-        if (e.key) bigger.insert(e.key, e.prob, e.backoff);
-      tab = std::move(bigger);
-    }
-    tab.insert(NGramLM::key_of(g, m), p, 0.f);
+    NGramLM::MiddleTable& tab = lm.middle_[static_cast<size_t>(m) - 2];
+    if (tab.size() == tab.capacity()) tab.resize(tab.capacity() + std::max<uint64_t>(tab.capacity() / 4, 1024));
+    tab.insert(ProbBackoffRecord{NGramLM::key_of(g, m), p, 0.f});
     ++added_;
   }
 }
@@ -418,16 +426,12 @@ void ArpaParser::end_section() {
          "-grams but the section has " + std::to_string(seen_));
   if (n_ == 1) {
     finalize_vocab();
-  } else {
+  } else if (n_ < lm_->order_) {
     // the table's final size is the one the count asks for, however it was reached
-    NGramLM::Table& tab = lm_->tables_[ni - 1];
-    if (NGramLM::Table::capacity_for(table_entries(counts_[ni])) != tab.slots.size()) {
-      NGramLM::Table sized;
-      sized.reserve(table_entries(counts_[ni]));
-      for (const NGramLM::Entry& e : tab.slots)
-        if (e.key) sized.insert(e.key, e.prob, e.backoff);
-      tab = std::move(sized);
-    }
+    NGramLM::MiddleTable& tab = lm_->middle_[ni - 1];
+    if (tab.capacity() != counts_[ni]) tab.resize(counts_[ni]);
+  } else if (lm_->longest_.capacity() != counts_[ni]) {
+    lm_->longest_.resize(counts_[ni]);
   }
   ++expect_;
   n_ = 0;

@@ -28,8 +28,9 @@ class ArpaParser {
   // `name` names the input in error messages (the file path). `total_bytes` is the size of the whole text when
   // it is known (a plain file, a buffer): n-gram counts the text cannot hold are then refused up front, and the
   // tables are sized by the counts. With `size_known` false (a stream: a gzipped file) the tables start at a
-  // size justified by what has been read and grow.
-  ArpaParser(std::string name, uint64_t total_bytes, bool size_known);
+  // size justified by what has been read, or by `expect_bytes`, the text's likely size (its upper end: of a .gz,
+  // a multiple of the compressed size), and grow.
+  ArpaParser(std::string name, uint64_t total_bytes, bool size_known, uint64_t expect_bytes = 0);
 
   // The next bytes of the text (lines may be split anywhere between chunks). A NUL byte is refused at once;
   // any other error is kept and reported by finish(), after the whole text has been fed (so that, as when the
@@ -59,11 +60,14 @@ class ArpaParser {
   void add_missing_contexts(const uint32_t* ids, int n);
   uint32_t find_word(std::string_view w) const;  // id, or kNoWord
   void flush();                                   // insert the pending n-grams
+  template <class Table>
+  void flush_into(Table& tab);
   void at_end();
 
   std::string name_;
   uint64_t total_ = 0;
   bool size_known_ = false;
+  uint64_t expect_bytes_ = 0;
   std::shared_ptr<NGramLM> lm_;
   State state_ = State::kFindData;
   bool done_ = false;         // finish() was called, or a NUL byte was fed

@@ -21,43 +21,24 @@ void check_native_state(const LMState& s, int order, uint64_t num_ids, const cha
   }
 }
 
-void NGramLM::Table::reserve(size_t n) {
-  const size_t cap = capacity_for(n);
-  slots.assign(cap, Entry{0, 0.f, 0.f});
-  mask = cap - 1;
-}
-
-bool NGramLM::Table::insert(uint64_t key, float prob, float backoff) {
-  uint64_t i = key & mask;
-  while (true) {
-    Entry& e = slots[i];
-    if (e.key == 0) {
-      e = Entry{key, prob, backoff};
-      return true;
-    }
-    if (e.key == key) return false;
-    i = (i + 1) & mask;
-  }
-}
-
 uint32_t NGramLM::word_id(std::string_view word) const {
   auto it = vocab_map_.find(word);
   return it == vocab_map_.end() ? kUnk : it->second;
 }
 
-const NGramLM::Entry* NGramLM::find_ngram(const uint32_t* ids, int n) const {
-  if (n < 2) return nullptr;
-  return tables_[static_cast<size_t>(n) - 2].find(key_of(ids, n));
+const ProbBackoffRecord* NGramLM::find_middle(const uint32_t* ids, int n) const {
+  if (n < 2 || n >= order_) return nullptr;
+  return middle_[static_cast<size_t>(n) - 2].find(key_of(ids, n));
 }
 
 float NGramLM::backoff_score(const uint32_t* ids, int n) const {
   // log10 p(ids[n-1] | ids[0..n-1)) with backoff, from the tables as they are
   if (n == 1) return uni_prob_[ids[0]];
-  if (const Entry* e = find_ngram(ids, n)) return e->prob;
+  if (const ProbBackoffRecord* e = find_middle(ids, n)) return e->prob;
   float bo = 0.f;
   if (n - 1 == 1) {
     bo = uni_backoff_[ids[0]];
-  } else if (const Entry* c = find_ngram(ids, n - 1)) {
+  } else if (const ProbBackoffRecord* c = find_middle(ids, n - 1)) {
     bo = c->backoff;
   }
   return bo + backoff_score(ids + 1, n - 1);
@@ -71,7 +52,7 @@ void NGramLM::begin_sentence_state(LMState& s) const {
 
 float NGramLM::score(const LMState& in, uint32_t word, LMState& out) const {
   if (word >= uni_prob_.size()) word = kUnk;
-  // a context longer than the model's (checked where states enter; clamped here so tables_ is never overrun)
+  // a context longer than the model's (checked where states enter; clamped here so the tables are never overrun)
   const uint32_t in_len = std::min<uint32_t>(in.length, order_ > 1 ? static_cast<uint32_t>(order_ - 1) : 0);
   float prob = uni_prob_[word];
   out.words[0] = word;
@@ -81,14 +62,19 @@ float NGramLM::score(const LMState& in, uint32_t word, LMState& out) const {
   uint64_t key = first_key(word);
   for (uint32_t i = 0; i < in_len; ++i) {
     key = extend_key(key, in.words[i]);
-    const Entry* e = tables_[i].find(key);
-    if (!e) break;
-    prob = e->prob;
-    matched_ctx = i + 1;
     if (static_cast<int>(i) + 2 < order_) {
+      const ProbBackoffRecord* e = middle_[i].find(key);
+      if (!e) break;
+      prob = e->prob;
+      matched_ctx = i + 1;
       out.words[i + 1] = in.words[i];
       out.backoff[i + 1] = e->backoff;
       out_len = i + 2;
+    } else {
+      const ProbRecord* e = longest_.find(key);
+      if (!e) break;
+      prob = e->prob;
+      matched_ctx = i + 1;
     }
   }
   for (uint32_t i = matched_ctx; i < in_len; ++i) prob += in.backoff[i];
@@ -98,7 +84,8 @@ float NGramLM::score(const LMState& in, uint32_t word, LMState& out) const {
 
 size_t NGramLM::memory_bytes() const {
   size_t b = uni_prob_.size() * 8;
-  for (const auto& t : tables_) b += t.slots.size() * sizeof(Entry);
+  for (const auto& t : middle_) b += t.bytes();
+  b += longest_.bytes();
   for (const auto& w : vocab_) b += w.size() + 32;
   b += vocab_map_.size() * 48;
   return b;

@@ -1,7 +1,8 @@
 // Native n-gram language model: ARPA loading into hashed tables of integer word ids, backoff scoring.
 //
 // The layout follows the idea of KenLM's "probing" structure: one open-addressing table per order keyed by a
-// 64-bit hash of the word-id sequence (the sequence itself is not stored), probability and backoff as floats.
+// 64-bit hash of the word-id sequence (the sequence itself is not stored), probability and backoff as floats
+// (hash_table.hpp: 1.5 slots per n-gram, 16-byte records, 12 for the highest order, which has no backoffs).
 // Scores are log10, exactly as in the ARPA file, with standard backoff:
 //   log p(w | h) = log p(longest suffix of h, w) + sum of backoffs of the longer contexts that exist.
 #pragma once
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "hash_table.hpp"
 
 namespace w2vlm {
 
@@ -95,32 +97,8 @@ class NGramLM final : public LMBackend {
 
  private:
   friend class ArpaParser;
-  struct Entry {
-    uint64_t key;
-    float prob;
-    float backoff;
-  };
-  struct Table {
-    std::vector<Entry> slots;
-    uint64_t mask = 0;
-    // slots of a table sized for n entries: a power of two, load below 2/3
-    static size_t capacity_for(size_t n) {
-      size_t cap = 16;
-      while (cap < n * 3 / 2 + 1) cap <<= 1;
-      return cap;
-    }
-    void reserve(size_t n);
-    bool insert(uint64_t key, float prob, float backoff);  // false if the key was already present
-    const Entry* find(uint64_t key) const {
-      uint64_t i = key & mask;
-      while (true) {
-        const Entry& e = slots[i];
-        if (e.key == key) return &e;
-        if (e.key == 0) return nullptr;
-        i = (i + 1) & mask;
-      }
-    }
-  };
+  using MiddleTable = ProbingTable<ProbBackoffRecord>;
+  using LongestTable = ProbingTable<ProbRecord>;
 
   static uint64_t first_key(uint32_t w) {
     uint64_t k = mix64(static_cast<uint64_t>(w) + 1);
@@ -136,15 +114,18 @@ class NGramLM final : public LMBackend {
     for (int i = n - 2; i >= 0; --i) k = extend_key(k, ids[i]);
     return k;
   }
-  const Entry* find_ngram(const uint32_t* ids, int n) const;
-  float backoff_score(const uint32_t* ids, int n) const;  // log10 p(ids[n-1] | ids[0..n-1)) by backoff
+  // the n-gram ids[0..n) of a middle order (1 < n < order), or null
+  const ProbBackoffRecord* find_middle(const uint32_t* ids, int n) const;
+  // log10 p(ids[n-1] | ids[0..n-1)) by backoff, for n < order
+  float backoff_score(const uint32_t* ids, int n) const;
 
   int order_ = 0;
   uint32_t bos_ = 0, eos_ = 0;
   std::vector<std::string> vocab_;
   std::unordered_map<std::string_view, uint32_t> vocab_map_;
   std::vector<float> uni_prob_, uni_backoff_;
-  std::vector<Table> tables_;  // tables_[n - 2] holds the n-grams of order n >= 2
+  std::vector<MiddleTable> middle_;  // middle_[n - 2] holds the n-grams of order n, 1 < n < order
+  LongestTable longest_;             // the n-grams of the highest order (when it is above 1)
   std::vector<uint64_t> counts_;
   std::vector<std::string> warnings_;
 };

@@ -69,12 +69,19 @@ def load_ngram(path: str | os.PathLike[str], binary_backend: str = "native") -> 
 
 #: Bytes decompressed from a gzipped ARPA file and fed to the native parser at a time.
 GZ_BLOCK_BYTES = 4 << 20
+#: A gzipped ARPA file is expected to hold at most this many times its size in text (gzip -9 packs ARPA text 4-6
+#: times): up to that, the tables are sized by the file's counts at once; beyond it they grow as lines arrive.
+GZ_EXPECTED_RATIO = 16
 
 
 def load_gzipped_arpa(path: Path) -> _core.NGramLM:
     """Decompress a gzipped ARPA file block by block into the native parser: the text is never held whole (the
     parser keeps only the model and a line cut by a block's end; it runs with the GIL released)."""
-    parser = _core.ArpaParser(str(path))
+    try:
+        expect = min(path.stat().st_size * GZ_EXPECTED_RATIO, limits.MAX_LM_FILE_BYTES)
+    except OSError:
+        expect = 0
+    parser = _core.ArpaParser(str(path), expect_size=expect)
     total = 0
     try:
         with gzip.open(path, "rb") as f:
