@@ -2,6 +2,7 @@
 
     python bench/arpa_load.py --kenlm-python bench/.venv-anchors/bin/python lm3.arpa lm5.arpa.gz
     python bench/arpa_load.py --kenlm-python ... --before /path/to/other/checkout/.venv/bin/python lm3.arpa
+    python bench/arpa_load.py --kenlm-python ... lm5.w2vlm    # w2vlm's binary form against KenLM on lm5.arpa
 
 Each load runs in a fresh process (the Python running this script for w2vlm; --kenlm-python, an environment with
 the kenlm module, for KenLM; --before, optionally, another w2vlm build such as main's, to compare two versions),
@@ -63,9 +64,22 @@ def best(python: str, which: str, path: Path, repeats: int) -> dict:
     }
 
 
+def arpa_of(binary: Path) -> Path:
+    """The ARPA file a .w2vlm binary was converted from (beside it, same stem): KenLM's reference for it."""
+    for suffix in (".arpa", ".arpa.gz"):
+        if (cand := binary.with_suffix(suffix)).exists():
+            return cand
+    raise SystemExit(f"{binary}: no {binary.stem}.arpa(.gz) beside it for KenLM to load as the reference")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("files", nargs="+", type=Path, help="ARPA files (.arpa or .arpa.gz)")
+    ap.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="ARPA files (.arpa or .arpa.gz) or w2vlm binaries (.w2vlm: KenLM loads the ARPA file beside it)",
+    )
     ap.add_argument("--kenlm-python", required=True, help="a Python with the kenlm module")
     ap.add_argument("--before", help="a Python with another w2vlm build to compare (e.g. main's)")
     ap.add_argument("--repeats", type=int, default=2)
@@ -77,8 +91,9 @@ def main() -> None:
     )
     for f in args.files:
         size_mb = f.stat().st_size / 2**20
-        ken = best(args.kenlm_python, "kenlm", f, args.repeats)
-        loaders = [("w2vlm", sys.executable)] + ([("before", args.before)] if args.before else [])
+        binary = f.suffix == ".w2vlm"
+        ken = best(args.kenlm_python, "kenlm", arpa_of(f) if binary else f, args.repeats)
+        loaders = [("w2vlm", sys.executable)] + ([("before", args.before)] if args.before and not binary else [])
         rows = [(label, best(py, "w2vlm", f, args.repeats)) for label, py in loaders]
         for label, r in [*rows, ("kenlm", ken)]:
             print(

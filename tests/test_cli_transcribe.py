@@ -504,7 +504,8 @@ def test_unk_score_offset_reaches_the_lm(tiny_ctc_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "command", ["transcribe", "serve", "eval", "tune", "build-lm", "add-lm", "train", "visualize", "average"]
+    "command",
+    ["transcribe", "serve", "eval", "tune", "build-lm", "convert-lm", "add-lm", "train", "visualize", "average"],
 )
 def test_help_fits_80_columns_and_shows_flags_as_flags(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], terminal_width=80, env={"COLUMNS": "80"})

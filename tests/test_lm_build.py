@@ -431,6 +431,7 @@ def test_cli_build_lm(corpus: dict, tmp_path: Path) -> None:
             "64K",
             "-T",
             str(tmp_path / "spill"),
+            "--binary",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -438,6 +439,12 @@ def test_cli_build_lm(corpus: dict, tmp_path: Path) -> None:
     assert "spilled" in res.output and list((tmp_path / "spill").iterdir()) == []
     arpa = Arpa(out)
     assert arpa.order == 3 and (out.parent / "unigrams.txt").exists()
+    # --binary: lm.w2vlm beside it, the same model
+    from w2vlm.decoder import load_ngram
+
+    a, b = load_ngram(out), load_ngram(out.parent / "lm.w2vlm")
+    assert (a.vocab(), list(a.counts)) == (b.vocab(), list(b.counts)) and f"{out.parent / 'lm.w2vlm'}" in res.output
+    assert all(a.score(w) == b.score(w) for w in ("the a", "a the of", "zz the"))
     res = runner.invoke(app, ["build-lm", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "x.arpa")])
     assert res.exit_code == 1
     assert "does not exist" in res.output

@@ -39,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "kenlm"
-TARGETS = ("kenlm_binary", "arpa", "audio", "decoder")
+TARGETS = ("kenlm_binary", "arpa", "ngram_binary", "audio", "decoder")
 
 INTERESTING_INTS = [
     0,
@@ -283,6 +283,30 @@ def _run_arpa(data: bytes, rng: random.Random) -> None:
     _exercise_lm(streamed)
 
 
+def _ngram_binary_seeds() -> list[bytes]:
+    """w2vlm's binary form of the ARPA seeds (orders 2 and 4)."""
+    from w2vlm import _core
+
+    out = []
+    for i, text in enumerate(_arpa_seeds()):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, f"seed{i}.w2vlm")
+            _core.NGramLM.from_arpa_bytes(text, "seed.arpa").save_binary(path)
+            with open(path, "rb") as f:
+                out.append(f.read())
+    return out
+
+
+def _run_ngram_binary(data: bytes, rng: random.Random) -> None:
+    from w2vlm import _core
+
+    with tempfile.NamedTemporaryFile(suffix=".w2vlm") as f:
+        f.write(data)
+        f.flush()
+        lm = _core.NGramLM.from_binary_file(f.name)
+    _exercise_lm(lm)
+
+
 def _audio_seeds() -> list[bytes]:
     import numpy as np
     import soundfile as sf
@@ -404,6 +428,7 @@ def _run_selftest(data: bytes, rng: random.Random) -> None:
 TARGET_TABLE = {
     "kenlm_binary": Target("kenlm_binary", _kenlm_seeds, _run_kenlm, hot_region=(56, 400)),
     "arpa": Target("arpa", _arpa_seeds, _run_arpa, text=True),
+    "ngram_binary": Target("ngram_binary", _ngram_binary_seeds, _run_ngram_binary, hot_region=(0, 160)),
     "audio": Target("audio", _audio_seeds, _run_audio, hot_region=(0, 64)),
     "decoder": Target("decoder", _decoder_seeds, _run_decoder),
     "selftest": Target("selftest", _decoder_seeds, _run_selftest),

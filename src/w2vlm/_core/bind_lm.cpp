@@ -241,6 +241,21 @@ void bind_lm(nb::module_& m) {
             return load_guarded(name, [&] { return std::const_pointer_cast<NGramLM>(NGramLM::from_arpa(v, name)); });
           },
           "data"_a, "name"_a)
+      .def_static(
+          "from_binary_file",
+          [](const std::string& path) {
+            nb::gil_scoped_release r;
+            return load_guarded(path,
+                                [&] { return std::const_pointer_cast<NGramLM>(NGramLM::from_binary_file(path)); });
+          },
+          "path"_a, "Read a file written by save_binary (w2vlm's binary form: the tables as they are in memory).")
+      .def(
+          "save_binary",
+          [](const NGramLM& lm, const std::string& path) {
+            nb::gil_scoped_release r;
+            lm.save_binary(path);
+          },
+          "path"_a, "Write the model in w2vlm's binary form (read back by from_binary_file, no parsing).")
       .def_prop_ro("counts", &NGramLM::counts)
       .def_prop_ro("vocab_size", &NGramLM::vocab_size)
       .def_prop_ro("warnings", &NGramLM::warnings)

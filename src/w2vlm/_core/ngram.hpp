@@ -67,6 +67,13 @@ class NGramLM final : public LMBackend {
   static std::shared_ptr<NGramLM> from_arpa(std::string_view text, const std::string& name);
   // Reads the file in blocks: the whole text is never held.
   static std::shared_ptr<NGramLM> from_arpa_file(const std::string& path);
+  // w2vlm's binary form of a loaded model (ngram_binary.cpp): the tables as they are in memory, so loading is
+  // reading them back (and checking them), with no parsing or hashing. from_binary_file throws LMError naming
+  // the file, the field and what was expected for anything that is not such a file, complete and intact.
+  static std::shared_ptr<NGramLM> from_binary_file(const std::string& path);
+  void save_binary(const std::string& path) const;
+  // True if the file starts with the binary form's magic string.
+  static bool looks_like_binary(const std::string& path);
 
   int order() const override { return order_; }
   uint32_t bos() const override { return bos_; }

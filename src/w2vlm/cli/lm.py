@@ -144,6 +144,14 @@ def build_lm_command(
         int | None, typer.Option("--threads", help="Counting threads.  [default: CPU count, at most 4]")
     ] = None,
     temp_dir: TempDirOption = None,
+    binary: Annotated[
+        bool,
+        typer.Option(
+            "--binary",
+            help="Also write the LM in w2vlm's binary form beside the ARPA file (lm.arpa -> lm.w2vlm): it loads "
+            "in a fraction of the ARPA's time (w2vlm only; see convert-lm).",
+        ),
+    ] = False,
     quiet: LmQuietOption = False,
 ) -> None:
     """Build a modified Kneser-Ney n-gram LM (ARPA + unigrams.txt) from text, without KenLM."""
@@ -173,6 +181,12 @@ def build_lm_command(
                 threads=threads,
                 temp_dir=temp_dir,
             )
+        binary_path = None
+        if binary:
+            from w2vlm.decoder.ngram_files import binary_path_for, convert_to_binary
+
+            binary_path = binary_path_for(stats.arpa_path)
+            convert_to_binary(stats.arpa_path, binary_path)
     except W2vlmError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -180,7 +194,39 @@ def build_lm_command(
         print_lm_stats(stats)
         if stats.spill_runs:
             print(f"counting spilled {stats.spill_runs} sorted runs to disk (budget --memory {memory})")
-        print(f"wrote {stats.arpa_path} and {stats.unigrams_path} in {stats.seconds:.1f} s")
+        also = f", {binary_path}" if binary_path else ""
+        print(f"wrote {stats.arpa_path}{also} and {stats.unigrams_path} in {stats.seconds:.1f} s")
+
+
+@app.command("convert-lm")
+def convert_lm_command(
+    source: Annotated[str, typer.Argument(help="ARPA file (.arpa or .arpa.gz).")],
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Binary file to write.  [default: SOURCE with the suffix .w2vlm]"),
+    ] = None,
+    quiet: LmQuietOption = False,
+) -> None:
+    """Write an ARPA LM in w2vlm's binary form: the tables as w2vlm holds them, read back with no parsing (a
+    5-gram of 20 M n-grams loads in under a second instead of 18 s on a 2-core machine). Only w2vlm reads it:
+    keep the ARPA file for KenLM and pyctcdecode."""
+    import time
+
+    from rich.console import Console
+
+    from w2vlm.decoder.ngram_files import binary_path_for, convert_to_binary
+    from w2vlm.errors import W2vlmError
+
+    target = output or str(binary_path_for(source))
+    t0 = time.perf_counter()
+    try:
+        lm = convert_to_binary(source, target)
+    except W2vlmError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if not quiet:
+        counts = "/".join(f"{c:,}" for c in lm.counts)
+        print(f"wrote {target} ({lm.order}-gram, {counts} n-grams) in {time.perf_counter() - t0:.1f} s")
 
 
 @app.command("add-lm")

@@ -13,7 +13,7 @@ from w2vlm.decoder.beams import OutputBeam, OutputBeamMPSafe
 from w2vlm.decoder.decoder import BeamSearchDecoderCTC, DecoderStream, build_ctcdecoder, load_alphabet_json
 from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel
 from w2vlm.decoder.logits import to_log_probs
-from w2vlm.decoder.ngram_files import load_kenlm_binary, load_ngram, load_unigrams
+from w2vlm.decoder.ngram_files import load_kenlm_binary, load_ngram, load_unigrams, save_ngram_binary
 
 __all__ = [
     "Alphabet",
@@ -30,6 +30,7 @@ __all__ = [
     "load_kenlm_binary",
     "load_ngram",
     "load_unigrams",
+    "save_ngram_binary",
     "to_log_probs",
     "verify_alphabet_coverage",
 ]
