@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the native core with AddressSanitizer + UndefinedBehaviorSanitizer (CMake option W2VLM_SANITIZE) in its own
-# virtual environment (.venv-asan, system site-packages, w2vlm editable) and run the C++-facing tests and a short
+# virtual environment (.venv-asan: the build tools, the core's dependencies and the test tools, w2vlm editable) and run the C++-facing tests and a short
 # fuzz run under it. Extra arguments go to pytest; W2VLM_FUZZ_SECONDS sets the fuzz time per target.
 #
 #   tools/sanitize.sh                    # build + tests
@@ -8,7 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-[ -x .venv-asan/bin/python ] || "$PY" -m venv --system-site-packages .venv-asan
+if [ ! -x .venv-asan/bin/python ]; then
+  "$PY" -m venv .venv-asan
+  .venv-asan/bin/pip install -q -c constraints.txt scikit-build-core nanobind numpy typer rich pytest hypothesis \
+    soundfile soxr av kenlm
+fi
 CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-2} .venv-asan/bin/pip install -q --no-deps --no-build-isolation -e . \
   -C cmake.define.W2VLM_SANITIZE=ON -C build-dir=build/asan
 # Python itself is not instrumented: the sanitizer runtimes must be loaded first
