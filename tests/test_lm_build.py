@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from w2vlm.errors import LanguageModelError
 from w2vlm.lm import allowed_chars_from_file, build_lm, normalize_text, unigrams_from_arpa
@@ -578,3 +580,20 @@ if given is not None:
         assert stats.ngram_counts == [arpa.declared[n] for n in range(1, order + 1)]
         assert_closed(arpa)
         assert_normalized(arpa, per_order=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab'z \t\r\n\x0b\x0c\x1c\x1f\x85\xa0é\u2028\u3000")), max_size=60))
+def test_native_word_reader_splits_as_str_split(text):
+    # build-lm's native reader: the words of str.split(), line by line ('\n' only), empty lines dropped
+    from w2vlm import _lmbuild
+    from w2vlm.lm.corpus import _tokenize
+
+    index = _lmbuild.WordIndex(["<unk>", "<s>", "</s>"])
+    ids, lens = _tokenize(text, index)
+    words = [w.decode("utf-8") for w in index.words()]
+    lines = [line.split() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    assert [len(line) for line in lines] == lens.tolist()
+    assert [words[i] for i in ids] == [w for line in lines for w in line]
+    assert len(set(words)) == len(words)

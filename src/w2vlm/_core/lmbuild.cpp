@@ -531,6 +531,10 @@ void write_section(const std::string& path, In1<uint64_t> keys, size_t count, bo
 
 }  // namespace
 
+namespace w2vlm_lmbuild {
+void bind_tokens(nb::module_& m);  // lmtokens.cpp: WordIndex
+}
+
 NB_MODULE(_lmbuild, m) {
   m.doc() = "w2vlm build-lm native passes: bounded-memory n-gram counting, joins, Kneser-Ney, ARPA writing";
   m.def("count_ngrams", &count_ngrams, "tokens"_a, "orders"_a, "bits"_a, "bos"_a, "budget"_a, "spill_prefix"_a,
@@ -542,4 +546,5 @@ NB_MODULE(_lmbuild, m) {
   m.def("write_section", &write_section, "path"_a, "keys"_a, "count"_a, "wide"_a, "order"_a, "bits"_a, "keep"_a,
         "pruned"_a, "log10_prob"_a, "log10_backoff"_a, "has_backoff"_a, "with_backoff"_a, "word_blob"_a,
         "word_offsets"_a);
+  w2vlm_lmbuild::bind_tokens(m);
 }

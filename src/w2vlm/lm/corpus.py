@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2vlm import _lmbuild
 from w2vlm.errors import LanguageModelError
 from w2vlm.lm.normalize import TextNormalizer
 
@@ -125,25 +126,18 @@ def _iter_chunks(path: Path, progress: ProgressFn | None, done_before: int, tota
         raise LanguageModelError(f"text file {path}: cannot be read ({e})") from None
 
 
-_LINE = "\x00"  # line-break marker word (NUL never reaches here: such files are rejected)
-
-
-def _tokenize(text: str, word_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Word ids (new words get the next ids) and the word count of every non-empty line of ``text``."""
-    words = text.replace("\n", " \x00 ").split()
-    new = set(words).difference(word_index)
-    new.discard(_LINE)
-    for w in new:  # raw ids; the vocabulary is renumbered by count (then alphabetically) afterwards
-        word_index[w] = len(word_index)
-    word_index[_LINE] = -1
-    try:
-        ids = np.fromiter(map(word_index.__getitem__, words), dtype=np.int32, count=len(words))
-    finally:
-        del word_index[_LINE]
-    breaks = np.flatnonzero(ids < 0)
-    bounds = np.concatenate(([-1], breaks, [len(ids)]))
-    lens = np.diff(bounds) - 1
-    return ids[ids >= 0], lens[lens > 0].astype(np.int64)
+def _tokenize(text: str, word_index: _lmbuild.WordIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Word ids (new words get the next ids; raw ids, the vocabulary is renumbered by count afterwards) and the
+    word count of every non-empty line of ``text``: ``str.split()``'s words, natively."""
+    if not text.isascii():
+        # Unicode whitespace (U+00A0, U+2028, ...) splits words as str.split() does; the native splitter knows
+        # only the ASCII kind, so such text is pre-split here
+        text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
+    data = text.encode("utf-8")
+    ids = np.empty(len(data) // 2 + 1, dtype=np.int32)
+    lens = np.empty(data.count(b"\n") + 1, dtype=np.int64)
+    n, m = word_index.tokenize(data, ids, lens)
+    return ids[:n].copy(), lens[:m].copy()
 
 
 def read_corpus(
@@ -173,7 +167,7 @@ def read_corpus(
     sizes = [_check_file(p) for p in files]
     total = sum(sizes)
 
-    word_index: dict[str, int] = {UNK: UNK_ID, BOS: BOS_ID, EOS: EOS_ID}
+    word_index = _lmbuild.WordIndex([UNK, BOS, EOS])
     id_chunks: list[np.ndarray] = []
     len_chunks: list[np.ndarray] = []
     done = 0
@@ -214,8 +208,8 @@ def read_corpus(
 
     ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int32)
     lens = np.concatenate(len_chunks) if len_chunks else np.zeros(0, np.int64)
-    n_types = len(word_index)
-    raw_words = list(word_index.keys())
+    raw_words = [w.decode("utf-8") for w in word_index.words()]
+    n_types = len(raw_words)
     raw_counts = np.bincount(ids, minlength=n_types).astype(np.int64)
 
     if vocab is not None:
