@@ -2,7 +2,8 @@
 
 Builds one long utterance (default 60 minutes at 50 frames/s) by concatenating simulated emissions, feeds it
 to ``decoder.stream()`` one second at a time, and prints the process RSS after 1, 5, 15, 30 and 60 minutes of
-audio, then decodes the same matrix in one call and compares the transcripts.
+audio, then decodes the same matrix with ``decode()`` and compares the transcripts; then streams each of the
+100 benchmark utterances on its own and counts the texts equal to ``decode()``'s.
 
     python bench/streaming.py [--minutes 60] [--lm .data/lm/bench_3gram.arpa]
 """
@@ -73,12 +74,20 @@ def main() -> None:
     streamed = stream.finalize()[0].text
     t_stream = time.perf_counter() - t0
     t0 = time.perf_counter()
-    whole = decoder.decode_beams(logits)[0].text
+    whole = decoder.decode(logits)
     t_whole = time.perf_counter() - t0
     first, last = rss[min(rss)], rss[max(rss)]
     print(f"streamed in {t_stream:.1f} s ({total / t_stream:,.0f} frames/s); whole matrix in {t_whole:.1f} s")
     print(f"RSS growth from {min(rss) / fps / 60:g} min to {max(rss) / fps / 60:g} min: {last - first:+.0f} MiB")
-    print(f"streamed transcript == whole-matrix transcript: {streamed == whole} ({len(whole.split()):,} words)")
+    print(f"streamed transcript == decode() of the whole matrix: {streamed == whole} ({len(whole.split()):,} words)")
+    # each benchmark utterance on its own, fed in chunks: stream()'s defaults give decode()'s text
+    same = 0
+    for x in em.logits:
+        s = decoder.stream()
+        for a in range(0, len(x), args.chunk_frames):
+            s.feed(x[a : a + args.chunk_frames])
+        same += s.finalize()[0].text == decoder.decode(x)
+    print(f"per utterance, streamed text == decode(): {same}/{len(em.logits)}")
 
 
 if __name__ == "__main__":
