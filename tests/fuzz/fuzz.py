@@ -231,14 +231,19 @@ def _kenlm_seeds() -> list[bytes]:
     return [p.read_bytes() for p in sorted(DATA.glob("*.bin"))]
 
 
+def _exercise_lm_file(data: bytes, suffix: str, load: Callable[[str], object]) -> None:
+    """`data` written to a file named *suffix, loaded by `load(path)`, then exercised."""
+    with tempfile.NamedTemporaryFile(suffix=suffix) as f:
+        f.write(data)
+        f.flush()
+        lm = load(f.name)
+    _exercise_lm(lm)
+
+
 def _run_kenlm(data: bytes, rng: random.Random) -> None:
     from w2vlm import _core
 
-    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
-        f.write(data)
-        f.flush()
-        lm = _core.KenlmBinaryLM.from_file(f.name)
-    _exercise_lm(lm)
+    _exercise_lm_file(data, ".bin", _core.KenlmBinaryLM.from_file)
 
 
 def _arpa_seeds() -> list[bytes]:
@@ -300,11 +305,7 @@ def _ngram_binary_seeds() -> list[bytes]:
 def _run_ngram_binary(data: bytes, rng: random.Random) -> None:
     from w2vlm import _core
 
-    with tempfile.NamedTemporaryFile(suffix=".w2vlm") as f:
-        f.write(data)
-        f.flush()
-        lm = _core.NGramLM.from_binary_file(f.name)
-    _exercise_lm(lm)
+    _exercise_lm_file(data, ".w2vlm", _core.NGramLM.from_binary_file)
 
 
 def _audio_seeds() -> list[bytes]:
