@@ -94,7 +94,7 @@ LmFileOption = Annotated[
     str | None,
     typer.Option(
         "--lm",
-        help="N-gram LM file (.arpa, .arpa.gz, or KenLM .bin) replacing the model's own; a unigrams.txt "
+        help="N-gram LM file (.arpa, .arpa.gz, w2vlm .w2vlm or KenLM .bin) replacing the model's own; a unigrams.txt "
         "beside it is used.  [default: the model's language_model/]",
     ),
 ]
