@@ -19,6 +19,12 @@ struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Weights a binary LM file may hold for an n-gram: a log10 probability that is not NaN or +inf (-inf is allowed)
+// and a finite backoff. Anything else is a damaged file.
+inline bool valid_weights(float prob, float backoff) {
+  return !std::isnan(prob) && prob != std::numeric_limits<float>::infinity() && std::isfinite(backoff);
+}
+
 // Overflow-checked arithmetic on sizes read from files: false when the result does not fit.
 inline bool checked_mul(uint64_t a, uint64_t b, uint64_t& out) { return !__builtin_mul_overflow(a, b, &out); }
 inline bool checked_add(uint64_t a, uint64_t b, uint64_t& out) { return !__builtin_add_overflow(a, b, &out); }

@@ -58,14 +58,12 @@ class ProbingTable {
 
   // The slots as stored (a binary file is written from them).
   const std::vector<Record>& slots() const { return slots_; }
-  // Takes `slots` (exactly slots_for(capacity) of them, as slots() gave) as the table; returns the records it holds.
-  // The caller checks that count: with fewer records than slots, every probe ends at an empty slot.
-  uint64_t adopt(std::vector<Record>&& slots, uint64_t capacity) {
+  // Takes `slots` (exactly slots_for(capacity) of them, as slots() gave) as the table, holding `size` records: the
+  // caller has counted them (with fewer records than slots, every probe ends at an empty slot).
+  void adopt(std::vector<Record>&& slots, uint64_t capacity, uint64_t size) {
     slots_ = std::move(slots);
     capacity_ = capacity;
-    size_ = 0;
-    for (const Record& r : slots_) size_ += r.key != 0;
-    return size_;
+    size_ = size;
   }
 
   // Adds `r` unless its key is present (returns false then). The table must have room (size() < capacity()).

@@ -1,9 +1,7 @@
 // KenLM binary files, the lookup half: word ids, the probing tables' and the trie's searches, and scoring the
 // way KenLM scores (kenlm_binary.cpp opens and checks the file and lays out the structures these read).
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <limits>
 #include <sstream>
 
 #include "kenlm_binary.hpp"
@@ -15,7 +13,7 @@ using namespace kenlm_format;
 
 // (here, beside the lookups that call it for every record they read)
 void KenlmBinaryLM::check_weights(float prob, float backoff, int order, uint64_t where) const {
-  if (std::isnan(prob) || prob == std::numeric_limits<float>::infinity() || !std::isfinite(backoff)) {
+  if (!valid_weights(prob, backoff)) {
     std::ostringstream os;
     os << "damaged KenLM binary file: a " << order << "-gram record (at byte " << where
        << ") has log10 probability " << prob << " and backoff " << backoff

@@ -13,10 +13,8 @@
 // against the file's, the words (unique, <unk> first), the weights (no NaN or +inf probability, finite backoffs)
 // and each table's record count (the stored one; fewer than its slots, so that every probe ends).
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <sstream>
 #include <sys/stat.h>
@@ -33,7 +31,6 @@ constexpr size_t kMagicSize = sizeof(kMagic) - 1;
 static_assert(kMagicSize == 16, "the magic string is 16 bytes");
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kByteOrder = 0x01020304;
-constexpr uint64_t kFixedHeader = kMagicSize + 6 * 4 + 2 * 8;
 
 uint64_t padded8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
@@ -103,7 +100,7 @@ class Reader {
 };
 
 void check_weight_pair(const Reader& r, float prob, float backoff, int order, uint64_t index) {
-  if (std::isnan(prob) || prob == std::numeric_limits<float>::infinity() || !std::isfinite(backoff)) {
+  if (!valid_weights(prob, backoff)) {
     std::ostringstream os;
     os << "record " << index << " of the " << order << "-grams has log10 probability " << prob << " and backoff "
        << backoff << "; expected a probability that is not NaN or +inf and a finite backoff";
@@ -116,23 +113,24 @@ void read_table(Reader& r, Table& table, uint64_t capacity, uint64_t records, in
   const std::string what = std::to_string(order) + "-gram table";
   const uint64_t slots = Table::slots_for(capacity);
   std::vector<Record> data = r.array<Record>(slots, what.c_str());
-  const uint64_t held = table.adopt(std::move(data), capacity);
+  // one pass: the weights of every record, and their number
+  uint64_t held = 0;
+  for (uint64_t i = 0; i < data.size(); ++i) {
+    const Record& rec = data[i];
+    if (!rec.key) continue;
+    ++held;
+    if constexpr (std::is_same_v<Record, ProbBackoffRecord>)
+      check_weight_pair(r, rec.prob, rec.backoff, order, i);
+    else
+      check_weight_pair(r, rec.prob, 0.f, order, i);
+  }
   if (held != records || records > capacity) {
     std::ostringstream os;
     os << "the " << what << " holds " << held << " records but its header says " << records << " (capacity "
        << capacity << ")";
     r.fail(os.str());
   }
-  uint64_t i = 0;
-  for (const Record& rec : table.slots()) {
-    if (rec.key) {
-      if constexpr (std::is_same_v<Record, ProbBackoffRecord>)
-        check_weight_pair(r, rec.prob, rec.backoff, order, i);
-      else
-        check_weight_pair(r, rec.prob, 0.f, order, i);
-    }
-    ++i;
-  }
+  table.adopt(std::move(data), capacity, held);
 }
 
 }  // namespace
@@ -221,9 +219,11 @@ void NGramLM::save_binary(const std::string& path) const {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw LMError(path + ": cannot create the file: " + std::strerror(errno));
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, std::fclose);
+  uint64_t written = 0;
   auto put = [&](const void* data, uint64_t bytes) {
     if (bytes && std::fwrite(data, 1, static_cast<size_t>(bytes), f) != bytes)
       throw LMError(path + ": cannot write the binary n-gram file: " + std::strerror(errno));
+    written += bytes;
   };
   auto put32 = [&](uint32_t v) { put(&v, 4); };
   auto put64 = [&](uint64_t v) { put(&v, 8); };
@@ -250,10 +250,8 @@ void NGramLM::save_binary(const std::string& path) const {
   put(uni_prob_.data(), uni_prob_.size() * sizeof(float));
   put(uni_backoff_.data(), uni_backoff_.size() * sizeof(float));
   for (const std::string& w : vocab_) put(w.c_str(), w.size() + 1);
-  const uint64_t offset = kFixedHeader + 8 * static_cast<uint64_t>(order_) + 16 * (static_cast<uint64_t>(order_) - 1) +
-                          8 * static_cast<uint64_t>(vocab_.size()) + word_bytes;
   const char zeros[8] = {};
-  put(zeros, padded8(offset) - offset);
+  put(zeros, padded8(written) - written);
   for (const MiddleTable& t : middle_) put(t.slots().data(), t.slots().size() * sizeof(ProbBackoffRecord));
   if (order_ > 1) put(longest_.slots().data(), longest_.slots().size() * sizeof(ProbRecord));
   if (std::fflush(f) != 0 || std::ferror(f))
