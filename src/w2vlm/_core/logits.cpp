@@ -1,6 +1,7 @@
 #include "logits.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -38,10 +39,71 @@ T log_fallback(T a) {
   return std::log(a);
 }
 
-template <class T>
-void vexp(const T* in, T* out, size_t n) {
-  unary(g_kernels.exp[kIndex<T>], in, out, n, &exp_fallback<T>);
+// exp of float32 values, four at a time (plain SSE2 on x86-64 is fast enough: 0.3 ns a value, no FMA, so the
+// same bits on every x86-64 CPU): Cody-Waite reduction x = k ln2 + r (|r| <= ln2/2), Cephes' polynomial
+// for e^r, scaled by 2^k in two halves so that subnormal results are rounded once; at most 1 ulp from the true
+// value (numpy's float32 exp is a scalar libm call on many CPUs, and was a third of the decoding time with 1,000
+// labels). Below -110 (-inf included) gives 0, above 88.8 +inf; no NaN reaches it (scan_logits). F is a float
+// type or a vector of floats, I the integers of the same shape: one algorithm for vectors and for single values.
+template <class F, class I>
+inline void exp_lanes(F& x) {
+  x = x < -110.0f ? F{} - 110.0f : x;
+  x = x > 88.8f ? F{} + 88.8f : x;
+  // round x / ln2 to the nearest integer by adding 1.5 * 2^23: the integer is then the low bits of the sum
+  const F shifted = x * 1.44269504088896341f + 12582912.0f;
+  const F k = shifted - 12582912.0f;
+  I ki;
+  std::memcpy(&ki, &shifted, sizeof ki);
+  ki = ki - 0x4B400000;
+  F r = x - k * 0.693359375f;  // ln2's high part has 10 bits: k times it is exact
+  r = r - k * -2.12194440e-4f;
+  F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = (p * (r * r) + r) + 1.0f;
+  const I k1 = ki >> 1, k2 = ki - k1;
+  const I b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;
+  F s1, s2;
+  std::memcpy(&s1, &b1, sizeof s1);
+  std::memcpy(&s2, &b2, sizeof s2);
+  x = (p * s1) * s2;
 }
+
+#if defined(__GNUC__)
+// four lanes: the width of SSE2 and NEON registers, which GCC and Clang compile without emulation
+using F4 = float __attribute__((vector_size(16)));
+using I4 = int32_t __attribute__((vector_size(16)));
+__attribute__((noinline)) void exp_f32(const float* in, float* out, size_t n) {
+  // every value goes through the vector path (the last few through a padded copy): a value's result does not
+  // depend on where in the row it is
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    F4 x;
+    std::memcpy(&x, in + i, sizeof x);
+    exp_lanes<F4, I4>(x);
+    std::memcpy(out + i, &x, sizeof x);
+  }
+  if (i < n) {
+    F4 x = {};
+    std::memcpy(&x, in + i, (n - i) * sizeof(float));
+    exp_lanes<F4, I4>(x);
+    std::memcpy(out + i, &x, (n - i) * sizeof(float));
+  }
+}
+#else
+__attribute__((noinline)) void exp_f32(const float* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    float x = in[i];
+    exp_lanes<float, int32_t>(x);
+    out[i] = x;
+  }
+}
+#endif
+
+void vexp(const float* in, float* out, size_t n) { exp_f32(in, out, n); }
+void vexp(const double* in, double* out, size_t n) { unary(g_kernels.exp64, in, out, n, &exp_fallback<double>); }
 template <class T>
 void vlog(const T* in, T* out, size_t n) {
   unary(g_kernels.log[kIndex<T>], in, out, n, &log_fallback<T>);

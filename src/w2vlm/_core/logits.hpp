@@ -1,8 +1,9 @@
 // Raw model outputs to log-probabilities, natively: validation, pyctcdecode's probability check, log-softmax.
 //
-// The arithmetic is numpy's, kernel for kernel, so that results are the bits `to_log_probs` always gave (and,
-// for float64, pyctcdecode's): the element-wise exp and log and the row sums are numpy's own inner loops, taken
-// from numpy's ufuncs when the module is imported (numpy picks them for the CPU, SIMD included); maxima,
+// float64 is numpy's arithmetic, kernel for kernel, so that results are pyctcdecode's bits: the element-wise exp
+// and log and the row sums are numpy's own inner loops, taken from numpy's ufuncs when the module is imported
+// (numpy picks them for the CPU, SIMD included). float32 uses numpy's log and sums too, and w2vlm's vectorised
+// exp (at most 1 ulp from the true value; numpy's float32 exp is a scalar libm call on many CPUs). Maxima,
 // differences and clipping are exact operations. A float32 matrix is normalised in float32, a float64 one in
 // double. The caller's array is read in place (rows contiguous, any distance apart).
 #pragma once
@@ -19,9 +20,9 @@ struct UfuncKernel {
   UfuncLoop fn = nullptr;
   void* data = nullptr;
 };
-// [0]: float32, [1]: float64. Without them (numpy not found), libm and plain sums are used.
+// log and add: [0] float32, [1] float64; exp: float64 only. Without them (numpy not found), libm and plain sums.
 struct NumpyKernels {
-  UfuncKernel exp[2], log[2], add[2];
+  UfuncKernel exp64, log[2], add[2];
 };
 void set_numpy_kernels(const NumpyKernels& k);
 

@@ -1,8 +1,9 @@
 """Checking a matrix of logits or probabilities and turning it into log-probabilities, as pyctcdecode does.
 
-The values are checked and normalised natively (``_core.scan_logits``, ``_core.log_probs``: numpy's own exp,
-log and sum kernels, so the bits are what numpy computes); this module checks the shape and the type, and
-converts only what the native side does not read in place.
+The values are checked and normalised natively (``_core.scan_logits``, ``_core.log_probs``: for float64 numpy's
+own exp, log and sum kernels, so the bits are what numpy computes, pyctcdecode's; for float32 numpy's log and sum
+with w2vlm's vectorised exp, within rounding of numpy's); this module checks the shape and the type, and converts
+only what the native side does not read in place.
 """
 
 from __future__ import annotations
