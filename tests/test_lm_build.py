@@ -547,6 +547,19 @@ def test_memory_option() -> None:
             parse_memory(bad)
 
 
+def test_counting_tables_get_what_the_process_does_not_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--memory bounds the whole build while counting: the tables get the budget less what is resident (the corpus,
+    the interpreter) and the threads' buffers; a process already over the budget still counts, in an eighth."""
+    import w2vlm.lm.scalable as scalable
+
+    monkeypatch.setattr(scalable, "resident_bytes", lambda: 300 << 20)
+    assert scalable.counting_budget(1 << 30) == (1 << 30) - (300 << 20) - (32 << 20)
+    monkeypatch.setattr(scalable, "resident_bytes", lambda: 2 << 30)
+    assert scalable.counting_budget(1 << 30) == (1 << 30) // 8
+    monkeypatch.setattr(scalable, "resident_bytes", lambda: None)
+    assert scalable.counting_budget(1 << 30) == (1 << 30) - (32 << 20)
+
+
 try:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st

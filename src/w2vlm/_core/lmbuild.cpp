@@ -142,11 +142,14 @@ constexpr size_t kMaxMergeFan = 128;
 template <class K>
 class Counter {
  public:
-  Counter(int order, int bits, size_t budget, std::string spill_prefix)
+  // The table is made once, as large as the budget allows or as the input can fill at 70 % (no n-gram more
+  // distinct than the positions counted), whichever is smaller; it never grows (no rehash, no second table).
+  // Any size, not only powers of two: a slot is picked by multiply-shift.
+  Counter(int order, int bits, size_t budget, size_t n_tok, std::string spill_prefix)
       : order_(order), bits_(bits), prefix_(std::move(spill_prefix)) {
-    max_cap_ = 1024;
-    while (max_cap_ * 2 * sizeof(Entry<K>) <= budget) max_cap_ *= 2;
-    resize(std::min<size_t>(max_cap_, 1 << 16));
+    const size_t most = std::max<size_t>(budget / sizeof(Entry<K>), 1024);
+    cap_ = std::min(most, n_tok / 7 * 10 + 16);
+    table_.assign(cap_, Entry<K>{kEmpty, 0});
   }
 
   void count(const int32_t* tok, size_t n_tok, int32_t bos) {
@@ -216,7 +219,7 @@ class Counter {
   int order_, bits_;
   std::string prefix_;
   std::vector<Entry<K>> table_;
-  size_t cap_ = 0, used_ = 0, max_cap_ = 0, merged_ = 0;
+  size_t cap_ = 0, used_ = 0, merged_ = 0;
   std::vector<std::string> runs_;
 
   static size_t hash(K k) {
@@ -225,18 +228,8 @@ class Counter {
     return size_t(h ^ (h >> 29));
   }
 
-  void resize(size_t cap) {
-    std::vector<Entry<K>> old;
-    old.swap(table_);
-    table_.assign(cap, Entry<K>{kEmpty, 0});
-    cap_ = cap;
-    used_ = 0;
-    for (const auto& e : old)
-      if (e.key != kEmpty) insert(e.key, e.count);
-  }
-
   void insert(K key, uint64_t c) {
-    size_t i = hash(key) & (cap_ - 1);
+    size_t i = size_t((u128(hash(key)) * cap_) >> 64);
     while (true) {
       Entry<K>& e = table_[i];
       if (e.key == key) {
@@ -249,18 +242,13 @@ class Counter {
         ++used_;
         return;
       }
-      i = (i + 1) & (cap_ - 1);
+      if (++i == cap_) i = 0;
     }
   }
 
   void add(K key) {
     insert(key, 1);
-    if (used_ * 10 >= cap_ * 7) {
-      if (cap_ < max_cap_)
-        resize(cap_ * 2);
-      else
-        spill();
-    }
+    if (used_ * 10 >= cap_ * 7) spill();
   }
 
   size_t compact_sorted() {
@@ -323,12 +311,12 @@ std::vector<std::vector<size_t>> count_ngrams(In1<int32_t> tokens, std::vector<i
           int n = orders[k];
           std::string prefix = spill_prefix + std::to_string(n);
           if (n * bits <= 64) {
-            Counter<uint64_t> c(n, bits, share, prefix);
+            Counter<uint64_t> c(n, bits, share, n_tok, prefix);
             c.count(tok, n_tok, bos);
             result[k][0] = c.finish();
             result[k][1] = c.num_runs();
           } else if (n * bits <= 128) {
-            Counter<u128> c(n, bits, share, prefix);
+            Counter<u128> c(n, bits, share, n_tok, prefix);
             c.count(tok, n_tok, bos);
             result[k][0] = c.finish();
             result[k][1] = c.num_runs();

@@ -41,8 +41,8 @@ MemoryOption = Annotated[
     typer.Option(
         "--memory",
         "-S",
-        help="Memory budget of n-gram counting, like lmplz -S (e.g. 1G, 512M, 50%); when full, sorted runs "
-        "are spilled to --temp-dir and merged.",
+        help="Memory budget of the build, like lmplz -S (e.g. 1G, 512M, 50%): the counting tables get what "
+        "the process does not already hold; when full, sorted runs are spilled to --temp-dir and merged.",
     ),
 ]
 TempDirOption = Annotated[

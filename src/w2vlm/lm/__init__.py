@@ -110,9 +110,10 @@ def build_lm(
             to take them from; default lowercase a-z and the apostrophe.
         heldout_files: text to report the model's perplexity on (same normalization).
         progress: optional ``progress(stage, done, total)`` callback.
-        memory: the budget of the n-gram counting hash tables, like lmplz ``-S`` (``"1G"``, ``"512M"``,
-            ``"50%"`` of physical memory, or bytes); when full they are sorted and spilled to ``temp_dir`` and
-            merged afterwards. The estimate itself adds about 30-60 bytes per distinct n-gram.
+        memory: the build's memory budget, like lmplz ``-S`` (``"1G"``, ``"512M"``, ``"50%"`` of physical
+            memory, or bytes): the n-gram counting hash tables get what the process does not already hold, and
+            when full they are sorted and spilled to ``temp_dir`` and merged afterwards. The estimate after it
+            holds about 25-40 bytes per distinct n-gram (below the budget for the 5-gram of 20 M n-grams).
         threads: counting threads (default: the CPU count, at most 4).
         temp_dir: where spilled runs and the sorted tables go (default the system temp folder); removed after.
 

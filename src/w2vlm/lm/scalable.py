@@ -1,12 +1,12 @@
 """Interpolated modified Kneser-Ney with bounded counting memory: the estimator behind ``w2vlm build-lm``.
 
-The n-grams of each order are counted by the native module ``w2vlm._lmbuild`` in hash tables of at most
-``memory`` bytes (split among the threads); a full table is sorted and spilled to disk as a run, and the runs
-are merged into one sorted table per order (a file, mapped read-only). The estimate then works on these sorted
-tables with sequential joins (prefix and suffix indexes between orders), so besides the budget it holds a few
-numbers per distinct n-gram, not per running word. The formulas, the pruning rule and the output are those of
-:func:`w2vlm.lm.kneser_ney.estimate_kneser_ney`, which stays as the in-memory reference (and is used for
-n-grams too wide for 128-bit keys).
+The n-grams of each order are counted by the native module ``w2vlm._lmbuild`` in hash tables made once, of what
+the ``memory`` budget leaves beside what the process already holds (split among the threads); a full table is
+sorted and spilled to disk as a run, and the runs are merged into one sorted table per order (a file, mapped
+read-only while a step reads it). The estimate then works on these sorted tables with sequential joins (prefix
+and suffix indexes between orders), so it holds a few numbers per distinct n-gram, not per running word. The
+formulas, the pruning rule and the output are those of :func:`w2vlm.lm.kneser_ney.estimate_kneser_ney`, which
+stays as the in-memory reference (and is used for n-grams too wide for 128-bit keys).
 
 An n-gram w1..wn is a key ``w1 << (n-1)b | ... | wn`` with ``b`` bits a word id: a uint64 when ``n b <= 64``,
 else two uint64 (low half first). Sorted keys are n-grams in lexicographic ("context") order.
@@ -30,7 +30,8 @@ import numpy as np
 from w2vlm.errors import LanguageModelError
 from w2vlm.fileio import atomic_open, atomic_path
 from w2vlm.lm.corpus import BOS_ID, EOS_ID, Corpus, Vocabulary
-from w2vlm.lm.kneser_ney import LOG10_ZERO, NGramModel, NGramTable, kn_discounts, unigram_probs
+from w2vlm.lm.kneser_ney import FALLBACK_DISCOUNTS, LOG10_ZERO, NGramModel, NGramTable, kn_discounts, unigram_probs
+from w2vlm.memory import release_free_memory, resident_bytes
 
 __all__ = ["DEFAULT_MEMORY", "ScalableModel", "estimate_scalable", "parse_memory"]
 
@@ -64,17 +65,27 @@ def parse_memory(value: str | int) -> int:
 
 @dataclass
 class _Order:
-    """The sorted table of one order n >= 2 (rows in context order) and what the estimate adds to it."""
+    """The sorted table of one order n >= 2 (rows in context order, files in the spill folder) and what the
+    estimate adds to it. Keys and counts are mapped from their files only while a step reads them, so that their
+    pages do not stay in memory over the whole build."""
 
     n: int
-    keys: np.ndarray  # uint64 (m,) or (m, 2) when wide
-    count: np.ndarray  # uint64 raw counts
+    size: int
     wide: bool
+    folder: Path
     prefix: np.ndarray | None = None  # uint32 index of w1..w(n-1) in order n - 1
     suffix: np.ndarray | None = None  # uint32 index of w2..wn in order n - 1
 
+    def keys(self) -> np.ndarray:
+        """uint64 (m,) or (m, 2) when wide, mapped read-only."""
+        return _load(self.folder / f"o{self.n}.keys", self.size, self.wide)
+
+    def counts(self) -> np.ndarray:
+        """uint64 raw counts, mapped read-only."""
+        return _load(self.folder / f"o{self.n}.counts", self.size)
+
     def __len__(self) -> int:
-        return len(self.count)
+        return self.size
 
 
 @dataclass
@@ -119,11 +130,13 @@ class ScalableModel:
                 count = self.unigram_count[idx]
             else:
                 t = self.tables[n - 2]
-                low = t.keys[:, 0] if t.wide else t.keys
+                keys = t.keys()
+                low = keys[:, 0] if t.wide else keys
                 word = (np.asarray(low)[idx] & wmask).astype(np.int32)
+                del keys, low
                 assert new_prev is not None and t.prefix is not None
                 prefix = new_prev[t.prefix[idx].astype(np.int64)]
-                count = np.asarray(t.count)[idx].astype(np.int64)
+                count = np.asarray(t.counts())[idx].astype(np.int64)
             if n < self.order:
                 has = self.has_backoff[n - 1][idx]
                 lbo = self.log10_backoff[n - 1][idx]
@@ -163,7 +176,7 @@ class ScalableModel:
                 empty_f, empty_u8 = np.zeros(0), np.zeros(0, np.uint8)
                 _lmbuild.write_section(
                     str(plain),
-                    np.ascontiguousarray(t.keys).reshape(-1),
+                    np.ascontiguousarray(t.keys()).reshape(-1),
                     len(t),
                     t.wide,
                     n,
@@ -201,6 +214,19 @@ class ScalableModel:
         lines = [f"{p}\t{w}\t{b}\n" for p, w, b in zip(lp, words, bo)]
         lines[EOS_ID] = f"{lp[EOS_ID]}\t{words[EOS_ID]}\n"
         return "".join(lines)
+
+
+def counting_budget(memory: int) -> int:
+    """The bytes the counting hash tables may take of the build's ``memory``: what this process does not already
+    hold (the corpus, the interpreter; measured after giving the reading's freed buffers back to the system) less
+    32 MB for the counting threads' own buffers (output, merge readers); at least an eighth of ``memory``."""
+    release_free_memory()
+    held_bytes = resident_bytes() or 0
+    budget = max(memory - held_bytes - (32 << 20), memory // 8)
+    logger.info(
+        "counting tables: %d MB of the %d MB budget (%d MB resident)", budget >> 20, memory >> 20, held_bytes >> 20
+    )
+    return budget
 
 
 def _load(path: Path, count: int, wide: bool = False) -> np.ndarray:
@@ -248,9 +274,12 @@ def estimate_scalable(
     tokens = np.ascontiguousarray(corpus.tokens, dtype=np.int32)
     count1 = np.bincount(tokens, minlength=v).astype(np.int64)
     orders = list(range(order, 1, -1))
+    tables_budget = counting_budget(memory)
     try:
         sizes = (
-            _lmbuild.count_ngrams(tokens, orders, bits, BOS_ID, memory, str(spill_dir / "o"), threads) if orders else []
+            _lmbuild.count_ngrams(tokens, orders, bits, BOS_ID, tables_budget, str(spill_dir / "o"), threads)
+            if orders
+            else []
         )
     except (OSError, RuntimeError) as e:
         raise LanguageModelError(f"counting n-grams in {spill_dir}: {e}") from None
@@ -259,24 +288,24 @@ def estimate_scalable(
     for n in range(2, order + 1):
         size = int(sizes[orders.index(n)][0])
         wide = n * bits > 64
-        tables.append(
-            _Order(n, _load(spill_dir / f"o{n}.keys", size, wide), _load(spill_dir / f"o{n}.counts", size), wide)
-        )
+        tables.append(_Order(n, size, wide, spill_dir))
     if progress is not None:
         progress(1, 4)
     # Prefix and suffix indexes into the order below.
     wmask = np.uint64((1 << bits) - 1)
     for t in tables:
         if t.n == 2:
-            t.prefix = (np.asarray(t.keys) >> np.uint64(bits)).astype(np.uint32)
-            t.suffix = (np.asarray(t.keys) & wmask).astype(np.uint32)
+            keys = np.asarray(t.keys())
+            t.prefix = (keys >> np.uint64(bits)).astype(np.uint32)
+            t.suffix = (keys & wmask).astype(np.uint32)
+            del keys
             continue
         low = tables[t.n - 3]
         for suffix in (False, True):
             out = np.empty(len(t), np.uint32)
             _lmbuild.lower_index(
-                np.ascontiguousarray(t.keys).reshape(-1), len(t), t.wide,
-                np.ascontiguousarray(low.keys).reshape(-1), len(low), low.wide,
+                np.ascontiguousarray(t.keys()).reshape(-1), len(t), t.wide,
+                np.ascontiguousarray(low.keys()).reshape(-1), len(low), low.wide,
                 t.n, bits, suffix, out, threads,
             )  # fmt: skip
             if suffix:
@@ -286,28 +315,39 @@ def estimate_scalable(
     if progress is not None:
         progress(2, 4)
 
-    # Adjusted counts: raw for the top order and for n-grams starting with <s>, else continuation counts.
+    # Adjusted counts: raw for the top order (read from its file when its probabilities are computed) and for
+    # n-grams starting with <s>, else continuation counts; uint64 throughout (the native pass reads them as
+    # they are). Pruning thresholds are applied to the raw counts on the way.
     sizes_by_order = [v] + [len(t) for t in tables]
     bos_start = [np.arange(v) == BOS_ID]
     for t in tables:
         assert t.prefix is not None
         bos_start.append(bos_start[-1][t.prefix])
-    raw = [count1] + [np.asarray(t.count) for t in tables]
-    adjusted: list[np.ndarray] = [np.zeros(0, np.int64)] * order
-    adjusted[order - 1] = raw[order - 1].astype(np.int64)
-    for n in range(order - 1, 0, -1):
-        suf = tables[n - 1].suffix
-        assert suf is not None
-        cont = np.bincount(suf, minlength=sizes_by_order[n - 1]).astype(np.int64)
-        adjusted[n - 1] = np.where(bos_start[n - 1], raw[n - 1].astype(np.int64), cont)
-    del bos_start
-    adjusted[0][BOS_ID] = 0  # <s> is never predicted
-    discounts = [kn_discounts(adjusted[n - 1], n)[0] for n in range(1, order + 1)]
-
-    # Pruning: thresholds, then closure under prefix and suffix from the top order down.
+    pruned = any(thresholds[n - 1] > 0 for n in range(2, order + 1))
     keep: list[np.ndarray | None] = [None] * order
-    if any(thresholds[n - 1] > 0 for n in range(2, order + 1)):
-        keep = [None] + [raw[n - 1] > thresholds[n - 1] for n in range(2, order + 1)]
+    adjusted: list[np.ndarray | None] = [None] * order
+    discounts: list[tuple[float, float, float]] = [FALLBACK_DISCOUNTS] * order
+    for n in range(order, 0, -1):
+        raw = np.asarray(tables[n - 2].counts()) if n > 1 else count1.astype(np.uint64)
+        if pruned and n > 1:
+            keep[n - 1] = raw > thresholds[n - 1]
+        if n == order:
+            adj = raw
+        else:
+            suf = tables[n - 1].suffix
+            assert suf is not None
+            cont = np.bincount(suf, minlength=sizes_by_order[n - 1]).astype(np.uint64)
+            adj = np.where(bos_start[n - 1], raw, cont)
+            del cont
+        if n == 1:
+            adj[BOS_ID] = 0  # <s> is never predicted
+        discounts[n - 1] = kn_discounts(adj.view(np.int64), n)[0]
+        adjusted[n - 1] = None if n == order > 1 else adj
+        del raw, adj
+    del bos_start
+
+    # Pruning: closure under prefix and suffix from the top order down.
+    if pruned:
         for n in range(order, 2, -1):
             t = tables[n - 2]
             k = keep[n - 1]
@@ -319,7 +359,8 @@ def estimate_scalable(
         progress(3, 4)
 
     # Probabilities bottom up (linear domain, float64).
-    prob = unigram_probs(adjusted[0], discounts[0])
+    assert adjusted[0] is not None
+    prob = unigram_probs(adjusted[0].view(np.int64), discounts[0])
     log10_prob: list[np.ndarray] = []
     log10_backoff: list[np.ndarray] = []
     has_backoff: list[np.ndarray] = []
@@ -336,10 +377,14 @@ def estimate_scalable(
         bo = np.ones(m_prev)
         has = np.zeros(m_prev, np.uint8)
         keep_u8 = np.zeros(0, np.uint8) if k is None else k.view(np.uint8)
+        adj = adjusted[n - 1]
         _lmbuild.interpolate(
-            t.prefix, t.suffix, adjusted[n - 1].astype(np.uint64), keep_u8, k is not None,
+            t.prefix, t.suffix, np.asarray(t.counts()) if adj is None else adj, keep_u8, k is not None,
             d[0], d[1], d[2], prob, p_n, bo, has,
         )  # fmt: skip
+        del adj
+        adjusted[n - 1] = None
+        t.suffix = None  # only the estimate needs it
         has_b = has.astype(bool)
         log10_backoff.append(np.where(has_b, np.log10(np.maximum(bo, 1e-300)), 0.0))
         has_backoff.append(has_b)
@@ -348,9 +393,8 @@ def estimate_scalable(
         sel = lp if k is None else lp[k]
         if not np.all(np.isfinite(sel)) or np.any(sel > 1e-9):
             raise AssertionError(f"order {n}: invalid probabilities {sel[~np.isfinite(sel) | (sel > 1e-9)][:5]}")
-        log10_prob.append(np.minimum(lp, 0.0))
+        log10_prob.append(np.minimum(lp, 0.0, out=lp))
         prob = p_n
-        adjusted[n - 1] = np.zeros(0, np.int64)
     lp1 = log10_prob[0]
     bad = (lp1 != LOG10_ZERO) & (~np.isfinite(lp1) | (lp1 > 1e-9))
     if bad.any():

@@ -4,44 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from w2vlm.memory import release_free_memory, resident_memory_gb
+
+__all__ = ["release_after_loading", "release_free_memory", "resident_memory_gb", "within_memory"]
+
 logger = logging.getLogger("w2vlm.train")
-
-
-def resident_memory_gb() -> float | None:
-    """This process's resident anonymous memory in GB (heap and the like; not memory-mapped files, which the
-    system can reclaim), from ``/proc/self/status``; None where that is not available."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024 / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def release_free_memory() -> str | None:
-    """Hand the allocator's free pages back to the system: all of jemalloc's arenas when the process runs under
-    jemalloc (``LD_PRELOAD``; needed when its page decay is off), else glibc's ``malloc_trim``. Returns which
-    allocator did it, or None when neither is there."""
-    import ctypes
-
-    try:
-        process = ctypes.CDLL(None)
-    except (OSError, TypeError):  # TypeError: no handle for the process itself (Windows)
-        return None
-    mallctl = getattr(process, "mallctl", None)
-    if mallctl is not None:
-        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-        all_arenas = 4096  # MALLCTL_ARENAS_ALL
-        if mallctl(f"arena.{all_arenas}.purge".encode(), None, None, None, 0) == 0:
-            return "jemalloc"
-    malloc_trim = getattr(process, "malloc_trim", None)
-    if malloc_trim is not None:
-        malloc_trim.argtypes = [ctypes.c_size_t]
-        malloc_trim(0)
-        return "glibc"
-    return None
 
 
 def release_after_loading() -> None:
