@@ -172,20 +172,16 @@ def _root(
 
 
 @contextlib.contextmanager
-def model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
-    """Set-up shared by the commands that run a model: quiet hub progress bars, passive OpenMP waiting, and
-    w2vlm's log records shown on stderr (at ``level``) while the command runs."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the hub's download bars (model loading: model.py)
-    # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
-    # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def log_records_to(err: object, level: int = logging.WARNING, show_time: bool = False) -> Iterator[None]:
+    """w2vlm's log records shown on stderr (at ``level``, with the time of day when ``show_time``) while a command
+    runs, unless a handler is already there; the handler and the level are taken back after it."""
     log = logging.getLogger("w2vlm")
     handler = None
     before = log.level
     if not log.handlers:
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=err, show_path=False, show_time=False, level=level)  # type: ignore[arg-type]
+        handler = RichHandler(console=err, show_path=False, show_time=show_time, level=level)  # type: ignore[arg-type]
         log.addHandler(handler)
         if log.getEffectiveLevel() > level:
             log.setLevel(level)
@@ -195,6 +191,18 @@ def model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
         if handler is not None:
             log.removeHandler(handler)
             log.setLevel(before)
+
+
+@contextlib.contextmanager
+def model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
+    """Set-up shared by the commands that run a model: quiet hub progress bars, passive OpenMP waiting, and
+    w2vlm's log records shown on stderr (at ``level``) while the command runs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the hub's download bars (model loading: model.py)
+    # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
+    # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    with log_records_to(err, level):
+        yield
 
 
 def lm_processor(

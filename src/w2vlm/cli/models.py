@@ -12,6 +12,7 @@ from w2vlm.cli.app import (
     DeviceOption,
     ManifestArgument,
     app,
+    log_records_to,
 )
 
 
@@ -145,16 +146,11 @@ def train_command(
     from pathlib import Path
 
     from rich.console import Console
-    from rich.logging import RichHandler
 
     from w2vlm.errors import W2vlmError
     from w2vlm.train import TrainConfig, parse_config_overrides, train
 
     err = Console(stderr=True)
-    log = logging.getLogger("w2vlm")
-    if not log.handlers:
-        log.addHandler(RichHandler(console=err, show_path=False))
-        log.setLevel(logging.INFO)
     try:
         overrides = parse_config_overrides(config_settings or [])
     except W2vlmError as e:
@@ -193,7 +189,8 @@ def train_command(
         progress=not quiet and sys.stderr.isatty(),
     )
     try:
-        result = train(cfg)
+        with log_records_to(err, logging.INFO, show_time=True):
+            result = train(cfg)
     except W2vlmError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
