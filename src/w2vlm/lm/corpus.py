@@ -208,6 +208,7 @@ def read_corpus(
 
     ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int32)
     lens = np.concatenate(len_chunks) if len_chunks else np.zeros(0, np.int64)
+    del id_chunks, len_chunks  # one copy of the words, not two
     raw_words = [w.decode("utf-8") for w in word_index.words()]
     n_types = len(raw_words)
     raw_counts = np.bincount(ids, minlength=n_types).astype(np.int64)
@@ -216,7 +217,8 @@ def read_corpus(
         index = vocab.index()
         remap = np.asarray([index.get(w, UNK_ID) for w in raw_words], dtype=np.int32)
         remap[BOS_ID], remap[EOS_ID] = BOS_ID, EOS_ID
-        return _assemble(remap[ids], lens, list(vocab.words))
+        np.take(remap, ids, out=ids)
+        return _assemble(ids, lens, list(vocab.words))
 
     # Renumber: specials first, then words by decreasing count (ties alphabetical), cut at vocab_limit.
     word_ids = np.arange(3, n_types)
@@ -227,7 +229,8 @@ def read_corpus(
     remap[BOS_ID], remap[EOS_ID] = BOS_ID, EOS_ID
     remap[np.asarray(order, dtype=np.int64)] = np.arange(3, 3 + len(order), dtype=np.int32)
     words = [UNK, BOS, EOS] + [raw_words[i] for i in order]
-    return _assemble(remap[ids], lens, words)
+    np.take(remap, ids, out=ids)  # in place: the renumbered ids replace the raw ones
+    return _assemble(ids, lens, words)
 
 
 def _assemble(ids: np.ndarray, lens: np.ndarray, words: list[str]) -> Corpus:
