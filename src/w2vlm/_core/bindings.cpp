@@ -33,7 +33,8 @@ void set_error(const char* cls_name, const char* msg) {
 }
 
 // numpy's log and add loops for float32 and float64 and its float64 exp, so that the native log-softmax computes
-// numpy's bits in float64 (numpy chose them for this CPU). Checked against numpy on a few values; on any doubt, libm is used instead.
+// numpy's bits in float64 (numpy chose them for this CPU). Checked against numpy on a few values; on any doubt,
+// libm is used instead.
 bool load_numpy_kernels() {
   try {
     nb::module_ np = nb::module_::import_("numpy");

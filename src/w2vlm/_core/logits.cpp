@@ -39,6 +39,28 @@ T log_fallback(T a) {
   return std::log(a);
 }
 
+#if defined(__GNUC__)
+#define W2VLM_ALWAYS_INLINE __attribute__((always_inline)) inline
+// vectors of 16 bytes (the width of SSE2 and NEON registers, which GCC and Clang compile without emulation); the
+// attribute has to name a concrete type, not a template parameter
+template <class T>
+struct Vec16;
+template <>
+struct Vec16<float> {
+  using type = float __attribute__((vector_size(16)));
+};
+template <>
+struct Vec16<double> {
+  using type = double __attribute__((vector_size(16)));
+};
+template <>
+struct Vec16<int32_t> {
+  using type = int32_t __attribute__((vector_size(16)));
+};
+#else
+#define W2VLM_ALWAYS_INLINE inline
+#endif
+
 // exp of float32 values, a vector at a time: Cody-Waite reduction x = k ln2 + r (|r| <= ln2/2), Cephes' polynomial
 // for e^r, scaled by 2^k in two halves so that subnormal results are rounded once; at most 1 ulp from the true
 // value. numpy's float32 exp took ~4 ns a value on the 2-core VM of the benchmarks and was a third of the decoding
@@ -46,12 +68,6 @@ T log_fallback(T a) {
 // chosen at run time; FMA rounds once where SSE2 rounds twice, so the last bit may differ between the two kinds of
 // CPU). Below -110 (-inf included) gives 0, above 88.8 +inf; no NaN reaches it (scan_logits). F is a float type or a
 // vector of floats, I the integers of the same shape: one algorithm for vectors and for single values.
-#if defined(__GNUC__)
-#define W2VLM_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define W2VLM_ALWAYS_INLINE inline
-#endif
-
 template <class F, class I>
 W2VLM_ALWAYS_INLINE void exp_lanes(F& x) {
   x = x < -110.0f ? F{} - 110.0f : x;
@@ -99,10 +115,9 @@ W2VLM_ALWAYS_INLINE void exp_vectors(const float* in, float* out, size_t n) {
   }
 }
 
-// four lanes: the width of SSE2 and NEON registers, which GCC and Clang compile without emulation
-using F4 = float __attribute__((vector_size(16)));
-using I4 = int32_t __attribute__((vector_size(16)));
-__attribute__((noinline)) void exp_f32_base(const float* in, float* out, size_t n) { exp_vectors<F4, I4>(in, out, n); }
+__attribute__((noinline)) void exp_f32_base(const float* in, float* out, size_t n) {
+  exp_vectors<Vec16<float>::type, Vec16<int32_t>::type>(in, out, n);
+}
 
 #if defined(__x86_64__)
 using F8 = float __attribute__((vector_size(32)));
@@ -112,7 +127,7 @@ __attribute__((target("avx2,fma"), noinline)) void exp_f32_avx2(const float* in,
 }
 #endif
 
-void exp_f32(const float* in, float* out, size_t n) {
+void vexp(const float* in, float* out, size_t n) {
 #if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) return exp_f32_avx2(in, out, n);
@@ -120,7 +135,7 @@ void exp_f32(const float* in, float* out, size_t n) {
   exp_f32_base(in, out, n);
 }
 #else
-void exp_f32(const float* in, float* out, size_t n) {
+void vexp(const float* in, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     float x = in[i];
     exp_lanes<float, int32_t>(x);
@@ -129,7 +144,6 @@ void exp_f32(const float* in, float* out, size_t n) {
 }
 #endif
 
-void vexp(const float* in, float* out, size_t n) { exp_f32(in, out, n); }
 void vexp(const double* in, double* out, size_t n) { unary(g_kernels.exp64, in, out, n, &exp_fallback<double>); }
 template <class T>
 void vlog(const T* in, T* out, size_t n) {
@@ -258,18 +272,6 @@ namespace {
 
 // o[v] = min(max(o[v] - lz, floor), 0): exact operations, so vectors and single values give the same bits (a
 // plain loop of them is not vectorised: the comparisons may trap)
-#if defined(__GNUC__)
-template <class T>
-struct Vec16;  // 16 bytes of T (the attribute has to name a concrete type, not a template parameter)
-template <>
-struct Vec16<float> {
-  using type = float __attribute__((vector_size(16)));
-};
-template <>
-struct Vec16<double> {
-  using type = double __attribute__((vector_size(16)));
-};
-#endif
 
 template <class T>
 void subtract_and_clip(T* o, size_t n, T lz, T floor) {

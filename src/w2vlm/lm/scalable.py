@@ -30,7 +30,7 @@ import numpy as np
 from w2vlm.errors import LanguageModelError
 from w2vlm.fileio import atomic_open, atomic_path
 from w2vlm.lm.corpus import BOS_ID, EOS_ID, Corpus, Vocabulary
-from w2vlm.lm.kneser_ney import FALLBACK_DISCOUNTS, LOG10_ZERO, NGramModel, NGramTable, kn_discounts, unigram_probs
+from w2vlm.lm.kneser_ney import LOG10_ZERO, NGramModel, NGramTable, kn_discounts, unigram_probs
 from w2vlm.memory import release_free_memory, resident_bytes
 
 __all__ = ["DEFAULT_MEMORY", "ScalableModel", "estimate_scalable", "parse_memory"]
@@ -301,17 +301,17 @@ def estimate_scalable(
             del keys
             continue
         low = tables[t.n - 3]
+        keys, low_keys = np.ascontiguousarray(t.keys()).reshape(-1), np.ascontiguousarray(low.keys()).reshape(-1)
         for suffix in (False, True):
             out = np.empty(len(t), np.uint32)
             _lmbuild.lower_index(
-                np.ascontiguousarray(t.keys()).reshape(-1), len(t), t.wide,
-                np.ascontiguousarray(low.keys()).reshape(-1), len(low), low.wide,
-                t.n, bits, suffix, out, threads,
+                keys, len(t), t.wide, low_keys, len(low), low.wide, t.n, bits, suffix, out, threads
             )  # fmt: skip
             if suffix:
                 t.suffix = out
             else:
                 t.prefix = out
+        del keys, low_keys
     if progress is not None:
         progress(2, 4)
 
@@ -326,7 +326,7 @@ def estimate_scalable(
     pruned = any(thresholds[n - 1] > 0 for n in range(2, order + 1))
     keep: list[np.ndarray | None] = [None] * order
     adjusted: list[np.ndarray | None] = [None] * order
-    discounts: list[tuple[float, float, float]] = [FALLBACK_DISCOUNTS] * order
+    discounts: list[tuple[float, float, float]] = []  # from the top order down, reversed after
     for n in range(order, 0, -1):
         raw = np.asarray(tables[n - 2].counts()) if n > 1 else count1.astype(np.uint64)
         if pruned and n > 1:
@@ -341,10 +341,11 @@ def estimate_scalable(
             del cont
         if n == 1:
             adj[BOS_ID] = 0  # <s> is never predicted
-        discounts[n - 1] = kn_discounts(adj.view(np.int64), n)[0]
+        discounts.append(kn_discounts(adj.view(np.int64), n)[0])
         adjusted[n - 1] = None if n == order > 1 else adj
         del raw, adj
     del bos_start
+    discounts.reverse()
 
     # Pruning: closure under prefix and suffix from the top order down.
     if pruned:
