@@ -547,6 +547,16 @@ def test_memory_option() -> None:
             parse_memory(bad)
 
 
+def test_temp_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for bad in (blocker / "sub", blocker):
+        with pytest.raises(LanguageModelError, match=rf"^temp folder {bad}: cannot create a folder"):
+            build_lm(text, tmp_path / "lm.arpa", temp_dir=bad)
+
+
 def test_counting_tables_get_what_the_process_does_not_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     """--memory bounds the whole build while counting: the tables get the budget less what is resident (the corpus,
     the interpreter) and the threads' buffers; a process already over the budget still counts, in an eighth."""

@@ -239,9 +239,9 @@ def _load(path: Path, count: int, wide: bool = False) -> np.ndarray:
 @contextlib.contextmanager
 def spill_directory(temp_dir: str | os.PathLike[str] | None) -> Iterator[Path]:
     """A private folder for spilled runs and tables, removed on any exit (errors and Ctrl-C included)."""
-    if temp_dir is not None:
-        Path(temp_dir).mkdir(parents=True, exist_ok=True)
     try:
+        if temp_dir is not None:
+            Path(temp_dir).mkdir(parents=True, exist_ok=True)
         d = Path(tempfile.mkdtemp(prefix="w2vlm-lm-", dir=temp_dir))
     except OSError as e:
         raise LanguageModelError(
