@@ -69,14 +69,21 @@ def test_bf16_logits_close(tiny_ctc_dir: Path) -> None:
     with torch.no_grad():
         a = fp32(x).logits
         b = bf16(x.to(torch.bfloat16)).logits.float()
-    assert b.shape == a.shape and torch.isfinite(b).all()
-    # a random tiny model has near-tied logits on most frames (median top-2 gap ~0.4), and bf16 arithmetic
-    # differs between CPUs (oneDNN's AMX kernels round more than the AVX-512 emulation): compare the frames
-    # where fp32 makes a clear decision
+        # torch's own bf16 kernels; oneDNN's differ between CPUs: on AMX (Sapphire Rapids) they move this random
+        # model's logits (std ~5) by ~1.3 on average (at most ~6), torch's by at most ~0.3
+        with torch.backends.mkldnn.flags(enabled=False):
+            c = bf16(x.to(torch.bfloat16)).logits.float()
+    assert b.shape == c.shape == a.shape and torch.isfinite(b).all() and torch.isfinite(c).all()
+    # a random tiny model has near-tied logits on most frames (median top-2 gap ~0.4): compare the frames where
+    # fp32 makes a clear decision
     top2 = a.topk(2, dim=-1).values
-    clear = (top2[..., 0] - top2[..., 1]) > 0.5
+    gap = top2[..., 0] - top2[..., 1]
+    clear = gap > 0.5
     assert int(clear.sum()) >= 10
-    assert (a.argmax(-1) == b.argmax(-1))[clear].float().mean() >= 0.9
+    assert (a.argmax(-1) == c.argmax(-1))[clear].float().mean() >= 0.9
+    very_clear = gap > 2.0
+    assert int(very_clear.sum()) >= 5
+    assert (a.argmax(-1) == b.argmax(-1))[very_clear].float().mean() >= 0.8
 
 
 def test_int8_cpu(tiny_ctc_dir: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -316,7 +317,7 @@ def test_segment_confidence_is_the_mean_word_confidence() -> None:
 
 # ------------------------------------------------------------------------------------------------ Silero VAD
 
-needs_vad = pytest.mark.skipif(not vad.available(), reason="the 'vad' extra (silero-vad, onnxruntime) is not installed")
+needs_vad = pytest.mark.skipif(not vad.available(), reason="the 'vad' extra (silero-vad) is not installed")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RATE = 16000
 
@@ -357,19 +358,20 @@ def _to_vad_rate(audio: np.ndarray) -> np.ndarray:
     return low[: low.size // 256 * 256]
 
 
-def _reference_probs(silero: vad.SileroVad, low: np.ndarray) -> np.ndarray:
-    """Silero VAD run as it is meant to be run: frame by frame, its state carried from the input's start."""
-    state = np.zeros((2, 1, 128), np.float32)
-    context = np.zeros(32, np.float32)
-    rate = np.array(vad.VAD_RATE, np.int64)
-    out = []
-    for k in range(low.size // 256):
-        frame = low[k * 256 : (k + 1) * 256]
-        prob, state = silero.session.run(
-            None, {"input": np.concatenate([context, frame])[None], "state": state, "sr": rate}
-        )
-        out.append(float(prob[0, 0]))
-        context = frame[-32:]
+def _reference_probs(low: np.ndarray) -> np.ndarray:
+    """Silero VAD run as it is meant to be run: the wheel's own TorchScript model, frame by frame, its state carried
+    from the input's start."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = torch.jit.load(str(vad.model_path()), map_location="cpu")
+    model.reset_states()
+    with torch.inference_mode():
+        out = [
+            float(model(torch.from_numpy(low[k * 256 : (k + 1) * 256])[None], vad.VAD_RATE))
+            for k in range(low.size // 256)
+        ]
     return np.array(out, np.float32)
 
 
@@ -426,7 +428,7 @@ def test_batched_probabilities_follow_a_continuous_run(silero: vad.SileroVad, cl
     audio, _ = _joined(clips * 2, [_silence(1.0)] * 9)
     low = _to_vad_rate(audio)
     probs = silero.probs(low)
-    reference = _reference_probs(silero, low)
+    reference = _reference_probs(low)
     assert probs.size == reference.size > 2 * vad.ROW_FRAMES  # several rows
     assert ((probs > 0.5) == (reference > 0.5)).mean() >= 0.95
     assert np.abs(probs - reference).mean() < 0.05
@@ -437,6 +439,46 @@ def test_batched_probabilities_follow_a_continuous_run(silero: vad.SileroVad, cl
     # the first row starts at the input's start, like the reference (after warm-up frames of zeros)
     first = slice(0, vad.ROW_FRAMES)
     assert np.abs(probs[first] - reference[first]).max() < 0.1
+
+
+@needs_vad
+def test_network_is_the_wheels_model(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+    """The batched network (convolutions over all frames, the LSTM in one call) gives the numbers of the wheel's
+    TorchScript model run frame by frame, and of its ONNX model where onnxruntime is installed."""
+    import torch
+
+    low = _to_vad_rate(np.concatenate([_silence(0.5), clips[0], _noise_floor(0.7, 3), clips[2]]))
+    frames = low.size // 256
+    signal = np.concatenate([np.zeros(32, np.float32), low])
+    windows = np.stack([signal[k * 256 : k * 256 + 288] for k in range(frames)])
+    net = silero.network
+    with torch.inference_mode():
+        ours = net.recur(net.encode(torch.from_numpy(windows))[:, None, :])[:, 0]  # one row, zero state
+    reference = _reference_probs(low)
+    assert ours.shape == reference.shape and reference.max() > 0.9 and reference.min() < 0.1
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(vad.model_path().with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    state = np.zeros((2, 1, 128), np.float32)
+    onnx = []
+    for k in range(frames):
+        prob, state = session.run(None, {"input": windows[k][None], "state": state, "sr": np.array(8000, np.int64)})
+        onnx.append(float(prob[0, 0]))
+    np.testing.assert_allclose(ours, np.array(onnx, np.float32), atol=2e-5)
+
+
+@needs_vad
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script / save, to make a file of another layout
+def test_a_model_file_of_another_layout_is_a_named_error(tmp_path: Path) -> None:
+    import torch
+
+    bad = tmp_path / "other.jit"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(bad))
+    with pytest.raises(vad.VadUnavailable, match=r"other\.jit: not a layout"):
+        vad.SileroVad(bad)
+    (tmp_path / "junk.jit").write_bytes(b"\x00" * 63)
+    with pytest.raises(vad.VadUnavailable, match=r"junk\.jit"):
+        vad.SileroVad(tmp_path / "junk.jit")
 
 
 # ------------------------------------------------------------------------------------------------ SpeechFinder

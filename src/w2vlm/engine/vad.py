@@ -1,10 +1,8 @@
 """Voice activity detection: where the speech is in an input, so that each stretch of speech is recognised on its
 own and silence and noise are never given to the model.
 
-:class:`SileroVad` runs Silero VAD (the ``silero-vad`` wheel's ONNX weights, on onnxruntime, one CPU thread) at
-8 kHz, where it gives a speech probability per 32 ms frame for half the work of 16 kHz. An input is cut into rows
-of :data:`ROW_FRAMES` frames that run as one batch; each row first sees :data:`WARMUP_FRAMES` frames of the audio
-before it, so that its recurrent state has settled by the row's first frame.
+:class:`~w2vlm.engine.silero.SileroVad` (Silero VAD's network in torch, at 8 kHz; see :mod:`w2vlm.engine.silero`)
+gives a speech probability per 32 ms frame, computed in rows of :data:`ROW_FRAMES` frames.
 
 :class:`Segmenter` turns the probabilities into segments, frame by frame and without looking back further than
 the open segment: speech starts at a frame at or above ``threshold`` and ends after ``min_silence_s`` below
@@ -18,129 +16,26 @@ however the input is read, so the segments do not depend on the blocks.
 
 from __future__ import annotations
 
-import importlib.util
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from w2vlm.errors import W2vlmError
+from w2vlm.engine.silero import (
+    FRAME_S,
+    ROW_FRAMES,
+    VAD_RATE,
+    WARMUP_FRAMES,
+    SileroVad,
+    VadUnavailable,
+    available,
+    model_path,
+)
 
-#: Seconds per VAD frame, and the rate the VAD runs at.
-FRAME_S = 0.032
-VAD_RATE = 8000
-#: the rates Silero VAD runs at: samples per frame, and samples of the previous frame each frame sees
-_RATES = {8000: (256, 32), 16000: (512, 64)}
-ROW_FRAMES = 256
-WARMUP_FRAMES = 16
 #: How far below ``threshold`` a probability must fall to count as silence.
 NEGATIVE_MARGIN = 0.15
 #: Audio collected before the VAD runs on it (seconds; larger batches, fewer calls).
 _VAD_BLOCK_S = 120.0
-
-
-class VadUnavailable(W2vlmError, RuntimeError):
-    """Voice activity detection was asked for, but the ``vad`` extra is not installed."""
-
-
-def model_path() -> Path:
-    """The Silero VAD ONNX file inside the installed ``silero-vad`` wheel (found without importing the package,
-    whose import loads torch and changes its thread count)."""
-    spec = importlib.util.find_spec("silero_vad")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in locations:
-        path = Path(folder) / "data" / "silero_vad.onnx"
-        if path.is_file():
-            return path
-    raise VadUnavailable(
-        "voice activity detection needs the 'vad' extra (silero-vad and onnxruntime): pip install 'w2vlm[vad]'"
-    )
-
-
-def available() -> bool:
-    """Whether Silero VAD and onnxruntime are installed."""
-    try:
-        model_path()
-    except VadUnavailable:
-        return False
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-class SileroVad:
-    """Speech probabilities per 32 ms frame of 8 kHz audio. One instance serves many threads."""
-
-    _shared: SileroVad | None = None
-    _shared_lock = threading.Lock()
-
-    def __init__(self, path: str | Path | None = None, rate: int = VAD_RATE) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise VadUnavailable(
-                "voice activity detection needs onnxruntime (the 'vad' extra): pip install 'w2vlm[vad]'"
-            ) from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(path or model_path()), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        if rate not in _RATES:
-            raise ValueError(f"rate: Silero VAD runs at {sorted(_RATES)} Hz; got {rate}")
-        self.rate = rate
-        self.frame, self.context = _RATES[rate]
-        self._rate = np.array(rate, dtype=np.int64)
-
-    @classmethod
-    def shared(cls) -> SileroVad:
-        """One loaded VAD for the process."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
-
-    def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
-        given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames and the :attr:`context`
-        samples before them are used; none at an input's start). With that much ``before``, a call that starts at
-        a whole row of an input gives the probabilities of one call over the whole input."""
-        frame_len, context_len = self.frame, self.context
-        frames = audio.size // frame_len
-        if frames == 0:
-            return np.zeros(0, np.float32)
-        warm = 0 if before is None else min(WARMUP_FRAMES, before.size // frame_len)
-        head = before[before.size - warm * frame_len :] if warm else np.zeros(0, np.float32)
-        lead = np.zeros(context_len, np.float32)  # what the first step sees of the audio before it
-        if before is not None:
-            known = before[: before.size - warm * frame_len][-context_len:]
-            lead[context_len - known.size :] = known
-        signal = np.concatenate([lead, head, audio[: frames * frame_len]]).astype(np.float32)
-        rows = -(-frames // ROW_FRAMES)
-        steps = WARMUP_FRAMES + ROW_FRAMES
-        # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames (zeros before the start)
-        batch = np.zeros((rows, steps, context_len + frame_len), np.float32)
-        for r in range(rows):
-            first = r * ROW_FRAMES + warm - WARMUP_FRAMES  # frame index into head+audio of the row's first step
-            for_steps = min(steps, frames + warm - first)
-            lo = max(0, first)
-            offset = lo - first
-            count = for_steps - offset
-            if count <= 0:
-                continue
-            start = lo * frame_len  # sample index into signal (which has context_len samples in front)
-            span = signal[start : start + (count * frame_len) + context_len]
-            windows = np.lib.stride_tricks.sliding_window_view(span, context_len + frame_len)[::frame_len][:count]
-            batch[r, offset : offset + count] = windows
-        state = np.zeros((2, rows, 128), np.float32)
-        out = np.empty((rows, steps), np.float32)
-        run = self.session.run
-        for t in range(steps):
-            prob, state = run(None, {"input": batch[:, t], "state": state, "sr": self._rate})
-            out[:, t] = prob[:, 0]
-        return out[:, WARMUP_FRAMES:].reshape(-1)[:frames]
 
 
 @dataclass(frozen=True)
@@ -331,7 +226,9 @@ class SpeechFinder:
 
 __all__ = [
     "FRAME_S",
+    "ROW_FRAMES",
     "VAD_RATE",
+    "WARMUP_FRAMES",
     "Segmenter",
     "SileroVad",
     "Speech",

@@ -1,0 +1,206 @@
+"""Silero VAD's network in torch, run over a whole stretch of audio at once.
+
+Silero VAD (the ``silero-vad`` wheel, v5/v6 layout) gives a speech probability per 32 ms frame: a magnitude STFT
+of the frame (with the end of the frame before it as context), four convolutions with ReLU, an LSTM cell, and a
+1x1 convolution with a sigmoid. Only the LSTM carries state from one frame to the next. The wheel's own runners
+(ONNX or TorchScript) take one frame per call, which costs far more in calls than in arithmetic (on a 15 s input
+~4 ms of CPU per audio second). :class:`SileroVad` instead runs the STFT and the convolutions over every frame of
+its input as one batch, and the LSTM (torch's, one call) over rows of :data:`ROW_FRAMES` frames as one batch,
+each row first seeing :data:`WARMUP_FRAMES` frames of the audio before it so that its state has settled by the
+row's first frame. The weights are the wheel's (read from its TorchScript file, the one file that holds the 8 kHz
+network); the numbers match the wheel's model run frame by frame to ~1e-6 wherever the state is the same
+(``tests/test_vad.py`` checks both).
+
+It runs at 8 kHz, where a frame is 256 samples, for half the work of 16 kHz.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vlm.errors import W2vlmError
+
+#: Seconds per VAD frame, and the rate the VAD runs at.
+FRAME_S = 0.032
+VAD_RATE = 8000
+#: the rates Silero VAD runs at: samples per frame, and samples of the previous frame each frame sees
+RATES = {8000: (256, 32), 16000: (512, 64)}
+#: Frames per row of the recurrent pass, and frames of warm-up each row sees before its first frame.
+ROW_FRAMES = 256
+WARMUP_FRAMES = 16
+#: Frames whose convolutions run as one batch (bounds memory on long inputs: ~2 KB per frame).
+_ENCODE_BATCH = 4096
+_MODEL_FILE = "silero_vad.jit"
+
+
+class VadUnavailable(W2vlmError, RuntimeError):
+    """Voice activity detection was asked for, but the ``vad`` extra is not installed (or its model is not one
+    this version of w2vlm can run)."""
+
+
+def model_path() -> Path:
+    """Silero VAD's TorchScript file inside the installed ``silero-vad`` wheel (found without importing the
+    package, whose import changes torch's thread count)."""
+    spec = importlib.util.find_spec("silero_vad")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in locations:
+        path = Path(folder) / "data" / _MODEL_FILE
+        if path.is_file():
+            return path
+    raise VadUnavailable("voice activity detection needs the 'vad' extra (silero-vad): pip install 'w2vlm[vad]'")
+
+
+def available() -> bool:
+    """Whether Silero VAD is installed."""
+    try:
+        model_path()
+    except VadUnavailable:
+        return False
+    return True
+
+
+class SileroNetwork:
+    """The weights of Silero VAD's network for one rate, and its two halves: :meth:`encode` (per frame, no
+    state) and :meth:`recur` (the LSTM and the output layer over rows of frames)."""
+
+    def __init__(self, path: Path, rate: int) -> None:
+        import torch
+
+        try:
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; the wheel ships its weights so
+                warnings.simplefilter("ignore", DeprecationWarning)
+                scripted = torch.jit.load(str(path), map_location="cpu")
+            net = scripted._model_8k if rate == 8000 else scripted._model
+            weights = {k: v.detach().float().clone() for k, v in net.state_dict().items()}
+            self.basis = weights["stft.forward_basis_buffer"]  # (2 * bins, 1, window)
+            self.hop = int(net.stft.hop_length)
+            self.pad = int(net.stft.padding.padding[1])  # reflected on the right only
+            self.convs = []
+            for i in range(4):
+                conv = getattr(net.encoder, str(i)).reparam_conv
+                w, b = weights[f"encoder.{i}.reparam_conv.weight"], weights[f"encoder.{i}.reparam_conv.bias"]
+                self.convs.append((w, b, int(conv.stride[0]), int(conv.padding[0])))
+            hidden = weights["decoder.rnn.weight_hh"].shape[1]
+            self.lstm = torch.nn.LSTM(hidden, hidden)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(self.lstm, f"{name}_l0").data.copy_(weights[f"decoder.rnn.{name}"])
+            self.lstm.requires_grad_(False)
+            self.out_weight = weights["decoder.decoder.2.weight"][0, :, 0].contiguous()  # (hidden,)
+            self.out_bias = weights["decoder.decoder.2.bias"]
+            if int(net.context_size_samples) != RATES[rate][1] or self.convs[-1][0].shape[0] != hidden:
+                raise ValueError("unexpected frame context or layer sizes")
+        except (RuntimeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            raise VadUnavailable(f"Silero VAD model {path}: not a layout w2vlm can run ({exc})") from exc
+        self.bins = self.basis.shape[0] // 2
+
+    def encode(self, windows: Any) -> Any:
+        """Per-frame features, (frames, hidden), of ``windows`` (frames, context + frame samples)."""
+        import torch
+        import torch.nn.functional as F
+
+        x = F.pad(windows[:, None], (0, self.pad), mode="reflect")
+        spec = F.conv1d(x, self.basis, stride=self.hop)
+        x = torch.sqrt(spec[:, : self.bins].square() + spec[:, self.bins :].square())
+        for w, b, stride, padding in self.convs:
+            x = F.relu(F.conv1d(x, w, b, stride=stride, padding=padding))
+        return x[:, :, 0]
+
+    def recur(self, features: Any) -> np.ndarray:
+        """Speech probabilities, (steps, rows), of ``features`` (steps, rows, hidden), each row from zero state."""
+        import torch
+
+        hidden, _ = self.lstm(features)
+        # the output layer without kernels whose rounding depends on where an element sits in the tensor (torch's
+        # matrix-vector products and sums round the last rows, its sigmoid the last elements, differently): the
+        # dot product as halves added elementwise, the sigmoid in numpy. So a frame gets the same number in any
+        # call, and the segments do not depend on how an input is read
+        x = torch.relu(hidden) * self.out_weight
+        while x.shape[-1] > 1:
+            half = x.shape[-1] // 2
+            rest = x[..., 2 * half :]
+            x = x[..., :half] + x[..., half : 2 * half]
+            if rest.shape[-1]:
+                x = torch.cat([x[..., :1] + rest, x[..., 1:]], dim=-1)
+        z = (x[..., 0] + self.out_bias).numpy()
+        with np.errstate(over="ignore"):  # exp(-z) = inf where z < -88: a probability of 0
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32, copy=False)
+
+
+class SileroVad:
+    """Speech probabilities per 32 ms frame of 8 kHz audio. One instance serves many threads."""
+
+    _shared: SileroVad | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, path: str | Path | None = None, rate: int = VAD_RATE) -> None:
+        if rate not in RATES:
+            raise ValueError(f"rate: Silero VAD runs at {sorted(RATES)} Hz; got {rate}")
+        self.rate = rate
+        self.frame, self.context = RATES[rate]
+        self.network = SileroNetwork(Path(path) if path is not None else model_path(), rate)
+
+    @classmethod
+    def shared(cls) -> SileroVad:
+        """One loaded VAD for the process."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
+        given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames and the :attr:`context`
+        samples before them are used; none at an input's start). With that much ``before``, a call that starts at
+        a whole row of an input gives the probabilities of one call over the whole input."""
+        import torch
+
+        frame_len, context_len = self.frame, self.context
+        frames = audio.size // frame_len
+        if frames == 0:
+            return np.zeros(0, np.float32)
+        warm = 0 if before is None else min(WARMUP_FRAMES, before.size // frame_len)
+        head = before[before.size - warm * frame_len :] if warm else np.zeros(0, np.float32)
+        lead = np.zeros(context_len, np.float32)  # what the first frame sees of the audio before it
+        if before is not None:
+            known = before[: before.size - warm * frame_len][-context_len:]
+            lead[context_len - known.size :] = known
+        signal = np.concatenate([lead, head, audio[: frames * frame_len]]).astype(np.float32)
+        total = warm + frames  # frames of head + audio; frame j's window starts at signal[j * frame_len]
+        windows = np.lib.stride_tricks.sliding_window_view(signal, context_len + frame_len)[::frame_len][:total]
+        # window `total` has no audio (the steps before the input's start and past its end). Batches of one take
+        # other kernels in torch (rounding differs by ~1e-7), so every batch has two or more members: the same
+        # frame gives the same numbers whatever call it is in
+        windows = np.concatenate([windows, np.zeros((1, context_len + frame_len), np.float32)])
+        network = self.network
+        with torch.inference_mode():
+            cut = list(range(0, total + 1, _ENCODE_BATCH))[1:]
+            if cut and total + 1 - cut[-1] < 2:
+                cut.pop()
+            features = torch.cat([network.encode(torch.from_numpy(part)) for part in np.split(windows, cut)])
+            # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames
+            rows = -(-frames // ROW_FRAMES)
+            steps = WARMUP_FRAMES + ROW_FRAMES
+            index = np.arange(steps)[:, None] + (np.arange(max(rows, 2)) * ROW_FRAMES + warm - WARMUP_FRAMES)[None, :]
+            index = np.where((index >= 0) & (index < total), index, total)
+            probs = network.recur(features[torch.from_numpy(index)])[:, :rows]  # (steps, rows)
+        return np.ascontiguousarray(probs[WARMUP_FRAMES:].T).reshape(-1)[:frames]
+
+
+__all__ = [
+    "FRAME_S",
+    "RATES",
+    "ROW_FRAMES",
+    "VAD_RATE",
+    "WARMUP_FRAMES",
+    "SileroNetwork",
+    "SileroVad",
+    "VadUnavailable",
+    "available",
+    "model_path",
+]
