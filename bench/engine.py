@@ -11,7 +11,7 @@ gaps and a little noise; written once to a temporary folder, so the reading stag
    input, one conformer layer of width 32, random weights), greedy decoding, run exactly as
    ``w2vlm transcribe DIR -o OUT --no-lm`` runs (the same :class:`~w2vlm.transcribe.Transcriber` and writers),
    in audio seconds per second; then the CPU milliseconds per audio second of each stage measured alone
-   (read, features, forward, greedy decoding, writing).
+   (read, VAD, features, forward, greedy decoding, writing).
 2. **Model** — end to end with LM decoding (``engine.transcribe``) against the model's forward pass alone on
    the same inputs, in the same batches (same budget), on the same device and dtype, features precomputed on
    the device: the ratio says how much of the model's speed the engine delivers. ``--shape``: ``embedded``
@@ -141,7 +141,7 @@ def stage_costs(engine: Any, files: list[Path], out: Path) -> dict[str, float]:
     import torch
 
     from w2vlm.audio import load_audio
-    from w2vlm.engine import DecodeConfig
+    from w2vlm.engine import DecodeConfig, vad
     from w2vlm.writers import write_transcript
 
     threads = torch.get_num_threads()
@@ -151,6 +151,13 @@ def stage_costs(engine: Any, files: list[Path], out: Path) -> dict[str, float]:
         audios = [load_audio(str(f), 16000) for f in files]
         seconds = sum(a.size for a in audios) / 16000
         costs = {"read": time.process_time() - t}
+        if vad.available():  # speech segments of each file (what the default does with inputs over 10 s)
+            finder_args = (engine.inputs.vad_model(), engine.sampling_rate, engine.inputs.vad_params(engine.config))
+            list(vad.SpeechFinder(*finder_args).segments([audios[0]]))  # warm-up (FFT plans, first calls)
+            t = time.process_time()
+            for audio in audios:
+                list(vad.SpeechFinder(*finder_args).segments([audio]))
+            costs["vad"] = time.process_time() - t
         t = time.process_time()
         prepared = [engine.runner.prepare(a) for a in audios]
         costs["features"] = time.process_time() - t

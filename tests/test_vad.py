@@ -358,7 +358,7 @@ def _to_vad_rate(audio: np.ndarray) -> np.ndarray:
     return low[: low.size // 256 * 256]
 
 
-def _reference_probs(low: np.ndarray) -> np.ndarray:
+def _reference_probs(audio: np.ndarray, rate: int = vad.VAD_RATE) -> np.ndarray:
     """Silero VAD run as it is meant to be run: the wheel's own TorchScript model, frame by frame, its state carried
     from the input's start."""
     import torch
@@ -367,10 +367,11 @@ def _reference_probs(low: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", DeprecationWarning)
         model = torch.jit.load(str(vad.model_path()), map_location="cpu")
     model.reset_states()
+    frame = vad.RATES[rate][0]
     with torch.inference_mode():
         out = [
-            float(model(torch.from_numpy(low[k * 256 : (k + 1) * 256])[None], vad.VAD_RATE))
-            for k in range(low.size // 256)
+            float(model(torch.from_numpy(audio[k * frame : (k + 1) * frame])[None], rate))
+            for k in range(audio.size // frame)
         ]
     return np.array(out, np.float32)
 
@@ -442,19 +443,23 @@ def test_batched_probabilities_follow_a_continuous_run(silero: vad.SileroVad, cl
 
 
 @needs_vad
-def test_network_is_the_wheels_model(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
-    """The batched network (convolutions over all frames, the LSTM in one call) gives the numbers of the wheel's
-    TorchScript model run frame by frame, and of its ONNX model where onnxruntime is installed."""
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_network_is_the_wheels_model(rate: int, clips: list[np.ndarray]) -> None:
+    """The batched network (the STFT and convolutions over all frames, the LSTM in one call) gives the numbers of
+    the wheel's TorchScript model run frame by frame, and of its ONNX model where onnxruntime is installed."""
+    import soxr
     import torch
 
-    low = _to_vad_rate(np.concatenate([_silence(0.5), clips[0], _noise_floor(0.7, 3), clips[2]]))
-    frames = low.size // 256
-    signal = np.concatenate([np.zeros(32, np.float32), low])
-    windows = np.stack([signal[k * 256 : k * 256 + 288] for k in range(frames)])
-    net = silero.network
+    audio = np.concatenate([_silence(0.5), clips[0], _noise_floor(0.7, 3), clips[2]])
+    audio = audio if rate == RATE else soxr.resample(audio, RATE, rate).astype(np.float32)
+    frame, context = vad.RATES[rate]
+    frames = audio.size // frame
+    signal = np.concatenate([np.zeros(context, np.float32), audio])
+    windows = np.stack([signal[k * frame : k * frame + context + frame] for k in range(frames)])
+    net = vad.SileroVad(rate=rate).network
     with torch.inference_mode():
         ours = net.recur(net.encode(torch.from_numpy(windows))[:, None, :])[:, 0]  # one row, zero state
-    reference = _reference_probs(low)
+    reference = _reference_probs(audio, rate)
     assert ours.shape == reference.shape and reference.max() > 0.9 and reference.min() < 0.1
     np.testing.assert_allclose(ours, reference, atol=2e-5)
     ort = pytest.importorskip("onnxruntime")
@@ -462,7 +467,7 @@ def test_network_is_the_wheels_model(silero: vad.SileroVad, clips: list[np.ndarr
     state = np.zeros((2, 1, 128), np.float32)
     onnx = []
     for k in range(frames):
-        prob, state = session.run(None, {"input": windows[k][None], "state": state, "sr": np.array(8000, np.int64)})
+        prob, state = session.run(None, {"input": windows[k][None], "state": state, "sr": np.array(rate, np.int64)})
         onnx.append(float(prob[0, 0]))
     np.testing.assert_allclose(ours, np.array(onnx, np.float32), atol=2e-5)
 

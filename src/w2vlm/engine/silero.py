@@ -34,8 +34,8 @@ RATES = {8000: (256, 32), 16000: (512, 64)}
 #: Frames per row of the recurrent pass, and frames of warm-up each row sees before its first frame.
 ROW_FRAMES = 256
 WARMUP_FRAMES = 16
-#: Frames whose convolutions run as one batch (bounds memory on long inputs: ~2 KB per frame).
-_ENCODE_BATCH = 4096
+#: Frames encoded as one batch (their intermediates stay in cache; bounds memory on long inputs).
+_ENCODE_BATCH = 512
 _MODEL_FILE = "silero_vad.jit"
 
 
@@ -67,7 +67,11 @@ def available() -> bool:
 
 class SileroNetwork:
     """The weights of Silero VAD's network for one rate, and its two halves: :meth:`encode` (per frame, no
-    state) and :meth:`recur` (the LSTM and the output layer over rows of frames)."""
+    state) and :meth:`recur` (the LSTM and the output layer over rows of frames).
+
+    The STFT is a Hann-windowed DFT (the wheel keeps it as a convolution basis; here it is an FFT of the windowed
+    frames), and the convolutions (kernel 3, padding 1) are matrix products over channel-last frames: the same
+    arithmetic in fewer, larger kernels (the whole VAD 10-25 % faster than with torch's convolutions)."""
 
     def __init__(self, path: Path, rate: int) -> None:
         import torch
@@ -78,14 +82,35 @@ class SileroNetwork:
                 scripted = torch.jit.load(str(path), map_location="cpu")
             net = scripted._model_8k if rate == 8000 else scripted._model
             weights = {k: v.detach().float().clone() for k, v in net.state_dict().items()}
-            self.basis = weights["stft.forward_basis_buffer"]  # (2 * bins, 1, window)
+            basis = weights["stft.forward_basis_buffer"][:, 0, :]  # (2 * bins, window): Hann x [cos; -sin]
             self.hop = int(net.stft.hop_length)
             self.pad = int(net.stft.padding.padding[1])  # reflected on the right only
-            self.convs = []
+            self.window = basis[0].clone()  # the k = 0 row: the window itself
+            length = basis.shape[1]
+            n = torch.arange(length, dtype=torch.float64)
+            k = torch.arange(length // 2 + 1, dtype=torch.float64)[:, None]
+            dft = torch.cat([torch.cos(2 * torch.pi * k * n / length), -torch.sin(2 * torch.pi * k * n / length)])
+            if (
+                basis.shape[0] != 2 * (length // 2 + 1)
+                or (basis.double() - self.window.double() * dft).abs().max() > 1e-5
+            ):
+                raise ValueError("the STFT basis is not a windowed DFT")
+            # per layer: (weight as (live taps x in, out) for channel-last columns, bias, stride, live taps); a tap
+            # that only ever reads the zero padding (the short last layers) is left out
+            frame, context = RATES[rate]
+            steps = (frame + context + self.pad - length) // self.hop + 1
+            self.layers = []
             for i in range(4):
                 conv = getattr(net.encoder, str(i)).reparam_conv
                 w, b = weights[f"encoder.{i}.reparam_conv.weight"], weights[f"encoder.{i}.reparam_conv.bias"]
-                self.convs.append((w, b, int(conv.stride[0]), int(conv.padding[0])))
+                stride = int(conv.stride[0])
+                if w.shape[2] != 3 or int(conv.padding[0]) != 1:
+                    raise ValueError(f"encoder layer {i}: kernel {w.shape[2]}, padding {conv.padding[0]}")
+                out = (steps - 1) // stride + 1
+                taps = [k for k in range(3) if any(1 <= k + stride * t <= steps for t in range(out))]
+                matrix = w[:, :, taps].permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
+                self.layers.append((matrix, b, stride, taps))
+                steps = out
             hidden = weights["decoder.rnn.weight_hh"].shape[1]
             self.lstm = torch.nn.LSTM(hidden, hidden)
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -93,23 +118,28 @@ class SileroNetwork:
             self.lstm.requires_grad_(False)
             self.out_weight = weights["decoder.decoder.2.weight"][0, :, 0].contiguous()  # (hidden,)
             self.out_bias = weights["decoder.decoder.2.bias"]
-            if int(net.context_size_samples) != RATES[rate][1] or self.convs[-1][0].shape[0] != hidden:
+            if int(net.context_size_samples) != context or self.layers[-1][0].shape[1] != hidden or steps != 1:
                 raise ValueError("unexpected frame context or layer sizes")
         except (RuntimeError, AttributeError, KeyError, IndexError, ValueError) as exc:
             raise VadUnavailable(f"Silero VAD model {path}: not a layout w2vlm can run ({exc})") from exc
-        self.bins = self.basis.shape[0] // 2
 
     def encode(self, windows: Any) -> Any:
         """Per-frame features, (frames, hidden), of ``windows`` (frames, context + frame samples)."""
         import torch
         import torch.nn.functional as F
 
-        x = F.pad(windows[:, None], (0, self.pad), mode="reflect")
-        spec = F.conv1d(x, self.basis, stride=self.hop)
-        x = torch.sqrt(spec[:, : self.bins].square() + spec[:, self.bins :].square())
-        for w, b, stride, padding in self.convs:
-            x = F.relu(F.conv1d(x, w, b, stride=stride, padding=padding))
-        return x[:, :, 0]
+        n = windows.shape[0]
+        x = F.pad(windows[:, None], (0, self.pad), mode="reflect")[:, 0]
+        spec = torch.fft.rfft(x.unfold(1, self.window.numel(), self.hop) * self.window)
+        x = torch.sqrt(spec.real.square() + spec.imag.square())  # (n, steps, bins); as the wheel (abs: 3x slower)
+        for weight, bias, stride, taps in self.layers:
+            steps, channels = x.shape[1], x.shape[2]
+            out = (steps - 1) // stride + 1
+            zero = x.new_zeros(n, 1, channels)
+            padded = torch.cat([zero, x, zero], 1)
+            columns = torch.cat([padded[:, k : k + stride * (out - 1) + 1 : stride] for k in taps], 2)
+            x = torch.relu(torch.addmm(bias, columns.reshape(n * out, -1), weight)).reshape(n, out, -1)
+        return x[:, 0]
 
     def recur(self, features: Any) -> np.ndarray:
         """Speech probabilities, (steps, rows), of ``features`` (steps, rows, hidden), each row from zero state."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from w2vlm.engine.silero import (
     FRAME_S,
+    RATES,
     ROW_FRAMES,
     VAD_RATE,
     WARMUP_FRAMES,
@@ -226,6 +227,7 @@ class SpeechFinder:
 
 __all__ = [
     "FRAME_S",
+    "RATES",
     "ROW_FRAMES",
     "VAD_RATE",
     "WARMUP_FRAMES",
