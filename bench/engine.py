@@ -141,7 +141,7 @@ def stage_costs(engine: Any, files: list[Path], out: Path) -> dict[str, float]:
     import torch
 
     from w2vlm.audio import load_audio
-    from w2vlm.engine import DecodeConfig, vad
+    from w2vlm.engine import DecodeConfig, silero, vad
     from w2vlm.writers import write_transcript
 
     threads = torch.get_num_threads()
@@ -151,7 +151,7 @@ def stage_costs(engine: Any, files: list[Path], out: Path) -> dict[str, float]:
         audios = [load_audio(str(f), 16000) for f in files]
         seconds = sum(a.size for a in audios) / 16000
         costs = {"read": time.process_time() - t}
-        if vad.available():  # speech segments of each file (what the default does with inputs over 10 s)
+        if silero.available():  # speech segments of each file (what the default does with inputs over 10 s)
             finder_args = (engine.inputs.vad_model(), engine.sampling_rate, engine.inputs.vad_params(engine.config))
             list(vad.SpeechFinder(*finder_args).segments([audios[0]]))  # warm-up (FFT plans, first calls)
             t = time.process_time()

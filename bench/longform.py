@@ -87,7 +87,7 @@ def log(msg: str) -> None:
 
 def vad_supported() -> bool:
     """Whether the VAD extra is installed (the engine falls back to windows without it)."""
-    from w2vlm.engine.vad import available
+    from w2vlm.engine.silero import available
 
     return available()
 

@@ -603,9 +603,9 @@ def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_
     from fastapi.testclient import TestClient
 
     import w2vlm
-    from w2vlm.engine import vad
+    from w2vlm.engine import silero
 
-    if not vad.available():
+    if not silero.available():
         pytest.skip("the 'vad' extra is not installed")
     examples = Path(__file__).resolve().parents[1] / "examples"
     clips = [sf.read(examples / f"{n}.wav", dtype="float32")[0] for n in ("children", "cottages", "elizabeth")]

@@ -16,10 +16,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from w2vlm.engine import DecodeConfig, Engine, EngineConfig, vad
+from w2vlm.engine import silero as vadnet
 from w2vlm.engine.config import DEFAULT_MAX_SEGMENT_S
 from w2vlm.engine.inputs import READ_BLOCK_S, InputInfo, InputReader
 from w2vlm.engine.segments import frame_evidence, merge, no_speech_prob, split_by_pauses
-from w2vlm.engine.vad import FRAME_S, NEGATIVE_MARGIN, Segmenter, VadParams
+from w2vlm.engine.silero import FRAME_S
+from w2vlm.engine.vad import NEGATIVE_MARGIN, Segmenter, VadParams
 from w2vlm.results import Alternative, Transcript, Word
 
 Closed = tuple[int, int, float, bool]
@@ -317,7 +319,7 @@ def test_segment_confidence_is_the_mean_word_confidence() -> None:
 
 # ------------------------------------------------------------------------------------------------ Silero VAD
 
-needs_vad = pytest.mark.skipif(not vad.available(), reason="the 'vad' extra (silero-vad) is not installed")
+needs_vad = pytest.mark.skipif(not vadnet.available(), reason="the 'vad' extra (silero-vad) is not installed")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RATE = 16000
 
@@ -337,10 +339,10 @@ def clips() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def silero() -> vad.SileroVad:
-    if not vad.available():
+def silero() -> vadnet.SileroVad:
+    if not vadnet.available():
         pytest.skip("the 'vad' extra is not installed")
-    return vad.SileroVad.shared()
+    return vadnet.SileroVad.shared()
 
 
 def _speech_span(clip: np.ndarray) -> tuple[int, int]:
@@ -354,20 +356,20 @@ def _speech_span(clip: np.ndarray) -> tuple[int, int]:
 def _to_vad_rate(audio: np.ndarray) -> np.ndarray:
     import soxr
 
-    low = soxr.resample(audio, RATE, vad.VAD_RATE).astype(np.float32)
+    low = soxr.resample(audio, RATE, vadnet.VAD_RATE).astype(np.float32)
     return low[: low.size // 256 * 256]
 
 
-def _reference_probs(audio: np.ndarray, rate: int = vad.VAD_RATE) -> np.ndarray:
+def _reference_probs(audio: np.ndarray, rate: int = vadnet.VAD_RATE) -> np.ndarray:
     """Silero VAD run as it is meant to be run: the wheel's own TorchScript model, frame by frame, its state carried
     from the input's start."""
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        model = torch.jit.load(str(vad.model_path()), map_location="cpu")
+        model = torch.jit.load(str(vadnet.model_path()), map_location="cpu")
     model.reset_states()
-    frame = vad.RATES[rate][0]
+    frame = vadnet.RATES[rate][0]
     with torch.inference_mode():
         out = [
             float(model(torch.from_numpy(audio[k * frame : (k + 1) * frame])[None], rate))
@@ -400,7 +402,7 @@ def _noise_floor(seconds: float, seed: int, level: float = 1e-3) -> np.ndarray:
 
 
 @needs_vad
-def test_probabilities_are_high_in_speech_and_low_in_silence(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+def test_probabilities_are_high_in_speech_and_low_in_silence(silero: vadnet.SileroVad, clips: list[np.ndarray]) -> None:
     for clip in clips:
         low = _to_vad_rate(np.concatenate([_silence(1.0), clip, _silence(1.5)]))
         probs = silero.probs(low)
@@ -417,28 +419,28 @@ def test_probabilities_are_high_in_speech_and_low_in_silence(silero: vad.SileroV
 
 
 @needs_vad
-def test_probabilities_of_short_inputs(silero: vad.SileroVad) -> None:
+def test_probabilities_of_short_inputs(silero: vadnet.SileroVad) -> None:
     assert silero.probs(np.zeros(255, np.float32)).size == 0
     assert silero.probs(np.zeros(256 * 3 + 100, np.float32)).size == 3  # whole frames only
 
 
 @needs_vad
-def test_batched_probabilities_follow_a_continuous_run(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+def test_batched_probabilities_follow_a_continuous_run(silero: vadnet.SileroVad, clips: list[np.ndarray]) -> None:
     """probs() runs rows of 256 frames as one batch, each warmed up on the audio before it; its decisions are
     those of one continuous frame-by-frame run with the state carried through the whole input."""
     audio, _ = _joined(clips * 2, [_silence(1.0)] * 9)
     low = _to_vad_rate(audio)
     probs = silero.probs(low)
     reference = _reference_probs(low)
-    assert probs.size == reference.size > 2 * vad.ROW_FRAMES  # several rows
+    assert probs.size == reference.size > 2 * vadnet.ROW_FRAMES  # several rows
     assert ((probs > 0.5) == (reference > 0.5)).mean() >= 0.95
     assert np.abs(probs - reference).mean() < 0.05
     # a call that starts at a whole row, given the audio before it, gives the same probabilities as one call
     for row in (1, 2):
-        at = row * vad.ROW_FRAMES * 256
-        np.testing.assert_array_equal(silero.probs(low[at:], low[:at]), probs[row * vad.ROW_FRAMES :])
+        at = row * vadnet.ROW_FRAMES * 256
+        np.testing.assert_array_equal(silero.probs(low[at:], low[:at]), probs[row * vadnet.ROW_FRAMES :])
     # the first row starts at the input's start, like the reference (after warm-up frames of zeros)
-    first = slice(0, vad.ROW_FRAMES)
+    first = slice(0, vadnet.ROW_FRAMES)
     assert np.abs(probs[first] - reference[first]).max() < 0.1
 
 
@@ -452,18 +454,18 @@ def test_network_is_the_wheels_model(rate: int, clips: list[np.ndarray]) -> None
 
     audio = np.concatenate([_silence(0.5), clips[0], _noise_floor(0.7, 3), clips[2]])
     audio = audio if rate == RATE else soxr.resample(audio, RATE, rate).astype(np.float32)
-    frame, context = vad.RATES[rate]
+    frame, context = vadnet.RATES[rate]
     frames = audio.size // frame
     signal = np.concatenate([np.zeros(context, np.float32), audio])
     windows = np.stack([signal[k * frame : k * frame + context + frame] for k in range(frames)])
-    net = vad.SileroVad(rate=rate).network
+    net = vadnet.SileroVad(rate=rate).network
     with torch.inference_mode():
         ours = net.recur(net.encode(torch.from_numpy(windows))[:, None, :])[:, 0]  # one row, zero state
     reference = _reference_probs(audio, rate)
     assert ours.shape == reference.shape and reference.max() > 0.9 and reference.min() < 0.1
     np.testing.assert_allclose(ours, reference, atol=2e-5)
     ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(str(vad.model_path().with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(vadnet.model_path().with_suffix(".onnx")), providers=["CPUExecutionProvider"])
     state = np.zeros((2, 1, 128), np.float32)
     onnx = []
     for k in range(frames):
@@ -479,11 +481,11 @@ def test_a_model_file_of_another_layout_is_a_named_error(tmp_path: Path) -> None
 
     bad = tmp_path / "other.jit"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(bad))
-    with pytest.raises(vad.VadUnavailable, match=r"other\.jit: not a layout"):
-        vad.SileroVad(bad)
+    with pytest.raises(vadnet.VadUnavailable, match=r"other\.jit: not a layout"):
+        vadnet.SileroVad(bad)
     (tmp_path / "junk.jit").write_bytes(b"\x00" * 63)
-    with pytest.raises(vad.VadUnavailable, match=r"junk\.jit"):
-        vad.SileroVad(tmp_path / "junk.jit")
+    with pytest.raises(vadnet.VadUnavailable, match=r"junk\.jit"):
+        vadnet.SileroVad(tmp_path / "junk.jit")
 
 
 # ------------------------------------------------------------------------------------------------ SpeechFinder
@@ -492,7 +494,7 @@ DEFAULT_PARAMS = VadParams(threshold=0.5, min_speech_s=0.25, min_silence_s=0.3, 
 
 
 def _find(
-    silero: vad.SileroVad, blocks: list[np.ndarray], params: VadParams = DEFAULT_PARAMS
+    silero: vadnet.SileroVad, blocks: list[np.ndarray], params: VadParams = DEFAULT_PARAMS
 ) -> tuple[list[vad.Speech], vad.SpeechFinder]:
     finder = vad.SpeechFinder(silero, RATE, params)
     return list(finder.segments(iter(blocks))), finder
@@ -523,7 +525,7 @@ def layout(clips: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
 
 @needs_vad
 def test_one_segment_per_clip_near_its_speech(
-    silero: vad.SileroVad, layout: tuple[np.ndarray, list[tuple[int, int]]]
+    silero: vadnet.SileroVad, layout: tuple[np.ndarray, list[tuple[int, int]]]
 ) -> None:
     audio, spans = layout
     found, finder = _find(silero, [audio])
@@ -542,7 +544,7 @@ def test_one_segment_per_clip_near_its_speech(
 
 @needs_vad
 def test_segments_do_not_depend_on_the_blocks(
-    silero: vad.SileroVad, layout: tuple[np.ndarray, list[tuple[int, int]]]
+    silero: vadnet.SileroVad, layout: tuple[np.ndarray, list[tuple[int, int]]]
 ) -> None:
     audio, _ = layout
     whole, _ = _find(silero, [audio])
@@ -556,7 +558,7 @@ def test_segments_do_not_depend_on_the_blocks(
 
 
 @needs_vad
-def test_padding_never_reaches_into_a_neighbour(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+def test_padding_never_reaches_into_a_neighbour(silero: vadnet.SileroVad, clips: list[np.ndarray]) -> None:
     # speech trimmed to its loud part, 0.4 s apart: more than min_silence, less than two pads
     speech = [clip[slice(*_speech_span(clip))] for clip in clips[2:]]
     for pad_s in (0.2, 0.5):
@@ -575,7 +577,7 @@ def test_padding_never_reaches_into_a_neighbour(silero: vad.SileroVad, clips: li
     "kind",
     ["silence", "white noise", "quiet white noise", "50 Hz hum"],
 )
-def test_no_speech_in_thirty_seconds_of(silero: vad.SileroVad, kind: str) -> None:
+def test_no_speech_in_thirty_seconds_of(silero: vadnet.SileroVad, kind: str) -> None:
     n = 30 * RATE
     rng = np.random.default_rng(7)
     audio = {
@@ -589,7 +591,7 @@ def test_no_speech_in_thirty_seconds_of(silero: vad.SileroVad, kind: str) -> Non
 
 
 @needs_vad
-def test_inputs_shorter_than_a_frame(silero: vad.SileroVad) -> None:
+def test_inputs_shorter_than_a_frame(silero: vadnet.SileroVad) -> None:
     found, finder = _find(silero, [np.zeros(100, np.float32)])
     assert found == [] and finder.samples == 100
     found, finder = _find(silero, [])
@@ -644,7 +646,7 @@ def _covered(found: list[tuple[int, int, float]], spans: list[tuple[int, int]]) 
 
 
 @needs_vad
-def test_ten_minutes_in_small_blocks_hold_bounded_audio(silero: vad.SileroVad, clips: list[np.ndarray]) -> None:
+def test_ten_minutes_in_small_blocks_hold_bounded_audio(silero: vadnet.SileroVad, clips: list[np.ndarray]) -> None:
     audio, spans = _long_input(clips, 600, seed=3)
     block = RATE  # one second
     finder = vad.SpeechFinder(silero, RATE, DEFAULT_PARAMS)
@@ -665,7 +667,7 @@ def test_ten_minutes_in_small_blocks_hold_bounded_audio(silero: vad.SileroVad, c
 
 @needs_vad
 def test_the_vad_runs_on_batches_and_drops_what_it_no_longer_needs(
-    silero: vad.SileroVad, clips: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+    silero: vadnet.SileroVad, clips: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(vad, "_VAD_BLOCK_S", 4.0)  # the VAD runs every 4 s of audio
     audio, spans = _long_input(clips, 90, seed=5)
@@ -688,13 +690,13 @@ def test_which_inputs_use_vad(monkeypatch: pytest.MonkeyPatch, caplog: pytest.Lo
     reader = InputReader(RATE, 320)
     auto = EngineConfig()
     assert not reader.uses_vad(auto.vad_above_s, auto)  # up to vad_above_s: the whole input
-    assert reader.uses_vad(auto.vad_above_s + 0.1, auto) == vad.available()
+    assert reader.uses_vad(auto.vad_above_s + 0.1, auto) == vadnet.available()
     assert not reader.uses_vad(600.0, auto.with_(chunk_length_s=5.0))  # windows asked for
     assert reader.uses_vad(1.0, auto.with_(vad=True))
     assert not reader.uses_vad(600.0, auto.with_(vad=False))
-    assert reader.uses_vad(4.0, auto.with_(vad_above_s=3.0)) == vad.available()
+    assert reader.uses_vad(4.0, auto.with_(vad_above_s=3.0)) == vadnet.available()
 
-    monkeypatch.setattr(vad, "available", lambda: False)  # without the extra: windows, with one warning
+    monkeypatch.setattr(vadnet, "available", lambda: False)  # without the extra: windows, with one warning
     with caplog.at_level("WARNING", logger="w2vlm.engine"):
         assert not reader.uses_vad(600.0, auto)
         assert not reader.uses_vad(600.0, auto)
@@ -745,7 +747,7 @@ def default_engine() -> Engine:
     """The embedded default model's engine, on the CPU."""
     pytest.importorskip("torch")
     pytest.importorskip("w2vlm.decoder")
-    if not vad.available():
+    if not vadnet.available():
         pytest.skip("the 'vad' extra is not installed")
     from w2vlm.errors import ModelError
     from w2vlm.pipeline import pipeline

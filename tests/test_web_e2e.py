@@ -400,9 +400,9 @@ def test_a_long_upload_shows_each_speech_segment_as_it_is_recognised(browser: An
     import soundfile as sf
 
     import w2vlm
-    from w2vlm.engine import vad
+    from w2vlm.engine import silero
 
-    if not vad.available():
+    if not silero.available():
         pytest.skip("the 'vad' extra is not installed")
     examples = Path(__file__).resolve().parents[1] / "examples"
     clips = [sf.read(examples / f"{n}.wav", dtype="float32")[0] for n in ("children", "cottages", "elizabeth")]

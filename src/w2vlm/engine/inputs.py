@@ -58,9 +58,9 @@ class InputReader:
         )
 
     def vad_model(self) -> Any:
-        """The loaded voice activity detector (raises :class:`~w2vlm.engine.vad.VadUnavailable` without the
+        """The loaded voice activity detector (raises :class:`~w2vlm.engine.silero.VadUnavailable` without the
         ``vad`` extra)."""
-        from w2vlm.engine.vad import SileroVad
+        from w2vlm.engine.silero import SileroVad
 
         return SileroVad.shared()
 
@@ -70,7 +70,7 @@ class InputReader:
             return config.vad
         if config.chunk_length_s is not None or duration_s <= config.vad_above_s:
             return False
-        from w2vlm.engine.vad import available
+        from w2vlm.engine.silero import available
 
         if available():
             return True

@@ -21,17 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from w2vlm.engine.silero import (
-    FRAME_S,
-    RATES,
-    ROW_FRAMES,
-    VAD_RATE,
-    WARMUP_FRAMES,
-    SileroVad,
-    VadUnavailable,
-    available,
-    model_path,
-)
+from w2vlm.engine.silero import FRAME_S, ROW_FRAMES, WARMUP_FRAMES, SileroVad
 
 #: How far below ``threshold`` a probability must fall to count as silence.
 NEGATIVE_MARGIN = 0.15
@@ -225,18 +215,4 @@ class SpeechFinder:
         yield from take(True)
 
 
-__all__ = [
-    "FRAME_S",
-    "RATES",
-    "ROW_FRAMES",
-    "VAD_RATE",
-    "WARMUP_FRAMES",
-    "Segmenter",
-    "SileroVad",
-    "Speech",
-    "SpeechFinder",
-    "VadParams",
-    "VadUnavailable",
-    "available",
-    "model_path",
-]
+__all__ = ["NEGATIVE_MARGIN", "Segmenter", "Speech", "SpeechFinder", "VadParams"]
