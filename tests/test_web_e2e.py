@@ -418,11 +418,17 @@ def test_a_long_upload_shows_each_speech_segment_as_it_is_recognised(browser: An
             live_words = [s for s in page.evaluate("window.__wordsAdded") if s.startswith("transcribing")]
             shown = page.eval_on_selector_all("#transcript .word", "spans => spans.map(s => s.firstChild.textContent)")
             downloaded = page.evaluate("document.getElementById('transcript').dataset.text")
-        form = {"model": "tiny-web", "response_format": "verbose_json", "timestamp_granularities[]": "word"}
+        form = {
+            "model": "tiny-web",
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["word", "segment"],
+        }
         with open(path, "rb") as f:
             body = httpx.post(f"{live.url}/v1/audio/transcriptions", data=form, files={"file": f}, timeout=60).json()
     assert [w["word"] for w in body["words"]] == shown and downloaded == body["text"]
     # every word was shown before the end, segment by segment (a later segment's words arrive after the status
-    # says how far recognition got), then once more in the final result
-    assert len(live_words) == len(shown) > 0
+    # says how far recognition got), then once more in the final result. The last segment's words may come in
+    # the same network read as the final result: the observer (called after the page's task) then sees "done"
+    last = len(body["segments"][-1]["text"].split())
+    assert len(body["segments"]) >= 2 and len(shown) - last <= len(live_words) <= len(shown)
     assert any("s recognised" in status for status in live_words)
