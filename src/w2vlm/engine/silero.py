@@ -107,7 +107,7 @@ class SileroNetwork:
                 if w.shape[2] != 3 or int(conv.padding[0]) != 1:
                     raise ValueError(f"encoder layer {i}: kernel {w.shape[2]}, padding {conv.padding[0]}")
                 out = (steps - 1) // stride + 1
-                taps = [k for k in range(3) if any(1 <= k + stride * t <= steps for t in range(out))]
+                taps = [tap for tap in range(3) if any(1 <= tap + stride * t <= steps for t in range(out))]
                 matrix = w[:, :, taps].permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
                 self.layers.append((matrix, b, stride, taps))
                 steps = out
@@ -133,10 +133,8 @@ class SileroNetwork:
         spec = torch.fft.rfft(x.unfold(1, self.window.numel(), self.hop) * self.window)
         x = torch.sqrt(spec.real.square() + spec.imag.square())  # (n, steps, bins); as the wheel (abs: 3x slower)
         for weight, bias, stride, taps in self.layers:
-            steps, channels = x.shape[1], x.shape[2]
-            out = (steps - 1) // stride + 1
-            zero = x.new_zeros(n, 1, channels)
-            padded = torch.cat([zero, x, zero], 1)
+            out = (x.shape[1] - 1) // stride + 1
+            padded = F.pad(x, (0, 0, 1, 1))  # one zero step on each side
             columns = torch.cat([padded[:, k : k + stride * (out - 1) + 1 : stride] for k in taps], 2)
             x = torch.relu(torch.addmm(bias, columns.reshape(n * out, -1), weight)).reshape(n, out, -1)
         return x[:, 0]
@@ -200,7 +198,7 @@ class SileroVad:
         if before is not None:
             known = before[: before.size - warm * frame_len][-context_len:]
             lead[context_len - known.size :] = known
-        signal = np.concatenate([lead, head, audio[: frames * frame_len]]).astype(np.float32)
+        signal = np.concatenate([lead, head, audio[: frames * frame_len]], dtype=np.float32)
         total = warm + frames  # frames of head + audio; frame j's window starts at signal[j * frame_len]
         windows = np.lib.stride_tricks.sliding_window_view(signal, context_len + frame_len)[::frame_len][:total]
         # window `total` has no audio (the steps before the input's start and past its end). Batches of one take
@@ -209,8 +207,8 @@ class SileroVad:
         windows = np.concatenate([windows, np.zeros((1, context_len + frame_len), np.float32)])
         network = self.network
         with torch.inference_mode():
-            cut = list(range(0, total + 1, _ENCODE_BATCH))[1:]
-            if cut and total + 1 - cut[-1] < 2:
+            cut = list(range(_ENCODE_BATCH, total + 1, _ENCODE_BATCH))
+            if cut and total + 1 - cut[-1] < 2:  # no last batch of one
                 cut.pop()
             features = torch.cat([network.encode(torch.from_numpy(part)) for part in np.split(windows, cut)])
             # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames
