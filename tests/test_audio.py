@@ -215,6 +215,21 @@ def test_iter_audio_blocks_matches_load(tmp_path: Path, sr: int, codec: str | No
         np.testing.assert_allclose(joined[100:-100], whole[100:-100], atol=2e-3)
 
 
+def test_iter_audio_blocks_rejects_nan_naming_the_sample(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    x = make_sine(3.0)
+    x[40_000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(
+        AudioError, match=r"nan\.wav: audio contains NaN or infinite samples \(the first at sample 40000, 2\.500 s\)"
+    ):
+        list(iter_audio_blocks(path, 16000, block_s=1.0))
+    with pytest.raises(AudioError, match=r"the first at sample 40000, 2\.500 s"):
+        load_audio(path)
+
+
 def test_iter_audio_blocks_pyav(tmp_path: Path) -> None:
     path = write_audio_file(tmp_path / "s.m4a", make_sine(2.5, 44100), 44100, codec="aac")
     whole = load_audio(path)

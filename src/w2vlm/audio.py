@@ -111,11 +111,19 @@ def resample(array: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+def _check_finite(array: np.ndarray, name: str, offset: int = 0, sampling_rate: int | None = None) -> None:
+    """AudioError naming the first NaN or infinite sample (``offset``: the array's first sample in the input)."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        at = offset + int(np.argmax(bad))
+        where = f"sample {at}" + (f", {at / sampling_rate:.3f} s" if sampling_rate else "")
+        raise AudioError(f"{name}: audio contains NaN or infinite samples (the first at {where})")
+
+
 def _check_waveform(array: np.ndarray, sampling_rate: int, name: str, min_duration_s: float) -> np.ndarray:
     if array.size == 0:
         raise AudioError(f"{name}: contains no audio samples")
-    if not np.all(np.isfinite(array)):
-        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    _check_finite(array, name, 0, sampling_rate)
     min_samples = int(np.ceil(min_duration_s * sampling_rate))
     if array.shape[0] < min_samples:
         raise AudioError(
@@ -471,7 +479,10 @@ def iter_audio_blocks(
         pending: list[np.ndarray] = []
         pending_len = 0
         total = 0
+        read = 0  # samples read at the file's own rate
         for mono, sr in stream_blocks:
+            _check_finite(mono, name, read, sr)
+            read += mono.size
             if sr != sampling_rate:
                 if resampler is None:
                     resampler = soxr.ResampleStream(sr, sampling_rate, 1, dtype="float32", quality="HQ")
