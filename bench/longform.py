@@ -747,13 +747,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows[surface] = row
             report["consistency"] = {"file": str(path), "surfaces": rows}
 
-    print_report(report, files, clips)
+    print_report(report, clips)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
 
 
-def print_report(report: dict[str, Any], files: dict[float, Path], clips: dict[str, Path]) -> None:
+def print_report(report: dict[str, Any], clips: dict[str, Path]) -> None:
     log("")
     targets: list[tuple[str, bool | None]] = []
     ran = set(report["long"]) | set(report["nonspeech"])
@@ -795,10 +795,9 @@ def print_report(report: dict[str, Any], files: dict[float, Path], clips: dict[s
             ok = None if e["vad_share"] is None else e["vad_share"] <= TARGET_VAD_SHARE
             targets.append((f"{m} ({main_cfg}): VAD time <= {100 * TARGET_VAD_SHARE:.0f}% of end to end", ok))
         if len({e["minutes"] for e in per.values()}) > 1:
-            peaks = {
-                e["minutes"]: max(x["maxrss_mb"] for x in per.values() if x["minutes"] == e["minutes"])
-                for e in per.values()
-            }
+            peaks: dict[float, float] = {}  # the highest peak among the files of each length
+            for e in per.values():
+                peaks[e["minutes"]] = max(peaks.get(e["minutes"], 0.0), e["maxrss_mb"])
             lo, hi = min(peaks), max(peaks)
             ratio = peaks[hi] / peaks[lo]
             targets.append(

@@ -439,10 +439,10 @@ def test_batched_probabilities_follow_a_continuous_run(silero: vadnet.SileroVad,
     for lo, hi in spans:
         speech[math.ceil(lo / 512) : hi // 512] = True
     ours, theirs = probs > 0.5, reference > 0.5
-    assert (ours == theirs).mean() >= 0.93
+    assert (ours == theirs).mean() >= 0.94
     assert (ours == speech).mean() >= (theirs == speech).mean()  # at least as right as the continuous run
     assert (ours & ~theirs & ~speech).sum() <= 0.01 * probs.size  # no speech the continuous run does not see
-    assert np.abs(probs - reference).mean() < 0.06
+    assert np.abs(probs - reference).mean() < 0.055
     # a call that starts at a whole row, given the audio before it, gives the same probabilities as one call
     for row in (1, 2):
         at = row * vadnet.ROW_FRAMES * 256
