@@ -24,7 +24,10 @@ utterance (``lead``: seconds of padding before it, negative when the segment sta
 came late; ``trail`` likewise after it).
 
 ``--variants``: ``;``-separated, each ``default``, ``oracle`` (cut at the timeline's utterance bounds, padded by
-the default pad, at most half the gap: where the VAD's own boundaries are taken out) or ``name=value,...``
+the default pad, at most half the gap: where the VAD's own boundaries are taken out; ``oracle,vad_pad_s=0`` cuts
+each utterance's clip exactly as it was written; ``oracle,fill=zeros`` pads the clip with digital silence instead
+of the file's gap audio, ``oracle,fill=own`` with the clip's own first/last 40 ms repeated: what the padding's
+content does) or ``name=value,...``
 EngineConfig VAD settings (``vad_threshold=0.15,vad_pad_s=0.3``); ``gaps=S`` in a variant also recognises the
 audio between the VAD's segments (stretches of at least S seconds) as segments of their own, kept or dropped by
 the no-speech gate: what the acoustic model makes of what the VAD left out.
@@ -55,9 +58,9 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     if spec in ("default", "oracle"):
         return spec, {}
     changes: dict[str, Any] = {}
-    for item in spec.split(","):
-        key, value = item.split("=")
-        changes[key.strip()] = float(value)
+    for item in spec.split(",")[1 if spec.startswith("oracle,") else 0 :]:
+        key, value = (x.strip() for x in item.split("="))
+        changes[key] = value if key == "fill" else float(value)
     return spec, changes
 
 
@@ -106,20 +109,40 @@ def one_by_one(run: Run, audios: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def oracle_parts(run: Run, path: Path, timeline: list[dict[str, Any]]) -> list[tuple[float, float | None, np.ndarray]]:
-    """Log-probabilities of the file cut at the timeline's utterance bounds, padded like the VAD pads."""
+def _mirror_before(edge: np.ndarray, n: int) -> np.ndarray:
+    """``n`` samples to put before a clip that starts with ``edge``: ``edge`` mirrored outwards again and again
+    (every other copy reversed, so no jump where copies meet or where the clip starts)."""
+    copies = [edge[::-1] if k % 2 == 0 else edge for k in range(-(-n // max(1, edge.size)))]
+    return np.concatenate(copies[::-1])[edge.size * len(copies) - n :] if n else edge[:0]
+
+
+def oracle_parts(
+    run: Run, path: Path, timeline: list[dict[str, Any]], pad: float, fill: str = "file"
+) -> list[tuple[float, float | None, np.ndarray]]:
+    """Log-probabilities of the file cut at the timeline's utterance bounds, padded by ``pad`` seconds (at most
+    half the gap) of the file's audio (``fill="file"``), digital zeros (``"zeros"``) or the clip's own first and
+    last 40 ms repeated (``"own"``)."""
     import soundfile as sf
 
-    pad = run.engine.config.vad_pad_s
+    if fill not in ("file", "zeros", "own"):
+        raise ValueError(f"fill: file, zeros or own; got {fill!r}")
     audio, sr = sf.read(str(path), dtype="float32")
+    edge = round(0.04 * sr)
     pieces, starts = [], []
     for i, u in enumerate(timeline):
         before = u["start"] - (timeline[i - 1]["end"] if i else 0.0)
         after = (timeline[i + 1]["start"] if i + 1 < len(timeline) else len(audio) / sr) - u["end"]
         a = u["start"] - min(pad, before / 2)
         b = u["end"] + min(pad, after / 2)
-        pieces.append({"array": audio[round(a * sr) : round(b * sr)], "sampling_rate": sr})
-        starts.append(round(a * sr) / sr)
+        s, e = round(u["start"] * sr), round(u["end"] * sr)
+        lead, trail = audio[round(a * sr) : s], audio[e : round(b * sr)]
+        clip = audio[s:e]
+        if fill == "zeros":
+            lead, trail = np.zeros_like(lead), np.zeros_like(trail)
+        elif fill == "own":
+            lead, trail = _mirror_before(clip[:edge], lead.size), _mirror_before(clip[-edge:][::-1], trail.size)[::-1]
+        pieces.append({"array": np.concatenate([lead, clip, trail]), "sampling_rate": sr})
+        starts.append((s - lead.size) / sr)
     parts = run.parts(pieces, run.engine.config.with_(vad=False))
     return [(s, 1.0, ps[0][2]) for s, ps in zip(starts, parts)]
 
@@ -199,8 +222,9 @@ def analyse(
     show: int,
 ) -> dict[str, Any]:
     timeline = info["utterances"]
-    if name == "oracle":
-        parts = oracle_parts(run, path, timeline)
+    if name.split(",")[0] == "oracle":
+        pad = changes.get("vad_pad_s", run.engine.config.vad_pad_s)
+        parts = oracle_parts(run, path, timeline, pad, changes.get("fill", "file"))
     else:
         gaps = changes.pop("gaps", None)
         (parts,) = run.parts([str(path)], run.engine.config.with_(vad=True, **changes))
