@@ -3,6 +3,7 @@
     python bench/longform_errors.py                          # the 10-minute file of seed 0, the defaults
     python bench/longform_errors.py --minutes 60 --seed 1
     python bench/longform_errors.py --variants "default;vad_min_silence_s=0.3;oracle"
+    python bench/longform_errors.py --model OUT   # another model (e.g. from w2vlm train), with the LM it has
 
 Each utterance of the file's timeline (its start and end) is matched with the speech segments the VAD cut, and
 put in one class:
@@ -65,11 +66,11 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 class Run:
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = None) -> None:
         from w2vlm.engine.config import DecodeConfig
         from w2vlm.transcribe import TranscribeOptions, Transcriber
 
-        self.tr = Transcriber(TranscribeOptions())
+        self.tr = Transcriber(TranscribeOptions(model=model))
         self.engine = self.tr.engine
         self.beam = self.tr.options.decode_config(True)
         self.greedy = DecodeConfig(use_lm=False, greedy=True, timestamps="word")
@@ -362,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=longform.DATA)
+    ap.add_argument("--model", default=None, help="model folder (default: the embedded model, with its LM)")
     ap.add_argument("--variants", default="default")
     ap.add_argument("--show", type=int, default=10, help="utterances with the most extra errors to print")
     ap.add_argument("--json", type=Path, default=None)
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     utterances = longform.read_manifest(manifest)
     path = longform.long_file(args.data, manifest, utterances, args.minutes, args.seed)
     info = json.loads(path.with_suffix(".json").read_text())
-    run = Run()
+    run = Run(args.model)
     audios = list(dict.fromkeys(u["audio"] for u in info["utterances"]))
     refs = one_by_one(run, audios)
     results = []
