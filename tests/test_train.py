@@ -333,11 +333,9 @@ def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.Mo
     seen: list[int] = []
     collate = train_module.AudioStore.collate
 
-    def spy(
-        self: train_module.AudioStore, idx: list[int], device: object, inputs: object, extra: int = 0, multiple: int = 1
-    ) -> object:
+    def spy(self: train_module.AudioStore, idx: list[int], *args: object) -> object:
         seen.append(int(self.lengths[list(idx)].max()))
-        return collate(self, idx, device, inputs, extra, multiple)
+        return collate(self, idx, *args)
 
     monkeypatch.setattr(train_module.AudioStore, "collate", spy)
     result = train(_config(manifest, out, epochs=1, dev_manifest=None, **kw))
@@ -631,6 +629,50 @@ def test_batches_on_a_length_grid(seeded: bool) -> None:
     assert x.shape[-1] % multiple == 0 and x.shape[-1] >= int(lengths[batches[0]].max()) + 1234
     assert mask.sum(-1).tolist() == lengths[batches[0]].tolist()
     assert labels.shape == (len(batches[0]), 1)
+
+
+def test_edges_put_another_background_around_each_clip() -> None:
+    """--edge-prob: a clip that gets edges is the same samples moved right by its lead, with the lead and trail
+    filled by digital silence or noise at its level, and the row's length grown by both; other rows and the
+    labels are untouched; with edge_prob 0 nothing is drawn (the batch and the random stream as before)."""
+    import random
+
+    from w2vlm.features import WaveformInputs
+    from w2vlm.train.data import EDGE_LEVELS_DBFS, EDGE_MAX_S, Edges, draw_edges
+
+    rng = np.random.default_rng(9)
+    lengths = np.array([SR, SR // 2, 3 * SR // 4])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    audio = torch.from_numpy(rng.integers(-3000, 3000, size=int(lengths.sum())).astype(np.int16))
+    store = AudioStore(audio, offsets, lengths, [[1], [2], [3]], ["a", "b", "c"])
+    inputs = WaveformInputs(None, do_normalize=False)
+    idx = [0, 1, 2]
+    plain, _, plain_labels = store.collate(idx, "cpu", inputs)
+    level = 10 ** (-60 / 20)
+    edges = Edges(lead=[800, 0, 1600], trail=[400, 0, 0], level=[0.0, 0.0, level], seed=3)
+    x, mask, labels = store.collate(idx, "cpu", inputs, extra=100, edges=edges)
+    assert mask.sum(-1).tolist() == [SR + 1200, SR // 2, 3 * SR // 4 + 1600]
+    assert torch.equal(labels, plain_labels)
+    assert torch.equal(x[0, 800 : 800 + SR], plain[0, :SR])  # the clip, moved by its lead
+    assert torch.equal(x[0, :800], torch.zeros(800))
+    assert torch.equal(x[0, SR + 800 :], torch.zeros(x.shape[1] - SR - 800))
+    assert torch.equal(x[1, : SR // 2], plain[1, : SR // 2])  # no edges: as before
+    noise = x[2, :1600]
+    assert torch.equal(x[2, 1600 : 1600 + 3 * SR // 4], plain[2, : 3 * SR // 4])
+    assert 0.8 * level < float(noise.std()) < 1.2 * level and float(noise.abs().min()) > 0
+    assert torch.equal(x[2, 1600 + 3 * SR // 4 :], torch.zeros(x.shape[1] - 1600 - 3 * SR // 4))  # padding stays 0
+
+    before = random.Random(4)
+    assert draw_edges(8, 0.0, before) is None and before.random() == random.Random(4).random()
+    drawn = [draw_edges(8, 0.5, random.Random(s)) for s in range(200)]
+    leads = [v for d in drawn if d is not None for v in d.lead]
+    levels = [v for d in drawn if d is not None for v, a in zip(d.level, d.lead) if a]
+    assert 0 < max(leads) <= EDGE_MAX_S * SR
+    assert 0.4 < sum(1 for v in leads if v) / len(leads) < 0.6  # about half the clips
+    silent = sum(1 for v in levels if v == 0) / len(levels)
+    assert 0.25 < silent < 0.42  # a third digital silence, the rest noise within the levels
+    low, high = (10 ** (d / 20) for d in EDGE_LEVELS_DBFS)
+    assert all(low <= v <= high for v in levels if v)
 
 
 @pytest.mark.parametrize("cached", [False, True])

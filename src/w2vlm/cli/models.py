@@ -85,6 +85,14 @@ def train_command(
             "batch shapes repeat, so CPU kernels built for a shape are reused. 0: pad to the longest clip.",
         ),
     ] = 0.5,
+    edge_prob: Annotated[
+        float,
+        typer.Option(
+            "--edge-prob",
+            help="Probability that a clip gets up to 0.3 s of another background (digital silence or quieter noise) "
+            "before and after it, as VAD segments of long recordings have (0: off).",
+        ),
+    ] = 0.0,
     device: DeviceOption = "auto",
     amp: Annotated[
         bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16.")
@@ -174,6 +182,7 @@ def train_command(
         sortagrad=sortagrad,
         pad_blank_weight=pad_blank_weight,
         pad_multiple_s=pad_multiple,
+        edge_prob=edge_prob,
         device=device,
         amp=amp,
         save_every=save_every,

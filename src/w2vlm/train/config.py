@@ -172,6 +172,8 @@ class TrainConfig:
     pad_blank_weight: float = 0.2
     pad_extra_prob: float = 0.25
     pad_multiple_s: float = 0.5
+    #: probability that a clip gets another background at its edges (see ``w2vlm.train.data.draw_edges``)
+    edge_prob: float = 0.0
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
     audio_cache: Path | None = None
@@ -207,6 +209,7 @@ class TrainConfig:
                 raise ModelError(f"{where}: {value}; expected a number {'>' if positive else '>='} 0")
         for name, option, value in (
             ("pad_extra_prob", "", self.pad_extra_prob),
+            ("edge_prob", "--edge-prob", self.edge_prob),
             ("mask_time_prob", "--mask-time-prob", self.mask_time_prob),
         ):
             if value is not None and not 0 <= value <= 1:

@@ -33,7 +33,7 @@ from w2vlm.train.config import (
     TrainResult,
     check_overrides,
 )
-from w2vlm.train.data import AudioStore, Tokenizer
+from w2vlm.train.data import AudioStore, Tokenizer, draw_edges
 from w2vlm.train.export import build_config, check_lm_dir, make_processor, save_hub_layout
 from w2vlm.train.memory import release_after_loading, resident_memory_gb, within_memory
 
@@ -377,7 +377,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 extra = 0
                 if cfg.pad_blank_weight > 0 and rng.random() < cfg.pad_extra_prob:
                     extra = int(rng.random() * _PAD_EXTRA_MAX_S * SAMPLE_RATE)
-                x, mask, labels = train_store.collate(idx, device, inputs, extra, multiple)
+                edges = draw_edges(len(idx), cfg.edge_prob, rng)
+                x, mask, labels = train_store.collate(idx, device, inputs, extra, multiple, edges)
                 loss = train_step(model, optimizer, x, mask, labels, cfg, amp)
                 step += 1
                 batch_in_epoch += 1
