@@ -138,9 +138,20 @@ class SileroNetwork:
         spec = torch.fft.rfft(x.unfold(1, self.window.numel(), self.hop) * self.window)
         x = torch.sqrt(spec.real.square() + spec.imag.square())  # (n, steps, bins); as the wheel (abs: 3x slower)
         for weight, bias, stride, taps in self.layers:
-            out = (x.shape[1] - 1) // stride + 1
-            padded = F.pad(x, (0, 0, 1, 1))  # one zero step on each side
-            columns = torch.cat([padded[:, k : k + stride * (out - 1) + 1 : stride] for k in taps], 2)
+            steps, width = x.shape[1], x.shape[2]
+            out = (steps - 1) // stride + 1
+            # the columns of a convolution with one zero step of padding on each side, written in place: output
+            # step t of tap k reads input step k + stride * t - 1 (zero outside the input)
+            columns = x.new_empty(n, out, len(taps) * width)
+            for j, k in enumerate(taps):
+                block = columns[:, :, j * width : (j + 1) * width]
+                first = max(0, -(-(1 - k) // stride))  # the first output step whose input is inside
+                end = min(out, (steps - k) // stride + 1)  # one past the last
+                block[:, :first] = 0
+                block[:, max(first, end) :] = 0
+                if end > first:
+                    at = k + stride * first - 1
+                    block[:, first:end] = x[:, at : at + stride * (end - first - 1) + 1 : stride]
             x = torch.relu(torch.addmm(bias, columns.reshape(n * out, -1), weight)).reshape(n, out, -1)
         return x[:, 0]
 
