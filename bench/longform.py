@@ -507,25 +507,23 @@ def file_label(minutes: float, seed: int, seeds: Sequence[int]) -> str:
     return f"{minutes:g} min" + (f" s{seed}" if len(seeds) > 1 else "")
 
 
-def word_errors(rates: dict[str, Any]) -> int:
-    return int(rates["substitutions"] + rates["deletions"] + rates["insertions"])
-
-
 def pooled_ratio(entries: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]) -> float | None:
     """Word errors of several long files together over those of the same utterances one by one."""
-    base = sum(word_errors(r) for r in references)
-    return sum(word_errors(e) for e in entries) / base if base else None
+    base = sum(r["errors"] for r in references)
+    return sum(e["errors"] for e in entries) / base if base else None
 
 
 def error_rates(refs: Sequence[str], hyp: str) -> dict[str, Any]:
-    import jiwer
+    """WER/CER and word edit counts of ``hyp`` against the references joined (w2vlm's own metrics)."""
+    from w2vlm.metrics import char_errors, word_errors
 
     ref = " ".join(refs)
-    words = jiwer.process_words(ref, hyp)
+    words = word_errors(ref, hyp)
     return {
-        "wer": words.wer,
-        "cer": jiwer.cer(ref, hyp),
-        "ref_words": words.hits + words.substitutions + words.deletions,
+        "wer": words.rate,
+        "cer": char_errors(ref, hyp).rate,
+        "ref_words": words.reference_length,
+        "errors": words.errors,
         "substitutions": words.substitutions,
         "deletions": words.deletions,
         "insertions": words.insertions,

@@ -116,3 +116,17 @@ def test_errors_classify_assign_and_edits() -> None:
 
     assert le.edits(["a", "b", "c"], ["a", "x", "c", "d"]) == 2
     assert le.edits([], ["x"]) == 1 and le.edits(["x"], []) == 1
+
+
+def test_error_rates_and_the_pooled_ratio_count_word_edits() -> None:
+    """Each file's rates carry its word edits; several files together are the ratio of summed edits (not a mean of
+    ratios), and an empty hypothesis is all deletions."""
+    long = [longform.error_rates(["the cat sat", "on a mat"], "the cat sad on mat"), longform.error_rates(["a b"], "")]
+    assert (long[0]["wer"], long[0]["errors"], long[0]["ref_words"]) == (pytest.approx(2 / 6), 2, 6)
+    assert (long[1]["wer"], long[1]["deletions"]) == (1.0, 2)
+    alone = [
+        longform.error_rates(["the cat sat", "on a mat"], "the cat sat on a mat"),
+        longform.error_rates(["a b"], "a"),
+    ]
+    assert longform.pooled_ratio(long, alone) == 4 / 1
+    assert longform.pooled_ratio(long, alone[:1]) is None  # no edits one by one: no ratio
