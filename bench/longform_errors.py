@@ -110,7 +110,7 @@ def one_by_one(run: Run, audios: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _mirror_before(edge: np.ndarray, n: int) -> np.ndarray:
+def mirror_before(edge: np.ndarray, n: int) -> np.ndarray:
     """``n`` samples to put before a clip that starts with ``edge``: ``edge`` mirrored outwards again and again
     (every other copy reversed, so no jump where copies meet or where the clip starts)."""
     copies = [edge[::-1] if k % 2 == 0 else edge for k in range(-(-n // max(1, edge.size)))]
@@ -141,7 +141,7 @@ def oracle_parts(
         if fill == "zeros":
             lead, trail = np.zeros_like(lead), np.zeros_like(trail)
         elif fill == "own":
-            lead, trail = _mirror_before(clip[:edge], lead.size), _mirror_before(clip[-edge:][::-1], trail.size)[::-1]
+            lead, trail = mirror_before(clip[:edge], lead.size), mirror_before(clip[-edge:][::-1], trail.size)[::-1]
         pieces.append({"array": np.concatenate([lead, clip, trail]), "sampling_rate": sr})
         starts.append((s - lead.size) / sr)
     parts = run.parts(pieces, run.engine.config.with_(vad=False))

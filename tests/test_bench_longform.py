@@ -130,3 +130,21 @@ def test_error_rates_and_the_pooled_ratio_count_word_edits() -> None:
     ]
     assert longform.pooled_ratio(long, alone) == 4 / 1
     assert longform.pooled_ratio(long, alone[:1]) is None  # no edits one by one: no ratio
+
+
+def test_oracle_fill_own_mirrors_the_clip_edges() -> None:
+    """fill=own: the padding before a clip is its first samples mirrored outwards again and again, so the sample
+    next to the clip equals the clip's first and copies meet without a jump; after the clip the same, reversed."""
+    import longform_errors as le
+
+    edge = np.array([1.0, 2.0, 3.0, 4.0])
+    before = le.mirror_before(edge, 10)
+    assert before.tolist() == [2, 1, 1, 2, 3, 4, 4, 3, 2, 1]
+    assert le.mirror_before(edge, 3).tolist() == [3, 2, 1] and le.mirror_before(edge, 0).size == 0
+    end = np.array([5.0, 6.0, 7.0])  # the clip's last samples
+    after = le.mirror_before(end[::-1], 5)[::-1]
+    assert after.tolist() == [7, 6, 5, 5, 6]
+    assert le.parse_variant("oracle,vad_pad_s=0.1,fill=own") == (
+        "oracle,vad_pad_s=0.1,fill=own",
+        {"vad_pad_s": 0.1, "fill": "own"},
+    )
