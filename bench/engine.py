@@ -400,7 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write every figure here")
     args = ap.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    report: dict[str, Any] = {"load_average": os.getloadavg()[0], "cpus": len(os.sched_getaffinity(0))}
+    from w2vlm.memory import tune_allocator
+
+    # the allocator as the commands set it up (GLIBC_TUNABLES= in the environment leaves glibc's defaults)
+    report: dict[str, Any] = {
+        "load_average": os.getloadavg()[0],
+        "cpus": len(os.sched_getaffinity(0)),
+        "allocator_tuned": tune_allocator(),
+    }
+    log(f"allocator tuned as the commands do: {report['allocator_tuned']}")
     with tempfile.TemporaryDirectory(prefix="w2vlm-bench-engine-") as tmp:
         work = Path(tmp)
         t = time.perf_counter()

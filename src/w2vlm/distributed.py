@@ -318,9 +318,11 @@ class AcousticStage:
         import torch
 
         from w2vlm.engine import Engine
+        from w2vlm.memory import tune_allocator
         from w2vlm.model import load_model, resolve_model_path
         from w2vlm.processor import load_feature_extractor
 
+        tune_allocator()
         torch.set_num_threads(max(1, self.threads))
         self.options = TranscribeOptions(**self.options_dict)
         folder = resolve_model_path(self.options.model)
