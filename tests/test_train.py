@@ -675,6 +675,37 @@ def test_edges_put_another_background_around_each_clip() -> None:
     assert all(low <= v <= high for v in levels if v)
 
 
+@pytest.mark.parametrize("multiple", [1, 800])
+def test_edges_are_counted_in_the_batch_budget(multiple: int) -> None:
+    """With --edge-prob, batches are planned with room for both edges at their longest: a batch given the
+    longest edges still fits --batch-seconds of padded audio (without the reserve, batches of short clips
+    grew by up to 0.6 s a clip); without edges the plan is as before."""
+    import random
+
+    from w2vlm.features import WaveformInputs
+    from w2vlm.train.data import EDGE_MAX_S, Edges, edge_reserve
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(SR // 2, 2 * SR, size=40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    audio = torch.from_numpy(rng.integers(-3000, 3000, size=int(lengths.sum())).astype(np.int16))
+    store = AudioStore(audio, offsets, lengths, [[1]] * 40, [str(i) for i in range(40)])
+    reserve = edge_reserve(0.5)
+    assert reserve == 2 * int(EDGE_MAX_S * SR) and edge_reserve(0.0) == 0
+    assert store.batches(4.0, 64, random.Random(1), multiple) == store.batches(4.0, 64, random.Random(1), multiple, 0)
+    budget = 4.0 * SR
+    most = int(EDGE_MAX_S * SR)
+    batches = store.batches(4.0, 64, random.Random(1), multiple, reserve)
+    assert sorted(i for b in batches for i in b) == list(range(40))
+    for idx in batches:
+        edges = Edges(lead=[most] * len(idx), trail=[most] * len(idx), level=[1e-3] * len(idx), seed=1)
+        x, _, _ = store.collate(idx, "cpu", WaveformInputs(None, do_normalize=False), multiple=multiple, edges=edges)
+        assert x.shape[0] * x.shape[1] <= budget
+    plain = store.batches(4.0, 64, random.Random(1), multiple)
+    grown = [len(idx) * (int(lengths[idx].max()) + 2 * most) for idx in plain]
+    assert max(grown) > budget  # what the reserve prevents
+
+
 @pytest.mark.parametrize("cached", [False, True])
 def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_path: Path, cached: bool) -> None:
     """The loader writes clips straight into one buffer, sized from the files' bytes; files that decode to more

@@ -370,17 +370,20 @@ class AudioStore:
         return store
 
     def batches(self, batch_seconds: float, max_batch_size: int, rng: random.Random | None,
-                multiple: int = 1) -> list[list[int]]:  # fmt: skip
+                multiple: int = 1, reserve: int = 0) -> list[list[int]]:  # fmt: skip
         """Index batches of similar length; at most batch_seconds of padded audio each. Shuffled if rng.
+        ``reserve`` samples are counted with every clip (the edges ``collate`` may put around it: see
+        :func:`edge_reserve`), so that a batch stays within the budget whatever edges it gets.
 
         With ``multiple`` > 1 every clip's length is rounded up to a multiple of that many samples and a batch
         holds clips of one rounded length only, as many as the budget allows: batches then come in a few
         repeating shapes (``collate`` pads to the same multiple), so a CPU reuses the kernels it made for a
         shape (oneDNN builds one per shape) instead of building new ones at nearly every step."""
         budget = batch_seconds * SAMPLE_RATE
+        lengths = self.lengths + max(int(reserve), 0)
         out: list[list[int]] = []
         if multiple > 1:
-            padded = -(-self.lengths // multiple) * multiple
+            padded = -(-lengths // multiple) * multiple
             for width in np.unique(padded):
                 members = np.flatnonzero(padded == width).tolist()
                 if rng is not None:
@@ -390,14 +393,14 @@ class AudioStore:
             if rng is not None:
                 rng.shuffle(out)
             return out
-        order = np.argsort(self.lengths, kind="stable")
+        order = np.argsort(lengths, kind="stable")
         if rng is not None:  # jitter the sort so that batches differ from epoch to epoch
             noise = np.array([rng.random() for _ in range(len(order))]) * 0.1 * SAMPLE_RATE
-            order = np.argsort(self.lengths + noise, kind="stable")
+            order = np.argsort(lengths + noise, kind="stable")
         cur: list[int] = []
         cur_max = 0
         for idx in order:
-            n = int(self.lengths[idx])
+            n = int(lengths[idx])
             if cur and (max(cur_max, n) * (len(cur) + 1) > budget or len(cur) >= max_batch_size):
                 out.append(cur)
                 cur, cur_max = [], 0
@@ -432,10 +435,11 @@ class AudioStore:
         in_clip = (inside >= 0) & (inside < clip[:, None])
         gather = (starts[:, None] + inside.clamp(min=0)).clamp_(max=self.audio.numel() - 1)
         x = self.audio[gather].float().mul_(1.0 / 32768.0) * in_clip
-        if edges is not None:
+        if edges is not None:  # noise drawn for the edges' samples only
+            at = (mask & ~in_clip).nonzero(as_tuple=True)
             gen = torch.Generator().manual_seed(edges.seed)
-            noise = torch.randn(x.shape, generator=gen).to(dev) * torch.as_tensor(edges.level, device=dev)[:, None]
-            x = x + noise * (mask & ~in_clip)
+            level = torch.as_tensor(edges.level, dtype=x.dtype, device=dev)[at[0]]
+            x[at] = torch.randn(at[0].numel(), generator=gen).to(dev) * level
         x, mask = inputs(x.to(device, non_blocking=True), lens.to(device))
         max_lab = max(len(self.labels[i]) for i in idx)
         labels = torch.full((len(idx), max_lab), -100, dtype=torch.long)
@@ -479,6 +483,11 @@ def draw_edges(rows: int, prob: float, rng: random.Random) -> Edges | None:
     if not any(lead) and not any(trail):
         return None
     return Edges(lead, trail, level, rng.getrandbits(31))
+
+
+def edge_reserve(prob: float) -> int:
+    """Samples that :func:`draw_edges` may add to a clip at ``prob``: both edges at their longest, or 0."""
+    return 2 * int(EDGE_MAX_S * SAMPLE_RATE) if prob > 0 else 0
 
 
 def iter_manifest_texts(path: Path) -> Iterator[str]:

@@ -33,7 +33,7 @@ from w2vlm.train.config import (
     TrainResult,
     check_overrides,
 )
-from w2vlm.train.data import AudioStore, Tokenizer, draw_edges
+from w2vlm.train.data import AudioStore, Tokenizer, draw_edges, edge_reserve
 from w2vlm.train.export import build_config, check_lm_dir, make_processor, save_hub_layout
 from w2vlm.train.memory import release_after_loading, resident_memory_gb, within_memory
 
@@ -286,7 +286,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         logger.info("resumed from %s at step %d, epoch %d", ckpt_dir, step, epoch)
 
     multiple = max(1, round(cfg.pad_multiple_s * SAMPLE_RATE))
-    batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None, multiple))
+    reserve = edge_reserve(cfg.edge_prob)  # the edges --edge-prob may add to each clip count in the budget
+    batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None, multiple, reserve))
     total_steps = cfg.max_steps or batches_per_epoch * cfg.epochs
     logger.info(
         "training: %d batches/epoch, %d epochs, %d steps planned%s, device %s%s",
@@ -348,11 +349,11 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         while epoch < cfg.epochs and not stop:
             if epoch_rng is None:
                 epoch_rng, batch_in_epoch = rng.getstate(), 0
-                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple)
+                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple, reserve)
             else:  # resumed within an epoch: draw its batch order again, leave rng where it was saved
                 now = rng.getstate()
                 rng.setstate(epoch_rng)
-                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple)
+                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple, reserve)
                 rng.setstate(now)
             if epoch == 0 and cfg.sortagrad:  # first epoch shortest-first: CTC finds alignments sooner
                 batches.sort(key=lambda b: int(train_store.lengths[b].max()))
