@@ -554,3 +554,24 @@ def test_lm_options_reach_serve_and_visualize(tiny_ctc_dir: Path) -> None:
 
     app = create_app(str(tiny_ctc_dir), ServerSettings(), device="cpu", processor=processor)
     assert app.state.w2vlm.transcriber.pipe.decoder.language_model.alpha == 0.25
+
+
+def test_the_command_in_its_own_process_exits_cleanly(tmp_path: Path) -> None:
+    """`w2vlm transcribe` as a user runs it (a fresh process through the console script's entry point): the
+    transcript on stdout, the files it wrote complete, and a quiet exit (the entry point freezes the objects
+    at exit so that shutdown skips the collector's walk over them; nothing may report them as leaked)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "w2vlm.cli", "transcribe", str(root / "examples" / "children.wav")]
+    done = subprocess.run([*cmd, "-o", str(tmp_path), "-f", "json"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "children.json").read_text())
+    assert record["text"] == "the children a all fond of him"
+    assert "leak" not in done.stderr and "nanobind" not in done.stderr, done.stderr[-2000:]
+    printed = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert printed.returncode == 0 and printed.stdout.strip() == "the children a all fond of him"
+    assert "leak" not in printed.stderr, printed.stderr[-2000:]

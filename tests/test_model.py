@@ -258,3 +258,22 @@ def test_the_embedded_model_is_english() -> None:
     from w2vlm.model import default_model_dir, model_language
 
     assert model_language(default_model_dir()) == "en"
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    import gc
+
+    from w2vlm.model import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed load")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

@@ -30,6 +30,7 @@ from w2vlm.errors import (
     UnexpectedArgumentError,
     VocabularyMismatchError,
 )
+from w2vlm.model import gc_paused
 from w2vlm.processor_output import Wav2Vec2DecoderWithLMOutput
 
 logger = logging.getLogger("w2vlm.processor")
@@ -116,11 +117,11 @@ def _trim_padding(array: np.ndarray) -> np.ndarray:
 
 
 def _resolve_folder(path_or_hub_id: str | os.PathLike, **hub_kwargs: Any) -> Path:
-    from w2vlm.model import _looks_like_path, snapshot_folder
+    from w2vlm.model import looks_like_path, snapshot_folder
 
     text = os.fspath(path_or_hub_id)
     local = Path(text).expanduser()
-    if local.exists() or isinstance(path_or_hub_id, os.PathLike) or _looks_like_path(text):
+    if local.exists() or isinstance(path_or_hub_id, os.PathLike) or looks_like_path(text):
         if not local.is_dir():
             raise ModelError(f"{local}: no such processor folder")
         return local
@@ -163,6 +164,7 @@ class Wav2Vec2ProcessorWithLM:
     # ------------------------------------------------------------------------------------------------ I/O
 
     @classmethod
+    @gc_paused()
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | os.PathLike,

@@ -28,6 +28,7 @@ from w2vlm.audio import AUDIO_EXTENSIONS
 from w2vlm.engine.alignment import greedy_words
 from w2vlm.engine.config import DTYPES, ConfigError, DecodeConfig, EngineConfig, available_cpus
 from w2vlm.errors import LanguageModelError, W2vlmError
+from w2vlm.model import gc_paused
 from w2vlm.results import Transcript
 
 logger = logging.getLogger("w2vlm.transcribe")
@@ -327,6 +328,7 @@ class Transcriber:
     """Loads a model + decoder once and transcribes files through the engine (:mod:`w2vlm.engine`), with
     per-file error isolation."""
 
+    @gc_paused()  # loading: see gc_paused
     def __init__(self, options: TranscribeOptions) -> None:
         options.validate()
         self.options = options
