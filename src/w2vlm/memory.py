@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 
-#: glibc's ``mallopt`` settings for the engine's processes (the commands that run a model, the server, the Ray
-#: workers): blocks up to 32 MiB come from the heap instead of fresh ``mmap`` pages, and up to 64 MiB of free
-#: memory stays in each arena. glibc's defaults hand the large short-lived buffers of features and the VAD back
-#: to the system on every free, and the page faults of getting them again took ~1/6 of the CPU side's time.
+#: glibc's ``mallopt`` settings for the engine's batch processes (the commands that transcribe or evaluate, the
+#: Ray workers): blocks up to 32 MiB come from the heap instead of fresh ``mmap`` pages, and up to 64 MiB of free
+#: memory stays in each arena (the most glibc's own adaptive thresholds go to, set from the start). glibc's
+#: defaults hand the large short-lived buffers of features and the VAD back to the system on every free, and the
+#: page faults of getting them again took ~1/6 of the CPU side's time. Not for a long-running server: each of its
+#: many threads' arenas may keep that much.
 ALLOCATOR_SETTINGS = {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 64 << 20}
 _MALLOPT_PARAMS = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}  # glibc's <malloc.h>
 #: environment variables by which a user sets glibc's allocator; where one is set, it is left as it is

@@ -196,15 +196,16 @@ def log_records_to(err: object, level: int = logging.WARNING, show_time: bool = 
 
 
 @contextlib.contextmanager
-def model_command(err: object, level: int = logging.WARNING) -> Iterator[None]:
-    """Set-up shared by the commands that run a model: quiet hub progress bars, passive OpenMP waiting, the
-    allocator's free memory kept for reuse (:func:`w2vlm.memory.tune_allocator`), and w2vlm's log records shown
-    on stderr (at ``level``) while the command runs."""
+def model_command(err: object, level: int = logging.WARNING, *, batch: bool = True) -> Iterator[None]:
+    """Set-up shared by the commands that run a model: quiet hub progress bars, passive OpenMP waiting, for a
+    ``batch`` command the allocator's free memory kept for reuse (:func:`w2vlm.memory.tune_allocator`), and
+    w2vlm's log records shown on stderr (at ``level``) while the command runs."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the hub's download bars (model loading: model.py)
     # torch's OpenMP threads spin while waiting by default; next to the decoder's threads (and anything else
     # running) that made the model up to 20x slower on a 2-core machine. Read when torch is first imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    tune_allocator()
+    if batch:
+        tune_allocator()
     with log_records_to(err, level):
         yield
 

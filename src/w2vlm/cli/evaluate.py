@@ -109,7 +109,7 @@ def eval_command(
 
     err = Console(stderr=True)
     try:
-        with _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
+        with model_command(err), _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
             report = evaluate(
                 manifest,
                 model,
@@ -219,7 +219,7 @@ def tune_command(
     err = Console(stderr=True)
     try:
         widths = [int(w) for w in parse_values(beam_width, "beam width")]
-        with _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
+        with model_command(err), _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
             report = tune(
                 manifest,
                 model,
