@@ -367,6 +367,11 @@ def test_cached_logits_skip_the_acoustic_model(tiny_ctc_dir: Path, eval_set: dic
     processor = Wav2Vec2ProcessorWithLM.from_pretrained(tiny_ctc_dir)
     beams = processor.decode_beams_batch([c.logits for c in cached], alpha=3.0, beta=0.0, beam_width=16)
     assert [u.hypotheses["lm"].text for u in third.utterances] == [b[0][0] for b in beams]
+    # the commands' default dtype ("auto": float32 on a CPU) and an explicit float32 find the same entries
+    for dtype in ("auto", "float32"):
+        again = evaluate(eval_set["good"], tiny_ctc_dir, cache_dir=eval_set["cache"],
+                         acoustic=AcousticSettings(device="cpu", dtype=dtype))  # fmt: skip
+        assert all(u.cached for u in again.utterances)
     # without the cache the model is needed again (here: each utterance records the failure)
     fourth = evaluate(eval_set["good"], tiny_ctc_dir, use_cache=False, acoustic=AcousticSettings(device="cpu"))
     assert all("was loaded" in str(u.error) for u in fourth.utterances)
@@ -434,3 +439,26 @@ def test_cli_eval(tiny_ctc_dir: Path, eval_set: dict[str, Path], tmp_path: Path)
     result = runner.invoke(app, ["eval", str(with_fields), *common, "--by", "speaker"])
     assert result.exit_code == 1
     assert "--by speaker: no utterance of" in result.output and "(fields: voice)" in result.output
+
+
+def test_logits_dtype_keys_the_dtype_the_model_runs_in() -> None:
+    from w2vlm.logits_cache import AcousticSettings, logits_dtype
+
+    assert logits_dtype(AcousticSettings(device="cpu")) is None
+    assert logits_dtype(AcousticSettings(device="cpu", dtype="auto")) is None  # float32 on a CPU
+    assert logits_dtype(AcousticSettings(device="cpu", dtype="float32")) is None
+    assert logits_dtype(AcousticSettings(device="cpu", dtype="bfloat16")) == "bfloat16"
+    assert logits_dtype(AcousticSettings(device="cpu", dtype="auto", quantize="int8")) is None
+
+
+@pytest.mark.parametrize("command", ["transcribe", "eval", "tune", "visualize", "serve", "add-lm"])
+def test_every_command_that_loads_a_model_takes_dtype_and_quantize(command: str) -> None:
+    """The same --dtype (auto by default) and --quantize on every command that runs a model."""
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--dtype" in result.output and "--quantize" in result.output
+    assert "auto: bfloat16 (or float16) on CUDA, float32 on a CPU" in " ".join(result.output.split())

@@ -146,6 +146,25 @@ class AcousticSettings:
     batch_size: int = 1
 
 
+def logits_dtype(settings: AcousticSettings) -> str | None:
+    """The dtype ``settings`` compute logits in, as the cache keys it: ``"auto"`` resolved for the device as
+    :func:`~w2vlm.model.load_model` does, and float32 (the default) as None, so that one entry serves both."""
+    dtype = settings.dtype
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        if settings.quantize is not None:
+            return None
+        from w2vlm.engine.config import resolve_dtype_name
+
+        try:
+            from w2vlm.model import resolve_device
+
+            device_type = resolve_device(settings.device).type
+        except ImportError:  # no torch: only logits already cached can be used, and those were computed on a CPU
+            device_type = "cpu"
+        dtype = resolve_dtype_name("auto", device_type)
+    return None if dtype in (None, "float32") else dtype
+
+
 def collect_logits(
     items: Sequence[ManifestItem],
     model_dir: Path,
@@ -166,7 +185,7 @@ def collect_logits(
     if use_cache:
         key = model_cache_key(
             model_dir,
-            dtype=settings.dtype,
+            dtype=logits_dtype(settings),
             quantize=settings.quantize,
             chunk_length_s=settings.chunk_length_s,
             stride_length_s=settings.stride_length_s,

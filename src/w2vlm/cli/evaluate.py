@@ -13,6 +13,7 @@ from w2vlm.cli.app import (
     CacheDirOption,
     DecodeThreadsOption,
     DeviceOption,
+    DtypeOption,
     LmFileOption,
     ManifestArgument,
     ModelOption,
@@ -74,7 +75,7 @@ def eval_command(
     unk_score_offset: UnkScoreOffsetOption = None,
     threads: DecodeThreadsOption = None,
     device: DeviceOption = "auto",
-    dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+    dtype: DtypeOption = "auto",
     quantize: QuantizeOption = None,
     chunk_length: Annotated[
         float | None,
@@ -200,6 +201,8 @@ def tune_command(
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Settings shown in the table.")] = 10,
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    quantize: QuantizeOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
     no_normalize: NoNormalizeOption = False,
@@ -231,7 +234,7 @@ def tune_command(
                 num_random=random_search,
                 seed=seed,
                 num_threads=threads,
-                acoustic=AcousticSettings(device=device),
+                acoustic=AcousticSettings(device=device, dtype=dtype, quantize=quantize),
                 cache_dir=cache_dir,
                 use_cache=not no_cache,
                 normalize=not no_normalize,
@@ -312,6 +315,8 @@ def visualize_command(
         int | None, typer.Option("--width", help="Terminal rendering width in columns.  [default: the terminal's]")
     ] = None,
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    quantize: QuantizeOption = None,
 ) -> None:
     """Show what the model sees and decodes, as a PNG (-o) or in the terminal.
 
@@ -342,7 +347,14 @@ def visualize_command(
             from w2vlm.visualize_render import render_png, render_terminal
 
             processor = None if no_lm else lm_processor(model, lm, alpha, beta, unk_score_offset)
-            pipe = pipeline("automatic-speech-recognition", model=model, processor=processor, device=device)
+            pipe = pipeline(
+                "automatic-speech-recognition",
+                model=model,
+                processor=processor,
+                device=device,
+                dtype=dtype,
+                quantize=quantize,
+            )
             vis = analyze(
                 audio,
                 pipe=pipe,

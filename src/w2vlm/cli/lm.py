@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from w2vlm.cli.app import DeviceOption, LanguageOption, app
+from w2vlm.cli.app import DeviceOption, DtypeOption, LanguageOption, QuantizeOption, app
 from w2vlm.lm import DEFAULT_MEMORY
 
 # options both commands take
@@ -250,6 +250,8 @@ def add_lm_command(
         str | None, typer.Option("--beta", help="Word insertion bonuses tried with --dev, as --alpha.")
     ] = None,
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    quantize: QuantizeOption = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", help="Threads for counting n-grams and for decoding with --dev.  [default: CPUs]"),
@@ -293,7 +295,7 @@ def add_lm_command(
                     memory=memory,
                     threads=threads,
                     temp_dir=temp_dir,
-                    tune_options={"acoustic": AcousticSettings(device=device)},
+                    tune_options={"acoustic": AcousticSettings(device=device, dtype=dtype, quantize=quantize)},
                 )
         except W2vlmError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)

@@ -371,6 +371,7 @@ def serve_command(
         float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
     ] = 0.5,
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
     quantize: QuantizeOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     vad: VadOption = None,
@@ -431,6 +432,7 @@ def serve_command(
                 port=port,
                 settings=settings,
                 device=device,
+                dtype=dtype,
                 quantize=quantize,
                 log_level=log_level,
             )

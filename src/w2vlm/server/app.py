@@ -39,6 +39,7 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     device: str = "auto",
+    dtype: str | None = None,
     quantize: str | None = None,
     processor: Any = None,
 ) -> Any:
@@ -56,6 +57,7 @@ def create_app(
             model=model,
             processor=processor,
             device=device,
+            dtype=dtype,
             quantize=quantize,
             vad=settings.vad,
             vad_parameters=settings.vad_parameters,
@@ -218,6 +220,7 @@ def serve(
     port: int = 8000,
     settings: ServerSettings | None = None,
     device: str = "auto",
+    dtype: str | None = None,
     quantize: str | None = None,
     log_level: str = "info",
     processor: Any = None,
@@ -231,6 +234,6 @@ def serve(
     if model is not None and settings.model_id == "w2vlm":
         text = os.fspath(model)
         settings.model_id = (Path(text).resolve().name if Path(text).exists() else text) or "w2vlm"
-    app = create_app(model, settings, device=device, quantize=quantize, processor=processor)
+    app = create_app(model, settings, device=device, dtype=dtype, quantize=quantize, processor=processor)
     logger.info("serving %s on http://%s:%d", settings.model_id, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
