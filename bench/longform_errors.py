@@ -213,6 +213,48 @@ def classify(timeline: list[dict[str, Any]], segs: list[tuple[float, float, bool
     return out
 
 
+def extended_parts(
+    run: Run,
+    path: Path,
+    parts: list[tuple[float, float | None, np.ndarray]],
+    extend_s: float,
+    frames: int = 5,
+    level: float = 0.5,
+) -> tuple[list[tuple[float, float | None, np.ndarray]], int]:
+    """The VAD's parts, each whose first or last ``frames`` frames hold a non-blank token above ``level`` (the model
+    still hears speech where the segment was cut) cut again up to ``extend_s`` further on that side (at most half
+    way to the neighbouring segment) and computed again; and how many were."""
+    import soundfile as sf
+
+    from w2vlm.engine.segments import frame_evidence
+
+    assert run.engine.decoding is not None
+    blank = run.engine.decoding.blank
+    audio, sr = sf.read(str(path), dtype="float32")
+    bounds = [(round(s * sr), round(s * sr) + round(lp.shape[0] * run.spf * sr)) for s, _, lp in parts]
+    pieces, where = [], []
+    for i, ((a, b), (_, prob, lp)) in enumerate(zip(bounds, parts)):
+        voiced = ~np.isnan(frame_evidence(lp, blank))
+        ev = np.nan_to_num(frame_evidence(lp, blank))
+        head = bool((voiced[:frames] & (ev[:frames] > level)).any())
+        tail = bool((voiced[-frames:] & (ev[-frames:] > level)).any())
+        if not (head or tail):
+            continue
+        lo = bounds[i - 1][1] if i else 0
+        hi = bounds[i + 1][0] if i + 1 < len(bounds) else audio.size
+        a2 = max(a - round(extend_s * sr), a - (a - lo) // 2) if head else a
+        b2 = min(b + round(extend_s * sr), b + (hi - b) // 2) if tail else b
+        pieces.append({"array": audio[a2:b2], "sampling_rate": sr})
+        where.append((i, a2, prob))
+    if not pieces:
+        return parts, 0
+    got = run.parts(pieces, run.engine.config.with_(vad=False))
+    out = list(parts)
+    for (i, a2, prob), ps in zip(where, got):
+        out[i] = (a2 / sr, prob, ps[0][2])
+    return out, len(pieces)
+
+
 def analyse(
     run: Run,
     name: str,
@@ -228,9 +270,15 @@ def analyse(
         parts = oracle_parts(run, path, timeline, pad, changes.get("fill", "file"))
     else:
         gaps = changes.pop("gaps", None)
+        extend = changes.pop("extend", None)
+        edge_frames = int(changes.pop("edge_frames", 5))
+        edge_level = changes.pop("edge_level", 0.5)
         (parts,) = run.parts([str(path)], run.engine.config.with_(vad=True, **changes))
         if gaps:
             parts = sorted(parts + gap_parts(run, path, parts, gaps), key=lambda p: p[0])
+        if extend:
+            parts, count = extended_parts(run, path, parts, extend, edge_frames, edge_level)
+            print(f"  {name}: {count} of {len(parts)} segments extended", flush=True)
     segs_time = [(s, s + lp.shape[0] * run.spf) for s, _, lp in parts]
     result: dict[str, Any] = {"variant": name, "segments": len(parts)}
     classes = None

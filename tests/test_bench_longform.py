@@ -148,3 +148,37 @@ def test_oracle_fill_own_mirrors_the_clip_edges() -> None:
         "oracle,vad_pad_s=0.1,fill=own",
         {"vad_pad_s": 0.1, "fill": "own"},
     )
+
+
+def test_extended_parts_recut_only_segments_the_model_hears_speech_at(tmp_path: Path) -> None:
+    """extend=S: a segment whose edge frames hold a non-blank token above the level is cut again up to S further on
+    that side (at most half way to its neighbour) and computed again; the others are left as they were."""
+    pytest.importorskip("torch")
+    import longform_errors as le
+    from w2vlm.engine import silero
+
+    if not silero.available():
+        pytest.skip("needs the vad extra")
+    root = Path(__file__).resolve().parents[1] / "examples"
+    clips = [sf.read(str(root / f"{n}.wav"), dtype="float32")[0] for n in ("children", "hoped", "cottages")]
+    gap = np.zeros(16000, np.float32)
+    path = tmp_path / "three.wav"
+    sf.write(str(path), np.concatenate([clips[0], gap, clips[1], gap, clips[2]]), 16000)
+    run = le.Run()
+    (parts,) = run.parts([str(path)], run.engine.config.with_(vad=True))
+    assert len(parts) >= 2
+    same, count = le.extended_parts(run, path, parts, 0.4, level=1.01)  # no posterior is above 1
+    assert count == 0 and same == parts
+    out, count = le.extended_parts(run, path, parts, 0.4, level=0.0)  # any non-blank edge frame
+    assert count >= 1 and len(out) == len(parts)
+
+    def span(p: tuple) -> tuple[float, float]:
+        return p[0], p[0] + p[2].shape[0] * run.spf
+
+    for i, (before, after) in enumerate(zip(parts, out)):
+        if after is before:
+            continue
+        (a, b), (a2, b2) = span(before), span(after)
+        assert a2 <= a + 1e-9 and b2 >= b - 0.03 and (a - a2) <= 0.4 + 1e-6 and (b2 - b) <= 0.4 + 0.03
+        if i:
+            assert a2 >= (span(parts[i - 1])[1] + a) / 2 - 0.03  # at most half way to the previous segment
