@@ -89,12 +89,11 @@ bool load_numpy_kernels() {
 
 NB_MODULE(_core, m) {
   m.doc() = "w2vlm native core: CTC beam search with n-gram LM fusion";
-#ifndef W2VLM_SANITIZE
   // The command line freezes its objects at exit (w2vlm.cli.app.main: Python's shutdown then skips looking for
-  // cycles among them), so instances can still be alive when the module goes; nanobind's leak report would name
-  // them. The sanitizer build keeps the report (its tests do not freeze).
-  nb::set_leak_warnings(false);
-#endif
+  // cycles among them), so instances are still alive when the module goes: it turns nanobind's leak report off
+  // first. Everywhere else (the library, the tests) the report stays on.
+  m.def("set_leak_warnings", [](bool on) { nb::set_leak_warnings(on); }, nb::arg("on"),
+        "Whether nanobind reports instances still alive when the module is unloaded (process exit).");
   // whether the log-softmax runs on numpy's kernels (false: libm, possibly not numpy's last bit)
   m.attr("numpy_kernels") = load_numpy_kernels();
 

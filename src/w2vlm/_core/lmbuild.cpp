@@ -525,9 +525,8 @@ void bind_tokens(nb::module_& m);  // lmtokens.cpp: WordIndex
 
 NB_MODULE(_lmbuild, m) {
   m.doc() = "w2vlm build-lm native passes: bounded-memory n-gram counting, joins, Kneser-Ney, ARPA writing";
-#ifndef W2VLM_SANITIZE
-  nb::set_leak_warnings(false);  // as in _core (bindings.cpp): the command line freezes its objects at exit
-#endif
+  m.def("set_leak_warnings", [](bool on) { nb::set_leak_warnings(on); }, "on"_a,
+        "As w2vlm._core.set_leak_warnings: the command line turns the report off before it freezes its objects.");
   m.def("count_ngrams", &count_ngrams, "tokens"_a, "orders"_a, "bits"_a, "bos"_a, "budget"_a, "spill_prefix"_a,
         "threads"_a);
   m.def("lower_index", &lower_index, "high_keys"_a, "high_count"_a, "high_wide"_a, "low_keys"_a, "low_count"_a,

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from w2vlm.engine.config import (
     DEFAULT_VAD_MIN_SPEECH_S,
     DEFAULT_VAD_PAD_S,
     DEFAULT_VAD_THRESHOLD,
+    DTYPES,
 )
 from w2vlm.memory import tune_allocator
 
@@ -43,16 +45,34 @@ ModelOption = Annotated[
     typer.Option("--model", "-m", help="Model folder (hub layout) or hub id.  [default: the embedded model]"),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+
+def _one_of(flag: str, allowed: tuple[str | None, ...]) -> object:
+    """An option callback that refuses values outside ``allowed`` (checked before the command does any work)."""
+
+    def check(value: str | None) -> str | None:
+        if value not in allowed:
+            names = ", ".join(a for a in allowed if a is not None)
+            raise typer.BadParameter(f"expected one of {names}; got {value!r}", param_hint=f"'{flag}'")
+        return value
+
+    return check
+
+
 DtypeOption = Annotated[
     str,
     typer.Option(
-        "--dtype", help="auto, float32, float16 or bfloat16; auto: bfloat16 (or float16) on CUDA, float32 on a CPU."
+        "--dtype",
+        help="auto, float32, float16 or bfloat16; auto: bfloat16 (or float16) on CUDA, float32 on a CPU.",
+        callback=_one_of("--dtype", DTYPES),
     ),
 ]
 QuantizeOption = Annotated[
     str | None,
     typer.Option(
-        "--quantize", help="int8: 8-bit weights (dynamic int8 on CPU, bitsandbytes on CUDA).  [default: none]"
+        "--quantize",
+        help="int8: 8-bit weights (dynamic int8 on CPU, bitsandbytes on CUDA).  [default: none]",
+        callback=_one_of("--quantize", (None, "int8")),
     ),
 ]
 ManifestArgument = Annotated[
@@ -236,5 +256,10 @@ def main() -> None:
     finally:
         # Python's shutdown looks for reference cycles among every object the command made (torch, transformers,
         # the model, the LM): ~1 s of a 4 s `w2vlm transcribe` of one short file. Frozen objects are left out of
-        # that walk; everything else about shutdown (atexit, flushing, closing) is as before.
+        # that walk; everything else about shutdown (atexit, flushing, closing) is as before. The native modules'
+        # instances then outlive them, so their leak report (on everywhere else) is turned off first.
+        for name in ("w2vlm._core", "w2vlm._lmbuild"):
+            module = sys.modules.get(name)
+            if module is not None:
+                module.set_leak_warnings(False)
         gc.freeze()
