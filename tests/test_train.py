@@ -287,6 +287,17 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_resume_with_another_batch_plan_is_refused(tiny_manifest: Path, tmp_path: Path) -> None:
+    """A resumed run must draw the batches it was planned with: other batch settings (here the edges' reserve of
+    --edge-prob, which changes how many clips fit a batch) are refused with a clear error, not silently re-planned."""
+    out = tmp_path / "model"
+    train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, stop_after_s=1e-9, batch_seconds=2.0))
+    with pytest.raises(ModelError, match=r"planned with \d+ batches per epoch, these settings give \d+"):
+        train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True, batch_seconds=2.0, edge_prob=0.5))
+    done = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True, batch_seconds=2.0))
+    assert done.epochs_completed == 3
+
+
 def test_resume_from_a_damaged_checkpoint_names_it(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     train(_config(tiny_manifest, out, epochs=1, dev_manifest=None))

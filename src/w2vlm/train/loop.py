@@ -262,6 +262,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     rng = random.Random(cfg.seed)
     epoch_rng: Any = None  # the state of rng this epoch's batch order was drawn from (None: not drawn yet)
     batch_in_epoch = 0  # batches of this epoch done
+    planned = None  # batches per epoch of the run a checkpoint was made by (None: no checkpoint, or it does not say)
     if cfg.resume and (ckpt_dir / "state.json").is_file():
         state_file = ckpt_dir / "state.json"
         try:
@@ -273,6 +274,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             if state.get("epoch_rng") is not None:  # stopped within an epoch: go on with its batch order
                 epoch_rng = _tuple_state(state["epoch_rng"])
                 batch_in_epoch = int(state.get("batch_in_epoch", 0))
+            planned = None if state.get("batches_per_epoch") is None else int(state["batches_per_epoch"])
             _set_global_rng_states(state.get("global_rng"), device)
         except (ValueError, KeyError, TypeError) as exc:  # JSON errors are ValueErrors
             raise ModelError(
@@ -288,6 +290,12 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     multiple = max(1, round(cfg.pad_multiple_s * SAMPLE_RATE))
     reserve = edge_reserve(cfg.edge_prob)  # the edges --edge-prob may add to each clip count in the budget
     batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None, multiple, reserve))
+    if planned is not None and planned != batches_per_epoch:
+        raise ModelError(
+            f"{ckpt_dir}: the run was planned with {planned} batches per epoch, these settings give "
+            f"{batches_per_epoch}: resume with the manifest, --batch-seconds, --max-batch-size, --pad-multiple and "
+            "--edge-prob it was started with, or train without --resume to start afresh"
+        )
     total_steps = cfg.max_steps or batches_per_epoch * cfg.epochs
     logger.info(
         "training: %d batches/epoch, %d epochs, %d steps planned%s, device %s%s",
@@ -316,6 +324,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             "rng": rng.getstate(),
             "epoch_rng": epoch_rng,
             "batch_in_epoch": batch_in_epoch,
+            "batches_per_epoch": batches_per_epoch,
             "global_rng": _global_rng_states(device),
             "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
         }
