@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     from w2vlm.memory import tune_allocator
 
-    # the allocator as the commands set it up (GLIBC_TUNABLES= in the environment leaves glibc's defaults)
+    # the allocator as the commands set it up (MALLOC_TOP_PAD_=131072, glibc's own value, in the environment leaves
+    # glibc's defaults)
     report: dict[str, Any] = {
         "load_average": os.getloadavg()[0],
         "cpus": len(os.sched_getaffinity(0)),

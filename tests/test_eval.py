@@ -462,3 +462,35 @@ def test_every_command_that_loads_a_model_takes_dtype_and_quantize(command: str)
     assert result.exit_code == 0
     assert "--dtype" in result.output and "--quantize" in result.output
     assert "auto: bfloat16 (or float16) on CUDA, float32 on a CPU" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["transcribe", "x"],
+        ["eval", "x"],
+        ["tune", "x"],
+        ["visualize", "x.wav"],
+        ["serve"],
+        ["add-lm", "m", "t", "-o", "o"],
+    ],
+)
+def test_dtype_and_quantize_values_are_checked_alike_before_any_work(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    for option, value in (("--dtype", "fp32"), ("--quantize", "int4")):
+        result = CliRunner().invoke(app, [*args, option, value])
+        assert result.exit_code == 2, result.output
+        assert "expected one of" in result.output and value in result.output
+
+
+def test_add_lm_refuses_dtype_and_quantize_without_dev() -> None:
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    for extra in (["--dtype", "bfloat16"], ["--quantize", "int8"]):
+        result = CliRunner().invoke(app, ["add-lm", "m", "t", "-o", "o", *extra])
+        assert result.exit_code == 2 and "give --dev too" in result.output

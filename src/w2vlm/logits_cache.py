@@ -149,19 +149,19 @@ class AcousticSettings:
 def logits_dtype(settings: AcousticSettings) -> str | None:
     """The dtype ``settings`` compute logits in, as the cache keys it: ``"auto"`` resolved for the device as
     :func:`~w2vlm.model.load_model` does, and float32 (the default) as None, so that one entry serves both."""
-    dtype = settings.dtype
-    if isinstance(dtype, str) and dtype.lower() == "auto":
-        if settings.quantize is not None:
-            return None
-        from w2vlm.engine.config import resolve_dtype_name
+    from w2vlm.engine.config import run_dtype_name
 
+    dtype, device = settings.dtype, settings.device
+    device_type = "cpu"  # torch is imported only where the device must be looked up
+    on_cpu = isinstance(device, str) and device.startswith("cpu")
+    if isinstance(dtype, str) and dtype.lower() == "auto" and not on_cpu:
         try:
             from w2vlm.model import resolve_device
 
-            device_type = resolve_device(settings.device).type
+            device_type = resolve_device(device).type
         except ImportError:  # no torch: only logits already cached can be used, and those were computed on a CPU
-            device_type = "cpu"
-        dtype = resolve_dtype_name("auto", device_type)
+            pass
+    dtype = run_dtype_name(dtype, settings.quantize, device_type)
     return None if dtype in (None, "float32") else dtype
 
 

@@ -13,8 +13,6 @@ import os
 #: many threads' arenas may keep that much.
 ALLOCATOR_SETTINGS = {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 64 << 20}
 _MALLOPT_PARAMS = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}  # glibc's <malloc.h>
-#: environment variables by which a user sets glibc's allocator; where one is set, it is left as it is
-_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 def _status_kb(field: str) -> int | None:
@@ -75,7 +73,7 @@ def tune_allocator() -> bool:
     import ctypes
     import platform
 
-    if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _ALLOCATOR_ENV):
+    if platform.libc_ver()[0] != "glibc" or _allocator_set_by_user():
         return False
     if "LD_PRELOAD" in os.environ and "malloc" in os.environ["LD_PRELOAD"]:  # jemalloc, tcmalloc, mimalloc
         return False
@@ -88,3 +86,10 @@ def tune_allocator() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return all(mallopt(_MALLOPT_PARAMS[name], value) == 1 for name, value in ALLOCATOR_SETTINGS.items())
+
+
+def _allocator_set_by_user() -> bool:
+    """Whether the environment sets glibc's allocator: a ``MALLOC_*`` variable, or ``glibc.malloc.*`` tunables."""
+    return any(name.startswith("MALLOC_") for name in os.environ) or "glibc.malloc." in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    )

@@ -266,10 +266,10 @@ def load_model(
         path_or_hub_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
     )
     dev = resolve_device(device)
-    if isinstance(dtype, str) and dtype.lower() == "auto":  # bf16 (or fp16) on CUDA, fp32 elsewhere
-        from w2vlm.engine.config import resolve_dtype_name
+    if isinstance(dtype, str):  # "auto": bf16 (or fp16) on CUDA, fp32 elsewhere
+        from w2vlm.engine.config import run_dtype_name
 
-        dtype = None if quantize is not None else resolve_dtype_name("auto", dev.type)
+        dtype = run_dtype_name(dtype, quantize, dev.type)
     torch_dtype = resolve_dtype(dtype)
     if quantize not in (None, "int8"):
         raise ModelError(f"quantize: {quantize!r} is not supported; expected None or 'int8'")

@@ -273,6 +273,8 @@ def add_lm_command(
     thresholds = parse_prune(prune)
     if dev is None and (alpha is not None or beta is not None):
         raise typer.BadParameter("--alpha/--beta are the values tried on --dev; give --dev too", param_hint="'--dev'")
+    if dev is None and (dtype != "auto" or quantize is not None):
+        raise typer.BadParameter("--dtype/--quantize are for decoding --dev; give --dev too", param_hint="'--dev'")
     with model_command(err):
         try:
             from w2vlm.logits_cache import AcousticSettings

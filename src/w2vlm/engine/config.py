@@ -207,6 +207,14 @@ class EngineConfig:
         return replace(self, **changes)
 
 
+def run_dtype_name(dtype: str | None, quantize: str | None, device_type: str) -> str | None:
+    """The dtype a model loaded with ``dtype`` and ``quantize`` runs in, by name (None: float32, the weights'
+    own): "auto" as :func:`resolve_dtype_name`, except with ``quantize`` (int8 works on float32 weights)."""
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        return None if quantize is not None else resolve_dtype_name("auto", device_type)
+    return dtype
+
+
 def resolve_dtype_name(dtype: str, device_type: str) -> str:
     """The dtype the model runs in: "auto" is bfloat16 (or float16 without bf16 support) on CUDA, float32
     elsewhere."""
@@ -239,4 +247,5 @@ __all__ = [
     "EngineConfig",
     "available_cpus",
     "resolve_dtype_name",
+    "run_dtype_name",
 ]
