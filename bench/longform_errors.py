@@ -148,6 +148,11 @@ def oracle_parts(
     return [(s, 1.0, ps[0][2]) for s, ps in zip(starts, parts)]
 
 
+def part_bounds(run: Run, parts: list[tuple[float, float | None, np.ndarray]], sr: int) -> list[tuple[int, int]]:
+    """Each part's first and one-past-last sample in the file (at ``sr``), from its start and its frames."""
+    return [(round(s * sr), round(s * sr) + round(lp.shape[0] * run.spf * sr)) for s, _, lp in parts]
+
+
 def gap_parts(
     run: Run, path: Path, parts: list[tuple[float, float | None, np.ndarray]], min_s: float, max_s: float = 20.0
 ) -> list[tuple[float, float | None, np.ndarray]]:
@@ -156,7 +161,7 @@ def gap_parts(
     import soundfile as sf
 
     audio, sr = sf.read(str(path), dtype="float32")
-    bounds = [(round(s * sr), round(s * sr) + round(lp.shape[0] * run.spf * sr)) for s, _, lp in parts]
+    bounds = part_bounds(run, parts, sr)
     spans, prev = [], 0
     for a, b in [*bounds, (audio.size, audio.size)]:
         lo, hi = prev, a
@@ -231,13 +236,12 @@ def extended_parts(
     assert run.engine.decoding is not None
     blank = run.engine.decoding.blank
     audio, sr = sf.read(str(path), dtype="float32")
-    bounds = [(round(s * sr), round(s * sr) + round(lp.shape[0] * run.spf * sr)) for s, _, lp in parts]
+    bounds = part_bounds(run, parts, sr)
     pieces, where = [], []
     for i, ((a, b), (_, prob, lp)) in enumerate(zip(bounds, parts)):
-        voiced = ~np.isnan(frame_evidence(lp, blank))
-        ev = np.nan_to_num(frame_evidence(lp, blank))
-        head = bool((voiced[:frames] & (ev[:frames] > level)).any())
-        tail = bool((voiced[-frames:] & (ev[-frames:] > level)).any())
+        ev = frame_evidence(lp, blank)  # NaN on blank frames, which no comparison passes
+        head = bool((ev[:frames] > level).any())
+        tail = bool((ev[max(0, ev.size - frames) :] > level).any())
         if not (head or tail):
             continue
         lo = bounds[i - 1][1] if i else 0
