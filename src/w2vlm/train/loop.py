@@ -289,7 +289,12 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
 
     multiple = max(1, round(cfg.pad_multiple_s * SAMPLE_RATE))
     reserve = edge_reserve(cfg.edge_prob)  # the edges --edge-prob may add to each clip count in the budget
-    batches_per_epoch = len(train_store.batches(cfg.batch_seconds, cfg.max_batch_size, None, multiple, reserve))
+
+    def plan(order_rng: random.Random | None) -> list[list[int]]:
+        """An epoch's batches (in length order without ``order_rng``): one plan for the count and the epochs."""
+        return train_store.batches(cfg.batch_seconds, cfg.max_batch_size, order_rng, multiple, reserve)
+
+    batches_per_epoch = len(plan(None))
     if planned is not None and planned != batches_per_epoch:
         raise ModelError(
             f"{ckpt_dir}: the run was planned with {planned} batches per epoch, these settings give "
@@ -358,11 +363,11 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         while epoch < cfg.epochs and not stop:
             if epoch_rng is None:
                 epoch_rng, batch_in_epoch = rng.getstate(), 0
-                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple, reserve)
+                batches = plan(rng)
             else:  # resumed within an epoch: draw its batch order again, leave rng where it was saved
                 now = rng.getstate()
                 rng.setstate(epoch_rng)
-                batches = train_store.batches(cfg.batch_seconds, cfg.max_batch_size, rng, multiple, reserve)
+                batches = plan(rng)
                 rng.setstate(now)
             if epoch == 0 and cfg.sortagrad:  # first epoch shortest-first: CTC finds alignments sooner
                 batches.sort(key=lambda b: int(train_store.lengths[b].max()))
