@@ -41,16 +41,24 @@ def resident_bytes() -> int | None:
     return None if kb is None else kb * 1024
 
 
+def _process_library() -> object | None:
+    """The C library's symbols as this process sees them (an ``LD_PRELOAD``-ed allocator's first), or None where
+    there is no handle for the process itself (Windows)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None)
+    except (OSError, TypeError):
+        return None
+
+
 def release_free_memory() -> str | None:
     """Hand the allocator's free pages back to the system: all of jemalloc's arenas when the process runs under
     jemalloc (``LD_PRELOAD``; needed when its page decay is off), else glibc's ``malloc_trim``. Returns which
     allocator did it, or None when neither is there."""
     import ctypes
 
-    try:
-        process = ctypes.CDLL(None)
-    except (OSError, TypeError):  # TypeError: no handle for the process itself (Windows)
-        return None
+    process = _process_library()
     mallctl = getattr(process, "mallctl", None)
     if mallctl is not None:
         mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
@@ -77,10 +85,7 @@ def tune_allocator() -> bool:
         return False
     if "LD_PRELOAD" in os.environ and "malloc" in os.environ["LD_PRELOAD"]:  # jemalloc, tcmalloc, mimalloc
         return False
-    try:
-        process = ctypes.CDLL(None)
-    except (OSError, TypeError):
-        return False
+    process = _process_library()
     mallopt = getattr(process, "mallopt", None)
     if mallopt is None or getattr(process, "mallctl", None) is not None:  # no glibc, or jemalloc
         return False
