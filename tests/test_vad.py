@@ -419,6 +419,56 @@ def test_probabilities_are_high_in_speech_and_low_in_silence(silero: vadnet.Sile
 
 
 @needs_vad
+@pytest.mark.parametrize("peak_dbfs", [-45.0, -55.0])
+def test_quiet_speech_is_found(silero: vadnet.SileroVad, clips: list[np.ndarray], peak_dbfs: float) -> None:
+    """Silero's network is level-sensitive: the wheel's own model finds under half of the speech frames of the
+    example clips scaled to a loudest frame at -45 dBFS (a quarter at -55). Each row of the VAD's input is raised
+    towards LEVEL_DBFS first, so a quiet recording is found nearly as the same recording at its own level."""
+    gaps = [_silence(1.0), *[_noise_floor(1.2, k) for k in range(3)], _silence(1.0)]
+    audio, spans = _joined(clips, gaps)
+    low = _to_vad_rate(audio)
+    loudest = np.sqrt((low.reshape(-1, 256).astype(np.float64) ** 2).mean(axis=1)).max()
+    quiet = (low * (10 ** (peak_dbfs / 20) / loudest)).astype(np.float32)
+    speech = np.zeros(low.size // 256, bool)
+    for lo, hi in spans:
+        speech[math.ceil(lo / 512) : hi // 512] = True
+    wheel = _reference_probs(quiet)
+    assert (wheel[speech] > 0.5).mean() < 0.5  # what the level costs without the gain
+    ours, loud = silero.probs(quiet), silero.probs(low)
+    assert (ours[speech] > 0.5).mean() > 0.8
+    assert ((ours > 0.5) == (loud > 0.5)).mean() > 0.85
+    assert (ours[~speech] > 0.5).mean() <= (loud[~speech] > 0.5).mean() + 0.02  # no more speech in the gaps
+
+
+def test_row_gains_raise_quiet_rows_only() -> None:
+    own = np.zeros((6, 256), np.float32)
+    own[0:2] = 0.3  # -10 dBFS: left as it is
+    own[2:4] = 10 ** (-50 / 20)  # 20 dB under the level: raised by 20 dB
+    own[4] = 10 ** (-70 / 20)  # a noise floor: raised by at most MAX_GAIN_DB
+    index = np.array([[0, 2, 4, 5], [1, 3, 6, 6]])  # 6: no audio
+    gains = 20 * np.log10(vadnet._row_gains(own, index))
+    np.testing.assert_allclose(gains, [0.0, 20.0, vadnet.MAX_GAIN_DB, vadnet.MAX_GAIN_DB], atol=1e-4)
+
+
+@needs_vad
+def test_a_call_at_a_row_of_another_gain_gives_the_probabilities_of_one_call(
+    silero: vadnet.SileroVad, clips: list[np.ndarray]
+) -> None:
+    """Rows of different gains (a loud clip, then the same quiet): each row's warm-up frames are computed at the
+    row's own gain, so a call that starts at any whole row, given the audio before it, still gives the numbers of
+    one call over the whole input."""
+    loud = _to_vad_rate(np.concatenate([clips[0], _silence(0.5), clips[1]]))
+    quiet = _to_vad_rate(np.concatenate([_silence(0.3), 0.005 * clips[2], _silence(0.5), 0.005 * clips[3]]))
+    low = np.concatenate([loud, quiet, loud[: 3 * vadnet.ROW_FRAMES * 256]])
+    probs = silero.probs(low)
+    rows = -(-probs.size // vadnet.ROW_FRAMES)
+    assert rows >= 5
+    for row in range(1, rows):
+        at = row * vadnet.ROW_FRAMES * 256
+        np.testing.assert_array_equal(silero.probs(low[at:], low[:at]), probs[row * vadnet.ROW_FRAMES :])
+
+
+@needs_vad
 def test_probabilities_of_short_inputs(silero: vadnet.SileroVad) -> None:
     assert silero.probs(np.zeros(255, np.float32)).size == 0
     assert silero.probs(np.zeros(256 * 3 + 100, np.float32)).size == 3  # whole frames only

@@ -11,7 +11,9 @@ row's first frame. The weights are the wheel's (read from its TorchScript file, 
 network); the numbers match the wheel's model run frame by frame to a few 1e-6 wherever the state is the same
 (``tests/test_vad.py`` checks the TorchScript and the ONNX model to 2e-5, at 8 and 16 kHz).
 
-It runs at 8 kHz, where a frame is 256 samples, for half the work of 16 kHz.
+It runs at 8 kHz, where a frame is 256 samples, for half the work of 16 kHz. Each row (with its warm-up) is first
+raised towards :data:`LEVEL_DBFS` when its loudest frame is quieter than that: the network is level-sensitive, and
+quiet recordings lost whole utterances without it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ RATES = {8000: (256, 32), 16000: (512, 64)}
 #: 8 s rows, with less time (fewer steps in sequence); 2 s rows were no better, and longer warm-ups worse.
 ROW_FRAMES = 128
 WARMUP_FRAMES = 16
+#: Level the VAD's input is raised to, row by row: a row (with its warm-up) whose loudest frame is quieter than
+#: :data:`LEVEL_DBFS` is amplified until it is at that level, by at most :data:`MAX_GAIN_DB`. Silero's network is
+#: level-sensitive: speech whose loudest frames are at -45 dBFS gets probabilities under 0.1 for most of its words
+#: (a quiet recording lost most of its text with the VAD on), the same speech 20 dB louder 0.9. Rows at ordinary
+#: levels (most speech peaks above -30 dBFS) are not changed, and a row of pure noise floor stays far below speech
+#: levels (a -70 dBFS floor reaches -46 dBFS).
+LEVEL_DBFS = -30.0
+MAX_GAIN_DB = 24.0
 #: Frames encoded as one batch (their intermediates stay in cache; bounds memory on long inputs).
 _ENCODE_BATCH = 512
 _MODEL_FILE = "silero_vad.jit"
@@ -197,6 +207,17 @@ class SileroVad:
                 cls._shared = cls()
             return cls._shared
 
+    def _encode(self, windows: np.ndarray) -> Any:
+        """The network's per-frame features of ``windows`` (at least two), in batches of :data:`_ENCODE_BATCH`
+        (never a last batch of one)."""
+        import torch
+
+        cut = list(range(_ENCODE_BATCH, windows.shape[0] + 1, _ENCODE_BATCH))
+        if cut and windows.shape[0] - cut[-1] < 2:
+            cut.pop()
+        parts = np.split(np.ascontiguousarray(windows, dtype=np.float32), cut)
+        return torch.cat([self.network.encode(torch.from_numpy(part)) for part in parts])
+
     def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
         given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames and the :attr:`context`
@@ -221,23 +242,48 @@ class SileroVad:
         # other kernels in torch (rounding differs by ~1e-7), so every batch has two or more members: the same
         # frame gives the same numbers whatever call it is in
         windows = np.concatenate([windows, np.zeros((1, context_len + frame_len), np.float32)])
+        # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames; `total` (no audio) pads
+        rows = -(-frames // ROW_FRAMES)
+        steps = WARMUP_FRAMES + ROW_FRAMES
+        index = np.arange(steps)[:, None] + (np.arange(max(rows, 2)) * ROW_FRAMES + warm - WARMUP_FRAMES)[None, :]
+        index = np.where((index >= 0) & (index < total), index, total)
+        gain = _row_gains(signal[context_len : context_len + total * frame_len].reshape(total, frame_len), index)
+        # each frame is encoded once with the gain of the row it belongs to (head frames: the first row's, whose
+        # warm-up they are); the warm-up frames of a row whose gain differs from that are encoded again with the
+        # row's own gain, so that every row sees its audio at one level
+        owner = np.empty(total + 1, np.float32)
+        owner[:warm] = gain[0]
+        owner[warm:total] = np.repeat(gain[:rows], ROW_FRAMES)[:frames]
+        owner[total] = gain[0]  # the window without audio (zeros at any gain), in the first row's warm-up
+        again = [r for r in range(rows) if (owner[index[:WARMUP_FRAMES, r]] != gain[r]).any()]
         network = self.network
         with torch.inference_mode():
-            cut = list(range(_ENCODE_BATCH, total + 1, _ENCODE_BATCH))
-            if cut and total + 1 - cut[-1] < 2:  # no last batch of one
-                cut.pop()
-            features = torch.cat([network.encode(torch.from_numpy(part)) for part in np.split(windows, cut)])
-            # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames
-            rows = -(-frames // ROW_FRAMES)
-            steps = WARMUP_FRAMES + ROW_FRAMES
-            index = np.arange(steps)[:, None] + (np.arange(max(rows, 2)) * ROW_FRAMES + warm - WARMUP_FRAMES)[None, :]
-            index = np.where((index >= 0) & (index < total), index, total)
-            probs = network.recur(features[torch.from_numpy(index)])[:, :rows]  # (steps, rows)
+            features = self._encode(windows if (owner == 1.0).all() else windows * owner[:, None])
+            gathered = features[torch.from_numpy(index)]  # (steps, rows, hidden)
+            if again:
+                warmups = [windows[index[:WARMUP_FRAMES, r]] * gain[r] for r in again]
+                redone = self._encode(np.concatenate(warmups)).reshape(len(again), WARMUP_FRAMES, -1)
+                for j, r in enumerate(again):
+                    gathered[:WARMUP_FRAMES, r] = redone[j]
+            probs = network.recur(gathered)[:, :rows]  # (steps, rows)
         return np.ascontiguousarray(probs[WARMUP_FRAMES:].T).reshape(-1)[:frames]
+
+
+def _row_gains(own: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Per row of ``index`` (steps, rows: frame numbers, ``own.shape[0]`` for no audio): the gain that brings
+    the row's loudest frame (RMS of its own samples, ``own``: frames x samples) to :data:`LEVEL_DBFS`, between 1
+    and :data:`MAX_GAIN_DB` (float32)."""
+    power = np.einsum("ij,ij->i", own, own) / own.shape[1]
+    peak = np.sqrt(np.append(power, 0.0)[index].max(axis=0), dtype=np.float64)
+    target, most = 10.0 ** (LEVEL_DBFS / 20.0), 10.0 ** (MAX_GAIN_DB / 20.0)
+    with np.errstate(divide="ignore"):
+        return np.clip(target / peak, 1.0, most).astype(np.float32)
 
 
 __all__ = [
     "FRAME_S",
+    "LEVEL_DBFS",
+    "MAX_GAIN_DB",
     "RATES",
     "ROW_FRAMES",
     "VAD_RATE",
