@@ -459,13 +459,15 @@ def test_a_call_at_a_row_of_another_gain_gives_the_probabilities_of_one_call(
     one call over the whole input."""
     loud = _to_vad_rate(np.concatenate([clips[0], _silence(0.5), clips[1]]))
     quiet = _to_vad_rate(np.concatenate([_silence(0.3), 0.005 * clips[2], _silence(0.5), 0.005 * clips[3]]))
-    low = np.concatenate([loud, quiet, loud[: 3 * vadnet.ROW_FRAMES * 256]])
+    low = np.concatenate([loud, quiet, loud[: 3 * vadnet.ROW_FRAMES * 256], quiet])  # calls with quiet rows only
     probs = silero.probs(low)
     rows = -(-probs.size // vadnet.ROW_FRAMES)
     assert rows >= 5
     for row in range(1, rows):
         at = row * vadnet.ROW_FRAMES * 256
-        np.testing.assert_array_equal(silero.probs(low[at:], low[:at]), probs[row * vadnet.ROW_FRAMES :])
+        # to rounding: torch's kernels round a frame or two by ~1e-8 differently when a call starts at some rows
+        # (the same without the gain); a warm-up at the wrong gain moves probabilities by up to ~1
+        np.testing.assert_allclose(silero.probs(low[at:], low[:at]), probs[row * vadnet.ROW_FRAMES :], atol=1e-6)
 
 
 @needs_vad

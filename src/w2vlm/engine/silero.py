@@ -222,7 +222,9 @@ class SileroVad:
         """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
         given the ``before`` audio that precedes it (at most ``WARMUP_FRAMES`` frames and the :attr:`context`
         samples before them are used; none at an input's start). With that much ``before``, a call that starts at
-        a whole row of an input gives the probabilities of one call over the whole input."""
+        a whole row of an input gives the probabilities of one call over the whole input. A call should also end
+        at a whole row or at the input's end: a row's gain (:data:`LEVEL_DBFS`) depends on all of its audio, so a
+        frame's probability can change with up to one row of audio after it."""
         import torch
 
         frame_len, context_len = self.frame, self.context
@@ -270,14 +272,14 @@ class SileroVad:
 
 
 def _row_gains(own: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Per row of ``index`` (steps, rows: frame numbers, ``own.shape[0]`` for no audio): the gain that brings
-    the row's loudest frame (RMS of its own samples, ``own``: frames x samples) to :data:`LEVEL_DBFS`, between 1
-    and :data:`MAX_GAIN_DB` (float32)."""
+    """Per row of ``index`` (steps, rows: frame numbers, ``own.shape[0]`` for no audio): the linear gain that
+    brings the row's loudest frame (RMS of its own samples, ``own``: frames x samples) to :data:`LEVEL_DBFS`, at
+    least 1 and at most :data:`MAX_GAIN_DB` decibels (float32; 1 where the row's level is not a number)."""
     power = np.einsum("ij,ij->i", own, own) / own.shape[1]
     peak = np.sqrt(np.append(power, 0.0)[index].max(axis=0), dtype=np.float64)
     target, most = 10.0 ** (LEVEL_DBFS / 20.0), 10.0 ** (MAX_GAIN_DB / 20.0)
-    with np.errstate(divide="ignore"):
-        return np.clip(target / peak, 1.0, most).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.nan_to_num(np.clip(target / peak, 1.0, most), nan=1.0).astype(np.float32)
 
 
 __all__ = [
