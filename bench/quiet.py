@@ -1,7 +1,7 @@
 """Quiet recordings with voice activity detection: the same speech at lower and lower levels.
 
     python bench/quiet.py                        # the 2-minute file of bench/longform.py, seed 0
-    python bench/quiet.py --minutes 10 --levels -30,-45,-60
+    python bench/quiet.py --minutes 10 --levels=-30,-45,-60
 
 Takes ``bench/longform.py``'s long file (held-out synthetic utterances joined with 0.3-2 s gaps; made when missing),
 scales it so that its loudest 32 ms frame is at each of ``--levels`` dBFS (the file as made is the first row), and
@@ -38,10 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=2.0, help="length of the long file (default 2)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--levels", default="-30,-40,-45,-50,-55", help="loudest-frame levels, dBFS, comma-separated")
+    ap.add_argument(
+        "--levels",
+        default="-30,-40,-45,-50,-55",
+        help="loudest-frame levels, dBFS, comma-separated (written --levels=-30,-45: the value starts with a minus)",
+    )
     ap.add_argument("--data", type=Path, default=longform.DATA)
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = ap.parse_args(argv)
+    try:
+        levels: list[float | None] = [None, *(float(x) for x in args.levels.split(",") if x.strip())]
+    except ValueError:
+        ap.error(f"--levels: expected dBFS numbers separated by commas; got {args.levels!r}")
 
     import soundfile as sf
 
@@ -56,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     tr = Transcriber(TranscribeOptions())
     decode = tr.options.decode_config(False)
     configs = {"default": tr.engine.config, "off": dataclasses.replace(tr.engine.config, vad=False)}
-    levels: list[float | None] = [None, *(float(x) for x in args.levels.split(",") if x.strip())]
     print(f"{path.name}: {len(refs)} utterances, loudest frame {20 * np.log10(peak):.1f} dBFS")
     print(f"{'level':>12}  {'WER default':>11}  {'segments':>8}  {'words':>5}  {'WER VAD off':>11}")
     rows = []
