@@ -56,6 +56,8 @@ def test_engine_config_validates() -> None:
         EngineConfig(batch_seconds=0)
     with pytest.raises(ConfigError, match="workers"):
         EngineConfig(workers=0)
+    with pytest.raises(ConfigError, match="batch_wait_s"):
+        EngineConfig(batch_wait_s=-1.0)
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -205,3 +207,34 @@ def test_abandoned_iteration_stops_the_stages(engine: Engine) -> None:
 def test_bad_decoding_options_fail_the_call(engine: Engine) -> None:
     with pytest.raises(ConfigError):
         list(engine.transcribe([_noise(1.0)], DecodeConfig(beam_width=-1)))
+
+
+def test_batches_wait_for_slow_reading_but_not_past_the_last_input(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    runner = engine.runner
+    prepare, forward = runner.prepare, runner.forward
+    sizes: list[int] = []
+
+    def slow_prepare(audio: np.ndarray) -> object:
+        time.sleep(0.02)  # reading slower than the model: windows arrive one by one
+        return prepare(audio)
+
+    def counted_forward(prepared: list) -> object:
+        sizes.append(len(prepared))
+        return forward(prepared)
+
+    monkeypatch.setattr(runner, "prepare", slow_prepare)
+    monkeypatch.setattr(runner, "forward", counted_forward)
+    items = [_noise(1.0, seed=i) for i in range(8)]  # a full batch (4 s) holds four of them
+    waiting = engine.config.with_(batch_wait_s=5.0)
+    texts = [t.text for t in engine.transcribe(items, DecodeConfig(), config=waiting)]
+    assert max(sizes) == 4 and len(sizes) <= 3, sizes
+    sizes.clear()
+    assert [t.text for t in engine.transcribe(items, DecodeConfig(), config=waiting.with_(batch_wait_s=0.0))] == texts
+    # a call whose inputs are all read does not wait for windows that cannot come
+    t0 = time.perf_counter()
+    assert next(engine.transcribe(items[:1], DecodeConfig(), config=waiting)).text == texts[0]
+    assert time.perf_counter() - t0 < 4.0

@@ -29,6 +29,11 @@ DEFAULT_WINDOW_S = 30.0
 #: Padded audio per forward pass (seconds of 16 kHz samples, padding included) on a CPU and on a GPU.
 DEFAULT_BATCH_SECONDS_CPU = 60.0
 DEFAULT_BATCH_SECONDS_CUDA = 480.0
+#: How long the model stage waits for more windows (seconds from the first one it holds) before it runs a batch
+#: that is not full: when reading is slower than the model, batches would otherwise hold one or two speech
+#: segments each, and every forward pass costs its fixed overhead again. Inputs that are all read (the last
+#: batch of a call) do not wait.
+DEFAULT_BATCH_WAIT_S = 0.1
 #: Inputs read ahead of the oldest unfinished one (bounds memory together with the window queue).
 DEFAULT_PREFETCH = 32
 #: Beams kept to compute word confidences when only the best transcript is wanted.
@@ -167,6 +172,7 @@ class EngineConfig:
     window_s: float = DEFAULT_WINDOW_S
     batch_seconds: float | None = None
     batch_size: int | None = None
+    batch_wait_s: float = DEFAULT_BATCH_WAIT_S
     workers: int | None = None
     decode_threads: int | None = None
     torch_threads: int | None = None
@@ -184,7 +190,7 @@ class EngineConfig:
             raise ConfigError(f"vad: expected True, False or None (auto); got {self.vad!r}")
         if not 0.0 < float(self.vad_threshold) < 1.0:
             raise ConfigError(f"vad_threshold: must be between 0 and 1; got {self.vad_threshold}")
-        for name in ("vad_above_s", "vad_min_speech_s", "vad_min_silence_s", "vad_pad_s"):
+        for name in ("vad_above_s", "vad_min_speech_s", "vad_min_silence_s", "vad_pad_s", "batch_wait_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name}: must be a number of seconds >= 0; got {value}")
@@ -231,6 +237,7 @@ __all__ = [
     "CONFIDENCE_BEAMS",
     "DEFAULT_BATCH_SECONDS_CPU",
     "DEFAULT_BATCH_SECONDS_CUDA",
+    "DEFAULT_BATCH_WAIT_S",
     "DEFAULT_MAX_SEGMENT_S",
     "DEFAULT_MAX_WHOLE_S",
     "DEFAULT_NO_SPEECH_THRESHOLD",

@@ -106,6 +106,20 @@ class _Run:
             except queue.Empty:
                 continue
 
+    def get_within(self, q: queue.Queue, seconds: float) -> Any:
+        """The next item of ``q`` within ``seconds``; raises :class:`queue.Empty` when none comes."""
+        deadline = time.perf_counter() + seconds
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise queue.Empty
+            try:
+                return q.get(timeout=min(left, _POLL_S))
+            except queue.Empty:
+                continue
+
     def add_time(self, stage: str, seconds: float) -> None:
         with self.lock:
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -185,17 +199,28 @@ class _Run:
             if first is _STOP:
                 break
             pool: list[Window] = [first]
-            budget = 2 * engine.batch_samples(self.config)
-            most = 2 * self.config.batch_size if self.config.batch_size else None
-            while sum(w.samples for w in pool) < budget and (most is None or len(pool) < most):
+            held = first.samples
+            full = engine.batch_samples(self.config)
+            size = self.config.batch_size
+            deadline = time.perf_counter() + self.config.batch_wait_s
+            # what is waiting, up to two batches' worth; while less than one full batch is here and inputs are
+            # still being read, wait (up to batch_wait_s) for more rather than run a batch of one or two windows
+            while held < 2 * full and (size is None or len(pool) < 2 * size):
                 try:
                     nxt = self.windows.get_nowait()
                 except queue.Empty:
-                    break
+                    left = deadline - time.perf_counter()
+                    if left <= 0 or held >= full or (size is not None and len(pool) >= size):
+                        break
+                    try:
+                        nxt = self.get_within(self.windows, left)
+                    except queue.Empty:
+                        break
                 if nxt is _STOP:
                     done = True
                     break
                 pool.append(nxt)
+                held += nxt.samples
             pool.sort(key=lambda w: w.samples, reverse=True)
             for batch in engine.batches(pool, self.config):
                 t0 = time.perf_counter()
