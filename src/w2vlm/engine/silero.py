@@ -147,7 +147,8 @@ class SileroNetwork:
         n = windows.shape[0]
         x = F.pad(windows[:, None], (0, self.pad), mode="reflect")[:, 0]
         spec = torch.fft.rfft(x.unfold(1, self.window.numel(), self.hop) * self.window)
-        x = torch.sqrt(spec.real.square() + spec.imag.square())  # (n, steps, bins); as the wheel (abs: 3x slower)
+        # (n, steps, bins), as the wheel computes it (abs: 3x slower); in place, the same numbers with fewer buffers
+        x = spec.real.square().add_(spec.imag.square()).sqrt_()
         for weight, bias, stride, taps in self.layers:
             steps, width = x.shape[1], x.shape[2]
             out = (steps - 1) // stride + 1
@@ -158,12 +159,14 @@ class SileroNetwork:
                 block = columns[:, :, j * width : (j + 1) * width]
                 first = max(0, -(-(1 - k) // stride))  # the first output step whose input is inside
                 end = min(out, (steps - k) // stride + 1)  # one past the last
-                block[:, :first] = 0
-                block[:, max(first, end) :] = 0
+                if first > 0:  # (an empty slice would still cost an operator call)
+                    block[:, :first] = 0
+                if max(first, end) < out:
+                    block[:, max(first, end) :] = 0
                 if end > first:
                     at = k + stride * first - 1
                     block[:, first:end] = x[:, at : at + stride * (end - first - 1) + 1 : stride]
-            x = torch.relu(torch.addmm(bias, columns.reshape(n * out, -1), weight)).reshape(n, out, -1)
+            x = torch.addmm(bias, columns.reshape(n * out, -1), weight).relu_().reshape(n, out, -1)
         return x[:, 0]
 
     def recur(self, features: Any) -> np.ndarray:
