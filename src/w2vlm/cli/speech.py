@@ -112,8 +112,8 @@ def transcribe_command(
         int | None,
         typer.Option(
             "--threads",
-            help="CPU threads in all, split between torch and the decoder, which run at the same time (at "
-            "least one each).  [default: the available CPUs]",
+            help="CPU threads in all, shared by torch (three quarters) and the decoder (half), which run at the "
+            "same time (at least one each).  [default: the available CPUs]",
         ),
     ] = None,
     no_lm: Annotated[

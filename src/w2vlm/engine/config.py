@@ -175,7 +175,6 @@ class EngineConfig:
     batch_wait_s: float = DEFAULT_BATCH_WAIT_S
     workers: int | None = None
     decode_threads: int | None = None
-    torch_threads: int | None = None
     prefetch: int = DEFAULT_PREFETCH
     vad: bool | None = None
     vad_above_s: float = DEFAULT_VAD_ABOVE_S
@@ -204,7 +203,7 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise ConfigError(f"{name}: must be a positive number of seconds; got {value}")
-        for name in ("batch_size", "workers", "decode_threads", "torch_threads", "prefetch"):
+        for name in ("batch_size", "workers", "decode_threads", "prefetch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) < 1):
                 raise ConfigError(f"{name}: must be at least 1; got {value}")
