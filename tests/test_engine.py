@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,44 @@ def test_batches_wait_for_slow_reading_but_not_past_the_last_input(
     t0 = time.perf_counter()
     assert next(engine.transcribe(items[:1], DecodeConfig(), config=waiting)).text == texts[0]
     assert time.perf_counter() - t0 < 4.0
+
+
+def _omp_max_threads() -> Callable[[], int] | None:
+    """The calling thread's OpenMP thread count (torch's own libgomp), or None when torch has none: torch's
+    ``get_num_threads()`` reports the last value set in any thread, not the one the calling thread runs with."""
+    import ctypes
+
+    lib = Path(torch.__file__).parent / "lib"
+    found = sorted(lib.glob("libgomp*.so*"))
+    if not found:
+        return None
+    fn = ctypes.CDLL(str(found[0])).omp_get_max_threads
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def test_torch_threads_apply_to_the_model_stage_and_readers_run_on_one(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _omp_max_threads()
+    if threads is None:
+        pytest.skip("torch without its own libgomp")
+    runner = engine.runner
+    prepare, forward = runner.prepare, runner.forward
+    seen: dict[str, set[int]] = {"prepare": set(), "forward": set()}
+
+    def counted_prepare(audio: np.ndarray) -> object:
+        seen["prepare"].add(threads())
+        return prepare(audio)
+
+    def counted_forward(prepared: list) -> object:
+        seen["forward"].add(threads())
+        return forward(prepared)
+
+    monkeypatch.setattr(runner, "prepare", counted_prepare)
+    monkeypatch.setattr(runner, "forward", counted_forward)
+    own = threads()
+    items = [_noise(1.0, seed=i) for i in range(4)]
+    list(engine.transcribe(items, DecodeConfig(), config=engine.config.with_(torch_threads=3)))
+    assert seen == {"prepare": {1}, "forward": {3}}
+    assert threads() == own  # the caller's thread runs as before

@@ -140,6 +140,12 @@ class TranscribeOptions:
                 chunk_length_s=self.chunk_length_s,
                 batch_size=self.batch_size,
                 decode_threads=max(1, budget - budget // 2),
+                # torch's threads for the forward pass (the reading workers run on one each): three quarters of the
+                # budget (all of two CPUs); the decoder has half. They overlap because the decoder waits for the
+                # model most of the time (the embedded model on 2 CPUs, a 10-minute file: 134 -> 169 audio-s/s
+                # median against torch with 1 thread); more would oversubscribe the CPUs, where torch's OpenMP
+                # threads slow down badly
+                torch_threads=max(1, budget - budget // 4),
                 vad=self.vad,
                 **vad,
             )
@@ -332,7 +338,6 @@ class Transcriber:
     def __init__(self, options: TranscribeOptions) -> None:
         options.validate()
         self.options = options
-        import torch
 
         from w2vlm.engine import Engine
         from w2vlm.model import load_model, resolve_language, resolve_model_path
@@ -346,15 +351,7 @@ class Transcriber:
         self.engine = Engine(
             model, processor.feature_extractor, processor.decoder, engine_config, model_name=self.model_name
         )
-        if not self.engine.runner.on_cuda:
-            # the model and the decoder run at the same time from one thread budget (default: the available CPUs):
-            # the decoder gets half of it, torch three quarters (all of two). They overlap because the decoder waits
-            # for the model most of the time (with the embedded model on 2 CPUs, torch with 2 threads against 1:
-            # 116 -> 140 audio-s/s median on a 10-minute file, 136 -> 147 on 82 files of 15 s); more than that would
-            # oversubscribe the CPUs, where torch's OpenMP threads slow down badly
-            budget = options.threads or available_cpus()
-            self.torch_threads = max(1, budget - budget // 4)
-            torch.set_num_threads(self.torch_threads)
+        self.torch_threads = None if self.engine.runner.on_cuda else engine_config.torch_threads
         self.processor = processor
 
     @property

@@ -152,8 +152,12 @@ class EngineConfig:
     ``window_s``/``stride_s``: windows for inputs longer than ``max_whole_s`` (None: ``window_s / 6`` of
     context on each side); ``chunk_length_s`` forces windows for every input. ``batch_seconds``: padded
     audio per forward pass (None: a default for the device). ``batch_size``: at most this many windows per
-    forward pass (None: no limit but the budget). ``workers``: audio reading threads (None: the CPUs, at most
-    8). ``decode_threads``: native decoding threads (None: half the CPUs on a CPU device, all of them on a GPU).
+    forward pass (None: no limit but the budget). ``batch_wait_s``: how long a batch that is not full waits for
+    more windows while inputs are still being read (:data:`DEFAULT_BATCH_WAIT_S`). ``workers``: audio reading
+    threads (None: the CPUs, at most 8). ``decode_threads``: native decoding threads (None: half the CPUs on a CPU
+    device, all of them on a GPU). ``torch_threads``: torch's threads for the forward pass on a CPU device, set in
+    the model stage's own thread, while the reading workers' small operators (VAD, features) then run on one
+    thread each, so that they do not oversubscribe the CPUs (None: torch's own setting everywhere).
 
     Voice activity detection (:mod:`w2vlm.engine.vad`): ``vad`` True or False, or None for inputs longer than
     ``vad_above_s`` (when the ``vad`` extra is installed and no ``chunk_length_s`` is asked for). Each speech
@@ -175,6 +179,7 @@ class EngineConfig:
     batch_wait_s: float = DEFAULT_BATCH_WAIT_S
     workers: int | None = None
     decode_threads: int | None = None
+    torch_threads: int | None = None
     prefetch: int = DEFAULT_PREFETCH
     vad: bool | None = None
     vad_above_s: float = DEFAULT_VAD_ABOVE_S
@@ -203,7 +208,7 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise ConfigError(f"{name}: must be a positive number of seconds; got {value}")
-        for name in ("batch_size", "workers", "decode_threads", "prefetch"):
+        for name in ("batch_size", "workers", "decode_threads", "torch_threads", "prefetch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) < 1):
                 raise ConfigError(f"{name}: must be at least 1; got {value}")

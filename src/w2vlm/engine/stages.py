@@ -144,6 +144,10 @@ class Run:
             return
         engine = self.engine
         runner = engine.runner
+        if self.config.torch_threads and not runner.on_cuda:
+            import torch
+
+            torch.set_num_threads(1)  # this thread's own setting (OpenMP's is per thread)
         count = 0
         info = InputInfo()
         t0 = time.perf_counter()
@@ -170,6 +174,10 @@ class Run:
         """Sort what is waiting by length, cut it into batches within the budget, run them."""
         engine = self.engine
         runner = engine.runner
+        if self.config.torch_threads and not runner.on_cuda:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
         done = False
         while not done:
             first = self.get(self.windows)
