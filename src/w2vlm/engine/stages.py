@@ -74,28 +74,29 @@ class Run:
             except queue.Full:
                 continue
 
-    def get(self, q: queue.Queue) -> Any:
+    def get(self, q: queue.Queue, seconds: float | None = None) -> Any:
+        """The next item of ``q``; with ``seconds``, raises :class:`queue.Empty` when none comes within them."""
+        deadline = None if seconds is None else time.perf_counter() + seconds
         while True:
             if self.cancel.is_set():
                 raise _Cancelled
+            wait = _POLL_S
+            if deadline is not None:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise queue.Empty
+                wait = min(left, _POLL_S)
             try:
-                return q.get(timeout=_POLL_S)
+                return q.get(timeout=wait)
             except queue.Empty:
                 continue
 
-    def get_within(self, q: queue.Queue, seconds: float) -> Any:
-        """The next item of ``q`` within ``seconds``; raises :class:`queue.Empty` when none comes."""
-        deadline = time.perf_counter() + seconds
-        while True:
-            if self.cancel.is_set():
-                raise _Cancelled
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                raise queue.Empty
-            try:
-                return q.get(timeout=min(left, _POLL_S))
-            except queue.Empty:
-                continue
+    def set_torch_threads(self, count: int) -> None:
+        """This thread's torch threads (OpenMP's count is per thread), when the config asks for them on a CPU."""
+        if self.config.torch_threads and not self.engine.runner.on_cuda:
+            import torch
+
+            torch.set_num_threads(count)
 
     def add_time(self, stage: str, seconds: float) -> None:
         with self.lock:
@@ -127,7 +128,13 @@ class Run:
     def feed(self) -> None:
         """Admit inputs (at most ``prefetch`` ahead of the consumer) to the reading workers."""
         engine = self.engine
-        with ThreadPoolExecutor(max_workers=engine.workers, thread_name_prefix="w2vlm-read") as pool:
+        # each reading worker runs its small operators (VAD, features) on one thread
+        with ThreadPoolExecutor(
+            max_workers=engine.workers,
+            thread_name_prefix="w2vlm-read",
+            initializer=self.set_torch_threads,
+            initargs=(1,),
+        ) as pool:
             futures = []
             for i in range(len(self.items)):
                 while not self.admit.acquire(timeout=_POLL_S):
@@ -144,10 +151,6 @@ class Run:
             return
         engine = self.engine
         runner = engine.runner
-        if self.config.torch_threads and not runner.on_cuda:
-            import torch
-
-            torch.set_num_threads(1)  # this thread's own setting (OpenMP's is per thread)
         count = 0
         info = InputInfo()
         t0 = time.perf_counter()
@@ -174,10 +177,10 @@ class Run:
         """Sort what is waiting by length, cut it into batches within the budget, run them."""
         engine = self.engine
         runner = engine.runner
-        if self.config.torch_threads and not runner.on_cuda:
-            import torch
-
-            torch.set_num_threads(self.config.torch_threads)
+        if self.config.torch_threads:
+            self.set_torch_threads(self.config.torch_threads)
+        full = engine.batch_samples(self.config)
+        size = self.config.batch_size
         done = False
         while not done:
             first = self.get(self.windows)
@@ -185,8 +188,6 @@ class Run:
                 break
             pool: list[Window] = [first]
             held = first.samples
-            full = engine.batch_samples(self.config)
-            size = self.config.batch_size
             deadline = time.perf_counter() + self.config.batch_wait_s
             # what is waiting, up to two batches' worth; while less than one full batch is here and inputs are
             # still being read, wait (up to batch_wait_s) for more rather than run a batch of one or two windows
@@ -198,7 +199,7 @@ class Run:
                     if left <= 0 or held >= full or (size is not None and len(pool) >= size):
                         break
                     try:
-                        nxt = self.get_within(self.windows, left)
+                        nxt = self.get(self.windows, left)
                     except queue.Empty:
                         break
                 if nxt is _STOP:
