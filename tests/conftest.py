@@ -324,3 +324,11 @@ def model_weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path: Path) -> Path:
+    """Four tone-burst clips of short texts over the letters a-d (the training tests' manifest)."""
+    from train_helpers import write_tiny_manifest
+
+    return write_tiny_manifest(tmp_path)

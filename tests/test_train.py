@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import model_weights
+from train_helpers import SR, tone_clip, train_config, write_wav
 from w2vlm.errors import ManifestError, ModelError
 from w2vlm.metrics import error_rates
 from w2vlm.model import model_language
 from w2vlm.train import (
     DEFAULT_VOCAB,
-    AudioStore,
     Tokenizer,
-    TrainConfig,
     alphabet_labels,
     build_config,
     parse_config_overrides,
-    read_audio_int16,
     read_manifest,
     train,
 )
@@ -31,8 +27,6 @@ from w2vlm.train.loop import padding_blank_loss
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-SR = 16000
 
 
 def test_error_rates_of_dev_scores() -> None:
@@ -92,8 +86,8 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     assert (item.audio, item.text) == (tmp_path / "x" / "b.wav", "hello there")
     folder = tmp_path / "clips"
     folder.mkdir()
-    _write_wav(folder / "1.wav", np.zeros(1600))
-    _write_wav(folder / "2.wav", np.zeros(1600))
+    write_wav(folder / "1.wav", np.zeros(1600))
+    write_wav(folder / "2.wav", np.zeros(1600))
     (folder / "1.txt").write_text("one\n")
     with pytest.raises(ManifestError, match=r"1 of 2 utterances have no usable text.*2\.txt"):
         read_manifest(folder)
@@ -101,65 +95,10 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     assert [u.text for u in read_manifest(folder)] == ["one", "two"]
 
 
-def _tone_clip(text: str, rng: np.random.Generator) -> np.ndarray:
-    """A crude 'speech' stand-in: one tone burst per character, pitch set by the character."""
-    parts = []
-    for ch in text:
-        n = int(0.12 * SR)
-        t = np.arange(n) / SR
-        if ch == " ":
-            parts.append(np.zeros(n // 2))
-        else:
-            f = 200 + 60 * (ord(ch) - ord("a"))
-            parts.append(0.5 * np.sin(2 * np.pi * f * t) * np.hanning(n))
-    x = np.concatenate([np.zeros(1600), *parts, np.zeros(1600)])
-    return x + 0.01 * rng.standard_normal(len(x))
-
-
-def _write_wav(path: Path, x: np.ndarray) -> None:
-    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
-
-
-@pytest.fixture
-def tiny_manifest(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    texts = ["abc", "cab", "bad cab", "dab"]
-    (tmp_path / "wav").mkdir()
-    with open(tmp_path / "train.jsonl", "w") as f:
-        for i, text in enumerate(texts):
-            _write_wav(tmp_path / "wav" / f"{i}.wav", _tone_clip(text, rng))
-            f.write(json.dumps({"audio": f"wav/{i}.wav", "text": text.upper()}) + "\n")
-    return tmp_path / "train.jsonl"
-
-
-def _config(manifest: Path, out: Path, **kw: object) -> TrainConfig:
-    base: dict = {
-        "manifest": manifest,
-        "output_dir": out,
-        "dev_manifest": manifest,
-        "preset": "tiny",
-        "epochs": 12,
-        "batch_seconds": 4.0,
-        "learning_rate": 3e-3,
-        "warmup_steps": 2,
-        "device": "cpu",
-        "save_every": 0,
-        "progress": False,
-        "mask_time_prob": 0.0,
-    }
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 def test_train_tiny_on_cpu_loss_decreases_and_loads(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     losses: list[float] = []
-    result = train(_config(tiny_manifest, out), on_epoch=lambda rec: losses.append(rec["loss"]))
+    result = train(train_config(tiny_manifest, out), on_epoch=lambda rec: losses.append(rec["loss"]))
     assert result.steps > 0
     assert result.epochs_completed == 12
     assert len(losses) == 12
@@ -186,7 +125,7 @@ def test_train_tiny_on_cpu_loss_decreases_and_loads(tiny_manifest: Path, tmp_pat
     model = AutoModelForCTC.from_pretrained(str(out))
     processor = Wav2Vec2Processor.from_pretrained(str(out))
     assert model.config.vocab_size == len(vocab)
-    audio = _tone_clip("abc", np.random.default_rng(1)).astype(np.float32)
+    audio = tone_clip("abc", np.random.default_rng(1)).astype(np.float32)
     inputs = processor(audio, sampling_rate=SR, return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits
@@ -197,20 +136,20 @@ def test_train_tiny_on_cpu_loss_decreases_and_loads(tiny_manifest: Path, tmp_pat
 
 def test_stop_after_pauses_and_resume_finishes_the_same_schedule(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    whole = train(_config(tiny_manifest, tmp_path / "whole", epochs=3, dev_manifest=None))
-    paused = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, stop_after_s=1e-9))
+    whole = train(train_config(tiny_manifest, tmp_path / "whole", epochs=3, dev_manifest=None))
+    paused = train(train_config(tiny_manifest, out, epochs=3, dev_manifest=None, stop_after_s=1e-9))
     assert paused.steps < whole.steps and paused.epochs_completed == 0
     assert json.loads((out / "training_info.json").read_text())["paused"] is True  # the model is saved anyway
-    done = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True))
+    done = train(train_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True))
     assert done.epochs_completed == 3 and done.steps == whole.steps
     assert json.loads((out / "training_info.json").read_text())["paused"] is False
     assert model_language(out) is None  # no --language given, and trained from scratch
 
 
 def test_language_recorded_in_the_model_card(tiny_manifest: Path, tmp_path: Path) -> None:
-    first = train(_config(tiny_manifest, tmp_path / "a", epochs=1, dev_manifest=None, language="EN")).output_dir
+    first = train(train_config(tiny_manifest, tmp_path / "a", epochs=1, dev_manifest=None, language="EN")).output_dir
     assert model_language(first) == "en"
-    second = train(_config(tiny_manifest, tmp_path / "b", epochs=1, dev_manifest=None, init_from=first))
+    second = train(train_config(tiny_manifest, tmp_path / "b", epochs=1, dev_manifest=None, init_from=first))
     assert model_language(second.output_dir) == "en"  # inherited from --init-from
 
 
@@ -220,7 +159,7 @@ def test_snapshot_every_keeps_loadable_copies_of_the_weights(tiny_manifest: Path
     from w2vlm.average import average_models
 
     out = tmp_path / "model"
-    result = train(_config(tiny_manifest, out, epochs=2, batch_seconds=1.0, dev_manifest=None, snapshot_every=2))
+    result = train(train_config(tiny_manifest, out, epochs=2, batch_seconds=1.0, dev_manifest=None, snapshot_every=2))
     snaps = sorted((tmp_path / "model.snapshots").iterdir())
     assert [p.name for p in snaps] == [f"step-{s:07d}" for s in range(2, result.steps + 1, 2)]
     info = json.loads((snaps[-1] / "training_info.json").read_text())
@@ -247,7 +186,7 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
     import w2vlm.train.loop as train_mod
 
     kw: dict = {"epochs": 2, "batch_seconds": 1.0, "dev_manifest": None, "save_every": 2, "pad_extra_prob": 0.5}
-    whole = train(_config(tiny_manifest, tmp_path / "whole", **kw))
+    whole = train(train_config(tiny_manifest, tmp_path / "whole", **kw))
     assert whole.steps >= 6  # several batches an epoch, so step 3 is inside the first
 
     real_step = train_mod.train_step
@@ -267,10 +206,10 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
     monkeypatch.setattr(train_mod, "train_step", interrupted_step)
     if how == "crash":
         with pytest.raises(RuntimeError, match="simulated"):
-            train(_config(tiny_manifest, out, **kw))
+            train(train_config(tiny_manifest, out, **kw))
         saved_at = 2  # the last checkpoint before the crash
     else:
-        paused = train(_config(tiny_manifest, out, **{**kw, "dev_manifest": tiny_manifest}))
+        paused = train(train_config(tiny_manifest, out, **{**kw, "dev_manifest": tiny_manifest}))
         saved_at = 3  # stops after the step during which the signal came, and saves
         assert paused.steps == 3 and paused.dev is None  # no dev pass on the way out
         assert json.loads((out / "training_info.json").read_text())["paused"] is True
@@ -279,7 +218,7 @@ def test_resume_within_an_epoch_matches_an_uninterrupted_run(
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (saved_at, 0, saved_at)
     monkeypatch.setattr(train_mod, "train_step", real_step)
 
-    done = train(_config(tiny_manifest, out, **kw, resume=True))
+    done = train(train_config(tiny_manifest, out, **kw, resume=True))
     assert done.steps == whole.steps and done.epochs_completed == 2
     ref, got = model_weights(tmp_path / "whole"), model_weights(out)
     assert ref.keys() == got.keys()
@@ -291,27 +230,29 @@ def test_resume_with_another_batch_plan_is_refused(tiny_manifest: Path, tmp_path
     """A resumed run must draw the batches it was planned with: other batch settings (here the edges' reserve of
     --edge-prob, which changes how many clips fit a batch) are refused with a clear error, not silently re-planned."""
     out = tmp_path / "model"
-    train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, stop_after_s=1e-9, batch_seconds=2.0))
+    train(train_config(tiny_manifest, out, epochs=3, dev_manifest=None, stop_after_s=1e-9, batch_seconds=2.0))
     with pytest.raises(ModelError, match=r"planned with \d+ batches per epoch, these settings give \d+"):
-        train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True, batch_seconds=2.0, edge_prob=0.5))
-    done = train(_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True, batch_seconds=2.0))
+        train(
+            train_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True, batch_seconds=2.0, edge_prob=0.5)
+        )
+    done = train(train_config(tiny_manifest, out, epochs=3, dev_manifest=None, resume=True, batch_seconds=2.0))
     assert done.epochs_completed == 3
 
 
 def test_resume_from_a_damaged_checkpoint_names_it(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    train(_config(tiny_manifest, out, epochs=1, dev_manifest=None))
+    train(train_config(tiny_manifest, out, epochs=1, dev_manifest=None))
     state_file = tmp_path / "model.checkpoint" / "state.json"
     good = json.loads(state_file.read_text())
     for damaged in ("{not json", json.dumps({**good, "rng": "x"}), json.dumps({"epoch": 1})):
         state_file.write_text(damaged)
         with pytest.raises(ModelError, match=r"model\.checkpoint/state\.json: not a readable w2vlm training"):
-            train(_config(tiny_manifest, out, epochs=2, dev_manifest=None, resume=True))
+            train(train_config(tiny_manifest, out, epochs=2, dev_manifest=None, resume=True))
 
 
 def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    first = train(_config(tiny_manifest, out, epochs=2, dev_manifest=None))
+    first = train(train_config(tiny_manifest, out, epochs=2, dev_manifest=None))
     state = json.loads((tmp_path / "model.checkpoint" / "state.json").read_text())
     assert state["step"] == first.steps and state["epoch"] == 2
 
@@ -319,7 +260,7 @@ def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -
     lm.mkdir()
     (lm / "lm.arpa").write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\t0\n-0.5\t</s>\n-0.3\tcab\n\n\\end\\\n")
     (lm / "unigrams.txt").write_text("cab\n")
-    second = train(_config(tiny_manifest, out, epochs=4, dev_manifest=None, resume=True, lm_dir=lm))
+    second = train(train_config(tiny_manifest, out, epochs=4, dev_manifest=None, resume=True, lm_dir=lm))
     assert second.epochs_completed == 4
     assert second.steps == 2 * first.steps
     assert len(second.history) == 4
@@ -334,7 +275,7 @@ def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -
     bad_lm = tmp_path / "bad_lm"
     bad_lm.mkdir()
     with pytest.raises(ModelError, match="exactly one"):
-        train(_config(tiny_manifest, tmp_path / "m2", epochs=1, dev_manifest=None, lm_dir=bad_lm))
+        train(train_config(tiny_manifest, tmp_path / "m2", epochs=1, dev_manifest=None, lm_dir=bad_lm))
 
 
 def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> list[int]:
@@ -349,7 +290,7 @@ def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.Mo
         return collate(self, idx, *args)
 
     monkeypatch.setattr(train_module.AudioStore, "collate", spy)
-    result = train(_config(manifest, out, epochs=1, dev_manifest=None, **kw))
+    result = train(train_config(manifest, out, epochs=1, dev_manifest=None, **kw))
     monkeypatch.undo()
     return seen[: result.steps]
 
@@ -360,7 +301,7 @@ def test_sortagrad_orders_only_when_asked(tmp_path: Path, monkeypatch: pytest.Mo
     texts = ["ab", "abcdefg", "abc", "abcdefghij", "a", "abcdef", "abcde", "abcdefgh", "abcd", "abcdefghi"]
     with open(tmp_path / "m.jsonl", "w") as f:
         for i, text in enumerate(texts):
-            _write_wav(tmp_path / "wav" / f"{i}.wav", _tone_clip(text, rng))
+            write_wav(tmp_path / "wav" / f"{i}.wav", tone_clip(text, rng))
             f.write(json.dumps({"audio": f"wav/{i}.wav", "text": text}) + "\n")
     # batch_seconds below any clip: one clip per batch, so the order of batches is the order of clips
     sorted_run = _first_epoch_batch_lengths(tmp_path / "m.jsonl", tmp_path / "a", monkeypatch, batch_seconds=0.3)
@@ -454,7 +395,7 @@ def test_train_step_skips_a_non_finite_gradient_and_keeps_the_weights(
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(build_config(dict(zip(DEFAULT_VOCAB, range(len(DEFAULT_VOCAB)))), "tiny")).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    cfg = _config(tmp_path / "m.jsonl", tmp_path / "out")
+    cfg = train_config(tmp_path / "m.jsonl", tmp_path / "out")
     mask = torch.ones(2, 16000, dtype=torch.long)
     labels = torch.tensor([[7, 8, 9], [9, 8, -100]])
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -509,14 +450,14 @@ def test_training_adds_the_padding_loss_and_extra_padding(
         return value
 
     monkeypatch.setattr(train_mod, "padding_blank_loss", recording)
-    result = train(_config(tiny_manifest, tmp_path / "a", dev_manifest=None, epochs=3, pad_extra_prob=1.0))
+    result = train(train_config(tiny_manifest, tmp_path / "a", dev_manifest=None, epochs=3, pad_extra_prob=1.0))
     assert len(seen) == result.steps > 0
     assert all(width > longest for width, longest, *_ in seen), seen  # every batch got extra padding
     assert all(padded > 0 for *_, padded, _ in seen), seen  # ... of whole logit frames, which the term trains
     assert all(math.isfinite(value) and value > 0 for *_, value in seen), seen
 
     seen.clear()
-    result = train(_config(tiny_manifest, tmp_path / "b", dev_manifest=None, epochs=3, pad_blank_weight=0.0))
+    result = train(train_config(tiny_manifest, tmp_path / "b", dev_manifest=None, epochs=3, pad_blank_weight=0.0))
     assert result.steps > 0 and not seen  # switched off: plain CTC on unpadded batches
 
 
@@ -528,7 +469,7 @@ def test_unreadable_audio_is_skipped_and_named(
     extra = [{"audio": "wav/missing.wav", "text": "abc"}, {"audio": "wav/junk.wav", "text": "abc"}]
     mixed.write_text(tiny_manifest.read_text() + "".join(json.dumps(r) + "\n" for r in extra))
     with caplog.at_level("WARNING", logger="w2vlm"):
-        result = train(_config(mixed, tmp_path / "m", epochs=1, dev_manifest=None))
+        result = train(train_config(mixed, tmp_path / "m", epochs=1, dev_manifest=None))
     assert result.steps > 0
     assert "skipped 2 of 6 utterances (unreadable audio)" in caplog.text
     assert "missing.wav" in caplog.text
@@ -536,7 +477,7 @@ def test_unreadable_audio_is_skipped_and_named(
     only_bad = tmp_path / "bad.jsonl"
     only_bad.write_text("".join(json.dumps(r) + "\n" for r in extra))
     with pytest.raises(ManifestError, match=r"no usable utterance.*'unreadable audio': 2.*missing\.wav"):
-        train(_config(only_bad, tmp_path / "b", epochs=1, dev_manifest=None))
+        train(train_config(only_bad, tmp_path / "b", epochs=1, dev_manifest=None))
 
 
 def test_parse_config_overrides_reads_json_values_else_strings() -> None:
@@ -561,7 +502,7 @@ def test_parse_config_overrides_reads_json_values_else_strings() -> None:
 )
 def test_settings_out_of_range_are_named(tiny_manifest: Path, tmp_path: Path, setting: dict, message: str) -> None:
     with pytest.raises(ModelError, match=message):
-        train(_config(tiny_manifest, tmp_path / "m", **setting))
+        train(train_config(tiny_manifest, tmp_path / "m", **setting))
     assert not (tmp_path / "m").exists()  # refused before any work
 
 
@@ -569,7 +510,7 @@ def test_train_conformer_preset_and_use_it_in_the_pipeline(tiny_manifest: Path, 
     """A Wav2Vec2-BERT (log-mel conformer) model trains, resumes from its folder, and runs in w2vlm."""
     out = tmp_path / "conformer"
     losses: list[float] = []
-    cfg = _config(tiny_manifest, out, preset="tiny-conformer", epochs=8, pad_extra_prob=0.5)
+    cfg = train_config(tiny_manifest, out, preset="tiny-conformer", epochs=8, pad_extra_prob=0.5)
     result = train(cfg, on_epoch=lambda rec: losses.append(rec["loss"]))
     assert result.steps > 0 and losses[-1] < 0.7 * losses[0]
     assert result.dev is not None and result.dev.utterances == 4
@@ -578,13 +519,13 @@ def test_train_conformer_preset_and_use_it_in_the_pipeline(tiny_manifest: Path, 
     pp = json.loads((out / "preprocessor_config.json").read_text())
     assert pp["feature_extractor_type"] == "SeamlessM4TFeatureExtractor"
 
-    again = train(_config(tiny_manifest, tmp_path / "again", init_from=out, epochs=1, dev_manifest=None))
+    again = train(train_config(tiny_manifest, tmp_path / "again", init_from=out, epochs=1, dev_manifest=None))
     assert again.steps > 0  # fine-tuning starts from a log-mel model's folder as from a waveform one's
 
     from w2vlm.pipeline import pipeline
 
     asr = pipeline("automatic-speech-recognition", model=str(out), device="cpu")
-    audio = _tone_clip("bad cab", np.random.default_rng(1)).astype(np.float32)
+    audio = tone_clip("bad cab", np.random.default_rng(1)).astype(np.float32)
     text = asr(audio)["text"]
     assert isinstance(text, str)
 
@@ -603,406 +544,9 @@ def test_cpu_autocast_only_where_the_cpu_has_bf16(
     monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: native_bf16)
     losses: list[float] = []
     out = tmp_path / "m"
-    train(_config(tiny_manifest, out, dev_manifest=None), on_epoch=lambda rec: losses.append(rec["loss"]))
+    train(train_config(tiny_manifest, out, dev_manifest=None), on_epoch=lambda rec: losses.append(rec["loss"]))
     info = json.loads((out / "training_info.json").read_text())
     assert info["autocast"] == ("bfloat16" if native_bf16 else None)
     assert losses[-1] < 0.7 * losses[0]  # it learns either way
-    train(_config(tiny_manifest, tmp_path / "off", dev_manifest=None, amp=False, epochs=1))
+    train(train_config(tiny_manifest, tmp_path / "off", dev_manifest=None, amp=False, epochs=1))
     assert json.loads((tmp_path / "off" / "training_info.json").read_text())["autocast"] is None
-
-
-@pytest.mark.parametrize("seeded", [False, True])
-def test_batches_on_a_length_grid(seeded: bool) -> None:
-    import random
-
-    from w2vlm.features import WaveformInputs
-
-    rng = np.random.default_rng(5)
-    lengths = rng.integers(SR // 2, 6 * SR, size=300)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    audio = torch.from_numpy(rng.integers(-3000, 3000, size=int(lengths.sum())).astype(np.int16))
-    store = AudioStore(audio, offsets, lengths, [[1]] * len(lengths), ["a"] * len(lengths))
-    multiple, budget_s = SR // 2, 20.0
-    batches = store.batches(budget_s, 256, random.Random(1) if seeded else None, multiple)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every clip exactly once
-    shapes = set()
-    for b in batches:
-        padded = -(-lengths[b] // multiple) * multiple
-        assert len(set(padded.tolist())) == 1  # one padded length a batch
-        assert len(b) * int(padded[0]) <= budget_s * SR
-        shapes.add((len(b), int(padded[0])))
-    widths = {w for _, w in shapes}
-    assert len(shapes) <= 2 * len(widths)  # full batches + at most one remainder per width
-    assert len(widths) <= 12
-    # collate pads to the same grid, extra padding included
-    inputs = WaveformInputs(None, do_normalize=False)
-    x, mask, labels = store.collate(batches[0], "cpu", inputs, extra=1234, multiple=multiple)
-    assert x.shape[-1] % multiple == 0 and x.shape[-1] >= int(lengths[batches[0]].max()) + 1234
-    assert mask.sum(-1).tolist() == lengths[batches[0]].tolist()
-    assert labels.shape == (len(batches[0]), 1)
-
-
-def test_edges_put_another_background_around_each_clip() -> None:
-    """--edge-prob: a clip that gets edges is the same samples moved right by its lead, with the lead and trail
-    filled by digital silence or noise at its level, and the row's length grown by both; other rows and the
-    labels are untouched; with edge_prob 0 nothing is drawn (the batch and the random stream as before)."""
-    import random
-
-    from w2vlm.features import WaveformInputs
-    from w2vlm.train.data import EDGE_LEVELS_DBFS, EDGE_MAX_S, Edges, draw_edges
-
-    rng = np.random.default_rng(9)
-    lengths = np.array([SR, SR // 2, 3 * SR // 4])
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    audio = torch.from_numpy(rng.integers(-3000, 3000, size=int(lengths.sum())).astype(np.int16))
-    store = AudioStore(audio, offsets, lengths, [[1], [2], [3]], ["a", "b", "c"])
-    inputs = WaveformInputs(None, do_normalize=False)
-    idx = [0, 1, 2]
-    plain, _, plain_labels = store.collate(idx, "cpu", inputs)
-    level = 10 ** (-60 / 20)
-    edges = Edges(lead=[800, 0, 1600], trail=[400, 0, 0], level=[0.0, 0.0, level], seed=3)
-    x, mask, labels = store.collate(idx, "cpu", inputs, extra=100, edges=edges)
-    assert mask.sum(-1).tolist() == [SR + 1200, SR // 2, 3 * SR // 4 + 1600]
-    assert torch.equal(labels, plain_labels)
-    assert torch.equal(x[0, 800 : 800 + SR], plain[0, :SR])  # the clip, moved by its lead
-    assert torch.equal(x[0, :800], torch.zeros(800))
-    assert torch.equal(x[0, SR + 800 :], torch.zeros(x.shape[1] - SR - 800))
-    assert torch.equal(x[1, : SR // 2], plain[1, : SR // 2])  # no edges: as before
-    noise = x[2, :1600]
-    assert torch.equal(x[2, 1600 : 1600 + 3 * SR // 4], plain[2, : 3 * SR // 4])
-    assert 0.8 * level < float(noise.std()) < 1.2 * level and float(noise.abs().min()) > 0
-    assert torch.equal(x[2, 1600 + 3 * SR // 4 :], torch.zeros(x.shape[1] - 1600 - 3 * SR // 4))  # padding stays 0
-
-    before = random.Random(4)
-    assert draw_edges(8, 0.0, before) is None and before.random() == random.Random(4).random()
-    drawn = [draw_edges(8, 0.5, random.Random(s)) for s in range(200)]
-    leads = [v for d in drawn if d is not None for v in d.lead]
-    levels = [v for d in drawn if d is not None for v, a in zip(d.level, d.lead) if a]
-    assert 0 < max(leads) <= EDGE_MAX_S * SR
-    assert 0.4 < sum(1 for v in leads if v) / len(leads) < 0.6  # about half the clips
-    silent = sum(1 for v in levels if v == 0) / len(levels)
-    assert 0.25 < silent < 0.42  # a third digital silence, the rest noise within the levels
-    low, high = (10 ** (d / 20) for d in EDGE_LEVELS_DBFS)
-    assert all(low <= v <= high for v in levels if v)
-
-
-@pytest.mark.parametrize("multiple", [1, 800])
-def test_edges_are_counted_in_the_batch_budget(multiple: int) -> None:
-    """With --edge-prob, batches are planned with room for both edges at their longest: a batch given the
-    longest edges still fits --batch-seconds of padded audio (without the reserve, batches of short clips
-    grew by up to 0.6 s a clip); without edges the plan is as before."""
-    import random
-
-    from w2vlm.features import WaveformInputs
-    from w2vlm.train.data import EDGE_MAX_S, Edges, edge_reserve
-
-    rng = np.random.default_rng(3)
-    lengths = rng.integers(SR // 2, 2 * SR, size=40)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    audio = torch.from_numpy(rng.integers(-3000, 3000, size=int(lengths.sum())).astype(np.int16))
-    store = AudioStore(audio, offsets, lengths, [[1]] * 40, [str(i) for i in range(40)])
-    reserve = edge_reserve(0.5)
-    assert reserve == 2 * int(EDGE_MAX_S * SR) and edge_reserve(0.0) == 0
-    assert store.batches(4.0, 64, random.Random(1), multiple) == store.batches(4.0, 64, random.Random(1), multiple, 0)
-    budget = 4.0 * SR
-    most = int(EDGE_MAX_S * SR)
-    batches = store.batches(4.0, 64, random.Random(1), multiple, reserve)
-    assert sorted(i for b in batches for i in b) == list(range(40))
-    for idx in batches:
-        edges = Edges(lead=[most] * len(idx), trail=[most] * len(idx), level=[1e-3] * len(idx), seed=1)
-        x, _, _ = store.collate(idx, "cpu", WaveformInputs(None, do_normalize=False), multiple=multiple, edges=edges)
-        assert x.shape[0] * x.shape[1] <= budget
-    plain = store.batches(4.0, 64, random.Random(1), multiple)
-    grown = [len(idx) * (int(lengths[idx].max()) + 2 * most) for idx in plain]
-    assert max(grown) > budget  # what the reserve prevents
-
-
-@pytest.mark.parametrize("cached", [False, True])
-def test_audio_store_copies_each_clip_once_and_grows_past_the_size_estimate(tmp_path: Path, cached: bool) -> None:
-    """The loader writes clips straight into one buffer, sized from the files' bytes; files that decode to more
-    samples than their size suggests (8 kHz wav resampled to 16 kHz, FLAC) make it grow without losing any.
-    Through an audio cache the same clips come out of the cache file."""
-    sf = pytest.importorskip("soundfile")
-    from w2vlm.train.data import initial_samples
-
-    rng = np.random.default_rng(11)
-    (tmp_path / "wav").mkdir()
-    rows = []
-    for i, text in enumerate(["abc", "cab", "bad cab", "dab", "ace", "bead"]):
-        clip = _tone_clip(text, rng)
-        if i == 2:  # 8 kHz: twice as many samples after resampling as the file's bytes suggest
-            name = f"wav/{i}.wav"
-            sf.write(tmp_path / name, clip[::2], SR // 2, subtype="PCM_16")
-        elif i == 4:  # FLAC: compressed, so more samples than bytes / 2
-            name = f"wav/{i}.flac"
-            sf.write(tmp_path / name, clip, SR, subtype="PCM_16")
-        else:
-            name = f"wav/{i}.wav"
-            _write_wav(tmp_path / name, clip)
-        rows.append({"audio": name, "text": text})
-    rows.insert(3, {"audio": "wav/missing.wav", "text": "abc"})
-    manifest = tmp_path / "m.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    tokenizer = Tokenizer({t: i for i, t in enumerate(DEFAULT_VOCAB)})
-    cache = tmp_path / "cache" if cached else None
-    store = AudioStore.load(manifest, tokenizer, lambda n: n // 320, 2.0, "cpu", workers=3, cache_dir=cache)
-    kept = [r for r in rows if r["audio"] != "wav/missing.wav"]
-    assert len(store) == len(kept)
-    assert store.texts == [r["text"] for r in kept]
-    for i, row in enumerate(kept):
-        expected = read_audio_int16(tmp_path / row["audio"])
-        got = store.audio[int(store.offsets[i]) : int(store.offsets[i] + store.lengths[i])].numpy()
-        np.testing.assert_array_equal(got, expected)
-    assert len(store.audio) == int(store.lengths.sum())
-    # the premise: the estimate from the files' sizes was too small, so the buffer had to grow
-    assert initial_samples(read_manifest(manifest)) < int(store.lengths.sum())
-
-
-def _load_store(manifest: Path, cache: Path | None, max_duration_s: float = 20.0) -> AudioStore:
-    tokenizer = Tokenizer({t: i for i, t in enumerate(DEFAULT_VOCAB)})
-    return AudioStore.load(manifest, tokenizer, lambda n: n // 320, max_duration_s, "cpu", workers=2, cache_dir=cache)
-
-
-def _clip(store: AudioStore, i: int) -> np.ndarray:
-    return store.audio[int(store.offsets[i]) : int(store.offsets[i] + store.lengths[i])].numpy()
-
-
-def test_audio_cache_is_made_once_then_read_from_its_file(
-    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    import w2vlm.train.data as train_module
-
-    cache = tmp_path / "cache"
-    plain = _load_store(tiny_manifest, None)
-    with caplog.at_level("INFO", logger="w2vlm"):
-        first = _load_store(tiny_manifest, cache)
-    assert "audio cache of 4 clips" in caplog.text
-    (data,) = cache.glob("*.int16")
-    assert data.name.startswith("train.jsonl-") and data.stat().st_size == 2 * int(plain.lengths.sum())
-    assert first.texts == plain.texts and first.labels == plain.labels
-    for i in range(len(plain)):
-        np.testing.assert_array_equal(_clip(first, i), _clip(plain, i))
-
-    # a second load decodes nothing: its samples are the cache file's (changed here behind its back)
-    def no_decoding(path: Path) -> np.ndarray:
-        raise AssertionError(f"decoded {path} although the cache holds it")
-
-    monkeypatch.setattr(train_module, "read_audio_int16", no_decoding)
-    raw = np.fromfile(data, dtype="<i2")
-    raw[:5] = [1, 2, 3, 4, 5]
-    raw.tofile(data)
-    second = _load_store(tiny_manifest, cache)
-    assert _clip(second, 0)[:5].tolist() == [1, 2, 3, 4, 5]
-    np.testing.assert_array_equal(_clip(second, 3), _clip(plain, 3))
-    _clip(second, 0)[:5] = 0  # copy on write: training-side writes never reach the file
-    assert np.fromfile(data, dtype="<i2")[:5].tolist() == [1, 2, 3, 4, 5]
-
-
-def test_audio_cache_is_remade_when_a_file_changes_or_the_cache_is_damaged(
-    tiny_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    cache = tmp_path / "cache"
-    _load_store(tiny_manifest, cache)
-    (old,) = cache.glob("*.int16")
-    # a different recording under the same name: new key, new cache, the superseded one removed
-    _write_wav(tmp_path / "wav" / "0.wav", _tone_clip("bad", np.random.default_rng(5)))
-    fresh = _load_store(tiny_manifest, cache)
-    np.testing.assert_array_equal(_clip(fresh, 0), read_audio_int16(tmp_path / "wav" / "0.wav"))
-    (new,) = cache.glob("*.int16")
-    assert new != old and sorted(p.suffix for p in cache.iterdir()) == [".int16", ".json"]
-
-    expected = [_clip(fresh, i).copy() for i in range(len(fresh))]
-    for damage, message in [
-        (lambda: new.write_bytes(new.read_bytes()[:-100]), "unusable audio cache .*holds .* bytes"),
-        (lambda: new.with_suffix(".json").write_text("{not json"), "damaged audio cache index"),
-        (lambda: new.with_suffix(".json").unlink(), None),  # an interrupted build: samples without an index
-    ]:
-        damage()
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="w2vlm"):
-            again = _load_store(tiny_manifest, cache)
-        if message:
-            assert any(re.search(message, r.getMessage()) for r in caplog.records), caplog.text
-        for i, clip in enumerate(expected):
-            np.testing.assert_array_equal(_clip(again, i), clip)
-
-
-def test_audio_cache_keeps_unreadable_clips_named_and_bad_folders_are_named(
-    tiny_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text(tiny_manifest.read_text() + json.dumps({"audio": "wav/missing.wav", "text": "abc"}) + "\n")
-    for _ in range(2):  # made, then read from the cache: the same warning both times
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="w2vlm"):
-            store = _load_store(mixed, tmp_path / "cache")
-        assert len(store) == 4
-        assert "skipped 1 of 5 utterances (unreadable audio)" in caplog.text and "missing.wav" in caplog.text
-    # the limits apply to cached clips as to read ones
-    assert len(_load_store(mixed, tmp_path / "cache", max_duration_s=0.9)) < 4
-
-    (tmp_path / "a_file").write_text("x")
-    with pytest.raises(ManifestError, match=r"audio cache folder .*a_file.*cannot create it"):
-        _load_store(tiny_manifest, tmp_path / "a_file" / "cache")
-
-
-def test_training_through_the_audio_cache_matches_training_without(tiny_manifest: Path, tmp_path: Path) -> None:
-    plain = train(_config(tiny_manifest, tmp_path / "plain", epochs=2))
-    cached = train(_config(tiny_manifest, tmp_path / "cached", epochs=2, audio_cache=tmp_path / "cache"))
-    assert cached.steps == plain.steps
-    a, b = model_weights(tmp_path / "plain"), model_weights(tmp_path / "cached")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert len(list((tmp_path / "cache").glob("*.int16"))) == 1  # train and dev manifest are one file here
-
-
-def test_max_memory_releases_free_pages_then_stops_and_resume_goes_on(
-    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    import w2vlm.train.loop as train_module
-    import w2vlm.train.memory as memory_module
-
-    whole = train(_config(tiny_manifest, tmp_path / "whole", epochs=6, batch_seconds=1.5, dev_manifest=None))
-    assert whole.steps > 12 and whole.stopped_for is None
-
-    # resident memory climbs 0.1 GB a step; giving free pages back takes 0.3 GB off the first time it is over
-    # the limit, then nothing (the release right after loading the data finds nothing to give back)
-    held = {"gb": 1.0}
-    released: list[float] = []
-
-    def fake_release() -> str:
-        released.append(held["gb"])
-        held["gb"] -= 0.3 if sum(gb > 1.5 for gb in released) == 1 and held["gb"] > 1.5 else 0.0
-        return "jemalloc"
-
-    real_step = train_module.train_step
-
-    def growing_step(*args: object, **kwargs: object) -> object:
-        held["gb"] += 0.1
-        return real_step(*args, **kwargs)
-
-    for module in (train_module, memory_module):
-        monkeypatch.setattr(module, "resident_memory_gb", lambda: held["gb"])
-    monkeypatch.setattr(memory_module, "release_free_memory", fake_release)
-    monkeypatch.setattr(train_module, "train_step", growing_step)
-    out = tmp_path / "model"
-    with caplog.at_level("INFO", logger="w2vlm"):
-        stopped = train(
-            _config(tiny_manifest, out, epochs=6, batch_seconds=1.5, dev_manifest=None, max_memory_gb=1.5, log_every=5)
-        )
-    # checked every 10 steps: at step 10 (2.0 GB) the release (to 1.7 GB) is not enough, so it stops there
-    assert stopped.stopped_for == "memory" and stopped.steps == 10 and released == [1.0, pytest.approx(2.0)]
-    assert "resident memory 2.0 GB over --max-memory 1.5 GB: jemalloc gave 0.3 GB back" in caplog.text
-    assert "run the same command with --resume" in caplog.text
-    assert json.loads((out / "training_info.json").read_text())["paused"] is True
-    assert re.search(r"step 5 epoch \d+ loss \S+ lr \S+ \d+s mem 1\.5 GB", caplog.text)  # the log shows it
-
-    from typer.testing import CliRunner
-
-    from w2vlm.cli import EXIT_MEMORY, app
-
-    held["gb"], released[:] = 1.0, []
-    common = ["--preset", "tiny", "--batch-seconds", "1.5", "--warmup", "2", "--device", "cpu", "-q"]
-    res = CliRunner().invoke(
-        app, ["train", str(tiny_manifest), "-o", str(tmp_path / "cli"), "--epochs", "6", "--max-memory", "1.5", *common]
-    )
-    assert res.exit_code == EXIT_MEMORY == 75, res.output
-    assert "stopped: over --max-memory 1.5 GB; --resume goes on" in res.output
-
-    monkeypatch.setattr(train_module, "train_step", real_step)
-    done = train(_config(tiny_manifest, out, epochs=6, batch_seconds=1.5, dev_manifest=None, resume=True))
-    assert done.steps == whole.steps and done.stopped_for is None
-    a, b = model_weights(tmp_path / "whole"), model_weights(out)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_max_memory_already_exceeded_after_loading_is_not_enforced(
-    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A restart could not get under a limit the loaded data already passes: warn and train on, instead of
-    stopping at once (a `--resume` loop would never end)."""
-    import w2vlm.train.loop as train_module
-    import w2vlm.train.memory as memory_module
-
-    for module in (train_module, memory_module):
-        monkeypatch.setattr(module, "resident_memory_gb", lambda: 3.0)
-    monkeypatch.setattr(memory_module, "release_free_memory", lambda: None)
-    with caplog.at_level("WARNING", logger="w2vlm"):
-        result = train(_config(tiny_manifest, tmp_path / "m", epochs=4, dev_manifest=None, max_memory_gb=2.0))
-    assert result.stopped_for is None and result.epochs_completed == 4
-    assert "before the first step" in caplog.text
-
-
-def test_free_memory_is_given_back_once_after_loading_the_data(
-    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The arrays freed while decoding the audio (and writing the cache) go back to the system before the first
-    step, with or without --max-memory, and the log says how much that was."""
-    import w2vlm.train.loop as train_module
-    import w2vlm.train.memory as memory_module
-
-    held = {"gb": 5.0}
-    calls: list[int] = []
-    real_step = train_module.train_step
-
-    def fake_release() -> str:
-        calls.append(len(steps))
-        held["gb"] = 2.0
-        return "jemalloc"
-
-    steps: list[None] = []
-
-    def counting_step(*args: object, **kwargs: object) -> object:
-        steps.append(None)
-        return real_step(*args, **kwargs)
-
-    for module in (train_module, memory_module):
-        monkeypatch.setattr(module, "resident_memory_gb", lambda: held["gb"])
-    monkeypatch.setattr(memory_module, "release_free_memory", fake_release)
-    monkeypatch.setattr(train_module, "train_step", counting_step)
-    with caplog.at_level("INFO", logger="w2vlm"):
-        result = train(_config(tiny_manifest, tmp_path / "m", epochs=2, dev_manifest=None, log_every=1))
-    assert result.stopped_for is None and steps
-    assert calls == [0]  # once, before any step; no --max-memory, so never again
-    assert "after loading the data: jemalloc gave 3.0 GB of free memory back (2.0 GB resident)" in caplog.text
-    assert re.search(r"step 1 epoch 0 loss \S+ lr \S+ \d+s mem 2\.0 GB", caplog.text)
-
-    calls.clear()
-    steps.clear()
-    held["gb"] = 2.0  # nothing to give back: nothing is said
-    caplog.clear()
-    with caplog.at_level("INFO", logger="w2vlm"):
-        train(_config(tiny_manifest, tmp_path / "n", epochs=1, dev_manifest=None))
-    assert calls == [0] and "after loading the data" not in caplog.text
-
-
-def test_release_free_memory_gives_pages_back(tmp_path: Path) -> None:
-    """Under jemalloc with page decay off (the recipe's setting) freed memory stays resident until purged; under
-    glibc malloc_trim runs. Each in a fresh interpreter, since the allocator is chosen at process start."""
-    import subprocess
-    import sys
-
-    script = (
-        "import numpy as np\n"
-        "from w2vlm.train.memory import release_free_memory, resident_memory_gb\n"
-        "xs = [np.ones(1_000_000 + 997 * i) for i in range(40)]\n"  # ~320 MB in large blocks
-        "del xs\n"
-        "before = resident_memory_gb()\n"
-        "which = release_free_memory()\n"
-        "print(which, before, resident_memory_gb())\n"
-    )
-    jemalloc = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
-    runs = {"glibc": {}}
-    if jemalloc.exists():
-        runs["jemalloc"] = {"LD_PRELOAD": str(jemalloc), "MALLOC_CONF": "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:-1"}
-    import os
-
-    for name, env in runs.items():
-        res = subprocess.run(
-            [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
-        )
-        assert res.returncode == 0, res.stderr
-        which, before, after = res.stdout.split()
-        assert which == name
-        if name == "jemalloc":  # decay off kept the freed pages until the purge
-            assert float(before) - float(after) > 0.2, res.stdout
