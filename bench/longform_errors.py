@@ -49,6 +49,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import longform  # noqa: E402
+import longform_data  # noqa: E402
 from metrics import edit_distance as edits  # noqa: E402
 
 CLASSES = ("clean", "merged", "split", "missed")
@@ -414,16 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", type=Path, default=longform.DATA)
+    ap.add_argument("--data", type=Path, default=longform_data.DATA)
     ap.add_argument("--model", default=None, help="model folder (default: the embedded model, with its LM)")
     ap.add_argument("--variants", default="default")
     ap.add_argument("--show", type=int, default=10, help="utterances with the most extra errors to print")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    manifest = longform.test_manifest(None)
-    utterances = longform.read_manifest(manifest)
-    path = longform.long_file(args.data, manifest, utterances, args.minutes, args.seed)
+    manifest = longform_data.test_manifest(None)
+    utterances = longform_data.read_manifest(manifest)
+    path = longform_data.long_file(args.data, manifest, utterances, args.minutes, args.seed)
     info = json.loads(path.with_suffix(".json").read_text())
     run = Run(args.model)
     audios = list(dict.fromkeys(u["audio"] for u in info["utterances"]))

@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import longform  # noqa: E402
+import longform_data  # noqa: E402
 
 
 def loudest_frame(audio: np.ndarray, frame: int = 512) -> float:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         default="-30,-40,-45,-50,-55",
         help="loudest-frame levels, dBFS, comma-separated (written --levels=-30,-45: the value starts with a minus)",
     )
-    ap.add_argument("--data", type=Path, default=longform.DATA)
+    ap.add_argument("--data", type=Path, default=longform_data.DATA)
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = ap.parse_args(argv)
     try:
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from w2vlm.transcribe import TranscribeOptions, Transcriber
 
-    manifest = longform.test_manifest(None)
-    path = longform.long_file(args.data, manifest, longform.read_manifest(manifest), args.minutes, args.seed)
+    manifest = longform_data.test_manifest(None)
+    path = longform_data.long_file(args.data, manifest, longform_data.read_manifest(manifest), args.minutes, args.seed)
     timeline = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["utterances"]
     refs = [u["text"] for u in timeline]
     audio, rate = sf.read(str(path), dtype="float32")

@@ -13,10 +13,11 @@ sf = pytest.importorskip("soundfile")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import longform  # noqa: E402
+import longform_data  # noqa: E402
 
 
 @pytest.fixture()
-def utterances(tmp_path: Path) -> list[longform.Utterance]:
+def utterances(tmp_path: Path) -> list[longform_data.Utterance]:
     """Five 1-3 s tone clips (16-bit wav) in a manifest, as the test set's."""
     lines = []
     rng = np.random.default_rng(0)
@@ -27,12 +28,12 @@ def utterances(tmp_path: Path) -> list[longform.Utterance]:
         sf.write(str(tmp_path / f"u{i}.wav"), audio, 16000, subtype="PCM_16")
         lines.append(json.dumps({"audio": f"u{i}.wav", "text": f"words of utterance {i}", "duration": seconds}))
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    return longform.read_manifest(tmp_path / "manifest.jsonl")
+    return longform_data.read_manifest(tmp_path / "manifest.jsonl")
 
 
-def test_long_file_matches_its_timeline(tmp_path: Path, utterances: list[longform.Utterance]) -> None:
+def test_long_file_matches_its_timeline(tmp_path: Path, utterances: list[longform_data.Utterance]) -> None:
     path = tmp_path / "long.wav"
-    info = longform.make_long_file(utterances, path, 20.0, seed=3)
+    info = longform_data.make_long_file(utterances, path, 20.0, seed=3)
     assert json.loads(path.with_suffix(".json").read_text())["utterances"] == info["utterances"]
     audio, rate = sf.read(str(path), dtype="int16")
     assert rate == 16000 and audio.ndim == 1
@@ -61,13 +62,13 @@ def test_long_file_matches_its_timeline(tmp_path: Path, utterances: list[longfor
             assert -71.5 < dbfs < -68.5  # the noise floor, not zero
     assert info["gaps"] == {"noise_floor": len(gaps) - len(gaps) // 4, "digital_zero": len(gaps) // 4}
     # seeded: the same file again
-    again = longform.make_long_file(utterances, tmp_path / "again.wav", 20.0, seed=3)
+    again = longform_data.make_long_file(utterances, tmp_path / "again.wav", 20.0, seed=3)
     assert again["utterances"] == info["utterances"]
     assert sf.read(str(tmp_path / "again.wav"), dtype="int16")[0].tobytes() == audio.tobytes()
 
 
 def test_nonspeech_clips_levels() -> None:
-    clips = {kind: longform.nonspeech_clip(kind, 2.0, seed=0) for kind in longform.NONSPEECH}
+    clips = {kind: longform_data.nonspeech_clip(kind, 2.0, seed=0) for kind in longform_data.NONSPEECH}
     assert all(c.size == 32000 and c.dtype == np.float32 for c in clips.values())
     assert not clips["silence"].any()
     for kind in ("white", "pink", "hum", "music"):
