@@ -9,7 +9,7 @@ its input as one batch, and the LSTM (torch's, one call) over rows of :data:`ROW
 each row first seeing :data:`WARMUP_FRAMES` frames of the audio before it so that its state has settled by the
 row's first frame. The weights are the wheel's (read from its TorchScript file, the one file that holds the 8 kHz
 network); the numbers match the wheel's model run frame by frame to a few 1e-6 wherever the state is the same
-(``tests/test_vad.py`` checks the TorchScript and the ONNX model to 2e-5, at 8 and 16 kHz).
+(``tests/test_vad_network.py`` checks the TorchScript and the ONNX model to 2e-5, at 8 and 16 kHz).
 
 It runs at 8 kHz, where a frame is 256 samples, for half the work of 16 kHz. Each row (with its warm-up) is first
 raised towards :data:`LEVEL_DBFS` when its loudest frame is quieter than that: the network is level-sensitive, and
