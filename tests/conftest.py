@@ -332,3 +332,19 @@ def tiny_manifest(tmp_path: Path) -> Path:
     from train_helpers import write_tiny_manifest
 
     return write_tiny_manifest(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[np.ndarray]:
+    """The example recordings (16 kHz), in a fixed order (the VAD tests')."""
+    from vad_helpers import example_clips
+
+    return example_clips()
+
+
+@pytest.fixture(scope="module")
+def silero() -> object:
+    """The process's Silero VAD; skips the test when the 'vad' extra is not installed."""
+    from vad_helpers import shared_silero
+
+    return shared_silero()

@@ -12,11 +12,9 @@ import pytest
 
 from vad_helpers import (
     RATE,
-    example_clips,
     joined_with_gaps,
     needs_vad,
     noise_floor,
-    shared_silero,
     silence,
     speech_span,
 )
@@ -26,17 +24,6 @@ from w2vlm.engine.config import DEFAULT_MAX_SEGMENT_S
 from w2vlm.engine.inputs import READ_BLOCK_S, InputInfo, InputReader
 from w2vlm.engine.vad import VadParams
 from w2vlm.results import Transcript
-
-
-@pytest.fixture(scope="module")
-def clips() -> list[np.ndarray]:
-    return example_clips()
-
-
-@pytest.fixture(scope="module")
-def silero() -> vadnet.SileroVad:
-    return shared_silero()
-
 
 DEFAULT_PARAMS = VadParams(threshold=0.5, min_speech_s=0.25, min_silence_s=0.3, pad_s=0.2, max_segment_s=20.0)
 

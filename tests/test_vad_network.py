@@ -11,27 +11,15 @@ import pytest
 
 from vad_helpers import (
     RATE,
-    example_clips,
     joined_with_gaps,
     needs_vad,
     noise_floor,
     reference_probs,
-    shared_silero,
     silence,
     speech_span,
     to_vad_rate,
 )
 from w2vlm.engine import silero as vadnet
-
-
-@pytest.fixture(scope="module")
-def clips() -> list[np.ndarray]:
-    return example_clips()
-
-
-@pytest.fixture(scope="module")
-def silero() -> vadnet.SileroVad:
-    return shared_silero()
 
 
 def test_probabilities_are_high_in_speech_and_low_in_silence(silero: vadnet.SileroVad, clips: list[np.ndarray]) -> None:
