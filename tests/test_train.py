@@ -250,6 +250,9 @@ def test_resume_from_a_damaged_checkpoint_names_it(tiny_manifest: Path, tmp_path
             train(train_config(tiny_manifest, out, epochs=2, dev_manifest=None, resume=True))
 
 
+_TINY_ARPA = "\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\t0\n-0.5\t</s>\n-0.3\tcab\n\n\\end\\\n"
+
+
 def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     first = train(train_config(tiny_manifest, out, epochs=2, dev_manifest=None))
@@ -258,7 +261,7 @@ def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -
 
     lm = tmp_path / "lm"
     lm.mkdir()
-    (lm / "lm.arpa").write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\t0\n-0.5\t</s>\n-0.3\tcab\n\n\\end\\\n")
+    (lm / "lm.arpa").write_text(_TINY_ARPA)
     (lm / "unigrams.txt").write_text("cab\n")
     second = train(train_config(tiny_manifest, out, epochs=4, dev_manifest=None, resume=True, lm_dir=lm))
     assert second.epochs_completed == 4
@@ -274,8 +277,47 @@ def test_resume_and_language_model_bundle(tiny_manifest: Path, tmp_path: Path) -
 
     bad_lm = tmp_path / "bad_lm"
     bad_lm.mkdir()
-    with pytest.raises(ModelError, match="exactly one"):
+    with pytest.raises(ModelError, match="expected one language model file"):
         train(train_config(tiny_manifest, tmp_path / "m2", epochs=1, dev_manifest=None, lm_dir=bad_lm))
+
+
+def test_an_lm_folder_with_its_convert_lm_binary_bundles_one_file_that_loads(
+    tiny_manifest: Path, tmp_path: Path
+) -> None:
+    """The README's workflow (build-lm, convert-lm, train --lm FOLDER): the folder holds lm.arpa and lm.w2vlm; the
+    model gets one of them (the binary form) and loads; a folder of only the binary form is taken too; two
+    unrelated LM files, or no unigrams.txt, are refused before any training step."""
+    from w2vlm.decoder.ngram_files import convert_to_binary
+    from w2vlm.processor import Wav2Vec2ProcessorWithLM
+
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    (lm / "lm.arpa").write_text(_TINY_ARPA)
+    (lm / "unigrams.txt").write_text("cab\n")
+    convert_to_binary(lm / "lm.arpa", lm / "lm.w2vlm")
+    out = tmp_path / "model"
+    train(train_config(tiny_manifest, out, epochs=1, dev_manifest=None, lm_dir=lm))
+    assert sorted(p.name for p in (out / "language_model").iterdir()) == ["attrs.json", "lm.w2vlm", "unigrams.txt"]
+    assert Wav2Vec2ProcessorWithLM.from_pretrained(str(out)).decoder is not None
+
+    (lm / "lm.arpa").unlink()
+    train(train_config(tiny_manifest, tmp_path / "binary_only", epochs=1, dev_manifest=None, lm_dir=lm))
+    assert (tmp_path / "binary_only" / "language_model" / "lm.w2vlm").is_file()
+
+    (lm / "other.arpa").write_text(_TINY_ARPA)  # not the binary's source: which one was meant is not known
+    with pytest.raises(ModelError, match=r"found \['lm.w2vlm', 'other.arpa'\]"):
+        train(train_config(tiny_manifest, tmp_path / "m3", epochs=1, dev_manifest=None, lm_dir=lm))
+    (lm / "other.arpa").unlink()
+    (lm / "unigrams.txt").unlink()
+    with pytest.raises(ModelError, match=r"no unigrams\.txt"):
+        train(train_config(tiny_manifest, tmp_path / "m4", epochs=1, dev_manifest=None, lm_dir=lm))
+    assert not (tmp_path / "m3.checkpoint").exists() and not (tmp_path / "m4.checkpoint").exists()
+
+
+def test_a_save_dtype_that_cannot_be_saved_is_refused_before_training(tiny_manifest: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"--save-dtype \(save_dtype\): 'int8'"):
+        train(train_config(tiny_manifest, tmp_path / "m", save_dtype="int8"))
+    assert not (tmp_path / "m.checkpoint").exists()
 
 
 def _first_epoch_batch_lengths(manifest: Path, out: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> list[int]:

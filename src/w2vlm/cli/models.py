@@ -117,7 +117,11 @@ def train_command(
     ] = False,
     lm: Annotated[
         str | None,
-        typer.Option("--lm", help="Language model folder (ARPA + unigrams.txt [+ attrs.json]) to bundle."),
+        typer.Option(
+            "--lm",
+            help="Language model folder to bundle: one LM file (ARPA, KenLM binary or .w2vlm; an ARPA with the "
+            ".w2vlm convert-lm made from it bundles the .w2vlm) + unigrams.txt [+ attrs.json].",
+        ),
     ] = None,
     language: Annotated[
         str | None,

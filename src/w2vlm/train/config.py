@@ -136,6 +136,10 @@ COMMON_CONFIG_BERT: dict[str, Any] = {
 }
 
 
+#: the dtypes a trained model can be saved in (``--save-dtype``)
+SAVE_DTYPES = ("float32", "float16", "bfloat16")
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run (see ``w2vlm train --help`` for their meaning)."""
@@ -207,6 +211,8 @@ class TrainConfig:
             if value is not None and (value <= 0 if positive else value < 0):
                 where = f"{option} ({name})" if option else name
                 raise ModelError(f"{where}: {value}; expected a number {'>' if positive else '>='} 0")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ModelError(f"--save-dtype (save_dtype): {self.save_dtype!r}; expected {', '.join(SAVE_DTYPES)}")
         for name, option, value in (
             ("pad_extra_prob", "", self.pad_extra_prob),
             ("edge_prob", "--edge-prob", self.edge_prob),

@@ -8,11 +8,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from w2vlm.decoder.ngram_files import ATTRS_FILENAME, LM_SUFFIXES, UNIGRAMS_FILENAME, W2VLM_BINARY_SUFFIX
 from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import ModelError
 from w2vlm.fileio import read_json_object
 from w2vlm.model import quiet_transformers_progress, write_model_card
-from w2vlm.train.config import COMMON_CONFIG, COMMON_CONFIG_BERT, MODEL_PRESETS, SAMPLE_RATE, check_overrides
+from w2vlm.train.config import (
+    COMMON_CONFIG,
+    COMMON_CONFIG_BERT,
+    MODEL_PRESETS,
+    SAMPLE_RATE,
+    SAVE_DTYPES,
+    check_overrides,
+)
 
 logger = logging.getLogger("w2vlm.train")
 
@@ -88,15 +96,31 @@ def alphabet_labels(vocab: dict[str, int]) -> list[str]:
     return labels
 
 
-def check_lm_dir(lm_dir: Path) -> Path:
-    """Check that a folder holds exactly one language model file (pyctcdecode's layout)."""
+def lm_file_to_bundle(lm_dir: Path) -> Path:
+    """The one language model file of ``lm_dir`` that a trained model's ``language_model/`` gets: the folder's
+    only LM file, or, where ``w2vlm convert-lm`` has put the binary form beside the ARPA/KenLM file it was made
+    from (``lm.arpa`` and ``lm.w2vlm``), the binary form (what w2vlm loads in well under a second; KenLM and
+    pyctcdecode read only the other, so leave the ``.w2vlm`` out of the folder to bundle that instead). The folder
+    must also hold ``unigrams.txt``, as ``build-lm`` writes it."""
     lm_dir = Path(lm_dir)
     if not lm_dir.is_dir():
         raise ModelError(f"lm_dir: {lm_dir} is not a folder")
-    models = [p for p in lm_dir.iterdir() if p.name.endswith((".arpa", ".arpa.gz", ".bin", ".binary"))]
+    models = sorted(p for p in lm_dir.iterdir() if p.is_file() and p.name.lower().endswith(LM_SUFFIXES))
+    binary = [p for p in models if p.name.lower().endswith(W2VLM_BINARY_SUFFIX)]
+    if len(models) == 2 and len(binary) == 1:
+        other = next(p for p in models if p not in binary)
+        stem = other.name[: -len(".gz")] if other.name.lower().endswith(".gz") else other.name
+        if Path(stem).stem == binary[0].name[: -len(W2VLM_BINARY_SUFFIX)]:
+            models = binary
     if len(models) != 1:
-        raise ModelError(f"{lm_dir}: expected exactly one *.arpa|*.bin|*.binary file, found {len(models)}")
-    return lm_dir
+        names = [p.name for p in models]
+        raise ModelError(
+            f"{lm_dir}: expected one language model file ({', '.join(LM_SUFFIXES)}), or an ARPA/KenLM file and the "
+            f"{W2VLM_BINARY_SUFFIX} that convert-lm made from it; found {names or 'none'}"
+        )
+    if not (lm_dir / UNIGRAMS_FILENAME).is_file():
+        raise ModelError(f"{lm_dir}: no {UNIGRAMS_FILENAME} (build-lm writes it beside the ARPA file)")
+    return models[0]
 
 
 def save_hub_layout(
@@ -117,13 +141,14 @@ def save_hub_layout(
     import torch
 
     out_dir = Path(out_dir)
+    if save_dtype not in SAVE_DTYPES:
+        raise ModelError(f"save_dtype: {save_dtype!r}; expected {', '.join(SAVE_DTYPES)}")
+    dtype = getattr(torch, save_dtype)
+    lm_file = None if lm_dir is None else lm_file_to_bundle(lm_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp-save")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(save_dtype)
-    if dtype is None:
-        raise ModelError(f"save_dtype: {save_dtype!r}; expected float32, float16 or bfloat16")
     to_save = model
     if dtype != torch.float32:
         import copy
@@ -140,12 +165,16 @@ def save_hub_layout(
         special.write_text(json.dumps(tokens, indent=2) + "\n")
     pp_path = tmp / "preprocessor_config.json"
     pp = read_json_object(pp_path, ModelError)
-    pp["processor_class"] = "Wav2Vec2ProcessorWithLM" if lm_dir else "Wav2Vec2Processor"
+    pp["processor_class"] = "Wav2Vec2ProcessorWithLM" if lm_file else "Wav2Vec2Processor"
     pp_path.write_text(json.dumps(pp, indent=2, sort_keys=True) + "\n")
-    if lm_dir is not None:
-        lm_dir = check_lm_dir(lm_dir)
-        shutil.copytree(lm_dir, tmp / "language_model")
-        attrs = tmp / "language_model" / "attrs.json"
+    if lm_file is not None:
+        bundled = tmp / "language_model"
+        bundled.mkdir()
+        for name in (ATTRS_FILENAME, UNIGRAMS_FILENAME, lm_file.name):
+            if (lm_file.parent / name).is_file():
+                shutil.copy2(lm_file.parent / name, bundled / name)
+        logger.info("language model bundled: %s", lm_file)
+        attrs = bundled / ATTRS_FILENAME
         if not attrs.exists():
             defaults = {"alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA, "unk_score_offset": DEFAULT_UNK_SCORE_OFFSET}
             attrs.write_text(json.dumps(defaults | {"score_boundary": True}) + "\n")
@@ -161,7 +190,7 @@ def save_hub_layout(
         language=language,
         title=out_dir.name,
         body="A CTC speech recognition model trained with `w2vlm train`"
-        + (" (with an n-gram LM in `language_model/`)" if lm_dir is not None else "")
+        + (" (with an n-gram LM in `language_model/`)" if lm_file is not None else "")
         + ". Transcribe with `w2vlm transcribe --model <this folder> audio.wav`.",
     )
     if out_dir.exists():

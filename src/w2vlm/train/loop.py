@@ -34,7 +34,7 @@ from w2vlm.train.config import (
     check_overrides,
 )
 from w2vlm.train.data import AudioStore, Tokenizer, draw_edges, edge_reserve
-from w2vlm.train.export import build_config, check_lm_dir, make_processor, save_hub_layout
+from w2vlm.train.export import build_config, lm_file_to_bundle, make_processor, save_hub_layout
 from w2vlm.train.memory import release_after_loading, resident_memory_gb, within_memory
 
 logger = logging.getLogger("w2vlm.train")
@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         torch.backends.cudnn.allow_tf32 = True
 
     if cfg.lm_dir is not None:
-        check_lm_dir(cfg.lm_dir)
+        lm_file_to_bundle(cfg.lm_dir)
     out_dir = Path(cfg.output_dir)
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
     work = ckpt_dir / "processor"
