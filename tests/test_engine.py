@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -280,3 +282,39 @@ def test_torch_threads_apply_to_the_model_stage_and_readers_run_on_one(
     list(engine.transcribe(items, DecodeConfig(), config=engine.config.with_(torch_threads=3)))
     assert seen == {"prepare": {1}, "forward": {3}}
     assert threads() == own  # the caller's thread runs as before
+
+
+def test_calls_at_once_run_one_forward_pass_at_a_time(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls of the engine that run at the same time (the server's requests) share the model, whose modules keep
+    caches that are not thread-safe: their forward passes take turns, and every call gets its own text."""
+    model = engine.runner.model
+    forward = model.forward
+    running = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def watched(*args: object, **kwargs: object) -> object:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.02)  # long enough for another thread's pass to start, were it allowed to
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            with lock:
+                running["now"] -= 1
+
+    items = [_noise(1.0 + 0.25 * i, seed=i) for i in range(6)]
+    alone = [t.text for t in engine.transcribe(items, DecodeConfig())]
+    monkeypatch.setattr(model, "forward", watched)
+    texts: list[list[str]] = [[] for _ in range(4)]
+
+    def call(k: int) -> None:
+        texts[k] = [t.text for t in engine.transcribe(items, DecodeConfig(), config=engine.config.with_(batch_size=1))]
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert running["most"] == 1
+    assert texts == [alone] * 4

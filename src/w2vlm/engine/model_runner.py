@@ -10,6 +10,7 @@ non-blocking, and the result is a :class:`PendingOutput` whose copy back overlap
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,10 @@ class ModelRunner:
         self.waveform = type(feature_extractor) is Wav2Vec2FeatureExtractor
         self.do_normalize = bool(getattr(feature_extractor, "do_normalize", True))
         self.padding_value = float(getattr(feature_extractor, "padding_value", 0.0))
+        # one forward pass at a time: calls of the engine that run at once (the server's requests) share the
+        # model, and transformers' modules keep caches that are not safe across threads (Wav2Vec2-BERT's rotary
+        # embedding is rebuilt for each new length: a pass of another length in between gave a shape error)
+        self._forward_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------- windows
 
@@ -145,7 +150,8 @@ class ModelRunner:
             inputs = {self.input_name: values.to(self.dtype) if values.is_floating_point() else values}
             if mask is not None:
                 inputs["attention_mask"] = mask
-            logits = self.model(**inputs).logits
+            with self._forward_lock:
+                logits = self.model(**inputs).logits
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             if mask is not None and mask.shape[-1] == logits.shape[1]:
                 frames = mask.sum(-1).tolist()  # frame-level mask: one logit frame per input frame
