@@ -73,6 +73,22 @@ def test_parse_values() -> None:
             parse_values(bad, "alpha")
 
 
+def test_searches_larger_than_the_limits_are_refused_before_building_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A range with a typo for a step ("0:1000000:0.001") once built a billion-value list (GBs, minutes) before
+    anything looked at it."""
+    import w2vlm.limits
+
+    with pytest.raises(W2vlmError, match=r"alpha: '0:1000000:0.001' gives 1,000,000,001 values; at most 100,000"):
+        parse_values("0:1000000:0.001", "alpha")
+    values = parse_values("0:9.99:0.01")  # 1,000 a side: a million settings
+    with pytest.raises(W2vlmError, match=r"1,000 \(alpha\) x 1,000 \(beta\) = 1,000,000 settings; at most 10,000"):
+        grid_settings(values, values)
+    for count in (0, 10_001):
+        with pytest.raises(W2vlmError, match="between 1 and 10,000"):
+            random_settings(count, [0.0, 1.0], [0.0, 1.0])
+    monkeypatch.setattr(w2vlm.limits, "MAX_TUNE_SETTINGS", 1_000_000)
+    assert len(grid_settings(values, values)) == 1_000_000
+
 def test_grid_and_random_settings() -> None:
     grid = grid_settings([0.0, 0.5], [1.0, 2.0, 3.0], [50, 100], [-10.0])
     assert len(grid) == 12 and len(set(grid)) == 12

@@ -47,3 +47,9 @@ MAX_AUDIO_SAMPLE_RATE = 768_000
 def as_dict() -> dict[str, float | int]:
     """The current limits, by name (for logs and ``w2vlm serve``'s status)."""
     return {k: v for k, v in globals().items() if k.isupper() and isinstance(v, (int, float))}
+
+
+#: Most values one alpha/beta/... range of ``w2vlm tune`` (or ``add-lm --dev``) may give ("0:2:0.001" gives 2,001),
+#: and most settings one search may decode the dev set with (a grid's product, or ``--random N``).
+MAX_TUNE_VALUES = 100_000
+MAX_TUNE_SETTINGS = 10_000

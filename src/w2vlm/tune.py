@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from w2vlm import limits
 from w2vlm.errors import LanguageModelError, W2vlmError
 from w2vlm.fileio import atomic_path, atomic_write_json, read_json_object
 
@@ -131,6 +132,11 @@ def parse_values(spec: str | float | Sequence[float], name: str = "value") -> li
             if step <= 0 or stop < start:
                 raise W2vlmError(f"{name}: {spec!r} needs start <= stop and a positive step")
             count = math.floor((stop - start) / step + 1e-9) + 1
+            if count > limits.MAX_TUNE_VALUES:
+                raise W2vlmError(
+                    f"{name}: {spec!r} gives {count:,} values; at most {limits.MAX_TUNE_VALUES:,} "
+                    "(w2vlm.limits.MAX_TUNE_VALUES): a larger step?"
+                )
             return [round(start + i * step, 10) for i in range(count)]
         values = [float(p) for p in text.replace(" ", ",").split(",") if p]
     except ValueError:
@@ -150,7 +156,20 @@ def grid_settings(
     beam_widths: Sequence[int] = (100,),
     unk_score_offsets: Sequence[float] = (-10.0,),
 ) -> list[Setting]:
-    """Every combination of the values."""
+    """Every combination of the values (at most :data:`w2vlm.limits.MAX_TUNE_SETTINGS` of them)."""
+    sizes = {
+        "alpha": len(alphas),
+        "beta": len(betas),
+        "beam width": len(beam_widths),
+        "unk offset": len(unk_score_offsets),
+    }
+    total = math.prod(sizes.values())
+    if total > limits.MAX_TUNE_SETTINGS:
+        shape = " x ".join(f"{n:,} ({k})" for k, n in sizes.items() if n > 1)
+        raise W2vlmError(
+            f"grid search: {shape} = {total:,} settings; at most {limits.MAX_TUNE_SETTINGS:,} "
+            "(w2vlm.limits.MAX_TUNE_SETTINGS): fewer values, or --random N"
+        )
     return [
         Setting(float(a), float(b), int(w), float(u))
         for w in beam_widths
@@ -170,8 +189,11 @@ def random_settings(
 ) -> list[Setting]:
     """``count`` settings with alpha, beta (and unk_score_offset, when given a range) drawn uniformly from
     [min, max] of the given values; beam widths drawn from the list."""
-    if count < 1:
-        raise W2vlmError(f"random search: the number of settings must be >= 1; got {count}")
+    if not 1 <= count <= limits.MAX_TUNE_SETTINGS:
+        raise W2vlmError(
+            f"random search: the number of settings must be between 1 and {limits.MAX_TUNE_SETTINGS:,} "
+            f"(w2vlm.limits.MAX_TUNE_SETTINGS); got {count}"
+        )
     rng = random.Random(seed)
 
     def draw(values: Sequence[float]) -> float:
@@ -302,7 +324,7 @@ def tune(
         if unk_score_offsets is not None
         else [float(current["unk_score_offset"])]
     )
-    if num_random:
+    if num_random is not None:
         settings = random_settings(num_random, a_values, b_values, widths, unk_values, seed)
         kind = "random"
     else:
