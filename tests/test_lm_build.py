@@ -401,6 +401,12 @@ def test_allowed_chars_from_vocab_files(tmp_path: Path) -> None:
         json.dumps({"labels": ["", " ", "a", "b", "'", "⁇"], "is_bpe": False}), encoding="utf-8"
     )
     assert allowed_chars_from_file(tmp_path / "alphabet.json") == "'ab"
+    assert allowed_chars_from_file(tmp_path) == "'" + "".join(letters)  # a model folder: its vocab.json
+    (tmp_path / "vocab.json").unlink()
+    assert allowed_chars_from_file(tmp_path) == "'ab"  # else its alphabet.json
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LanguageModelError, match=r"a folder without vocab\.json or alphabet\.json"):
+        allowed_chars_from_file(tmp_path / "empty")
     (tmp_path / "bpe.json").write_text(json.dumps({"labels": ["", "▁a", "b"], "is_bpe": True}), encoding="utf-8")
     with pytest.raises(LanguageModelError, match="BPE"):
         allowed_chars_from_file(tmp_path / "bpe.json")

@@ -197,9 +197,15 @@ def allowed_chars_from_file(path: str | Path) -> str:
     """The word characters of a character CTC vocabulary: a transformers ``vocab.json`` (token -> id), a
     pyctcdecode ``alphabet.json`` (``{"labels": [...]}``) or a plain text file with one label a line.
 
-    Special tokens (padding/blank, ``<s>``, ``</s>``, ``<unk>``, the word delimiter ``|``) are left out.
+    Special tokens (padding/blank, ``<s>``, ``</s>``, ``<unk>``, the word delimiter ``|``) are left out. A model
+    folder stands for its ``vocab.json`` (else its ``alphabet.json``).
     """
     p = Path(path)
+    if p.is_dir():
+        found = [p / name for name in ("vocab.json", "alphabet.json") if (p / name).is_file()]
+        if not found:
+            raise LanguageModelError(f"{p}: a folder without vocab.json or alphabet.json; expected a model folder")
+        p = found[0]
     try:
         raw = p.read_text(encoding="utf-8")
     except FileNotFoundError:
