@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from w2vlm.fileio import atomic_open, atomic_path, atomic_write_json, atomic_write_text, current_umask
+from w2vlm.errors import OutputError, W2vlmError
+from w2vlm.fileio import atomic_open, atomic_path, atomic_write_json, atomic_write_text, check_output, current_umask
 
 
 def _mode(p: Path) -> int:
@@ -64,3 +65,42 @@ def test_binary_and_bad_mode(tmp_path: Path) -> None:
     assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
     with pytest.raises(ValueError, match="mode must be"), atomic_open(tmp_path / "b", "a"):
         pass
+
+
+def test_outputs_that_cannot_be_written_are_named_errors(tmp_path: Path) -> None:
+    """A parent that is a file, a folder where a file goes, a file where a folder goes: an OutputError (a
+    W2vlmError, and still an OSError) naming what is in the way, before anything is written."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(OutputError, match=r"afile/sub/r\.json: cannot write it: .*afile is a file, not a folder"):
+        atomic_write_text(afile / "sub" / "r.json", "{}")
+    with pytest.raises(OutputError, match="is a folder; expected a file name"):
+        atomic_write_text(tmp_path, "{}")
+    with pytest.raises(OutputError, match="is a file; expected a folder"):
+        check_output(afile, folder=True)
+    with pytest.raises(OutputError, match="afile is a file, not a folder"):
+        check_output(afile / "out", folder=True)
+    assert issubclass(OutputError, W2vlmError) and issubclass(OutputError, OSError)
+    assert check_output(tmp_path / "new" / "deeper" / "r.json") == tmp_path / "new" / "deeper" / "r.json"
+    assert (tmp_path / "new" / "deeper").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "new"]  # no temporaries left
+    assert afile.read_text() == "x"
+
+
+def test_commands_check_their_outputs_before_the_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from w2vlm.cli import app
+
+    (tmp_path / "afile").write_text("x")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat\n")
+    runner = CliRunner()
+    for args in (
+        ["build-lm", str(corpus), "-o", str(tmp_path / "afile" / "lm.arpa")],
+        ["transcribe", str(corpus), "-o", str(tmp_path / "afile")],
+        ["tune", str(corpus), "-o", str(tmp_path / "afile" / "r.json")],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, (args, res.output)
+        assert "afile" in res.output and "Traceback" not in res.output

@@ -22,6 +22,7 @@ from typing import Any
 
 from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import LanguageModelError, ModelError
+from w2vlm.fileio import check_output
 
 logger = logging.getLogger("w2vlm.add_lm")
 
@@ -78,6 +79,7 @@ def add_lm(
         raise ModelError(f"-o {out}: the output must be a new folder, not the model itself")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ModelError(f"-o {out}: exists and is not empty (pass --overwrite to replace it)")
+    check_output(out, folder=True)  # before the build, not after it
     if not texts:
         raise LanguageModelError("add-lm: give at least one text file to build the LM from")
     language = resolve_language(language, source)

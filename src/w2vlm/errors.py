@@ -52,3 +52,8 @@ class UnexpectedArgumentError(W2vlmError, TypeError):
 
 class ManifestError(W2vlmError, ValueError):
     """A training or evaluation manifest (JSONL of audio path + text) that is missing or malformed."""
+
+
+class OutputError(W2vlmError, OSError):
+    """An output path that cannot be written (a parent that is a file, a folder where a file goes, no
+    permission); an ``OSError`` as the failed call raised."""

@@ -19,12 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from w2vlm.errors import OutputError
+
 __all__ = [
     "atomic_open",
     "atomic_path",
     "atomic_write_json",
     "atomic_write_text",
+    "check_output",
     "current_umask",
+    "make_parent",
     "read_json_object",
 ]
 
@@ -50,20 +54,63 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~current_umask()
 
 
+def _cannot_write(target: Path, exc: OSError) -> OutputError:
+    """The :class:`OutputError` for ``exc`` raised while writing ``target``, naming what is in the way."""
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return OutputError(f"{target}: cannot write it: {parent} is a file, not a folder")
+            break
+    if target.is_dir():
+        return OutputError(f"{target}: is a folder; expected a file name")
+    return OutputError(f"{target}: cannot write it ({exc.strerror or exc})")
+
+
+def make_parent(path: str | os.PathLike[str]) -> Path:
+    """Create the missing parent folders of ``path``; an :class:`OutputError` naming the problem (a parent that
+    is a file, no permission) when they cannot be made."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(target, exc) from None
+    return target
+
+
+def check_output(path: str | os.PathLike[str], folder: bool = False) -> Path:
+    """Check, before the work that ends in writing it, that ``path`` (a file, or with ``folder`` a folder) can be
+    written: its parent folders are made, and a folder is not where a file goes nor a file where a folder goes;
+    an :class:`OutputError` naming the problem otherwise."""
+    target = make_parent(path)
+    if folder and target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: is a file; expected a folder (or a name that does not exist yet)")
+    if not folder and target.is_dir():
+        raise OutputError(f"{target}: is a folder; expected a file name")
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for the caller to write (e.g. ``fig.savefig(tmp)``); on normal
     exit it gets the mode of the file it replaces (or ``0666 & ~umask``) and is renamed onto ``path``; on an
-    exception it is removed and ``path`` is left as it was. Missing parent folders are created."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    exception it is removed and ``path`` is left as it was. Missing parent folders are created. A path that
+    cannot be written is an :class:`OutputError`, before anything is written or when the file is put in place."""
+    target = make_parent(path)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a folder; expected a file name")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _cannot_write(target, exc) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, _mode_for(target))
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _cannot_write(target, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from w2vlm.errors import W2vlmError
+from w2vlm.fileio import check_output
 from w2vlm.results import Transcript
 from w2vlm.transcribe import (
     STDIN,
@@ -79,6 +80,8 @@ def run(
     if output_dir is None and len(formats) > 1:
         raise TranscribeError(f"--output-format {','.join(formats)}: several files per input: it needs --output-dir")
     options.validate()
+    if output_dir is not None:
+        check_output(Path(output_dir).expanduser(), folder=True)
     with contextlib.ExitStack() as stack:
         stdin_file = None
         if STDIN in [str(raw) for raw in inputs]:

@@ -105,11 +105,13 @@ def eval_command(
     from w2vlm.engine.config import DecodeConfig
     from w2vlm.errors import W2vlmError
     from w2vlm.eval import SYSTEM_NAMES, breakdown_table, evaluate, summary_table, worst_utterances
-    from w2vlm.fileio import atomic_write_json
+    from w2vlm.fileio import atomic_write_json, check_output
     from w2vlm.logits_cache import AcousticSettings
 
     err = Console(stderr=True)
     try:
+        if output:
+            check_output(output)
         with model_command(err), _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
             report = evaluate(
                 manifest,
@@ -215,12 +217,15 @@ def tune_command(
     from rich.markup import escape
 
     from w2vlm.errors import W2vlmError
-    from w2vlm.fileio import atomic_write_json
+    from w2vlm.fileio import atomic_write_json, check_output
     from w2vlm.logits_cache import AcousticSettings
     from w2vlm.tune import parse_values, plot_wer, results_table, tune, write_attrs
 
     err = Console(stderr=True)
     try:
+        for path in (output, plot):
+            if path:
+                check_output(path)
         widths = [int(w) for w in parse_values(beam_width, "beam width")]
         with model_command(err), _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
             report = tune(
@@ -342,9 +347,13 @@ def visualize_command(
         raise typer.BadParameter(f"expected a .png file name; got {output!r}", param_hint="'--output'")
     with model_command(err):
         try:
+            from w2vlm.fileio import check_output
             from w2vlm.pipeline import pipeline
             from w2vlm.visualize import analyze
             from w2vlm.visualize_render import render_png, render_terminal
+
+            if output is not None:
+                check_output(output)
 
             processor = None if no_lm else lm_processor(model, lm, alpha, beta, unk_score_offset)
             pipe = pipeline(

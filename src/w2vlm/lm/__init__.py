@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from w2vlm.errors import LanguageModelError
+from w2vlm.fileio import check_output
 from w2vlm.lm.arpa import unigrams_from_arpa, write_arpa, write_unigrams
 from w2vlm.lm.corpus import Corpus, Vocabulary, read_corpus
 from w2vlm.lm.kneser_ney import NGramModel, estimate_kneser_ney, prune_thresholds
@@ -128,6 +129,7 @@ def build_lm(
     out = Path(output)
     if out.exists() and out.is_dir():
         raise LanguageModelError(f"output {out}: is a directory; expected an ARPA file path (e.g. lm.arpa)")
+    check_output(out)  # before the counting, not after it
     if not (out.name.endswith(".arpa") or out.name.endswith(".arpa.gz")):
         logger.warning("output %s does not end with .arpa or .arpa.gz; pyctcdecode looks for *.arpa", out)
     norm = _normalizer(normalize, allowed_chars)

@@ -21,7 +21,7 @@ import numpy as np
 
 from w2vlm.errors import ModelError
 from w2vlm.features import FbankInputs, WaveformInputs, model_inputs_for
-from w2vlm.fileio import read_json_object
+from w2vlm.fileio import check_output, read_json_object
 from w2vlm.metrics import error_rates
 from w2vlm.model import model_language
 from w2vlm.train.config import (
@@ -211,6 +211,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     import torch
 
     cfg.check()
+    check_output(cfg.output_dir, folder=True)
     language = cfg.language
     if language is None and cfg.init_from is not None:
         language = model_language(cfg.init_from)
