@@ -538,6 +538,9 @@ def test_cli_serve_help_and_bad_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--model", str(tmp_path), "--workers", "0"])
     assert result.exit_code == 1
     assert "workers" in result.output
+    for args, named in ((["--port", "70000"], "--port"), (["--log-level", "loud"], "--log-level")):
+        result = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing"), *args])
+        assert result.exit_code == 2 and named in result.output  # a usage error before the model loads
 
 
 @pytest.mark.slow

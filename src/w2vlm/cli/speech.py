@@ -333,11 +333,15 @@ def _transcribe_on_ray(
         raise typer.Exit(1)
 
 
+#: uvicorn's log levels (``serve --log-level``)
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 @app.command("serve")
 def serve_command(
     model: ModelOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -373,7 +377,9 @@ def serve_command(
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     quantize: QuantizeOption = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help=f"uvicorn log level: {', '.join(_LOG_LEVELS)}.")
+    ] = "info",
     vad: VadOption = None,
     vad_threshold: VadThresholdOption = None,
     min_speech: MinSpeechOption = None,
@@ -388,11 +394,15 @@ def serve_command(
 
     from w2vlm.errors import W2vlmError
 
+    if log_level.lower() not in _LOG_LEVELS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(_LOG_LEVELS)}; got {log_level!r}", param_hint="'--log-level'"
+        )
     err = Console(stderr=True)
     try:
         from w2vlm.server import ServerSettings, serve
     except ImportError as exc:
-        err.print(f"[bold red]error:[/] the server needs its extra: pip install 'w2vlm[server]' ({exc})")
+        err.print(f"[bold red]error:[/] the server needs its extra: pip install 'w2vlm\\[server]' ({exc})")
         raise typer.Exit(1) from None
     # w2vlm's log records on stderr while the server runs; glibc's allocator as it is: the server's many threads
     # would each keep up to 64 MiB of freed memory (+110-210 MB resident after 3-12 rounds of requests), for
@@ -434,7 +444,7 @@ def serve_command(
                 device=device,
                 dtype=dtype,
                 quantize=quantize,
-                log_level=log_level,
+                log_level=log_level.lower(),
             )
         except (W2vlmError, ValueError) as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
