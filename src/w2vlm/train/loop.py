@@ -419,6 +419,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                 epoch_rng = None
             if step == ep_first_step and stop and history:  # stopped at an epoch's start: nothing new to record
                 break
+            if ep_n == 0 and step > ep_first_step:  # fewer steps than the sampling interval: the last one's loss
+                ep_loss, ep_n = float(loss.detach()), 1
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
