@@ -3,6 +3,8 @@ models, no hub downloads)."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,29 @@ def test_pipeline_without_lm_is_plain_ctc(installed, tiny_ctc_factory) -> None:
     folder = tiny_ctc_factory("plain", with_lm=False)
     asr = transformers.pipeline("automatic-speech-recognition", model=str(folder))
     assert asr.type == "ctc"
+
+
+def test_pipeline_does_not_say_the_lm_falls_back_to_greedy(installed, tiny_ctc_factory, monkeypatch) -> None:
+    """transformers, without pyctcdecode and kenlm, warns that a model's LM "falls back to greedy CTC" even when
+    w2vlm's decoder is given and used: that warning is left out while the pipeline is made (and only that one)."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("transformers.pipelines").addHandler(handler)
+    try:
+        monkeypatch.setattr(hf_compat, "_not_the_greedy_fallback_warning", lambda record: True)  # filter off
+        transformers.pipeline("automatic-speech-recognition", model=str(tiny_ctc_factory("a")))
+        unfiltered = list(seen)
+        monkeypatch.undo()
+        seen.clear()
+        asr = transformers.pipeline("automatic-speech-recognition", model=str(tiny_ctc_factory("b")))
+    finally:
+        logging.getLogger("transformers.pipelines").removeHandler(handler)
+    assert isinstance(asr.decoder, BeamSearchDecoderCTC)
+    if importlib.util.find_spec("pyctcdecode") is None:  # transformers warns only without it
+        assert any("falls back to greedy CTC" in m for m in unfiltered)
+    assert not any("falls back to greedy CTC" in m for m in seen)

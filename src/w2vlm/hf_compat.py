@@ -133,6 +133,11 @@ def _hub_decoder_folder(repo_id: str, hub_kwargs: dict[str, Any]) -> Path | None
         return None
 
 
+def _not_the_greedy_fallback_warning(record: logging.LogRecord) -> bool:
+    """A logging filter: False for transformers' warning that a model's LM falls back to greedy decoding."""
+    return "falls back to greedy CTC" not in record.getMessage()
+
+
 def _lm_pipeline(original: Any) -> Any:
     """transformers' ``pipeline`` that gives ASR pipelines of models with an LM w2vlm's decoder."""
     if getattr(original, "__w2vlm_original__", None) is not None:
@@ -150,7 +155,17 @@ def _lm_pipeline(original: Any) -> Any:
                 # a model with an n-gram LM is a speech recognizer: no hub query to infer the task (which
                 # transformers cannot do offline)
                 task = ASR_TASK
-        pipe = original(task, model, *args, **kwargs)
+        if decoder is None:
+            pipe = original(task, model, *args, **kwargs)
+        else:
+            # transformers still tries to load pyctcdecode + kenlm for the LM and, without them, warns that
+            # decoding "falls back to greedy CTC": not so here, the decoder given is used
+            pipelines_logger = logging.getLogger("transformers.pipelines")
+            pipelines_logger.addFilter(_not_the_greedy_fallback_warning)
+            try:
+                pipe = original(task, model, *args, **kwargs)
+            finally:
+                pipelines_logger.removeFilter(_not_the_greedy_fallback_warning)
         if decoder is not None and getattr(pipe, "type", None) in ("ctc", "ctc_with_lm"):
             # transformers 5 replaces a given decoder by pyctcdecode's when that is installed: keep w2vlm's
             pipe.decoder = decoder
