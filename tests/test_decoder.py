@@ -122,8 +122,12 @@ def hello_decoder(tmp_path):
 # Alphabet
 
 
-def test_build_alphabet_normalises_tokenizer_vocab():
-    a = Alphabet.build_alphabet(["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b"])
+def test_build_alphabet_normalises_tokenizer_vocab(caplog):
+    with caplog.at_level("WARNING", logger="w2vlm.decoder"):
+        a = Alphabet.build_alphabet(["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b"])
+        assert not caplog.records  # a wav2vec2 vocabulary's <s> and </s> are no reason to warn
+        Alphabet.build_alphabet(["<pad>", "|", "a", "ch"])
+        assert "longer than one character" in caplog.text and "'ch'" in caplog.text
     assert a.labels == ["", "<s>", "</s>", "⁇", " ", "a", "b"]
     assert not a.is_bpe
     b = Alphabet.build_alphabet(["a", " ", "b"])

@@ -41,11 +41,10 @@ def normalize_regular_labels(labels: Sequence[str]) -> list[str]:
     for i, label in enumerate(out):
         if _UNK_TOKEN.match(label):
             out[i] = UNK_TOKEN
-    if any(len(c) > 1 for c in out):
-        logger.warning(
-            "Found labels longer than one character in a non-BPE alphabet: %s",
-            [c for c in out if len(c) > 1][:10],
-        )
+    # a character vocabulary's special tokens (wav2vec2's <s> and </s>) are expected; other long labels are not
+    longer = [c for c in out if len(c) > 1 and not _SPECIAL_TOKEN.match(c)]
+    if longer:
+        logger.warning("Found labels longer than one character in a non-BPE alphabet: %s", longer[:10])
     if " " not in out:
         logger.warning("The alphabet has no word delimiter (' ' or '|'): words cannot be separated")
     return out
