@@ -593,3 +593,9 @@ def test_cpu_autocast_only_where_the_cpu_has_bf16(
     assert losses[-1] < 0.7 * losses[0]  # it learns either way
     train(train_config(tiny_manifest, tmp_path / "off", dev_manifest=None, amp=False, epochs=1))
     assert json.loads((tmp_path / "off" / "training_info.json").read_text())["autocast"] is None
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_checkpoint_folder(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="manifest not found"):
+        train(train_config(tmp_path / "missing.jsonl", tmp_path / "m", dev_manifest=None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

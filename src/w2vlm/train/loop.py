@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -230,17 +231,25 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     out_dir = Path(cfg.output_dir)
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
     work = ckpt_dir / "processor"
-    model, extractor, hf_tokenizer, vocab = _load_start(cfg, work)
-    tokenizer = Tokenizer(vocab)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model: %.2f M parameters, vocabulary of %d", n_params / 1e6, len(vocab))
+    new_checkpoint = not ckpt_dir.exists()
+    try:
+        model, extractor, hf_tokenizer, vocab = _load_start(cfg, work)
+        tokenizer = Tokenizer(vocab)
+        n_params = sum(p.numel() for p in model.parameters())
+        logger.info("model: %.2f M parameters, vocabulary of %d", n_params / 1e6, len(vocab))
 
-    inputs = model_inputs_for(model, extractor)
-    cache = cfg.audio_cache
-    train_store = AudioStore.load(cfg.manifest, tokenizer, inputs.frames, cfg.max_duration_s, device, cache_dir=cache)
-    dev_store = None
-    if cfg.dev_manifest:
-        dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, inputs.frames, 1e9, device, cache_dir=cache)
+        inputs = model_inputs_for(model, extractor)
+        cache = cfg.audio_cache
+        train_store = AudioStore.load(
+            cfg.manifest, tokenizer, inputs.frames, cfg.max_duration_s, device, cache_dir=cache
+        )
+        dev_store = None
+        if cfg.dev_manifest:
+            dev_store = AudioStore.load(cfg.dev_manifest, tokenizer, inputs.frames, 1e9, device, cache_dir=cache)
+    except BaseException:
+        if new_checkpoint:  # a run that failed before its first step leaves nothing behind
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        raise
     release_after_loading()
 
     model.to(device)
