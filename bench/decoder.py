@@ -543,10 +543,18 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.text.exists():
-        print(f"error: sentence file {args.text} not found (see --text)", file=sys.stderr)
+        print(
+            f"error: sentence file {args.text} not found (see --text; the default is made by "
+            "python recipes/embedded/corpus.py)",
+            file=sys.stderr,
+        )
         return 2
     if not args.lm.exists():
-        print(f"error: language model {args.lm} not found (see --lm)", file=sys.stderr)
+        print(
+            f"error: language model {args.lm} not found (see --lm; the default is made by "
+            "w2vlm build-lm .data/corpus/lm_train.txt -o .data/lm/bench_3gram.arpa)",
+            file=sys.stderr,
+        )
         return 2
 
     t0 = time.perf_counter()
