@@ -101,7 +101,8 @@ def transcribe_command(
         bool,
         typer.Option(
             "--word-timestamps",
-            help="Word start/end times (and confidences) in json, srt, vtt and tsv outputs.  [default: off]",
+            help="Word start/end times and confidences in json and tsv, word time tags in vtt (and the segments' mean "
+            "word confidence in json).  [default: off]",
         ),
     ] = False,
     n_best: Annotated[
@@ -352,13 +353,19 @@ def serve_command(
     ] = None,
     model_name: Annotated[
         str | None,
-        typer.Option("--model-name", help="Model id listed by /v1/models (default: the model folder's name)."),
+        typer.Option(
+            "--model-name",
+            help="Model id listed by /v1/models (default: the model folder's name, 'w2vlm' for the embedded model; "
+            "'whisper-1' is listed too, as an alias).",
+        ),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Decoding threads.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads.")] = 2,
     max_queue: Annotated[
-        int, typer.Option("--max-queue", help="Requests that may wait for a worker; more get 503.")
+        int, typer.Option("--max-queue", min=0, help="Requests that may wait for a worker; more get 503.")
     ] = 64,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload size limit in MB.")] = 25.0,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Upload size limit in MiB (1,048,576 bytes each).")
+    ] = 25.0,
     upload_timeout: Annotated[
         float, typer.Option("--upload-timeout", help="Seconds a client may take to send its upload (else 408).")
     ] = 120.0,
@@ -372,7 +379,8 @@ def serve_command(
     beta: BetaOption = None,
     unk_score_offset: UnkScoreOffsetOption = None,
     low_confidence: Annotated[
-        float, typer.Option("--low-confidence", help="The web page marks words below this confidence.")
+        float,
+        typer.Option("--low-confidence", min=0.0, max=1.0, help="The web page marks words below this confidence."),
     ] = 0.5,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -394,6 +402,11 @@ def serve_command(
 
     from w2vlm.errors import W2vlmError
 
+    for value, option in ((max_upload_mb, "--max-upload-mb"), (upload_timeout, "--upload-timeout")):
+        if not value > 0:
+            raise typer.BadParameter(f"must be a positive number; got {value}", param_hint=f"'{option}'")
+    if not stream_chunk > 0:
+        raise typer.BadParameter(f"must be a positive number; got {stream_chunk}", param_hint="'--stream-chunk'")
     if log_level.lower() not in _LOG_LEVELS:
         raise typer.BadParameter(
             f"expected one of {', '.join(_LOG_LEVELS)}; got {log_level!r}", param_hint="'--log-level'"
