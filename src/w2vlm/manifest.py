@@ -168,5 +168,5 @@ def _read_directory(folder: Path) -> list[ManifestItem]:
             continue
         items.append(ManifestItem(ident, audio, " ".join(text.split())))
     if not items:
-        raise ManifestError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in this directory")
+        raise ManifestError(f"{folder}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) found in this directory")
     return items

@@ -78,7 +78,9 @@ QuantizeOption = Annotated[
 ManifestArgument = Annotated[
     str, typer.Argument(help="JSONL or CSV manifest (audio path + reference text), or a folder of audio + .txt.")
 ]
-DecodeThreadsOption = Annotated[int | None, typer.Option("--threads", help="Decoding threads.  [default: all CPUs]")]
+DecodeThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, help="Decoding threads.  [default: all CPUs]")
+]
 CacheDirOption = Annotated[
     str | None, typer.Option("--cache-dir", help="Logits cache folder.  [default: ~/.cache/w2vlm/logits]")
 ]

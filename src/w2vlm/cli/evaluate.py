@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -108,10 +109,16 @@ def eval_command(
     from w2vlm.fileio import atomic_write_json, check_output
     from w2vlm.logits_cache import AcousticSettings
 
+    if chunk_length is not None and not chunk_length > 0:
+        raise typer.BadParameter(
+            f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
+        )
     err = Console(stderr=True)
     try:
         if output:
             check_output(output)
+        if cache_dir and not no_cache:
+            check_output(Path(cache_dir).expanduser(), folder=True)
         with model_command(err), _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
             report = evaluate(
                 manifest,
@@ -226,6 +233,8 @@ def tune_command(
         for path in (output, plot):
             if path:
                 check_output(path)
+        if cache_dir and not no_cache:
+            check_output(Path(cache_dir).expanduser(), folder=True)
         widths = [int(w) for w in parse_values(beam_width, "beam width")]
         with model_command(err), _eval_progress(err, quiet) as bar:  # type: ignore[attr-defined]
             report = tune(
