@@ -626,3 +626,22 @@ def test_native_word_reader_splits_as_str_split(text):
     assert [len(line) for line in lines] == lens.tolist()
     assert [words[i] for i in ids] == [w for line in lines for w in line]
     assert len(set(words)) == len(words)
+
+
+def test_an_lm_folder_gives_its_one_lm_file(corpus: dict, tmp_path: Path) -> None:
+    """build-lm's folder as --lm (transcribe, eval, tune, train): its one LM file, or with convert-lm's binary
+    beside the ARPA, the binary; anything else is named."""
+    from w2vlm.decoder.ngram_files import convert_to_binary, find_lm_file, lm_file_of
+    from w2vlm.errors import LanguageModelError
+
+    folder = tmp_path / "lm"
+    build_lm([corpus["train_path"]], folder / "lm.arpa", order=2)
+    assert find_lm_file(folder) == folder / "lm.arpa"
+    convert_to_binary(folder / "lm.arpa", folder / "lm.w2vlm")
+    assert find_lm_file(folder) == folder / "lm.w2vlm" == lm_file_of(folder)
+    assert lm_file_of(folder / "lm.arpa") == folder / "lm.arpa"
+    (folder / "other.arpa").write_text((folder / "lm.arpa").read_text())
+    with pytest.raises(LanguageModelError, match=r"found \['lm.arpa', 'lm.w2vlm', 'other.arpa'\]"):
+        lm_file_of(folder)
+    with pytest.raises(LanguageModelError, match=r"--lm: .*missing.arpa: no such language model file"):
+        lm_file_of(tmp_path / "missing.arpa", "--lm")

@@ -89,14 +89,13 @@ def load_language_model(lm: str | os.PathLike[str]) -> Any:
     """An LM from an ARPA/KenLM file (with ``unigrams.txt``/``attrs.json`` beside it when present), a
     ``language_model/`` folder, or a model folder that has one."""
     from w2vlm.decoder import LanguageModel, load_unigrams
+    from w2vlm.decoder.ngram_files import lm_file_of
 
     p = Path(lm).expanduser()
-    if p.is_dir():
-        if (p / "language_model").is_dir():
-            p = p / "language_model"
-        return LanguageModel.load_from_dir(p)
-    if not p.is_file():
-        raise LanguageModelError(f"{p}: no such language model (expected an ARPA file or a language_model/ folder)")
+    folder = p / "language_model" if (p / "language_model").is_dir() else p
+    if folder.is_dir() and (folder / "attrs.json").is_file():  # the hub layout (attrs, unigrams and one LM file)
+        return LanguageModel.load_from_dir(folder)
+    p = lm_file_of(p, "--lm")  # an LM file, or a folder of one (build-lm's, with unigrams.txt beside it)
     unigrams_file = p.parent / "unigrams.txt"
     unigrams = load_unigrams(unigrams_file) if unigrams_file.is_file() else None
     attrs: dict[str, Any] = {}

@@ -279,6 +279,7 @@ def _lm_overrides(options: TranscribeOptions) -> dict[str, float]:
 def build_processor(folder: Path, options: TranscribeOptions) -> Any:
     """The model folder's processor with the decoder the options ask for (its LM, another LM, or none)."""
     from w2vlm.decoder import Alphabet, BeamSearchDecoderCTC, LanguageModel, load_alphabet_json, load_unigrams
+    from w2vlm.decoder.ngram_files import lm_file_of
     from w2vlm.processor import (
         Wav2Vec2ProcessorWithLM,
         load_feature_extractor,
@@ -304,9 +305,7 @@ def build_processor(folder: Path, options: TranscribeOptions) -> Any:
         alphabet = Alphabet.build_alphabet(tokenizer_labels(tokenizer))
     lm = None
     if options.lm is not None:
-        lm_path = Path(options.lm).expanduser()
-        if not lm_path.is_file():
-            raise LanguageModelError(f"--lm: {lm_path}: no such language model file (.arpa, .arpa.gz or .bin)")
+        lm_path = lm_file_of(options.lm, "--lm")
         unigrams_file = lm_path.parent / "unigrams.txt"
         unigrams = load_unigrams(unigrams_file) if unigrams_file.is_file() else None
         attrs = {k: v for k, v in _read_lm_attrs(folder).items() if k in ("alpha", "beta", "unk_score_offset")}

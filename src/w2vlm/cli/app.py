@@ -118,8 +118,9 @@ LmFileOption = Annotated[
     str | None,
     typer.Option(
         "--lm",
-        help="N-gram LM file (.arpa, .arpa.gz, w2vlm .w2vlm or KenLM .bin) replacing the model's own; a unigrams.txt "
-        "beside it is used.  [default: the model's language_model/]",
+        help="N-gram LM file (.arpa, .arpa.gz, w2vlm .w2vlm or KenLM .bin), or a folder of one (build-lm's, a "
+        "language_model/, a model's), replacing the model's own; a unigrams.txt beside it is used.  "
+        "[default: the model's language_model/]",
     ),
 ]
 TableQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or table.")]

@@ -64,7 +64,10 @@ def eval_command(
     model: ModelOption = None,
     lm: Annotated[
         str | None,
-        typer.Option("--lm", help="LM to use instead of the model's: an ARPA/KenLM file, or a language_model/ folder."),
+        typer.Option(
+            "--lm",
+            help="LM to use instead of the model's: an LM file, or a folder of one (build-lm's, a language_model/).",
+        ),
     ] = None,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Score greedy decoding only.")] = False,
     output: Annotated[
@@ -174,7 +177,8 @@ def tune_command(
     lm: Annotated[
         str | None,
         typer.Option(
-            "--lm", help="LM to tune instead of the model's: an ARPA/KenLM file, or a language_model/ folder."
+            "--lm",
+            help="LM to tune instead of the model's: an LM file, or a folder of one (build-lm's, a language_model/).",
         ),
     ] = None,
     alpha: Annotated[

@@ -135,6 +135,40 @@ def binary_path_for(arpa: str | os.PathLike[str]) -> Path:
     return p.with_name(name + W2VLM_BINARY_SUFFIX)
 
 
+def find_lm_file(folder: str | os.PathLike[str]) -> Path:
+    """The language model file of a folder (a ``language_model/`` folder, or what ``build-lm`` wrote): its one
+    file of :data:`LM_SUFFIXES`, or, where ``convert-lm`` has put the binary form beside the ARPA file it was made
+    from (``lm.arpa`` or ``lm.arpa.gz`` and ``lm.w2vlm``), the binary form (loaded in a fraction of the time)."""
+    d = Path(folder)
+    models = sorted(p for p in d.iterdir() if p.is_file() and p.name.lower().endswith(LM_SUFFIXES))
+    binary = [p for p in models if p.name.lower().endswith(W2VLM_BINARY_SUFFIX)]
+    if (
+        len(models) == 2
+        and len(binary) == 1
+        and binary_path_for(next(p for p in models if p not in binary)) == binary[0]
+    ):
+        models = binary
+    if len(models) != 1:
+        raise LanguageModelError(
+            f"{d}: expected one language model file ({', '.join(LM_SUFFIXES)}), or an ARPA file and the "
+            f"{W2VLM_BINARY_SUFFIX} that convert-lm made from it; found {[p.name for p in models] or 'none'}"
+        )
+    return models[0]
+
+
+def lm_file_of(path: str | os.PathLike[str], name: str = "lm") -> Path:
+    """The language model file ``path`` names: the file itself, or the one of a folder (:func:`find_lm_file`; a
+    model folder's ``language_model/``); a :class:`LanguageModelError` naming ``name`` when there is none."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return find_lm_file(p / "language_model" if (p / "language_model").is_dir() else p)
+    if not p.is_file():
+        raise LanguageModelError(
+            f"{name}: {p}: no such language model file ({', '.join(LM_SUFFIXES)}) or folder holding one"
+        )
+    return p
+
+
 def convert_to_binary(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> _core.NGramLM:
     """Read an ARPA file (plain or .gz) and write it in w2vlm's binary form; returns the model."""
     lm = load_ngram(source)

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from w2vlm.decoder.ngram_files import ATTRS_FILENAME, LM_SUFFIXES, UNIGRAMS_FILENAME, W2VLM_BINARY_SUFFIX
+from w2vlm.decoder.ngram_files import ATTRS_FILENAME, UNIGRAMS_FILENAME, find_lm_file
 from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
-from w2vlm.errors import ModelError
+from w2vlm.errors import LanguageModelError, ModelError
 from w2vlm.fileio import read_json_object
 from w2vlm.model import quiet_transformers_progress, write_model_card
 from w2vlm.train.config import (
@@ -97,30 +97,20 @@ def alphabet_labels(vocab: dict[str, int]) -> list[str]:
 
 
 def lm_file_to_bundle(lm_dir: Path) -> Path:
-    """The one language model file of ``lm_dir`` that a trained model's ``language_model/`` gets: the folder's
-    only LM file, or, where ``w2vlm convert-lm`` has put the binary form beside the ARPA/KenLM file it was made
-    from (``lm.arpa`` and ``lm.w2vlm``), the binary form (what w2vlm loads in well under a second; KenLM and
-    pyctcdecode read only the other, so leave the ``.w2vlm`` out of the folder to bundle that instead). The folder
-    must also hold ``unigrams.txt``, as ``build-lm`` writes it."""
+    """The one language model file of ``lm_dir`` that a trained model's ``language_model/`` gets
+    (:func:`~w2vlm.decoder.ngram_files.find_lm_file`: with an ARPA and the ``.w2vlm`` convert-lm made from it, the
+    ``.w2vlm``; KenLM and pyctcdecode read only the other, so leave the ``.w2vlm`` out of the folder to bundle that
+    instead). The folder must also hold ``unigrams.txt``, as ``build-lm`` writes it."""
     lm_dir = Path(lm_dir)
     if not lm_dir.is_dir():
         raise ModelError(f"lm_dir: {lm_dir} is not a folder")
-    models = sorted(p for p in lm_dir.iterdir() if p.is_file() and p.name.lower().endswith(LM_SUFFIXES))
-    binary = [p for p in models if p.name.lower().endswith(W2VLM_BINARY_SUFFIX)]
-    if len(models) == 2 and len(binary) == 1:
-        other = next(p for p in models if p not in binary)
-        stem = other.name[: -len(".gz")] if other.name.lower().endswith(".gz") else other.name
-        if Path(stem).stem == binary[0].name[: -len(W2VLM_BINARY_SUFFIX)]:
-            models = binary
-    if len(models) != 1:
-        names = [p.name for p in models]
-        raise ModelError(
-            f"{lm_dir}: expected one language model file ({', '.join(LM_SUFFIXES)}), or an ARPA/KenLM file and the "
-            f"{W2VLM_BINARY_SUFFIX} that convert-lm made from it; found {names or 'none'}"
-        )
+    try:
+        found = find_lm_file(lm_dir)
+    except LanguageModelError as exc:
+        raise ModelError(str(exc)) from None
     if not (lm_dir / UNIGRAMS_FILENAME).is_file():
         raise ModelError(f"{lm_dir}: no {UNIGRAMS_FILENAME} (build-lm writes it beside the ARPA file)")
-    return models[0]
+    return found
 
 
 def save_hub_layout(
