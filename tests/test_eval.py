@@ -494,3 +494,13 @@ def test_add_lm_refuses_dtype_and_quantize_without_dev() -> None:
     for extra in (["--dtype", "bfloat16"], ["--quantize", "int8"]):
         result = CliRunner().invoke(app, ["add-lm", "m", "t", "-o", "o", *extra])
         assert result.exit_code == 2 and "give --dev too" in result.output
+
+
+def test_an_audio_file_given_as_the_manifest_is_named(tmp_path: Path) -> None:
+    from w2vlm.errors import ManifestError
+    from w2vlm.manifest import read_manifest
+
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"RIFF")
+    with pytest.raises(ManifestError, match=r"clip\.wav: an audio file, not a manifest"):
+        read_manifest(clip)

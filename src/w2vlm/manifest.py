@@ -69,6 +69,11 @@ def read_manifest(path: str | os.PathLike[str], *, require_text: bool = True) ->
         raise ManifestError(f"{p}: manifest not found (expected a .jsonl/.csv/.tsv file or a directory)")
     else:
         suffix = p.suffix.lower()
+        if suffix in AUDIO_EXTENSIONS:
+            raise ManifestError(
+                f"{p}: an audio file, not a manifest (expected a .jsonl/.csv/.tsv file listing audio and text, or a "
+                "folder of audio files with .txt transcripts beside them)"
+            )
         if suffix in (".jsonl", ".json", ".ndjson"):
             items = _read_jsonl(p, require_text)
         elif suffix in (".csv", ".tsv"):
