@@ -106,8 +106,8 @@ def segment_body(
     body: dict[str, Any] = {
         "id": index,
         "seek": round(seg.start * 100),
-        "start": seg.start,
-        "end": seg.end,
+        "start": round(seg.start, 3),
+        "end": round(seg.end, 3),
         "text": seg.text,
         "tokens": token_ids(seg.text),
         "temperature": 0.0,
