@@ -89,6 +89,7 @@ def test_searches_larger_than_the_limits_are_refused_before_building_them(monkey
     monkeypatch.setattr(w2vlm.limits, "MAX_TUNE_SETTINGS", 1_000_000)
     assert len(grid_settings(values, values)) == 1_000_000
 
+
 def test_grid_and_random_settings() -> None:
     grid = grid_settings([0.0, 0.5], [1.0, 2.0, 3.0], [50, 100], [-10.0])
     assert len(grid) == 12 and len(set(grid)) == 12
