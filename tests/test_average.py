@@ -95,6 +95,12 @@ def test_average_models_bad_input_names_the_problem(tmp_path: Path, tiny_ctc_fac
     with pytest.raises(AverageError, match="holds the input"):  # --overwrite would delete the inputs
         average_models([m1, m1], tmp_path, overwrite=True)
     assert (m1 / "model.safetensors").is_file()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(W2vlmError, match="afile is a file, not a folder"):
+        average_models([m1, m1], tmp_path / "afile" / "o")
+    with pytest.raises(W2vlmError, match="is a file; expected a folder"):  # --overwrite replaces folders only
+        average_models([m1, m1], tmp_path / "afile", overwrite=True)
+    assert (tmp_path / "afile").read_text() == "x"
     with pytest.raises(AverageError, match=r"--last \(last\): 0"):
         average_models([m1, m1], tmp_path / "o", last=0)
     broken = tmp_path / "broken"

@@ -172,11 +172,15 @@ def test_cli_png_and_terminal(tmp_path):
         (["missing.wav"], 1, "no such audio file"),
         ([str(EXAMPLE), "--model", "/no/such/model"], 1, "no such model folder"),
         ([str(EXAMPLE), "-o", "out.jpg"], 2, ".png"),
-        ([str(EXAMPLE), "--duration", "0"], 2, "positive"),
+        ([str(EXAMPLE), "--duration", "0"], 2, "more than 0"),
         ([str(EXAMPLE), "--start", "50"], 1, "past the end"),
         ([str(EXAMPLE), "--pad-to", "0.5"], 1, "pad_to"),
         ([str(EXAMPLE), "--low-confidence", "2"], 2, "[0, 1]"),
         ([str(EXAMPLE), "--beam-width", "0"], 2, "at least 1"),
+        ([str(EXAMPLE), "--pad-to", "inf"], 2, "at most 600 seconds"),
+        ([str(EXAMPLE), "--pad-to", "1e6"], 2, "at most 600 seconds"),
+        ([str(EXAMPLE), "--start", "nan"], 2, "'--start'"),
+        ([str(EXAMPLE), "--duration", "inf"], 2, "'--duration'"),
     ],
 )
 def test_cli_errors(args, code, message, tmp_path):

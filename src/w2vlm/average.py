@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from w2vlm.errors import ModelError
+from w2vlm.fileio import check_output
 
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "training_info.json"
@@ -125,6 +126,7 @@ def average_models(
             raise AverageError(f"output {out} {what}; write to a new folder")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise AverageError(f"output {out} already exists; choose a new folder, or overwrite it (--overwrite)")
+    check_output(out, folder=True)  # (--overwrite replaces a model folder, never a file)
     norm = normalised_weights(list(weights) if weights is not None else [1.0] * len(models), len(models))
     states = []
     for m in models:

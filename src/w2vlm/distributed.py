@@ -46,6 +46,7 @@ import numpy as np
 from w2vlm.engine.config import DecodeConfig
 from w2vlm.engine.decoding import describe, failed
 from w2vlm.errors import W2vlmError
+from w2vlm.fileio import check_output
 from w2vlm.results import Transcript
 from w2vlm.transcribe import TranscribeOptions, build_processor
 from w2vlm.writers import segment_record
@@ -508,6 +509,7 @@ def transcribe(
     out = Path(output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise DistributedError(f"output: {out} exists and is not a folder")
+    check_output(out, folder=True)
     items = list_inputs(inputs)
     done = {k for k, r in read_results(out).items() if r.get("status") == "ok"}
     todo = [it for it in items if it.id not in done]

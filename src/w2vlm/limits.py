@@ -53,3 +53,5 @@ def as_dict() -> dict[str, float | int]:
 #: and most settings one search may decode the dev set with (a grid's product, or ``--random N``).
 MAX_TUNE_VALUES = 100_000
 MAX_TUNE_SETTINGS = 10_000
+#: Longest stretch ``w2vlm visualize`` shows or pads to, in seconds (its figures are of seconds, not hours).
+MAX_VISUALIZE_S = 600.0

@@ -350,10 +350,18 @@ def visualize_command(
         raise typer.BadParameter(f"must be at least 1; got {beam_width}", param_hint="'--beam-width'")
     if not 0.0 <= low_confidence <= 1.0:
         raise typer.BadParameter(f"must be in [0, 1]; got {low_confidence}", param_hint="'--low-confidence'")
-    if start < 0:
-        raise typer.BadParameter(f"must not be negative; got {start}", param_hint="'--start'")
-    if duration is not None and not duration > 0:
-        raise typer.BadParameter(f"must be a positive number of seconds; got {duration}", param_hint="'--duration'")
+    from w2vlm import limits
+
+    most = limits.MAX_AUDIO_DURATION_S
+    if not 0 <= start <= most:
+        raise typer.BadParameter(f"must be 0 to {most:g} seconds; got {start}", param_hint="'--start'")
+    for value, option in ((duration, "--duration"), (pad_to, "--pad-to")):
+        if value is not None and not 0 < value <= limits.MAX_VISUALIZE_S:
+            raise typer.BadParameter(
+                f"must be more than 0 and at most {limits.MAX_VISUALIZE_S:g} seconds (w2vlm.limits.MAX_VISUALIZE_S); "
+                f"got {value}",
+                param_hint=f"'{option}'",
+            )
     if width is not None and width < 30:
         raise typer.BadParameter(f"must be at least 30 columns; got {width}", param_hint="'--width'")
     if output is not None and not output.lower().endswith(".png"):

@@ -403,7 +403,7 @@ def serve_command(
     from w2vlm.errors import W2vlmError
 
     for value, option in ((max_upload_mb, "--max-upload-mb"), (upload_timeout, "--upload-timeout")):
-        if not value > 0:
+        if not 0 < value < float("inf"):
             raise typer.BadParameter(f"must be a positive number; got {value}", param_hint=f"'{option}'")
     if not stream_chunk > 0:
         raise typer.BadParameter(f"must be a positive number; got {stream_chunk}", param_hint="'--stream-chunk'")
