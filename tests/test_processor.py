@@ -175,6 +175,8 @@ def test_hotwords_and_beam_kwargs(proc_and_model) -> None:
     out = proc.decode(logits, beam_width=5, beam_prune_logp=-8.0, token_min_logp=-4.0, hotwords=["bird"])
     assert isinstance(out.text, str)
     assert proc.batch_decode(logits[None], num_processes=1, pool=None).text == [proc.decode(logits).text]
+    with pytest.raises(DecoderInputError, match="num_processes: must be a positive integer"):
+        proc.batch_decode(logits[None], num_processes=0)
 
 
 def test_bad_logits_shapes(proc_and_model) -> None:

@@ -334,6 +334,12 @@ class Wav2Vec2ProcessorWithLM:
             items = [_trim_padding(np.asarray(_to_numpy(item))) for item in logits]
         if n_best < 1:
             raise DecoderInputError(f"n_best: must be >= 1; got {n_best}")
+        if num_processes is not None and (
+            isinstance(num_processes, bool) or not isinstance(num_processes, (int, np.integer)) or num_processes < 1
+        ):
+            raise DecoderInputError(
+                f"num_processes: must be a positive integer (decoding threads); got {num_processes!r}"
+            )
         beams_list = self.decode_beams_batch(
             items,
             num_threads=num_processes,
