@@ -273,6 +273,9 @@ def test_streaming_events(server: LiveServer, pipe: Any, tmp_path: Path) -> None
         assert next(line for line in r.iter_lines() if line.startswith("data: "))
     _wait_for(server, "in_flight", 0)
     _wait_for(server, "decoding", 0)
+    for fmt in ("srt", "vtt"):  # subtitles are not streamed: a 400, not plain-text events
+        r = post(server, data, response_format=fmt, stream="true")
+        assert_openai_error(r, 400, "stream")
 
 
 # ----------------------------------------------------------------------------------------- other routes

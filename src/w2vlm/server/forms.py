@@ -116,12 +116,16 @@ async def read_request(
             raise too_large(len(data), settings)
         if not data:
             raise ApiError(400, f"{upload.filename or 'file'}: the uploaded file is empty", param="file")
-        return TranscriptionRequest(
-            data=data,
-            filename=upload.filename or "file",
-            stream=parse_bool(text_field(form, "stream"), "stream"),
-            **validate_fields(form, settings, hotwords_from_prompt),
-        )
+        stream = parse_bool(text_field(form, "stream"), "stream")
+        fields = validate_fields(form, settings, hotwords_from_prompt)
+        if stream and fields["response_format"] in ("srt", "vtt"):
+            raise ApiError(
+                400,
+                f"'stream': responses in {fields['response_format']} are not streamed; stream text, json or "
+                "verbose_json (or leave stream out)",
+                param="stream",
+            )
+        return TranscriptionRequest(data=data, filename=upload.filename or "file", stream=stream, **fields)
     finally:
         await form.close()
 
