@@ -165,6 +165,8 @@ _FLAGS = {
     "vad_pad_s": "--speech-pad",
     "max_segment_s": "--max-segment",
     "no_speech_threshold": "--no-speech-threshold",
+    "chunk_length_s": "--chunk-length",
+    "batch_size": "--batch-size",
 }
 
 

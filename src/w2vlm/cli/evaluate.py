@@ -106,15 +106,15 @@ def eval_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from w2vlm.engine.config import DecodeConfig
+    from w2vlm.engine.config import MIN_CHUNK_LENGTH_S, DecodeConfig
     from w2vlm.errors import W2vlmError
     from w2vlm.eval import SYSTEM_NAMES, breakdown_table, evaluate, summary_table, worst_utterances
     from w2vlm.fileio import atomic_write_json, check_output
     from w2vlm.logits_cache import AcousticSettings
 
-    if chunk_length is not None and not chunk_length > 0:
+    if chunk_length is not None and not MIN_CHUNK_LENGTH_S <= chunk_length < float("inf"):
         raise typer.BadParameter(
-            f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
+            f"must be at least {MIN_CHUNK_LENGTH_S:g} seconds; got {chunk_length}", param_hint="'--chunk-length'"
         )
     err = Console(stderr=True)
     try:

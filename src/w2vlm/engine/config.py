@@ -26,6 +26,9 @@ from w2vlm.errors import W2vlmError
 DEFAULT_MAX_WHOLE_S = 60.0
 #: Window length for long inputs, and the context each window shares with its neighbours on each side.
 DEFAULT_WINDOW_S = 30.0
+#: Shortest ``chunk_length_s``: shorter windows (their strides a sixth each) give a CTC model too little audio
+#: around each frame; the embedded model gave empty text at 0.1-0.3 s and garbage at 0.5 s.
+MIN_CHUNK_LENGTH_S = 1.0
 #: Padded audio per forward pass (seconds of 16 kHz samples, padding included) on a CPU and on a GPU.
 DEFAULT_BATCH_SECONDS_CPU = 60.0
 DEFAULT_BATCH_SECONDS_CUDA = 480.0
@@ -208,6 +211,11 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise ConfigError(f"{name}: must be a positive number of seconds; got {value}")
+        if self.chunk_length_s is not None and self.chunk_length_s < MIN_CHUNK_LENGTH_S:
+            raise ConfigError(
+                f"chunk_length_s: at least {MIN_CHUNK_LENGTH_S:g} s (shorter windows give the model too little audio "
+                f"to recognise anything); got {self.chunk_length_s}"
+            )
         for name in ("batch_size", "workers", "decode_threads", "torch_threads", "prefetch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) < 1):
@@ -253,6 +261,7 @@ __all__ = [
     "DEFAULT_VAD_THRESHOLD",
     "DEFAULT_WINDOW_S",
     "DTYPES",
+    "MIN_CHUNK_LENGTH_S",
     "ConfigError",
     "DecodeConfig",
     "EngineConfig",
