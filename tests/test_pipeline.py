@@ -381,3 +381,27 @@ def test_streamed_ffmpeg_file(local_model_dir: Path, tmp_path: Path) -> None:
     (streamed,) = runner.compute_logits([str(path)], 1.0, 0.2)
     assert streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, atol=2e-4, rtol=1e-4)
+
+
+def test_a_generator_of_inputs_gives_an_iterator_of_results(tiny_ctc_dir: Path, monkeypatch) -> None:
+    """As transformers' pipeline: ``asr(x for x in ...)`` yields one result per input, in order, the same as the
+    list; the inputs are taken a group at a time (not all read first)."""
+    import w2vlm.pipeline as pipeline_module
+    from w2vlm.pipeline import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(tiny_ctc_dir), device="cpu")
+    items = [_noise(0.5 + 0.1 * i, seed=i) for i in range(5)]
+    expected = asr(items)
+    monkeypatch.setattr(pipeline_module, "STREAM_GROUP", 2)
+    taken = []
+
+    def source():
+        for i, x in enumerate(items):
+            taken.append(i)
+            yield x
+
+    results = asr(source())
+    assert not isinstance(results, list) and taken == []  # nothing read until results are asked for
+    first = next(results)
+    assert first == expected[0] and taken == [0, 1]  # one group of two read for the first result
+    assert [first, *results] == expected

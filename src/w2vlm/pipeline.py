@@ -17,11 +17,12 @@ Word timestamps come from the decoder's word frames; character timestamps from t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,10 @@ class CTCLogitsRunner:
         return out
 
 
+#: inputs of an iterator transcribed per call of the engine (they batch together; memory stays bounded)
+STREAM_GROUP = 32
+
+
 class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
     """CTC model + LM decoder over audio inputs, on the engine (:mod:`w2vlm.engine`); see :func:`pipeline`."""
 
@@ -233,13 +238,27 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
         allow_urls: bool = False,
         vad: bool | None = None,
         vad_parameters: dict[str, float] | None = None,
-    ) -> dict[str, Any] | list[dict[str, Any]]:
+    ) -> dict[str, Any] | list[dict[str, Any]] | Iterator[dict[str, Any]]:
         """Transcribe one input (path, bytes, array, ``{"array"|"raw", "sampling_rate"}`` dict, file object)
         or a list of them. Returns ``{"text"}`` (a list of such dicts for a list), plus ``"chunks"`` =
         ``[{"text", "timestamp": (start_s, end_s)}]`` with ``return_timestamps="word"`` or ``"char"``, or the
         speech segments with ``"segment"`` (each also with ``speech_prob`` and ``no_speech_prob``). ``vad``,
         ``vad_parameters``: this call's voice activity detection (default: the pipeline's).
-        An input that cannot be read or decoded raises its error (a :class:`~w2vlm.errors.W2vlmError`)."""
+        An input that cannot be read or decoded raises its error (a :class:`~w2vlm.errors.W2vlmError`).
+        A generator (or another iterator) of inputs gives an iterator of results, as transformers' pipeline
+        does: the inputs are taken :data:`STREAM_GROUP` at a time, so memory stays bounded however many."""
+        if isinstance(inputs, Iterator) and not hasattr(inputs, "read"):  # a file object is one input
+            options = {
+                "return_timestamps": return_timestamps,
+                "chunk_length_s": chunk_length_s,
+                "stride_length_s": stride_length_s,
+                "batch_size": batch_size,
+                "decoder_kwargs": decoder_kwargs,
+                "allow_urls": allow_urls,
+                "vad": vad,
+                "vad_parameters": vad_parameters,
+            }
+            return self._each(inputs, options)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         timestamps = self.return_timestamps if return_timestamps is None else return_timestamps
@@ -267,6 +286,10 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
             outputs.append(_as_dict(transcript, timestamps or None))
         self.last_timings = {k: v - before.get(k, 0.0) for k, v in self.engine.timings.items()}
         return outputs[0] if single else outputs
+
+    def _each(self, inputs: Iterator[Any], options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while group := list(itertools.islice(inputs, STREAM_GROUP)):
+            yield from self(group, **options)
 
 
 def decode_config_from_kwargs(kwargs: dict[str, Any], timestamps: str | None = None) -> DecodeConfig:
@@ -356,6 +379,7 @@ sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "MIN_WINDOW_SAMPLES",
+    "STREAM_GROUP",
     "SUPPORTED_TASKS",
     "AutomaticSpeechRecognitionPipeline",
     "CTCLogitsRunner",
