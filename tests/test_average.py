@@ -136,3 +136,23 @@ def test_average_command(tmp_path: Path, tiny_ctc_factory) -> None:
     result = runner.invoke(app, ["average", str(m1), str(m2), "-o", str(tmp_path / "x"), "--weights", "1"])
     assert result.exit_code == 1 and "expected 2 values" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_the_config_says_the_dtype_the_averaged_weights_are_in(tmp_path: Path, tiny_ctc_factory) -> None:
+    """Averaging a float16 model with a float32 one gives float16 weights (the first input's); the config (the
+    last input's) said float32."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    half, full = tiny_ctc_factory("half", with_lm=False), tiny_ctc_factory("full", with_lm=False)
+    state = load_file(str(half / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(half / "model.safetensors"))
+    config = json.loads((full / "config.json").read_text())
+    config["dtype"] = "float32"
+    (full / "config.json").write_text(json.dumps(config))
+    out = average_models([half, full], tmp_path / "avg")
+    weights = load_file(str(out / "model.safetensors"))
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float16"

@@ -76,6 +76,20 @@ def average_state_dicts(states: Sequence[dict[str, Any]], weights: Sequence[floa
     return out
 
 
+def _config_dtype(config_file: Path, state: dict[str, Any]) -> None:
+    """Make ``config.json``'s dtype (copied from the last input) say what the averaged weights are in (the first
+    input's dtype: inputs saved in float16 and float32 gave float16 weights under a float32 config)."""
+    kinds = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
+    if len(kinds) != 1 or not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text())
+    dtype = kinds.pop()
+    stale = [key for key in ("dtype", "torch_dtype") if key in config and config[key] != dtype]
+    if stale:
+        config.update(dict.fromkeys(stale, dtype))
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def model_folders(inputs: Sequence[str | Path], last: int | None = None) -> list[Path]:
     """The model folders named by ``inputs`` (a folder of model folders stands for those, in name order);
     with ``last``, only the last so many of them."""
@@ -159,6 +173,7 @@ def average_models(
         shutil.rmtree(tmp)
     shutil.copytree(models[-1], tmp, ignore=shutil.ignore_patterns(WEIGHTS_FILE, INFO_FILE))
     save_file(averaged, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    _config_dtype(tmp / "config.json", averaged)
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     if out.is_dir():
         shutil.rmtree(out)
