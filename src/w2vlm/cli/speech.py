@@ -422,6 +422,26 @@ def serve_command(
     # nothing at a server's request rates
     with model_command(err, logging.INFO, batch=False):
         try:
+            from w2vlm.transcribe import TranscribeOptions
+
+            TranscribeOptions(  # the decoding and VAD settings, checked (and named) before the model loads
+                model=model,
+                lm=lm,
+                beam_width=beam_width,
+                alpha=alpha,
+                beta=beta,
+                unk_score_offset=unk_score_offset,
+                device=device,
+                dtype=dtype,
+                quantize=quantize,
+                vad=vad,
+                vad_threshold=vad_threshold,
+                vad_min_speech_s=min_speech,
+                vad_min_silence_s=min_silence,
+                vad_pad_s=speech_pad,
+                max_segment_s=max_segment,
+                no_speech_threshold=no_speech_threshold,
+            ).validate()
             settings = ServerSettings(
                 api_key=api_key or None,
                 max_upload_bytes=int(max_upload_mb * 1024 * 1024),
