@@ -575,3 +575,13 @@ def test_the_command_in_its_own_process_exits_cleanly(tmp_path: Path) -> None:
     printed = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert printed.returncode == 0 and printed.stdout.strip() == "the children a all fond of him"
     assert "leak" not in printed.stderr, printed.stderr[-2000:]
+
+
+def test_a_manifest_given_to_transcribe_is_named_with_what_reads_one(tmp_path: Path) -> None:
+    from w2vlm.transcribe import collect_inputs
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio": "a.wav", "text": "a"}\n')
+    files, errors = collect_inputs([str(manifest)])
+    assert files == [] and errors == [(str(manifest), errors[0][1])]
+    assert "a manifest, not audio" in errors[0][1] and "--ray" in errors[0][1]

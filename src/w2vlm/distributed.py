@@ -54,7 +54,6 @@ from w2vlm.writers import segment_record
 logger = logging.getLogger("w2vlm.distributed")
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 
 #: Environment of the Ray workers: torch's OpenMP threads must not spin next to the decoder's.
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -106,7 +105,7 @@ def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     audio files and folders (walked recursively, as ``w2vlm transcribe`` does). Ids are the manifest's ids
     (else the audio path relative to the manifest) or the file paths as given; paths that do not exist are
     kept as inputs and end as failed records."""
-    from w2vlm.manifest import read_manifest
+    from w2vlm.manifest import MANIFEST_SUFFIXES, read_manifest
     from w2vlm.transcribe import collect_inputs
 
     raw = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)

@@ -14,6 +14,9 @@ from typing import Any
 from w2vlm.audio import AUDIO_EXTENSIONS
 from w2vlm.errors import ManifestError
 
+#: file names read as manifests (JSONL, CSV, TSV) rather than as audio
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+
 AUDIO_KEYS = ("audio", "audio_filepath", "path", "file", "filename")
 TEXT_KEYS = ("text", "sentence", "transcript", "transcription", "reference")
 

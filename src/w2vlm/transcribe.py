@@ -28,6 +28,7 @@ from w2vlm.audio import AUDIO_EXTENSIONS
 from w2vlm.engine.alignment import greedy_words
 from w2vlm.engine.config import DTYPES, ConfigError, DecodeConfig, EngineConfig, available_cpus
 from w2vlm.errors import LanguageModelError, W2vlmError
+from w2vlm.manifest import MANIFEST_SUFFIXES
 from w2vlm.model import gc_paused
 from w2vlm.results import Transcript
 
@@ -250,6 +251,14 @@ def collect_inputs(
                 errors.append((str(raw), "no audio files in this folder"))
             for p in found:
                 add(p, p.relative_to(path).parent)
+        elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+            errors.append(
+                (
+                    str(raw),
+                    "a manifest, not audio: `w2vlm transcribe --ray MANIFEST` transcribes one (given alone), "
+                    "`w2vlm eval MANIFEST` scores one",
+                )
+            )
         elif path.is_file():
             add(path, Path())
         elif path.exists():

@@ -441,7 +441,8 @@ def write_attrs(target: str | os.PathLike[str], setting: Setting, *, include_unk
 
     folder = Path(target).expanduser()
     if not folder.is_dir():
-        raise LanguageModelError(f"{folder}: no such folder (expected a model folder with language_model/)")
+        what = "a file" if folder.exists() else "no such folder"
+        raise LanguageModelError(f"{folder}: {what} (expected a model folder with language_model/)")
     lm_dir = folder / "language_model"
     if not lm_dir.is_dir():
         if any(p.name.lower().endswith(LM_SUFFIXES) for p in folder.iterdir()):

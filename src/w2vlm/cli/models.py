@@ -208,8 +208,9 @@ def train_command(
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out = Console()
+    epochs = f"{result.epochs_completed} epoch" + ("" if result.epochs_completed == 1 else "s")
     out.print(
-        f"trained {result.steps} steps ({result.epochs_completed} epochs) on {result.audio_hours:.2f} h "
+        f"trained {result.steps} steps ({epochs}) on {result.audio_hours:.2f} h "
         f"of audio in {result.train_seconds:.0f} s; saved {result.output_dir}"
     )
     if result.dev is not None:
