@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -261,3 +262,13 @@ def test_too_many_workers_for_the_cluster(local_ray, tmp_path):
     # 3 CPUs: 3 model actors would leave none for decoding, and the job would never finish
     with pytest.raises(DistributedError, match="need 4 CPUs"):
         transcribe([str(EXAMPLES / "children.wav")], tmp_path / "o", workers=3)
+
+
+def test_a_local_instance_gets_no_more_model_workers_than_the_machine_has_cpus(tmp_path, monkeypatch):
+    """Starting its own Ray instance, ``transcribe`` refuses more model workers than CPUs (50 on 2 cores started 46
+    worker processes and never got going) before starting anything."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("Ray was started"))
+    with pytest.raises(DistributedError, match=r"model workers on a local Ray instance, but this machine has"):
+        transcribe([str(EXAMPLES)], tmp_path / "o", workers=(os.cpu_count() or 1) + 1)

@@ -451,8 +451,16 @@ def _init_ray(address: str | None, workers: int, verbose: bool = False) -> Any:
     if address:
         kwargs["address"] = address
     elif not os.environ.get("RAY_ADDRESS"):
+        cores = os.cpu_count() or 1
+        if workers > cores:
+            # the instance would claim CPUs the machine does not have: every actor loads the model, and the job
+            # crawls (50 actors on 2 cores never got going)
+            raise DistributedError(
+                f"workers (--ray-workers): {workers} model workers on a local Ray instance, but this machine has "
+                f"{cores} CPUs; at most {cores} (or give --ray-address of a bigger cluster)"
+            )
         # a local instance: one logical CPU more than the model actors take, so decoding tasks always have one
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, workers + 1)
+        kwargs["num_cpus"] = max(cores, workers + 1)
     try:
         ray.init(**kwargs)
     except Exception as exc:
