@@ -272,3 +272,18 @@ def test_a_local_instance_gets_no_more_model_workers_than_the_machine_has_cpus(t
     monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("Ray was started"))
     with pytest.raises(DistributedError, match=r"model workers on a local Ray instance, but this machine has"):
         transcribe([str(EXAMPLES)], tmp_path / "o", workers=(os.cpu_count() or 1) + 1)
+
+
+def test_going_on_in_a_folder_of_another_model_or_format_is_refused(tmp_path, monkeypatch):
+    """Resuming skips inputs that have results: only when those are this model's and in this job's format (a
+    rerun with another model skipped everything; one with -f jsonl after parquet wrote nothing)."""
+    monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("Ray was started"))
+    out = tmp_path / "o"
+    out.mkdir()
+    record = {"id": "children.wav", "status": "ok", "text": "x", "model": "w2vlm embedded default"}
+    (out / "part-0.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(DistributedError, match="holds jsonl results; this job writes parquet"):
+        transcribe([str(EXAMPLES)], out, output_format="parquet")
+    (out / "part-0.jsonl").write_text(json.dumps(record | {"model": "/models/other"}) + "\n")
+    with pytest.raises(DistributedError, match=r"holds results of another model \(/models/other\)"):
+        transcribe([str(EXAMPLES)], out)

@@ -518,7 +518,21 @@ def transcribe(
         raise DistributedError(f"output: {out} exists and is not a folder")
     check_output(out, folder=True)
     items = list_inputs(inputs)
-    done = {k for k, r in read_results(out).items() if r.get("status") == "ok"}
+    earlier = {k: r for k, r in read_results(out).items() if r.get("status") == "ok"}
+    others = sorted({str(r.get("model")) for r in earlier.values()} - {model_name})
+    if others:  # resuming would mix two models' transcripts in one folder
+        raise DistributedError(
+            f"output: {out} holds results of another model ({', '.join(others)}); this job's is {model_name}: "
+            "write to a new folder"
+        )
+    formats = {".json": "jsonl", ".jsonl": "jsonl", ".parquet": "parquet"}
+    kept = {formats[p.suffix] for p in out.iterdir() if p.suffix in formats} if out.is_dir() else set()
+    if earlier and output_format not in kept:
+        raise DistributedError(
+            f"output: {out} holds {', '.join(sorted(kept))} results; this job writes {output_format}: give the same "
+            "format to go on where it stopped, or write to a new folder"
+        )
+    done = set(earlier)
     todo = [it for it in items if it.id not in done]
     skipped = len(items) - len(todo)
     if skipped:
