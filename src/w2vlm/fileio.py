@@ -28,7 +28,6 @@ __all__ = [
     "atomic_write_text",
     "check_output",
     "current_umask",
-    "make_parent",
     "read_json_object",
 ]
 
@@ -66,22 +65,15 @@ def _cannot_write(target: Path, exc: OSError) -> OutputError:
     return OutputError(f"{target}: cannot write it ({exc.strerror or exc})")
 
 
-def make_parent(path: str | os.PathLike[str]) -> Path:
-    """Create the missing parent folders of ``path``; an :class:`OutputError` naming the problem (a parent that
-    is a file, no permission) when they cannot be made."""
+def check_output(path: str | os.PathLike[str], folder: bool = False) -> Path:
+    """Check, before the work that ends in writing it, that ``path`` (a file, or with ``folder`` a folder) can be
+    written: its parent folders are made, and a folder is not where a file goes nor a file where a folder goes;
+    an :class:`OutputError` naming the problem otherwise."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _cannot_write(target, exc) from None
-    return target
-
-
-def check_output(path: str | os.PathLike[str], folder: bool = False) -> Path:
-    """Check, before the work that ends in writing it, that ``path`` (a file, or with ``folder`` a folder) can be
-    written: its parent folders are made, and a folder is not where a file goes nor a file where a folder goes;
-    an :class:`OutputError` naming the problem otherwise."""
-    target = make_parent(path)
     if folder and target.exists() and not target.is_dir():
         raise OutputError(f"{target}: is a file; expected a folder (or a name that does not exist yet)")
     if not folder and target.is_dir():
@@ -95,9 +87,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     exit it gets the mode of the file it replaces (or ``0666 & ~umask``) and is renamed onto ``path``; on an
     exception it is removed and ``path`` is left as it was. Missing parent folders are created. A path that
     cannot be written is an :class:`OutputError`, before anything is written or when the file is put in place."""
-    target = make_parent(path)
-    if target.is_dir():
-        raise OutputError(f"{target}: is a folder; expected a file name")
+    target = check_output(path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:

@@ -402,11 +402,14 @@ def serve_command(
 
     from w2vlm.errors import W2vlmError
 
-    for value, option in ((max_upload_mb, "--max-upload-mb"), (upload_timeout, "--upload-timeout")):
+    positive = (
+        (max_upload_mb, "--max-upload-mb"),
+        (upload_timeout, "--upload-timeout"),
+        (stream_chunk, "--stream-chunk"),
+    )
+    for value, option in positive:
         if not 0 < value < float("inf"):
             raise typer.BadParameter(f"must be a positive number; got {value}", param_hint=f"'{option}'")
-    if not stream_chunk > 0:
-        raise typer.BadParameter(f"must be a positive number; got {stream_chunk}", param_hint="'--stream-chunk'")
     if log_level.lower() not in _LOG_LEVELS:
         raise typer.BadParameter(
             f"expected one of {', '.join(_LOG_LEVELS)}; got {log_level!r}", param_hint="'--log-level'"
