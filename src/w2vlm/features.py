@@ -98,25 +98,30 @@ class FbankInputs:
 
     def single(self, audio: Any) -> tuple[Any, int]:
         """(features, frames the attention mask keeps) of one utterance (a 1-D CPU tensor): the same values
-        as a batch of one, computed with fewer steps (no padding, no masks)."""
+        as a batch of one to float rounding, in fewer and cheaper steps (no padding, no masks; ~2x faster)."""
         import torch
 
         n = self.fbank_frames(audio.numel())
         if n < 2:
             feats, mask = self(audio[None], torch.tensor([audio.numel()]))
             return feats[0], int(mask[0].sum())
-        frames = (audio.to(self.dtype) * 32768.0).unfold(0, self.FRAME, self.HOP)
-        frames = frames - frames.mean(-1, keepdim=True)
-        # pre-emphasis and the window written straight into the FFT's zero-padded input; fewer temporaries than
-        # the batched path (~1.5x faster), the same values to float rounding
-        pre = frames.new_zeros(n, self.FFT)
-        torch.mul(frames[:, 1:] - 0.97 * frames[:, :-1], self.window[1:], out=pre[:, 1 : self.FRAME])
-        pre[:, 0] = frames[:, 0] * ((1 - 0.97) * self.window[0])
-        spec = torch.fft.rfft(pre)
-        power = spec.real.square().add_(spec.imag.square())
+        frame, hop = self.FRAME, self.HOP
+        x = audio.to(self.dtype)[: (n - 1) * hop + frame] * 32768.0
+        # each frame's mean (DC) from sums of 80-sample blocks: a frame is five of them (400 = 5 x 80, 160 = 2 x 80)
+        blocks = x.reshape(-1, hop // 2).sum(1)
+        mean = sum(blocks[k : k + 2 * n - 1 : 2] for k in range(5)) / frame
+        # pre-emphasis once over the signal rather than per overlapping frame: of a DC-free frame it is the
+        # signal's pre-emphasis less (1 - 0.97) x the frame's mean, and (1 - 0.97) x its first sample at the start
+        emphasised = torch.empty_like(x)
+        torch.sub(x[1:], x[:-1], alpha=0.97, out=emphasised[1:])
+        emphasised[0] = 0.0
+        pre = emphasised.unfold(0, frame, hop).sub(mean[:, None], alpha=1 - 0.97)
+        pre[:, 0] = (x[::hop][:n] - mean) * (1 - 0.97)
+        parts = torch.view_as_real(torch.fft.rfft(pre.mul_(self.window), n=self.FFT)).square_()
+        power = parts[..., 0] + parts[..., 1]
         feats = torch.log(torch.clamp(power @ self.mel, min=1.192092955078125e-07))
-        var, mean = torch.var_mean(feats, 0, keepdim=True)  # ddof=1, as the extractor
-        feats = (feats - mean).mul_(torch.rsqrt(var + 1e-7))
+        feats -= feats.sum(0, keepdim=True) / n  # per-bin mean and variance (ddof=1, as the extractor)
+        feats.mul_(torch.rsqrt(feats.square().sum(0, keepdim=True) / (n - 1) + 1e-7))
         t = -(-n // self.stride)  # padded to a multiple of the stride, the last stacked frame masked when odd
         feats = torch.nn.functional.pad(feats, (0, 0, 0, t * self.stride - n))
         return feats.reshape(t, -1).float(), n // self.stride

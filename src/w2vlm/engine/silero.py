@@ -86,8 +86,9 @@ class SileroNetwork:
     state) and :meth:`recur` (the LSTM and the output layer over rows of frames).
 
     The STFT is a Hann-windowed DFT (the wheel keeps it as a convolution basis; here it is an FFT of the windowed
-    frames), and the convolutions (kernel 3, padding 1) are matrix products over channel-last frames: the same
-    arithmetic in fewer, larger kernels (the whole VAD 10-25 % faster than with torch's convolutions)."""
+    frames), and each convolution (kernel 3, padding 1) is one matrix product over a frame's whole channel-last
+    input (the whole VAD 10-25 % faster than with torch's convolutions, and the encoder ~15 % faster than as
+    column copies and a product per layer)."""
 
     def __init__(self, path: Path, rate: int) -> None:
         import torch
@@ -111,8 +112,9 @@ class SileroNetwork:
                 or (basis.double() - self.window.double() * dft).abs().max() > 1e-5
             ):
                 raise ValueError("the STFT basis is not a windowed DFT")
-            # per layer: (weight as (live taps x in, out) for channel-last columns, bias, stride, live taps); a tap
-            # that only ever reads the zero padding (the short last layers) is left out
+            # each layer as one matrix over a frame's whole (steps x channels) input: a frame has only a few steps
+            # (4, 2, 1, 1 at 8 kHz), so the convolution (kernel 3, padding 1) is a small dense map, with zeros
+            # where a tap reads the padding or another output step; one matrix product per layer, no copies
             frame, context = RATES[rate]
             steps = (frame + context + self.pad - length) // self.hop + 1
             self.layers = []
@@ -123,9 +125,12 @@ class SileroNetwork:
                 if w.shape[2] != 3 or int(conv.padding[0]) != 1:
                     raise ValueError(f"encoder layer {i}: kernel {w.shape[2]}, padding {conv.padding[0]}")
                 out = (steps - 1) // stride + 1
-                taps = [tap for tap in range(3) if any(1 <= tap + stride * t <= steps for t in range(out))]
-                matrix = w[:, :, taps].permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
-                self.layers.append((matrix, b, stride, taps))
+                dense = torch.zeros(steps, w.shape[1], out, w.shape[0])
+                for t in range(out):
+                    for tap in range(3):
+                        if 0 <= tap + stride * t - 1 < steps:
+                            dense[tap + stride * t - 1, :, t, :] = w[:, :, tap].T
+                self.layers.append((dense.reshape(steps * w.shape[1], out * w.shape[0]), b.repeat(out)))
                 steps = out
             hidden = weights["decoder.rnn.weight_hh"].shape[1]
             self.lstm = torch.nn.LSTM(hidden, hidden)
@@ -148,26 +153,10 @@ class SileroNetwork:
         x = F.pad(windows[:, None], (0, self.pad), mode="reflect")[:, 0]
         spec = torch.fft.rfft(x.unfold(1, self.window.numel(), self.hop) * self.window)
         # (n, steps, bins), as the wheel computes it (abs: 3x slower); in place, the same numbers with fewer buffers
-        x = spec.real.square().add_(spec.imag.square()).sqrt_()
-        for weight, bias, stride, taps in self.layers:
-            steps, width = x.shape[1], x.shape[2]
-            out = (steps - 1) // stride + 1
-            # the columns of a convolution with one zero step of padding on each side, written in place: output
-            # step t of tap k reads input step k + stride * t - 1 (zero outside the input)
-            columns = x.new_empty(n, out, len(taps) * width)
-            for j, k in enumerate(taps):
-                block = columns[:, :, j * width : (j + 1) * width]
-                first = max(0, -(-(1 - k) // stride))  # the first output step whose input is inside
-                end = min(out, (steps - k) // stride + 1)  # one past the last
-                if first > 0:  # (an empty slice would still cost an operator call)
-                    block[:, :first] = 0
-                if max(first, end) < out:
-                    block[:, max(first, end) :] = 0
-                if end > first:
-                    at = k + stride * first - 1
-                    block[:, first:end] = x[:, at : at + stride * (end - first - 1) + 1 : stride]
-            x = torch.addmm(bias, columns.reshape(n * out, -1), weight).relu_().reshape(n, out, -1)
-        return x[:, 0]
+        x = spec.real.square().add_(spec.imag.square()).sqrt_().reshape(n, -1)
+        for matrix, bias in self.layers:
+            x = torch.addmm(bias, x, matrix).relu_()
+        return x
 
     def recur(self, features: Any) -> np.ndarray:
         """Speech probabilities, (steps, rows), of ``features`` (steps, rows, hidden), each row from zero state."""
