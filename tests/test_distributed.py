@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from w2vlm.cli import app
 from w2vlm.distributed import DistributedError, list_inputs, pack_parts, read_results, transcribe, unpack_parts
+from w2vlm.distributed_results import JOB_FILE, job_settings, record_job, resume_point
 from w2vlm.transcribe import InputFile, TranscribeOptions, Transcriber
 from w2vlm.transcribe_run import run
 from w2vlm.writers import segment_record
@@ -157,6 +158,12 @@ def test_job_matches_the_cli_records_failures_and_resumes(local_ray, corpus, tmp
     assert results["missing"]["status"] == "ok"
     assert results["missing"]["text"] == corpus["expected"][str(corpus["files"][0])]
     assert results["corrupt"]["status"] == "failed"
+    job = json.loads((out / JOB_FILE).read_text())
+    assert job["model"] == "w2vlm embedded default" and job["format"] == "jsonl" and job["alpha"] is None
+    assert "device" not in job and "threads" not in job  # where and how fast, not what it writes
+    # other decoding settings: refused before anything runs, naming what differs
+    with pytest.raises(DistributedError, match=r"other settings \(alpha None there, 2\.0 here; hotwords \[\] there"):
+        transcribe(corpus["manifest"], out, options=TranscribeOptions(alpha=2.0, hotwords=["fond"]))
 
 
 def test_cli_ray_parquet(local_ray, corpus, tmp_path):
@@ -287,3 +294,43 @@ def test_going_on_in_a_folder_of_another_model_or_format_is_refused(tmp_path, mo
     (out / "part-0.jsonl").write_text(json.dumps(record | {"model": "/models/other"}) + "\n")
     with pytest.raises(DistributedError, match=r"holds results of another model \(/models/other\)"):
         transcribe([str(EXAMPLES)], out)
+
+
+def test_a_folder_without_a_job_file_goes_on_and_the_job_file_is_not_a_result(tmp_path, caplog):
+    """A folder of an older job (records, no job file) goes on with a warning and keeps no job file (its settings
+    are not known); a new folder gets the job's settings, and read_results never takes them for a record."""
+    out = tmp_path / "o"
+    out.mkdir()
+    record = {"id": "a", "status": "ok", "text": "x", "model": "m"}
+    (out / "part-0.json").write_text(json.dumps(record) + "\n")
+    settings = job_settings(TranscribeOptions(), "m", "jsonl", False)
+    with caplog.at_level("WARNING", logger="w2vlm.distributed"):
+        done = resume_point(out, settings)
+    assert done == {"a"} and "its decoding settings cannot be checked" in caplog.text
+    record_job(out, settings, done)
+    assert not (out / JOB_FILE).exists()
+    fresh = tmp_path / "new"
+    assert resume_point(fresh, settings) == set()
+    record_job(fresh, settings, set())
+    assert json.loads((fresh / JOB_FILE).read_text()) == settings
+    assert read_results(fresh) == {}
+    (fresh / "part-0.json").write_text(json.dumps(record) + "\n")
+    assert resume_point(fresh, settings) == {"a"}  # the same settings: it goes on
+    (fresh / JOB_FILE).write_text("[1, 2]")
+    with pytest.raises(DistributedError, match="expected a JSON object of settings"):
+        resume_point(fresh, settings)
+
+
+def test_an_address_where_nothing_listens_is_named_at_once(tmp_path, monkeypatch):
+    """Ray retries an unreachable cluster for minutes (a refused local port: still waiting after 3); the job
+    checks that the address answers first."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("Ray was asked to connect"))
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(DistributedError, match=f"cannot reach the cluster at {address}: Connection refused"):
+            transcribe([str(EXAMPLES / "children.wav")], tmp_path / "o", address=address, workers=1)

@@ -22,7 +22,8 @@ one record per input: ``id``, ``audio``, ``status`` ("ok" or "failed"), ``error`
 Re-running the same job skips the inputs that already have an "ok" record in ``output_dir`` (failed ones
 are tried again), so an interrupted job resumes where it stopped. Files from several runs may then hold
 several records of one input; :func:`read_results` gives the latest per input, an "ok" one before any
-failure.
+failure. The job's model, format and decoding settings are kept beside the records (``w2vlm-job.json``); a job
+with others is refused there (:mod:`w2vlm.distributed_results`).
 
 On a cluster (``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the others, w2vlm
 installed on every node, audio and model on paths every node can read), pass ``address="auto"`` (or
@@ -35,6 +36,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +45,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from w2vlm.distributed_results import (
+    OUTPUT_FORMATS,
+    DistributedError,
+    job_settings,
+    read_results,
+    record_job,
+    resume_point,
+    schema,
+)
 from w2vlm.engine.config import DecodeConfig
 from w2vlm.engine.decoding import describe, failed
-from w2vlm.errors import W2vlmError
 from w2vlm.fileio import check_output
 from w2vlm.results import Transcript
 from w2vlm.transcribe import TranscribeOptions, build_processor
@@ -53,14 +63,10 @@ from w2vlm.writers import segment_record
 
 logger = logging.getLogger("w2vlm.distributed")
 
-OUTPUT_FORMATS = ("jsonl", "parquet")
-
+#: Seconds to wait for a cluster's address to answer before Ray is asked to connect.
+REACH_TIMEOUT_S = 10.0
 #: Environment of the Ray workers: torch's OpenMP threads must not spin next to the decoder's.
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-class DistributedError(W2vlmError, ValueError):
-    """A distributed job that cannot start: bad options, no Ray, an unreachable cluster."""
 
 
 @dataclass
@@ -132,94 +138,6 @@ def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
             raise DistributedError(f"inputs: the id {item.id!r} is given twice; ids must be unique")
         seen.add(item.id)
     return items
-
-
-# ------------------------------------------------------------------------------------------------ results
-
-
-def _schema() -> Any:
-    """The records' schema (the same for JSON lines and Parquet)."""
-    import pyarrow as pa
-
-    word = pa.struct(
-        [("word", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("confidence", pa.float64())]
-    )
-    segment = pa.struct(
-        [
-            ("start", pa.float64()),
-            ("end", pa.float64()),
-            ("text", pa.string()),
-            ("speech_prob", pa.float64()),
-            ("no_speech_prob", pa.float64()),
-            ("confidence", pa.float64()),
-        ]
-    )
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("audio", pa.string()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("text", pa.string()),
-            ("duration", pa.float64()),
-            ("segments", pa.list_(segment)),
-            ("words", pa.list_(word)),
-            ("reference", pa.string()),
-            ("model", pa.string()),
-            ("language", pa.string()),
-        ]
-    )
-
-
-def read_results(output_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The records in ``output_dir`` (JSON lines and Parquet files), the latest per id, "ok" before "failed".
-
-    Unreadable files and lines (say, from a job killed while writing) are skipped with a warning.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    folder = Path(output_dir).expanduser()
-    if not folder.is_dir():
-        return out
-    files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl", ".parquet")),
-        key=lambda p: (p.stat().st_mtime, p.name),
-    )
-    for path in files:
-        for record in _read_records(path):
-            key = record.get("id")
-            if not isinstance(key, str):
-                continue
-            if out.get(key, {}).get("status") == "ok" and record.get("status") != "ok":
-                continue
-            out[key] = record
-    return out
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        except Exception as exc:
-            logger.warning("%s: unreadable Parquet file, ignored (%s)", path, exc)
-            return []
-    records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning("%s:%d: not a complete JSON record, ignored", path, lineno)
-                    continue
-                if isinstance(rec, dict):
-                    records.append(rec)
-    except (OSError, UnicodeDecodeError) as exc:
-        logger.warning("%s: unreadable, ignored (%s)", path, exc)
-    return records
 
 
 # ------------------------------------------------------------------------------------------------ parts
@@ -428,10 +346,23 @@ def decode_stage(batch: Any, *, options: dict[str, Any], model_name: str, word_t
         "model": [model_name] * n,
         "language": [opts.language] * n,
     }
-    return pa.table(columns, schema=_schema())
+    return pa.table(columns, schema=schema())
 
 
 # ------------------------------------------------------------------------------------------------ driver
+
+
+def _check_reachable(address: str) -> None:
+    """A named error at once where ``address`` ("HOST:PORT" or "ray://HOST:PORT") has nothing listening: Ray
+    itself retries for minutes (a refused port on this machine: still waiting after 3 minutes)."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms: Ray resolves them
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise DistributedError(f"Ray: cannot reach the cluster at {address}: {exc.strerror or exc}") from None
 
 
 def _init_ray(address: str | None, workers: int, verbose: bool = False) -> Any:
@@ -441,6 +372,8 @@ def _init_ray(address: str | None, workers: int, verbose: bool = False) -> Any:
         raise DistributedError("--ray needs Ray Data: pip install 'w2vlm[ray]'") from None
     if ray.is_initialized():
         return ray
+    if address or os.environ.get("RAY_ADDRESS"):
+        _check_reachable(address or os.environ["RAY_ADDRESS"])
     kwargs: dict[str, Any] = {
         "ignore_reinit_error": True,
         "include_dashboard": False,
@@ -518,21 +451,8 @@ def transcribe(
         raise DistributedError(f"output: {out} exists and is not a folder")
     check_output(out, folder=True)
     items = list_inputs(inputs)
-    earlier = {k: r for k, r in read_results(out).items() if r.get("status") == "ok"}
-    others = sorted({str(r.get("model")) for r in earlier.values()} - {model_name})
-    if others:  # resuming would mix two models' transcripts in one folder
-        raise DistributedError(
-            f"output: {out} holds results of another model ({', '.join(others)}); this job's is {model_name}: "
-            "write to a new folder"
-        )
-    formats = {".json": "jsonl", ".jsonl": "jsonl", ".parquet": "parquet"}
-    kept = {formats[p.suffix] for p in out.iterdir() if p.suffix in formats} if out.is_dir() else set()
-    if earlier and output_format not in kept:
-        raise DistributedError(
-            f"output: {out} holds {', '.join(sorted(kept))} results; this job writes {output_format}: give the same "
-            "format to go on where it stopped, or write to a new folder"
-        )
-    done = set(earlier)
+    settings = job_settings(options, model_name, output_format, word_timestamps)
+    done = resume_point(out, settings)
     todo = [it for it in items if it.id not in done]
     skipped = len(items) - len(todo)
     if skipped:
@@ -554,7 +474,7 @@ def transcribe(
             f"workers: {workers} model worker(s) need {workers + 1} CPUs in the Ray cluster (one each, plus one "
             f"for LM decoding) but it has {cpus:g}; use fewer workers or a bigger cluster"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    record_job(out, settings, done)
     if not todo:
         return DistributedSummary(out, len(items), skipped, 0, [], 0.0, 0.0, workers, device)
 
