@@ -180,12 +180,25 @@ class _Collector:
 # decoding of encoded audio
 
 
+def _open_soundfile(source: str | io.BytesIO) -> Any:
+    """``soundfile.SoundFile(source)``, set up for reading front to back. soundfile seeks to where it is after
+    every read; in an MP3 that restarts libmpg123's decoder, which then prints "part2_3_length ... too large"
+    to stderr for each block after the first that starts in the bit reservoir (samples unchanged). An MP3 handle
+    is therefore marked as not seekable, so that reads follow each other without a seek."""
+    import soundfile as sf
+
+    handle = sf.SoundFile(source)
+    if handle.format == "MP3":
+        handle.seekable = lambda: False  # type: ignore[method-assign]
+    return handle
+
+
 def _decode_soundfile(source: str | io.BytesIO, name: str, max_s: float) -> tuple[np.ndarray, int] | None:
     """Decode with libsndfile (mixed to mono, block by block); None when libsndfile cannot read it."""
     import soundfile as sf
 
     try:
-        handle = sf.SoundFile(source)
+        handle = _open_soundfile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         logger.debug("soundfile could not open the input (%s); trying PyAV", exc)
         if isinstance(source, io.BytesIO):
@@ -508,7 +521,7 @@ def iter_audio_blocks(
             raise AudioError(f"{name}: contains no audio samples")
 
     try:
-        handle = sf.SoundFile(name)
+        handle = _open_soundfile(name)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         handle = None
     if handle is not None:
