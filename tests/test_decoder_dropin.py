@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,41 @@ def test_language_model_dir_needs_pyctcdecodes_three_files(hello_path, tmp_path)
     (tmp_path / "unigrams.txt").unlink()
     with pytest.raises(LanguageModelError, match=r"unigrams\.txt"):
         LanguageModel.load_from_dir(tmp_path)
+
+
+def test_a_decoder_pickles_as_pyctcdecodes_and_loads_its_lm_where_it_is_missing(hello_path, tmp_path):
+    """``pool.map(decoder.decode, ...)`` needs the decoder pickled. As in pyctcdecode, the LM stays in the
+    class-level ``model_container`` (a fork-based pool and copies in the process share it); a process that does
+    not hold it (a spawn-based pool) loads it again from its file."""
+    import copy
+    import multiprocessing
+    import pickle
+
+    dec = build_ctcdecoder(WORDS_LABELS, hello_path, UNIGRAMS, alpha=0.7, beta=1.0)
+    xs = [emissions(t, WORDS_LABELS, noise=2.0, seed=i) for i, t in enumerate(["hello world", "cold word", "word"])]
+    want = [dec.decode(x) for x in xs]
+    same = pickle.loads(pickle.dumps(dec))
+    assert same.language_model is dec.language_model and [same.decode(x) for x in xs] == want
+    assert copy.deepcopy(dec).decode(xs[0]) == want[0]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(dec.decode, xs) == want
+    # elsewhere: the LM loaded from its recipe, with the same unigrams and parameters
+    key = dec._model_key
+    recipe = pickle.dumps(dec)
+    held = BeamSearchDecoderCTC.model_container.pop(key)
+    try:
+        other = pickle.loads(recipe)
+        assert other.language_model is not held and other.language_model.alpha == 0.7
+        assert other.language_model.unigrams == held.unigrams and [other.decode(x) for x in xs] == want
+    finally:
+        BeamSearchDecoderCTC.model_container[key] = held
+    fused = build_ctcdecoder(WORDS_LABELS)
+    fused.model_container[fused._model_key] = MultiLanguageModel([LanguageModel(hello_path), LanguageModel(hello_path)])
+    assert pickle.loads(pickle.dumps(fused.language_model)).language_models[1].path == held.path
+    # an LM whose file is gone cannot be loaded again: named, at pickling
+    gone = tmp_path / "gone.arpa"
+    gone.write_text(Path(hello_path).read_text())
+    orphan = build_ctcdecoder(WORDS_LABELS, str(gone))
+    gone.unlink()
+    with pytest.raises(LanguageModelError, match=r"cannot be pickled: it was not loaded from a file that still exists"):
+        pickle.dumps(orphan)

@@ -107,6 +107,19 @@ def test_decode_single_and_batch_equal(proc_and_model) -> None:
         assert single.word_offsets == batch.word_offsets[i]
 
 
+def test_a_processor_pickles_and_copies(proc_and_model) -> None:
+    """``datasets.map(num_proc=...)`` and ``copy.deepcopy`` need the processor pickled (its decoder held a native
+    alphabet that could not be)."""
+    import copy
+    import pickle
+
+    proc, model = proc_and_model
+    item = _logits(proc, model, _audio(0.9, 6))
+    want = proc.decode(item).text
+    assert pickle.loads(pickle.dumps(proc)).decode(item).text == want
+    assert copy.deepcopy(proc).decode(item).text == want
+
+
 def test_padding_rows_are_trimmed(proc_and_model) -> None:
     proc, model = proc_and_model
     short = _logits(proc, model, _audio(0.6, 7))

@@ -15,7 +15,7 @@ import numpy as np
 from w2vlm import _core, limits
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
 from w2vlm.decoder.beams import OutputBeam, OutputBeamMPSafe, mp_safe, output_beam, with_confidence
-from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel
+from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel, model_from_recipe, model_recipe
 from w2vlm.decoder.logits import as_logits, to_log_probs  # noqa: F401  (to_log_probs: imported from here too)
 from w2vlm.defaults import (
     DEFAULT_ALPHA,
@@ -121,6 +121,23 @@ class BeamSearchDecoderCTC:
         self._is_bpe = alphabet.is_bpe
         self._labels = alphabet.labels
         self._hotword_cache: OrderedDict[Any, _core.HotwordAutomaton] = OrderedDict()
+
+    # -- pickling ---------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """As in pyctcdecode, a pickled decoder keeps its ``_model_key``, and its language model stays in
+        ``model_container`` (a fork-based pool finds it there). The state also says how to load the LM again
+        (:func:`~w2vlm.decoder.language_model.model_recipe`), for a process that does not hold it (spawn)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_native_alphabet", "_hotword_cache")}
+        state["_lm_recipe"] = model_recipe(self.language_model)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        recipe = state.pop("_lm_recipe")
+        self.__dict__.update(state)
+        self._native_alphabet = _core.Alphabet(self._alphabet.labels, self._alphabet.is_bpe)
+        self._hotword_cache = OrderedDict()
+        if self._model_key not in BeamSearchDecoderCTC.model_container:
+            BeamSearchDecoderCTC.model_container[self._model_key] = model_from_recipe(recipe)
 
     # -- properties -------------------------------------------------------------------------------
     @property

@@ -36,6 +36,8 @@ __all__ = [
     "load_kenlm_binary",
     "load_ngram",
     "load_unigrams",
+    "model_from_recipe",
+    "model_recipe",
 ]
 
 logger = logging.getLogger("w2vlm.decoder")
@@ -166,6 +168,10 @@ class LanguageModel:
         self.unk_score_offset = unk_score_offset
         self.score_boundary = score_boundary
         self.fusion_params()  # refuses values that are not numbers now rather than at the first decoding
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as what loads it again: its file, unigrams and parameters (the file is read on unpickling)."""
+        return model_from_recipe, (model_recipe(self),)
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -369,6 +375,35 @@ class MultiLanguageModel:
 
     def save_to_dir(self, filepath: str | os.PathLike[str]) -> None:
         raise NotImplementedError("a MultiLanguageModel cannot be saved (pyctcdecode cannot either)")
+
+
+def model_recipe(model: LanguageModel | MultiLanguageModel | None) -> tuple[Any, ...]:
+    """What :func:`model_from_recipe` needs to load ``model`` again in another process: for a LanguageModel its
+    file, unigrams and parameters. :class:`~w2vlm.errors.LanguageModelError` for one that was not loaded from a
+    file that still exists (nothing to load it from)."""
+    if model is None:
+        return ("none",)
+    if isinstance(model, MultiLanguageModel):
+        return ("multi", [model_recipe(m) for m in model.language_models])
+    if model.path is None or not model.path.is_file():
+        raise LanguageModelError(
+            "this language model cannot be pickled: it was not loaded from a file that still exists "
+            f"({model.path or 'no file'}); load it from a file, or use it in the process that built it"
+        )
+    params = tuple(getattr(model, name) for name in PARAM_NAMES)
+    unigrams = None if model._unigrams is None else list(model._unigrams)
+    return ("file", str(model.path), unigrams, *params)
+
+
+def model_from_recipe(recipe: tuple[Any, ...]) -> LanguageModel | MultiLanguageModel | None:
+    """The language model ``recipe`` (from :func:`model_recipe`) describes, loaded."""
+    kind = recipe[0]
+    if kind == "none":
+        return None
+    if kind == "multi":
+        return MultiLanguageModel([m for m in (model_from_recipe(r) for r in recipe[1]) if m is not None])
+    _, path, unigrams, alpha, beta, unk_score_offset, score_boundary = recipe
+    return LanguageModel(path, unigrams, alpha, beta, unk_score_offset, score_boundary)
 
 
 def _mean(values: Sequence[float]) -> float:
