@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from conftest import write_audio_file  # noqa: E402
+from w2vlm.decoder import build_ctcdecoder  # noqa: E402
+from w2vlm.engine.config import ConfigError  # noqa: E402
 from w2vlm.errors import AudioError, ModelError  # noqa: E402
 from w2vlm.model import load_model  # noqa: E402
 from w2vlm.pipeline import CTCLogitsRunner, ctc_align  # noqa: E402
@@ -274,6 +276,20 @@ def test_pipeline_with_loaded_model_and_processor(tiny_ctc_dir: Path, asr) -> No
     assert pipe(audio)["text"] == asr(audio)["text"]
     pipe2 = pipeline(model=model)  # the processor comes from the folder named in the model's config
     assert pipe2(audio)["text"] == asr(audio)["text"]
+    # the processor's parts as model cards pass them, and transformers' other arguments
+    parts = {"tokenizer": proc.tokenizer, "feature_extractor": proc.feature_extractor, "decoder": proc.decoder}
+    pipe3 = pipeline("automatic-speech-recognition", model=model, **parts)
+    assert pipe3(audio)["text"] == asr(audio)["text"]
+    greedy = build_ctcdecoder(proc.decoder.alphabet.labels)  # one part replaces the folder's own
+    pipe4 = pipeline(model=str(tiny_ctc_dir), decoder=greedy, trust_remote_code=False, device_map="cpu")
+    assert pipe4.processor.decoder is greedy and pipe4.model.device.type == "cpu"
+    assert pipeline(model=str(tiny_ctc_dir), framework="pt", device_map="auto")(audio)["text"] == asr(audio)["text"]
+    with pytest.raises(ConfigError, match="framework: w2vlm runs PyTorch models"):
+        pipeline(model=str(tiny_ctc_dir), framework="tf")
+    with pytest.raises(ConfigError, match="device_map: w2vlm runs the model on one device"):
+        pipeline(model=str(tiny_ctc_dir), device_map={"": 0})
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['nonsense'\]"):
+        pipeline(model=str(tiny_ctc_dir), nonsense=1)
 
 
 def test_pipeline_int8(tiny_ctc_dir: Path) -> None:

@@ -87,7 +87,10 @@ def pipeline(
     ``model``: a local folder in the hub layout, a hub id, an already loaded CTC model (then ``processor`` or
     a model whose ``config._name_or_path`` is a folder is needed), or None for the embedded default model.
     ``processor``: a :class:`~w2vlm.processor.Wav2Vec2ProcessorWithLM` or a folder/hub id to load it from
-    (default: the model's folder). ``device``, ``dtype``, ``quantize``: as :func:`w2vlm.load_model`.
+    (default: the model's folder); or its parts as transformers takes them, ``feature_extractor=``, ``tokenizer=``,
+    ``decoder=`` (objects or folders; parts not given come from the model's folder).
+    ``device``, ``dtype``, ``quantize``: as :func:`w2vlm.load_model` (``torch_dtype`` and a one-device
+    ``device_map`` are taken too; ``trust_remote_code`` and ``framework="pt"`` change nothing).
     ``chunk_length_s``/``stride_length_s``/``batch_size``/``decoder_kwargs``/``return_timestamps``: defaults
     for every call (each call may override them). ``batch_size``: at most this many windows per forward pass
     (default: as many as fit a budget of padded audio; windows of similar length are batched together).
@@ -96,19 +99,22 @@ def pipeline(
     ``above_s`` (see :class:`~w2vlm.engine.config.EngineConfig`).
     """
     if task not in SUPPORTED_TASKS:
-        raise ValueError(f"task: {task!r} is not supported; w2vlm provides 'automatic-speech-recognition'")
+        raise ConfigError(f"task: {task!r} is not supported; w2vlm provides 'automatic-speech-recognition'")
     from w2vlm.model import load_model, resolve_model_path
     from w2vlm.processor import Wav2Vec2ProcessorWithLM
 
     hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
-    for legacy in ("feature_extractor", "tokenizer", "decoder"):
-        if kwargs.get(legacy) is not None and processor is None:
-            raise ValueError(f"{legacy}=: pass a w2vlm Wav2Vec2ProcessorWithLM as processor= (or a folder) instead")
-        kwargs.pop(legacy, None)
+    # the processor's parts, as model cards pass them (tokenizer=, feature_extractor=, decoder=)
+    parts = {k: kwargs.pop(k) for k in ("feature_extractor", "tokenizer", "decoder") if kwargs.get(k) is not None}
+    for key in ("feature_extractor", "tokenizer", "decoder"):
+        kwargs.pop(key, None)
     if "torch_dtype" in kwargs:
         dtype = kwargs.pop("torch_dtype")
+    placed = _transformers_only(kwargs)
+    if placed is not None and device == "auto":
+        device = placed
     if kwargs:
-        raise TypeError(f"pipeline() got unexpected keyword arguments {sorted(kwargs)}")
+        raise UnexpectedArgumentError(f"pipeline() got unexpected keyword arguments {sorted(kwargs)}")
     model_kwargs = dict(model_kwargs or {})
 
     if model is None or isinstance(model, (str, os.PathLike)):
@@ -120,16 +126,23 @@ def pipeline(
         name = getattr(getattr(model, "config", None), "_name_or_path", None)
         if name and Path(name).is_dir():
             folder = Path(name)
+    if isinstance(processor, (str, os.PathLike)):
+        processor = Wav2Vec2ProcessorWithLM.from_pretrained(processor, **hub)
+    elif processor is None and len(parts) == 3 and not any(isinstance(v, (str, os.PathLike)) for v in parts.values()):
+        processor = Wav2Vec2ProcessorWithLM(parts["feature_extractor"], parts["tokenizer"], parts["decoder"])
+        parts = {}
     if processor is None:
         if folder is None:
             raise ModelError(
-                "processor: a loaded model was given without processor= and its config does not name a "
-                "local folder to load the processor from; pass "
+                "processor: a loaded model was given without processor= (or feature_extractor=, tokenizer= and "
+                "decoder=) and its config does not name a local folder to load the processor from; pass "
                 "processor=Wav2Vec2ProcessorWithLM.from_pretrained(...)"
             )
         processor = Wav2Vec2ProcessorWithLM.from_pretrained(folder, **hub)
-    elif isinstance(processor, (str, os.PathLike)):
-        processor = Wav2Vec2ProcessorWithLM.from_pretrained(processor, **hub)
+    if parts:  # some parts given: they replace the processor's own
+        given = {k: _part(k, v, hub) for k, v in parts.items()}
+        merged = {k: given.get(k, getattr(processor, k)) for k in ("feature_extractor", "tokenizer", "decoder")}
+        processor = Wav2Vec2ProcessorWithLM(merged["feature_extractor"], merged["tokenizer"], merged["decoder"])
     return AutomaticSpeechRecognitionPipeline(
         model=loaded,
         processor=processor,
@@ -141,6 +154,31 @@ def pipeline(
         vad=vad,
         vad_parameters=vad_parameters,
     )
+
+
+def _transformers_only(kwargs: dict[str, Any]) -> Any:
+    """Take transformers' ``pipeline`` arguments out of ``kwargs``, refusing the values w2vlm cannot honour:
+    ``trust_remote_code`` (w2vlm never runs a model's own code), ``framework`` ("pt" only), ``device_map``
+    ("auto" or one device: one model on one device). Returns the device ``device_map`` names, if any."""
+    kwargs.pop("trust_remote_code", None)
+    framework = kwargs.pop("framework", None)
+    if framework not in (None, "pt"):
+        raise ConfigError(f"framework: w2vlm runs PyTorch models ('pt'); got {framework!r}")
+    device_map = kwargs.pop("device_map", None)
+    if device_map is not None and not isinstance(device_map, (str, int)):
+        raise ConfigError(
+            f"device_map: w2vlm runs the model on one device ('auto', 'cpu', 'cuda', 'cuda:1', ...); got {device_map!r}"
+        )
+    return None if device_map == "auto" else device_map
+
+
+def _part(name: str, value: Any, hub: dict[str, Any]) -> Any:
+    """One part of a processor given to :func:`pipeline`: the object, or the folder/hub id it is loaded from."""
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    from w2vlm.processor import Wav2Vec2ProcessorWithLM
+
+    return getattr(Wav2Vec2ProcessorWithLM.from_pretrained(value, **hub), name)
 
 
 class CTCLogitsRunner:
@@ -265,12 +303,12 @@ class AutomaticSpeechRecognitionPipeline(CTCLogitsRunner):
         if timestamps is True:
             timestamps = "word"
         if timestamps not in TIMESTAMPS:
-            raise ValueError(f"return_timestamps: expected 'word', 'char', 'segment' or None; got {timestamps!r}")
+            raise ConfigError(f"return_timestamps: expected 'word', 'char', 'segment' or None; got {timestamps!r}")
         dec_kwargs = dict(self.decoder_kwargs)
         dec_kwargs.update(_check_decoder_kwargs(decoder_kwargs))
         bs = self.batch_size if batch_size is None else batch_size
         if bs is not None and bs < 1:
-            raise ValueError(f"batch_size: must be >= 1; got {bs}")
+            raise ConfigError(f"batch_size: must be >= 1; got {bs}")
         config = _call_config(
             vad_config(self.engine.config, vad, vad_parameters),
             self.chunk_length_s if chunk_length_s is None else chunk_length_s,
@@ -319,7 +357,7 @@ def _call_config(
     batch_size: int | None,
 ) -> EngineConfig:
     if chunk_length_s is not None and not chunk_length_s > 0:
-        raise ValueError(f"chunk_length_s: must be positive; got {chunk_length_s}")
+        raise ConfigError(f"chunk_length_s: must be positive; got {chunk_length_s}")
     stride = tuple(stride_length_s) if isinstance(stride_length_s, (list, tuple)) else stride_length_s
     if chunk_length_s:
         from w2vlm.engine.windows import chunk_sizes
