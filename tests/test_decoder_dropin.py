@@ -179,3 +179,59 @@ def test_a_decoder_pickles_as_pyctcdecodes_and_loads_its_lm_where_it_is_missing(
     gone.unlink()
     with pytest.raises(LanguageModelError, match=r"cannot be pickled: it was not loaded from a file that still exists"):
         pickle.dumps(orphan)
+
+
+def test_pyctcdecodes_modules_and_names_import_with_the_prefix_changed():
+    from w2vlm.decoder import constants
+    from w2vlm.decoder.decoder import LMState, WordFrames  # noqa: F401
+    from w2vlm.decoder.language_model import AbstractLanguageModel, load_unigram_set_from_arpa
+    from w2vlm.model import DEFAULT_MODEL_DIR
+
+    # pyctcdecode 0.5.0's constants.py
+    want = {
+        "DEFAULT_ALPHA": 0.5,
+        "DEFAULT_BETA": 1.5,
+        "DEFAULT_UNK_LOGP_OFFSET": -10.0,
+        "DEFAULT_BEAM_WIDTH": 100,
+        "DEFAULT_HOTWORD_WEIGHT": 10.0,
+        "DEFAULT_PRUNE_LOGP": -10.0,
+        "DEFAULT_PRUNE_BEAMS": False,
+        "DEFAULT_MIN_TOKEN_LOGP": -5.0,
+        "DEFAULT_SCORE_LM_BOUNDARY": True,
+        "AVG_TOKEN_LEN": 6,
+        "MIN_TOKEN_CLIP_P": 1e-15,
+        "LOG_BASE_CHANGE_FACTOR": 1.0 / math.log10(math.e),
+    }
+    assert {k: getattr(constants, k) for k in want} == want
+    assert issubclass(LanguageModel, AbstractLanguageModel) and issubclass(MultiLanguageModel, AbstractLanguageModel)
+    words = load_unigram_set_from_arpa(DEFAULT_MODEL_DIR / "language_model" / "lm.arpa")
+    assert "children" in words and "<s>" not in words and len(words) > 30_000
+
+
+def test_score_takes_pyctcdecodes_signature_too():
+    """``lm.score(state, word, is_last_word)`` as pyctcdecode's LanguageModel (values from pyctcdecode 0.5.0 with
+    kenlm on the embedded LM, no unigrams given, default parameters); ``lm.score(text)`` stays KenLM's."""
+    from w2vlm.model import DEFAULT_MODEL_DIR
+
+    lm = LanguageModel(str(DEFAULT_MODEL_DIR / "language_model" / "lm.arpa"))
+    first, state = lm.score(lm.get_start_state(), "the")
+    assert first == pytest.approx(0.5050322619689505, abs=1e-9)
+    assert lm.score(state, "children", is_last_word=True)[0] == pytest.approx(-1.6321754263809876, abs=1e-9)
+    assert lm.score(lm.get_start_state(), "zzzqq")[0] == pytest.approx(-17.290877640470676, abs=1e-9)
+    assert lm.score("the children") == pytest.approx(-3.5847910046577454, abs=1e-6)
+    fused = MultiLanguageModel([lm, lm])
+    assert fused.score(fused.get_start_state(), "the")[0] == pytest.approx(first)
+    with pytest.raises(LanguageModelError, match="expected a text"):
+        lm.score(3)
+
+
+def test_labels_that_do_not_fit_the_lms_words_are_warned_about(hello_path, caplog):
+    """pyctcdecode reads the unigrams from the ARPA file when none are given and warns when the labels cannot
+    spell them (upper-case labels with a lower-case LM decoded in silence)."""
+    with caplog.at_level("WARNING", logger="w2vlm.decoder"):
+        build_ctcdecoder([label.upper() for label in WORDS_LABELS], hello_path)
+    assert "Unigrams and labels don't seem to agree" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="w2vlm.decoder"):
+        build_ctcdecoder(WORDS_LABELS, hello_path)
+    assert "don't seem to agree" not in caplog.text

@@ -8,6 +8,8 @@ DEFAULT_BEAM_WIDTH = 100
 DEFAULT_PRUNE_LOGP = -10.0
 DEFAULT_MIN_TOKEN_LOGP = -5.0
 DEFAULT_HOTWORD_WEIGHT = 10.0
+#: ``prune_history`` of ``decode_beams`` / ``decode_beams_batch`` (``decode`` prunes: True, as in pyctcdecode)
+DEFAULT_PRUNE_BEAMS = False
 # language model fusion (also the LM's weights when its attrs.json does not give them): weight of the LM,
 # bonus per word, offset for unknown words, score <s> / </s>
 DEFAULT_ALPHA = 0.5

@@ -11,6 +11,8 @@ from w2vlm.decoder.confidence import word_confidences
 from w2vlm.decoder.logits import to_log_probs
 
 Frames = tuple[int, int]
+#: a word and its (first, last + 1) frames (pyctcdecode's name)
+WordFrames = tuple[str, Frames]
 
 
 class ConfidenceContext:

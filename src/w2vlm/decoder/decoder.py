@@ -14,7 +14,15 @@ import numpy as np
 
 from w2vlm import _core, limits
 from w2vlm.decoder.alphabet import Alphabet, verify_alphabet_coverage
-from w2vlm.decoder.beams import OutputBeam, OutputBeamMPSafe, mp_safe, output_beam, with_confidence
+from w2vlm.decoder.beams import (  # noqa: F401  (Frames, WordFrames: pyctcdecode's names, imported from here too)
+    Frames,
+    OutputBeam,
+    OutputBeamMPSafe,
+    WordFrames,
+    mp_safe,
+    output_beam,
+    with_confidence,
+)
 from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel, model_from_recipe, model_recipe
 from w2vlm.decoder.logits import as_logits, to_log_probs  # noqa: F401  (to_log_probs: imported from here too)
 from w2vlm.defaults import (
@@ -23,12 +31,16 @@ from w2vlm.defaults import (
     DEFAULT_BETA,
     DEFAULT_HOTWORD_WEIGHT,
     DEFAULT_MIN_TOKEN_LOGP,
+    DEFAULT_PRUNE_BEAMS,
     DEFAULT_PRUNE_LOGP,
     DEFAULT_SCORE_BOUNDARY,
     DEFAULT_UNK_SCORE_OFFSET,
     available_cpus,
 )
 from w2vlm.errors import AlphabetError, DecoderInputError, DecoderReleasedError, LanguageModelError
+
+#: an LM's state between words (pyctcdecode's name; a list of states for a MultiLanguageModel)
+LMState = _core.LMState
 
 logger = logging.getLogger("w2vlm.decoder")
 
@@ -364,7 +376,7 @@ class BeamSearchDecoderCTC:
         beam_width: int = DEFAULT_BEAM_WIDTH,
         beam_prune_logp: float = DEFAULT_PRUNE_LOGP,
         token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP,
-        prune_history: bool = False,
+        prune_history: bool = DEFAULT_PRUNE_BEAMS,
         hotwords: Hotwords = None,
         hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
         lm_start_state: Any = None,
@@ -434,7 +446,7 @@ class BeamSearchDecoderCTC:
         beam_width: int = DEFAULT_BEAM_WIDTH,
         beam_prune_logp: float = DEFAULT_PRUNE_LOGP,
         token_min_logp: float = DEFAULT_MIN_TOKEN_LOGP,
-        prune_history: bool = False,
+        prune_history: bool = DEFAULT_PRUNE_BEAMS,
         hotwords: Hotwords = None,
         hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
         num_threads: int | None = None,
@@ -597,6 +609,8 @@ def build_ctcdecoder(
             unk_score_offset=unk_score_offset,
             score_boundary=lm_score_boundary,
         )
+        if unigram_list is None:  # the LM's own words, as pyctcdecode checks the unigrams it reads from the ARPA
+            verify_alphabet_coverage(alphabet, lm.unigrams)
     return BeamSearchDecoderCTC(alphabet, lm, pyctcdecode_eos=pyctcdecode_eos, best_path_frames=best_path_frames)
 
 

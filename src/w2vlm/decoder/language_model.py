@@ -3,8 +3,10 @@ several fused at once (:class:`MultiLanguageModel`), their parameters and the hu
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Collection, Sequence
@@ -27,14 +29,18 @@ from w2vlm.errors import LanguageModelError
 
 __all__ = [
     "ATTRS_FILENAME",
+    "AVG_TOKEN_LEN",
     "LM_SUFFIXES",
+    "LOG_BASE_CHANGE_FACTOR",
     "UNIGRAMS_FILENAME",
+    "AbstractLanguageModel",
     "LanguageModel",
     "MultiLanguageModel",
     "NGramModelFile",
     "kenlm_backend",
     "load_kenlm_binary",
     "load_ngram",
+    "load_unigram_set_from_arpa",
     "load_unigrams",
     "model_from_recipe",
     "model_recipe",
@@ -46,6 +52,8 @@ logger = logging.getLogger("w2vlm.decoder")
 PARAM_NAMES = ("alpha", "beta", "unk_score_offset", "score_boundary")
 #: partial words longer than this many characters get a proportionally larger unknown-word offset
 AVG_TOKEN_LEN = 6
+#: log10 to natural log (n-gram files hold log10 probabilities)
+LOG_BASE_CHANGE_FACTOR = 1.0 / math.log10(math.e)
 
 FusionParams = tuple[float, float, float, bool]
 
@@ -96,7 +104,30 @@ class NGramModelFile:
         return f"NGramModelFile(path={self._path!s}, order={self.order})"
 
 
-class LanguageModel:
+class AbstractLanguageModel(abc.ABC):
+    """pyctcdecode's interface of a language model: what :class:`LanguageModel` and :class:`MultiLanguageModel`
+    offer. The decoder fuses only these two (their scoring runs natively); a class of one's own derived from
+    this one is refused there with a named error."""
+
+    @property
+    @abc.abstractmethod
+    def order(self) -> int:
+        """The n-gram order."""
+
+    @abc.abstractmethod
+    def get_start_state(self) -> Any:
+        """The state before the first word."""
+
+    @abc.abstractmethod
+    def score_partial_token(self, partial_token: str) -> float:
+        """The term for an unfinished word."""
+
+    @abc.abstractmethod
+    def score(self, prev_state: Any, word: str, is_last_word: bool = False) -> tuple[float, Any]:
+        """The term for a finished word and the state after it."""
+
+
+class LanguageModel(AbstractLanguageModel):
     """An n-gram LM with the fusion parameters of pyctcdecode's ``LanguageModel``.
 
     ``kenlm_model`` may be a path to an ARPA file (plain or .gz) or a KenLM binary, a loaded
@@ -234,11 +265,38 @@ class LanguageModel:
         """LM state at the start of an utterance (after ``<s>`` when score_boundary is on)."""
         return self._ngram.begin_sentence_state() if self.score_boundary else self._ngram.null_state()
 
-    def score(self, text: str, bos: bool = True, eos: bool = True) -> float:
-        """Total log10 probability of a whitespace-separated text (KenLM's ``Model.score``)."""
+    def score(self, *args: Any, **kwargs: Any) -> Any:
+        """Two signatures, told apart by the first argument:
+
+        - pyctcdecode's ``score(prev_state, word, is_last_word=False)`` when it is an LM state (from
+          :meth:`get_start_state` or an earlier call): ``(alpha * ln p(word | state) + beta, end state)``, with
+          ``unk_score_offset`` added for a word that is not known and, when ``is_last_word``, the end of sentence
+          (``</s>``, with ``score_boundary``) scored too; what the search adds for a finished word;
+        - KenLM's ``score(text, bos=True, eos=True)`` otherwise: the total log10 probability of a
+          whitespace-separated text."""
         if not isinstance(self._ngram, (_core.NGramLM, _core.KenlmBinaryLM)):
             raise LanguageModelError("score() is available for models read natively (ARPA or KenLM binary)")
+        if (args and isinstance(args[0], _core.LMState)) or isinstance(kwargs.get("prev_state"), _core.LMState):
+            return self._score_word(*args, **kwargs)
+        return self._score_text(*args, **kwargs)
+
+    def _score_text(self, text: str, bos: bool = True, eos: bool = True) -> float:
+        if not isinstance(text, str):
+            raise LanguageModelError(
+                f"score(): expected a text (KenLM's score) or an LM state first; got {type(text).__name__}"
+            )
         return float(self._ngram.score(text, bos, eos))
+
+    def _score_word(self, prev_state: _core.LMState, word: str, is_last_word: bool = False) -> tuple[float, Any]:
+        if not isinstance(word, str):
+            raise LanguageModelError(f"score(): word must be a str, got {type(word).__name__}")
+        log10, end_state = self._ngram.base_score(prev_state, word)
+        if word not in self._unigram_set:
+            log10 += _number("unk_score_offset", self.unk_score_offset)
+        if is_last_word and _flag("score_boundary", self.score_boundary):
+            log10 += self._ngram.base_score(end_state, "</s>")[0]
+        alpha, beta = _number("alpha", self.alpha), _number("beta", self.beta)
+        return alpha * log10 * LOG_BASE_CHANGE_FACTOR + beta, end_state
 
     def score_partial_token(self, partial_token: str) -> float:
         """The search's term for an unfinished word: 0 if a known word starts with it, else ``unk_score_offset``
@@ -332,7 +390,7 @@ class LanguageModel:
         return cls(files["kenlm"], unigrams or None, **attrs)
 
 
-class MultiLanguageModel:
+class MultiLanguageModel(AbstractLanguageModel):
     """Several n-gram LMs fused at once, as pyctcdecode's ``MultiLanguageModel``: every LM scores each word and
     each unfinished word with its own parameters (alpha, beta, unknown-word offset, sentence boundaries, known
     words) and a hypothesis gets the mean of their terms. The search fuses them natively."""
@@ -364,6 +422,16 @@ class MultiLanguageModel:
     def get_start_state(self) -> list[_core.LMState]:
         """One start state per LM."""
         return [lm.get_start_state() for lm in self._language_models]
+
+    def score(self, prev_state: Sequence[_core.LMState], word: str, is_last_word: bool = False) -> tuple[float, Any]:
+        """pyctcdecode's ``score``: the mean of the LMs' terms for ``word`` (each from its own state in
+        ``prev_state``, see :meth:`LanguageModel.score`) and their end states."""
+        if len(prev_state) != len(self._language_models):
+            raise LanguageModelError(
+                f"score(): prev_state holds {len(prev_state)} states; this model fuses {len(self._language_models)}"
+            )
+        scored = [lm.score(st, word, is_last_word) for lm, st in zip(self._language_models, prev_state)]
+        return _mean([v for v, _ in scored]), [st for _, st in scored]
 
     def score_partial_token(self, partial_token: str) -> float:
         """Mean of the LMs' terms for an unfinished word."""
@@ -404,6 +472,15 @@ def model_from_recipe(recipe: tuple[Any, ...]) -> LanguageModel | MultiLanguageM
         return MultiLanguageModel([m for m in (model_from_recipe(r) for r in recipe[1]) if m is not None])
     _, path, unigrams, alpha, beta, unk_score_offset, score_boundary = recipe
     return LanguageModel(path, unigrams, alpha, beta, unk_score_offset, score_boundary)
+
+
+def load_unigram_set_from_arpa(arpa_path: str | os.PathLike[str]) -> set[str]:
+    """The words of an ARPA file's ``\\1-grams:`` section (plain or ``.gz``), without ``<s>``, ``</s>`` and
+    ``<unk>`` (pyctcdecode's function; it kept only lines that carry a backoff weight, which drops words an ARPA
+    writer may legally write without one)."""
+    from w2vlm.lm.arpa import unigrams_from_arpa
+
+    return set(unigrams_from_arpa(arpa_path))
 
 
 def _mean(values: Sequence[float]) -> float:
