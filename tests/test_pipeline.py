@@ -224,14 +224,20 @@ def test_pipeline_char_timestamps(asr) -> None:
     words = asr(audio, return_timestamps="word")
     chars = asr(audio, return_timestamps="char")
     assert chars["text"] == words["text"]
-    assert "".join(c["text"] for c in chars["chunks"]) == words["text"].replace(" ", "")
-    # every character lies inside its word, in order
+    # as transformers' CTC character offsets: the word delimiter is a chunk " ", so the chunks spell the text
+    assert "".join(c["text"] for c in chars["chunks"]) == words["text"]
+    # every character lies inside its word, in order; a space spans the pause between two words
     spans = iter(chars["chunks"])
-    for word in words["chunks"]:
+    previous = None
+    for i, word in enumerate(words["chunks"]):
         start, end = word["timestamp"]
+        if i:
+            space = next(spans)
+            assert space["text"] == " " and space["timestamp"] == (previous, start)
         for _ in word["text"]:
             ch = next(spans)
             assert start - 1e-9 <= ch["timestamp"][0] < ch["timestamp"][1] <= end + 1e-9
+        previous = ch["timestamp"][1]
 
 
 def test_pipeline_list_and_batch_equal_single(asr) -> None:
@@ -343,7 +349,7 @@ def test_chunked_stream_with_decoder_kwargs_and_chars(asr) -> None:
     (stitched,) = asr.compute_logits([audio], 1.5, 0.3)
     whole = asr.processor.decode(stitched, **kwargs)
     assert out["text"] == whole.text
-    assert "".join(c["text"] for c in out["chunks"]) == whole.text.replace(" ", "")
+    assert "".join(c["text"] for c in out["chunks"]) == whole.text
     # the per-call parameters did not stay in the decoder
     assert asr.decoder.language_model.alpha == 0.5 and asr.decoder.language_model.beta == 1.5
 

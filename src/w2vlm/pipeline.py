@@ -366,12 +366,29 @@ def _call_config(
     return base.with_(chunk_length_s=chunk_length_s or None, stride_length_s=stride, batch_size=batch_size)
 
 
+def _char_chunks(transcript: Transcript) -> list[dict[str, Any]]:
+    """Character chunks as transformers gives them for CTC models: the word delimiter included, as " " (here
+    spanning the pause between the words), so that the chunks' texts join to the text."""
+    chunks = [{"text": c.word, "timestamp": (round(c.start, 3), round(c.end, 3))} for c in transcript.chars]
+    lengths = [len(w.word) for w in transcript.words]
+    if sum(lengths) != len(chunks):  # characters that do not spell the words one for one: left as they are
+        return chunks
+    out: list[dict[str, Any]] = []
+    at = 0
+    for i, n in enumerate(lengths):
+        if i and n:
+            out.append({"text": " ", "timestamp": (out[-1]["timestamp"][1], chunks[at]["timestamp"][0])})
+        out.extend(chunks[at : at + n])
+        at += n
+    return out
+
+
 def _as_dict(transcript: Transcript, timestamps: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"text": transcript.text}
     if timestamps == "word":
         out["chunks"] = [{"text": w.word, "timestamp": (round(w.start, 3), round(w.end, 3))} for w in transcript.words]
     elif timestamps == "char":
-        out["chunks"] = [{"text": c.word, "timestamp": (round(c.start, 3), round(c.end, 3))} for c in transcript.chars]
+        out["chunks"] = _char_chunks(transcript)
     elif timestamps == "segment":
         out["chunks"] = [
             {
