@@ -66,6 +66,15 @@ def test_engine_config_validates() -> None:
 # ------------------------------------------------------------------------------------------------ windows
 
 
+def test_bad_strides_are_named() -> None:
+    for stride in (-1.0, (0.2, -0.1), float("nan"), (float("inf"), 0.1)):
+        with pytest.raises(ValueError, match=r"strides must be finite and at least 0 s"):
+            chunk_sizes(2.0, stride, 16000, 320)
+    with pytest.raises(ValueError, match=r"leave no centre in 2.0 s windows"):
+        chunk_sizes(2.0, 1.0, 16000, 320)
+    assert chunk_sizes(2.0, 0.0, 16000, 320) == (32000, 0, 0)
+
+
 @given(
     total=st.integers(400, 40_000),
     chunk_s=st.sampled_from([0.5, 1.0, 1.3]),

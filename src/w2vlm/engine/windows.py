@@ -10,6 +10,8 @@ by length); :class:`Stitcher` puts their frames back in order.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +49,12 @@ def chunk_sizes(
     if isinstance(stride_length_s, (int, float)):
         stride_length_s = (stride_length_s, stride_length_s)
     left_s, right_s = (float(x) for x in stride_length_s)
+    if not (math.isfinite(left_s) and math.isfinite(right_s)) or left_s < 0 or right_s < 0:
+        raise ValueError(f"stride_length_s: strides must be finite and at least 0 s; got ({left_s}, {right_s})")
     chunk = round(chunk_length_s * sampling_rate / ratio) * ratio
     left = round(left_s * sampling_rate / ratio) * ratio
     right = round(right_s * sampling_rate / ratio) * ratio
-    if left < 0 or right < 0 or chunk - left - right <= 0:
+    if chunk - left - right <= 0:
         raise ValueError(
             f"stride_length_s: strides ({left_s}, {right_s}) s leave no centre in {chunk_length_s} s "
             "windows; the strides together must be shorter than chunk_length_s"
