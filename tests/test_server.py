@@ -334,6 +334,12 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server: LiveServer, p
         assert_openai_error(response, status, param)
     bad_audio = cases[3][0].json()["error"]
     assert bad_audio["code"] == "invalid_audio" and "clip.wav" in bad_audio["message"]
+    assert cases[2][0].json()["error"]["code"] == "invalid_audio"  # empty
+    # streamed: an upload that cannot be read is refused before the stream starts (it was a 200 with an error
+    # event), and its message names the upload, not the temporary file the server read it from
+    for bad in (b"this is not audio at all" * 50, data[:60]):
+        err = assert_openai_error(post(server, bad, stream="true"), 400, "file")
+        assert err["code"] == "invalid_audio" and "clip.wav" in err["message"] and "w2vlm-upload" not in err["message"]
     # not multipart at all
     r = httpx.post(f"{server.url}/v1/audio/transcriptions", json={"model": MODEL_ID}, headers=auth())
     assert_openai_error(r, 400)
@@ -362,6 +368,32 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server: LiveServer, p
     assert r.status_code == 200 and r.json()["text"] == pipe(audio)["text"]
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["in_flight"] == 0 and health["decoding"] == 0
+
+
+def test_uploads_are_read_from_a_temporary_file_that_goes_away(pipe: Any, clips: dict, tmp_path: Path) -> None:
+    """An upload is written to a temporary file and read block by block (a 60-minute opus upload had been
+    decoded whole in memory: 0.4 -> 1.8 GB); the file is gone after the request, streamed or not, and one
+    longer than the server's limit by its header is refused before it is read."""
+    import tempfile
+
+    audio, data = clips["c"]
+    before = set(Path(tempfile.gettempdir()).glob("w2vlm-upload-*"))
+    settings = ServerSettings(model_id=MODEL_ID, max_audio_s=1.0)
+    with LiveServer(create_app(pipe, ServerSettings(model_id=MODEL_ID))) as live:
+        assert post(live, data, headers={}).json()["text"] == pipe(audio)["text"]
+        with httpx.stream(
+            "POST",
+            f"{live.url}/v1/audio/transcriptions",
+            data={"model": MODEL_ID, "stream": "true"},
+            files={"file": ("clip.wav", data, "audio/wav")},
+            timeout=60,
+        ) as r:
+            assert r.status_code == 200 and "transcript.text.done" in r.read().decode()
+    assert set(Path(tempfile.gettempdir()).glob("w2vlm-upload-*")) == before
+    seconds = audio.size / 16000
+    with LiveServer(create_app(pipe, settings)) as live:
+        err = assert_openai_error(post(live, data, headers={}), 400, "file")
+        assert f"its header says it is {seconds:.1f} s long; this server takes at most 1 s" in err["message"]
 
 
 def test_language_is_checked_against_the_served_language(pipe: Any, clips: dict) -> None:

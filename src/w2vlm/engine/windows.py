@@ -11,7 +11,6 @@ by length); :class:`Stitcher` puts their frames back in order.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any

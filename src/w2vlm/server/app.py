@@ -145,11 +145,13 @@ def create_app(
         release = True
         try:
             req = await read_request(request, settings, state.transcriber.hotwords_from_prompt)
-            if req.stream:
-                slot = StreamSlot(state)
-                release = False  # the stream's slot is released when its response ends
-                return sse_response(lambda: state.stream_events(req, slot.cancelled), state.executor, slot)
             loop = asyncio.get_running_loop()
+            if req.stream:
+                # opened first: an upload that cannot be read is a 400, not an error event after a 200
+                upload = await loop.run_in_executor(state.executor, state.open_upload, req)
+                slot = StreamSlot(state, upload)
+                release = False  # the stream's slot is released when its response ends
+                return sse_response(lambda: state.stream_events(req, upload, slot.cancelled), state.executor, slot)
             transcript = await loop.run_in_executor(state.executor, state.transcribe, req)
             state.served += 1
             return render(req, transcript, state.token_ids)

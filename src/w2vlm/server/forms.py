@@ -115,7 +115,9 @@ async def read_request(
         if len(data) > settings.max_upload_bytes:
             raise too_large(len(data), settings)
         if not data:
-            raise ApiError(400, f"{upload.filename or 'file'}: the uploaded file is empty", param="file")
+            raise ApiError(
+                400, f"{upload.filename or 'file'}: the uploaded file is empty", param="file", code="invalid_audio"
+            )
         stream = parse_bool(text_field(form, "stream"), "stream")
         fields = validate_fields(form, settings, hotwords_from_prompt)
         if stream and fields["response_format"] in ("srt", "vtt"):

@@ -52,9 +52,10 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def audio_error(exc: Exception, filename: str) -> ApiError:
-    """400 for an upload the loader refused, its message naming the uploaded file instead of its bytes."""
-    text = str(exc)
+def audio_error(exc: Exception, filename: str, path: str | None = None) -> ApiError:
+    """400 for an upload the loader refused, its message naming the uploaded file instead of its bytes (or
+    ``path``, the temporary file it was written to)."""
+    text = str(exc) if path is None else str(exc).replace(path, "<bytes input>")
     message = text.replace("<bytes input>", filename) if "<bytes input>" in text else f"{filename}: {text}"
     return ApiError(400, message, param="file", code="invalid_audio")
 
