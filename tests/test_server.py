@@ -220,7 +220,7 @@ def test_segments_and_subtitle_writers() -> None:
     transcript = Transcript("upload", "one two three four", 3661.5, words)
     segs = transcript.cues()  # the same cues as the command line's writers
     assert [s.text for s in segs] == ["one two", "three", "four"]  # "four" makes the cue too long
-    assert render(transcript, "srt").splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:00,700", "one two"]
+    assert render(transcript, "srt").splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:01,000", "one two"]
     assert "01:01:01.500" in render(transcript, "vtt")
     empty = Transcript("upload", "", 0.0)
     assert empty.cues() == [] and render(empty, "srt").strip() == ""

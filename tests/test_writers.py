@@ -11,7 +11,17 @@ import pytest
 
 from w2vlm.errors import W2vlmError
 from w2vlm.fileio import atomic_write_text
-from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Alternative, Transcript, Word, segment_words
+from w2vlm.results import (
+    CUE_LINE_WIDTH,
+    CUE_LINES,
+    CUE_MAX_S,
+    Alternative,
+    Segment,
+    Transcript,
+    Word,
+    held_cues,
+    segment_words,
+)
 from w2vlm.writers import (
     FORMATS,
     CueStyle,
@@ -103,8 +113,9 @@ def test_json_fields() -> None:
 def test_srt_segments_and_words() -> None:
     srt = render(_transcript(), "srt")
     blocks = srt.strip().split("\n\n")
-    assert blocks[0] == "1\n00:00:00,100 --> 00:00:00,900\nhello world"
-    assert blocks[1] == "2\n00:00:02,900 --> 00:00:03,300\nagain"
+    # each cue stays on screen for at least CUE_MIN_S (1 s) where the next cue and the input's end allow
+    assert blocks[0] == "1\n00:00:00,100 --> 00:00:01,100\nhello world"
+    assert blocks[1] == "2\n00:00:02,900 --> 00:00:03,500\nagain"
     # word timestamps do not make one-word cues
     assert render(_transcript(word_timestamps=True), "srt") == srt
 
@@ -129,13 +140,26 @@ def test_cue_style_limits_duration_and_wraps_lines() -> None:
 def test_vtt() -> None:
     vtt = render(_transcript(), "vtt")
     assert vtt.startswith("WEBVTT\n\n")
-    assert "00:00:00.100 --> 00:00:00.900\nhello world\n" in vtt
+    assert "00:00:00.100 --> 00:00:01.100\nhello world\n" in vtt
     timed = render(_transcript(word_timestamps=True), "vtt")
     assert "hello <00:00:00.500>world" in timed
     # every cue timing line is well formed
     for line in timed.splitlines():
         if "-->" in line:
             assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", line)
+
+
+def test_cues_stay_on_screen_long_enough_to_be_read() -> None:
+    """A cue ended with its last word: a one-word cue could show for 20 ms. Subtitles keep each for CUE_MIN_S
+    where the next cue leaves room (never over it, nor past a known end of the input); tsv keeps word times."""
+    cues = [Segment(34.556, 34.576, "a"), Segment(34.9, 35.0, "b"), Segment(40.0, 40.2, "c"), Segment(50.0, 50.1, "d")]
+    held = held_cues(cues, 1.0, duration=50.5)
+    assert [(c.start, c.end) for c in held] == [(34.556, 34.9), (34.9, 35.9), (40.0, 41.0), (50.0, 50.5)]
+    assert held_cues(cues[3:], 1.0)[0].end == 51.0  # the input's end unknown
+    assert cues[0].end == 34.576  # only copies change
+    assert held_cues([Segment(1.0, 3.0, "long")], 1.0)[0].end == 3.0
+    rows = render(_transcript(), "tsv").splitlines()
+    assert rows[1] == "100\t900\thello world"
 
 
 def test_tsv() -> None:

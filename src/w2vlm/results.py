@@ -11,12 +11,15 @@ a cue would pass ``max_s`` seconds (default :data:`CUE_MAX_S`) or ``max_chars`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate, pairwise
 
 SEGMENT_PAUSE_S = 0.8
 CUE_MAX_S = 7.0
+#: Shortest time a subtitle cue stays on screen where the next cue leaves room (a cue's words can take 0.02 s)
+CUE_MIN_S = 1.0
 CUE_LINE_WIDTH = 42
 CUE_LINES = 2
 
@@ -105,6 +108,17 @@ class Transcript:
         return out
 
 
+def held_cues(cues: Sequence[Segment], min_s: float = CUE_MIN_S, duration: float = 0.0) -> list[Segment]:
+    """``cues`` as subtitles show them: each kept on screen for at least ``min_s`` seconds, as far as the next
+    cue's start (and the input's ``duration``, when known) allow; a cue otherwise ends with its last word, which
+    can be a fraction of a second after it starts. Only the ends move."""
+    out = []
+    for i, cue in enumerate(cues):
+        limit = cues[i + 1].start if i + 1 < len(cues) else (duration if duration > cue.end else math.inf)
+        out.append(replace(cue, end=max(cue.end, min(cue.start + min_s, limit))))
+    return out
+
+
 def segment_words(
     words: Sequence[Word],
     text: str = "",
@@ -172,10 +186,12 @@ __all__ = [
     "CUE_LINES",
     "CUE_LINE_WIDTH",
     "CUE_MAX_S",
+    "CUE_MIN_S",
     "SEGMENT_PAUSE_S",
     "Alternative",
     "Segment",
     "Transcript",
     "Word",
+    "held_cues",
     "segment_words",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 
 from w2vlm.errors import W2vlmError
 from w2vlm.fileio import atomic_write_text
-from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, Segment, Transcript
+from w2vlm.results import CUE_LINE_WIDTH, CUE_LINES, CUE_MAX_S, CUE_MIN_S, Segment, Transcript, held_cues
 
 #: Formats a transcript can be written in, in the order "all" writes them.
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
@@ -31,11 +31,13 @@ FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 
 @dataclass(frozen=True)
 class CueStyle:
-    """How long a subtitle cue may be: ``max_s`` seconds, ``lines`` lines of ``line_width`` characters."""
+    """How long a subtitle cue may be: ``max_s`` seconds, ``lines`` lines of ``line_width`` characters; srt
+    and vtt keep each on screen for at least ``min_s`` seconds where the next cue leaves room."""
 
     max_s: float = CUE_MAX_S
     line_width: int = CUE_LINE_WIDTH
     lines: int = CUE_LINES
+    min_s: float = CUE_MIN_S
 
     def __post_init__(self) -> None:
         if not self.max_s > 0:
@@ -47,6 +49,10 @@ class CueStyle:
 
     def cues(self, t: Transcript) -> list[Segment]:
         return t.cues(self.max_s, self.line_width * self.lines)
+
+    def shown(self, t: Transcript) -> list[Segment]:
+        """The cues as subtitles show them (:func:`~w2vlm.results.held_cues`)."""
+        return held_cues(self.cues(t), self.min_s, t.duration)
 
     def wrap(self, text: str) -> str:
         lines = textwrap.wrap(text, self.line_width, break_long_words=False, break_on_hyphens=False)
@@ -125,7 +131,7 @@ def to_json(t: Transcript, style: CueStyle) -> str:
 
 def to_srt(t: Transcript, style: CueStyle) -> str:
     """SubRip cues (see :class:`CueStyle`)."""
-    cues = style.cues(t)
+    cues = style.shown(t)
     blocks = [
         f"{i}\n{srt_time(c.start)} --> {srt_time(c.end)}\n{style.wrap(c.text)}\n" for i, c in enumerate(cues, start=1)
     ]
@@ -136,7 +142,7 @@ def to_vtt(t: Transcript, style: CueStyle) -> str:
     """WebVTT cues (see :class:`CueStyle`); with word timestamps each later word carries an inline ``<time>``
     tag."""
     out = ["WEBVTT", ""]
-    for cue in style.cues(t):
+    for cue in style.shown(t):
         text = style.wrap(cue.text)
         if t.word_timestamps and cue.words and len(cue.words) == len(cue.text.split(" ")):
             tagged = iter([cue.words[0].word] + [f"<{vtt_time(w.start)}>{w.word}" for w in cue.words[1:]])
