@@ -273,3 +273,27 @@ def test_a_long_mp3_is_read_in_blocks_without_decoder_noise(tmp_path: Path, capf
     assert "part2_3_length" not in err
     np.testing.assert_allclose(blocks, whole, atol=1e-6)
     np.testing.assert_allclose(loaded, whole, atol=1e-6)
+
+
+def test_the_default_audio_track_is_read(tmp_path: Path) -> None:
+    """A file with several audio tracks: the one marked as default (what a player plays), not the first one."""
+    import av
+
+    t = np.arange(16000) / 16000
+    tones = {300: np.sin(2 * np.pi * 300 * t), 1000: np.sin(2 * np.pi * 1000 * t)}
+    for default, want in ((1, 1000.0), (0, 300.0)):
+        path = tmp_path / f"two{default}.mkv"
+        with av.open(str(path), "w", format="matroska") as out:
+            streams = [out.add_stream("pcm_s16le", rate=16000, layout="mono") for _ in range(2)]
+            for i, stream in enumerate(streams):  # before the first packet, which writes the header
+                stream.disposition = av.stream.Disposition.default if i == default else av.stream.Disposition(0)
+            for stream, tone in zip(streams, tones.values(), strict=True):
+                frame = av.AudioFrame.from_ndarray(
+                    (tone * 16000).astype(np.int16)[None, :], format="s16", layout="mono"
+                )
+                frame.sample_rate = 16000
+                for packet in [*stream.encode(frame), *stream.encode(None)]:
+                    out.mux(packet)
+        assert _dominant_freq(load_audio(path), 16000) == pytest.approx(want, abs=3.0)
+        blocks = np.concatenate(list(iter_audio_blocks(path, 16000, block_s=0.3)))
+        assert _dominant_freq(blocks, 16000) == pytest.approx(want, abs=3.0)

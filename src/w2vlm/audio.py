@@ -243,6 +243,16 @@ def _open_av(source: str | io.BytesIO, name: str) -> Any:
     return container
 
 
+def _main_audio_stream(container: Any) -> Any:
+    """The audio stream a player would play: the first one marked as the default, else the first one (a film
+    with several audio tracks marks the one to use)."""
+    import av
+
+    default = av.stream.Disposition.default
+    marked = [s for s in container.streams.audio if int(s.disposition) & int(default)]
+    return (marked or list(container.streams.audio))[0]
+
+
 def _av_samples(frame: Any, channels: int) -> np.ndarray:
     """(samples, channels) of a packed float frame (one plane, whatever the channel count)."""
     flat = frame.to_ndarray().astype(np.float32, copy=False).reshape(-1)
@@ -255,7 +265,7 @@ def _iter_av_frames(source: str | io.BytesIO, name: str) -> Iterator[tuple[np.nd
 
     container = _open_av(source, name)
     try:
-        stream = container.streams.audio[0]
+        stream = _main_audio_stream(container)
         resampler = None
         channels = 0
         try:
