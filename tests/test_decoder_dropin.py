@@ -235,3 +235,14 @@ def test_labels_that_do_not_fit_the_lms_words_are_warned_about(hello_path, caplo
     with caplog.at_level("WARNING", logger="w2vlm.decoder"):
         build_ctcdecoder(WORDS_LABELS, hello_path)
     assert "don't seem to agree" not in caplog.text
+
+
+def test_unigrams_may_be_a_path(hello_path, tmp_path):
+    """A string for ``unigrams`` is the path of a unigrams.txt (pyctcdecode took its characters: a mistyped
+    path gave a decoder with a vocabulary of letters, silently)."""
+    words = tmp_path / "unigrams.txt"
+    words.write_text("\n".join(UNIGRAMS) + "\n")
+    assert build_ctcdecoder(WORDS_LABELS, hello_path, str(words)).language_model.unigrams == sorted(UNIGRAMS)
+    assert LanguageModel(hello_path, words).unigrams == sorted(UNIGRAMS)
+    with pytest.raises(LanguageModelError, match=r"typo\.txt: unigrams file not found"):
+        build_ctcdecoder(WORDS_LABELS, hello_path, str(tmp_path / "typo.txt"))

@@ -23,7 +23,13 @@ from w2vlm.decoder.beams import (  # noqa: F401  (Frames, WordFrames: pyctcdecod
     output_beam,
     with_confidence,
 )
-from w2vlm.decoder.language_model import LanguageModel, MultiLanguageModel, model_from_recipe, model_recipe
+from w2vlm.decoder.language_model import (
+    LanguageModel,
+    MultiLanguageModel,
+    model_from_recipe,
+    model_recipe,
+    unigram_words,
+)
 from w2vlm.decoder.logits import as_logits, to_log_probs  # noqa: F401  (to_log_probs: imported from here too)
 from w2vlm.defaults import (
     DEFAULT_ALPHA,
@@ -570,14 +576,16 @@ class DecoderStream:
         return self._decoder._to_output(self._search.best_partial())
 
     def finalize(self) -> list[OutputBeam]:
-        """End-of-utterance results, best first. The stream may still be fed afterwards."""
+        """End-of-utterance results of the frames fed so far, best first. It does not end the stream: frames fed
+        afterwards continue the same utterance (a word cut at the end of this call goes on in the next); a new
+        utterance needs a new stream."""
         return [self._decoder._to_output(h) for h in self._search.finalize()]
 
 
 def build_ctcdecoder(
     labels: Sequence[str],
     kenlm_model_path: str | os.PathLike[str] | None = None,
-    unigrams: Iterable[str] | None = None,
+    unigrams: Iterable[str] | str | os.PathLike[str] | None = None,
     alpha: float = DEFAULT_ALPHA,
     beta: float = DEFAULT_BETA,
     unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET,
@@ -591,12 +599,15 @@ def build_ctcdecoder(
     ``best_path_frames=True``: word and token spans of the more probable of two merging paths (see
     :class:`BeamSearchDecoderCTC`).
 
+    ``unigrams``: the known words, or the path of a ``unigrams.txt`` (one word a line; pyctcdecode would take a
+    string for its characters).
+
     ``pyctcdecode_eos=False`` scores the end of a hypothesis that ends in a word delimiter with ``</s>`` only,
     instead of pyctcdecode's unknown-empty-word penalty (more accurate; transcripts then differ from
     pyctcdecode's on such utterances).
     """
     alphabet = Alphabet.build_alphabet(labels)
-    unigram_list = None if unigrams is None else list(unigrams)
+    unigram_list = unigram_words(unigrams)
     if unigram_list is not None:
         verify_alphabet_coverage(alphabet, unigram_list)
     lm = None

@@ -44,6 +44,7 @@ __all__ = [
     "load_unigrams",
     "model_from_recipe",
     "model_recipe",
+    "unigram_words",
 ]
 
 logger = logging.getLogger("w2vlm.decoder")
@@ -142,7 +143,7 @@ class LanguageModel(AbstractLanguageModel):
     def __init__(
         self,
         kenlm_model: Any,
-        unigrams: Collection[str] | None = None,
+        unigrams: Collection[str] | str | os.PathLike[str] | None = None,
         alpha: float = DEFAULT_ALPHA,
         beta: float = DEFAULT_BETA,
         unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET,
@@ -180,7 +181,8 @@ class LanguageModel(AbstractLanguageModel):
         self._ngram = ngram
         if self._kenlm_model is None:
             self._kenlm_model = NGramModelFile(ngram, self._path)
-        self._unigrams: list[str] | None = None if unigrams is None else [str(u) for u in unigrams]
+        words = unigram_words(unigrams)
+        self._unigrams: list[str] | None = None if words is None else [str(u) for u in words]
         if self._unigrams is not None:
             if len(self._unigrams) < 1000:
                 logger.info("Only %d unigrams given. Is this small or artificial data?", len(self._unigrams))
@@ -443,6 +445,16 @@ class MultiLanguageModel(AbstractLanguageModel):
 
     def save_to_dir(self, filepath: str | os.PathLike[str]) -> None:
         raise NotImplementedError("a MultiLanguageModel cannot be saved (pyctcdecode cannot either)")
+
+
+def unigram_words(unigrams: Collection[str] | str | os.PathLike[str] | None) -> list[str] | None:
+    """Known words as given: a collection of words, or the path of a ``unigrams.txt`` (a string is a path here,
+    not a collection of characters)."""
+    if unigrams is None:
+        return None
+    if isinstance(unigrams, (str, os.PathLike)):
+        return load_unigrams(unigrams)
+    return list(unigrams)
 
 
 def model_recipe(model: LanguageModel | MultiLanguageModel | None) -> tuple[Any, ...]:
