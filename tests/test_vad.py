@@ -47,8 +47,8 @@ def _random_blocks(audio: np.ndarray, seed: int, most: int = 20_000) -> list[np.
     return blocks
 
 
-def _summary(found: list[vad.Speech]) -> list[tuple[int, int, float]]:
-    return [(s.start, s.audio.size, s.speech_prob) for s in found]
+def _summary(found: list[vad.Speech]) -> list[tuple[int, int, float, int]]:
+    return [(s.start, s.audio.size, s.speech_prob, s.right) for s in found]
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +153,8 @@ def _long_input(clips: list[np.ndarray], seconds: float, seed: int) -> tuple[np.
     return joined_with_gaps(chosen, gaps)
 
 
-def _watched(finder: vad.SpeechFinder, blocks: list[np.ndarray], sizes: list[int]) -> list[tuple[int, int, float]]:
-    """The finder's segments of ``blocks`` as (start, length, speech probability); ``sizes`` gets the size of the
+def _watched(finder: vad.SpeechFinder, blocks: list[np.ndarray], sizes: list[int]) -> list[tuple[int, int, float, int]]:
+    """The finder's segments of ``blocks`` as (start, length, speech probability, right); ``sizes`` gets the size of the
     audio the finder holds as each block is read."""
 
     def feed() -> Iterator[np.ndarray]:
@@ -166,15 +166,16 @@ def _watched(finder: vad.SpeechFinder, blocks: list[np.ndarray], sizes: list[int
     segments = finder.segments(feed())
     out = []
     for speech in segments:
-        out.append((speech.start, speech.audio.size, speech.speech_prob))  # the audio is not kept
-        assert speech.audio.size <= (DEFAULT_PARAMS.max_segment_s + 2 * DEFAULT_PARAMS.pad_s) * RATE
+        out.append((speech.start, speech.audio.size, speech.speech_prob, speech.right))  # the audio is not kept
+        # at most the longest segment with padding, or with the audio it shares with its neighbours at cuts
+        assert speech.audio.size <= (DEFAULT_PARAMS.max_segment_s + 2 * vad.CUT_OVERLAP_S) * RATE
     return out
 
 
-def _covered(found: list[tuple[int, int, float]], spans: list[tuple[int, int]]) -> bool:
+def _covered(found: list[tuple[int, int, float, int]], spans: list[tuple[int, int]]) -> bool:
     """Whether every speech span lies within the segments, give or take 0.1 s at its edges."""
     mask = np.zeros(max(hi for _, hi in spans) + 1, bool)
-    for start, size, _ in found:
+    for start, size, *_ in found:
         mask[start : start + size] = True
     edge = RATE // 10
     return all(mask[lo + edge : hi - edge].all() for lo, hi in spans)
@@ -189,12 +190,17 @@ def test_ten_minutes_in_small_blocks_hold_bounded_audio(silero: vadnet.SileroVad
     found = _watched(finder, [audio[i : i + block] for i in range(0, audio.size, block)], held)
     assert finder.samples == audio.size
     # the audio waiting for the VAD, the open segment and its padding, one block: never the whole input
-    bound = (vad._VAD_BLOCK_S + DEFAULT_PARAMS.max_segment_s + DEFAULT_PARAMS.pad_s) * RATE + 2 * block
+    bound = (vad._VAD_BLOCK_S + DEFAULT_PARAMS.max_segment_s + vad.CUT_OVERLAP_S) * RATE + 2 * block
     assert len(held) == -(-audio.size // block) and max(held) <= bound < audio.size / 3
     assert _covered(found, spans)
-    for (start, size, _), (following, _, _) in itertools.pairwise(found):
-        assert start + size <= following
-    assert max(size for _, size, _ in found) > 0.9 * DEFAULT_PARAMS.max_segment_s * RATE  # long speech was cut
+    overlap = round(vad.CUT_OVERLAP_S * RATE)
+    for (start, size, _, right), (following, *_) in itertools.pairwise(found):
+        if right:  # a forced cut: both sides share the overlap on each side of it
+            assert right == overlap and start + size - right == following + overlap
+        else:
+            assert start + size <= following
+    assert max(size for _, size, *_ in found) > 0.9 * DEFAULT_PARAMS.max_segment_s * RATE  # long speech was cut
+    assert any(right for *_, right in found)
     # the same segments as from the input in one block
     whole, _ = _find(silero, [audio])
     assert _summary(whole) == found
@@ -210,7 +216,7 @@ def test_the_vad_runs_on_batches_and_drops_what_it_no_longer_needs(
     finder = vad.SpeechFinder(silero, RATE, DEFAULT_PARAMS)
     held: list[int] = []
     found = _watched(finder, [audio[i : i + block] for i in range(0, audio.size, block)], held)
-    bound = (4.0 + DEFAULT_PARAMS.max_segment_s + DEFAULT_PARAMS.pad_s) * RATE + 2 * block
+    bound = (4.0 + DEFAULT_PARAMS.max_segment_s + vad.CUT_OVERLAP_S) * RATE + 2 * block
     assert max(held) <= bound
     assert _covered(found, spans)
     # the same segments as from the input in one block, or in random blocks
@@ -262,12 +268,14 @@ def test_units_are_speech_segments_for_long_inputs(clips: list[np.ndarray], tmp_
     from_file, from_array = InputInfo(), InputInfo()
     units = list(reader.units(str(path), "long.wav", config, info=from_file))
     assert from_file.segmented and from_file.samples == audio.size and from_file.vad_seconds > 0
-    assert all(right == 0 and not last and prob is not None and prob > 0.0 for _, _, right, last, prob in units)
+    # right context: only at forced cuts, the audio the two sides share
+    overlap = round(vad.CUT_OVERLAP_S * RATE)
+    assert all(right in (0, overlap) and not last and prob and prob > 0.0 for _, _, right, last, prob in units)
     assert np.mean([prob for *_, prob in units]) > 0.5  # a segment's mean may dip below the threshold, not most
     assert _covered([(start, a.size, 0.0) for start, a, *_ in units], spans)
     # the file, read block by block, gives what the same audio in memory gives
     same = list(reader.units(audio, "array", config, info=from_array))
-    assert [(u[0], u[1].size, u[4]) for u in units] == [(u[0], u[1].size, u[4]) for u in same]
+    assert [(u[0], u[1].size, u[2], u[4]) for u in units] == [(u[0], u[1].size, u[2], u[4]) for u in same]
     assert from_array.samples == audio.size
     for (start, piece, *_), (_, other, *_) in zip(units, same):
         np.testing.assert_array_equal(piece, other)

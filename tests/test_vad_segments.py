@@ -306,3 +306,24 @@ def test_segment_confidence_is_the_mean_word_confidence() -> None:
     out = merge("f", [(_transcript(words), 0.0, 0.9, _evidence(5, {(0, 5): 1.0}))], 3.0, 0.5)
     assert out.segments[0].confidence == pytest.approx(0.75)
     assert out.segments[0].no_speech_prob == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_sides_of_a_forced_cut_give_each_word_once() -> None:
+    """Two segments that share audio around a forced cut (each recognised with a second of the other's audio):
+    each word comes from the side its middle is on, so a word the cut goes through comes out once and whole."""
+    from w2vlm.engine.segments import assemble
+    from w2vlm.results import Transcript, Word
+
+    spf = 0.02
+    evidence = np.full(500, 0.9, np.float32)  # 10 s of frames the model is sure of
+    # first side: 0-10 s of the input (the cut at 9 s, one second past it); second side: 8-18 s
+    a = Transcript("x", "", 10.0, [Word("the", 7.0, 7.3), Word("walked", 8.8, 9.3), Word("to", 9.6, 9.8)])
+    b = Transcript("x", "", 10.0, [Word("ked", 0.0, 0.2), Word("walked", 0.8, 1.3), Word("to", 1.6, 1.8)])
+    b.words.append(Word("school", 2.0, 2.6))
+    got = assemble("x", [(a, 0.0, 0.9, evidence), (b, 8.0, 0.9, evidence)], 18.0, spf, None)
+    assert [w.word for w in got.words] == ["the", "walked", "to", "school"]
+    assert [s.text for s in got.segments] == ["the", "walked to school"]  # "walked": its middle 9.05 s
+    assert [w.start for w in got.words] == [7.0, 8.8, 9.6, 10.0]
+    # segments that do not share audio keep all their words
+    apart = assemble("x", [(a, 0.0, 0.9, evidence), (b, 10.0, 0.9, evidence)], 20.0, spf, None)
+    assert len(apart.words) == 7

@@ -49,7 +49,7 @@ DEFAULT_VAD_MIN_SPEECH_S = 0.25
 DEFAULT_VAD_MIN_SILENCE_S = 0.5
 DEFAULT_VAD_PAD_S = 0.2
 #: Longest speech segment for a model that does not say what it was trained on (its config's
-#: ``max_segment_s``); longer speech is cut at its quietest point.
+#: ``max_segment_s``); longer speech is cut at its quietest point (the sides sharing vad.CUT_OVERLAP_S of audio).
 DEFAULT_MAX_SEGMENT_S = 20.0
 #: A segment whose ``no_speech_prob`` (see :mod:`w2vlm.engine.segments`) is above this gives no words.
 DEFAULT_NO_SPEECH_THRESHOLD = 0.5

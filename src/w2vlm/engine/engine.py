@@ -194,6 +194,7 @@ class Engine:
         info = InputInfo()
         stitcher = Stitcher(self.runner.ratio)  # the windows of an input without VAD
         pieces: list[np.ndarray] = []
+        held: list[tuple[float, float | None, np.ndarray]] = []  # segments that end at a forced cut
         for index, (start, audio, right, last, prob) in enumerate(
             self.inputs.units(item, name, config, allow_urls, info)
         ):
@@ -202,7 +203,12 @@ class Engine:
                 stitcher.add(Window(0, index, start, audio.size, right, last), lp)
                 pieces += stitcher.ready()
                 continue
-            yield from self._transcribe_one(name, [(start / self.sampling_rate, prob, lp)], 0.0, decode).segments
+            held.append((start / self.sampling_rate, prob, lp))
+            if right == 0:  # sides of a forced cut share audio: they go out together, each word once
+                yield from self._transcribe_one(name, held, 0.0, decode).segments
+                held = []
+        if held:
+            yield from self._transcribe_one(name, held, 0.0, decode).segments
         if not info.segmented:
             whole = [(0.0, None, join(pieces, self.vocab))]
             yield from self._transcribe_one(name, whole, info.samples / self.sampling_rate, decode).segments

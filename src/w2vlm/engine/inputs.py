@@ -87,7 +87,9 @@ class InputReader:
     ) -> Iterator[tuple[int, np.ndarray, int, bool, float | None]]:
         """One input's units: ``(start, audio, right context, is_last, speech probability)`` — its speech
         segments (with their probability) when it uses voice activity detection, else its windows (probability
-        None). ``info`` is filled in as the input is read."""
+        None). A speech segment's right context is the audio past a forced cut it shares with the next segment
+        (:data:`~w2vlm.engine.vad.CUT_OVERLAP_S`; 0 for one that ends in silence). ``info`` is filled in as the
+        input is read."""
         from w2vlm.audio import audio_duration, iter_audio_blocks, load_audio
 
         info = info if info is not None else InputInfo()
@@ -110,7 +112,7 @@ class InputReader:
         try:
             for speech in finder.segments(blocks):
                 if speech.audio.size >= MIN_WINDOW_SAMPLES:
-                    yield speech.start, speech.audio, 0, False, speech.speech_prob
+                    yield speech.start, speech.audio, speech.right, False, speech.speech_prob
         finally:
             info.samples = finder.samples
             info.vad_seconds = finder.seconds_vad

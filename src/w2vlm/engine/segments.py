@@ -109,7 +109,26 @@ def assemble(
         transcript, _, _, evidence = parts[0]
         transcript.duration = seconds
         return split_by_pauses(transcript, evidence, seconds_per_frame, threshold)
-    return merge(name, parts, seconds, threshold, model)
+    return merge(name, parts, seconds, threshold, model, seconds_per_frame)
+
+
+def _middle(w: Word) -> float:
+    return (w.start + w.end) / 2
+
+
+def _cuts(parts: Sequence[DecodedPart], seconds_per_frame: float) -> list[tuple[float, float]]:
+    """Per part, the stretch of the input its words may come from: all of it, except where it overlaps the
+    part before or after (the two sides of a forced cut share audio, :data:`~w2vlm.engine.vad.CUT_OVERLAP_S`);
+    there the middle of the shared stretch divides them."""
+    spans = [(offset, offset + evidence.size * seconds_per_frame) for _, offset, _, evidence in parts]
+    bounds = [(-math.inf, math.inf) for _ in parts]
+    for k in range(1, len(parts)):
+        (_, end), (start, _) = spans[k - 1], spans[k]
+        if end > start:
+            cut = (start + end) / 2
+            bounds[k - 1] = (bounds[k - 1][0], cut)
+            bounds[k] = (cut, bounds[k][1])
+    return bounds
 
 
 def merge(
@@ -118,10 +137,13 @@ def merge(
     duration: float,
     threshold: float | None,
     model: str | None = None,
+    seconds_per_frame: float = 0.0,
 ) -> Transcript:
     """One transcript from the transcripts of an input's speech segments, each given as ``(transcript, start
     seconds in the input, VAD speech probability, frame evidence)`` in order. Times move to input time; a
-    segment the model calls non-speech gives no words; the first failed segment fails the whole input."""
+    segment the model calls non-speech gives no words; the first failed segment fails the whole input. Where
+    two segments share audio (the sides of a forced cut; seen with ``seconds_per_frame``), each word comes from
+    the segment its middle falls in, so that a word the cut goes through comes out once, whole."""
     for t, _, _, _ in parts:
         if t.error is not None:
             t.audio, t.duration, t.segments = name, duration, []
@@ -131,13 +153,17 @@ def merge(
     segments: list[Segment] = []
     logit = lm = 0.0
     scored = bool(parts)
-    for t, offset, speech_prob, evidence in parts:
+    bounds = _cuts(parts, seconds_per_frame) if seconds_per_frame > 0 else [(-math.inf, math.inf)] * len(parts)
+    for (t, offset, speech_prob, evidence), (lo, hi) in zip(parts, bounds, strict=True):
         prob = no_speech_prob(evidence)
-        if not t.words or not _is_speech(prob, threshold):
-            continue
         moved = [Word(w.word, w.start + offset, w.end + offset, w.confidence) for w in t.words]
+        moved = [w for w in moved if lo <= _middle(w) < hi]
+        if not moved or not _is_speech(prob, threshold):
+            continue
         words += moved
-        chars += [Word(c.word, c.start + offset, c.end + offset, c.confidence) for c in t.chars]
+        moved_chars = [Word(c.word, c.start + offset, c.end + offset, c.confidence) for c in t.chars]
+        kept = (moved[0].start, moved[-1].end)
+        chars += [c for c in moved_chars if kept[0] <= _middle(c) <= kept[1]]
         segments.append(_segment(moved, prob, speech_prob))
         best = t.alternatives[0] if t.alternatives else None
         if best is None or best.logit_score is None:

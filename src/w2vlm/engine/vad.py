@@ -25,6 +25,11 @@ from w2vlm.engine.silero import FRAME_S, ROW_FRAMES, WARMUP_FRAMES, SileroVad
 
 #: How far below ``threshold`` a probability must fall to count as silence.
 NEGATIVE_MARGIN = 0.15
+#: Seconds of audio the two sides of a forced cut share (speech longer than ``max_segment_s`` without a pause):
+#: each side is recognised with this much of the other, so that a word the cut goes through is whole in both,
+#: and :func:`w2vlm.engine.segments.merge` keeps each word from the side its middle is on (a cut through a word
+#: lost it: it came out as two fragments or not at all).
+CUT_OVERLAP_S = 1.0
 #: Audio collected before the VAD runs on it (seconds; larger batches, fewer calls).
 _VAD_BLOCK_S = 120.0
 
@@ -108,11 +113,13 @@ class Segmenter:
 @dataclass
 class Speech:
     """One segment of an input: its first sample and audio at the model's rate, and its mean speech
-    probability."""
+    probability. A segment that ends at a forced cut has ``right`` samples after the cut (the next segment's,
+    which starts as far before it: :data:`CUT_OVERLAP_S`)."""
 
     start: int
     audio: np.ndarray
     speech_prob: float
+    right: int = 0
 
 
 class SpeechFinder:
@@ -142,9 +149,10 @@ class SpeechFinder:
         low = np.zeros(0, np.float32)  # 8 kHz audio not yet turned into probabilities
         history = np.zeros(0, np.float32)  # 8 kHz audio just before `low` (warm-up of the next call)
         pending: list[tuple[int, int, float, bool]] = []  # closed segments (frames) waiting for their audio
-        prev_end = 0  # last sample handed out
+        prev_end = 0  # last sample handed out (at a forced cut: the cut)
         prev_cut = False
         block_low = int(_VAD_BLOCK_S * rate)
+        overlap = round(CUT_OVERLAP_S * self.sr)
 
         def take(final: bool) -> Iterator[Speech]:
             nonlocal audio, base, prev_end, prev_cut
@@ -152,9 +160,12 @@ class SpeechFinder:
             while pending:
                 f0, f1, prob, cut = pending[0]
                 start = self.frame_sample(f0)
-                start = start if prev_cut else max(prev_end, start - self.pad)
+                start = max(0, start - overlap) if prev_cut else max(prev_end, start - self.pad)
                 end = self.frame_sample(f1)
-                if not cut:  # padded, but at most half way to the next segment
+                own_end = end
+                if cut:
+                    end += overlap
+                else:  # padded, but at most half way to the next segment
                     following = pending[1][0] if len(pending) > 1 else segmenter.start
                     if following is not None:
                         end += min(self.pad, (self.frame_sample(following) - end) // 2)
@@ -167,13 +178,15 @@ class SpeechFinder:
                     break
                 end = min(end, have)
                 pending.pop(0)
-                prev_end, prev_cut = end, cut
+                prev_end, prev_cut = (own_end if cut else end), cut
                 if end > start:
-                    yield Speech(start, audio[start - base : end - base].copy(), prob)
+                    right = max(0, end - own_end) if cut else 0
+                    yield Speech(start, audio[start - base : end - base].copy(), prob, right)
             # keep only the audio a segment can still need
             first = segmenter.t if segmenter.start is None else segmenter.start
             first = pending[0][0] if pending else first
-            keep_from = max(prev_end, self.frame_sample(first) - self.pad)
+            # (the segment after a forced cut starts `overlap` before it)
+            keep_from = prev_end - overlap if prev_cut else max(prev_end, self.frame_sample(first) - self.pad)
             if keep_from > base:
                 drop = min(keep_from - base, audio.size)
                 audio, base = audio[drop:], base + drop
@@ -215,4 +228,4 @@ class SpeechFinder:
         yield from take(True)
 
 
-__all__ = ["NEGATIVE_MARGIN", "Segmenter", "Speech", "SpeechFinder", "VadParams"]
+__all__ = ["CUT_OVERLAP_S", "NEGATIVE_MARGIN", "Segmenter", "Speech", "SpeechFinder", "VadParams"]
