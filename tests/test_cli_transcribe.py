@@ -145,6 +145,10 @@ def test_unreachable_model_path(tmp_path: Path, audio_dir: Path) -> None:
         (["--chunk-length", "-1"], "--chunk-length"),
         (["--quantize", "int4"], "--quantize"),
         (["--alpha", "abc"], "--alpha"),
+        (["--max-line-width", "0"], "--max-line-width"),
+        (["--max-line-count", "0"], "--max-line-count"),
+        (["--max-cue-duration", "0"], "--max-cue-duration"),
+        (["--max-cue-duration", "inf"], "--max-cue-duration"),
     ],
 )
 def test_bad_option_values(tiny_ctc_dir: Path, audio_dir: Path, args: list[str], message: str) -> None:

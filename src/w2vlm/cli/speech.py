@@ -170,10 +170,10 @@ def transcribe_command(
         float, typer.Option("--max-cue-duration", help="Longest subtitle cue (srt, vtt, tsv rows), in seconds.")
     ] = CUE_MAX_S,
     max_line_width: Annotated[
-        int, typer.Option("--max-line-width", help="Characters per subtitle line (srt, vtt).")
+        int, typer.Option("--max-line-width", min=1, help="Characters per subtitle line (srt, vtt).")
     ] = CUE_LINE_WIDTH,
     max_line_count: Annotated[
-        int, typer.Option("--max-line-count", help="Lines per subtitle cue (srt, vtt).")
+        int, typer.Option("--max-line-count", min=1, help="Lines per subtitle cue (srt, vtt).")
     ] = CUE_LINES,
 ) -> None:
     """Transcribe audio files (exit code 1 if any input failed)."""
@@ -248,6 +248,10 @@ def transcribe_command(
     if chunk_length is not None and not chunk_length > 0:
         raise typer.BadParameter(
             f"must be a positive number of seconds; got {chunk_length}", param_hint="'--chunk-length'"
+        )
+    if not (0 < max_cue_duration < float("inf")):
+        raise typer.BadParameter(
+            f"must be a positive number of seconds; got {max_cue_duration}", param_hint="'--max-cue-duration'"
         )
     with model_command(err):
         try:
