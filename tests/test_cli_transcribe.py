@@ -589,3 +589,37 @@ def test_a_manifest_given_to_transcribe_is_named_with_what_reads_one(tmp_path: P
     files, errors = collect_inputs([str(manifest)])
     assert files == [] and errors == [(str(manifest), errors[0][1])]
     assert "a manifest, not audio" in errors[0][1] and "--ray" in errors[0][1]
+
+
+def test_ctrl_c_keeps_finished_outputs_and_says_how_far_it_got(
+    tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the first input: its outputs are written whole, a line says how many of how many are done
+    (and that --skip-existing goes on), and the interrupt goes on up (exit 130)."""
+    import io
+
+    from rich.console import Console
+
+    import w2vlm.transcribe_run as transcribe_run
+    from w2vlm.transcribe import TranscribeOptions
+
+    real = transcribe_run.Transcriber.transcribe
+
+    def interrupted(self, todo, *args, **kwargs):
+        for i, result in enumerate(real(self, todo, *args, **kwargs)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(transcribe_run.Transcriber, "transcribe", interrupted)
+    err = io.StringIO()
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        transcribe_run.run(
+            [str(audio_dir)], TranscribeOptions(model=str(tiny_ctc_dir)), output_dir=str(out),
+            console=Console(file=err, width=200), progress=False,
+        )  # fmt: skip
+    assert "interrupted: 1 of 3 inputs transcribed and written; --skip-existing goes on with the other 2" in (
+        err.getvalue()
+    )
+    assert [p.name for p in out.rglob("*.txt")] == ["one.txt"]

@@ -172,28 +172,37 @@ def _run(
             summary.done += 1
             summary.audio_seconds += result.audio_seconds
 
-    with _progress_bar(err, total, enabled=show) as bar, ThreadPoolExecutor(1, "w2vlm-write") as writer:
-        for result in transcriber.transcribe(todo, bar.advance, word_timestamps=word_timestamps):
-            bar.file_done(result)
-            if result.error is not None:
-                _error(err, result.file.name, result.error)
-                summary.failed += 1
-                continue
-            assert result.transcript is not None
-            if verbose:
-                _print_segments(bar, result, several)
-            if output_dir is not None:
-                job = writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats, cue_style)
-            else:  # stdout: written here, in input order
-                job = Future()
-                try:
-                    _to_stdout(out, result.transcript, formats[0], several, cue_style)
-                    job.set_result(None)
-                except W2vlmError as exc:
-                    job.set_exception(exc)
-            writes.append((result, job))
-            settle(done_only=True)
-        settle(done_only=False)
+    try:
+        with _progress_bar(err, total, enabled=show) as bar, ThreadPoolExecutor(1, "w2vlm-write") as writer:
+            for result in transcriber.transcribe(todo, bar.advance, word_timestamps=word_timestamps):
+                bar.file_done(result)
+                if result.error is not None:
+                    _error(err, result.file.name, result.error)
+                    summary.failed += 1
+                    continue
+                assert result.transcript is not None
+                if verbose:
+                    _print_segments(bar, result, several)
+                if output_dir is not None:
+                    job = writer.submit(write_transcript, result.transcript, bases[id(result.file)], formats, cue_style)
+                else:  # stdout: written here, in input order
+                    job = Future()
+                    try:
+                        _to_stdout(out, result.transcript, formats[0], several, cue_style)
+                        job.set_result(None)
+                    except W2vlmError as exc:
+                        job.set_exception(exc)
+                writes.append((result, job))
+                settle(done_only=True)
+            settle(done_only=False)
+    except KeyboardInterrupt:
+        settle(done_only=False)  # the writer finished what it had: those outputs are complete
+        left = len(todo) - summary.done - summary.failed
+        err.print(
+            f"interrupted: {summary.done} of {len(todo)} inputs transcribed and written"
+            + (f"; --skip-existing goes on with the other {left}" if output_dir is not None and left else "")
+        )
+        raise
     summary.seconds = time.perf_counter() - t1
     return summary
 
