@@ -297,3 +297,25 @@ def test_the_default_audio_track_is_read(tmp_path: Path) -> None:
         assert _dominant_freq(load_audio(path), 16000) == pytest.approx(want, abs=3.0)
         blocks = np.concatenate(list(iter_audio_blocks(path, 16000, block_s=0.3)))
         assert _dominant_freq(blocks, 16000) == pytest.approx(want, abs=3.0)
+
+
+def test_a_file_cut_short_gives_what_is_there_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A FLAC cut short (an interrupted download): its intact audio is read, as ffmpeg reads it, with a warning
+    (it was an error from one reader and a raw LibsndfileError from the other); one with no intact audio is an
+    AudioError naming the file."""
+    data = make_sine(4.0, 16000, 440.0)
+    whole = write_audio_file(tmp_path / "whole.flac", data, 16000).read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with caplog.at_level("WARNING", logger="w2vlm.audio"):
+        loaded = load_audio(cut)
+        blocks = np.concatenate(list(iter_audio_blocks(cut, 16000, block_s=1.0)))
+    assert 0.5 * 16000 < loaded.size < 4.0 * 16000 and blocks.size == loaded.size
+    np.testing.assert_allclose(loaded, data[: loaded.size], atol=1e-3)
+    assert "cut.flac: 1 damaged packet(s) skipped" in caplog.text
+    header_only = tmp_path / "header.flac"
+    header_only.write_bytes(whole[:100])
+    with pytest.raises(AudioError, match=r"header\.flac"):
+        load_audio(header_only)
+    with pytest.raises(AudioError, match=r"header\.flac"):
+        list(iter_audio_blocks(header_only, 16000))

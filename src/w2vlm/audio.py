@@ -268,8 +268,9 @@ def _iter_av_frames(source: str | io.BytesIO, name: str) -> Iterator[tuple[np.nd
         stream = _main_audio_stream(container)
         resampler = None
         channels = 0
+        damaged: list[BaseException] = []
         try:
-            for frame in container.decode(stream):
+            for frame in _decoded_frames(container, stream, damaged):
                 if resampler is None:
                     channels = int(frame.layout.nb_channels)
                     check_format(name, channels, int(frame.sample_rate))
@@ -288,8 +289,32 @@ def _iter_av_frames(source: str | io.BytesIO, name: str) -> Iterator[tuple[np.nd
                     yield _av_samples(out, channels), int(out.sample_rate)
         except av.error.FFmpegError as exc:
             raise AudioError(f"{name}: corrupt or unsupported audio data (ffmpeg: {_ffmpeg_reason(exc)})") from exc
+        if damaged:
+            if resampler is None:  # nothing decoded at all
+                reason = _ffmpeg_reason(damaged[0])
+                raise AudioError(f"{name}: corrupt or unsupported audio data (ffmpeg: {reason})") from damaged[0]
+            logger.warning(
+                "%s: %d damaged packet(s) skipped (ffmpeg: %s); the audio around them was read, as ffmpeg reads it",
+                name,
+                len(damaged),
+                _ffmpeg_reason(damaged[0]),
+            )
     finally:
         container.close()
+
+
+def _decoded_frames(container: Any, stream: Any, damaged: list[BaseException]) -> Iterator[Any]:
+    """The stream's decoded frames, packet by packet; a packet that does not decode (a file cut short, a
+    damaged stretch) is skipped and its error added to ``damaged``, as ffmpeg's own tool goes on past it."""
+    import av
+
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.FFmpegError as exc:
+            if isinstance(exc, av.error.EOFError):
+                return
+            damaged.append(exc)
 
 
 def _decode_av(source: str | io.BytesIO, name: str, max_s: float) -> tuple[np.ndarray, int]:
@@ -534,24 +559,38 @@ def iter_audio_blocks(
         handle = _open_soundfile(name)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         handle = None
-    if handle is not None:
-
-        def _sf_blocks() -> Iterator[tuple[np.ndarray, int]]:
-            with handle:
-                sr = int(handle.samplerate)
-                check_format(name, int(handle.channels), sr)
-                step = max(1, int(block_s * sr))
-                while True:
-                    data = handle.read(step, dtype="float32", always_2d=True)
-                    if data.shape[0] == 0:
-                        break
-                    yield to_mono(data, name, channels_last=True), sr
-
-        yield from _emit(_sf_blocks())
-        return
 
     def _av_blocks() -> Iterator[tuple[np.ndarray, int]]:
         for block, sr in _iter_av_frames(name, name):
             yield to_mono(block, name, channels_last=True), sr
 
-    yield from _emit(_av_blocks())
+    if handle is None:
+        yield from _emit(_av_blocks())
+        return
+
+    def _sf_blocks() -> Iterator[tuple[np.ndarray, int]]:
+        with handle:
+            sr = int(handle.samplerate)
+            check_format(name, int(handle.channels), sr)
+            step = max(1, int(block_s * sr))
+            done = 0
+            while True:
+                try:
+                    data = handle.read(step, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    # damaged data (a file cut short): ffmpeg reads on past it; its blocks from where this stopped
+                    logger.debug("soundfile could not decode %s after %d samples (%s); PyAV goes on", name, done, exc)
+                    break
+                if data.shape[0] == 0:
+                    return
+                done += data.shape[0]
+                yield to_mono(data, name, channels_last=True), sr
+        skip = done
+        for mono, rate in _av_blocks():
+            if skip >= mono.size:
+                skip -= mono.size
+                continue
+            yield mono[skip:], rate
+            skip = 0
+
+    yield from _emit(_sf_blocks())
