@@ -312,10 +312,13 @@ def test_zero_frames_decode_to_empty(hello_decoder):
     ],
 )
 def test_bad_logits(hello_decoder, make, message):
-    with pytest.raises(DecoderInputError, match=message):
+    # one call's logits are named as such; a batch's by their place in the list
+    with pytest.raises(DecoderInputError, match=f"^logits: .*{message}"):
         hello_decoder.decode(make(len(WORDS_LABELS)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^logits: "):
         hello_decoder.decode_beams(make(len(WORDS_LABELS)))
+    with pytest.raises(DecoderInputError, match=r"^logits_list\[1\]: "):
+        hello_decoder.decode_batch(None, [np.zeros((2, len(WORDS_LABELS)), np.float32), make(len(WORDS_LABELS))])
 
 
 def test_bad_parameters(hello_decoder):

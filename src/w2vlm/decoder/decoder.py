@@ -350,8 +350,10 @@ class BeamSearchDecoderCTC:
         return as_logits(logits, len(self._alphabet)), False
 
     def _search(
-        self, logits_list: Any, options: _core.DecodeOptions, num_threads: int | None
+        self, logits_list: Any, options: _core.DecodeOptions, num_threads: int | None, single: bool = False
     ) -> tuple[list[list[_core.Hypothesis]], list[tuple[np.ndarray, bool]]]:
+        """The search over each matrix of ``logits_list`` (``single``: a one-matrix list made of one call's
+        ``logits``, named so in errors)."""
         if isinstance(logits_list, np.ndarray) and logits_list.ndim != 3:
             raise DecoderInputError(
                 f"logits_list must be a list of (time, vocabulary) matrices or a (batch, time, vocabulary) array, "
@@ -362,7 +364,7 @@ class BeamSearchDecoderCTC:
             try:
                 prepared.append(self._prepare(x))
             except DecoderInputError as e:
-                raise DecoderInputError(f"logits_list[{i}]: {e}") from None
+                raise DecoderInputError(f"{'logits' if single else f'logits_list[{i}]'}: {e}") from None
         if num_threads is None:
             num_threads = available_cpus()
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
@@ -371,9 +373,14 @@ class BeamSearchDecoderCTC:
             raise DecoderInputError(
                 f"num_threads is {num_threads}; at most {limits.MAX_THREADS} (w2vlm.limits.MAX_THREADS)"
             )
-        results = _core.decode_logits_batch(
-            self._native_alphabet, self.native_lm(), options, [m for m, _ in prepared], int(num_threads)
-        )
+        try:
+            results = _core.decode_logits_batch(
+                self._native_alphabet, self.native_lm(), options, [m for m, _ in prepared], int(num_threads)
+            )
+        except DecoderInputError as e:  # the native checks name the matrix by its place in the list
+            if single and str(e).startswith("logits_list[0]: "):
+                raise DecoderInputError("logits: " + str(e)[len("logits_list[0]: ") :]) from None
+            raise
         return results, prepared
 
     def decode_beams(
@@ -397,7 +404,7 @@ class BeamSearchDecoderCTC:
             hotword_weight,
             lm_start_state,
         )
-        results, prepared = self._search([logits], o, 1)
+        results, prepared = self._search([logits], o, 1, single=True)
         return self._beams(results[0], *prepared[0])
 
     def decode(
@@ -421,7 +428,7 @@ class BeamSearchDecoderCTC:
             lm_start_state,
             n_best=1,
         )
-        hyps = self._search([logits], o, 1)[0][0]
+        hyps = self._search([logits], o, 1, single=True)[0][0]
         return hyps[0].text if hyps else ""
 
     def decode_batch(
