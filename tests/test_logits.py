@@ -152,5 +152,5 @@ def test_batch_normalises_on_workers_like_single_calls():
     for nt in (1, 3):
         with pytest.raises(DecoderInputError, match=r"^logits_list\[2\]: logits frame 0 is -inf in every column$"):
             dec.decode_beams_batch(None, bad, num_threads=nt)
-    with pytest.raises(DecoderInputError, match=r"^logits_list\[0\]: logits contain NaN at frame 3, column 7"):
+    with pytest.raises(DecoderInputError, match=r"^logits: logits contain NaN at frame 3, column 7"):
         dec.decode_beams(bad[6])
