@@ -319,3 +319,17 @@ def test_a_file_cut_short_gives_what_is_there_with_a_warning(tmp_path: Path, cap
         load_audio(header_only)
     with pytest.raises(AudioError, match=r"header\.flac"):
         list(iter_audio_blocks(header_only, 16000))
+
+
+def test_channels_that_cancel_in_the_mix_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Stereo whose channels are each other's inverse mixes to silence: the transcript would be empty with no
+    word why. A warning (once per file) says so; ordinary stereo gets none."""
+    tone = make_sine(2.0, 16000, 300.0)
+    inverted = write_audio_file(tmp_path / "inv.wav", np.stack([tone, -tone], axis=1), 16000)
+    normal = write_audio_file(tmp_path / "ok.wav", np.stack([tone, 0.5 * tone], axis=1), 16000)
+    with caplog.at_level("WARNING", logger="w2vlm.audio"):
+        assert np.abs(load_audio(inverted)).max() < 1e-3
+        list(iter_audio_blocks(inverted, 16000, block_s=0.5))
+        load_audio(normal)
+    assert caplog.text.count("inv.wav: its channels cancel out when mixed to mono") == 1
+    assert "ok.wav" not in caplog.text

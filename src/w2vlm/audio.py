@@ -94,7 +94,32 @@ def to_mono(array: np.ndarray, name: str = "audio array", channels_last: bool | 
     channel_axis = 1 if channels_last else 0
     if array.shape[channel_axis] == 1:
         return np.ascontiguousarray(array.reshape(-1))
-    return np.ascontiguousarray(array.mean(axis=channel_axis, dtype=np.float32))
+    mono = np.ascontiguousarray(array.mean(axis=channel_axis, dtype=np.float32))
+    _check_cancelling(array, mono, name)
+    return mono
+
+
+_CANCELLING_WARNED: dict[str, None] = {}  # names warned about, oldest first (at most 256 kept)
+
+
+def _check_cancelling(array: np.ndarray, mono: np.ndarray, name: str) -> None:
+    """Warn (once per name) when the channels cancel out in the mix: audible channels (above -60 dBFS) whose
+    mean is 20 dB quieter than they are, as when one channel is the other with its polarity inverted. The
+    model would then hear near-silence and give no words."""
+    if name in _CANCELLING_WARNED or mono.size == 0:
+        return
+    step = max(1, mono.size // 4096)  # every step-th sample: enough to tell, and cheap on long blocks
+    frames = array[::step] if array.shape[0] == mono.size else array[:, ::step]
+    channels = float(np.mean(np.square(frames, dtype=np.float32)))
+    if channels > 1e-6 and float(np.mean(np.square(mono[::step]))) < 0.01 * channels:
+        _CANCELLING_WARNED[name] = None
+        while len(_CANCELLING_WARNED) > 256:
+            del _CANCELLING_WARNED[next(iter(_CANCELLING_WARNED))]
+        logger.warning(
+            "%s: its channels cancel out when mixed to mono (one has its polarity inverted?); the mix is near "
+            "silence. Transcribe one channel, e.g. ffmpeg -i IN -af 'pan=mono|c0=c0' OUT.wav",
+            name,
+        )
 
 
 def resample(array: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
