@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Union
@@ -23,6 +22,7 @@ from w2vlm.decoder.beams import (  # noqa: F401  (Frames, WordFrames: pyctcdecod
     output_beam,
     with_confidence,
 )
+from w2vlm.decoder.hotwords import HotwordAutomata, Hotwords
 from w2vlm.decoder.language_model import (
     LanguageModel,
     MultiLanguageModel,
@@ -53,46 +53,7 @@ logger = logging.getLogger("w2vlm.decoder")
 ALPHABET_FILENAME = "alphabet.json"
 LANGUAGE_MODEL_DIRNAME = "language_model"
 
-Hotwords = Union[Iterable[str], Iterable[tuple[str, float]], dict[str, float], str, None]  # noqa: UP007
 AnyLanguageModel = Union[LanguageModel, MultiLanguageModel]  # noqa: UP007
-
-
-def _normalize_hotwords(hotwords: Hotwords, weight: float) -> tuple[tuple[str, float], ...]:
-    if hotwords is None:
-        return ()
-    if isinstance(hotwords, str):
-        hotwords = [hotwords]
-    items: Iterable[Any] = hotwords.items() if isinstance(hotwords, dict) else hotwords
-    out: list[tuple[str, float]] = []
-    chars = 0
-    for item in items:
-        if isinstance(item, str):
-            phrase, w = item, weight
-        elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str):
-            phrase, w = item[0], item[1]
-        else:
-            raise DecoderInputError(f"hotwords must be strings or (phrase, weight) pairs, got {item!r}")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
-            raise DecoderInputError(f"hotword weight of {phrase[:80]!r} must be a finite number, got {w!r}")
-        if abs(w) > limits.MAX_ABS_WEIGHT:
-            raise DecoderInputError(
-                f"hotword weight of {phrase[:80]!r} is {w!r}; at most {limits.MAX_ABS_WEIGHT:g} in magnitude "
-                "(w2vlm.limits.MAX_ABS_WEIGHT)"
-            )
-        phrase = " ".join(phrase.split())
-        if phrase:
-            out.append((phrase, float(w)))
-            chars += len(phrase)
-            if len(out) > limits.MAX_HOTWORDS:
-                raise DecoderInputError(
-                    f"more than {limits.MAX_HOTWORDS:,} hotwords (w2vlm.limits.MAX_HOTWORDS); pass fewer phrases"
-                )
-            if chars > limits.MAX_HOTWORD_CHARS:
-                raise DecoderInputError(
-                    f"the hotwords have more than {limits.MAX_HOTWORD_CHARS:,} characters in all "
-                    "(w2vlm.limits.MAX_HOTWORD_CHARS); pass fewer or shorter phrases"
-                )
-    return tuple(out)
 
 
 class BeamSearchDecoderCTC:
@@ -138,14 +99,14 @@ class BeamSearchDecoderCTC:
         self._idx2vocab = dict(enumerate(alphabet.labels))
         self._is_bpe = alphabet.is_bpe
         self._labels = alphabet.labels
-        self._hotword_cache: OrderedDict[Any, _core.HotwordAutomaton] = OrderedDict()
+        self._hotwords = HotwordAutomata()
 
     # -- pickling ---------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         """As in pyctcdecode, a pickled decoder keeps its ``_model_key``, and its language model stays in
         ``model_container`` (a fork-based pool finds it there). The state also says how to load the LM again
         (:func:`~w2vlm.decoder.language_model.model_recipe`), for a process that does not hold it (spawn)."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_native_alphabet", "_hotword_cache")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_native_alphabet", "_hotwords")}
         state["_lm_recipe"] = model_recipe(self.language_model)
         return state
 
@@ -153,7 +114,7 @@ class BeamSearchDecoderCTC:
         recipe = state.pop("_lm_recipe")
         self.__dict__.update(state)
         self._native_alphabet = _core.Alphabet(self._alphabet.labels, self._alphabet.is_bpe)
-        self._hotword_cache = OrderedDict()
+        self._hotwords = HotwordAutomata()
         if self._model_key not in BeamSearchDecoderCTC.model_container:
             BeamSearchDecoderCTC.model_container[self._model_key] = model_from_recipe(recipe)
 
@@ -200,31 +161,6 @@ class BeamSearchDecoderCTC:
         lm.reset_params(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset, score_boundary=lm_score_boundary)
 
     # -- options ----------------------------------------------------------------------------------
-    def _hotword_automaton(self, hotwords: Hotwords, weight: float) -> _core.HotwordAutomaton | None:
-        if hotwords is None:
-            return None
-        # fast path: a list of plain strings is looked up as given, before any normalisation
-        raw_key: Any = None
-        if isinstance(hotwords, (list, tuple)) and all(type(h) is str for h in hotwords):
-            raw_key = ("raw", tuple(hotwords), weight)
-            hit = self._hotword_cache.get(raw_key)
-            if hit is not None:
-                self._hotword_cache.move_to_end(raw_key)
-                return hit
-        key = _normalize_hotwords(hotwords, weight)
-        if not key:
-            return None
-        hit = self._hotword_cache.get(key)
-        if hit is None:
-            hit = _core.HotwordAutomaton(list(key))
-        self._hotword_cache[key] = hit
-        if raw_key is not None:
-            self._hotword_cache[raw_key] = hit
-        automaton = hit
-        if len(self._hotword_cache) > 8:
-            self._hotword_cache.popitem(last=False)
-        return automaton
-
     def _options(
         self,
         beam_width: int,
@@ -269,7 +205,7 @@ class BeamSearchDecoderCTC:
                 names = ("alpha", "beta", "unk_score_offset", "score_boundary")
                 params = [tuple(overrides.get(n, v) for n, v in zip(names, p)) for p in params]
             o.set_lm_params(params)
-        o.hotwords = self._hotword_automaton(hotwords, float(hotword_weight))
+        o.hotwords = self._hotwords.get(hotwords, float(hotword_weight))
         if lm_start_state is not None:
             n = len(lm.native_models()) if lm is not None else 0
             states = lm_start_state if isinstance(lm_start_state, (list, tuple)) else [lm_start_state]
