@@ -232,3 +232,19 @@ def test_cues_are_even_not_a_stray_word() -> None:
         cues = segment_words(words, max_s=5.0, max_chars=40)
         assert [w for c in cues for w in c.words] == words
         assert all(len(c.words) == 1 or (c.end - c.start <= 5.0 and len(c.text) <= 40) for c in cues)
+
+
+def test_segments_and_subtitle_writers() -> None:
+    words = [
+        Word("one", 0.0, 0.3, 0.9),
+        Word("two", 0.4, 0.7, 0.8),
+        Word("three", 2.0, 2.4, 0.2),  # after a pause: a new cue
+        Word("four", 2.5, 3661.5, None),
+    ]
+    transcript = Transcript("upload", "one two three four", 3661.5, words)
+    segs = transcript.cues()  # the same cues as the command line's writers
+    assert [s.text for s in segs] == ["one two", "three", "four"]  # "four" makes the cue too long
+    assert render(transcript, "srt").splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:01,000", "one two"]
+    assert "01:01:01.500" in render(transcript, "vtt")
+    empty = Transcript("upload", "", 0.0)
+    assert empty.cues() == [] and render(empty, "srt").strip() == ""
