@@ -360,7 +360,7 @@ def serve_command(
         typer.Option(
             "--model-name",
             help="Model id listed by /v1/models (default: the model folder's name, 'w2vlm' for the embedded model; "
-            "'whisper-1' is listed too, as an alias).",
+            "OpenAI's 'whisper-1', 'gpt-4o-transcribe' and 'gpt-4o-mini-transcribe' are aliases of it).",
         ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads.")] = 2,

@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,9 @@ def create_app(
         yield
         state.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="w2vlm", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="w2vlm", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.w2vlm = state
+    app.add_middleware(RequestIds)
     _add_error_handlers(app)
 
     def check_auth(request: Request) -> None:
@@ -123,11 +125,21 @@ def create_app(
     @app.get("/v1/models/{model_id}")
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         check_auth(request)
-        if model_id not in settings.model_ids():
+        if not settings.serves(model_id):
             raise ApiError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
         return {"id": model_id, "object": "model", "created": int(state.started), "owned_by": "w2vlm"}
 
     _add_web_routes(app)
+
+    @app.post("/v1/audio/translations", include_in_schema=False)
+    async def translations(request: Request) -> Response:
+        check_auth(request)
+        raise ApiError(
+            404,
+            "translation is not supported: this server transcribes speech in its model's language "
+            f"({settings.language or 'unknown'}); use POST /v1/audio/transcriptions",
+            code="unsupported_endpoint",
+        )
 
     @app.post("/v1/audio/transcriptions", openapi_extra=TRANSCRIPTION_REQUEST_SCHEMA)
     async def transcriptions(request: Request) -> Response:
@@ -163,6 +175,34 @@ def create_app(
                 state.admitted -= 1
 
     return app
+
+
+class RequestIds:
+    """Every response gets OpenAI's ``x-request-id`` (a fresh ``req_`` id, which the openai SDK reports as
+    ``request_id``) and ``openai-processing-ms`` (time to the response's start) headers. Plain ASGI, so that
+    streamed responses pass through untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = f"req_{uuid.uuid4().hex}"
+
+        async def with_ids(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                elapsed = str(round(1000 * (time.perf_counter() - started)))
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                    (b"openai-processing-ms", elapsed.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_ids)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

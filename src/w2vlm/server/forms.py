@@ -166,7 +166,7 @@ def validate_fields(
     model_name = text_field(form, "model")
     if not model_name:
         raise ApiError(400, "you must provide a model parameter", param="model")
-    if model_name not in settings.model_ids():
+    if not settings.serves(model_name):
         raise ApiError(
             404,
             f"The model '{model_name}' does not exist; this server serves {settings.model_ids()}",

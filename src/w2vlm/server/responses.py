@@ -72,6 +72,16 @@ def compression_ratio(text: str) -> float:
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
+def language_name(code: str) -> str:
+    """The language as OpenAI's ``verbose_json`` names it: whisper's lowercase English name ("en" -> "english"),
+    the code itself where whisper has no name for it."""
+    try:
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES
+    except ImportError:  # pragma: no cover - transformers without whisper
+        return code
+    return LANGUAGES.get(code.split("-")[0].lower(), code)
+
+
 def verbose_json(
     transcript: Transcript, language: str, granularities: set[str], token_ids: Callable[[str], list[int]]
 ) -> dict[str, Any]:
@@ -81,7 +91,7 @@ def verbose_json(
     ``seek`` the start in 10 ms frames."""
     body: dict[str, Any] = {
         "task": "transcribe",
-        "language": language,
+        "language": language_name(language),
         "duration": round(transcript.duration, 3),
         "text": transcript.text,
         "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)},

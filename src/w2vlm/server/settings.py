@@ -19,7 +19,8 @@ class ServerSettings:
     """What ``w2vlm serve`` configures. ``model_id`` is the name ``GET /v1/models`` lists."""
 
     model_id: str = "w2vlm"
-    aliases: tuple[str, ...] = ("whisper-1",)
+    #: other names requests may give (OpenAI's transcription models, so that code written for them runs as it is)
+    aliases: tuple[str, ...] = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
     api_key: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024
     upload_timeout_s: float = 120.0
@@ -62,3 +63,7 @@ class ServerSettings:
     def model_ids(self) -> list[str]:
         """The served model's id, then its aliases."""
         return [self.model_id, *[a for a in self.aliases if a != self.model_id]]
+
+    def serves(self, name: str) -> bool:
+        """Whether a request for model ``name`` is for this server (its id or an alias, in any case)."""
+        return name.lower() in {m.lower() for m in self.model_ids()}

@@ -300,6 +300,8 @@ class ServerState:
                         index += 1
                     if "transcript" in event:
                         body = verbose_json(event.pop("transcript"), req.language, req.granularities, self.token_ids)
+                        # OpenAI's done event has usage in tokens only (the SDK's type): the duration stays out
+                        body.pop("usage", None)
                         event.update(body)
                     yield "event", event
         except W2vlmError as exc:
