@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from w2vlm.engine.attention import use_padding_mask
 from w2vlm.errors import ModelError
 from w2vlm.features import WaveformInputs
 
@@ -91,6 +92,8 @@ class ModelRunner:
         self.device = params[0].device if params else torch.device("cpu")
         self.on_cuda = self.device.type == "cuda"
         self.dtype = model_dtype(model)
+        if self.device.type == "cpu":  # the (batch, 1, frames, frames) mask costs CPU time, not GPU time worth saving
+            use_padding_mask(model)
         self.input_name = feature_extractor.model_input_names[0]
         self.frame_level = self.input_name == "input_features"
         self.uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
