@@ -41,6 +41,9 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# OpenMP threads that wait sleep, as the commands set it up (cli.app.model_command) before torch is imported: with
+# torch's default (spinning), the model stage's idle OpenMP thread took a core from the reading workers
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -293,6 +293,41 @@ def test_torch_threads_apply_to_the_model_stage_and_readers_run_on_one(
     assert threads() == own  # the caller's thread runs as before
 
 
+def test_a_threads_torch_count_holds_when_another_thread_sets_one_later() -> None:
+    """torch takes a thread's count from the process-wide one on the thread's first parallel operation: a reading
+    worker that set 1 and then ran its first operator after the model stage set 3 ran on 3."""
+    threads = _omp_max_threads()
+    if threads is None:
+        pytest.skip("torch without its own libgomp")
+    from w2vlm.engine.stages import set_thread_torch_threads
+
+    before = torch.get_num_threads()
+    ready, other_set = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def worker() -> None:
+        set_thread_torch_threads(1)
+        ready.set()
+        other_set.wait(10)
+        torch.ones(1 << 16).add_(1.0)  # the thread's first parallel operator
+        seen.append(threads())
+
+    def other() -> None:
+        ready.wait(10)
+        torch.set_num_threads(3)
+        other_set.set()
+
+    try:
+        pool = [threading.Thread(target=worker), threading.Thread(target=other)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+
+
 def test_calls_at_once_run_one_forward_pass_at_a_time(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Calls of the engine that run at the same time (the server's requests) share the model, whose modules keep
     caches that are not thread-safe: their forward passes take turns, and every call gets its own text."""

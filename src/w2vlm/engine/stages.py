@@ -27,6 +27,19 @@ _STOP = object()
 _POLL_S = 0.1
 
 
+def set_thread_torch_threads(count: int) -> None:
+    """Run this thread's torch operators on ``count`` threads (OpenMP's count is per thread).
+
+    torch sets a thread's count from a process-wide one on the thread's first parallel operation, so that first
+    step is taken here, before this thread's own count is set: otherwise a thread took the count another thread set
+    after it (the reading workers took the model stage's, and ran the VAD and features on two threads each next to
+    the model's two: in about half of the runs 4-5x the context switches and a quarter of the speed)."""
+    import torch
+
+    torch.get_num_threads()  # the thread's first-use set-up (from the process-wide count), done now
+    torch.set_num_threads(count)
+
+
 class _Cancelled(Exception):
     pass
 
@@ -92,15 +105,22 @@ class Run:
                 continue
 
     def set_torch_threads(self, count: int) -> None:
-        """This thread's torch threads (OpenMP's count is per thread), when the config asks for them on a CPU."""
+        """This thread's torch threads (see :func:`set_thread_torch_threads`), when the config asks for them on a
+        CPU."""
         if self.config.torch_threads and not self.engine.runner.on_cuda:
-            import torch
-
-            torch.set_num_threads(count)
+            set_thread_torch_threads(count)
 
     def add_time(self, stage: str, seconds: float) -> None:
         with self.lock:
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def add_read_time(self, info: InputInfo, started: float) -> None:
+        """The times of reading one input (from ``started``): ``read`` (wall clock, the VAD's excluded), and where the
+        VAD ran, ``vad`` (wall clock) and ``vad_cpu`` (its thread's CPU time)."""
+        self.add_time("read", time.perf_counter() - started - info.vad_seconds)
+        if info.segmented:
+            self.add_time("vad", info.vad_seconds)
+            self.add_time("vad_cpu", info.vad_cpu_seconds)
 
     def start(self) -> list[threading.Thread]:
         threads = [
@@ -164,13 +184,10 @@ class Run:
         except _Cancelled:
             return
         except Exception as exc:
-            self.add_time("read", time.perf_counter() - t0 - info.vad_seconds)
-            self.add_time("vad", info.vad_seconds)
+            self.add_read_time(info, t0)
             self.put(self.outputs, ("error", i, exc))
             return
-        self.add_time("read", time.perf_counter() - t0 - info.vad_seconds)
-        if info.segmented:
-            self.add_time("vad", info.vad_seconds)
+        self.add_read_time(info, t0)
         self.put(self.outputs, ("count", i, count, info.samples / runner.sampling_rate, info.segmented))
 
     def model_loop(self) -> None:
@@ -386,4 +403,4 @@ class Run:
         self.results.put(("done", i, outcome))
 
 
-__all__ = ["Run"]
+__all__ = ["Run", "set_thread_torch_threads"]
