@@ -93,9 +93,10 @@ def transcript_segments(transcript: Any) -> list[list[Any]]:
     return [[float(s.start), float(s.end), s.text] for s in transcript.segments]
 
 
-def vad_seconds(timings: dict[str, float]) -> float | None:
-    """Seconds the engine spent in the VAD (None when it did not run)."""
-    return timings.get("vad")
+def vad_seconds(timings: dict[str, float]) -> tuple[float | None, float | None]:
+    """Seconds the engine spent in the VAD: wall clock (what its reading thread waited, other threads' turns on the
+    CPUs included) and CPU (what the VAD itself cost); None when it did not run."""
+    return timings.get("vad"), timings.get("vad_cpu")
 
 
 def segments_from_words(segments: Any, words: Sequence[tuple[str, float, float]]) -> list[list[Any]]:
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates = error_rates([u["text"] for u in tl], r["text"])
                 base = report["one_by_one"]["per_file"][m]["wer"]
                 seg_lengths = [b - a for a, b, _ in r["segments"]]
-                vad_s = got["vad_seconds"]
+                vad_s, vad_cpu_s = got["vad_seconds"]
                 entry = {
                     **rates,
                     "one_by_one_wer": base,
@@ -444,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                     "load_seconds": got["load_seconds"],
                     "vad_seconds": vad_s,
                     "vad_share": None if vad_s is None else vad_s / got["seconds"],
+                    "vad_cpu_seconds": vad_cpu_s,
+                    "vad_cpu_share": None if vad_cpu_s is None else vad_cpu_s / got["seconds"],
                     "stage_seconds": {k: round(v, 3) for k, v in got["timings"].items()},
                     "maxrss_mb": got["maxrss_mb"],
                     "load_maxrss_mb": got["load_maxrss_mb"],
@@ -517,21 +520,25 @@ def print_report(report: dict[str, Any], clips: dict[str, Path]) -> None:
         )
         head = (
             f"{'file':>11} {'config':>8} {'WER':>8} {'CER':>8} {'1-by-1':>8} {'ratio':>6} {'gap w':>6} "
-            f"{'segs':>5} {'longest':>8} {'e2e s':>7} {'aud-s/s':>8} {'VAD %':>6} {'peak MB':>8} {'+MB':>5}"
+            f"{'segs':>5} {'longest':>8} {'e2e s':>7} {'aud-s/s':>8} {'VAD %':>6} {'CPU %':>6} "
+            f"{'peak MB':>8} {'+MB':>5}"
         )
         log(head)
         for cname, per in report["long"].items():
             for m, e in per.items():
                 share = "-" if e["vad_share"] is None else f"{100 * e['vad_share']:.1f}"
+                cpu = "-" if e.get("vad_cpu_share") is None else f"{100 * e['vad_cpu_share']:.1f}"
                 ratio = "-" if e["wer_ratio"] is None else f"{e['wer_ratio']:.2f}"
                 log(
                     f"{m:>11} {cname:>8} {_pct(e['wer']):>8} {_pct(e['cer']):>8} "
                     f"{_pct(e['one_by_one_wer']):>8} {ratio:>6} {e['words_in_gaps']:>6} {e['segments']:>5} "
-                    f"{e['longest_segment_s']:>7.1f}s {e['seconds']:>7.1f} {e['audio_s_per_s']:>8.1f} {share:>6} "
+                    f"{e['longest_segment_s']:>7.1f}s {e['seconds']:>7.1f} {e['audio_s_per_s']:>8.1f} "
+                    f"{share:>6} {cpu:>6} "
                     f"{e['maxrss_mb']:>8.0f} {e['maxrss_mb'] - e['load_maxrss_mb']:>5.0f}"
                 )
         log(
             "  (gap w: words placed between utterances; longest: longest segment; e2e: model load excluded; "
+            "VAD %: the VAD's wall-clock time in its reading thread, CPU %: its CPU time, both over e2e; "
             "+MB: peak memory over that after loading)"
         )
         per = report["long"].get(main_cfg, {})
@@ -544,7 +551,8 @@ def print_report(report: dict[str, Any], clips: dict[str, Path]) -> None:
             targets.append((f"{m} ({main_cfg}): WER <= {TARGET_WER_RATIO:.2f}x one by one", ok))
         for m, e in per.items():
             ok = None if e["vad_share"] is None else e["vad_share"] <= TARGET_VAD_SHARE
-            targets.append((f"{m} ({main_cfg}): VAD time <= {100 * TARGET_VAD_SHARE:.0f}% of end to end", ok))
+            what = f"VAD wall-clock time <= {100 * TARGET_VAD_SHARE:.0f}% of end to end"
+            targets.append((f"{m} ({main_cfg}): {what}", ok))
         if len({e["minutes"] for e in per.values()}) > 1:
             peaks: dict[float, float] = {}  # the highest peak among the files of each length
             for e in per.values():

@@ -267,7 +267,8 @@ def test_units_are_speech_segments_for_long_inputs(clips: list[np.ndarray], tmp_
     sf.write(str(path), audio, RATE, subtype="FLOAT")
     from_file, from_array = InputInfo(), InputInfo()
     units = list(reader.units(str(path), "long.wav", config, info=from_file))
-    assert from_file.segmented and from_file.samples == audio.size and from_file.vad_seconds > 0
+    assert from_file.segmented and from_file.samples == audio.size
+    assert from_file.vad_seconds > 0 and from_file.vad_cpu_seconds > 0
     # right context: only at forced cuts, the audio the two sides share
     overlap = round(vad.CUT_OVERLAP_S * RATE)
     assert all(right in (0, overlap) and not last and prob and prob > 0.0 for _, _, right, last, prob in units)

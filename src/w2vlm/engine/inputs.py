@@ -29,12 +29,13 @@ READ_BLOCK_S = 30.0
 
 class InputInfo:
     """What reading one input found: its length in samples, whether it was cut into speech segments, and the
-    seconds the voice activity detector took."""
+    seconds the voice activity detector took (wall clock, and CPU of the reading thread)."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.segmented = False
         self.vad_seconds = 0.0
+        self.vad_cpu_seconds = 0.0
 
 
 class InputReader:
@@ -116,6 +117,7 @@ class InputReader:
         finally:
             info.samples = finder.samples
             info.vad_seconds = finder.seconds_vad
+            info.vad_cpu_seconds = finder.cpu_seconds_vad
 
     def windows(
         self,

@@ -16,12 +16,16 @@ however the input is read, so the segments do not depend on the blocks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from w2vlm.engine.silero import FRAME_S, ROW_FRAMES, WARMUP_FRAMES, SileroVad
+
+T = TypeVar("T")
 
 #: How far below ``threshold`` a probability must fall to count as silence.
 NEGATIVE_MARGIN = 0.15
@@ -132,14 +136,23 @@ class SpeechFinder:
         self.segmenter = Segmenter(params)
         self.pad = round(params.pad_s * sampling_rate)
         self.samples = 0
-        self.seconds_vad = 0.0  # time spent computing probabilities
+        #: time spent on the VAD (resampling to its rate, probabilities, segmenting): wall-clock seconds, and this
+        #: thread's CPU seconds (what the VAD itself costs, without the time other threads had the CPU)
+        self.seconds_vad = 0.0
+        self.cpu_seconds_vad = 0.0
+
+    def _timed(self, body: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return body(*args, **kwargs)
+        finally:
+            self.seconds_vad += time.perf_counter() - t0
+            self.cpu_seconds_vad += time.thread_time() - c0
 
     def frame_sample(self, frame: int) -> int:
         return round(frame * FRAME_S * self.sr)
 
     def segments(self, blocks: Iterable[np.ndarray]) -> Iterator[Speech]:
-        import time
-
         import soxr
 
         rate, frame_len = self.vad.rate, self.vad.frame
@@ -202,12 +215,10 @@ class SpeechFinder:
             if frames == 0:
                 return
             done = frames * frame_len
-            t0 = time.perf_counter()
-            probs = self.vad.probs(low[:done], history if history.size else None)
-            self.seconds_vad += time.perf_counter() - t0
+            probs = self._timed(self.vad.probs, low[:done], history if history.size else None)
             history = np.concatenate([history, low[:done]])[-(WARMUP_FRAMES * frame_len + self.vad.context) :]
             low = low[done:]
-            pending.extend(self.segmenter.push(probs))
+            pending.extend(self._timed(self.segmenter.push, probs))
 
         for block in blocks:
             if block.size == 0:
@@ -215,13 +226,13 @@ class SpeechFinder:
             block = np.asarray(block, np.float32)
             self.samples += block.size
             audio = np.concatenate([audio, block]) if audio.size else block
-            converted = block if resampler is None else resampler.resample_chunk(block)
+            converted = block if resampler is None else self._timed(resampler.resample_chunk, block)
             low = np.concatenate([low, converted]) if low.size else converted
             if low.size >= block_low:
                 run_vad(False)
                 yield from take(False)
         if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            tail = self._timed(resampler.resample_chunk, np.zeros(0, np.float32), last=True)
             low = np.concatenate([low, tail]) if tail.size else low
         run_vad(True)
         pending.extend(self.segmenter.finish())
