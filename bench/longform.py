@@ -103,7 +103,7 @@ def segments_from_words(segments: Any, words: Sequence[tuple[str, float, float]]
     """A surface's own ``segments`` (dicts with start, end, text) when it gives them, else segments made from
     its words the way Transcript makes them today (the pipeline's chunks and Ray's records have only words)."""
     if segments is not None:
-        return [[float(s["start"]), float(s["end"]), s["text"]] for s in segments]
+        return [[float(s["start"]), float(s["end"]), s["text"].strip()] for s in segments]  # the server's: " text"
     from w2vlm.results import Word, segment_words
 
     return [[s.start, s.end, s.text] for s in segment_words([Word(w, a, b) for w, a, b in words])]

@@ -180,7 +180,9 @@ def test_verbose_json_words_and_segments(server: LiveServer, pipe: Any, clips: d
     ]
     assert all(0.0 <= w["confidence"] <= 1.0 for w in words)
     segments = body["segments"]
-    assert " ".join(s["text"] for s in segments) == expected["text"]
+    # as OpenAI's: each segment's text begins with a space, and the texts joined as they are give the transcript
+    assert all(s["text"].startswith(" ") and not s["text"].startswith("  ") for s in segments)
+    assert "".join(s["text"] for s in segments).strip() == expected["text"]
     assert [s["id"] for s in segments] == list(range(len(segments)))
     for seg in segments:
         assert seg["start"] <= seg["end"]

@@ -78,7 +78,7 @@ def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_
     assert all(0.0 <= s["no_speech_prob"] < 0.5 for s in segments)
     deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
     assert len(deltas) == len(segments)  # one event a segment
-    assert [d.strip() for d in deltas] == [s["text"] for s in segments]
+    assert [d.strip() for d in deltas] == [s["text"].strip() for s in segments]
     assert events[-1] == {"type": "transcript.text.done", "text": body["text"]} and "".join(deltas) == body["text"]
 
     # verbose_json streamed (the web page): each delta carries its segment with words and confidences, and the

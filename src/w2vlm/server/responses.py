@@ -119,8 +119,8 @@ def segment_body(
         "seek": round(seg.start * 100),
         "start": round(seg.start, 3),
         "end": round(seg.end, 3),
-        "text": seg.text,
-        "tokens": token_ids(seg.text),
+        "text": f" {seg.text}" if seg.text else "",  # as OpenAI's: each segment's text after a space, so that
+        "tokens": token_ids(seg.text),  # the segments' texts joined as they are give the transcript (then stripped)
         "temperature": 0.0,
         "avg_logprob": float(np.mean([math.log(max(c, 1e-6)) for c in known])) if known else 0.0,
         "compression_ratio": compression_ratio(seg.text),
