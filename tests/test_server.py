@@ -289,6 +289,11 @@ def test_health_models_page(server: LiveServer) -> None:
     assert 'id="file-input"' in page.text and 'id="record-button"' in page.text
     for name in ("app.js", "style.css"):
         assert httpx.get(f"{server.url}/web/{name}").status_code == 200
+    # HEAD (uptime checkers, load balancers): the headers of GET, no body, through the real server
+    for path in ("/", "/health", "/web/app.js", "/favicon.ico"):
+        head, get = httpx.head(f"{server.url}{path}"), httpx.get(f"{server.url}{path}")
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
     assert_openai_error(httpx.get(f"{server.url}/web/../server.py"), 404)
     assert_openai_error(httpx.get(f"{server.url}/no/such/route"), 404)
     assert_openai_error(httpx.get(f"{server.url}/v1/audio/transcriptions"), 405)

@@ -93,7 +93,7 @@ def create_app(
         if not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
             raise ApiError(401, "incorrect API key provided", code="invalid_api_key")
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checkers, load balancers
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -230,17 +230,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_web_routes(app: FastAPI) -> None:
     """The web page and its files (not in the OpenAPI schema)."""
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
-    @app.get("/web/{name}", include_in_schema=False)
+    @app.api_route("/web/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def web_file(name: str) -> FileResponse:
         if name not in WEB_FILES:
             raise ApiError(404, f"no such file: /web/{name}", code="not_found")
         return FileResponse(WEB_DIR / name, media_type=WEB_FILES[name])
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     async def favicon() -> FileResponse:
         # the page links /web/favicon.svg; this is for browsers and tools that ask for /favicon.ico anyway
         return FileResponse(WEB_DIR / "favicon.svg", media_type=WEB_FILES["favicon.svg"])
