@@ -6,10 +6,9 @@ checkpoint built by the conftest fixtures; expected transcripts come from w2vlm'
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import shutil
+import math
 import socket
 import threading
 import time
@@ -30,50 +29,18 @@ except ImportError:
 pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 
-from conftest import write_audio_file  # noqa: E402
+from server_support import (  # noqa: E402
+    API_KEY,
+    MODEL_ID,
+    LiveServer,
+    assert_openai_error,
+    auth,
+    make_clips,
+    noise,
+    post,
+    wav_bytes,
+)
 from w2vlm.server import ServerSettings, create_app  # noqa: E402
-
-MODEL_ID = "tiny-test"
-API_KEY = "secret-key"
-
-
-class LiveServer:
-    """uvicorn running an app in a background thread on 127.0.0.1 with an ephemeral port."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, limit_concurrency=None)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-
-def noise(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(round(16000 * seconds)) * 0.1).astype(np.float32)
-
-
-def wav_bytes(audio: np.ndarray, tmp: Path, name: str) -> bytes:
-    return write_audio_file(tmp / name, audio, 16000).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +52,7 @@ def pipe(tiny_ctc_dir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[np.ndarray, bytes]]:
-    """Three noise clips (the tiny model turns them into different word sequences), as arrays and wav bytes
-    (16-bit PCM: the arrays here are what the server decodes from the bytes)."""
-    tmp = tmp_path_factory.mktemp("clips")
-    out = {}
-    for name, seconds, seed in (("a", 2.0, 1), ("b", 3.0, 2), ("c", 1.5, 3)):
-        data = wav_bytes(noise(seconds, seed), tmp, f"{name}.wav")
-        from w2vlm.audio import load_audio
-
-        out[name] = (load_audio(data, 16000), data)
-    return out
+    return make_clips(tmp_path_factory.mktemp("clips"))
 
 
 @pytest.fixture(scope="module")
@@ -109,43 +67,6 @@ def server(pipe: Any) -> Iterator[LiveServer]:
     )
     with LiveServer(create_app(pipe, settings)) as live:
         yield live
-
-
-def auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {API_KEY}"}
-
-
-def post(
-    server: LiveServer,
-    data: bytes | None,
-    *,
-    headers: dict[str, str] | None = None,
-    files: dict[str, Any] | None = None,
-    **fields: Any,
-) -> httpx.Response:
-    fields.setdefault("model", MODEL_ID)
-    form = {k: v for k, v in fields.items() if v is not None}
-    if files is None:
-        files = {"file": ("clip.wav", data, "audio/wav")} if data is not None else None
-    return httpx.post(
-        f"{server.url}/v1/audio/transcriptions",
-        data=form,
-        files=files,
-        headers=auth() if headers is None else headers,
-        timeout=60,
-    )
-
-
-def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    err = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}
-    assert isinstance(err["message"], str) and err["message"]
-    if param is not None:
-        assert err["param"] == param
-    return err
 
 
 # ------------------------------------------------------------------------------------------------ formats
@@ -193,6 +114,24 @@ def test_verbose_json_words_and_segments(server: LiveServer, pipe: Any, clips: d
     assert "segments" in r.json() and "words" not in r.json()
     r = post(server, data, response_format="verbose_json", **{"timestamp_granularities[]": "word"})
     assert "words" in r.json() and "segments" not in r.json()
+
+
+def test_logprobs_as_openai_includes_them(server: LiveServer, clips: dict) -> None:
+    """``include[]=logprobs`` (gpt-4o-transcribe's): with response_format json, one entry a word: its token text
+    (after a space but the first), the log of its confidence (verbose_json's), its UTF-8 bytes."""
+    _, data = clips["b"]
+    body = post(server, data, **{"include[]": "logprobs"}).json()
+    entries = body["logprobs"]
+    assert list(body) == ["text", "logprobs", "usage"]
+    assert "".join(e["token"] for e in entries) == body["text"]
+    assert not entries[0]["token"].startswith(" ") and all(e["token"].startswith(" ") for e in entries[1:])
+    assert all(e["bytes"] == list(e["token"].encode()) and e["logprob"] <= 0.0 for e in entries)
+    words = post(server, data, response_format="verbose_json", **{"timestamp_granularities[]": "word"}).json()
+    confidences = [w["confidence"] for w in words["words"]]
+    assert [e["logprob"] for e in entries] == pytest.approx([math.log(max(c, 1e-6)) for c in confidences], abs=1e-5)
+    assert "logprobs" not in post(server, data).json()  # only when asked for
+    assert_openai_error(post(server, data, response_format="verbose_json", **{"include[]": "logprobs"}), 400, "include")
+    assert_openai_error(post(server, data, **{"include[]": "tokens"}), 400, "include")
 
 
 def test_srt_and_vtt(server: LiveServer, pipe: Any, clips: dict) -> None:
@@ -520,6 +459,17 @@ def test_official_openai_client(server: LiveServer, pipe: Any, clips: dict) -> N
     events = list(client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data), stream=True))
     assert events[-1].type == "transcript.text.done"
     assert "".join(e.delta for e in events if e.type == "transcript.text.delta") == events[-1].text
+    # include=["logprobs"] (gpt-4o-transcribe's), typed by the SDK, plain and streamed
+    lp = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("b.wav", data), include=["logprobs"])
+    assert lp.text == expected["text"] and "".join(x.token for x in lp.logprobs) == lp.text
+    assert all(x.logprob <= 0.0 and bytes(int(b) for b in x.bytes).decode() == x.token for x in lp.logprobs)
+    streamed = list(
+        client.audio.transcriptions.create(
+            model="gpt-4o-transcribe", file=("b.wav", data), include=["logprobs"], stream=True
+        )
+    )
+    assert [x.token for x in streamed[-1].logprobs] == [x.token for x in lp.logprobs]
+    assert [x.token for e in streamed[:-1] for x in e.logprobs] == [x.token for x in lp.logprobs]
 
     with pytest.raises(openai.BadRequestError) as bad:
         client.audio.transcriptions.create(model=MODEL_ID, file=("x.wav", b"garbage" * 100))
@@ -543,92 +493,3 @@ def test_official_openai_client(server: LiveServer, pipe: Any, clips: dict) -> N
         return [r.text for r in results]
 
     assert asyncio.run(several()) == [expected["text"]] * 5
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def test_cli_serve_help_and_bad_model(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from w2vlm.cli import app
-
-    runner = CliRunner()
-    result = runner.invoke(app, ["serve", "--help"], terminal_width=200)
-    assert result.exit_code == 0
-    for option in (
-        "--host",
-        "--port",
-        "--model",
-        "--api-key",
-        "--max-queue",
-        "--max-upload-mb",
-        "--workers",
-        "--upload-timeout",
-    ):
-        assert option in result.output
-    result = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing"), "--port", "1"])
-    assert result.exit_code == 1
-    assert "no such model folder" in result.output
-    for args, named in (
-        (["--port", "70000"], "--port"),
-        (["--log-level", "loud"], "--log-level"),
-        (["--workers", "0"], "--workers"),
-        (["--max-upload-mb", "-1"], "--max-upload-mb"),
-        (["--stream-chunk", "0"], "--stream-chunk"),
-    ):
-        result = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing"), *args])
-        assert result.exit_code == 2 and named in result.output  # a usage error before the model loads
-
-
-@pytest.mark.slow
-def test_cli_serve_runs_a_server(tiny_ctc_dir: Path, clips: dict) -> None:
-    """``w2vlm serve`` as a subprocess: it answers, then stops on SIGINT."""
-    import signal
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "w2vlm.cli", "serve", "--model", str(tiny_ctc_dir), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.2)
-        r = httpx.post(
-            f"{url}/v1/audio/transcriptions",
-            data={"model": tiny_ctc_dir.name},
-            files={"file": ("c.wav", clips["c"][1])},
-            timeout=60,
-        )
-        assert r.status_code == 200, r.text
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-
-
-def test_the_model_cards_language_is_served(tiny_ctc_dir: Path, tmp_path: Path, clips: dict) -> None:
-    from w2vlm.errors import ModelError
-    from w2vlm.model import write_model_card
-
-    model = tmp_path / "m"
-    shutil.copytree(tiny_ctc_dir, model)
-    write_model_card(model, language="en", title="m")
-    with LiveServer(create_app(str(model), ServerSettings(model_id=MODEL_ID), device="cpu")) as live:
-        _, data = clips["c"]
-        ok = post(live, data, headers={}, response_format="verbose_json")
-        assert ok.status_code == 200 and ok.json()["language"] == "english"  # as OpenAI names it
-        err = assert_openai_error(post(live, data, headers={}, language="fr"), 400, "language")
-        assert err["code"] == "unsupported_language"
-    with pytest.raises(ModelError, match="transcribes 'en'"):
-        create_app(str(model), ServerSettings(model_id=MODEL_ID, language="de"), device="cpu")

@@ -81,6 +81,22 @@ def test_streaming_sends_each_speech_segment_and_verbose_json_has_its_no_speech_
     assert [d.strip() for d in deltas] == [s["text"].strip() for s in segments]
     assert events[-1] == {"type": "transcript.text.done", "text": body["text"]} and "".join(deltas) == body["text"]
 
+    # include[]=logprobs streamed: each delta carries its words' entries, the done event all of them
+    with (
+        TestClient(create_app(pipe, settings)) as client,
+        client.stream(
+            "POST",
+            "/v1/audio/transcriptions",
+            data={"model": MODEL_ID, "stream": "true", "include[]": "logprobs"},
+            files={"file": ("a.wav", data)},
+        ) as r,
+    ):
+        scored = [json.loads(line[len("data: ") :]) for line in r.iter_lines() if line.startswith("data: ")]
+    *parts_lp, done_lp = scored
+    assert [e["delta"] for e in parts_lp] == deltas
+    assert all("".join(x["token"] for x in e["logprobs"]) == e["delta"] for e in parts_lp)
+    assert done_lp["text"] == body["text"] and done_lp["logprobs"] == [x for e in parts_lp for x in e["logprobs"]]
+
     # verbose_json streamed (the web page): each delta carries its segment with words and confidences, and the
     # done event is the whole verbose_json body, equal to the one not streamed
     both = {**form, "timestamp_granularities[]": ["word", "segment"]}

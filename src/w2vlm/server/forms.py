@@ -20,6 +20,7 @@ from w2vlm.server.settings import FORM_OVERHEAD_BYTES, MAX_PROMPT_CHARS, ServerS
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
+INCLUDES = ("logprobs",)
 
 #: OpenAPI description of the multipart form (the route reads the form itself, to enforce the upload limit
 #: while reading and to answer OpenAI-style errors).
@@ -45,6 +46,11 @@ TRANSCRIPTION_REQUEST_SCHEMA: dict[str, Any] = {
                             "items": {"type": "string", "enum": list(GRANULARITIES)},
                             "description": "With response_format verbose_json; default segment.",
                         },
+                        "include[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": list(INCLUDES)},
+                            "description": "logprobs (response_format json): each word's log confidence.",
+                        },
                         "stream": {"type": "boolean", "default": False, "description": "Server-sent events."},
                         "temperature": {"type": "number", "description": "Accepted and ignored (CTC)."},
                     },
@@ -66,6 +72,7 @@ class TranscriptionRequest:
     hotwords: list[str]
     language: str
     stream: bool
+    logprobs: bool = False
 
 
 async def read_request(
@@ -187,6 +194,9 @@ def validate_fields(
             "'timestamp_granularities[]' needs response_format 'verbose_json'",
             param="timestamp_granularities",
         )
+    logprobs = _includes(form) == {"logprobs"}
+    if logprobs and fmt != "json":
+        raise ApiError(400, f"'include[]': logprobs needs response_format 'json'; got {fmt!r}", param="include")
     language = _language(form, settings)
     _check_temperature(text_field(form, "temperature"))
     prompt = text_field(form, "prompt")
@@ -197,7 +207,22 @@ def validate_fields(
         "granularities": set(grans) or {"segment"},
         "hotwords": hotwords_from_prompt(prompt),
         "language": language or settings.language or "unknown",
+        "logprobs": logprobs,
     }
+
+
+def _includes(form: Any) -> set[str]:
+    """OpenAI's ``include[]``: what to add to the response (``logprobs``)."""
+    values: list[str] = []
+    for key in ("include[]", "include"):
+        for value in form.getlist(key):
+            if not isinstance(value, str):
+                raise ApiError(400, f"'{key}' must be a text field", param="include")
+            values.extend(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in values if v not in INCLUDES]
+    if bad:
+        raise ApiError(400, f"'include[]': expected {list(INCLUDES)}; got {bad}", param="include")
+    return set(values)
 
 
 def _granularities(form: Any) -> list[str]:

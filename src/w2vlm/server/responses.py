@@ -108,6 +108,18 @@ def word_body(word: Word) -> dict[str, Any]:
     return {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3), "confidence": word.confidence}
 
 
+def logprobs_body(words: list[Word], first: bool = True) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs`` (``include[]=logprobs``): one entry a word, its text as a token (after a space but for
+    the transcript's ``first`` word), the log of its confidence, and its UTF-8 bytes. CTC has no token
+    probabilities of its own: a word's confidence (:mod:`w2vlm.decoder`) is what stands for them."""
+    out = []
+    for i, w in enumerate(words):
+        token = w.word if first and i == 0 else f" {w.word}"
+        logprob = math.log(max(w.confidence, 1e-6)) if w.confidence is not None else 0.0
+        out.append({"token": token, "logprob": round(logprob, 6), "bytes": list(token.encode("utf-8"))})
+    return out
+
+
 def segment_body(
     seg: Segment, index: int, granularities: set[str], token_ids: Callable[[str], list[int]]
 ) -> dict[str, Any]:
@@ -135,9 +147,11 @@ def render(req: TranscriptionRequest, transcript: Transcript, token_ids: Callabl
     """The transcript in the request's ``response_format``."""
     fmt = req.response_format
     if fmt == "json":
-        return JSONResponse(
-            {"text": transcript.text, "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)}}
-        )
+        body: dict[str, Any] = {"text": transcript.text}
+        if req.logprobs:
+            body["logprobs"] = logprobs_body(transcript.words)
+        body["usage"] = {"type": "duration", "seconds": math.ceil(transcript.duration)}
+        return JSONResponse(body)
     if fmt == "text":
         return PlainTextResponse(transcript.text + "\n")
     if fmt == "srt":

@@ -22,7 +22,7 @@ from w2vlm.engine.model_runner import MIN_WINDOW_SAMPLES
 from w2vlm.errors import AudioError, W2vlmError
 from w2vlm.pipeline import decode_config_from_kwargs
 from w2vlm.results import Segment, Transcript
-from w2vlm.server.responses import audio_error, internal_error, segment_body, verbose_json
+from w2vlm.server.responses import audio_error, internal_error, logprobs_body, segment_body, verbose_json
 from w2vlm.server.settings import MAX_HOTWORDS, ServerSettings
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ class Transcriber:
         chunk_length_s: float,
         cancelled: threading.Event,
         detail: bool = False,
+        words: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """OpenAI's streaming events: ``transcript.text.delta`` as text is recognised, then
         ``transcript.text.done`` with the final text.
@@ -168,11 +169,13 @@ class Transcriber:
         ``detail`` (a ``verbose_json`` request): every upload goes segment by segment (one that is not cut into
         segments comes as one at the end), each delta also carries its :class:`~w2vlm.results.Segment` under
         ``"segment"`` (with word confidences), and the done event the whole :class:`Transcript` under
-        ``"transcript"``; :class:`ServerState` turns both into JSON."""
+        ``"transcript"``; :class:`ServerState` turns both into JSON. ``words`` (``include[]=logprobs``): segment
+        by segment too, each delta and the done event carrying their :class:`~w2vlm.results.Word` list (with
+        confidences) under ``"words"``."""
         audio, seconds = upload.item, upload.seconds
         engine = self.pipe.engine
-        if detail or engine.inputs.uses_vad(seconds, engine.config):
-            decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=detail)
+        if detail or words or engine.inputs.uses_vad(seconds, engine.config):
+            decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=detail or words)
             segments: list[Segment] = []
             for segment in engine.stream_segments(audio, decode):
                 if cancelled.is_set():
@@ -181,13 +184,17 @@ class Transcriber:
                 event: dict[str, Any] = {"type": "transcript.text.delta", "delta": delta}
                 if detail:
                     event["segment"] = segment
+                if words:
+                    event["words"] = list(segment.words)
                 yield event
                 segments.append(segment)
             text = " ".join(s.text for s in segments)
             done: dict[str, Any] = {"type": "transcript.text.done", "text": text}
+            every = [w for s in segments for w in s.words]
             if detail:
-                words = [w for s in segments for w in s.words]
-                done["transcript"] = Transcript("upload", text, seconds, words=words, segments=segments)
+                done["transcript"] = Transcript("upload", text, seconds, words=every, segments=segments)
+            if words:
+                done["words"] = every
             yield done
             return
         decoding = self.processor.stream(**self._decode_kwargs(hotwords))  # all beams, not just the best
@@ -277,7 +284,7 @@ class ServerState:
         with self.decoding_slot(), self.open_upload(req) as upload:
             try:
                 # only verbose_json shows confidences (words) or uses them (segments' avg_logprob)
-                wants_confidences = req.response_format == "verbose_json"
+                wants_confidences = req.response_format == "verbose_json" or req.logprobs
                 return self.transcriber.transcribe(upload, req.hotwords, wants_confidences)
             except W2vlmError as exc:
                 raise audio_error(exc, req.filename, upload.path) from exc
@@ -294,7 +301,13 @@ class ServerState:
                 chunk_s = self.settings.stream_chunk_s
                 detail = req.response_format == "verbose_json"
                 index = 0
-                for event in self.transcriber.stream(upload, req.hotwords, chunk_s, cancelled, detail):
+                words_sent = 0
+                for event in self.transcriber.stream(upload, req.hotwords, chunk_s, cancelled, detail, req.logprobs):
+                    if "words" in event:  # include[]=logprobs: a delta's words, or all of them in the done event
+                        words = event.pop("words")
+                        done = event["type"] == "transcript.text.done"
+                        event["logprobs"] = logprobs_body(words, first=done or words_sent == 0)
+                        words_sent += 0 if done else len(words)
                     if "segment" in event:
                         event["segment"] = segment_body(event["segment"], index, req.granularities, self.token_ids)
                         index += 1
