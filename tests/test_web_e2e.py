@@ -28,7 +28,7 @@ pytest.importorskip("httpx")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
 
 from conftest import write_audio_file  # noqa: E402
-from test_server import LiveServer, noise  # noqa: E402
+from server_support import LiveServer, noise  # noqa: E402
 from w2vlm.server import ServerSettings, create_app  # noqa: E402
 
 API_KEY = "page-key"
