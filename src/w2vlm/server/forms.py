@@ -213,33 +213,26 @@ def validate_fields(
 
 def _includes(form: Any) -> set[str]:
     """OpenAI's ``include[]``: what to add to the response (``logprobs``)."""
-    values: list[str] = []
-    for key in ("include[]", "include"):
-        for value in form.getlist(key):
-            if not isinstance(value, str):
-                raise ApiError(400, f"'{key}' must be a text field", param="include")
-            values.extend(v.strip() for v in value.split(",") if v.strip())
-    bad = [v for v in values if v not in INCLUDES]
-    if bad:
-        raise ApiError(400, f"'include[]': expected {list(INCLUDES)}; got {bad}", param="include")
-    return set(values)
+    return set(_list_field(form, "include", INCLUDES, f"expected {list(INCLUDES)}"))
 
 
 def _granularities(form: Any) -> list[str]:
-    grans: list[str] = []
-    for key in ("timestamp_granularities[]", "timestamp_granularities"):
+    return _list_field(form, "timestamp_granularities", GRANULARITIES, "expected 'word' and/or 'segment'")
+
+
+def _list_field(form: Any, name: str, allowed: tuple[str, ...], expected: str) -> list[str]:
+    """The values of an array field (``name[]`` or ``name``, repeated or comma-separated), each one of
+    ``allowed``; otherwise a 400 that says what was ``expected``."""
+    values: list[str] = []
+    for key in (f"{name}[]", name):
         for value in form.getlist(key):
             if not isinstance(value, str):
-                raise ApiError(400, f"'{key}' must be a text field", param="timestamp_granularities")
-            grans.extend(v.strip() for v in value.split(",") if v.strip())
-    bad = [g for g in grans if g not in GRANULARITIES]
+                raise ApiError(400, f"'{key}' must be a text field", param=name)
+            values.extend(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in values if v not in allowed]
     if bad:
-        raise ApiError(
-            400,
-            f"'timestamp_granularities[]': expected 'word' and/or 'segment'; got {bad}",
-            param="timestamp_granularities",
-        )
-    return grans
+        raise ApiError(400, f"'{name}[]': {expected}; got {bad}", param=name)
+    return values
 
 
 def _language(form: Any, settings: ServerSettings) -> str | None:
