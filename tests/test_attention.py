@@ -50,7 +50,23 @@ def _batch(model: object) -> tuple[dict[str, object], list[int]]:
     return {name: values, "attention_mask": mask}, lengths
 
 
-@pytest.mark.parametrize("make", [_wav2vec2, _w2v_bert], ids=["wav2vec2", "w2v-bert"])
+def _family(name: str) -> object:
+    """A tiny random CTC model of another wav2vec2-style family (HuBERT, Data2Vec, UniSpeech-SAT, Conformer)."""
+    config = getattr(transformers, f"{name}Config")(
+        vocab_size=12, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    return getattr(transformers, f"{name}ForCTC")(config).eval()
+
+
+FAMILIES = ["Hubert", "Data2VecAudio", "UniSpeechSat", "Wav2Vec2Conformer"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_wav2vec2, _w2v_bert, *(lambda name=name: _family(name) for name in FAMILIES)],
+    ids=["wav2vec2", "w2v-bert", *FAMILIES],
+)
 def test_padding_mask_gives_the_same_logits_as_sdpa(make: object) -> None:
     model = make()
     assert model.config._attn_implementation == "sdpa"
