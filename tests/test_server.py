@@ -134,6 +134,30 @@ def test_logprobs_as_openai_includes_them(server: LiveServer, clips: dict) -> No
     assert_openai_error(post(server, data, **{"include[]": "tokens"}), 400, "include")
 
 
+def test_chunking_strategy_sets_the_requests_voice_activity_detection(server: LiveServer, clips: dict) -> None:
+    """OpenAI's ``chunking_strategy``: ``auto`` cuts even a short upload at speech (white noise: none, so no words;
+    the server's default leaves a 3 s upload whole), ``server_vad`` objects set the VAD's fields, as JSON or as
+    ``chunking_strategy[field]`` form fields (what the SDKs send); anything else is a named 400."""
+    from w2vlm.engine.silero import available
+
+    if not available():
+        pytest.skip("needs the vad extra")
+    _, data = clips["b"]
+    assert post(server, data).json()["text"]  # whole: the tiny model's words for the noise
+    assert post(server, data, chunking_strategy="auto").json()["text"] == ""
+    as_json = post(server, data, chunking_strategy=json.dumps({"type": "server_vad", "threshold": 0.5}))
+    fields = post(server, data, **{"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "0.5"})
+    assert as_json.status_code == fields.status_code == 200 and as_json.json() == fields.json()
+    assert as_json.json()["text"] == ""
+    for bad in (
+        "bogus",
+        '{"type": "semantic"}',
+        '{"type": "server_vad", "threshold": 2}',
+        '{"type": "server_vad", "x": 1}',
+    ):
+        assert_openai_error(post(server, data, chunking_strategy=bad), 400, "chunking_strategy")
+
+
 def test_srt_and_vtt(server: LiveServer, pipe: Any, clips: dict) -> None:
     audio, data = clips["b"]
     text = pipe(audio)["text"]
@@ -459,6 +483,10 @@ def test_official_openai_client(server: LiveServer, pipe: Any, clips: dict) -> N
     events = list(client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data), stream=True))
     assert events[-1].type == "transcript.text.done"
     assert "".join(e.delta for e in events if e.type == "transcript.text.delta") == events[-1].text
+    # chunking_strategy, as the SDK sends it (auto, and a server_vad object)
+    for strategy in ("auto", {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300}):
+        chunked = client.audio.transcriptions.create(model=MODEL_ID, file=("b.wav", data), chunking_strategy=strategy)
+        assert chunked.text == ""  # noise: no speech segments
     # include=["logprobs"] (gpt-4o-transcribe's), typed by the SDK, plain and streamed
     lp = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("b.wav", data), include=["logprobs"])
     assert lp.text == expected["text"] and "".join(x.token for x in lp.logprobs) == lp.text

@@ -6,7 +6,8 @@ Endpoints:
   ``language``, ``prompt`` — used as hotwords —, ``response_format`` json|text|srt|vtt|verbose_json,
   ``timestamp_granularities[]`` word|segment, ``stream`` for server-sent events, ``temperature`` accepted and
   ignored since CTC decoding is deterministic, ``include[]=logprobs`` with json: one entry a word, the log of
-  its confidence). ``verbose_json`` words carry an extra ``confidence`` in [0, 1].
+  its confidence, ``chunking_strategy`` auto or server_vad: the request's voice activity detection).
+  ``verbose_json`` words carry an extra ``confidence`` in [0, 1].
 - ``GET /v1/models``: the served model (and its aliases, ``whisper-1`` by default, so that code written for
   OpenAI runs unchanged).
 - ``GET /health``: liveness plus the queue's state and the page's settings.

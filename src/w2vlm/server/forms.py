@@ -5,6 +5,7 @@ OpenAI-style)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,11 @@ TRANSCRIPTION_REQUEST_SCHEMA: dict[str, Any] = {
                             "items": {"type": "string", "enum": list(INCLUDES)},
                             "description": "logprobs (response_format json): each word's log confidence.",
                         },
+                        "chunking_strategy": {
+                            "type": "string",
+                            "description": "auto, or a server_vad object (JSON, or chunking_strategy[field] "
+                            "fields): threshold, prefix_padding_ms, silence_duration_ms. Speech segments always.",
+                        },
                         "stream": {"type": "boolean", "default": False, "description": "Server-sent events."},
                         "temperature": {"type": "number", "description": "Accepted and ignored (CTC)."},
                     },
@@ -73,6 +79,8 @@ class TranscriptionRequest:
     language: str
     stream: bool
     logprobs: bool = False
+    #: the engine's VAD settings for this request (OpenAI's ``chunking_strategy``), None for the server's own
+    vad: dict[str, Any] | None = None
 
 
 async def read_request(
@@ -208,7 +216,65 @@ def validate_fields(
         "hotwords": hotwords_from_prompt(prompt),
         "language": language or settings.language or "unknown",
         "logprobs": logprobs,
+        "vad": _chunking_strategy(form),
     }
+
+
+#: OpenAI's server_vad fields: the engine setting each sets, and the factor from its unit to seconds
+_SERVER_VAD = {"threshold": ("vad_threshold", 1.0), "prefix_padding_ms": ("vad_pad_s", 1e-3)}
+_SERVER_VAD["silence_duration_ms"] = ("vad_min_silence_s", 1e-3)
+
+
+def _chunking_strategy(form: Any) -> dict[str, Any] | None:
+    """OpenAI's ``chunking_strategy`` as engine VAD settings: ``auto`` (voice activity detection whatever the
+    upload's length), or ``{"type": "server_vad", ...}`` (JSON in the field, or ``chunking_strategy[field]``
+    fields as SDKs send a nested object in a form) with its fields in place of the server's; None when absent."""
+    raw = text_field(form, "chunking_strategy")
+    fields = {k[len("chunking_strategy[") : -1]: form.get(k) for k in form if k.startswith("chunking_strategy[")}
+    if raw is None and not fields:
+        return None
+    if raw is not None and raw.strip() == "auto" and not fields:
+        return {"vad": True}
+    if raw is not None:
+        try:
+            fields = json.loads(raw)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise ApiError(
+                400,
+                f"'chunking_strategy': expected 'auto' or a server_vad object; got {raw[:80]!r}",
+                param="chunking_strategy",
+            )
+    if fields.get("type") != "server_vad":
+        raise ApiError(
+            400,
+            f"'chunking_strategy': type must be 'server_vad'; got {fields.get('type')!r}",
+            param="chunking_strategy",
+        )
+    out: dict[str, Any] = {"vad": True}
+    for key, value in fields.items():
+        if key == "type":
+            continue
+        if key not in _SERVER_VAD:
+            raise ApiError(
+                400,
+                f"'chunking_strategy': unknown field {key!r}; expected {sorted(_SERVER_VAD)}",
+                param="chunking_strategy",
+            )
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        name, unit = _SERVER_VAD[key]
+        valid = 0.0 < number < 1.0 if key == "threshold" else 0.0 <= number <= 10_000.0
+        if not valid:
+            allowed = "between 0 and 1" if key == "threshold" else "0 to 10000 ms"
+            raise ApiError(
+                400, f"'chunking_strategy': {key} must be {allowed}; got {value!r}", param="chunking_strategy"
+            )
+        out[name] = number * unit
+    return out
 
 
 def _includes(form: Any) -> set[str]:

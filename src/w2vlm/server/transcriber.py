@@ -139,11 +139,19 @@ class Transcriber:
             kwargs["hotwords"] = hotwords
         return kwargs
 
-    def transcribe(self, upload: Upload, hotwords: list[str], confidences: bool = True) -> Transcript:
+    def engine_config(self, vad: dict[str, Any] | None) -> Any:
+        """The engine's configuration for a request: the server's, with the request's VAD settings if any."""
+        config = self.pipe.engine.config
+        return config.with_(**vad) if vad else config
+
+    def transcribe(
+        self, upload: Upload, hotwords: list[str], confidences: bool = True, vad: dict[str, Any] | None = None
+    ) -> Transcript:
         """Decode an upload on the engine; ``confidences=False`` skips the word confidences (they cost about
-        as much as the beam search itself), leaving them None."""
+        as much as the beam search itself), leaving them None; ``vad``: the request's VAD settings."""
         decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=confidences)
-        (transcript,) = self.pipe.engine.transcribe([upload.item], decode, names=["upload"])
+        config = self.engine_config(vad)
+        (transcript,) = self.pipe.engine.transcribe([upload.item], decode, names=["upload"], config=config)
         if transcript.exception is not None:
             raise transcript.exception
         return transcript
@@ -156,6 +164,7 @@ class Transcriber:
         cancelled: threading.Event,
         detail: bool = False,
         words: bool = False,
+        vad: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """OpenAI's streaming events: ``transcript.text.delta`` as text is recognised, then
         ``transcript.text.done`` with the final text.
@@ -174,10 +183,11 @@ class Transcriber:
         confidences) under ``"words"``."""
         audio, seconds = upload.item, upload.seconds
         engine = self.pipe.engine
-        if detail or words or engine.inputs.uses_vad(seconds, engine.config):
+        config = self.engine_config(vad)
+        if detail or words or engine.inputs.uses_vad(seconds, config):
             decode = self.decode.with_(hotwords=tuple(hotwords), word_confidences=detail or words)
             segments: list[Segment] = []
-            for segment in engine.stream_segments(audio, decode):
+            for segment in engine.stream_segments(audio, decode, config):
                 if cancelled.is_set():
                     return
                 delta = (" " if segments else "") + segment.text
@@ -199,7 +209,7 @@ class Transcriber:
             return
         decoding = self.processor.stream(**self._decode_kwargs(hotwords))  # all beams, not just the best
         sent = ""
-        config = self.pipe.engine.config.with_(chunk_length_s=chunk_length_s)
+        config = config.with_(chunk_length_s=chunk_length_s)
         for piece in self.pipe.engine.stream_log_probs(audio, config):
             if cancelled.is_set():
                 return
@@ -285,7 +295,7 @@ class ServerState:
             try:
                 # only verbose_json shows confidences (words) or uses them (segments' avg_logprob)
                 wants_confidences = req.response_format == "verbose_json" or req.logprobs
-                return self.transcriber.transcribe(upload, req.hotwords, wants_confidences)
+                return self.transcriber.transcribe(upload, req.hotwords, wants_confidences, req.vad)
             except W2vlmError as exc:
                 raise audio_error(exc, req.filename, upload.path) from exc
 
@@ -302,7 +312,9 @@ class ServerState:
                 detail = req.response_format == "verbose_json"
                 index = 0
                 words_sent = 0
-                for event in self.transcriber.stream(upload, req.hotwords, chunk_s, cancelled, detail, req.logprobs):
+                for event in self.transcriber.stream(
+                    upload, req.hotwords, chunk_s, cancelled, detail, req.logprobs, req.vad
+                ):
                     if "words" in event:  # include[]=logprobs: a delta's words, or all of them in the done event
                         words = event.pop("words")
                         done = event["type"] == "transcript.text.done"
