@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -73,10 +74,11 @@ def test_padding_mask_gives_the_same_logits_as_sdpa(make: object) -> None:
     inputs, _ = _batch(model)
     with torch.inference_mode():
         reference = model(**inputs).logits
-        assert attention.use_padding_mask(model)
-        assert model.config._attn_implementation == attention.NAME
-        got = model(**inputs).logits
-        alone = model(**{k: v[:1] for k, v in inputs.items()}).logits  # no padding: no mask at all
+        with attention.padding_mask_attention(model) as switched:
+            assert switched and model.config._attn_implementation == attention.NAME
+            got = model(**inputs).logits
+            alone = model(**{k: v[:1] for k, v in inputs.items()}).logits  # no padding: no mask at all
+    assert model.config._attn_implementation == "sdpa"  # left as it was
     frames = model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
     if isinstance(model, transformers.Wav2Vec2BertForCTC):
         frames = inputs["attention_mask"].sum(-1).tolist()
@@ -117,14 +119,28 @@ def test_other_patterns_get_transformers_own_mask() -> None:
     assert torch.equal(causal, expected)
 
 
-def test_only_sdpa_models_are_switched_and_the_cpu_runner_switches() -> None:
+def test_only_sdpa_models_are_switched_and_the_cpu_runner_leaves_the_model_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     eager = transformers.Wav2Vec2ForCTC(
         transformers.Wav2Vec2Config(
             vocab_size=12, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
         ),
     )
     eager.set_attn_implementation("eager")
-    assert not attention.use_padding_mask(eager) and eager.config._attn_implementation == "eager"
+    with attention.padding_mask_attention(eager) as switched:
+        assert not switched and eager.config._attn_implementation == "eager"
+    # the engine's CPU runner: the padding-only mask during its forward passes, the model as it was after
     model = _wav2vec2()
-    ModelRunner(model, transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True))
-    assert model.config._attn_implementation == attention.NAME
+    runner = ModelRunner(model, transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True))
+    seen: list[str] = []
+    forward = model.forward
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen.append(model.config._attn_implementation)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", watched)
+    prepared = [runner.prepare(np.zeros(n, np.float32) + 0.01) for n in (16000, 9000)]
+    runner.forward(prepared).result()
+    assert seen == [attention.NAME] and model.config._attn_implementation == "sdpa"

@@ -4,7 +4,7 @@ transformers' ``sdpa`` attention builds, for every padded batch, a boolean mask 
 (``sdpa_mask``: an ``and`` of index comparisons and a ``where``), and the encoder of an acoustic model only ever
 needs to hide the padded keys: every query may see every real frame. On a 15 s window (750 frames) that mask cost
 as much CPU time as the attention itself in a small model (a quarter of the near-free model's forward pass in
-``bench/engine.py``). :func:`use_padding_mask` switches a model that runs ``sdpa`` to :data:`NAME`: the same
+``bench/engine.py``). :func:`padding_mask_attention` runs a model that runs ``sdpa`` on :data:`NAME`: the same
 attention kernel (transformers' ``sdpa_attention_forward``), with the mask as (batch, 1, 1, frames), which
 ``torch.nn.functional.scaled_dot_product_attention`` broadcasts over the queries. The outputs at real frames are
 the same; padded frames are never read (the engine keeps each window's own frames only).
@@ -15,6 +15,8 @@ sequences, extra mask functions) gets transformers' own ``sdpa_mask``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 #: The attention implementation registered with transformers.
@@ -78,15 +80,23 @@ def register() -> None:
     _registered = True
 
 
-def use_padding_mask(model: Any) -> bool:
-    """Switch ``model`` from ``sdpa`` attention to :data:`NAME` (same kernel, padding-only mask); whether it did.
-    Models on other implementations (eager, flash attention, flex) are left as they are."""
+@contextlib.contextmanager
+def padding_mask_attention(model: Any) -> Iterator[bool]:
+    """Within the block, a model that runs ``sdpa`` attention runs :data:`NAME` (same kernel, padding-only mask);
+    whether it does. The model's configuration is put back after, so that the model is left as it was given (one
+    saved or sent to a process where w2vlm has not registered :data:`NAME` works as before). Models on other
+    implementations (eager, flash attention, flex) are left as they are. Not for two threads at once on one
+    model: the engine's forward passes take turns."""
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
-        return False
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        yield False
+        return
     register()
-    model.set_attn_implementation(NAME)
-    return model.config._attn_implementation == NAME
+    config._attn_implementation = NAME
+    try:
+        yield True
+    finally:
+        config._attn_implementation = "sdpa"
 
 
-__all__ = ["NAME", "padding_mask", "register", "use_padding_mask"]
+__all__ = ["NAME", "padding_mask", "padding_mask_attention", "register"]

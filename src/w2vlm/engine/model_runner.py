@@ -10,13 +10,14 @@ non-blocking, and the result is a :class:`PendingOutput` whose copy back overlap
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from w2vlm.engine.attention import use_padding_mask
+from w2vlm.engine.attention import padding_mask_attention
 from w2vlm.errors import ModelError
 from w2vlm.features import WaveformInputs
 
@@ -92,8 +93,9 @@ class ModelRunner:
         self.device = params[0].device if params else torch.device("cpu")
         self.on_cuda = self.device.type == "cuda"
         self.dtype = model_dtype(model)
-        if self.device.type == "cpu":  # the (batch, 1, frames, frames) mask costs CPU time, not GPU time worth saving
-            use_padding_mask(model)
+        # on a CPU, attention with a padding-only mask (engine.attention): transformers' (batch, 1, frames, frames)
+        # mask costs CPU time there (on a GPU, none worth saving)
+        self.padding_mask = self.device.type == "cpu"
         self.input_name = feature_extractor.model_input_names[0]
         self.frame_level = self.input_name == "input_features"
         self.uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
@@ -153,7 +155,8 @@ class ModelRunner:
             inputs = {self.input_name: values.to(self.dtype) if values.is_floating_point() else values}
             if mask is not None:
                 inputs["attention_mask"] = mask
-            with self._forward_lock:
+            attention = padding_mask_attention(self.model) if self.padding_mask else contextlib.nullcontext()
+            with self._forward_lock, attention:
                 logits = self.model(**inputs).logits
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             if mask is not None and mask.shape[-1] == logits.shape[1]:
