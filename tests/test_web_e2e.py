@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -410,6 +411,18 @@ def test_a_long_upload_shows_each_speech_segment_as_it_is_recognised(browser: An
     path = tmp_path / "long.wav"
     sf.write(path, np.concatenate([gap, *(x for c in clips for x in (c, gap)), gap]), 16000, subtype="PCM_16")
     pipe = w2vlm.pipeline("automatic-speech-recognition")
+    # each segment after the first a little later, as on a slower machine or a longer file: this 13 s file is
+    # recognised so fast that all its events could come in one network read, and the page would then show them
+    # all at once (what is checked here is that the page shows each segment as it comes)
+    stream_segments = pipe.engine.stream_segments
+
+    def paced(*args: Any, **kwargs: Any) -> Any:
+        for k, segment in enumerate(stream_segments(*args, **kwargs)):
+            if k:
+                time.sleep(0.3)
+            yield segment
+
+    pipe.engine.stream_segments = paced
     with LiveServer(create_app(pipe, ServerSettings(model_id="tiny-web"))) as live:
         for page in open_page(browser, live, WATCH_WORDS):
             page.set_input_files("#file-input", str(path))
