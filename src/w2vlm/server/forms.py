@@ -221,8 +221,11 @@ def validate_fields(
 
 
 #: OpenAI's server_vad fields: the engine setting each sets, and the factor from its unit to seconds
-_SERVER_VAD = {"threshold": ("vad_threshold", 1.0), "prefix_padding_ms": ("vad_pad_s", 1e-3)}
-_SERVER_VAD["silence_duration_ms"] = ("vad_min_silence_s", 1e-3)
+_SERVER_VAD = {
+    "threshold": ("vad_threshold", 1.0),
+    "prefix_padding_ms": ("vad_pad_s", 1e-3),
+    "silence_duration_ms": ("vad_min_silence_s", 1e-3),
+}
 
 
 def _chunking_strategy(form: Any) -> dict[str, Any] | None:

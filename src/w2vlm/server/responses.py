@@ -108,6 +108,15 @@ def word_body(word: Word) -> dict[str, Any]:
     return {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3), "confidence": word.confidence}
 
 
+#: The smallest confidence a log is taken of (a word's confidence may be 0; whisper's fields want finite logs).
+_MIN_CONFIDENCE = 1e-6
+
+
+def log_confidence(confidence: float) -> float:
+    """The log of a word's confidence, as ``verbose_json``'s ``avg_logprob`` and ``logprobs`` give it."""
+    return math.log(max(confidence, _MIN_CONFIDENCE))
+
+
 def logprobs_body(words: list[Word], first: bool = True) -> list[dict[str, Any]]:
     """OpenAI's ``logprobs`` (``include[]=logprobs``): one entry a word, its text as a token (after a space but for
     the transcript's ``first`` word), the log of its confidence, and its UTF-8 bytes. CTC has no token
@@ -115,7 +124,7 @@ def logprobs_body(words: list[Word], first: bool = True) -> list[dict[str, Any]]
     out = []
     for i, w in enumerate(words):
         token = w.word if first and i == 0 else f" {w.word}"
-        logprob = math.log(max(w.confidence, 1e-6)) if w.confidence is not None else 0.0
+        logprob = log_confidence(w.confidence) if w.confidence is not None else 0.0
         out.append({"token": token, "logprob": round(logprob, 6), "bytes": list(token.encode("utf-8"))})
     return out
 
@@ -134,7 +143,7 @@ def segment_body(
         "text": f" {seg.text}" if seg.text else "",  # as OpenAI's: each segment's text after a space, so that
         "tokens": token_ids(seg.text),  # the segments' texts joined as they are give the transcript (then stripped)
         "temperature": 0.0,
-        "avg_logprob": float(np.mean([math.log(max(c, 1e-6)) for c in known])) if known else 0.0,
+        "avg_logprob": float(np.mean([log_confidence(c) for c in known])) if known else 0.0,
         "compression_ratio": compression_ratio(seg.text),
         "no_speech_prob": round(seg.no_speech_prob, 4) if seg.no_speech_prob is not None else 0.0,
     }
