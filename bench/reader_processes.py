@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         model = str(bench_engine.random_model(work / "nearfree", "nearfree"))
         audio_s = args.minutes * 60
         engine = _engine(model)
-        torch.set_num_threads(len(os.sched_getaffinity(0)))  # the model stage's threads, as the command sets them
+        # the forward passes here on the model stage's threads, the count the command's engine config gives them
+        torch.set_num_threads(engine.config.torch_threads or len(os.sched_getaffinity(0)))
         in_threads(engine, files[:4])  # warm-up
         threads = min(in_threads(engine, files) for _ in range(args.repeats))
         with mp.get_context("forkserver").Pool(args.workers, initializer=_init, initargs=(model,)) as pool:
