@@ -62,6 +62,19 @@ def test_directory_to_all_formats(tiny_ctc_dir: Path, audio_dir: Path, tmp_path:
     assert not [p for p in out.rglob(".*")]  # no temporary files left behind
 
 
+def test_read_processes_give_the_same_outputs(tiny_ctc_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    outs = {}
+    for flag in ("--read-processes", "--read-threads"):
+        outs[flag] = tmp_path / flag.strip("-")
+        result = invoke(audio_dir, "--model", tiny_ctc_dir, "-o", outs[flag], "-f", "json", flag)
+        assert result.exit_code == 0, result.output
+    files = sorted(p.relative_to(outs["--read-threads"]) for p in outs["--read-threads"].rglob("*.json"))
+    assert len(files) == 3
+    for name in files:
+        a, b = (json.loads((outs[f] / name).read_text(encoding="utf-8")) for f in outs)
+        assert (a["text"], a["duration"]) == (b["text"], b["duration"])
+
+
 def test_several_inputs_to_stdout(tiny_ctc_dir: Path, audio_dir: Path) -> None:
     result = invoke(audio_dir / "one.wav", audio_dir / "two.flac", "--model", tiny_ctc_dir)
     assert result.exit_code == 0, result.output

@@ -247,7 +247,10 @@ class AcousticStage:
         model = load_model(
             folder, device=self.options.device, dtype=self.options.model_dtype(), quantize=self.options.quantize
         )
-        config = self.options.engine_config().with_(workers=max(1, self.threads), torch_threads=max(1, self.threads))
+        # each actor is a process with its share of the CPUs: it reads in its own threads
+        config = self.options.engine_config().with_(
+            workers=max(1, self.threads), torch_threads=max(1, self.threads), read_processes=False
+        )
         self.engine = Engine(model, load_feature_extractor(folder), None, config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:

@@ -72,6 +72,8 @@ class TranscribeOptions:
     vad_pad_s: float | None = None
     max_segment_s: float | None = None
     no_speech_threshold: float | None = None
+    #: read inputs in worker processes (True), threads (False), or as the engine decides (None)
+    read_processes: bool | None = None
 
     def validate(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -148,6 +150,7 @@ class TranscribeOptions:
                 # threads slow down badly
                 torch_threads=max(1, budget - budget // 4),
                 vad=self.vad,
+                read_processes=self.read_processes,
                 **vad,
             )
         except ConfigError as exc:

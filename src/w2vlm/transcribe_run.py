@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from w2vlm.engine.config import reads_in_processes
+from w2vlm.engine.reader_pool import ForkServer
 from w2vlm.errors import W2vlmError
 from w2vlm.fileio import check_output
 from w2vlm.results import Transcript
@@ -87,7 +89,7 @@ def run(
         if STDIN in [str(raw) for raw in inputs]:
             stdin_file = stack.enter_context(_spooled_stdin(stdin))
         return _run(inputs, options, stdin_file, output_dir, formats, skip_existing, word_timestamps, out, err,
-                    progress, cue_style, verbose)  # fmt: skip
+                    progress, cue_style, verbose, stack)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -115,6 +117,7 @@ def _run(
     progress: bool | None,
     cue_style: CueStyle | None,
     verbose: bool,
+    stack: contextlib.ExitStack,
 ) -> RunSummary:
     summary = RunSummary()
     files, problems = collect_inputs(inputs, stdin_file)
@@ -148,7 +151,14 @@ def _run(
         return summary
 
     t0 = time.perf_counter()
+    # reading processes, when the run uses them, start their imports now, while the model loads
+    server = ForkServer() if reads_in_processes(options.read_processes, len(todo), _cuda_expected(options)) else None
+    if server is not None:
+        stack.callback(server.close)
     transcriber = Transcriber(options)
+    stack.callback(transcriber.engine.close)  # its reading processes, if it started any
+    if server is not None:
+        transcriber.engine.reader_pool(server)
     summary.load_seconds = time.perf_counter() - t0
     logger.info("model %s loaded in %.1f s (%s)", transcriber.folder, summary.load_seconds, transcriber.mode)
 
@@ -233,6 +243,15 @@ def _print_segments(bar: _progress_bar, result: FileResult, several: bool) -> No
         bar.console.print(Text(f"==> {result.file.name} <==", style="bold"), highlight=False)
     for segment in result.transcript.segments:
         bar.console.print(Text(segment_line(segment)), highlight=False, soft_wrap=True)
+
+
+def _cuda_expected(options: TranscribeOptions) -> bool:
+    """Whether the model will run on a GPU (before it is loaded; a bad device is named when it is)."""
+    if options.device.startswith("cpu"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _duration_or_zero(path: Path) -> float:

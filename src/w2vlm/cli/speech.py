@@ -166,6 +166,16 @@ def transcribe_command(
     speech_pad: SpeechPadOption = None,
     max_segment: MaxSegmentOption = None,
     no_speech_threshold: NoSpeechThresholdOption = None,
+    read_processes: Annotated[
+        bool | None,
+        typer.Option(
+            "--read-processes/--read-threads",
+            help="Read, resample and cut audio (VAD, features) in worker processes rather than threads of this "
+            "one: free of Python's lock, for GPU runs over many files (about 3 s of start-up; threads read until "
+            "they are up).  [default: processes for 8 files or more with --device cuda on 4+ CPUs]",
+            show_default=False,
+        ),
+    ] = None,
     max_cue_duration: Annotated[
         float, typer.Option("--max-cue-duration", help="Longest subtitle cue (srt, vtt, tsv rows), in seconds.")
     ] = CUE_MAX_S,
@@ -210,6 +220,7 @@ def transcribe_command(
         "vad_pad_s": speech_pad,
         "max_segment_s": max_segment,
         "no_speech_threshold": no_speech_threshold,
+        "read_processes": read_processes,
     }
     if ray and verbose:
         raise typer.BadParameter(

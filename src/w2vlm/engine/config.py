@@ -39,6 +39,11 @@ DEFAULT_BATCH_SECONDS_CUDA = 480.0
 DEFAULT_BATCH_WAIT_S = 0.1
 #: Inputs read ahead of the oldest unfinished one (bounds memory together with the window queue).
 DEFAULT_PREFETCH = 32
+#: With ``read_processes=None``, a call to a model on a GPU reads its inputs in processes when it has at least this
+#: many, on a machine with at least this many CPUs: the processes' start-up (~3 s of CPU, once per engine) pays for
+#: itself only over many inputs, and with fewer CPUs they only take CPU time from the rest.
+READ_PROCESSES_MIN_INPUTS = 8
+READ_PROCESSES_MIN_CPUS = 4
 #: Beams kept to compute word confidences when only the best transcript is wanted.
 CONFIDENCE_BEAMS = 16
 #: Voice activity detection is on (``vad=None``) for inputs longer than this (seconds).
@@ -161,6 +166,9 @@ class EngineConfig:
     device, all of them on a GPU). ``torch_threads``: torch's threads for the forward pass on a CPU device, set in
     the model stage's own thread, while the reading workers' small operators (VAD, features) then run on one
     thread each, so that they do not oversubscribe the CPUs (None: torch's own setting everywhere).
+    ``read_processes``: the reading workers each read in a process of their own (:mod:`w2vlm.engine.reader_pool`),
+    free of the model stage's interpreter lock; None: for calls of at least :data:`READ_PROCESSES_MIN_INPUTS`
+    inputs to a model on a GPU, on a machine with at least :data:`READ_PROCESSES_MIN_CPUS` CPUs.
 
     Voice activity detection (:mod:`w2vlm.engine.vad`): ``vad`` True or False, or None for inputs longer than
     ``vad_above_s`` (when the ``vad`` extra is installed and no ``chunk_length_s`` is asked for). Each speech
@@ -184,6 +192,7 @@ class EngineConfig:
     decode_threads: int | None = None
     torch_threads: int | None = None
     prefetch: int = DEFAULT_PREFETCH
+    read_processes: bool | None = None
     vad: bool | None = None
     vad_above_s: float = DEFAULT_VAD_ABOVE_S
     vad_threshold: float = DEFAULT_VAD_THRESHOLD
@@ -193,8 +202,9 @@ class EngineConfig:
     max_segment_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.vad not in (None, True, False):
-            raise ConfigError(f"vad: expected True, False or None (auto); got {self.vad!r}")
+        for name in ("vad", "read_processes"):
+            if getattr(self, name) not in (None, True, False):
+                raise ConfigError(f"{name}: expected True, False or None (auto); got {getattr(self, name)!r}")
         if not 0.0 < float(self.vad_threshold) < 1.0:
             raise ConfigError(f"vad_threshold: must be between 0 and 1; got {self.vad_threshold}")
         for name in ("vad_above_s", "vad_min_speech_s", "vad_min_silence_s", "vad_pad_s", "batch_wait_s"):
@@ -223,6 +233,19 @@ class EngineConfig:
 
     def with_(self, **changes: Any) -> EngineConfig:
         return replace(self, **changes)
+
+
+def reads_in_processes(setting: bool | None, inputs: int, on_cuda: bool) -> bool:
+    """Whether a call of ``inputs`` inputs reads them in reading processes (:mod:`w2vlm.engine.reader_pool`): as
+    ``setting`` (``EngineConfig.read_processes``) says, or when it is None, for at least
+    :data:`READ_PROCESSES_MIN_INPUTS` inputs to a model on a GPU, on a machine with at least
+    :data:`READ_PROCESSES_MIN_CPUS` CPUs. There the CPU side has to keep up with the device, and reading threads
+    are held back by the interpreter's lock; a model on the CPU is the slow stage itself, and reading processes
+    only take CPU time from it (the embedded model on 2 CPUs, 10 minutes of ~15 s files: 146 audio-s/s against
+    154-159 with threads)."""
+    if setting is not None:
+        return setting
+    return on_cuda and inputs >= READ_PROCESSES_MIN_INPUTS and available_cpus() >= READ_PROCESSES_MIN_CPUS
 
 
 def run_dtype_name(dtype: str | None, quantize: str | None, device_type: str) -> str | None:
@@ -262,10 +285,13 @@ __all__ = [
     "DEFAULT_WINDOW_S",
     "DTYPES",
     "MIN_CHUNK_LENGTH_S",
+    "READ_PROCESSES_MIN_CPUS",
+    "READ_PROCESSES_MIN_INPUTS",
     "ConfigError",
     "DecodeConfig",
     "EngineConfig",
     "available_cpus",
+    "reads_in_processes",
     "resolve_dtype_name",
     "run_dtype_name",
 ]

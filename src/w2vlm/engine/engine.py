@@ -20,6 +20,7 @@ each with its own :class:`~w2vlm.engine.config.DecodeConfig`.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,10 +33,12 @@ from w2vlm.engine.config import (
     DecodeConfig,
     EngineConfig,
     available_cpus,
+    reads_in_processes,
 )
 from w2vlm.engine.decoding import TranscriptDecoder
 from w2vlm.engine.inputs import InputInfo, InputReader
 from w2vlm.engine.model_runner import ModelRunner
+from w2vlm.engine.reader_pool import ForkServer, ReaderPool
 from w2vlm.engine.stages import Run
 from w2vlm.engine.windows import Stitcher, Window, join
 from w2vlm.results import Segment, Transcript
@@ -74,6 +77,37 @@ class Engine:
         longest = float(hint) if isinstance(hint, (int, float)) and hint > 0 else None
         #: reads inputs into speech segments or windows
         self.inputs = InputReader(self.sampling_rate, self.runner.ratio, longest)
+        self._readers: ReaderPool | None = None
+        self._readers_lock = threading.Lock()
+
+    def reads_in_processes(self, inputs: int, config: EngineConfig) -> bool:
+        """Whether a call with ``inputs`` inputs under ``config`` reads them in the engine's reading processes
+        (:func:`~w2vlm.engine.config.reads_in_processes`)."""
+        return reads_in_processes(config.read_processes, inputs, self.runner.on_cuda)
+
+    def reader_pool(self, server: ForkServer | None = None) -> ReaderPool:
+        """The engine's reading processes (forked one by one as calls need them, from ``server`` when given: one
+        started before the model was loaded; see :mod:`w2vlm.engine.reader_pool`)."""
+        with self._readers_lock:
+            if self._readers is None:
+                self._readers = ReaderPool(
+                    self.runner.preparer,
+                    self.sampling_rate,
+                    self.runner.ratio,
+                    self.inputs.model_max_segment_s,
+                    self.workers,
+                    server,
+                )
+            elif server is not None and server is not self._readers.server:
+                server.close()
+            return self._readers
+
+    def close(self) -> None:
+        """Stop the engine's reading processes, if it started any (they also end with the engine's process)."""
+        with self._readers_lock:
+            if self._readers is not None:
+                self._readers.close()
+                self._readers = None
 
     def batch_samples(self, config: EngineConfig) -> int:
         """Padded samples per forward pass for ``config``."""

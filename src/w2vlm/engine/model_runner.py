@@ -77,13 +77,59 @@ class PendingOutput:
         return [array[i, :n] for i, n in enumerate(self._frames)]
 
 
+class Preparer:
+    """One window's model input, made on the host: log-mel filter banks (Wav2Vec2-BERT) or the normalised
+    waveform (wav2vec2-style), or the feature extractor's own output for other extractors. With ``raw_audio``
+    (a GPU device) the audio itself is kept for the two fast paths, whose features are then computed on the
+    device, batched. It pickles as its feature extractor and ``raw_audio``."""
+
+    def __init__(self, feature_extractor: Any, raw_audio: bool = False) -> None:
+        import torch
+        from transformers import Wav2Vec2FeatureExtractor
+
+        from w2vlm.features import fast_log_mel
+
+        self.feature_extractor = feature_extractor
+        self.sampling_rate = int(getattr(feature_extractor, "sampling_rate", 16000))
+        self.input_name = feature_extractor.model_input_names[0]
+        # Wav2Vec2-BERT: filter banks in torch, in float32 as in training
+        self.log_mel = fast_log_mel(feature_extractor, dtype=torch.float32)
+        self.waveform = type(feature_extractor) is Wav2Vec2FeatureExtractor
+        self.do_normalize = bool(getattr(feature_extractor, "do_normalize", True))
+        self.raw_audio = raw_audio and (self.log_mel is not None or self.waveform)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"feature_extractor": self.feature_extractor, "raw_audio": self.raw_audio}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["feature_extractor"], state["raw_audio"])
+
+    def __call__(self, audio: np.ndarray) -> Prepared:
+        import torch
+
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if self.raw_audio:
+            return Prepared(torch.from_numpy(audio), audio.size, False)
+        if self.log_mel is not None:
+            feats, valid = self.log_mel.single(torch.from_numpy(audio))
+            return Prepared(feats, audio.size, True, valid)
+        if self.waveform:
+            x = audio
+            if self.do_normalize:
+                x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+            return Prepared(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), audio.size, True)
+        out = self.feature_extractor(
+            [audio], sampling_rate=self.sampling_rate, return_tensors="pt", return_attention_mask=True
+        )
+        mask = out.get("attention_mask")
+        return Prepared(out[self.input_name][0], audio.size, True, None if mask is None else int(mask[0].sum()))
+
+
 class ModelRunner:
     """A CTC model with its feature extractor: prepare windows, run batches, return log-probabilities."""
 
     def __init__(self, model: Any, feature_extractor: Any) -> None:
         import torch
-
-        from w2vlm.features import fast_log_mel
 
         self.model = model
         self.feature_extractor = feature_extractor
@@ -99,12 +145,10 @@ class ModelRunner:
         self.input_name = feature_extractor.model_input_names[0]
         self.frame_level = self.input_name == "input_features"
         self.uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
-        # Wav2Vec2-BERT: filter banks in torch, in float32 as in training
-        self.log_mel = fast_log_mel(feature_extractor, dtype=torch.float32)
-        from transformers import Wav2Vec2FeatureExtractor
-
-        self.waveform = type(feature_extractor) is Wav2Vec2FeatureExtractor
-        self.do_normalize = bool(getattr(feature_extractor, "do_normalize", True))
+        #: each window's model input on the host (picklable: the engine's reading processes get a copy)
+        self.preparer = Preparer(feature_extractor, raw_audio=self.on_cuda)
+        self.log_mel = self.preparer.log_mel
+        self.do_normalize = self.preparer.do_normalize
         self.padding_value = float(getattr(feature_extractor, "padding_value", 0.0))
         # one forward pass at a time: calls of the engine that run at once (the server's requests) share the
         # model, and transformers' modules keep caches that are not safe across threads (Wav2Vec2-BERT's rotary
@@ -120,24 +164,7 @@ class ModelRunner:
 
     def prepare(self, audio: np.ndarray) -> Prepared:
         """The model input of one window (features on a CPU device; the audio itself for a GPU)."""
-        import torch
-
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
-        if self.on_cuda and (self.log_mel is not None or self.waveform):
-            return Prepared(torch.from_numpy(audio), audio.size, False)
-        if self.log_mel is not None:
-            feats, valid = self.log_mel.single(torch.from_numpy(audio))
-            return Prepared(feats, audio.size, True, valid)
-        if self.waveform:
-            x = audio
-            if self.do_normalize:
-                x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-            return Prepared(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), audio.size, True)
-        out = self.feature_extractor(
-            [audio], sampling_rate=self.sampling_rate, return_tensors="pt", return_attention_mask=True
-        )
-        mask = out.get("attention_mask")
-        return Prepared(out[self.input_name][0], audio.size, True, None if mask is None else int(mask[0].sum()))
+        return self.preparer(audio)
 
     # ----------------------------------------------------------------------------------------- forward
 
@@ -202,4 +229,12 @@ class ModelRunner:
         return values, (mask.to(self.device) if with_mask else None)
 
 
-__all__ = ["MIN_WINDOW_SAMPLES", "ModelRunner", "PendingOutput", "Prepared", "inputs_to_logits_ratio", "model_dtype"]
+__all__ = [
+    "MIN_WINDOW_SAMPLES",
+    "ModelRunner",
+    "PendingOutput",
+    "Prepared",
+    "Preparer",
+    "inputs_to_logits_ratio",
+    "model_dtype",
+]

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ import numpy as np
 from w2vlm.engine.config import DecodeConfig, EngineConfig
 from w2vlm.engine.decoding import Incremental, failed
 from w2vlm.engine.inputs import InputInfo
+from w2vlm.engine.reader_pool import portable
 from w2vlm.engine.windows import Stitcher, Window, join
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class Run:
         self.results: queue.Queue = queue.Queue()
         self.timings = engine.timings
         self.lock = threading.Lock()
+        #: whether this call reads its inputs in the engine's reading processes
+        self.processes = engine.reads_in_processes(len(items), config)
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -166,20 +169,36 @@ class Run:
         self.put(self.windows, _STOP)
 
     def read(self, i: int) -> None:
-        """Load input ``i``, cut it into windows, prepare their model input and queue them."""
+        """Load input ``i``, cut it into windows, prepare their model input and queue them (in one of the
+        engine's reading processes when this call uses them and one is free, else in this thread)."""
         if self.cancel.is_set():
             return
-        engine = self.engine
-        runner = engine.runner
+        process = self.engine.reader_pool().borrow() if self.processes and portable(self.items[i]) else None
+        try:
+            self.read_units(i, process)
+        finally:
+            if process is not None:
+                self.engine.reader_pool().give_back(process)
+
+    def units(self, i: int, process: Any, info: InputInfo) -> Iterator[tuple[int, int, int, bool, float | None, Any]]:
+        """Input ``i``'s ``(start, samples, right context, is_last, speech probability, model input)`` units,
+        read in ``process`` or (None) in this thread."""
+        item, name = self.items[i], self.names[i]
+        if process is not None:
+            yield from process.units(item, name, self.config, self.allow_urls, info, self.cancel)
+            return
+        prepare = self.engine.runner.prepare
+        for start, audio, right, last, prob in self.engine.inputs.units(item, name, self.config, self.allow_urls, info):
+            yield start, audio.size, right, last, prob, prepare(audio)
+
+    def read_units(self, i: int, process: Any) -> None:
         count = 0
         info = InputInfo()
         t0 = time.perf_counter()
+        units = self.units(i, process, info)
         try:
-            for start, audio, right, last, speech_prob in engine.inputs.units(
-                self.items[i], self.names[i], self.config, self.allow_urls, info
-            ):
-                prepared = runner.prepare(audio)
-                self.put(self.windows, Window(i, count, start, audio.size, right, last, prepared, speech_prob))
+            for start, samples, right, last, speech_prob, prepared in units:
+                self.put(self.windows, Window(i, count, start, samples, right, last, prepared, speech_prob))
                 count += 1
         except _Cancelled:
             return
@@ -187,8 +206,11 @@ class Run:
             self.add_read_time(info, t0)
             self.put(self.outputs, ("error", i, exc))
             return
+        finally:
+            units.close()  # a reading process stops at once when this input is given up
         self.add_read_time(info, t0)
-        self.put(self.outputs, ("count", i, count, info.samples / runner.sampling_rate, info.segmented))
+        rate = self.engine.sampling_rate
+        self.put(self.outputs, ("count", i, count, info.samples / rate, info.segmented))
 
     def model_loop(self) -> None:
         """Sort what is waiting by length, cut it into batches within the budget, run them."""
