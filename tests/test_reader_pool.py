@@ -188,3 +188,15 @@ def _running(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:  # a zombie until its parent (this process) reaps it
         return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_reading_processes_that_cannot_start_leave_reading_to_threads(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from w2vlm.engine import reader_pool
+
+    fresh = Engine(engine.model, engine.runner.feature_extractor, engine.decoding.decoder)  # no pool yet
+    monkeypatch.setattr(reader_pool.sys, "executable", "/nonexistent/python")
+    out = list(fresh.transcribe([example_clips()[2]] * 2, config=PROCESSES))
+    assert all(tr.error is None and tr.text for tr in out)
+    assert "could not be started" in caplog.text

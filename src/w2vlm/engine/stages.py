@@ -75,8 +75,13 @@ class Run:
         self.results: queue.Queue = queue.Queue()
         self.timings = engine.timings
         self.lock = threading.Lock()
-        #: whether this call reads its inputs in the engine's reading processes
-        self.processes = engine.reads_in_processes(len(items), config)
+        #: the engine's reading processes, when this call reads its inputs in them
+        self.readers = None
+        if engine.reads_in_processes(len(items), config):
+            try:
+                self.readers = engine.reader_pool()
+            except OSError as exc:  # no interpreter to start (an embedded Python), no processes left, ...
+                logger.warning("reading in threads: the reading processes could not be started (%s)", exc)
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -173,12 +178,13 @@ class Run:
         engine's reading processes when this call uses them and one is free, else in this thread)."""
         if self.cancel.is_set():
             return
-        process = self.engine.reader_pool().borrow() if self.processes and portable(self.items[i]) else None
+        readers = self.readers
+        process = readers.borrow() if readers is not None and portable(self.items[i]) else None
         try:
             self.read_units(i, process)
         finally:
             if process is not None:
-                self.engine.reader_pool().give_back(process)
+                readers.give_back(process)
 
     def units(self, i: int, process: Any, info: InputInfo) -> Iterator[tuple[int, int, int, bool, float | None, Any]]:
         """Input ``i``'s ``(start, samples, right context, is_last, speech probability, model input)`` units,
