@@ -34,8 +34,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from emissions import Emissions, greedy_decode, load_or_generate  # noqa: E402
-from hotwords import make_hotwords, read_arpa_vocabulary  # noqa: E402
+from emissions import Emissions, greedy_decode, load_or_generate, pad_vocabulary  # noqa: E402
+from hotwords import lm_summary, make_hotwords, read_arpa_vocabulary  # noqa: E402
 from metrics import cer, wer  # noqa: E402
 
 DEFAULT_TEXT = REPO / ".data" / "corpus" / "test.txt"
@@ -114,43 +114,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if a not in ANCHORS:
             ap.error(f"--anchors: unknown anchor {a!r}; expected some of {', '.join(ANCHORS)}")
     return args
-
-
-def pad_vocabulary(em: Emissions, size: int, cache_dir: Path, seed: int) -> Emissions:
-    """The same utterances over ``size`` labels: the characters, then multi-letter pieces ("aa", "ab", ...)
-    whose logits are N(0, 1) noise like the losing characters' (a piece almost never wins a frame), so that
-    the vocabulary's cost shows with the same texts."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    pieces = (a + b for a in letters for b in letters)
-    pieces3 = (a + b + c for a in letters for b in letters for c in letters)
-    have = set(em.labels)
-    extra: list[str] = []
-    for p in (*pieces, *pieces3):
-        if len(em.labels) + len(extra) >= size:
-            break
-        if p not in have:
-            extra.append(p)
-    path = cache_dir / f"{em.path.stem if em.path else 'emissions'}-vocab{size}-seed{seed}.npz"
-    if path.exists():
-        return Emissions.load(path)
-    rng = np.random.default_rng(seed + 1)
-    noise = [rng.normal(0.0, 1.0, (x.shape[0], len(extra))).astype(np.float32) for x in em.logits]
-    logits = [np.concatenate([x, z], axis=1) for x, z in zip(em.logits, noise)]
-    out = Emissions(labels=em.labels + extra, logits=logits, references=em.references)
-    out.save(path)
-    return out
-
-
-def lm_summary(path: Path) -> str:
-    counts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("ngram "):
-                counts.append(int(line.split("=")[1]))
-            elif line.startswith("\\1-grams"):
-                break
-    return f"{path} ({len(counts)}-gram, {sum(counts):,} n-grams: {' / '.join(f'{c:,}' for c in counts)})"
 
 
 def parallel_capacity(threads: int, seconds: float = 0.6) -> float:

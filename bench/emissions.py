@@ -338,3 +338,28 @@ def greedy_decode(logits: np.ndarray, labels: list[str]) -> str:
     keep[1:] = best[1:] != best[:-1]
     out = "".join(labels[i] for i in best[keep])
     return " ".join(out.split())
+
+
+def pad_vocabulary(em: Emissions, size: int, cache_dir: Path, seed: int) -> Emissions:
+    """The same utterances over ``size`` labels: the characters, then multi-letter pieces ("aa", "ab", ...)
+    whose logits are N(0, 1) noise like the losing characters' (a piece almost never wins a frame), so that
+    the vocabulary's cost shows with the same texts."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = (a + b for a in letters for b in letters)
+    pieces3 = (a + b + c for a in letters for b in letters for c in letters)
+    have = set(em.labels)
+    extra: list[str] = []
+    for p in (*pieces, *pieces3):
+        if len(em.labels) + len(extra) >= size:
+            break
+        if p not in have:
+            extra.append(p)
+    path = cache_dir / f"{em.path.stem if em.path else 'emissions'}-vocab{size}-seed{seed}.npz"
+    if path.exists():
+        return Emissions.load(path)
+    rng = np.random.default_rng(seed + 1)
+    noise = [rng.normal(0.0, 1.0, (x.shape[0], len(extra))).astype(np.float32) for x in em.logits]
+    logits = [np.concatenate([x, z], axis=1) for x, z in zip(em.logits, noise)]
+    out = Emissions(labels=em.labels + extra, logits=logits, references=em.references)
+    out.save(path)
+    return out

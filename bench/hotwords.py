@@ -96,3 +96,16 @@ def make_hotwords(
     take(long_words, count - len(chosen))
     rng.shuffle(chosen)
     return chosen
+
+
+def lm_summary(path: Path) -> str:
+    """One line about an ARPA file: its path, order and n-gram counts (from its header)."""
+    counts = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("ngram "):
+                counts.append(int(line.split("=")[1]))
+            elif line.startswith("\\1-grams"):
+                break
+    return f"{path} ({len(counts)}-gram, {sum(counts):,} n-grams: {' / '.join(f'{c:,}' for c in counts)})"

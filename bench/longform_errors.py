@@ -16,7 +16,7 @@ put in one class:
 Hypothesis words are given to the utterance nearest their middle (in file time), each utterance's errors are
 counted (word-level edit distance) against its reference, and the same for the utterance transcribed on its own
 (one by one, VAD off): the table gives, per class, the utterances, their reference words and both error counts.
-The difference is where the extra errors are. Words farther than ``bench/longform.py``'s ``GAP_MARGIN_S`` from
+The difference is where the extra errors are. Words farther than ``bench/longform_scoring.py``'s ``GAP_MARGIN_S`` from
 every utterance are counted as gap words. Every variant is also decoded greedily (no LM, long file and one by
 one), so that an LM effect across merged utterances shows as a beam/greedy difference.
 
@@ -48,8 +48,8 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import longform  # noqa: E402
 import longform_data  # noqa: E402
+import longform_scoring  # noqa: E402
 from metrics import edit_distance as edits  # noqa: E402
 
 CLASSES = ("clean", "merged", "split", "missed")
@@ -190,7 +190,7 @@ def assign(timeline: list[dict[str, Any]], words: list[tuple[str, float, float]]
         mid = (a + b) / 2
         dist = np.maximum(starts - mid, 0) + np.maximum(mid - ends, 0)
         i = int(np.argmin(dist))
-        if dist[i] > longform.GAP_MARGIN_S:
+        if dist[i] > longform_scoring.GAP_MARGIN_S:
             gap += 1
         per[i].append(w)
     return per, gap
@@ -316,9 +316,9 @@ def analyse(
             t["better"] += e_long < e_one
             rows.append((e_long - e_one, u, c, " ".join(hyp), refs[u["audio"]][mode]))
         hyp_all = " ".join(w for w, _, _ in words)
-        rates = longform.error_rates([u["text"] for u in timeline], hyp_all)
+        rates = longform_scoring.error_rates([u["text"] for u in timeline], hyp_all)
         one_all = " ".join(refs[u["audio"]][mode] for u in timeline)
-        one_rates = longform.error_rates([u["text"] for u in timeline], one_all)
+        one_rates = longform_scoring.error_rates([u["text"] for u in timeline], one_all)
         result[mode] = {
             "wer": rates["wer"],
             "one_by_one_wer": one_rates["wer"],

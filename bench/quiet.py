@@ -25,8 +25,8 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import longform  # noqa: E402
 import longform_data  # noqa: E402
+import longform_scoring  # noqa: E402
 
 
 def loudest_frame(audio: np.ndarray, frame: int = 512) -> float:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         item = {"array": scaled, "sampling_rate": rate}
         for name, config in configs.items():
             transcript = next(iter(tr.engine.transcribe([item], decode, config=config)))
-            rates = longform.error_rates(refs, transcript.text)
+            rates = longform_scoring.error_rates(refs, transcript.text)
             row[name] = {"wer": rates["wer"], "segments": len(transcript.segments), "words": len(transcript.words)}
         rows.append(row)
         d, off = row["default"], row["off"]

@@ -12,8 +12,8 @@ import pytest
 sf = pytest.importorskip("soundfile")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import longform  # noqa: E402
 import longform_data  # noqa: E402
+import longform_scoring  # noqa: E402
 
 
 @pytest.fixture()
@@ -82,7 +82,9 @@ def test_nonspeech_clips_levels() -> None:
 def test_words_in_gaps() -> None:
     timeline = [{"start": 1.0, "end": 2.0}, {"start": 3.0, "end": 4.0}]
     words = [["a", 1.1, 1.3], ["b", 2.1, 2.3], ["c", 2.5, 2.6], ["d", 0.1, 0.2], ["e", 4.5, 4.7]]
-    assert longform.words_in_gaps(timeline, words) == 3  # c (2.55), d (0.15) and e (4.6); b is within the margin
+    assert (
+        longform_scoring.words_in_gaps(timeline, words) == 3
+    )  # c (2.55), d (0.15) and e (4.6); b is within the margin
 
 
 # ------------------------------------------------------------------ bench/longform_errors.py's bookkeeping
@@ -122,15 +124,18 @@ def test_errors_classify_assign_and_edits() -> None:
 def test_error_rates_and_the_pooled_ratio_count_word_edits() -> None:
     """Each file's rates carry its word edits; several files together are the ratio of summed edits (not a mean of
     ratios), and an empty hypothesis is all deletions."""
-    long = [longform.error_rates(["the cat sat", "on a mat"], "the cat sad on mat"), longform.error_rates(["a b"], "")]
+    long = [
+        longform_scoring.error_rates(["the cat sat", "on a mat"], "the cat sad on mat"),
+        longform_scoring.error_rates(["a b"], ""),
+    ]
     assert (long[0]["wer"], long[0]["errors"], long[0]["ref_words"]) == (pytest.approx(2 / 6), 2, 6)
     assert (long[1]["wer"], long[1]["deletions"]) == (1.0, 2)
     alone = [
-        longform.error_rates(["the cat sat", "on a mat"], "the cat sat on a mat"),
-        longform.error_rates(["a b"], "a"),
+        longform_scoring.error_rates(["the cat sat", "on a mat"], "the cat sat on a mat"),
+        longform_scoring.error_rates(["a b"], "a"),
     ]
-    assert longform.pooled_ratio(long, alone) == 4 / 1
-    assert longform.pooled_ratio(long, alone[:1]) is None  # no edits one by one: no ratio
+    assert longform_scoring.pooled_ratio(long, alone) == 4 / 1
+    assert longform_scoring.pooled_ratio(long, alone[:1]) is None  # no edits one by one: no ratio
 
 
 def test_oracle_fill_own_mirrors_the_clip_edges() -> None:

@@ -191,7 +191,7 @@ def test_windowed_inputs_decode_incrementally_to_the_same_text(engine: Engine) -
 
 def test_greedy_and_log_probs_without_decoder(tiny_ctc_dir: Path) -> None:
     from w2vlm.model import load_model
-    from w2vlm.processor import load_feature_extractor
+    from w2vlm.processor_parts import load_feature_extractor
 
     acoustic = Engine(load_model(tiny_ctc_dir, device="cpu"), load_feature_extractor(tiny_ctc_dir))
     with pytest.raises(ConfigError, match="no decoder"):

@@ -248,7 +248,7 @@ def test_evaluate_records_failures_and_matches_pipeline(tiny_ctc_dir: Path, eval
     from w2vlm.eval import evaluate
     from w2vlm.logits_cache import AcousticSettings
     from w2vlm.pipeline import pipeline
-    from w2vlm.processor import load_tokenizer
+    from w2vlm.processor_parts import load_tokenizer
 
     report = evaluate(
         eval_set["manifest"], tiny_ctc_dir, cache_dir=eval_set["cache"], acoustic=AcousticSettings(device="cpu")

@@ -87,7 +87,7 @@ def test_batch_log_mel_is_what_the_extractor_gives() -> None:
 
 def test_pipeline_logits_of_a_log_mel_model_match_the_extractor_path(tiny_ctc_factory) -> None:
     from w2vlm.pipeline import CTCLogitsRunner
-    from w2vlm.processor import load_feature_extractor
+    from w2vlm.processor_parts import load_feature_extractor
 
     folder = tiny_ctc_factory("w2v-bert", arch="wav2vec2-bert", with_lm=False)
     from transformers import AutoModelForCTC

@@ -19,7 +19,7 @@ import json, resource, sys
 import numpy as np, torch
 from w2vlm.memory import tune_allocator
 from w2vlm.model import resolve_model_path
-from w2vlm.processor import load_feature_extractor
+from w2vlm.processor_parts import load_feature_extractor
 from w2vlm.features import fast_log_mel
 tuned = tune_allocator()
 torch.set_num_threads(1)

@@ -15,7 +15,8 @@ pytest.importorskip("w2vlm.decoder")
 from conftest import LM_SENTENCES, make_fake_hf_cache  # noqa: E402
 from w2vlm.errors import DecoderInputError, ModelError, VocabularyMismatchError  # noqa: E402
 from w2vlm.model import load_model  # noqa: E402
-from w2vlm.processor import Wav2Vec2ProcessorWithLM, tokenizer_labels  # noqa: E402
+from w2vlm.processor import Wav2Vec2ProcessorWithLM  # noqa: E402
+from w2vlm.processor_parts import tokenizer_labels  # noqa: E402
 
 
 def _audio(seconds: float, seed: int) -> np.ndarray:

@@ -17,7 +17,6 @@ from w2vlm.model import model_language
 from w2vlm.train import (
     DEFAULT_VOCAB,
     Tokenizer,
-    alphabet_labels,
     build_config,
     parse_config_overrides,
     read_manifest,
@@ -56,9 +55,11 @@ def test_tokenizer_roundtrip() -> None:
         Tokenizer({"a": 0})
 
 
-def test_alphabet_labels() -> None:
+def test_vocab_labels() -> None:
+    from w2vlm.processor_parts import vocab_labels
+
     vocab = {t: i for i, t in enumerate(DEFAULT_VOCAB)}
-    labels = alphabet_labels(vocab)
+    labels = vocab_labels(vocab)
     assert labels[vocab["<pad>"]] == ""
     assert labels[vocab["|"]] == " "
     assert labels[vocab["<unk>"]] == "⁇"

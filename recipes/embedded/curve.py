@@ -178,11 +178,11 @@ def score(model: Path, sets: dict[str, Path], lm_dir: Path, beam_width: int) -> 
 
     from w2vlm.decoder import build_ctcdecoder, load_unigrams
     from w2vlm.metrics import error_rates
-    from w2vlm.train import alphabet_labels
+    from w2vlm.processor_parts import vocab_labels
 
     vocab = json.loads((model / "vocab.json").read_text(encoding="utf-8"))
     attrs = json.loads((lm_dir / "attrs.json").read_text())
-    decoder = build_ctcdecoder(alphabet_labels(vocab), str(lm_dir / "lm.arpa"), load_unigrams(lm_dir / "unigrams.txt"),
+    decoder = build_ctcdecoder(vocab_labels(vocab), str(lm_dir / "lm.arpa"), load_unigrams(lm_dir / "unigrams.txt"),
                                alpha=attrs["alpha"], beta=attrs["beta"])  # fmt: skip
     out: dict[str, dict] = {}
     for name, manifest in sets.items():

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from w2vlm.decoder import build_ctcdecoder, load_unigrams
     from w2vlm.metrics import error_rates
-    from w2vlm.train import alphabet_labels
+    from w2vlm.processor_parts import vocab_labels
 
     vocab = json.loads((args.model / "vocab.json").read_text(encoding="utf-8"))
     t0 = time.time()
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         alpha = args.alpha if args.alpha is not None else attrs.get("alpha", 0.5)
         beta = args.beta if args.beta is not None else attrs.get("beta", 1.5)
         unigrams = load_unigrams(lm_dir / "unigrams.txt") if (lm_dir / "unigrams.txt").exists() else None
-        decoder = build_ctcdecoder(alphabet_labels(vocab), str(arpas[0]), unigrams, alpha=alpha, beta=beta)
+        decoder = build_ctcdecoder(vocab_labels(vocab), str(arpas[0]), unigrams, alpha=alpha, beta=beta)
 
         def lm_scores(a: float, b: float) -> tuple[float, float, list[str]]:
             decoder.reset_params(alpha=a, beta=b)

@@ -129,7 +129,7 @@ def _write_decoder_files(folder: Path) -> None:
     """``alphabet.json`` from the tokenizer, ``language_model/attrs.json`` with the default weights, and the
     processor class that makes transformers and w2vlm load the LM with the model."""
     from w2vlm.fileio import atomic_write_json, read_json_object
-    from w2vlm.processor import load_tokenizer, tokenizer_labels
+    from w2vlm.processor_parts import load_tokenizer, tokenizer_labels
 
     labels = tokenizer_labels(load_tokenizer(folder))
     atomic_write_json(folder / "alphabet.json", {"labels": labels, "is_bpe": False}, indent=None)

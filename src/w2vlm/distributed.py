@@ -238,7 +238,7 @@ class AcousticStage:
         from w2vlm.engine import Engine
         from w2vlm.memory import tune_allocator
         from w2vlm.model import load_model, resolve_model_path
-        from w2vlm.processor import load_feature_extractor
+        from w2vlm.processor_parts import load_feature_extractor
 
         tune_allocator()
         torch.set_num_threads(max(1, self.threads))

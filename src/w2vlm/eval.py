@@ -76,7 +76,7 @@ def load_eval_decoder(model_dir: Path, lm: str | os.PathLike[str] | None, use_lm
 
         alphabet = load_alphabet_json(model_dir / "alphabet.json")
     else:
-        from w2vlm.processor import load_tokenizer, tokenizer_labels
+        from w2vlm.processor_parts import load_tokenizer, tokenizer_labels
 
         alphabet = Alphabet.build_alphabet(tokenizer_labels(load_tokenizer(model_dir)))
     language_model = None

@@ -215,7 +215,7 @@ class _LazyRunner:
         if self._runner is None:
             from w2vlm.model import load_model
             from w2vlm.pipeline import CTCLogitsRunner
-            from w2vlm.processor import load_feature_extractor
+            from w2vlm.processor_parts import load_feature_extractor
 
             t0 = time.perf_counter()
             s = self.settings

@@ -12,10 +12,8 @@ runs on the decoder's native threads (``num_processes`` sets their number).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,15 +30,12 @@ from w2vlm.errors import (
 )
 from w2vlm.model import gc_paused
 from w2vlm.processor_output import Wav2Vec2DecoderWithLMOutput
+from w2vlm.processor_parts import load_decoder, load_feature_extractor, load_tokenizer, tokenizer_labels
 
 logger = logging.getLogger("w2vlm.processor")
 
 #: the class name written as ``processor_class`` (what transformers' AutoProcessor resolves)
 PROCESSOR_CLASS_NAME = "Wav2Vec2ProcessorWithLM"
-
-_BLANK_TOKEN = re.compile(r"^[<\[]pad[>\]]$", re.IGNORECASE)
-_UNK_TOKEN = re.compile(r"^[<\[]unk[>\]]$", re.IGNORECASE)
-UNK_LABEL = "⁇"
 
 _LM_PARAM_NAMES = ("alpha", "beta", "unk_score_offset", "lm_score_boundary")
 
@@ -59,24 +54,6 @@ PROCESSOR_ALLOW_PATTERNS = [
     "*.txt",
     "language_model/*",
 ]
-
-
-def tokenizer_labels(tokenizer: Any) -> list[str]:
-    """The tokenizer's vocabulary in id order, mapped to decoder labels (blank "", delimiter " ", unk ⁇)."""
-    vocab = tokenizer.get_vocab()
-    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
-    delimiter = getattr(tokenizer, "word_delimiter_token", None)
-    labels = []
-    for token, _ in by_id:
-        if _BLANK_TOKEN.match(token):
-            labels.append("")
-        elif delimiter is not None and token == delimiter:
-            labels.append(" ")
-        elif _UNK_TOKEN.match(token):
-            labels.append(UNK_LABEL)
-        else:
-            labels.append(token)
-    return labels
 
 
 def missing_alphabet_tokens(decoder: Any, tokenizer: Any) -> set[str]:
@@ -550,52 +527,3 @@ def _record_processor_class(config: Path) -> None:
         return
     data["processor_class"] = PROCESSOR_CLASS_NAME
     atomic_write_json(config, dict(sorted(data.items())))
-
-
-# -------------------------------------------------------------------------------------------------- loaders
-
-
-def load_feature_extractor(folder: Path) -> Any:
-    """The folder's feature extractor (``preprocessor_config.json``) via transformers."""
-    from transformers import AutoFeatureExtractor
-
-    config = folder / "preprocessor_config.json"
-    if not config.is_file():
-        # transformers 5 saves processors as processor_config.json with a "feature_extractor" section
-        config = folder / "processor_config.json"
-    if not config.is_file():
-        raise ModelError(
-            f"{folder}: preprocessor_config.json is missing (the feature extractor's settings; "
-            "or a processor_config.json with a 'feature_extractor' section)"
-        )
-    try:
-        return AutoFeatureExtractor.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config}: could not load the feature extractor ({exc})") from exc
-
-
-def load_tokenizer(folder: Path) -> Any:
-    """The folder's CTC tokenizer (``vocab.json`` + tokenizer configs) via transformers."""
-    from transformers import Wav2Vec2CTCTokenizer
-
-    vocab = folder / "vocab.json"
-    if not vocab.is_file():
-        raise ModelError(f"{folder}: vocab.json is missing (the CTC tokenizer's vocabulary)")
-    try:
-        return Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{vocab}: could not load the tokenizer ({exc})") from exc
-
-
-def load_decoder(folder: Path, tokenizer: Any) -> Any:
-    """``alphabet.json`` + ``language_model/`` of the folder as a decoder; without them an LM-less decoder."""
-    from w2vlm.decoder import BeamSearchDecoderCTC, build_ctcdecoder
-
-    if (folder / "alphabet.json").is_file():
-        return BeamSearchDecoderCTC.load_from_dir(str(folder))
-    logger.warning(
-        "%s has no alphabet.json/language_model: decoding with beam search over the tokenizer's vocabulary "
-        "without a language model",
-        folder,
-    )
-    return build_ctcdecoder(tokenizer_labels(tokenizer))

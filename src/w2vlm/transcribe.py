@@ -294,12 +294,8 @@ def build_processor(folder: Path, options: TranscribeOptions) -> Any:
     """The model folder's processor with the decoder the options ask for (its LM, another LM, or none)."""
     from w2vlm.decoder import Alphabet, BeamSearchDecoderCTC, LanguageModel, load_alphabet_json, load_unigrams
     from w2vlm.decoder.ngram_files import lm_file_of
-    from w2vlm.processor import (
-        Wav2Vec2ProcessorWithLM,
-        load_feature_extractor,
-        load_tokenizer,
-        tokenizer_labels,
-    )
+    from w2vlm.processor import Wav2Vec2ProcessorWithLM
+    from w2vlm.processor_parts import load_feature_extractor, load_tokenizer, tokenizer_labels
 
     if not options.no_lm and options.lm is None:
         overrides = _lm_overrides(options)

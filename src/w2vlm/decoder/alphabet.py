@@ -16,8 +16,9 @@ UNK_TOKEN = "⁇"
 UNK_BPE_TOKEN = "▁⁇▁"
 
 _SPECIAL_TOKEN = re.compile(r"^[<\[].+[>\]]$")
-_BLANK_TOKEN = re.compile(r"^[<\[]pad[>\]]$", flags=re.IGNORECASE)
-_UNK_TOKEN = re.compile(r"^[<\[]unk[>\]]$", flags=re.IGNORECASE)
+#: a CTC vocabulary's pad token (the blank) and unknown token, as transformers' tokenizers spell them
+BLANK_TOKEN_RE = re.compile(r"^[<\[]pad[>\]]$", flags=re.IGNORECASE)
+UNK_TOKEN_RE = re.compile(r"^[<\[]unk[>\]]$", flags=re.IGNORECASE)
 
 
 def _is_bpe(labels: Sequence[str]) -> bool:
@@ -31,7 +32,7 @@ def normalize_regular_labels(labels: Sequence[str]) -> list[str]:
     if "|" in out and " " not in out:
         out[out.index("|")] = " "
     for i, label in enumerate(out):
-        if _BLANK_TOKEN.match(label):
+        if BLANK_TOKEN_RE.match(label):
             out[i] = ""
     if "_" in out and "" not in out:
         out[out.index("_")] = ""
@@ -39,7 +40,7 @@ def normalize_regular_labels(labels: Sequence[str]) -> list[str]:
         logger.info("CTC blank '' not found in the labels: appending it as the last column")
         out.append("")
     for i, label in enumerate(out):
-        if _UNK_TOKEN.match(label):
+        if UNK_TOKEN_RE.match(label):
             out[i] = UNK_TOKEN
     # a character vocabulary's special tokens (wav2vec2's <s> and </s>) are expected; other long labels are not
     longer = [c for c in out if len(c) > 1 and not _SPECIAL_TOKEN.match(c)]
@@ -65,13 +66,13 @@ def normalize_bpe_labels(labels: Sequence[str]) -> list[str]:
     if any(s.startswith("##") for s in labels):
         out = [_convert_bpe_style(c) for c in out]
     for i, label in enumerate(out):
-        if _BLANK_TOKEN.match(label):
+        if BLANK_TOKEN_RE.match(label):
             out[i] = ""
     if "" not in out:
         logger.info("CTC blank '' not found in the labels: appending it as the last column")
         out.append("")
     for i, label in enumerate(out):
-        if _UNK_TOKEN.match(label):
+        if UNK_TOKEN_RE.match(label):
             out[i] = UNK_BPE_TOKEN
     if UNK_BPE_TOKEN not in out:
         logger.warning("BPE alphabet has no unknown token %s", UNK_BPE_TOKEN)

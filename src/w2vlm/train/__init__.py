@@ -51,7 +51,7 @@ from w2vlm.train.config import (
     parse_config_overrides,
 )
 from w2vlm.train.data import AudioStore, Tokenizer, read_audio_int16, read_manifest
-from w2vlm.train.export import alphabet_labels, build_config, lm_file_to_bundle, save_hub_layout
+from w2vlm.train.export import build_config, lm_file_to_bundle, save_hub_layout
 from w2vlm.train.loop import cpu_has_native_bf16, train
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "Tokenizer",
     "TrainConfig",
     "TrainResult",
-    "alphabet_labels",
     "build_config",
     "cpu_has_native_bf16",
     "lm_file_to_bundle",

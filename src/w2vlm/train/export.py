@@ -13,6 +13,7 @@ from w2vlm.defaults import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_UNK_SCORE_OFFSET
 from w2vlm.errors import LanguageModelError, ModelError
 from w2vlm.fileio import read_json_object
 from w2vlm.model import quiet_transformers_progress, write_model_card
+from w2vlm.processor_parts import vocab_labels
 from w2vlm.train.config import (
     COMMON_CONFIG,
     COMMON_CONFIG_BERT,
@@ -78,22 +79,6 @@ def make_processor(vocab: dict[str, int], work_dir: Path, family: str = "wav2vec
         return_attention_mask=True,
     )
     return extractor, tokenizer
-
-
-def alphabet_labels(vocab: dict[str, int]) -> list[str]:
-    """pyctcdecode alphabet labels in vocabulary order: blank "", delimiter " ", unknown "⁇"."""
-    labels = [""] * len(vocab)
-    for tok, i in vocab.items():
-        low = tok.lower()
-        if low in ("<pad>", "[pad]"):
-            labels[i] = ""
-        elif tok == "|":
-            labels[i] = " "
-        elif low in ("<unk>", "[unk]"):
-            labels[i] = "⁇"
-        else:
-            labels[i] = tok
-    return labels
 
 
 def lm_file_to_bundle(lm_dir: Path) -> Path:
@@ -170,7 +155,7 @@ def save_hub_layout(
             attrs.write_text(json.dumps(defaults | {"score_boundary": True}) + "\n")
         vocab = tokenizer.get_vocab()
         (tmp / "alphabet.json").write_text(
-            json.dumps({"labels": alphabet_labels(vocab), "is_bpe": False}, ensure_ascii=False) + "\n",
+            json.dumps({"labels": vocab_labels(vocab), "is_bpe": False}, ensure_ascii=False) + "\n",
             encoding="utf-8",
         )
     if extra:
