@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vad_helpers import RATE, example_clips, silence
+from vad_helpers import RATE, embedded_engine, example_clips, silence
 from w2vlm.engine import DecodeConfig, Engine, EngineConfig
-from w2vlm.engine import silero as vadnet
 from w2vlm.engine.inputs import InputInfo
 from w2vlm.engine.reader_pool import ReaderDied, ReaderPool, portable
 from w2vlm.engine.reader_worker import portable_error
@@ -30,17 +29,7 @@ THREADS = EngineConfig(read_processes=False)
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     """The embedded default model's engine on the CPU, with its reading processes up."""
-    pytest.importorskip("torch")
-    pytest.importorskip("w2vlm.decoder")
-    if not vadnet.available():
-        pytest.skip("the 'vad' extra is not installed")
-    from w2vlm.errors import ModelError
-    from w2vlm.pipeline import pipeline
-
-    try:
-        eng = pipeline("automatic-speech-recognition", device="cpu").engine
-    except ModelError as exc:
-        pytest.skip(f"no embedded default model: {exc}")
+    eng = embedded_engine()
     _ready(eng)
     yield eng
     eng.close()

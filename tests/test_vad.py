@@ -12,6 +12,7 @@ import pytest
 
 from vad_helpers import (
     RATE,
+    embedded_engine,
     joined_with_gaps,
     needs_vad,
     noise_floor,
@@ -289,17 +290,7 @@ def test_units_are_speech_segments_for_long_inputs(clips: list[np.ndarray], tmp_
 @pytest.fixture(scope="module")
 def default_engine() -> Engine:
     """The embedded default model's engine, on the CPU."""
-    pytest.importorskip("torch")
-    pytest.importorskip("w2vlm.decoder")
-    if not vadnet.available():
-        pytest.skip("the 'vad' extra is not installed")
-    from w2vlm.errors import ModelError
-    from w2vlm.pipeline import pipeline
-
-    try:
-        return pipeline("automatic-speech-recognition", device="cpu").engine
-    except ModelError as exc:
-        pytest.skip(f"no embedded default model: {exc}")
+    return embedded_engine()
 
 
 @pytest.fixture(scope="module")

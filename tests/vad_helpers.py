@@ -36,6 +36,22 @@ def shared_silero() -> vadnet.SileroVad:
     return vadnet.SileroVad.shared()
 
 
+def embedded_engine() -> object:
+    """The embedded default model's engine, on the CPU (the test skips without torch, the decoder, the 'vad' extra
+    or the embedded model)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("w2vlm.decoder")
+    if not vadnet.available():
+        pytest.skip("the 'vad' extra is not installed")
+    from w2vlm.errors import ModelError
+    from w2vlm.pipeline import pipeline
+
+    try:
+        return pipeline("automatic-speech-recognition", device="cpu").engine
+    except ModelError as exc:
+        pytest.skip(f"no embedded default model: {exc}")
+
+
 def speech_span(clip: np.ndarray) -> tuple[int, int]:
     """Where a clip's speech is (samples): the first and last 32 ms frame within 25 dB of its loudest one."""
     frames = clip[: clip.size // 512 * 512].reshape(-1, 512)
