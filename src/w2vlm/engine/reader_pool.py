@@ -240,6 +240,7 @@ class ReaderPool:
         self._all: list[_Process] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
         self.server = server or ForkServer()
         self.server.configure(
             {"preparer": preparer, "sampling_rate": sampling_rate, "ratio": ratio, "max_segment_s": max_segment_s}
@@ -259,17 +260,22 @@ class ReaderPool:
 
     def ready(self) -> bool:
         """Whether reading processes can be had now."""
-        return self.server.ready()
+        with self._lock:
+            return self._usable()
+
+    def _usable(self) -> bool:
+        # a process forked from this one (multiprocessing's fork) shares the sockets: it reads in its threads
+        return not self._closed and os.getpid() == self._pid and self.server.ready()
 
     def borrow(self) -> _Process | None:
         """An idle reading process (forked if fewer than ``size`` run), or None when all are busy, the server is
         not ready, or the pool is closed."""
         with self._lock:
-            if self._closed:
+            if self._closed or os.getpid() != self._pid:
                 return None
             if self._idle:
                 return self._idle.pop()
-            if len(self._all) >= self.size or not self.server.ready():
+            if len(self._all) >= self.size or not self._usable():
                 return None
             try:
                 process = self.server.fork()
