@@ -137,6 +137,60 @@ def test_the_default_reads_in_threads_on_a_cpu(engine: Engine) -> None:
     assert not engine.reads_in_processes(100, THREADS)
 
 
+def test_a_process_that_ends_while_idle_is_replaced(engine: Engine) -> None:
+    pool = engine.reader_pool()
+    clips = example_clips()
+    list(engine.transcribe(clips, config=PROCESSES))  # the processes exist and are idle
+    idle = [pool.borrow() for _ in range(pool.size)]
+    for process in idle:
+        assert process is not None
+        pool.give_back(process)
+    for process in idle:  # they end while idle (the out-of-memory killer, say)
+        os.kill(process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _running(process.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    out = list(engine.transcribe(clips, config=PROCESSES))
+    assert [tr.error for tr in out] == [None] * 4 and all(tr.text for tr in out)
+
+
+def test_what_reading_logs_reaches_the_callers_loggers(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import soundfile as sf
+
+    path = tmp_path / "cut.flac"
+    sf.write(path, np.tile(example_clips()[0], 3), RATE)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a truncated flac: read up to its end, with a warning
+    for config in (THREADS, PROCESSES):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="w2vlm"):
+            (out,) = engine.transcribe([str(path)], config=config)
+        assert out.error is None
+        assert [r.name for r in caplog.records if str(path) in r.getMessage()], config
+
+
+def test_a_process_forked_from_the_engines_leaves_its_readers_alone(engine: Engine) -> None:
+    pool = engine.reader_pool()
+    list(engine.transcribe(example_clips(), config=PROCESSES))
+    process = pool.borrow()
+    assert process is not None
+    pool.give_back(process)
+    child = os.fork()
+    if child == 0:  # what a forked worker may do with the engine it inherited: close it, and exit
+        try:
+            assert not pool.ready() and pool.borrow() is None
+            engine.close()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert process.ours() and process.usable()
+    out = list(engine.transcribe(example_clips(), config=PROCESSES))
+    assert all(tr.error is None and tr.text for tr in out)
+
+
 def test_portable_inputs_and_errors() -> None:
     assert portable("a.wav") and portable(Path("a.wav")) and portable(b"x") and portable(np.zeros(3))
     assert portable({"array": np.zeros(3), "sampling_rate": 16000})
@@ -159,13 +213,13 @@ def test_closing_the_pool_ends_its_processes(engine: Engine) -> None:
         assert time.monotonic() < deadline, "the reading processes' fork server did not come up"
         time.sleep(0.05)
     process = pool.borrow()
-    assert process is not None and process.alive()
+    assert process is not None and process.ours()
     pool.give_back(process)
     server = pool.server_pid
     pool.close()
     assert pool.borrow() is None
     deadline = time.monotonic() + 10
-    while process.alive() or _running(server):
+    while _running(process.pid) or _running(server):
         assert time.monotonic() < deadline, "the pool's processes outlived it"
         time.sleep(0.05)
 

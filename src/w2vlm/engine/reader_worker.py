@@ -12,15 +12,17 @@ processes ignore the terminal's Ctrl-C (their parent stops them).
 
 A reading process's messages (pickled, over its socket):
 
-- in: ``("read", task, item, name, engine config, allow_urls)``; out: ``("unit", task, start, samples, right
-  context, is_last, speech probability, values (numpy), is_features, valid)`` per unit, then ``("end", task,
-  samples, segmented, VAD seconds, VAD CPU seconds, error)``, where error is None or a pickled exception;
+- in: ``("read", task, item, name, engine config, allow_urls, log level)``; out: ``("unit", task, start, samples,
+  right context, is_last, speech probability, values (numpy), is_features, valid)`` per unit, ``("log", task,
+  logger name, level, message)`` for what reading logs at that level or above, then ``("end", task, samples,
+  segmented, VAD seconds, VAD CPU seconds, error)``, where error is None or a pickled exception;
 - in: ``("stop", task)``: stop reading that input (its ``end`` follows at once); a stop for an input that has
   already ended is ignored.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
@@ -53,10 +55,31 @@ def _stopped(conn: Connection, task: int) -> bool:
     return False
 
 
+class _Forward(logging.Handler):
+    """Log records of the input being read, sent to the engine's process (``("log", task, logger, level,
+    message)``), which logs them with its own handlers."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.task: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.task is None:
+            return
+        try:
+            self.conn.send(("log", self.task, record.name, record.levelno, record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+
 def serve(conn: Connection, preparer: Any, reader: Any) -> None:
     """A reading process: answer read requests on ``conn`` until it closes."""
     from w2vlm.engine.inputs import InputInfo
 
+    forward = _Forward(conn)
+    root = logging.getLogger()
+    root.handlers[:] = [forward]
     while True:
         try:
             message = conn.recv()
@@ -64,7 +87,9 @@ def serve(conn: Connection, preparer: Any, reader: Any) -> None:
             return
         if message[0] != "read":
             continue  # a late stop for an input that had already ended
-        _, task, item, name, config, allow_urls = message
+        _, task, item, name, config, allow_urls, level = message
+        root.setLevel(level)
+        forward.task = task
         info = InputInfo()
         error = None
         try:
@@ -79,6 +104,7 @@ def serve(conn: Connection, preparer: Any, reader: Any) -> None:
             return
         except Exception as exc:
             error = portable_error(exc)
+        forward.task = None
         try:
             conn.send(("end", task, info.samples, info.segmented, info.vad_seconds, info.vad_cpu_seconds, error))
         except OSError:
