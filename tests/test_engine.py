@@ -216,6 +216,33 @@ def test_abandoned_iteration_stops_the_stages(engine: Engine) -> None:
     assert threading.active_count() <= before
 
 
+def test_a_script_that_ends_while_a_call_runs_exits_cleanly(tiny_ctc_dir: Path) -> None:
+    """A call still running in a daemon thread when the interpreter exits: its stages are stopped at exit (a stage
+    inside torch at finalisation aborted the process: "terminate called without an active exception")."""
+    import subprocess
+    import sys
+
+    script = f"""
+import threading, time
+import numpy as np
+from w2vlm.engine import EngineConfig
+from w2vlm.pipeline import pipeline
+engine = pipeline("automatic-speech-recognition", model={str(tiny_ctc_dir)!r}, device="cpu").engine
+audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 60).astype(np.float32)
+started = threading.Event()
+def run():
+    for _ in engine.transcribe([audio] * 40, config=EngineConfig(vad=False, chunk_length_s=2.0, read_processes=False)):
+        started.set()
+threading.Thread(target=run, daemon=True).start()
+assert started.wait(120)
+print("exiting", flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "exiting" in proc.stdout
+    assert "terminate called" not in proc.stderr and "leaked" not in proc.stderr, proc.stderr[-2000:]
+
+
 def test_bad_decoding_options_fail_the_call(engine: Engine) -> None:
     with pytest.raises(ConfigError):
         list(engine.transcribe([_noise(1.0)], DecodeConfig(beam_width=-1)))

@@ -1,9 +1,11 @@
 """This process's resident memory, and the allocator: handing its free pages back to the system (training's
-``--max-memory``, build-lm's budget) and keeping them for reuse while the engine runs (the commands)."""
+``--max-memory``, build-lm's budget) and keeping them for reuse while the engine runs (the commands); and the
+native modules' report of objects still alive at exit."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 #: glibc's ``mallopt`` settings for the engine's batch processes (the commands that transcribe or evaluate, the
 #: Ray workers): blocks up to 32 MiB come from the heap instead of fresh ``mmap`` pages, and up to 64 MiB of free
@@ -13,6 +15,16 @@ import os
 #: many threads' arenas may keep that much.
 ALLOCATOR_SETTINGS = {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 64 << 20}
 _MALLOPT_PARAMS = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}  # glibc's <malloc.h>
+
+
+def silence_leak_report() -> None:
+    """Turn off the native modules' report of their objects still alive when the process exits (nanobind's; on by
+    default), for exits where objects are kept alive on purpose: the commands freeze theirs, and a call still
+    running in a daemon thread when a script ends keeps its engine."""
+    for name in ("w2vlm._core", "w2vlm._lmbuild"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.set_leak_warnings(False)
 
 
 def _status_kb(field: str) -> int | None:

@@ -6,7 +6,6 @@ import contextlib
 import gc
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -261,8 +260,7 @@ def main() -> None:
         # the model, the LM): ~1 s of a 4 s `w2vlm transcribe` of one short file. Frozen objects are left out of
         # that walk; everything else about shutdown (atexit, flushing, closing) is as before. The native modules'
         # instances then outlive them, so their leak report (on everywhere else) is turned off first.
-        for name in ("w2vlm._core", "w2vlm._lmbuild"):
-            module = sys.modules.get(name)
-            if module is not None:
-                module.set_leak_warnings(False)
+        from w2vlm.memory import silence_leak_report
+
+        silence_leak_report()
         gc.freeze()

@@ -3,10 +3,12 @@ state (feeder, reading workers, model thread, assembler, decoder thread; see :mo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from w2vlm.engine.decoding import Incremental, failed
 from w2vlm.engine.inputs import InputInfo
 from w2vlm.engine.reader_pool import portable
 from w2vlm.engine.windows import Stitcher, Window, join
+from w2vlm.memory import silence_leak_report
 
 if TYPE_CHECKING:
     from w2vlm.engine.engine import Engine
@@ -26,6 +29,28 @@ logger = logging.getLogger("w2vlm.engine")
 
 _STOP = object()
 _POLL_S = 0.1
+#: At interpreter exit, how long the calls still running get to stop (see :func:`_stop_running_calls`).
+EXIT_WAIT_S = 10.0
+_running: weakref.WeakSet[Run] = weakref.WeakSet()
+_running_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_running_calls() -> None:
+    """Stop the calls still running when the interpreter exits (a script that ends while a call runs in a daemon
+    thread), and wait for their stages up to :data:`EXIT_WAIT_S`: a stage thread still inside torch or the native
+    decoder when the interpreter finalises is ended by force as it takes the interpreter's lock back, and C++
+    turns that into an abort ("terminate called without an active exception", exit code 134)."""
+    with _running_lock:
+        runs = [run for run in _running if any(t.is_alive() for t in run.threads)]
+    if runs:  # whoever ran them (a daemon thread) keeps the engine alive through the exit
+        silence_leak_report()
+    for run in runs:
+        run.cancel.set()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for run in runs:
+        for thread in run.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def set_thread_torch_threads(count: int) -> None:
@@ -75,6 +100,7 @@ class Run:
         self.results: queue.Queue = queue.Queue()
         self.timings = engine.timings
         self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
         #: the engine's reading processes, when this call reads its inputs in them
         self.readers = None
         if engine.reads_in_processes(len(items), config):
@@ -131,12 +157,14 @@ class Run:
             self.add_time("vad_cpu", info.vad_cpu_seconds)
 
     def start(self) -> list[threading.Thread]:
-        threads = [
+        self.threads = threads = [
             threading.Thread(target=self.guard, args=(self.feed,), name="w2vlm-feed", daemon=True),
             threading.Thread(target=self.guard, args=(self.model_loop,), name="w2vlm-model", daemon=True),
             threading.Thread(target=self.guard, args=(self.assemble,), name="w2vlm-assemble", daemon=True),
             threading.Thread(target=self.guard, args=(self.decode_loop,), name="w2vlm-decode", daemon=True),
         ]
+        with _running_lock:
+            _running.add(self)
         for t in threads:
             t.start()
         return threads
