@@ -238,8 +238,14 @@ def test_reading_processes_that_cannot_start_leave_reading_to_threads(
 ) -> None:
     from w2vlm.engine import reader_pool
 
-    fresh = Engine(engine.model, engine.runner.feature_extractor, engine.decoding.decoder)  # no pool yet
-    monkeypatch.setattr(reader_pool.sys, "executable", "/nonexistent/python")
-    out = list(fresh.transcribe([example_clips()[2]] * 2, config=PROCESSES))
-    assert all(tr.error is None and tr.text for tr in out)
-    assert "could not be started" in caplog.text
+    for attribute, value, message in (
+        ("executable", "/nonexistent/python", "could not be started"),
+        ("platform", "darwin", "need Linux"),
+    ):
+        caplog.clear()
+        fresh = Engine(engine.model, engine.runner.feature_extractor, engine.decoding.decoder)  # no pool yet
+        with monkeypatch.context() as patch:
+            patch.setattr(reader_pool.sys, attribute, value)
+            out = list(fresh.transcribe([example_clips()[2]] * 2, config=PROCESSES))
+        assert all(tr.error is None and tr.text for tr in out)
+        assert message in caplog.text

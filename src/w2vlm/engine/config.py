@@ -10,6 +10,7 @@ and nothing else; the decoding defaults are ``w2vlm.defaults``, which the decode
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -238,14 +239,19 @@ class EngineConfig:
 def reads_in_processes(setting: bool | None, inputs: int, on_cuda: bool) -> bool:
     """Whether a call of ``inputs`` inputs reads them in reading processes (:mod:`w2vlm.engine.reader_pool`): as
     ``setting`` (``EngineConfig.read_processes``) says, or when it is None, for at least
-    :data:`READ_PROCESSES_MIN_INPUTS` inputs to a model on a GPU, on a machine with at least
+    :data:`READ_PROCESSES_MIN_INPUTS` inputs to a model on a GPU, on a Linux machine with at least
     :data:`READ_PROCESSES_MIN_CPUS` CPUs. There the CPU side has to keep up with the device, and reading threads
     are held back by the interpreter's lock; a model on the CPU is the slow stage itself, and reading processes
     only take CPU time from it (the embedded model on 2 CPUs, 10 minutes of ~15 s files: 146 audio-s/s against
     154-159 with threads)."""
     if setting is not None:
         return setting
-    return on_cuda and inputs >= READ_PROCESSES_MIN_INPUTS and available_cpus() >= READ_PROCESSES_MIN_CPUS
+    return (
+        on_cuda
+        and inputs >= READ_PROCESSES_MIN_INPUTS
+        and available_cpus() >= READ_PROCESSES_MIN_CPUS
+        and sys.platform == "linux"  # where they are tested (fork, descriptor passing, /proc)
+    )
 
 
 def run_dtype_name(dtype: str | None, quantize: str | None, device_type: str) -> str | None:

@@ -189,13 +189,16 @@ class ForkServer:
     """The process the reading processes are forked from (:mod:`w2vlm.engine.reader_worker`). It starts its
     imports at once; :meth:`configure` sends it the set-up, after which it warms up and becomes :meth:`ready`.
     Starting it before a model is loaded overlaps its start-up with the loading. One that cannot be started (no
-    interpreter to run: an embedded Python) logs a warning and is never ready."""
+    interpreter to run: an embedded Python) logs a warning and is never ready; on a system other than Linux it
+    raises OSError."""
 
     def __init__(self) -> None:
         self.owner = os.getpid()
         self._ready = False
         self._failed = False
         self.popen: subprocess.Popen | None = None
+        if not (sys.platform == "linux" and hasattr(socket, "send_fds")):
+            raise OSError(f"reading processes need Linux (fork and descriptor passing); this is {sys.platform}")
         control, theirs = socket.socketpair()
         env = dict(os.environ)
         extra = _child_path()
