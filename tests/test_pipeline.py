@@ -172,7 +172,8 @@ def test_public_names_are_lazy_and_callable() -> None:
         "import sys, w2vlm; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
         "import w2vlm.pipeline; assert callable(w2vlm.pipeline); "
         "from w2vlm import pipeline, load_model, load_audio, Wav2Vec2ProcessorWithLM; "
-        "assert callable(pipeline) and callable(load_model) and callable(load_audio)"
+        "assert callable(pipeline) and callable(load_model) and callable(load_audio); "
+        "assert 'w2vlm._core' not in sys.modules, 'the native decoder is imported on use only'"
     )
     env = {**__import__("os").environ}
     src = str(Path(__file__).resolve().parents[1] / "src")

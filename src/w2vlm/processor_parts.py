@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from w2vlm.decoder.alphabet import BLANK_TOKEN_RE, UNK_TOKEN, UNK_TOKEN_RE
 from w2vlm.errors import ModelError
 
 logger = logging.getLogger("w2vlm.processor")
@@ -17,6 +16,8 @@ logger = logging.getLogger("w2vlm.processor")
 def vocab_labels(vocab: dict[str, int], delimiter: str | None = "|") -> list[str]:
     """A CTC vocabulary (token → id) as decoder labels in id order: the pad token becomes the blank "", the word
     ``delimiter`` " ", the unknown token "⁇"."""
+    from w2vlm.decoder.alphabet import BLANK_TOKEN_RE, UNK_TOKEN, UNK_TOKEN_RE  # the native decoder: imported on use
+
     labels = []
     for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
         if BLANK_TOKEN_RE.match(token):
