@@ -187,7 +187,11 @@ def warm_readers(engine: Any, files: list[Path], repeats: int) -> dict[str, floa
     from w2vlm.engine import DecodeConfig
 
     pool = engine.reader_pool()
+    deadline = time.monotonic() + 120
     while not pool.ready():
+        if time.monotonic() > deadline:  # the processes could not be started here: their log says why
+            engine.close()
+            return {}
         time.sleep(0.05)
     names = [str(f) for f in files]
     decode = DecodeConfig(use_lm=False)
@@ -468,11 +472,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"--read-processes: {c['read_processes_audio_s_per_s']:.0f})"
             )
             w = c["warm_engine_audio_s_per_s"]
-            log(
-                f"  one engine, warm (as a server or a long job sees it; nothing written): reading threads "
-                f"{w['threads']:.0f} audio-s/s, reading processes {w['processes']:.0f} "
-                f"({w['processes'] / w['threads']:.2f}x)"
-            )
+            if w:
+                log(
+                    f"  one engine, warm (as a server or a long job sees it; nothing written): reading threads "
+                    f"{w['threads']:.0f} audio-s/s, reading processes {w['processes']:.0f} "
+                    f"({w['processes'] / w['threads']:.2f}x)"
+                )
+            else:
+                log("  one engine, warm: its reading processes did not come up within 120 s (see the log above)")
             log(
                 "  CPU ms per audio second, each stage alone: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in c["stage_ms_per_audio_s"].items())
