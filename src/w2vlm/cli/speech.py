@@ -172,7 +172,7 @@ def transcribe_command(
             "--read-processes/--read-threads",
             help="Read, resample and cut audio (VAD, features) in worker processes rather than threads of this "
             "one: free of Python's lock, for GPU runs over many files (about 3 s of start-up; threads read until "
-            "they are up).  [default: processes for 8 files or more with --device cuda on 4+ CPUs]",
+            "they are up).  [default: processes for 8 files or more on a GPU with 4+ CPUs, on Linux]",
             show_default=False,
         ),
     ] = None,
