@@ -333,3 +333,23 @@ def test_channels_that_cancel_in_the_mix_are_warned_about(tmp_path: Path, caplog
         load_audio(normal)
     assert caplog.text.count("inv.wav: its channels cancel out when mixed to mono") == 1
     assert "ok.wav" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (b"", "input 3 (bytes): the audio bytes are empty"),
+        (b"\x00" * 63, "input 3 (bytes): not a readable audio file"),
+        (np.zeros(0, np.float32), "input 3 (ndarray): contains no audio samples"),
+        ({"array": np.zeros(10), "sampling_rate": "x"}, "input 3 (dict): the audio dict's 'sampling_rate'"),
+        ({"array": np.zeros(10), "sampling_rate": 8000, "path": "a.wav"}, "a.wav: "),
+        ({"bytes": b"\x01" * 64}, "input 3 (dict): not a readable audio file"),
+    ],
+)
+def test_inputs_without_a_name_of_their_own_are_named_by_the_callers_label(source: object, message: str) -> None:
+    with pytest.raises(AudioError) as info:
+        load_audio(source, 16000, label="input 3")
+    assert str(info.value).startswith(message)
+    with pytest.raises(AudioError) as info:
+        load_audio(source, 16000)  # without a label: by the input's kind
+    assert not str(info.value).startswith("input 3")

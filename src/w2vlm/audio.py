@@ -280,13 +280,19 @@ def _check_file(path: Path) -> None:
         )
 
 
-def _describe(source: object) -> str:
+def describe_input(source: object, label: str | None = None) -> str:
+    """How errors name an audio input: a path as it is, a file object by its name; bytes, arrays and dicts by
+    ``label`` (the caller's name for the input, e.g. "input 3") and their kind ("input 3 (bytes)"), or by their
+    kind alone ("<bytes input>"); a dict with a ``path`` by its path."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    if isinstance(source, dict) and source.get("path"):
+        return str(source["path"])
     name = getattr(source, "name", None)
     if isinstance(name, str):
         return name
-    return f"<{type(source).__name__} input>"
+    kind = "bytes" if isinstance(source, (bytes, bytearray, memoryview)) else type(source).__name__
+    return f"{label} ({kind})" if label else f"<{kind} input>"
 
 
 def load_audio(
@@ -296,6 +302,7 @@ def load_audio(
     allow_urls: bool = False,
     min_duration_s: float = MIN_DURATION_S,
     max_duration_s: float | None = None,
+    label: str | None = None,
 ) -> np.ndarray:
     """Load audio as a mono float32 waveform at ``sampling_rate`` Hz.
 
@@ -307,14 +314,15 @@ def load_audio(
     Raises :class:`~w2vlm.errors.AudioError` naming the input for missing, empty, corrupt, non-audio,
     too-short (shorter than ``min_duration_s``) or too-long input (longer than ``max_duration_s``, by default
     :data:`w2vlm.limits.MAX_AUDIO_DURATION_S`; checked while decoding, before resampling), and for channel
-    counts and sampling rates outside :mod:`w2vlm.limits`.
+    counts and sampling rates outside :mod:`w2vlm.limits`. ``label``: the caller's name for an input that has none
+    of its own (bytes, an array, a dict without a path), used in its errors (:func:`describe_input`).
     """
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise AudioError(f"sampling_rate must be a positive integer number of Hz; got {sampling_rate!r}")
     max_s = limits.MAX_AUDIO_DURATION_S if max_duration_s is None else float(max_duration_s)
     if not max_s > 0:
         raise AudioError(f"max_duration_s must be positive; got {max_duration_s!r}")
-    name = _describe(source)
+    name = describe_input(source, label)
     array, sr = _load_any(source, sampling_rate, allow_urls=allow_urls, name=name, max_s=max_s)
     if array.shape[0] > max_s * sr:
         raise _too_long(name, array.shape[0] / sr, max_s)
@@ -327,7 +335,7 @@ def load_audio(
 
 def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str, max_s: float) -> tuple[np.ndarray, int]:
     if isinstance(source, dict):
-        return _load_dict(source, sampling_rate, allow_urls=allow_urls, max_s=max_s)
+        return _load_dict(source, sampling_rate, allow_urls=allow_urls, max_s=max_s, name=name)
     if isinstance(source, np.ndarray):
         return to_mono(source, name), sampling_rate
     if type(source).__module__.startswith("torch"):
@@ -340,8 +348,8 @@ def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str, m
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data:
-            raise AudioError("<bytes input>: the audio bytes are empty")
-        return _decode_encoded(io.BytesIO(data), "<bytes input>", max_s)
+            raise AudioError(f"{name}: the audio bytes are empty")
+        return _decode_encoded(io.BytesIO(data), name, max_s)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(text, bytes):
@@ -369,15 +377,19 @@ def _load_any(source: Any, sampling_rate: int, *, allow_urls: bool, name: str, m
     )
 
 
-def _load_dict(source: dict, sampling_rate: int, *, allow_urls: bool, max_s: float) -> tuple[np.ndarray, int]:
+def _load_dict(
+    source: dict, sampling_rate: int, *, allow_urls: bool, max_s: float, name: str
+) -> tuple[np.ndarray, int]:
+    """A dict input; ``name`` names it in errors."""
     key = "array" if "array" in source else "raw" if "raw" in source else None
     if key is not None and source[key] is not None:
         if "sampling_rate" not in source:
-            raise AudioError(f"audio dict has '{key}' but no 'sampling_rate'; add the rate of the array in Hz")
+            raise AudioError(
+                f"{name}: the audio dict has '{key}' but no 'sampling_rate'; add the rate of the array in Hz"
+            )
         sr = source["sampling_rate"]
         if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-            raise AudioError(f"audio dict: 'sampling_rate' must be a positive integer; got {sr!r}")
-        name = str(source.get("path") or f"audio dict '{key}'")
+            raise AudioError(f"{name}: the audio dict's 'sampling_rate' must be a positive integer; got {sr!r}")
         if int(sr) != sampling_rate:  # it will be resampled: the rate must be a real one
             check_format(name, 1, int(sr))
         arr = source[key]
@@ -385,12 +397,11 @@ def _load_dict(source: dict, sampling_rate: int, *, allow_urls: bool, max_s: flo
             arr = arr.detach().cpu().numpy()
         return to_mono(np.asarray(arr), name), int(sr)
     if source.get("bytes"):
-        name = str(source.get("path") or "<bytes input>")
         return _decode_encoded(io.BytesIO(bytes(source["bytes"])), name, max_s)
     if source.get("path"):
         return _load_any(source["path"], sampling_rate, allow_urls=allow_urls, name=str(source["path"]), max_s=max_s)
     raise AudioError(
-        f"audio dict with keys {sorted(source)}: expected 'array' (or 'raw') with 'sampling_rate', "
+        f"{name}: an audio dict with keys {sorted(source)}; expected 'array' (or 'raw') with 'sampling_rate', "
         "or 'path', or 'bytes'"
     )
 

@@ -98,7 +98,7 @@ class InputReader:
         duration = audio_duration(item) if is_local_file(item) else None
         audio = None
         if duration is None:
-            audio = load_audio(item, sr, allow_urls=allow_urls)
+            audio = load_audio(item, sr, allow_urls=allow_urls, label=name)
             duration = audio.size / sr
         if not self.uses_vad(duration, config):
             for start, window, right, last in self.windows(item, name, config, allow_urls, audio):
@@ -141,7 +141,7 @@ class InputReader:
             blocks: Any = iter_audio_blocks(item, sr, block_s=max(float(chunk_s), 1.0))
         else:
             if audio is None:
-                audio = load_audio(item, sr, allow_urls=allow_urls)
+                audio = load_audio(item, sr, allow_urls=allow_urls, label=name)
             if chunk_s is None and audio.size > config.max_whole_s * sr:
                 chunk_s = config.window_s
             if chunk_s is None:
