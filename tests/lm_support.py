@@ -11,6 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
+def ngram_counts(sentences: list[list[str]], order: int) -> list[Counter]:
+    """Counts of every n-gram (n = 1..order; index n) of ``sentences``, each framed by <s> and </s>."""
+    counts: list[Counter] = [Counter() for _ in range(order + 1)]
+    for s in sentences:
+        toks = ["<s>", *s, "</s>"]
+        for n in range(1, order + 1):
+            for i in range(len(toks) - n + 1):
+                counts[n][tuple(toks[i : i + n])] += 1
+    return counts
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A synthetic language: Zipfian words with a sparse first-order Markov structure.
 

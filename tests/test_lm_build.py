@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from lm_support import Arpa, assert_closed, assert_normalized, contexts_to_check, make_corpus, predictable, write_text
+from lm_support import (
+    Arpa,
+    assert_closed,
+    assert_normalized,
+    contexts_to_check,
+    make_corpus,
+    ngram_counts,
+    predictable,
+    write_text,
+)
 from w2vlm.errors import LanguageModelError
 from w2vlm.lm import allowed_chars_from_file, build_lm, normalize_text, unigrams_from_arpa
 
@@ -31,12 +40,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def reference_kn(sentences: list[list[str]], order: int):  # type: ignore[no-untyped-def]
-    counts: list[Counter] = [Counter() for _ in range(order + 1)]
-    for s in sentences:
-        toks = ["<s>", *s, "</s>"]
-        for n in range(1, order + 1):
-            for i in range(len(toks) - n + 1):
-                counts[n][tuple(toks[i : i + n])] += 1
+    counts = ngram_counts(sentences, order)
     adj: list[dict] = [{} for _ in range(order + 1)]
     adj[order] = dict(counts[order])
     for n in range(1, order):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lm_support import Arpa, assert_closed, assert_normalized, make_corpus, write_text
+from lm_support import Arpa, assert_closed, assert_normalized, make_corpus, ngram_counts, write_text
 from w2vlm.errors import LanguageModelError
 from w2vlm.lm import build_lm
 
@@ -150,12 +150,7 @@ if given is not None:
         text = write_text(d / "t.txt", sents)
         stats = build_lm([text], d / "lm.arpa", order=order, memory=memory)
         arpa = Arpa(d / "lm.arpa")
-        counts: list[Counter] = [Counter() for _ in range(order + 1)]
-        for s in sents:
-            toks = ["<s>", *s, "</s>"]
-            for n in range(1, order + 1):
-                for i in range(len(toks) - n + 1):
-                    counts[n][tuple(toks[i : i + n])] += 1
+        counts = ngram_counts(sents, order)
         for n in range(1, order + 1):
             assert {g for g in arpa.prob if len(g) == n} == set(counts[n]) | ({("<unk>",)} if n == 1 else set())
         assert stats.ngram_counts == [arpa.declared[n] for n in range(1, order + 1)]
