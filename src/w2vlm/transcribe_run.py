@@ -152,12 +152,7 @@ def _run(
 
     t0 = time.perf_counter()
     # reading processes, when the run uses them, start their imports now, while the model loads
-    server = None
-    if reads_in_processes(options.read_processes, len(todo), _cuda_expected(options)):
-        try:
-            server = ForkServer()
-        except OSError as exc:
-            logger.warning("reading in threads: %s", exc)
+    server = ForkServer() if reads_in_processes(options.read_processes, len(todo), _cuda_expected(options)) else None
     if server is not None:
         stack.callback(server.close)
     transcriber = Transcriber(options)

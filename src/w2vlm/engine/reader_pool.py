@@ -188,39 +188,43 @@ def _child_path() -> str | None:
 class ForkServer:
     """The process the reading processes are forked from (:mod:`w2vlm.engine.reader_worker`). It starts its
     imports at once; :meth:`configure` sends it the set-up, after which it warms up and becomes :meth:`ready`.
-    Starting it before a model is loaded overlaps its start-up with the loading. One that cannot be started (no
-    interpreter to run: an embedded Python) logs a warning and is never ready; on a system other than Linux it
-    raises OSError."""
+    Starting it before a model is loaded overlaps its start-up with the loading. One that cannot be started (a
+    system other than Linux, no interpreter to run: an embedded Python) logs a warning and is never ready, so that
+    its callers read in threads."""
 
     def __init__(self) -> None:
         self.owner = os.getpid()
         self._ready = False
         self._failed = False
         self.popen: subprocess.Popen | None = None
-        if not (sys.platform == "linux" and hasattr(socket, "send_fds")):
-            raise OSError(f"reading processes need Linux (fork and descriptor passing); this is {sys.platform}")
-        control, theirs = socket.socketpair()
-        env = dict(os.environ)
-        extra = _child_path()
-        if extra is not None:
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
-        env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TRANSFORMERS_VERBOSITY="error")
+        ends: list[Any] = []
         try:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "w2vlm.engine.reader_worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # the terminal's Ctrl-C goes to the engine's process, which stops this
-            )
+            if not (sys.platform == "linux" and hasattr(socket, "send_fds")):
+                raise OSError(f"reading processes need Linux (fork and descriptor passing); this is {sys.platform}")
+            control, theirs = socket.socketpair()
+            ends.append(control)
+            self.control = control
+            self.messages = Connection(os.dup(control.fileno()))
+            ends.append(self.messages)
+            env = dict(os.environ)
+            extra = _child_path()
+            if extra is not None:
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+            env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TRANSFORMERS_VERBOSITY="error")
+            try:
+                self.popen = subprocess.Popen(
+                    [sys.executable, "-m", "w2vlm.engine.reader_worker", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,  # the terminal's Ctrl-C goes to the engine's process, which stops this
+                )
+            finally:
+                theirs.close()
         except (OSError, ValueError) as exc:
             self._failed = True
             logger.warning("reading in the engine's threads: its reading processes could not be started (%s)", exc)
-        finally:
-            theirs.close()
-        self.control = control
-        self.messages = Connection(os.dup(control.fileno()))
-        self._finalizer = weakref.finalize(self, _shut, self.owner, self.popen, (control, self.messages))
+        self._finalizer = weakref.finalize(self, _shut, self.owner, self.popen, tuple(ends))
 
     @property
     def pid(self) -> int | None:

@@ -101,13 +101,9 @@ class Run:
         self.timings = engine.timings
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
-        #: the engine's reading processes, when this call reads its inputs in them
-        self.readers = None
-        if engine.reads_in_processes(len(items), config):
-            try:
-                self.readers = engine.reader_pool()
-            except OSError as exc:  # no interpreter to start (an embedded Python), no processes left, ...
-                logger.warning("reading in threads: the reading processes could not be started (%s)", exc)
+        #: the engine's reading processes, when this call reads its inputs in them (a pool whose processes cannot
+        #: be started says so once and gives none: the call reads in its threads)
+        self.readers = engine.reader_pool() if engine.reads_in_processes(len(items), config) else None
 
     # ------------------------------------------------------------------------------------ plumbing
 
