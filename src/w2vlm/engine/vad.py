@@ -227,12 +227,11 @@ class SpeechFinder:
         gathered = 0
 
         def join_blocks() -> None:
-            nonlocal audio, low, gathered
+            nonlocal audio, low
             audio = np.concatenate([audio, *blocks_in]) if blocks_in else audio
             low = np.concatenate([low, *low_in]) if low_in else low
             blocks_in.clear()
             low_in.clear()
-            gathered = low.size
 
         for block in blocks:
             if block.size == 0:
