@@ -21,6 +21,6 @@ export LD_PRELOAD
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 tests=(tests/test_ngram.py tests/test_kenlm_binary.py tests/test_ngram_binary.py tests/test_arpa_stream.py tests/test_decoder.py
-  tests/test_hardening.py tests/test_fuzz.py)
+  tests/test_hardening.py tests/test_fuzz.py tests/test_lstm_kernel.py)
 if [ $# -gt 0 ]; then tests=("$@"); fi
 exec .venv-asan/bin/python -m pytest -q -p no:cacheprovider "${tests[@]}"

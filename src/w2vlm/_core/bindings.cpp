@@ -3,10 +3,14 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "bindings.hpp"
 #include "common.hpp"
 #include "logits.hpp"
+#include "lstm.hpp"
 
 // numpy's ufunc object, for its inner loops only (no numpy C API is called: nothing to import)
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
@@ -85,6 +89,41 @@ bool load_numpy_kernels() {
   }
 }
 
+using F32 = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
+using I64 = nb::ndarray<const int64_t, nb::c_contig, nb::device::cpu>;
+
+// lstm_readout (lstm.hpp) with its shapes and table rows checked; the GIL released while it runs
+nb::object lstm_readout_py(F32 gx, I64 index, F32 w_hh, F32 out_w, float out_b) {
+  auto fail = [](const std::string& what) { throw std::invalid_argument("lstm_readout: " + what); };
+  if (gx.ndim() != 2 || index.ndim() != 2 || w_hh.ndim() != 2 || out_w.ndim() != 1)
+    fail("gx must be (frames, 4 hidden), index (steps, rows), w_hh (hidden, 4 hidden), out_w (hidden)");
+  LstmShape s;
+  s.steps = static_cast<int64_t>(index.shape(0));
+  s.rows = static_cast<int64_t>(index.shape(1));
+  s.hidden = static_cast<int64_t>(out_w.shape(0));
+  const int64_t frames = static_cast<int64_t>(gx.shape(0));
+  const auto dims = [](auto& a) { return std::to_string(a.shape(0)) + " x " + std::to_string(a.shape(1)); };
+  const std::string want = std::to_string(s.hidden) + " x " + std::to_string(4 * s.hidden);
+  if (s.hidden == 0 || s.hidden % 4 != 0) fail("hidden size " + std::to_string(s.hidden) + " is not a multiple of 4");
+  if (static_cast<int64_t>(w_hh.shape(0)) != s.hidden || static_cast<int64_t>(w_hh.shape(1)) != 4 * s.hidden)
+    fail("w_hh is " + dims(w_hh) + ", expected " + want);
+  if (static_cast<int64_t>(gx.shape(1)) != 4 * s.hidden)
+    fail("gx has " + std::to_string(gx.shape(1)) + " gates a frame, expected " + std::to_string(4 * s.hidden));
+  const int64_t* idx = index.data();
+  for (int64_t i = 0; i < s.steps * s.rows; ++i)
+    if (idx[i] < 0 || idx[i] >= frames)
+      fail("index " + std::to_string(idx[i]) + " at " + std::to_string(i) + " is outside the " +
+           std::to_string(frames) + " frames of gx");
+  auto* out = new std::vector<float>(static_cast<size_t>(s.steps * s.rows));
+  nb::capsule owner(out, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+  {
+    nb::gil_scoped_release r;
+    lstm_readout(s, gx.data(), idx, w_hh.data(), out_w.data(), out_b, out->data());
+  }
+  return nb::cast(nb::ndarray<nb::numpy, float, nb::ndim<2>>(
+      out->data(), {static_cast<size_t>(s.steps), static_cast<size_t>(s.rows)}, owner));
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -106,6 +145,13 @@ NB_MODULE(_core, m) {
       set_error("DecoderInputError", e.what());
     }
   });
+
+  m.def("lstm_readout", &lstm_readout_py, nb::arg("gx"), nb::arg("index"), nb::arg("w_hh"), nb::arg("out_w"),
+        nb::arg("out_b"),
+        "An LSTM layer's recurrence over rows of sequences, each from zero state, and relu(h) . out_w + out_b per "
+        "step: gx (frames, 4 hidden) a table of input gates with both biases, index (steps, rows, int64) the "
+        "table row of each sequence at each step, w_hh (hidden, 4 hidden) the recurrent weights transposed; "
+        "float32, C order. Returns (steps, rows). Silero VAD's recurrent half (w2vlm.engine.silero).");
 
   bind_lm(m);
   bind_arpa_parser(m);
