@@ -1,15 +1,16 @@
-"""Silero VAD's network in torch, run over a whole stretch of audio at once.
+"""Silero VAD's network in torch and the native core, run over a whole stretch of audio at once.
 
 Silero VAD (the ``silero-vad`` wheel, v5/v6 layout) gives a speech probability per 32 ms frame: a magnitude STFT
 of the frame (with the end of the frame before it as context), four convolutions with ReLU, an LSTM cell, and a
 1x1 convolution with a sigmoid. Only the LSTM carries state from one frame to the next. The wheel's own runners
 (ONNX or TorchScript) take one frame per call, which costs far more in calls than in arithmetic (on a 15 s input
-~4 ms of CPU per audio second). :class:`SileroVad` instead runs the STFT and the convolutions over every frame of
-its input as one batch, and the LSTM (torch's, one call) over rows of :data:`ROW_FRAMES` frames as one batch,
-each row first seeing :data:`WARMUP_FRAMES` frames of the audio before it so that its state has settled by the
-row's first frame. The weights are the wheel's (read from its TorchScript file, the one file that holds the 8 kHz
-network); the numbers match the wheel's model run frame by frame to a few 1e-6 wherever the state is the same
-(``tests/test_vad_network.py`` checks the TorchScript and the ONNX model to 2e-5, at 8 and 16 kHz).
+~4 ms of CPU per audio second). :class:`SileroVad` instead runs the STFT, the convolutions and the LSTM's input
+gates over every frame of its input as one batch (torch), and the LSTM's recurrence (``w2vlm._core.lstm_readout``)
+over rows of :data:`ROW_FRAMES` frames, each row first seeing :data:`WARMUP_FRAMES` frames of the audio before it so
+that its state has settled by the row's first frame. The weights are the wheel's (read from its TorchScript file,
+the one file that holds the 8 kHz network); the numbers match the wheel's model run frame by frame to a few 1e-6
+wherever the state is the same (``tests/test_vad_network.py`` checks the TorchScript and the ONNX model to 2e-5, at
+8 and 16 kHz).
 
 It runs at 8 kHz, where a frame is 256 samples, for half the work of 16 kHz. Each row (with its warm-up) is first
 raised towards :data:`LEVEL_DBFS` when its loudest frame is quieter than that: the network is level-sensitive, and
@@ -83,12 +84,15 @@ def available() -> bool:
 
 class SileroNetwork:
     """The weights of Silero VAD's network for one rate, and its two halves: :meth:`encode` (per frame, no
-    state) and :meth:`recur` (the LSTM and the output layer over rows of frames).
+    state: up to the LSTM's input gates) and :meth:`recur` (the LSTM's recurrence and the output layer over rows of
+    frames).
 
     The STFT is a Hann-windowed DFT (the wheel keeps it as a convolution basis; here it is an FFT of the windowed
-    frames), and each convolution (kernel 3, padding 1) is one matrix product over a frame's whole channel-last
-    input (the whole VAD 10-25 % faster than with torch's convolutions, and the encoder ~15 % faster than as
-    column copies and a product per layer)."""
+    frames), and each convolution (kernel 3, padding 1) is a matrix product per output step over the slice of a
+    frame's channel-last input its taps read (the whole VAD 10-25 % faster than with torch's convolutions; one
+    product over the whole input, zeros included, was ~20 % slower in the first two layers, and column copies
+    slower still). The recurrence is native: torch's LSTM ran the input projection again for every row's warm-up
+    and each step as separate small operators (the VAD ~1.2-1.4x faster without it)."""
 
     def __init__(self, path: Path, rate: int) -> None:
         import torch
@@ -112,40 +116,51 @@ class SileroNetwork:
                 or (basis.double() - self.window.double() * dft).abs().max() > 1e-5
             ):
                 raise ValueError("the STFT basis is not a windowed DFT")
-            # each layer as one matrix over a frame's whole (steps x channels) input: a frame has only a few steps
-            # (4, 2, 1, 1 at 8 kHz), so the convolution (kernel 3, padding 1) is a small dense map, with zeros
-            # where a tap reads the padding or another output step; one matrix product per layer, no copies
+            # each layer as matrices over a frame's whole (steps x channels) input: a frame has only a few steps
+            # (4, 2, 1, 1 at 8 kHz), so the convolution (kernel 3, padding 1) is a small dense map, with zeros where
+            # a tap reads the padding or another output step. Each output step is one product over the input steps
+            # its taps read (a contiguous slice of the input: the zeros, 3/8 of the first two layers, are skipped)
             frame, context = RATES[rate]
             steps = (frame + context + self.pad - length) // self.hop + 1
-            self.layers = []
+            self.layers: list[list[tuple[int, int, Any, Any]]] = []
             for i in range(4):
                 conv = getattr(net.encoder, str(i)).reparam_conv
                 w, b = weights[f"encoder.{i}.reparam_conv.weight"], weights[f"encoder.{i}.reparam_conv.bias"]
                 stride = int(conv.stride[0])
                 if w.shape[2] != 3 or int(conv.padding[0]) != 1:
                     raise ValueError(f"encoder layer {i}: kernel {w.shape[2]}, padding {conv.padding[0]}")
-                out = (steps - 1) // stride + 1
-                dense = torch.zeros(steps, w.shape[1], out, w.shape[0])
+                cin, out = w.shape[1], (steps - 1) // stride + 1
+                products = []
                 for t in range(out):
-                    for tap in range(3):
-                        if 0 <= tap + stride * t - 1 < steps:
-                            dense[tap + stride * t - 1, :, t, :] = w[:, :, tap].T
-                self.layers.append((dense.reshape(steps * w.shape[1], out * w.shape[0]), b.repeat(out)))
+                    taps = [tap for tap in range(3) if 0 <= tap + stride * t - 1 < steps]
+                    first = taps[0] + stride * t - 1  # the first input step read
+                    dense = torch.zeros(len(taps), cin, w.shape[0])
+                    for n, tap in enumerate(taps):
+                        dense[n] = w[:, :, tap].T
+                    products.append((first * cin, (first + len(taps)) * cin, dense.reshape(-1, w.shape[0]), b))
+                self.layers.append(products)
                 steps = out
             hidden = weights["decoder.rnn.weight_hh"].shape[1]
-            self.lstm = torch.nn.LSTM(hidden, hidden)
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(self.lstm, f"{name}_l0").data.copy_(weights[f"decoder.rnn.{name}"])
-            self.lstm.requires_grad_(False)
-            self.out_weight = weights["decoder.decoder.2.weight"][0, :, 0].contiguous()  # (hidden,)
-            self.out_bias = weights["decoder.decoder.2.bias"]
-            if int(net.context_size_samples) != context or self.layers[-1][0].shape[1] != hidden or steps != 1:
+            # the LSTM's input gates as the encoder's last product (once per frame; both biases in it), and its
+            # recurrent weights transposed for the native recurrence (w2vlm._core.lstm_readout)
+            self.gates = (
+                weights["decoder.rnn.weight_ih"].T.contiguous(),
+                weights["decoder.rnn.bias_ih"] + weights["decoder.rnn.bias_hh"],
+            )
+            self.w_hh = weights["decoder.rnn.weight_hh"].T.contiguous().numpy()
+            self.out_weight = weights["decoder.decoder.2.weight"][0, :, 0].contiguous().numpy()  # (hidden,)
+            self.out_bias = float(weights["decoder.decoder.2.bias"][0])
+            last = self.layers[-1]
+            if int(net.context_size_samples) != context or steps != 1 or last[0][2].shape[1] != hidden:
                 raise ValueError("unexpected frame context or layer sizes")
+            if self.gates[0].shape != (hidden, 4 * hidden) or hidden % 4:
+                raise ValueError(f"unexpected LSTM sizes {tuple(self.gates[0].shape)}")
         except (RuntimeError, AttributeError, KeyError, IndexError, ValueError) as exc:
             raise VadUnavailable(f"Silero VAD model {path}: not a layout w2vlm can run ({exc})") from exc
 
-    def encode(self, windows: Any) -> Any:
-        """Per-frame features, (frames, hidden), of ``windows`` (frames, context + frame samples)."""
+    def encode(self, windows: Any, out: Any) -> None:
+        """The LSTM's input gates per frame of ``windows`` (frames, context + frame samples) into ``out`` (frames,
+        4 hidden)."""
         import torch
         import torch.nn.functional as F
 
@@ -154,27 +169,23 @@ class SileroNetwork:
         spec = torch.fft.rfft(x.unfold(1, self.window.numel(), self.hop) * self.window)
         # (n, steps, bins), as the wheel computes it (abs: 3x slower); in place, the same numbers with fewer buffers
         x = spec.real.square().add_(spec.imag.square()).sqrt_().reshape(n, -1)
-        for matrix, bias in self.layers:
-            x = torch.addmm(bias, x, matrix).relu_()
-        return x
+        for products in self.layers:
+            width = products[0][2].shape[1]
+            y = torch.empty(n, width * len(products))
+            for t, (lo, hi, matrix, bias) in enumerate(products):
+                torch.addmm(bias, x[:, lo:hi], matrix, out=y[:, t * width : (t + 1) * width])
+            x = y.relu_()
+        torch.addmm(self.gates[1], x, self.gates[0], out=out)
 
-    def recur(self, features: Any) -> np.ndarray:
-        """Speech probabilities, (steps, rows), of ``features`` (steps, rows, hidden), each row from zero state."""
-        import torch
+    def recur(self, gates: Any, index: np.ndarray) -> np.ndarray:
+        """Speech probabilities, (steps, rows), of rows that each start from zero state and read, step by step, the
+        rows of the table of input ``gates`` (frames, 4 hidden) that ``index`` (steps, rows) gives. The native
+        recurrence computes each row the same way whatever the others: a frame gets the same number in any call,
+        and the segments do not depend on how an input is read."""
+        from w2vlm import _core
 
-        hidden, _ = self.lstm(features)
-        # the output layer without kernels whose rounding depends on where an element sits in the tensor (torch's
-        # matrix-vector products and sums round the last rows, its sigmoid the last elements, differently): the
-        # dot product as halves added elementwise, the sigmoid in numpy. So a frame gets the same number in any
-        # call, and the segments do not depend on how an input is read
-        x = torch.relu(hidden) * self.out_weight
-        while x.shape[-1] > 1:
-            half = x.shape[-1] // 2
-            rest = x[..., 2 * half :]
-            x = x[..., :half] + x[..., half : 2 * half]
-            if rest.shape[-1]:
-                x = torch.cat([x[..., :1] + rest, x[..., 1:]], dim=-1)
-        z = (x[..., 0] + self.out_bias).numpy()
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        z = _core.lstm_readout(gates.numpy(), index, self.w_hh, self.out_weight, self.out_bias)
         with np.errstate(over="ignore"):  # exp(-z) = inf where z < -88: a probability of 0
             return (1.0 / (1.0 + np.exp(-z))).astype(np.float32, copy=False)
 
@@ -200,16 +211,17 @@ class SileroVad:
                 cls._shared = cls()
             return cls._shared
 
-    def _encode(self, windows: np.ndarray) -> Any:
-        """The network's per-frame features of ``windows`` (at least two), in batches of :data:`_ENCODE_BATCH`
-        (never a last batch of one)."""
+    def _encode(self, windows: np.ndarray, out: Any) -> None:
+        """The LSTM's input gates per frame of ``windows`` (at least two) into ``out``, in batches of
+        :data:`_ENCODE_BATCH` (never a last batch of one)."""
         import torch
 
         cut = list(range(_ENCODE_BATCH, windows.shape[0] + 1, _ENCODE_BATCH))
         if cut and windows.shape[0] - cut[-1] < 2:
             cut.pop()
-        parts = np.split(np.ascontiguousarray(windows, dtype=np.float32), cut)
-        return torch.cat([self.network.encode(torch.from_numpy(part)) for part in parts])
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        for lo, hi in zip([0, *cut], [*cut, windows.shape[0]], strict=True):
+            self.network.encode(torch.from_numpy(windows[lo:hi]), out[lo:hi])
 
     def probs(self, audio: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """Probabilities for the whole frames of ``audio`` (at :attr:`rate`, a multiple of :attr:`frame` samples),
@@ -253,14 +265,16 @@ class SileroVad:
         again = np.flatnonzero((owner[index[:WARMUP_FRAMES, :rows]] != gain[:rows]).any(axis=0))
         network = self.network
         with torch.inference_mode():
-            features = self._encode(windows if (owner == 1.0).all() else windows * owner[:, None])
-            gathered = features[torch.from_numpy(index)]  # (steps, rows, hidden)
+            # one table of input gates: every window's (total + 1 rows), then the warm-ups encoded again, whose
+            # entries of `index` are moved to their rows
+            gates = torch.empty(total + 1 + again.size * WARMUP_FRAMES, network.w_hh.shape[1])
+            self._encode(windows if (owner == 1.0).all() else windows * owner[:, None], gates[: total + 1])
             if again.size:
                 warmups = [windows[index[:WARMUP_FRAMES, r]] * gain[r] for r in again]
-                redone = self._encode(np.concatenate(warmups)).reshape(len(again), WARMUP_FRAMES, -1)
-                for j, r in enumerate(again):
-                    gathered[:WARMUP_FRAMES, r] = redone[j]
-            probs = network.recur(gathered)[:, :rows]  # (steps, rows)
+                self._encode(np.concatenate(warmups), gates[total + 1 :])
+                redone = total + 1 + np.arange(again.size * WARMUP_FRAMES).reshape(again.size, WARMUP_FRAMES)
+                index[:WARMUP_FRAMES, again] = redone.T
+            probs = network.recur(gates, index)[:, :rows]  # (steps, rows)
         return np.ascontiguousarray(probs[WARMUP_FRAMES:].T).reshape(-1)[:frames]
 
 
