@@ -7,6 +7,7 @@ decoder's own token spans, or an alignment within each word's frames).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -74,15 +75,25 @@ def greedy_words(
     return " ".join(w for w, *_ in words), words
 
 
+@functools.lru_cache(maxsize=16)
+def _label_kinds(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels as an object array, and which of them are blanks (or special tokens) and word delimiters (one
+    alphabet's, computed once: every segment's greedy decoding asks)."""
+    table = np.asarray(labels, dtype=object)
+    blank = np.fromiter((lab == "" or bool(SPECIAL_LABEL.match(lab)) for lab in labels), bool, len(labels))
+    delim = np.fromiter((lab != "" and lab.isspace() for lab in labels), bool, len(labels))
+    return table, blank, delim
+
+
 def _greedy_char_words(
     ids: np.ndarray, probs: np.ndarray, starts: np.ndarray, ends: np.ndarray, labels: Sequence[str]
 ) -> tuple[str, list[tuple[str, int, int, float]]]:
     """:func:`greedy_words` for a character alphabet, vectorised over the runs of the best path."""
-    table = np.asarray(list(labels), dtype=object)
+    table, blanks, delims = _label_kinds(tuple(labels))
     run_ids = ids[starts]
     run_labels = table[run_ids]
-    blank = np.fromiter((lab == "" or bool(SPECIAL_LABEL.match(lab)) for lab in labels), bool, len(labels))[run_ids]
-    delim = np.fromiter((lab != "" and lab.isspace() for lab in labels), bool, len(labels))[run_ids]
+    blank = blanks[run_ids]
+    delim = delims[run_ids]
     conf = np.add.reduceat(probs, starts) / (ends - starts)
     word_of = np.cumsum(delim)  # runs after the k-th delimiter belong to word k
     keep = ~(blank | delim)

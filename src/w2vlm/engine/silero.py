@@ -19,6 +19,7 @@ quiet recordings lost whole utterances without it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 import warnings
@@ -61,6 +62,7 @@ class VadUnavailable(W2vlmError, RuntimeError):
     this version of w2vlm can run)."""
 
 
+@functools.cache  # a found file is remembered (the engine asks once per input); a missing one is looked for again
 def model_path() -> Path:
     """Silero VAD's TorchScript file inside the installed ``silero-vad`` wheel (found without importing the
     package, whose import changes torch's thread count)."""
