@@ -92,9 +92,10 @@ class SileroNetwork:
     The STFT is a Hann-windowed DFT (the wheel keeps it as a convolution basis; here it is an FFT of the windowed
     frames), and each convolution (kernel 3, padding 1) is a matrix product per output step over the slice of a
     frame's channel-last input its taps read (the whole VAD 10-25 % faster than with torch's convolutions; one
-    product over the whole input, zeros included, was ~20 % slower in the first two layers, and column copies
+    product over the whole input, zeros included, was 15-35 % slower in the first two layers, and column copies
     slower still). The recurrence is native: torch's LSTM ran the input projection again for every row's warm-up
-    and each step as separate small operators (the VAD ~1.2-1.4x faster without it)."""
+    and each step as separate small operators (its recurrent half ~1.8x slower than this on an AVX2 CPU; the VAD
+    as a whole 1.16-1.25x slower than now)."""
 
     def __init__(self, path: Path, rate: int) -> None:
         import torch
