@@ -94,8 +94,8 @@ class SileroNetwork:
     frame's channel-last input its taps read (the whole VAD 10-25 % faster than with torch's convolutions; one
     product over the whole input, zeros included, was 15-35 % slower in the first two layers, and column copies
     slower still). The recurrence is native: torch's LSTM ran the input projection again for every row's warm-up
-    and each step as separate small operators (its recurrent half ~1.8x slower than this on an AVX2 CPU; the VAD
-    as a whole 1.16-1.25x slower than now)."""
+    and each step as separate small operators (on an AVX2 CPU 1.18x the time of the gates' product and this
+    recurrence, ``bench/vad_network.py``; the VAD as a whole took 1.16-1.25x its time now)."""
 
     def __init__(self, path: Path, rate: int) -> None:
         import torch
