@@ -255,7 +255,7 @@ class SileroVad:
         # row r covers frames [r·ROW, (r+1)·ROW) of audio, preceded by up to WARMUP frames; `total` (no audio) pads
         rows = -(-frames // ROW_FRAMES)
         steps = WARMUP_FRAMES + ROW_FRAMES
-        index = np.arange(steps)[:, None] + (np.arange(max(rows, 2)) * ROW_FRAMES + warm - WARMUP_FRAMES)[None, :]
+        index = np.arange(steps)[:, None] + (np.arange(rows) * ROW_FRAMES + warm - WARMUP_FRAMES)[None, :]
         index = np.where((index >= 0) & (index < total), index, total)
         gain = _row_gains(signal[context_len : context_len + total * frame_len].reshape(total, frame_len), index)
         # each frame is encoded once with the gain of the row it belongs to (head frames: the first row's, whose
@@ -263,9 +263,9 @@ class SileroVad:
         # row's own gain, so that every row sees its audio at one level
         owner = np.empty(total + 1, np.float32)
         owner[:warm] = gain[0]
-        owner[warm:total] = np.repeat(gain[:rows], ROW_FRAMES)[:frames]
+        owner[warm:total] = np.repeat(gain, ROW_FRAMES)[:frames]
         owner[total] = gain[0]  # the window without audio (zeros at any gain), in the first row's warm-up
-        again = np.flatnonzero((owner[index[:WARMUP_FRAMES, :rows]] != gain[:rows]).any(axis=0))
+        again = np.flatnonzero((owner[index[:WARMUP_FRAMES]] != gain).any(axis=0))
         network = self.network
         with torch.inference_mode():
             # one table of input gates: every window's (total + 1 rows), then the warm-ups encoded again, whose
@@ -277,7 +277,7 @@ class SileroVad:
                 self._encode(np.concatenate(warmups), gates[total + 1 :])
                 redone = total + 1 + np.arange(again.size * WARMUP_FRAMES).reshape(again.size, WARMUP_FRAMES)
                 index[:WARMUP_FRAMES, again] = redone.T
-            probs = network.recur(gates, index)[:, :rows]  # (steps, rows)
+            probs = network.recur(gates, index)  # (steps, rows)
         return np.ascontiguousarray(probs[WARMUP_FRAMES:].T).reshape(-1)[:frames]
 
 
