@@ -114,16 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         lstm.bias_hh_l0.data.zero_()
         out_w, out_b = torch.from_numpy(net.out_weight), net.out_bias
 
-        def features(windows: torch.Tensor) -> torch.Tensor:
-            """The encoder without its last product (the LSTM's input projection)."""
-            x = torch.nn.functional.pad(windows[:, None], (0, net.pad), mode="reflect")[:, 0]
-            spec = torch.fft.rfft(x.unfold(1, net.window.numel(), net.hop) * net.window)
-            x = spec.abs().reshape(windows.shape[0], -1)
-            for products in net.layers:
-                x = torch.cat([torch.addmm(b, x[:, lo:hi], m) for lo, hi, m, b in products], dim=1).relu_()
-            return x
-
-        feats = [features(windows) for windows, _ in jobs]
+        feats = [net.features(windows) for windows, _ in jobs]
         rows_in = [f[torch.from_numpy(index)] for f, (_, index) in zip(feats, jobs, strict=True)]
         t_proj = fastest(args.repeats, lambda: [torch.addmm(net.gates[1], f, net.gates[0]) for f in feats])
 

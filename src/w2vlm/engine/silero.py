@@ -86,8 +86,8 @@ def available() -> bool:
 
 class SileroNetwork:
     """The weights of Silero VAD's network for one rate, and its two halves: :meth:`encode` (per frame, no
-    state: up to the LSTM's input gates) and :meth:`recur` (the LSTM's recurrence and the output layer over rows of
-    frames).
+    state: :meth:`features`, then the LSTM's input gates) and :meth:`recur` (the LSTM's recurrence and the
+    output layer over rows of frames).
 
     The STFT is a Hann-windowed DFT (the wheel keeps it as a convolution basis; here it is an FFT of the windowed
     frames), and each convolution (kernel 3, padding 1) is a matrix product per output step over the slice of a
@@ -165,6 +165,12 @@ class SileroNetwork:
         """The LSTM's input gates per frame of ``windows`` (frames, context + frame samples) into ``out`` (frames,
         4 hidden)."""
         import torch
+
+        torch.addmm(self.gates[1], self.features(windows), self.gates[0], out=out)
+
+    def features(self, windows: Any) -> Any:
+        """The encoder's output per frame of ``windows``, (frames, hidden): what the LSTM takes as its input."""
+        import torch
         import torch.nn.functional as F
 
         n = windows.shape[0]
@@ -178,7 +184,7 @@ class SileroNetwork:
             for t, (lo, hi, matrix, bias) in enumerate(products):
                 torch.addmm(bias, x[:, lo:hi], matrix, out=y[:, t * width : (t + 1) * width])
             x = y.relu_()
-        torch.addmm(self.gates[1], x, self.gates[0], out=out)
+        return x
 
     def recur(self, gates: Any, index: np.ndarray) -> np.ndarray:
         """Speech probabilities, (steps, rows), of rows that each start from zero state and read, step by step, the
