@@ -247,11 +247,13 @@ def _print_segments(bar: _progress_bar, result: FileResult, several: bool) -> No
 
 def _cuda_expected(options: TranscribeOptions) -> bool:
     """Whether the model will run on a GPU (before it is loaded; a bad device is named when it is)."""
-    if options.device.startswith("cpu"):
-        return False
-    import torch
+    from w2vlm.errors import ModelError
+    from w2vlm.model import resolve_device
 
-    return torch.cuda.is_available()
+    try:
+        return resolve_device(options.device).type == "cuda"
+    except ModelError:
+        return False
 
 
 def _duration_or_zero(path: Path) -> float:

@@ -133,7 +133,6 @@ class ModelRunner:
 
         self.model = model
         self.feature_extractor = feature_extractor
-        self.sampling_rate = int(getattr(feature_extractor, "sampling_rate", 16000))
         self.ratio = inputs_to_logits_ratio(model)
         params = list(model.parameters())
         self.device = params[0].device if params else torch.device("cpu")
@@ -147,6 +146,7 @@ class ModelRunner:
         self.uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
         #: each window's model input on the host (picklable: the engine's reading processes get a copy)
         self.preparer = Preparer(feature_extractor, raw_audio=self.on_cuda)
+        self.sampling_rate = self.preparer.sampling_rate
         self.log_mel = self.preparer.log_mel
         self.do_normalize = self.preparer.do_normalize
         self.padding_value = float(getattr(feature_extractor, "padding_value", 0.0))
